@@ -1,0 +1,32 @@
+// `maillab node <role> --config <file>` in one self-contained bundle (dist/node.js): the entry point every
+// runtime starts, a local child process or a container.
+import { readFileSync } from 'node:fs';
+import type { NodeConfig, Role } from './shared/config.js';
+import { runNode, type RoleStarter } from './shared/node.js';
+import { startDns } from './dns/index.js';
+import { startMta } from './mta/index.js';
+import { startMx } from './mx/index.js';
+import { startMailbox } from './mailbox/index.js';
+
+export const roles: Record<Role, RoleStarter<any>> = { dns: startDns, mta: startMta, mx: startMx, mailbox: startMailbox };
+
+export async function main(argv: string[]): Promise<void> {
+  const role = argv[0] as Role | undefined;
+  const configIndex = argv.indexOf('--config');
+  const configFile = configIndex >= 0 ? argv[configIndex + 1] : undefined;
+  if (!role || !(role in roles) || !configFile) {
+    process.stderr.write(`usage: maillab node <${Object.keys(roles).join('|')}> --config <file.json>\n`);
+    process.exit(2);
+  }
+  const config = JSON.parse(readFileSync(configFile, 'utf8')) as NodeConfig;
+  if (config.role !== role) {
+    process.stderr.write(`config ${configFile} is for role ${config.role}, not ${role}\n`);
+    process.exit(2);
+  }
+  await runNode(config, roles[role]);
+}
+
+main(process.argv.slice(2)).catch((err) => {
+  process.stderr.write(`maillab node: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

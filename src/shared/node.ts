@@ -1,0 +1,61 @@
+// The entry point shared by every role: starts the role's servers, the control channel, and announces readiness.
+import type { Endpoint, NodeConfig } from './config.js';
+import { EventLog } from './events.js';
+import { startControlServer, type RpcTable } from './control.js';
+
+export interface NodeContext<C extends NodeConfig = NodeConfig> {
+  config: C;
+  events: EventLog;
+  /** Diagnostics for humans (stderr); structured facts go to `events`. */
+  log(message: string): void;
+}
+
+export interface RunningRole {
+  /** The services the role listens on, by name (`dns`, `smtp`, `submission`, `lmtp`, `pop3`, `imap`). */
+  services: Record<string, Endpoint>;
+  /** Node-specific control operations. */
+  rpc: RpcTable;
+  /** Stops accepting, finishes or abandons work safely, closes servers. */
+  stop(): Promise<void>;
+}
+
+export type RoleStarter<C extends NodeConfig = NodeConfig> = (ctx: NodeContext<C>) => Promise<RunningRole>;
+
+/** The line a node prints on stdout once every service listens; runtimes wait for it. */
+export const READY_MARKER = 'MAILLAB_READY ';
+
+export async function runNode(config: NodeConfig, start: RoleStarter<any>): Promise<void> {
+  const events = new EventLog(config.name);
+  const log = (message: string) => process.stderr.write(`[${config.name}] ${message}\n`);
+  const ctx: NodeContext = { config, events, log };
+  const role = await start(ctx);
+  const control = await startControlServer({
+    host: config.address,
+    port: config.controlPort,
+    events,
+    health: () => ({ name: config.name, role: config.role, pid: process.pid, services: role.services }),
+    rpc: () => role.rpc,
+  });
+  const control_: Endpoint = { host: config.address, port: config.controlPort };
+  events.emit({ kind: 'node-ready', detail: { role: config.role, services: role.services } });
+  process.stdout.write(READY_MARKER + JSON.stringify({ name: config.name, services: role.services, control: control_ }) + '\n');
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    events.emit({ kind: 'node-stopping', detail: { signal } });
+    const force = setTimeout(() => process.exit(1), 5000);
+    force.unref();
+    try {
+      await role.stop();
+    } catch (err) {
+      log(`error while stopping: ${(err as Error).message}`);
+    }
+    control.closeAllConnections();
+    control.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
