@@ -26,7 +26,9 @@ export async function main(argv: string[]): Promise<void> {
   await runNode(config, roles[role]);
 }
 
-main(process.argv.slice(2)).catch((err) => {
+// `maillab node …` from the CLI passes a leading program name of its own.
+const args = process.argv.slice(2);
+main(args[0] === 'node' ? args.slice(1) : args).catch((err) => {
   process.stderr.write(`maillab node: ${err instanceof Error ? err.stack : String(err)}\n`);
   process.exit(1);
 });

@@ -41,6 +41,30 @@ export type StoreChange =
 
 export type FlagMode = 'set' | 'add' | 'remove';
 
+export interface CopyResult {
+  /** UIDVALIDITY of the destination. */
+  uidValidity: number;
+  /** New UIDs in the destination. */
+  uids: number[];
+  /** The source UIDs actually copied/moved, pairwise with `uids` (MaildirStore always sets it). */
+  sourceUids?: number[];
+}
+
+/**
+ * What the store throws for a request it refuses (anything else is an internal failure). The codes follow the
+ * IMAP response codes of RFC 5530 where there is one.
+ */
+export type MailStoreErrorCode = 'NOUSER' | 'NONEXISTENT' | 'ALREADYEXISTS' | 'CANNOT';
+
+export class MailStoreError extends Error {
+  readonly code: MailStoreErrorCode;
+  constructor(code: MailStoreErrorCode, message: string) {
+    super(message);
+    this.name = 'MailStoreError';
+    this.code = code;
+  }
+}
+
 export interface MailStore {
   /** Canonical user name (lower-case address) for a login name: full address, or local part when unique. */
   resolveUser(login: string): string | undefined;
@@ -61,10 +85,18 @@ export interface MailStore {
   messages(user: string, mailbox: string): Promise<StoredMessage[]>;
   read(user: string, mailbox: string, uid: number): Promise<Buffer>;
   append(user: string, mailbox: string, data: Buffer, flags?: string[], internalDate?: number): Promise<StoredMessage>;
+  /**
+   * Changes flags; UIDs that no longer exist are skipped. Returns the current state of every existing message
+   * among `uids` (changed ones carry a new modseq; a 'flags' change is emitted only for those). `\Recent` and
+   * unknown system flags are ignored.
+   */
   setFlags(user: string, mailbox: string, uids: number[], flags: string[], mode: FlagMode): Promise<StoredMessage[]>;
-  /** Copies into `to`; returns the new UIDs in the order of `uids` (UIDPLUS COPYUID). */
-  copy(user: string, from: string, uids: number[], to: string): Promise<{ uidValidity: number; uids: number[] }>;
-  move(user: string, from: string, uids: number[], to: string): Promise<{ uidValidity: number; uids: number[] }>;
+  /**
+   * Copies into `to`; returns the new UIDs in the order of `uids` (UIDPLUS COPYUID). UIDs that no longer exist
+   * are skipped: `sourceUids` lists the ones copied, pairwise with `uids`.
+   */
+  copy(user: string, from: string, uids: number[], to: string): Promise<CopyResult>;
+  move(user: string, from: string, uids: number[], to: string): Promise<CopyResult>;
   /** Removes messages for good (IMAP EXPUNGE of \Deleted ones, POP3 UPDATE); returns the removed UIDs. */
   remove(user: string, mailbox: string, uids: number[]): Promise<number[]>;
 

@@ -1,0 +1,29 @@
+// The default lab: alice at sender.test writes to bob and carol at receiver.test.
+//
+//   alice ──submission 587──▶ mta (mta.sender.test) ──MX lookup──▶ dns (ns.lab.test)
+//                               │ smtp 25
+//                               ▼
+//                             mx (mx.receiver.test) ──LMTP 24──▶ mailbox (mail.receiver.test) ──POP3/IMAP──▶ bob
+//
+// The MTA is also sender.test's MX: bounces to alice go to the same mailbox server over LMTP.
+import { defineLab, LAB_RETRY } from '../src/lab/topology.js';
+
+export default defineLab({
+  name: 'default',
+  domains: {
+    'sender.test': { mx: [{ host: 'mta', preference: 10 }] },
+    'receiver.test': { mx: [{ host: 'mx', preference: 10 }] },
+  },
+  hosts: {
+    dns: { role: 'dns', hostname: 'ns.lab.test' },
+    mailbox: { role: 'mailbox', hostname: 'mail.receiver.test' },
+    mx: { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' },
+    mta: { role: 'mta', hostname: 'mta.sender.test', localDomains: ['sender.test'], mailbox: 'mailbox' },
+  },
+  users: [
+    { address: 'alice@sender.test', password: 'alice-secret' },
+    { address: 'bob@receiver.test', password: 'bob-secret' },
+    { address: 'carol@receiver.test', password: 'carol-secret' },
+  ],
+  retry: LAB_RETRY,
+});

@@ -1,0 +1,62 @@
+// Scenario 1: alice → bob along the whole path: submitted, queued, MX lookup, relayed, stored.
+import { describe, expect, it } from 'vitest';
+import { checkDeliveredOnce, checkHopOrder } from '../src/lab/checkers.js';
+import { headerSection } from '../src/shared/headers.js';
+import { useLab } from './support/lab.js';
+
+const lab = useLab();
+
+describe('happy path', () => {
+  it('delivers alice → bob with one Received header per hop and a byte-identical body', async () => {
+    const messageId = `<happy-${Date.now()}@sender.test>`;
+    // A body with the shapes that break careless SMTP code: a lone dot, leading dots, long and empty lines, 8-bit.
+    const body = ['Hello Bob,', '', '.', '..two dots', '.leading dot', 'x'.repeat(990), 'caf\u00e9 ol\u00e9', '', 'alice', ''].join('\r\n');
+    const raw = [
+      'From: Alice <alice@sender.test>',
+      'To: Bob <bob@receiver.test>',
+      'Subject: Hello along the whole path',
+      `Message-ID: ${messageId}`,
+      'Date: Sun, 22 Nov 2026 10:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: text/plain; charset=utf-8',
+      'Content-Transfer-Encoding: 8bit',
+      '',
+      body,
+    ].join('\r\n');
+
+    const sent = await lab().client('alice@sender.test').send({ raw, to: 'bob@receiver.test' });
+    expect(sent.response).toMatch(/^250 /);
+    expect(sent.messageId).toBe(messageId);
+
+    await lab().waitFor({ kind: 'stored', messageId, detail: { user: 'bob@receiver.test' } });
+    checkHopOrder(lab().history, messageId, ['mta:submitted', 'mta:queued', 'mta:mx-lookup', 'mta:relayed', 'mx:received', 'mx:handoff', 'mailbox:stored']);
+
+    // The MTA asked the lab DNS for receiver.test's MX.
+    expect(lab().history.filter({ kind: 'dns-query', node: 'dns', where: (e) => e.detail.name === 'receiver.test' && e.detail.type === 'MX' }).length).toBeGreaterThan(0);
+
+    const { raw: stored } = await checkDeliveredOnce(lab(), 'bob@receiver.test', messageId);
+    const head = headerSection(stored);
+    const received = head.split(/\r\n(?=\S)/).filter((h) => /^received:/i.test(h));
+    expect(received).toHaveLength(2);
+    expect(received[0]).toMatch(/by mx\.receiver\.test/); // newest first (RFC 5321 §4.4)
+    expect(received[1]).toMatch(/by mta\.sender\.test/);
+    const storedBody = stored.subarray(stored.indexOf('\r\n\r\n') + 4);
+    expect(storedBody.equals(Buffer.from(body, 'utf8'))).toBe(true);
+  });
+
+  it('composes with nodemailer (text, html, attachment) and delivers to two recipients', async () => {
+    const sent = await lab()
+      .client('alice@sender.test')
+      .send({
+        to: ['bob@receiver.test', 'carol@receiver.test'],
+        subject: 'For both of you',
+        text: 'plain text',
+        html: '<p>html</p>',
+        attachments: [{ filename: 'data.bin', content: Buffer.from([0, 1, 2, 254, 255]) }],
+      });
+    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
+    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'carol@receiver.test' } });
+    await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
+    await checkDeliveredOnce(lab(), 'carol@receiver.test', sent.messageId);
+  });
+});

@@ -1,0 +1,32 @@
+// Scenario 2: the receiver's MX is offline; the message waits in the MTA's queue and is delivered once it returns.
+import { describe, expect, it } from 'vitest';
+import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { useLab } from './support/lab.js';
+
+const lab = useLab();
+
+describe('offline receiver', () => {
+  it('queues and defers while the MX is down, then delivers exactly once', async () => {
+    const mx = lab().node('mx');
+    await mx.stop();
+
+    const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'while you were out', text: 'queued for you' });
+    const deferred = await lab().waitFor({ kind: 'deferred', messageId: sent.messageId });
+    expect(String(deferred.detail.error ?? deferred.detail.reply)).toMatch(/ECONNREFUSED|refused/i);
+    expect(String(deferred.detail.error ?? deferred.detail.reply)).toContain(mx.config.address);
+
+    const queue = await lab().mta().queue();
+    const entry = queue.find((q) => q.messageId === sent.messageId);
+    expect(entry?.state).toBe('deferred');
+    expect(entry?.recipients[0]?.lastError).toMatch(/refused/i);
+
+    await mx.start();
+    await lab().mta().flush();
+    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
+    await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
+
+    // Delivered means gone from the queue: nothing will send it again.
+    const after = await lab().mta().queue();
+    expect(after.find((q) => q.messageId === sent.messageId)).toBeUndefined();
+  });
+});

@@ -1,0 +1,44 @@
+// Scenario 5: two MX hosts. The lower preference wins; when it is down the other takes the mail; a moved MX
+// record takes effect on the next delivery.
+import { describe, expect, it } from 'vitest';
+import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { useLab } from './support/lab.js';
+
+const lab = useLab((l) =>
+  l
+    .withHost('mx2', { role: 'mx', hostname: 'mx2.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' })
+    .withMx('receiver.test', [
+      { host: 'mx', preference: 10 },
+      { host: 'mx2', preference: 20 },
+    ]),
+);
+
+async function sendAndWhoReceived(subject: string): Promise<string> {
+  const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject, text: subject });
+  const received = await lab().waitFor({ kind: 'received', messageId: sent.messageId });
+  await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
+  await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
+  return received.node;
+}
+
+describe('MX preference', () => {
+  it('uses the MX with the lowest preference value', async () => {
+    expect(await sendAndWhoReceived('to the preferred MX')).toBe('mx');
+  });
+
+  it('falls back to the next MX when the preferred one is down', async () => {
+    await lab().node('mx').stop();
+    try {
+      expect(await sendAndWhoReceived('to the backup MX')).toBe('mx2');
+    } finally {
+      await lab().node('mx').start();
+    }
+  });
+
+  it('follows an MX record moved while the lab runs', async () => {
+    await lab().dns.setMx('receiver.test', [{ host: 'mx2', preference: 10 }]);
+    expect(await sendAndWhoReceived('after the MX moved')).toBe('mx2');
+    await lab().dns.setMx('receiver.test', [{ host: 'mx', preference: 10 }]);
+    expect(await sendAndWhoReceived('after the MX moved back')).toBe('mx');
+  });
+});

@@ -1,0 +1,56 @@
+// Scenario 7: what the servers refuse: submission without AUTH, a wrong password, relaying through the MX or
+// through the MTA's port 25.
+import { describe, expect, it } from 'vitest';
+import { smtpDialogue } from '../src/lab/probe.js';
+import { useLab } from './support/lab.js';
+
+const lab = useLab();
+
+describe('refusals', () => {
+  it('refuses MAIL FROM on submission before AUTH', async () => {
+    const replies = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO client.sender.test', 'MAIL FROM:<alice@sender.test>']);
+    expect(replies[1]!.text).toMatch(/AUTH.*PLAIN/);
+    expect(replies[1]!.text).toMatch(/LOGIN/);
+    expect(replies[2]!.code).toBe(530);
+    expect(replies[2]!.text).toMatch(/5\.7\.0/);
+  });
+
+  it('refuses a wrong password with 535 and accepts the right one', async () => {
+    await expect(
+      lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'x', text: 'x', password: 'wrong' }),
+    ).rejects.toThrow(/535/);
+    const bad = Buffer.from('\0alice@sender.test\0wrong').toString('base64');
+    const good = Buffer.from('\0alice@sender.test\0alice-secret').toString('base64');
+    const replies = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO c', `AUTH PLAIN ${bad}`, `AUTH PLAIN ${good}`]);
+    expect(replies[2]!.code).toBe(535);
+    expect(replies[3]!.code).toBe(235);
+    await lab().waitFor({ kind: 'auth-failed', node: 'mta' });
+  });
+
+  it('the MX refuses to relay to a foreign domain and refuses unknown users', async () => {
+    const replies = await smtpDialogue(lab().node('mx').service('smtp'), [
+      'EHLO stranger.test',
+      'MAIL FROM:<spammer@stranger.test>',
+      'RCPT TO:<victim@elsewhere.test>',
+      'RCPT TO:<nobody@receiver.test>',
+      'RCPT TO:<bob@receiver.test>',
+    ]);
+    expect(replies[1]!.text).not.toMatch(/AUTH/);
+    expect(replies[3]!.code).toBe(550);
+    expect(replies[3]!.text).toMatch(/5\.7\.1/);
+    expect(replies[4]!.text).toMatch(/^550 5\.1\.1/);
+    expect(replies[5]!.code).toBe(250);
+  });
+
+  it("the MTA's port 25 accepts only mail for its own domains", async () => {
+    const replies = await smtpDialogue(lab().node('mta').service('smtp'), [
+      'EHLO stranger.test',
+      'MAIL FROM:<someone@stranger.test>',
+      'RCPT TO:<bob@receiver.test>',
+      'RCPT TO:<alice@sender.test>',
+    ]);
+    expect(replies[3]!.code).toBe(550);
+    expect(replies[3]!.text).toMatch(/5\.7\.1/);
+    expect(replies[4]!.code).toBe(250);
+  });
+});

@@ -1,0 +1,112 @@
+// The maillab commands. Kept free of side effects at import, so tests can call them.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import defaultLab from '../../lab/default.js';
+import { Lab, type RuntimeKind } from '../lab/lab.js';
+import { packageRoot } from '../lab/runtime.js';
+import type { LabDefinition } from '../lab/topology.js';
+
+const USAGE = `usage: maillab <command>
+
+  up [--lab <file>] [--runtime local|docker|auto] [--json]
+        start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint
+  run [filter...]
+        run the scenarios (scenarios/*.test.ts) with a line per scenario and a summary
+  node <dns|mta|mx|mailbox> --config <file.json>
+        run one node of a lab on its own (what every runtime starts)
+`;
+
+export async function runCli(argv: string[]): Promise<number | undefined> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'up':
+      return up(rest);
+    case 'run':
+      return run(rest);
+    case 'node': {
+      // The node entry point parses process.argv itself.
+      process.argv = [process.argv[0]!, 'maillab-node', ...rest];
+      await import(pathToFileURL(path.join(packageRoot(), 'dist', 'node.js')).href);
+      return undefined;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command ? 0 : 2;
+    default:
+      process.stderr.write(`maillab: unknown command "${command}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+function option(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** Loads a lab definition from a .ts or .js file (its default export), bundling TypeScript with esbuild. */
+export async function loadLabFile(file: string): Promise<LabDefinition> {
+  const absolute = path.resolve(file);
+  let url = pathToFileURL(absolute).href;
+  let tmp: string | undefined;
+  if (/\.[mc]?ts$/.test(absolute)) {
+    const { build } = await import('esbuild');
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'maillab-lab-'));
+    const outfile = path.join(tmp, 'lab.mjs');
+    await build({ entryPoints: [absolute], bundle: true, platform: 'node', format: 'esm', outfile, logLevel: 'error', packages: 'external' });
+    url = pathToFileURL(outfile).href;
+  }
+  try {
+    const mod = (await import(url)) as { default?: LabDefinition };
+    if (!mod.default) throw new Error(`${file} has no default export (export default defineLab({...}))`);
+    return mod.default;
+  } finally {
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function up(args: string[]): Promise<number> {
+  const labFile = option(args, '--lab');
+  const runtime = (option(args, '--runtime') ?? process.env.MAILLAB_RUNTIME ?? 'local') as RuntimeKind | 'auto';
+  const json = args.includes('--json');
+  const definition = labFile ? await loadLabFile(labFile) : defaultLab;
+  const started = Date.now();
+  const lab = await new Lab(definition).withRuntime(runtime).start();
+  const description = lab.describe();
+  if (json) {
+    process.stdout.write(JSON.stringify(description) + '\n');
+  } else {
+    process.stdout.write(`lab ${definition.name} (${lab.id}) ready in ${Date.now() - started} ms on the ${description.runtime} runtime\n`);
+    for (const [name, node] of Object.entries(description.nodes)) {
+      const services = Object.entries(node.services).map(([s, e]) => `${s} ${e.host}:${e.port}`);
+      process.stdout.write(`  ${name.padEnd(8)} ${node.host.padEnd(16)} ${services.join('  ')}\n`);
+    }
+    process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\nCtrl-C stops the lab.\n`);
+  }
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await lab.stop();
+  return 0;
+}
+
+async function run(filters: string[]): Promise<number> {
+  const { startVitest } = await import('vitest/node');
+  const { ScenarioReporter } = await import('./reporter.js');
+  const root = packageRoot();
+  const vitest = await startVitest('test', filters, {
+    root,
+    run: true,
+    dir: path.join(root, 'scenarios'),
+    reporters: [new ScenarioReporter()],
+    watch: false,
+  });
+  const failed = vitest.state.getCountOfFailedTests() > 0 || vitest.state.getUnhandledErrors().length > 0;
+  await vitest.close();
+  return failed || process.exitCode ? 1 : 0;
+}

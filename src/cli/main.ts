@@ -1,0 +1,12 @@
+// maillab CLI: up, run, node.
+import { runCli } from './commands.js';
+
+runCli(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== undefined) process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`maillab: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,290 @@
+// The lab DNS server: dns2's UDP and TCP servers on one address and port, answering from a `Zones`.
+//
+// dns2's combined `createServer` is not used: its `listen` binds UDP and TCP independently, so with port 0 the two
+// get different ports, and for TCP it drops the address when the port is 0 (net wants `host`, it passes
+// `address`). Binding the two transports here keeps one endpoint for both.
+import type { RemoteInfo } from 'node:dgram';
+import { isIPv6, type AddressInfo, type Socket } from 'node:net';
+import { Packet, createTCPServer, createUDPServer, type Resource, type TCPServer, type UDPServer } from 'dns2';
+import type { Endpoint } from '../shared/config.js';
+import { DEFAULT_TTL, normalizeName, type LookupResult, type ZoneRecord, type Zones } from './zone.js';
+
+export type DnsTransport = 'udp' | 'tcp';
+
+/** What the server tells about each query it answers (the detail of a `dns-query` event). */
+export interface DnsQueryInfo {
+  name: string;
+  type: string;
+  rcode: string;
+  /** The answer section, one short string per record, e.g. `MX 10 mx.receiver.test`. */
+  answers: string[];
+  transport: DnsTransport;
+  /** `address:port` of the client. */
+  client: string;
+}
+
+export interface DnsServerOptions {
+  host: string;
+  /** 0 picks a free port (the same one for UDP and TCP). */
+  port: number;
+  zones: Zones;
+  onQuery?(query: DnsQueryInfo): void;
+  log?(message: string): void;
+}
+
+export interface RunningDnsServer {
+  /** Where the server listens, with the actual port. */
+  endpoint: Endpoint;
+  close(): Promise<void>;
+}
+
+/** The UDP payload size the server advertises to EDNS clients (the DNS flag day 2020 value). */
+const EDNS_UDP_PAYLOAD = 1232;
+
+/** A TXT character-string holds at most 255 octets (RFC 1035 §3.3); longer text is split (RFC 7208 §3.3). */
+const TXT_CHUNK = 255;
+
+/** How much of a TXT record's text `describeRecord` shows. */
+const TXT_SUMMARY = 100;
+
+const RCODE_NAMES = new Map<number, string>();
+for (const [name, code] of Object.entries(Packet.RCODE)) if (!RCODE_NAMES.has(code)) RCODE_NAMES.set(code, name);
+
+export function rcodeName(code: number): string {
+  return RCODE_NAMES.get(code) ?? `RCODE${code}`;
+}
+
+/** Splits text into character-strings of at most 255 UTF-8 octets, never inside a character. */
+export function splitTxt(text: string): string[] {
+  const chunks: string[] = [];
+  let chunk = '';
+  let size = 0;
+  for (const char of text) {
+    const bytes = Buffer.byteLength(char);
+    if (size + bytes > TXT_CHUNK) {
+      chunks.push(chunk);
+      chunk = '';
+      size = 0;
+    }
+    chunk += char;
+    size += bytes;
+  }
+  chunks.push(chunk); // also makes empty text one empty string, as the wire format needs at least one
+  return chunks;
+}
+
+/** One record as a short string for events and logs: `MX 10 mx.receiver.test`, `A 192.0.2.1`, `TXT "v=spf1 -all"`. */
+export function describeRecord(record: ZoneRecord): string {
+  switch (record.type) {
+    case 'A':
+    case 'AAAA':
+      return `${record.type} ${record.address}`;
+    case 'MX':
+      return `MX ${record.priority} ${record.exchange}`;
+    case 'TXT':
+      // Keys (DKIM) run to hundreds of characters; events only need to recognize the record.
+      return record.data.length > TXT_SUMMARY
+        ? `TXT ${JSON.stringify(record.data.slice(0, TXT_SUMMARY))}... (${record.data.length} chars)`
+        : `TXT ${JSON.stringify(record.data)}`;
+    case 'CNAME':
+    case 'PTR':
+      return `${record.type} ${record.domain}`;
+    case 'NS':
+      return `NS ${record.ns}`;
+    case 'SOA':
+      return `SOA ${record.primary} ${record.admin} ${record.serial}`;
+  }
+}
+
+/** A zone record as dns2 encodes it. */
+function toResource(record: ZoneRecord): Resource {
+  const common = { name: record.name, type: Packet.TYPE[record.type], class: Packet.CLASS.IN, ttl: record.ttl ?? DEFAULT_TTL };
+  switch (record.type) {
+    case 'A':
+    case 'AAAA':
+      return new Packet.Resource({ ...common, address: record.address });
+    case 'MX':
+      return new Packet.Resource({ ...common, priority: record.priority, exchange: record.exchange });
+    case 'TXT':
+      return new Packet.Resource({ ...common, data: splitTxt(record.data) });
+    case 'CNAME':
+    case 'PTR':
+      return new Packet.Resource({ ...common, domain: record.domain });
+    case 'NS':
+      return new Packet.Resource({ ...common, ns: record.ns });
+    case 'SOA': {
+      const { primary, admin, serial, refresh, retry, expiration, minimum } = record;
+      return new Packet.Resource({ ...common, primary, admin, serial, refresh, retry, expiration, minimum });
+    }
+  }
+}
+
+export interface Answered {
+  response: Packet;
+  query: Omit<DnsQueryInfo, 'transport' | 'client'>;
+}
+
+/**
+ * The response to one request, transport aside; undefined when the message is itself a response (answering
+ * those could make two servers bounce messages at each other forever).
+ */
+export function answerQuery(zones: Zones, request: Packet): Answered | undefined {
+  if (request.header.qr) return undefined;
+  const question = request.questions[0];
+  const query: Answered['query'] = {
+    name: question ? normalizeName(String(question.name)) : '',
+    type: question ? Packet.typeName(question.type) : '',
+    rcode: 'NOERROR',
+    answers: [],
+  };
+  const fail = (rcode: number): Answered => {
+    query.rcode = rcodeName(rcode);
+    return { response: Packet.createErrorResponseFromRequest(request, rcode), query };
+  };
+  // A partly undecodable message, or not exactly one question (RFC 9619), is a format error.
+  if (request.errors.length || request.questions.length !== 1 || !question) return fail(Packet.RCODE.FORMERR);
+  if (request.header.opcode !== 0) return fail(Packet.RCODE.NOTIMP); // only QUERY; no NOTIFY, UPDATE...
+  const opt = request.additionals.find((r) => r.type === Packet.TYPE.EDNS);
+  if (opt && (opt.version ?? 0) > 0) return fail(Packet.RCODE.BADVERS); // RFC 6891 §6.1.3
+  // Only the Internet class is served; CHAOS queries (version.bind and the like) are refused.
+  if (question.class !== Packet.CLASS.IN && question.class !== Packet.CLASS.ANY) return fail(Packet.RCODE.REFUSED);
+
+  const result: LookupResult = zones.lookup(query.name, query.type);
+  const response = Packet.createResponseFromRequest(request);
+  response.header.rcode = Packet.RCODE[result.rcode];
+  response.header.aa = result.rcode === 'REFUSED' ? 0 : 1;
+  response.header.ra = 0; // the lab server never recurses
+  response.answers = result.answers.map(toResource);
+  response.authorities = result.authority.map(toResource);
+  if (opt) response.additionals.push(Packet.Resource.EDNS([], { udpPayloadSize: EDNS_UDP_PAYLOAD }));
+  query.rcode = result.rcode;
+  query.answers = result.answers.map(describeRecord);
+  return { response, query };
+}
+
+export async function startDnsServer(options: DnsServerOptions): Promise<RunningDnsServer> {
+  const { host, zones } = options;
+  const log = options.log ?? (() => {});
+  const connections = new Set<Socket>();
+
+  const handle = (request: Packet, send: (response: Packet) => unknown, transport: DnsTransport, client: string) => {
+    let outcome: Answered | undefined;
+    try {
+      outcome = answerQuery(zones, request);
+    } catch (err) {
+      log(`dns: error answering a query from ${client}: ${(err as Error).message}`);
+      outcome = servfail(request);
+    }
+    if (!outcome) {
+      // Over TCP a message must get a reply, or dns2 keeps the connection open waiting for it.
+      if (transport === 'tcp') void reply(send, Packet.createErrorResponseFromRequest(request, Packet.RCODE.FORMERR), client);
+      return;
+    }
+    try {
+      outcome.response.toBuffer(); // encode once here so a record dns2 cannot encode becomes a SERVFAIL, not a throw
+    } catch (err) {
+      log(`dns: cannot encode the answer for ${outcome.query.name} ${outcome.query.type}: ${(err as Error).message}`);
+      outcome = servfail(request, outcome.query);
+    }
+    options.onQuery?.({ ...outcome.query, transport, client });
+    void reply(send, outcome.response, client);
+  };
+
+  const reply = async (send: (response: Packet) => unknown, response: Packet, client: string) => {
+    try {
+      await send(response);
+    } catch (err) {
+      log(`dns: cannot send the answer to ${client}: ${(err as Error).message}`);
+    }
+  };
+
+  const makeUdp = (): UDPServer => {
+    const udp = createUDPServer({ type: isIPv6(host) ? 'udp6' : 'udp4' });
+    udp.on('request', (request, send, client) => {
+      const rinfo = client as RemoteInfo;
+      handle(request, send, 'udp', formatAddress(rinfo.address, rinfo.port));
+    });
+    // Undecodable datagrams (shorter than a header...): dns2 drops them; a note is all they deserve.
+    udp.on('requestError', (err) => log(`dns: dropped a malformed UDP message: ${err.message}`));
+    return udp;
+  };
+
+  const makeTcp = (): TCPServer => {
+    const tcp = createTCPServer();
+    tcp.on('connection', (socket: Socket) => {
+      connections.add(socket);
+      socket.once('close', () => connections.delete(socket));
+    });
+    tcp.on('request', (request, send, client) => {
+      const socket = client as Socket;
+      handle(request, send, 'tcp', formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0));
+    });
+    // Framing errors and resets: dns2 has already destroyed that connection.
+    tcp.on('requestError', (err) => log(`dns: TCP connection error: ${err.message}`));
+    return tcp;
+  };
+
+  const { udp, tcp, port } = await bindBoth(host, options.port, makeUdp, makeTcp);
+  udp.on('error', (err) => log(`dns: UDP socket error: ${err.message}`));
+  tcp.on('error', (err) => log(`dns: TCP server error: ${err.message}`));
+
+  let closing: Promise<void> | undefined;
+  return {
+    endpoint: { host, port },
+    close() {
+      closing ??= (async () => {
+        const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+        for (const socket of connections) socket.destroy(); // pipelining clients may keep connections open
+        await Promise.all([tcpClosed, new Promise<void>((resolve) => udp.close(() => resolve()))]);
+      })();
+      return closing;
+    },
+  };
+}
+
+function servfail(request: Packet, query?: Answered['query']): Answered {
+  const response = Packet.createErrorResponseFromRequest(request, Packet.RCODE.SERVFAIL);
+  const base = query ?? { name: request.questions[0] ? normalizeName(String(request.questions[0].name)) : '', type: request.questions[0] ? Packet.typeName(request.questions[0].type) : '' };
+  return { response, query: { ...base, rcode: 'SERVFAIL', answers: [] } };
+}
+
+/**
+ * Binds UDP, then TCP on the same port. With port 0 the UDP port is the kernel's choice and may be taken for
+ * TCP, so that case retries with a fresh UDP port.
+ */
+async function bindBoth(
+  host: string,
+  port: number,
+  makeUdp: () => UDPServer,
+  makeTcp: () => TCPServer,
+): Promise<{ udp: UDPServer; tcp: TCPServer; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const udp = makeUdp();
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(port, host, () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    const bound = udp.address().port;
+    const tcp = makeTcp();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen({ port: bound, host }, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+      return { udp, tcp, port: (tcp.address() as AddressInfo).port };
+    } catch (err) {
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      if (port !== 0 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 20) throw err;
+    }
+  }
+}
+
+function formatAddress(address: string, port: number): string {
+  return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -1,0 +1,45 @@
+// A runtime only knows how to run the node entry point somewhere and give back its endpoints.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Endpoint, NodeConfig } from '../shared/config.js';
+import type { LabDefinition } from './topology.js';
+
+export interface LabNetwork {
+  /** Address of every host. */
+  addresses: Record<string, string>;
+  /** Added to every standard port (0 when privileged ports can be bound). */
+  portOffset: number;
+  /** Where the nodes' data directories live. */
+  dataRoot: string;
+}
+
+export interface RunningNode {
+  /** The node's control channel, reachable from the harness. */
+  control: Endpoint;
+  /** Its services, reachable from the harness. */
+  services: Record<string, Endpoint>;
+  /** Graceful stop (SIGTERM), resolves when the node is gone. */
+  stop(): Promise<void>;
+  /** SIGKILL, resolves when the node is gone. */
+  kill(): Promise<void>;
+}
+
+export interface Runtime {
+  readonly kind: 'local' | 'docker';
+  prepare(lab: LabDefinition, labId: string): Promise<LabNetwork>;
+  startNode(config: NodeConfig): Promise<RunningNode>;
+  /** Removes what `prepare` created. `keepData` leaves the data directories for a post-mortem. */
+  dispose(options?: { keepData?: boolean }): Promise<void>;
+}
+
+/** The maillab package directory (holds package.json and dist/), from source or from the bundle. */
+export function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'build.mjs'))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('cannot find the maillab package root');
+    dir = parent;
+  }
+}

@@ -1,0 +1,183 @@
+// A lab is data: domains, hosts with roles, users, and the retry schedule. `defineLab` checks it and fills in
+// defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
+import path from 'node:path';
+import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
+
+export interface MxTarget {
+  /** A host of this lab (its key in `hosts`) or a host name. */
+  host: string;
+  preference: number;
+}
+
+export interface DomainDefinition {
+  /** MX records of the domain, by lab host. An empty list publishes no MX (delivery falls back to A). */
+  mx?: MxTarget[];
+  /** Publish a null MX (RFC 7505): the domain accepts no mail. */
+  nullMx?: boolean;
+  /** Extra records in the domain's zone. */
+  records?: DnsRecord[];
+}
+
+export type HostDefinition =
+  | { role: 'dns'; hostname: string }
+  | { role: 'mta'; hostname: string; localDomains?: string[]; mailbox?: string }
+  | { role: 'mx'; hostname: string; domains: string[]; mailbox: string }
+  | { role: 'mailbox'; hostname: string };
+
+export interface LabDefinition {
+  name: string;
+  domains: Record<string, DomainDefinition>;
+  hosts: Record<string, HostDefinition>;
+  users: UserConfig[];
+  retry: RetryConfig;
+  /** SMTP/LMTP greeting delay (early-talker check) in ms; 0 in the lab. */
+  greetingDelayMs?: number;
+  /** Timeout for the MTA's connections to an MX. */
+  connectTimeoutMs?: number;
+}
+
+/** Retries within seconds, so scenarios about deferral and expiry run fast. */
+export const LAB_RETRY: RetryConfig = { schedule: [500, 1000, 2000], maxLifetimeMs: 60_000 };
+
+export function defineLab(definition: LabDefinition): LabDefinition {
+  validateLab(definition);
+  return definition;
+}
+
+export function validateLab(lab: LabDefinition): void {
+  const problems: string[] = [];
+  const hosts = Object.entries(lab.hosts);
+  if (hosts.filter(([, h]) => h.role === 'dns').length !== 1) problems.push('a lab needs exactly one dns host');
+  for (const [name, host] of hosts) {
+    if (!/^[a-z][a-z0-9-]*$/.test(name)) problems.push(`host name "${name}" must be lower-case letters, digits and dashes`);
+    if ((host.role === 'mx' || host.role === 'mta') && host.mailbox && lab.hosts[host.mailbox]?.role !== 'mailbox')
+      problems.push(`${name}: mailbox "${host.mailbox}" is not a mailbox host`);
+  }
+  for (const [domain, def] of Object.entries(lab.domains)) {
+    if (!domain.endsWith('.test')) problems.push(`domain ${domain} must use the reserved .test TLD`);
+    for (const mx of def.mx ?? []) if (!lab.hosts[mx.host] && !mx.host.includes('.')) problems.push(`${domain}: MX host "${mx.host}" is not a lab host`);
+  }
+  for (const user of lab.users) {
+    const domain = user.address.split('@')[1];
+    if (!domain || !lab.domains[domain]) problems.push(`user ${user.address}: domain is not a lab domain`);
+  }
+  if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
+}
+
+export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, lmtp: 24, pop3: 110, imap: 143 } as const;
+export const CONTROL_PORT = 7070;
+
+export interface LabPlan {
+  /** Node configurations, by host name, in start order (dns first, mailbox before mx/mta). */
+  nodes: Record<string, NodeConfig>;
+  zones: ZoneConfig[];
+}
+
+export interface PlanOptions {
+  /** Address of each host. */
+  addresses: Record<string, string>;
+  /** Added to every standard port (0 when the lab may bind privileged ports). */
+  portOffset: number;
+  /** Parent directory of the hosts' data directories. */
+  dataRoot: string;
+}
+
+const START_ORDER: Role[] = ['dns', 'mailbox', 'mx', 'mta'];
+
+export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
+  validateLab(lab);
+  const port = (service: keyof typeof STANDARD_PORTS) => STANDARD_PORTS[service] + options.portOffset;
+  const address = (host: string) => {
+    const a = options.addresses[host];
+    if (!a) throw new Error(`no address for host ${host}`);
+    return a;
+  };
+  const dnsHost = Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'dns')!;
+  const zones = buildZones(lab, address);
+  const base = (name: string, host: HostDefinition) => ({
+    name,
+    hostname: host.hostname,
+    address: address(name),
+    dataDir: path.join(options.dataRoot, name),
+    controlPort: CONTROL_PORT,
+    resolver: { host: address(dnsHost), port: port('dns') },
+    greetingDelayMs: lab.greetingDelayMs ?? 0,
+    fsync: true,
+  });
+  const lmtpOf = (mailbox: string | undefined) => (mailbox ? { host: address(mailbox), port: port('lmtp') } : undefined);
+  const usersIn = (domains: string[]) => lab.users.filter((u) => domains.includes(u.address.split('@')[1]!.toLowerCase()));
+
+  const nodes: Record<string, NodeConfig> = {};
+  const ordered = Object.entries(lab.hosts).sort(([, a], [, b]) => START_ORDER.indexOf(a.role) - START_ORDER.indexOf(b.role));
+  for (const [name, host] of ordered) {
+    switch (host.role) {
+      case 'dns':
+        nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones };
+        break;
+      case 'mailbox':
+        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap') }, users: lab.users };
+        break;
+      case 'mx':
+        nodes[name] = {
+          ...base(name, host),
+          role: 'mx',
+          ports: { smtp: port('smtp') },
+          domains: host.domains,
+          recipients: usersIn(host.domains).map((u) => u.address.toLowerCase()),
+          lmtp: lmtpOf(host.mailbox)!,
+        };
+        break;
+      case 'mta': {
+        const localDomains = host.localDomains ?? [];
+        nodes[name] = {
+          ...base(name, host),
+          role: 'mta',
+          ports: { smtp: port('smtp'), submission: port('submission') },
+          localDomains,
+          ...(host.mailbox ? { localDelivery: lmtpOf(host.mailbox)! } : {}),
+          users: lab.users,
+          retry: lab.retry,
+          relayPort: port('smtp'),
+          connectTimeoutMs: lab.connectTimeoutMs ?? 2000,
+        };
+        break;
+      }
+    }
+  }
+  return { nodes, zones };
+}
+
+/** One zone per lab domain (MX, A for hosts, extra records), one for host names outside them, and reverse PTRs. */
+function buildZones(lab: LabDefinition, address: (host: string) => string): ZoneConfig[] {
+  const zones = new Map<string, ZoneConfig>();
+  const zoneFor = (name: string): ZoneConfig => {
+    const lower = name.toLowerCase();
+    const domain = Object.keys(lab.domains)
+      .map((d) => d.toLowerCase())
+      .filter((d) => lower === d || lower.endsWith('.' + d))
+      .sort((a, b) => b.length - a.length)[0];
+    const origin = domain ?? lower.split('.').slice(1).join('.');
+    let zone = zones.get(origin);
+    if (!zone) zones.set(origin, (zone = { origin, records: [] }));
+    return zone;
+  };
+  for (const [domain, def] of Object.entries(lab.domains)) {
+    const zone = zoneFor(domain);
+    if (def.nullMx) zone.records.push({ name: domain, type: 'MX', exchange: '.', priority: 0 });
+    for (const mx of def.mx ?? []) {
+      const exchange = lab.hosts[mx.host]?.hostname ?? mx.host;
+      zone.records.push({ name: domain, type: 'MX', exchange, priority: mx.preference });
+    }
+    zone.records.push(...(def.records ?? []));
+  }
+  const reverse = new Map<string, ZoneConfig>();
+  for (const [name, host] of Object.entries(lab.hosts)) {
+    const ip = address(name);
+    zoneFor(host.hostname).records.push({ name: host.hostname, type: 'A', address: ip });
+    const octets = ip.split('.');
+    const origin = `${octets[2]}.${octets[1]}.${octets[0]}.in-addr.arpa`;
+    if (!reverse.has(origin)) reverse.set(origin, { origin, records: [] });
+    reverse.get(origin)!.records.push({ name: `${octets[3]}.${origin}`, type: 'PTR', domain: host.hostname });
+  }
+  return [...zones.values(), ...reverse.values()];
+}

@@ -1,0 +1,106 @@
+// The receiver MX: accepts mail for its domains on port 25 (no AUTH, no relaying), and answers 250 only after
+// the mailbox server accepted the message over LMTP. When the mailbox server cannot take it, the MX answers
+// 4xx so the sender keeps the message queued: the MX itself queues nothing.
+import { randomBytes } from 'node:crypto';
+import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { MxNodeConfig } from '../shared/config.js';
+import { messageIdOf, receivedHeader } from '../shared/headers.js';
+import type { RoleStarter } from '../shared/node.js';
+import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
+import { createSmtpServer, listen } from '../shared/smtp-server.js';
+
+const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
+
+/** An SMTP reply carried as an error, the way smtp-server expects rejections. */
+function reply(code: number, text: string): Error & { responseCode: number } {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => {
+  const domains = new Set(config.domains.map((d) => d.toLowerCase()));
+  const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
+  const lmtp = new SmtpClientPool({ ehloName: config.hostname, lmtp: true, connectTimeoutMs: 2000, idleMs: 5000 });
+
+  const server = createSmtpServer({
+    greetingDelayMs: config.greetingDelayMs,
+    name: config.hostname,
+    banner: 'maillab MX ready',
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    hideSTARTTLS: true,
+    size: MAX_MESSAGE_SIZE,
+    logger: false,
+    onRcptTo(address, session, callback) {
+      const rcpt = address.address.toLowerCase();
+      const domain = rcpt.split('@')[1] ?? '';
+      const refuse = (code: number, text: string) => {
+        events.emit({ kind: 'rejected', detail: { stage: 'RCPT TO', rcpt, reply: `${code} ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' } });
+        callback(reply(code, text));
+      };
+      if (!domains.has(domain)) return refuse(550, `5.7.1 <${rcpt}>: relay access denied, ${config.hostname} does not serve ${domain}`);
+      if (!recipients.has(rcpt)) return refuse(550, `5.1.1 <${rcpt}>: no such user here`);
+      callback();
+    },
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void) {
+      void receive(stream, session).then(
+        (message) => callback(null, message),
+        (err: Error) => callback(err),
+      );
+    },
+  });
+
+  async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    if (stream.sizeExceeded) throw reply(552, `5.3.4 message exceeds the size limit of ${MAX_MESSAGE_SIZE} octets`);
+    const id = randomBytes(6).toString('hex').toUpperCase();
+    const to = session.envelope.rcptTo.map((r) => r.address);
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const body = Buffer.concat(chunks);
+    const messageId = messageIdOf(body);
+    const trace = receivedHeader({
+      helo: session.hostNameAppearsAs,
+      clientAddress: session.remoteAddress,
+      by: config.hostname,
+      protocol: 'ESMTP',
+      id,
+      ...(to.length === 1 ? { for: to[0] } : {}),
+    });
+    const message = Buffer.concat([Buffer.from(trace, 'latin1'), body]);
+    events.emit({ kind: 'received', messageId, queueId: id, detail: { from, to, client: session.remoteAddress, helo: session.hostNameAppearsAs, size: message.length } });
+
+    const hop = `LMTP ${config.lmtp.host}:${config.lmtp.port}`;
+    try {
+      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, { from, to }, message);
+      const failed = result.recipients.filter((r) => !r.accepted);
+      events.emit({ kind: 'handoff', messageId, queueId: id, detail: { to: hop, recipients: result.recipients } });
+      if (failed.length === 0) return `2.0.0 Ok: delivered as ${id}`;
+      // SMTP has one reply for DATA: any temporary failure asks the sender to retry (a recipient already
+      // delivered may then get a duplicate, the accepted risk RFC 5321 §6.1 prefers to loss).
+      const temporary = failed.find((r) => r.code >= 400 && r.code < 500);
+      if (temporary || failed.length < result.recipients.length) {
+        throw reply(451, `4.3.0 mailbox server refused ${failed.map((r) => r.address).join(', ')}: ${(temporary ?? failed[0])!.reply}`);
+      }
+      throw reply(550, `5.1.1 mailbox server refused: ${failed[0]!.reply}`);
+    } catch (err) {
+      if ((err as { responseCode?: number }).responseCode) throw err;
+      const why = err instanceof SmtpClientError ? err.message : (err as Error).message;
+      events.emit({ kind: 'handoff-failed', messageId, queueId: id, detail: { to: hop, error: why } });
+      throw reply(451, `4.3.0 mailbox server unavailable, try again later (${hop}: ${why})`);
+    }
+  }
+
+  server.on('error', () => undefined);
+  await listen(server, config.address, config.ports.smtp, 'smtp');
+  const address = server.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.ports.smtp;
+
+  return {
+    services: { smtp: { host: config.address, port } },
+    rpc: {},
+    async stop() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      lmtp.close();
+    },
+  };
+};

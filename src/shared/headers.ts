@@ -1,0 +1,54 @@
+// Small RFC 5322 helpers shared by every node: read a header from raw bytes without parsing the body, and
+// write trace headers.
+
+/** The header section of a raw message (up to the first empty line), as latin1 text. */
+export function headerSection(raw: Buffer): string {
+  let end = raw.indexOf('\r\n\r\n');
+  if (end < 0) end = raw.indexOf('\n\n');
+  return raw.subarray(0, end < 0 ? raw.length : end).toString('latin1');
+}
+
+/** The unfolded value of the first header `name`, or undefined. */
+export function headerValue(raw: Buffer | string, name: string): string | undefined {
+  const head = typeof raw === 'string' ? raw : headerSection(raw);
+  const unfolded = head.replace(/\r?\n[ \t]+/g, ' ');
+  const wanted = name.toLowerCase() + ':';
+  for (const line of unfolded.split(/\r?\n/)) {
+    if (line.toLowerCase().startsWith(wanted)) return line.slice(wanted.length).trim();
+  }
+  return undefined;
+}
+
+/** The Message-ID with angle brackets, or undefined. */
+export function messageIdOf(raw: Buffer): string | undefined {
+  const value = headerValue(raw, 'message-id');
+  const match = value && /<[^>]+>/.exec(value);
+  return match ? match[0] : undefined;
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** RFC 5322 §3.3 date-time in UTC, e.g. `Sun, 22 Nov 2026 02:32:08 +0000`. */
+export function rfc5322Date(date = new Date()): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${DAYS[date.getUTCDay()]}, ${pad(date.getUTCDate())} ${MONTHS[date.getUTCMonth()]} ${date.getUTCFullYear()} ${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000`;
+}
+
+/** A `Received:` trace header (RFC 5321 §4.4), folded, with CRLF. */
+export function receivedHeader(options: {
+  helo: string;
+  clientAddress: string;
+  by: string;
+  protocol: 'SMTP' | 'ESMTP' | 'ESMTPA' | 'ESMTPS' | 'ESMTPSA' | 'LMTP';
+  id: string;
+  for?: string;
+  date?: Date;
+}): string {
+  const forPart = options.for ? `\r\n\tfor <${options.for}>` : '';
+  return (
+    `Received: from ${options.helo || 'unknown'} ([${options.clientAddress}])\r\n` +
+    `\tby ${options.by} (maillab) with ${options.protocol} id ${options.id}${forPart};\r\n` +
+    `\t${rfc5322Date(options.date)}\r\n`
+  );
+}
