@@ -221,8 +221,9 @@ export class Zones {
     for (const zone of next.values()) {
       for (const [name, records] of zone.records) {
         const owner = zoneFor(next, name);
-        if (owner !== zone) {
-          throw new Error(`${display(name)} is in zone ${display(owner?.origin ?? '')}, not ${display(zone.origin)}`);
+        // Only a more specific zone can take a name from its zone; its records would then never be served.
+        if (owner && owner !== zone) {
+          throw new Error(`zone ${display(owner.origin)} would hide ${display(name)} of zone ${display(zone.origin)}`);
         }
         // RFC 1034 §3.6.2 / RFC 2181 §10.1: a CNAME is the only data at its name, and never at an apex.
         if (records.some((r) => r.type === 'CNAME')) {

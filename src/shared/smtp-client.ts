@@ -1,0 +1,562 @@
+// The outbound SMTP/LMTP client every node uses (MTA relaying, MTA and MX handing off to the mailbox over LMTP),
+// on nodemailer's low-level SMTPConnection. It adds what a mail server needs from a client and nodemailer does not
+// give directly:
+// - a connection cache per target (host:port), like Postfix's scache: after a transaction the session stays open
+//   for `idleMs` and the next transaction to the same target reuses it, saving the TCP handshake, the greeting and
+//   EHLO. A cached session the server has meanwhile dropped is detected on use and the transaction is retried once
+//   on a fresh connection, but only when the message body had not started (no risk of a duplicate delivery).
+// - results per recipient (RCPT replies, the DATA reply, or LMTP's per-recipient DATA replies, RFC 2033 §4.2),
+//   with reply codes and enhanced status codes (RFC 3463) parsed.
+// - one typed error, SmtpClientError, for whatever ended a transaction as a whole, naming the hop, the command and
+//   the reply, and telling whether the failure is temporary.
+//
+// Targets are connected by address: pass an IP as `host` (a host name would go through the system resolver, which
+// lab nodes never use) and the server's name as `servername` (TLS SNI, and how the target is named in messages).
+import net from 'node:net';
+import { Readable } from 'node:stream';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+
+/** Where a transaction failed or ended. `lmtp`: the per-recipient replies after the data, in LMTP. */
+export type SmtpStage = 'connect' | 'greeting' | 'ehlo' | 'mail' | 'rcpt' | 'data' | 'lmtp';
+
+export interface SmtpTarget {
+  /** IP address to connect to. */
+  host: string;
+  port: number;
+  /** The server's host name (e.g. the MX name): TLS SNI, and shown in messages as `name[ip]:port`. */
+  servername?: string;
+}
+
+export interface SmtpEnvelope {
+  /** Envelope sender; '' is the null sender (MAIL FROM:<>), used by bounces. */
+  from: string;
+  to: string[];
+}
+
+/**
+ * The message as sent (CRLF line endings; the client dot-stuffs). A Buffer or a stream factory lets the pool retry a
+ * transaction on a fresh connection; a plain stream can be sent once only.
+ */
+export type MessageSource = Buffer | string | Readable | (() => Readable);
+
+export interface RecipientResult {
+  address: string;
+  accepted: boolean;
+  /** Reply code that decided this recipient (the RCPT reply when it was refused, else the data reply). */
+  code: number;
+  /** Enhanced status code (RFC 3463), e.g. `5.1.1`, when the reply had one. */
+  enhanced?: string;
+  /** The full reply text, e.g. `550 5.1.1 <bob@x.test>: no such user`. */
+  reply: string;
+  /** Which reply it was: to RCPT TO, to the data (SMTP), or the recipient's own reply after the data (LMTP). */
+  stage: 'rcpt' | 'data' | 'lmtp';
+  /** The command that reply answered, e.g. `RCPT TO:<bob@x.test>` or `DATA`. */
+  command: string;
+}
+
+export interface SendResult {
+  /** `name[ip]:port` or `ip:port`. */
+  target: string;
+  /** One entry per distinct envelope recipient, in envelope order. */
+  recipients: RecipientResult[];
+  accepted: string[];
+  rejected: string[];
+  /** The last stage the transaction reached: `rcpt` when every recipient was refused, else `data` (or `lmtp`). */
+  stage: SmtpStage;
+  /** Final reply to the message data (in LMTP, the last recipient's), absent when the data was never sent. */
+  dataReply?: string;
+  /** The transaction ran on a cached connection. */
+  reused: boolean;
+  /** A cached connection turned out dead and the transaction went over a fresh one. */
+  retried: boolean;
+}
+
+/** What ended a transaction as a whole (no per-recipient answer): connection, greeting, EHLO, MAIL, lost session. */
+export class SmtpClientError extends Error {
+  override readonly name = 'SmtpClientError';
+  readonly stage: SmtpStage;
+  /** `name[ip]:port` or `ip:port`. */
+  readonly target: string;
+  /** The command in flight, e.g. `MAIL FROM:<a@b.test>`, `EHLO`, or `connect`. */
+  readonly command: string;
+  /** Reply code when the server answered (or a code standing for a local refusal, e.g. 552 for SIZE). */
+  readonly code?: number;
+  readonly enhanced?: string;
+  /** The server's reply text, when there was one. */
+  readonly reply?: string;
+  /** True when a later attempt may succeed (connection failures, timeouts, 4xx); false for 5xx. */
+  readonly temporary: boolean;
+  /** The system or nodemailer error code (ECONNREFUSED, ETIMEDOUT, ECONNECTION...), when there is no reply. */
+  readonly errno?: string;
+
+  constructor(init: { stage: SmtpStage; target: string; command: string; description: string; reply?: string; code?: number; enhanced?: string; errno?: string; temporary?: boolean }) {
+    const parsed = init.reply ? parseReply(init.reply) : undefined;
+    const code = init.code ?? parsed?.code;
+    super(`${init.target}: ${init.description}${init.reply ? `: ${oneLine(init.reply)}` : init.errno ? ` (${init.errno})` : ''}`);
+    this.stage = init.stage;
+    this.target = init.target;
+    this.command = init.command;
+    if (code !== undefined) this.code = code;
+    const enhanced = init.enhanced ?? parsed?.enhanced;
+    if (enhanced !== undefined) this.enhanced = enhanced;
+    if (init.reply !== undefined) this.reply = init.reply;
+    if (init.errno !== undefined) this.errno = init.errno;
+    this.temporary = init.temporary ?? (code === undefined || code < 500);
+  }
+}
+
+export interface ParsedReply {
+  /** The three-digit reply code, undefined when the text does not start with one. */
+  code?: number;
+  /** Enhanced status code (RFC 3463 / RFC 2034), when the first line carries one. */
+  enhanced?: string;
+  /** The text of every line without the codes, joined with spaces. */
+  text: string;
+}
+
+/** Splits an SMTP reply (possibly multi-line) into its code, enhanced status code and text. */
+export function parseReply(reply: string): ParsedReply {
+  const lines = reply.split(/\r?\n/).filter((l) => l.length > 0);
+  const first = /^(\d{3})(?:[ -]|$)(?:([245]\.\d{1,3}\.\d{1,3})(?:\s|$))?/.exec(lines[0] ?? '');
+  const text = lines.map((l) => l.replace(/^\d{3}[ -]?(?:[245]\.\d{1,3}\.\d{1,3}\s?)?/, '')).join(' ').trim();
+  const result: ParsedReply = { text };
+  if (first) {
+    result.code = Number(first[1]);
+    if (first[2]) result.enhanced = first[2];
+  }
+  return result;
+}
+
+function oneLine(reply: string): string {
+  return reply.replace(/\r?\n/g, ' / ');
+}
+
+export interface SmtpClientPoolOptions {
+  /** Our name in EHLO/LHLO. */
+  ehloName: string;
+  /** Speak LMTP (LHLO, one reply per recipient after the data) instead of SMTP. */
+  lmtp?: boolean;
+  /** Time to establish the TCP connection. */
+  connectTimeoutMs: number;
+  /** How long a session stays cached after a transaction; 0 closes every session after its transaction. */
+  idleMs: number;
+  /** Time from connecting to the end of EHLO (greeting included). Default 30 s. */
+  greetingTimeoutMs?: number;
+  /** Inactivity allowed within a transaction. Default 60 s. */
+  socketTimeoutMs?: number;
+  /** Sessions cached per target at most. Default 16. */
+  maxIdlePerTarget?: number;
+  /** STARTTLS when the server offers it, continuing in plaintext if it fails (RFC 3207, like Postfix's "may"). Default 'opportunistic'. */
+  starttls?: 'opportunistic' | 'ignore';
+}
+
+export interface PoolStats {
+  /** Connections opened so far (successful or not). */
+  opened: number;
+  /** Transactions that ran on a cached session. */
+  reused: number;
+  /** Cached sessions that were found dead when reused (the transaction was retried on a fresh one). */
+  staleRetries: number;
+  idle: number;
+  busy: number;
+}
+
+interface Session {
+  conn: SMTPConnection;
+  key: string;
+  target: string;
+  /** Set once the session errored or ended: never reuse it. */
+  dead: boolean;
+  idleTimer?: NodeJS.Timeout;
+}
+
+/** Failure of a cached session before the message body started: safe to retry on a fresh connection. */
+class StaleSession extends Error {}
+
+/** A pool of outbound SMTP or LMTP sessions, cached per target. */
+export class SmtpClientPool {
+  private readonly idle = new Map<string, Session[]>();
+  private readonly busy = new Set<Session>();
+  private closed = false;
+  private readonly counters = { opened: 0, reused: 0, staleRetries: 0 };
+
+  constructor(private readonly options: SmtpClientPoolOptions) {}
+
+  stats(): PoolStats {
+    let idle = 0;
+    for (const list of this.idle.values()) idle += list.length;
+    return { ...this.counters, idle, busy: this.busy.size };
+  }
+
+  /**
+   * Runs one mail transaction. Resolves with per-recipient results whenever the server answered for the recipients
+   * (even if it refused all of them); rejects with SmtpClientError when the transaction failed as a whole.
+   */
+  async send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource): Promise<SendResult> {
+    if (this.closed) throw new Error('SmtpClientPool is closed');
+    const to = [...new Set(envelope.to)];
+    const display = describeTarget(target);
+    if (to.length === 0) throw new SmtpClientError({ stage: 'rcpt', target: display, command: 'RCPT TO', description: 'no recipients', temporary: false });
+    const canRetry = typeof message !== 'object' || Buffer.isBuffer(message) || typeof (message as Readable).pipe !== 'function';
+    const cached = this.takeIdle(keyOf(target));
+    if (cached) {
+      this.counters.reused++;
+      try {
+        return await this.transact(cached, { from: envelope.from, to }, message, true, canRetry);
+      } catch (err) {
+        if (!(err instanceof StaleSession)) throw err;
+        this.counters.staleRetries++;
+      }
+      const fresh = await this.open(target);
+      const result = await this.transact(fresh, { from: envelope.from, to }, message, false, false);
+      return { ...result, retried: true };
+    }
+    const fresh = await this.open(target);
+    return this.transact(fresh, { from: envelope.from, to }, message, false, false);
+  }
+
+  /** Closes every cached session (QUIT) and the busy ones once their transaction ends. */
+  close(): void {
+    this.closed = true;
+    for (const list of this.idle.values()) for (const session of list) this.discard(session, true);
+    this.idle.clear();
+  }
+
+  private takeIdle(key: string): Session | undefined {
+    const list = this.idle.get(key);
+    while (list && list.length) {
+      // Most recently used first: the one least likely to have hit the server's idle timeout.
+      const session = list.pop()!;
+      clearTimeout(session.idleTimer);
+      if (!session.dead && !session.conn.destroyed) {
+        if (!list.length) this.idle.delete(key);
+        this.busy.add(session);
+        return session;
+      }
+    }
+    this.idle.delete(key);
+    return undefined;
+  }
+
+  private release(session: Session): void {
+    this.busy.delete(session);
+    const max = this.options.maxIdlePerTarget ?? 16;
+    const list = this.idle.get(session.key) ?? [];
+    if (this.closed || session.dead || session.conn.destroyed || this.options.idleMs <= 0 || list.length >= max) {
+      this.discard(session, !session.dead);
+      return;
+    }
+    session.idleTimer = setTimeout(() => {
+      const current = this.idle.get(session.key);
+      const i = current ? current.indexOf(session) : -1;
+      if (current && i >= 0) current.splice(i, 1);
+      if (current && !current.length) this.idle.delete(session.key);
+      this.discard(session, true);
+    }, this.options.idleMs);
+    session.idleTimer.unref();
+    list.push(session);
+    this.idle.set(session.key, list);
+  }
+
+  private discard(session: Session, polite: boolean): void {
+    clearTimeout(session.idleTimer);
+    this.busy.delete(session);
+    const wasDead = session.dead;
+    session.dead = true;
+    try {
+      if (polite && !wasDead && !session.conn.destroyed) session.conn.quit();
+      else session.conn.close();
+    } catch {
+      session.conn.close();
+    }
+  }
+
+  /** Connects and runs the greeting and EHLO/LHLO (and STARTTLS when offered). */
+  private open(target: SmtpTarget): Promise<Session> {
+    this.counters.opened++;
+    const display = describeTarget(target);
+    const opportunistic = (this.options.starttls ?? 'opportunistic') === 'opportunistic';
+    const conn = new SMTPConnection({
+      host: target.host,
+      port: target.port,
+      name: this.options.ehloName,
+      lmtp: this.options.lmtp ?? false,
+      secure: false,
+      ignoreTLS: !opportunistic,
+      opportunisticTLS: opportunistic,
+      // Certificates are not checked: the lab has no PKI, and opportunistic TLS (RFC 7435) does not authenticate.
+      tls: { rejectUnauthorized: false, ...(target.servername ? { servername: target.servername } : {}) },
+      ...(target.servername ? { servername: target.servername } : {}),
+      connectionTimeout: this.options.connectTimeoutMs,
+      greetingTimeout: this.options.greetingTimeoutMs ?? 30_000,
+      socketTimeout: this.options.socketTimeoutMs ?? 60_000,
+      logger: false,
+    });
+    const session: Session = { conn, key: keyOf(target), target: display, dead: false };
+    // SMTPConnection emits 'error' (and then 'end') when the session breaks; the transaction in flight gets the same
+    // error through its callback. An idle session that breaks is simply dropped.
+    conn.on('error', () => {
+      session.dead = true;
+    });
+    conn.on('end', () => {
+      session.dead = true;
+      const list = this.idle.get(session.key);
+      const i = list ? list.indexOf(session) : -1;
+      if (list && i >= 0) {
+        clearTimeout(session.idleTimer);
+        list.splice(i, 1);
+        if (!list.length) this.idle.delete(session.key);
+      }
+    });
+    return new Promise<Session>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        session.dead = true;
+        conn.close();
+        reject(connectError(err, conn, display));
+      };
+      conn.once('error', fail);
+      conn.once('end', () => fail(Object.assign(new Error('connection closed before the session was ready'), { code: 'ECONNECTION' })));
+      conn.connect((err) => {
+        if (err) return fail(err);
+        if (settled) return;
+        settled = true;
+        conn.removeListener('error', fail);
+        this.busy.add(session);
+        resolve(session);
+      });
+    });
+  }
+
+  private transact(session: Session, envelope: SmtpEnvelope, message: MessageSource, reused: boolean, canRetry: boolean): Promise<SendResult> {
+    const { conn } = session;
+    let bodyStarted = false;
+    const source = toReadable(message, () => (bodyStarted = true));
+    const size = Buffer.isBuffer(message) ? message.length : typeof message === 'string' ? Buffer.byteLength(message) : undefined;
+    const lmtp = this.options.lmtp ?? false;
+    return new Promise<SendResult>((resolve, reject) => {
+      conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}) }, source, (err, info) => {
+        if (!err) {
+          // The transaction completed (the server answered the data): the session is clean for the next one.
+          this.release(session);
+          return resolve(successResult(session.target, envelope, info, lmtp, reused));
+        }
+        const state = envelopeState(conn);
+        if (isAnsweredPerRecipient(err)) {
+          // Every recipient has a reply (all refused at RCPT, or the data refused): a result, not an error.
+          const result = failedTransactionResult(session.target, envelope, err, state, lmtp, reused);
+          return void this.resetAndRelease(session).then(() => resolve(result));
+        }
+        const failure = transactionError(err, session.target, envelope, bodyStarted, lmtp);
+        if (reused && canRetry && !bodyStarted && (failure.code === undefined || failure.code === 421) && !failure.reply?.startsWith('5')) {
+          this.discard(session, false);
+          return reject(new StaleSession(failure.message));
+        }
+        if (failure.stage === 'mail' && failure.reply && !session.dead && !conn.destroyed) {
+          // MAIL refused with a reply: the session itself is fine.
+          return void this.resetAndRelease(session).then(() => reject(failure));
+        }
+        this.discard(session, false);
+        reject(failure);
+      });
+    });
+  }
+
+  /** RSET before the session is reused, when a transaction was left open (RFC 5321 §4.1.1.5). */
+  private resetAndRelease(session: Session): Promise<void> {
+    if (session.dead || session.conn.destroyed) {
+      this.discard(session, false);
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      session.conn.reset((err) => {
+        if (err) this.discard(session, false);
+        else this.release(session);
+        resolve();
+      });
+    });
+  }
+}
+
+type NodemailerError = NonNullable<Parameters<Parameters<SMTPConnection['send']>[2]>[0]>;
+type SendInfo = Parameters<Parameters<SMTPConnection['send']>[2]>[1];
+
+function keyOf(target: SmtpTarget): string {
+  return `${target.host}|${target.port}|${target.servername ?? ''}`;
+}
+
+export function describeTarget(target: SmtpTarget): string {
+  const host = net.isIPv6(target.host) ? `[${target.host}]` : target.host;
+  return target.servername ? `${target.servername}[${target.host}]:${target.port}` : `${host}:${target.port}`;
+}
+
+/** The message as a stream that notes when it is first read (nodemailer reads it only after the 354 to DATA). */
+function toReadable(message: MessageSource, onStart: () => void): Readable {
+  if (typeof message === 'function') {
+    const stream = message();
+    stream.once('data', onStart);
+    return stream;
+  }
+  if (typeof message === 'string' || Buffer.isBuffer(message)) {
+    const data = typeof message === 'string' ? Buffer.from(message) : message;
+    let pushed = false;
+    return new Readable({
+      read() {
+        if (pushed) return;
+        pushed = true;
+        onStart();
+        this.push(data);
+        this.push(null);
+      },
+    });
+  }
+  message.once('data', onStart);
+  return message;
+}
+
+interface EnvelopeState {
+  accepted: string[];
+  rejectedErrors: NodemailerError[];
+}
+
+/**
+ * nodemailer keeps the RCPT outcome of the transaction on its private `_envelope`; the error it reports when the
+ * DATA command or the data itself is refused does not carry it, and the per-RCPT replies are needed to treat each
+ * recipient by its own reply.
+ */
+function envelopeState(conn: SMTPConnection): EnvelopeState | undefined {
+  const envelope = (conn as unknown as { _envelope?: Partial<EnvelopeState> | false })._envelope;
+  if (!envelope || !Array.isArray(envelope.accepted)) return undefined;
+  return { accepted: envelope.accepted, rejectedErrors: envelope.rejectedErrors ?? [] };
+}
+
+function isAnsweredPerRecipient(err: NodemailerError): boolean {
+  if (!err.responseCode) return false;
+  if (err.command === 'RCPT TO' && err.rejectedErrors?.length) return true;
+  return err.command === 'DATA' && (err.code === 'EENVELOPE' || err.code === 'EMESSAGE');
+}
+
+function rcptResult(address: string, err: NodemailerError): RecipientResult {
+  const reply = err.response ?? err.message;
+  const parsed = parseReply(reply);
+  const dataStage = err.command === 'DATA';
+  return {
+    address,
+    accepted: false,
+    code: parsed.code ?? 0,
+    ...(parsed.enhanced ? { enhanced: parsed.enhanced } : {}),
+    reply,
+    stage: dataStage ? 'lmtp' : 'rcpt',
+    command: dataStage ? 'DATA' : `RCPT TO:<${address}>`,
+  };
+}
+
+function successResult(target: string, envelope: SmtpEnvelope, info: SendInfo, lmtp: boolean, reused: boolean): SendResult {
+  const rejected = new Map<string, NodemailerError>();
+  for (const err of info.rejectedErrors ?? []) if (err.recipient) rejected.set(err.recipient, err);
+  const parsed = parseReply(info.response);
+  const recipients = envelope.to.map((address): RecipientResult => {
+    const refusal = rejected.get(address);
+    if (refusal) return rcptResult(address, refusal);
+    return {
+      address,
+      accepted: true,
+      code: parsed.code ?? 250,
+      ...(parsed.enhanced ? { enhanced: parsed.enhanced } : {}),
+      reply: info.response,
+      stage: lmtp ? 'lmtp' : 'data',
+      command: 'DATA',
+    };
+  });
+  return finish(target, recipients, lmtp ? 'lmtp' : 'data', info.response, reused);
+}
+
+/** All recipients refused at RCPT, or the DATA command / the data refused: each recipient keeps its own reply. */
+function failedTransactionResult(target: string, envelope: SmtpEnvelope, err: NodemailerError, state: EnvelopeState | undefined, lmtp: boolean, reused: boolean): SendResult {
+  const rejected = new Map<string, NodemailerError>();
+  for (const e of err.rejectedErrors ?? state?.rejectedErrors ?? []) if (e.recipient) rejected.set(e.recipient, e);
+  const dataReply = err.command === 'DATA' ? (err.response ?? err.message) : undefined;
+  const recipients = envelope.to.map((address): RecipientResult => {
+    const refusal = rejected.get(address);
+    if (refusal) return rcptResult(address, refusal);
+    const reply = dataReply ?? err.response ?? err.message;
+    const parsed = parseReply(reply);
+    return {
+      address,
+      accepted: false,
+      code: parsed.code ?? 0,
+      ...(parsed.enhanced ? { enhanced: parsed.enhanced } : {}),
+      reply,
+      stage: dataReply ? 'data' : 'rcpt',
+      command: dataReply ? 'DATA' : `RCPT TO:<${address}>`,
+    };
+  });
+  return finish(target, recipients, dataReply ? (lmtp ? 'lmtp' : 'data') : 'rcpt', dataReply, reused);
+}
+
+function finish(target: string, recipients: RecipientResult[], stage: SmtpStage, dataReply: string | undefined, reused: boolean): SendResult {
+  return {
+    target,
+    recipients,
+    accepted: recipients.filter((r) => r.accepted).map((r) => r.address),
+    rejected: recipients.filter((r) => !r.accepted).map((r) => r.address),
+    stage,
+    ...(dataReply !== undefined ? { dataReply } : {}),
+    reused,
+    retried: false,
+  };
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ECONNRESET: 'connection reset by peer',
+  EPIPE: 'connection closed while writing',
+  EADDRNOTAVAIL: 'address not available',
+};
+
+function errnoOf(err: NodemailerError): string | undefined {
+  return err.originalCode ?? (typeof err.code === 'string' ? err.code : undefined);
+}
+
+/** A failure while connecting, waiting for the greeting, or in EHLO/LHLO/STARTTLS. */
+function connectError(raw: unknown, conn: SMTPConnection, target: string): SmtpClientError {
+  const err = raw as NodemailerError;
+  const errno = errnoOf(err);
+  const reply = err.response;
+  const command = err.command ?? 'CONN';
+  if (/^(EHLO|HELO|LHLO|STARTTLS)$/.test(command)) {
+    return new SmtpClientError({ stage: 'ehlo', target, command, description: `${command} failed`, ...(reply ? { reply } : { errno: errno ?? 'EPROTOCOL' }) });
+  }
+  if (conn.stage === 'init') {
+    const why = err.timeoutType === 'CONNECT_TIMEOUT' ? 'connection timed out' : (errno && ERRNO_TEXT[err.originalCode ?? '']) || err.message;
+    return new SmtpClientError({ stage: 'connect', target, command: 'connect', description: `cannot connect: ${why}`, ...(errno ? { errno } : {}) });
+  }
+  if (reply) return new SmtpClientError({ stage: 'greeting', target, command: 'greeting', description: 'refused the session in its greeting', reply });
+  const why = err.timeoutType === 'GREETING_TIMEOUT' ? 'no greeting in time' : err.timeoutType === 'UPGRADE_TIMEOUT' ? 'TLS handshake timed out' : `session lost before the greeting (${err.message})`;
+  return new SmtpClientError({ stage: 'greeting', target, command: 'greeting', description: why, ...(errno ? { errno } : {}) });
+}
+
+/** A failure of the transaction as a whole once the session was ready. */
+function transactionError(err: NodemailerError, target: string, envelope: SmtpEnvelope, bodyStarted: boolean, lmtp: boolean): SmtpClientError {
+  const mailFrom = `MAIL FROM:<${envelope.from}>`;
+  const errno = errnoOf(err);
+  if (err.command === 'MAIL FROM' && err.code === 'EMESSAGE' && !err.response) {
+    // nodemailer refuses locally a message larger than the SIZE the server announced (RFC 1870).
+    return new SmtpClientError({ stage: 'mail', target, command: mailFrom, description: `message too big for the server (${err.message})`, code: 552, enhanced: '5.3.4', temporary: false });
+  }
+  if (err.code === 'EENVELOPE' && !err.response) {
+    return new SmtpClientError({ stage: 'mail', target, command: mailFrom, description: `invalid envelope (${err.message})`, code: 553, enhanced: '5.1.3', temporary: false });
+  }
+  if (err.command === 'MAIL FROM' && err.response) {
+    return new SmtpClientError({ stage: 'mail', target, command: mailFrom, description: `${mailFrom} refused`, reply: err.response });
+  }
+  const stage: SmtpStage = bodyStarted ? (lmtp ? 'lmtp' : 'data') : 'mail';
+  const command = bodyStarted ? 'end of data' : err.command && err.command !== 'CONN' ? err.command : 'MAIL/RCPT/DATA';
+  const why =
+    err.timeoutType === 'SOCKET_TIMEOUT' ? 'timed out waiting for the server' : err.response ? 'the server closed the session' : `session lost (${(errno && ERRNO_TEXT[errno]) || err.message})`;
+  return new SmtpClientError({ stage, target, command, description: `${why} during ${command}`, ...(err.response ? { reply: err.response } : {}), ...(errno ? { errno } : {}) });
+}
