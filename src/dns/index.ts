@@ -33,7 +33,7 @@ export const startDns: RoleStarter<DnsNodeConfig> = async (ctx) => {
 
 /**
  * The role's control operations. Each change is validated and applied atomically (an invalid one changes
- * nothing and fails with its reason), and shows in the next query.
+ * nothing and fails with its reason), and shows in the next query. Edits answer with the new `{ zones }`.
  *   records                                    -> { zones }
  *   set-records    { name, type, records }     replaces that RRset; [] deletes it. Records may omit name/type.
  *   add-record     { record, zone? }           `zone`: origin of a zone to create if missing (`@` = its apex)
@@ -58,7 +58,7 @@ export function dnsRpc(zones: Zones): RpcTable {
       zones.addRecord(args.record, args.zone);
       return listing();
     },
-    'remove-records': (args: { name: string; type?: string }) => ({ removed: zones.removeRecords(args.name, args.type) }),
+    'remove-records': (args: { name: string; type?: string | null }) => ({ removed: zones.removeRecords(args.name, args.type ?? undefined) }),
     'set-zones': (args: { zones: ZoneConfig[] }) => {
       zones.setZones(args.zones);
       return listing();

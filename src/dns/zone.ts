@@ -176,9 +176,9 @@ export class Zones {
     let current = normalizeName(name);
     const first = this.zoneFor(current);
     if (!first) return { rcode: 'REFUSED', answers: [], authority: [] };
-    const result = (rcode: Rcode, authority: ZoneRecord[] = []): LookupResult => ({ rcode, answers, authority, zone: first.origin });
     const answers: ZoneRecord[] = [];
     const visited = new Set<string>();
+    const result = (rcode: Rcode, authority: ZoneRecord[] = []): LookupResult => ({ rcode, answers, authority, zone: first.origin });
     for (;;) {
       const zone = this.zoneFor(current);
       // A CNAME pointing out of the lab: answer with the chain so far, the client resolves the rest elsewhere.
