@@ -28,8 +28,18 @@ describe('happy path', () => {
     expect(sent.response).toMatch(/^250 /);
     expect(sent.messageId).toBe(messageId);
 
-    await lab().waitFor({ kind: 'stored', messageId, detail: { user: 'bob@receiver.test' } });
-    checkHopOrder(lab().history, messageId, ['mta:submitted', 'mta:queued', 'mta:mx-lookup', 'mta:relayed', 'mx:received', 'mx:handoff', 'mailbox:stored']);
+    // "250" travels back only after the message is stored: stored comes before the MX's hand-off reply and
+    // before the MTA records the relay.
+    await checkHopOrder(lab().history, messageId, [
+      'mta:submitted',
+      'mta:queued',
+      'mta:mx-lookup',
+      'mta:connect',
+      'mx:received',
+      'mailbox:stored',
+      'mx:handoff',
+      'mta:relayed',
+    ]);
 
     // The MTA asked the lab DNS for receiver.test's MX.
     expect(lab().history.filter({ kind: 'dns-query', node: 'dns', where: (e) => e.detail.name === 'receiver.test' && e.detail.type === 'MX' }).length).toBeGreaterThan(0);

@@ -9,14 +9,24 @@ function fail(message: string, events: readonly LabEvent[]): never {
   throw new Error(`${message}\nevents:\n${events.map((e) => formatEvent(e)).join('\n')}`);
 }
 
-/** The kinds (as `node:kind`) of the message's trace appear in this relative order. */
-export function checkHopOrder(history: History, messageId: string, expected: string[]): void {
+/**
+ * The message's trace holds these hops (`node:kind`) in this relative order. Each node streams its events on
+ * its own connection, so first wait until every hop has arrived, then check the order by time.
+ */
+export async function checkHopOrder(history: History, messageId: string, expected: string[], timeoutMs = 10_000): Promise<void> {
+  for (const hop of expected) {
+    const [node, kind] = hop.split(':');
+    await history.waitFor(
+      { node, kind, where: (e) => history.trace(messageId).includes(e) },
+      { timeoutMs, description: `hop ${hop} of message ${messageId}` },
+    );
+  }
   const trace = history.trace(messageId);
   let position = -1;
   for (const hop of expected) {
     const [node, kind] = hop.split(':');
     const index = trace.findIndex((e, i) => i > position && e.node === node && e.kind === kind);
-    if (index < 0) fail(`message ${messageId}: expected hop ${hop} after ${expected[expected.indexOf(hop) - 1] ?? 'the start'}, not found in its trace`, trace);
+    if (index < 0) fail(`message ${messageId}: expected hop ${hop} after ${expected[expected.indexOf(hop) - 1] ?? 'the start'}, but it came earlier`, trace);
     position = index;
   }
 }

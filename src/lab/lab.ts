@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import nodemailer, { type SendMailOptions } from 'nodemailer';
 import type { DnsRecord, Endpoint, NodeConfig, RetryConfig, UserConfig } from '../shared/config.js';
 import { ControlClient } from '../shared/control.js';
+import { messageIdOf } from '../shared/headers.js';
 import type { LabEvent } from '../shared/events.js';
 import { History, type EventMatcher } from './history.js';
 import type { RunningNode, Runtime } from './runtime.js';
@@ -61,8 +62,8 @@ export class Lab {
     const plan = planLab(this.definition, network);
     const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history);
     try {
-      // DNS first, then the mailbox server, then the MX and MTA, which need it.
-      for (const node of lab.nodes()) await node.start();
+      // Nodes need each other only when mail flows, never at start-up: start them all at once.
+      await Promise.all(lab.nodes().map((node) => node.start()));
     } catch (err) {
       await lab.stop({ keepData: true });
       throw err;
@@ -296,7 +297,8 @@ export class StartedLab {
               },
         );
         return {
-          messageId: info.messageId,
+          // With raw bytes nodemailer reports an id of its own; the message's header is the truth.
+          messageId: (message.raw && messageIdOf(Buffer.from(message.raw))) || info.messageId,
           response: info.response,
           accepted: info.accepted.map(String),
           rejected: info.rejected.map(String),

@@ -33,8 +33,9 @@ export class LocalRuntime implements Runtime {
     const entry = path.join(packageRoot(), 'dist', 'node.js');
     if (!existsSync(entry)) throw new Error(`${entry} is missing: run "npm run build" first`);
     const child = spawn(process.execPath, ['--enable-source-maps', entry, config.role, '--config', configFile], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_OPTIONS: '' },
+      // stdin stays open as a lifeline: the node exits when the harness dies without stopping it.
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_OPTIONS: '', MAILLAB_LIFELINE: 'stdin' },
     });
     this.children.add(child);
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -54,14 +55,15 @@ export class LocalRuntime implements Runtime {
         child.kill('SIGKILL');
         reject(new Error(`node ${config.name} (${config.role}) on ${config.address}: ${why}\n${stderr.trim()}`));
       };
-      child.once('exit', (code, signal) => fail(`exited with ${signal ?? code} before it was ready`));
+      const onExit = (code: number | null, signal: string | null) => fail(`exited with ${signal ?? code} before it was ready`);
+      child.once('exit', onExit);
       child.stdout!.setEncoding('utf8');
       child.stdout!.on('data', (chunk: string) => {
         stdout += chunk;
         const line = stdout.split('\n').find((l) => l.startsWith(READY_MARKER));
         if (line) {
           clearTimeout(timer);
-          child.removeAllListeners('exit');
+          child.off('exit', onExit);
           resolve(JSON.parse(line.slice(READY_MARKER.length)));
         }
       });

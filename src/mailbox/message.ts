@@ -1,5 +1,5 @@
-// Small byte-level helpers for stored messages. Messages are kept as raw octets (never decoded) so that what
-// POP3 and IMAP hand out is exactly what was delivered.
+// Small byte-level helpers for stored messages (header values: ../shared/headers.ts). Messages are kept as raw
+// octets, never decoded, so that what POP3 and IMAP hand out is exactly what was delivered.
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -27,7 +27,7 @@ export function toCrlf(data: Buffer): Buffer {
 
 /**
  * Length of the header section including the empty line that ends it (CRLFCRLF, or LFLF in a message that is
- * not normalized); the whole length when there is no body.
+ * not normalized); `limit` (default: the whole length) when there is no body within it. For POP3 TOP.
  */
 export function headerLength(data: Buffer, limit = data.length): number {
   const end = Math.min(limit, data.length);
@@ -39,31 +39,4 @@ export function headerLength(data: Buffer, limit = data.length): number {
     if (data[i + 1] === CR && data[i + 2] === LF) return i + 3;
   }
   return end;
-}
-
-/**
- * The unfolded value of the first header field called `name` (case-insensitive) in the header section of
- * `data`, without parsing the body: only the first `limit` octets are looked at.
- */
-export function parseHeaderValue(data: Buffer, name: string, limit = 64 * 1024): string | undefined {
-  const head = data.subarray(0, headerLength(data, limit)).toString('latin1');
-  const wanted = name.toLowerCase();
-  const lines = head.split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon <= 0 || line.slice(0, colon).trim().toLowerCase() !== wanted) continue;
-    let value = line.slice(colon + 1);
-    // Continuation lines start with white space (RFC 5322 §2.2.3).
-    while (i + 1 < lines.length && /^[ \t]/.test(lines[i + 1]!)) value += ' ' + lines[++i]!.trim();
-    // The header was read as latin1 to keep octets intact; values are UTF-8 in practice (RFC 6532).
-    return Buffer.from(value, 'latin1').toString('utf8').trim();
-  }
-  return undefined;
-}
-
-/** The Message-ID (with angle brackets) of a message, when it has a usable one. */
-export function messageIdOf(data: Buffer): string | undefined {
-  const value = parseHeaderValue(data, 'message-id');
-  return value ? /<[^<>\s]+>/.exec(value)?.[0] : undefined;
 }

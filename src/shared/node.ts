@@ -58,4 +58,10 @@ export async function runNode(config: NodeConfig, start: RoleStarter<any>): Prom
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  // Started by the local runtime: when the harness goes away (its end of stdin closes), so do we.
+  if (process.env.MAILLAB_LIFELINE === 'stdin') {
+    process.stdin.on('end', () => void shutdown('harness gone'));
+    process.stdin.on('error', () => void shutdown('harness gone'));
+    process.stdin.resume();
+  }
 }

@@ -146,6 +146,8 @@ export interface SmtpClientPoolOptions {
   socketTimeoutMs?: number;
   /** Sessions cached per target at most. Default 16. */
   maxIdlePerTarget?: number;
+  /** Source address of outbound connections (the node's own address, so servers see who is talking). */
+  localAddress?: string;
   /** STARTTLS when the server offers it, continuing in plaintext if it fails (RFC 3207, like Postfix's "may"). Default 'opportunistic'. */
   starttls?: 'opportunistic' | 'ignore';
 }
@@ -287,6 +289,7 @@ export class SmtpClientPool {
       // Certificates are not checked: the lab has no PKI, and opportunistic TLS (RFC 7435) does not authenticate.
       tls: { rejectUnauthorized: false, ...(target.servername ? { servername: target.servername } : {}) },
       ...(target.servername ? { servername: target.servername } : {}),
+      ...(this.options.localAddress ? { localAddress: this.options.localAddress } : {}),
       connectionTimeout: this.options.connectTimeoutMs,
       greetingTimeout: this.options.greetingTimeoutMs ?? 30_000,
       socketTimeout: this.options.socketTimeoutMs ?? 60_000,
@@ -314,16 +317,19 @@ export class SmtpClientPool {
         if (settled) return;
         settled = true;
         session.dead = true;
+        const error = connectError(err, conn, display);
         conn.close();
-        reject(connectError(err, conn, display));
+        reject(error);
       };
+      const ended = () => fail(Object.assign(new Error('connection closed before the session was ready'), { code: 'ECONNECTION' }));
       conn.once('error', fail);
-      conn.once('end', () => fail(Object.assign(new Error('connection closed before the session was ready'), { code: 'ECONNECTION' })));
+      conn.once('end', ended);
       conn.connect((err) => {
         if (err) return fail(err);
         if (settled) return;
         settled = true;
         conn.removeListener('error', fail);
+        conn.removeListener('end', ended);
         this.busy.add(session);
         resolve(session);
       });
@@ -350,7 +356,7 @@ export class SmtpClientPool {
           return void this.resetAndRelease(session).then(() => resolve(result));
         }
         const failure = transactionError(err, session.target, envelope, bodyStarted, lmtp);
-        if (reused && canRetry && !bodyStarted && (failure.code === undefined || failure.code === 421) && !failure.reply?.startsWith('5')) {
+        if (reused && canRetry && !bodyStarted && (failure.code === undefined || failure.code === 421)) {
           this.discard(session, false);
           return reject(new StaleSession(failure.message));
         }
@@ -364,17 +370,30 @@ export class SmtpClientPool {
     });
   }
 
-  /** RSET before the session is reused, when a transaction was left open (RFC 5321 §4.1.1.5). */
+  /**
+   * RSET before the session is reused, when a transaction was left open (RFC 5321 §4.1.1.5). Runs on the next turn:
+   * nodemailer reports a 421 reply before it closes the session, and an RSET queued in between would never be answered.
+   */
   private resetAndRelease(session: Session): Promise<void> {
-    if (session.dead || session.conn.destroyed) {
-      this.discard(session, false);
-      return Promise.resolve();
-    }
     return new Promise((resolve) => {
-      session.conn.reset((err) => {
-        if (err) this.discard(session, false);
-        else this.release(session);
-        resolve();
+      setImmediate(() => {
+        const { conn } = session;
+        if (session.dead || conn.destroyed) {
+          this.discard(session, false);
+          return resolve();
+        }
+        let done = false;
+        const settle = (ok: boolean) => {
+          if (done) return;
+          done = true;
+          conn.removeListener('end', onEnd);
+          if (ok) this.release(session);
+          else this.discard(session, false);
+          resolve();
+        };
+        const onEnd = () => settle(false);
+        conn.once('end', onEnd);
+        conn.reset((err) => settle(!err));
       });
     });
   }

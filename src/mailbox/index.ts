@@ -1,0 +1,63 @@
+// The mailbox server: the Maildir store, fed over LMTP, read over POP3 (and IMAP), plus the harness's view of
+// the mailboxes over the control channel.
+import type { Endpoint, MailboxNodeConfig } from '../shared/config.js';
+import type { RoleStarter } from '../shared/node.js';
+import { startLmtp } from './lmtp.js';
+import { startPop3 } from './pop3.js';
+import type { MailboxService } from './service.js';
+import { MaildirStore } from './store.js';
+// import { startImap } from './imap/index.js'; // IMAP-ENABLE (1/2)
+
+export { MaildirStore } from './store.js';
+export type { MailboxService, ServiceOptions } from './service.js';
+
+export const startMailbox: RoleStarter<MailboxNodeConfig> = async (ctx) => {
+  const { config } = ctx;
+  const store = new MaildirStore({ root: config.dataDir, users: config.users, fsync: config.fsync, hostname: config.hostname });
+  // Every user's Maildir exists (and is checked) before the first connection.
+  await store.open();
+
+  const services: Record<string, Endpoint> = {};
+  const running: MailboxService[] = [];
+  const register = (name: string, service: MailboxService) => {
+    services[name] = service.endpoint;
+    running.push(service);
+  };
+  const host = config.address;
+  try {
+    register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp }));
+    if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3 }));
+    // if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap })); // IMAP-ENABLE (2/2)
+  } catch (err) {
+    await Promise.allSettled(running.map((s) => s.close()));
+    throw err;
+  }
+
+  const user = (args: { user?: unknown }): string => {
+    if (typeof args.user !== 'string' || !store.hasUser(args.user)) throw new Error(`unknown user ${JSON.stringify(args.user)}`);
+    return args.user.toLowerCase();
+  };
+  const mailbox = (args: { mailbox?: unknown }): string => (typeof args.mailbox === 'string' ? args.mailbox : 'INBOX');
+
+  return {
+    services,
+    rpc: {
+      mailboxes: (args: { user?: unknown }) => store.listMailboxes(user(args)),
+      messages: (args: { user?: unknown; mailbox?: unknown }) => store.messages(user(args), mailbox(args)),
+      read: async (args: { user?: unknown; mailbox?: unknown; uid?: unknown }) => {
+        if (typeof args.uid !== 'number') throw new Error('read needs a numeric uid');
+        return { data: (await store.read(user(args), mailbox(args), args.uid)).toString('base64') };
+      },
+      // For tests: store a message as if delivered (no LMTP, no events).
+      deliver: (args: { user?: unknown; data?: unknown }) => {
+        if (typeof args.data !== 'string') throw new Error('deliver needs base64 data');
+        return store.deliver(user(args), Buffer.from(args.data, 'base64'));
+      },
+    },
+    async stop() {
+      // Protocol servers first (each lets its work under way finish), then the store's own pending writes.
+      await Promise.allSettled(running.map((s) => s.close()));
+      await store.close();
+    },
+  };
+};

@@ -1,0 +1,202 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { startLmtp } from './lmtp.js';
+import type { MailboxService } from './service.js';
+import type { MailStore } from './store-api.js';
+import { MaildirStore } from './store.js';
+import { LineClient, testContext, type TestContext } from './testkit.js';
+
+const BOB = 'bob@receiver.test';
+const CAROL = 'carol@receiver.test';
+
+let ctx: TestContext;
+let store: MaildirStore;
+let lmtp: MailboxService | undefined;
+
+beforeEach(async () => {
+  ctx = await testContext();
+  store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+  await store.open();
+});
+afterEach(async () => {
+  await lmtp?.close();
+  lmtp = undefined;
+  await ctx.cleanup();
+});
+
+async function start(s: MailStore = store, maxSize?: number) {
+  lmtp = await startLmtp({ store: s, ctx, host: '127.0.0.1', port: 0, ...(maxSize ? { maxSize } : {}) });
+  return lmtp.endpoint.port;
+}
+
+interface SendInfo {
+  accepted: string[];
+  rejected: string[];
+  rejectedErrors?: Array<Error & { response?: string }>;
+  response: string;
+}
+
+/** One LMTP transaction with nodemailer's low-level client. */
+async function send(port: number, from: string, to: string[], message: Buffer): Promise<SendInfo> {
+  const connection = new SMTPConnection({ lmtp: true, host: '127.0.0.1', port, ignoreTLS: true, name: 'mx.receiver.test' });
+  await new Promise<void>((resolve, reject) => {
+    connection.once('error', reject);
+    connection.connect(() => resolve());
+  });
+  try {
+    return await new Promise<SendInfo>((resolve, reject) => {
+      connection.send({ from, to }, message, (err, info) => (err ? reject(err) : resolve(info as unknown as SendInfo)));
+    });
+  } finally {
+    connection.quit();
+  }
+}
+
+const messageId = '<lmtp-test-1@sender.test>';
+// Shapes that break careless code: a lone dot, leading dots, a long line, 8-bit text, an empty last line.
+const sent = Buffer.from(
+  [
+    'From: Alice <alice@sender.test>',
+    'To: Bob <bob@receiver.test>, Nobody <nobody@receiver.test>',
+    'Subject: per-recipient replies',
+    `Message-ID: ${messageId}`,
+    '',
+    'Hello,',
+    '.',
+    '..two dots',
+    '.leading dot',
+    'x'.repeat(990),
+    'caf\u00e9',
+    '',
+    '',
+  ].join('\r\n'),
+  'utf8',
+);
+
+describe('LMTP', () => {
+  it('replies per recipient, refuses unknown users and stores the exact bytes', async () => {
+    const port = await start();
+    const info = await send(port, 'alice@sender.test', [BOB, 'nobody@receiver.test'], sent);
+    expect(info.accepted).toEqual([BOB]);
+    expect(info.rejected).toEqual(['nobody@receiver.test']);
+    expect(info.rejectedErrors?.[0]?.response).toMatch(/^550 5\.1\.1 /);
+    expect(info.response).toMatch(/^250 2\.\d\.\d /);
+
+    const [stored] = await store.messages(BOB, 'INBOX');
+    const raw = await store.read(BOB, 'INBOX', stored!.uid);
+    const expected = Buffer.concat([Buffer.from(`Return-Path: <alice@sender.test>\r\nDelivered-To: ${BOB}\r\n`), sent]);
+    expect(raw.equals(expected)).toBe(true);
+    expect(stored!.size).toBe(expected.length);
+
+    const [event] = ctx.emitted('stored');
+    expect(event).toMatchObject({ messageId, queueId: stored!.id, detail: { user: BOB, mailbox: 'INBOX', uid: stored!.uid, size: expected.length, from: 'alice@sender.test' } });
+    expect(ctx.emitted('rejected')).toMatchObject([{ detail: { rcpt: 'nobody@receiver.test', reply: expect.stringMatching(/^550 5\.1\.1/) } }]);
+  });
+
+  it('delivers to several users, each once', async () => {
+    const port = await start();
+    const info = await send(port, '', [BOB, CAROL], sent);
+    expect(info.accepted).toEqual([BOB, CAROL]);
+    for (const user of [BOB, CAROL]) {
+      const list = await store.messages(user, 'INBOX');
+      expect(list).toHaveLength(1);
+      const raw = await store.read(user, 'INBOX', list[0]!.uid);
+      // The null sender shows as an empty Return-Path.
+      expect(raw.subarray(0, 64).toString()).toMatch(new RegExp(`^Return-Path: <>\r\nDelivered-To: ${user}\r\n`));
+    }
+    expect(ctx.emitted('stored').map((e) => e.detail.user).sort()).toEqual([BOB, CAROL]);
+  });
+
+  it('answers 451 4.3.0 for the recipient whose store failed, 250 for the others', async () => {
+    const failing: MailStore = Object.create(store, {
+      deliver: {
+        value: (user: string, data: Buffer) => (user === CAROL ? Promise.reject(new Error('disk on fire')) : store.deliver(user, data)),
+      },
+    });
+    const port = await start(failing);
+    const info = await send(port, 'alice@sender.test', [CAROL, BOB], sent);
+    expect(info.accepted).toEqual([BOB]);
+    expect(info.rejected).toEqual([CAROL]);
+    expect(info.rejectedErrors?.[0]?.response).toMatch(/^451 4\.3\.0 /);
+    expect(await store.messages(CAROL, 'INBOX')).toHaveLength(0);
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(1);
+    expect(ctx.emitted('stored')).toHaveLength(1);
+  });
+
+  it('speaks LMTP: greeting, LHLO extensions, one reply per RCPT even when repeated, pipelining', async () => {
+    const port = await start();
+    const client = await LineClient.connect(port);
+    expect(await client.line()).toMatch(/^220 mail\.receiver\.test LMTP/);
+    client.send('EHLO mx.receiver.test');
+    expect((await client.reply())[0]).toMatch(/^500 /);
+    client.send('LHLO mx.receiver.test');
+    const extensions = (await client.reply()).map((l) => l.slice(4));
+    expect(extensions).toEqual(expect.arrayContaining(['PIPELINING', '8BITMIME', 'ENHANCEDSTATUSCODES', `SIZE ${50 * 1024 * 1024}`]));
+    expect(extensions.join(' ')).not.toMatch(/STARTTLS|AUTH/);
+
+    // Pipelined: everything up to DATA in one write.
+    client.write(`MAIL FROM:<alice@sender.test>\r\nRCPT TO:<${BOB}>\r\nRCPT TO:<nobody@receiver.test>\r\nRCPT TO:<BOB@receiver.test>\r\nDATA\r\n`);
+    expect(await client.line()).toMatch(/^250 /);
+    expect(await client.line()).toMatch(/^250 2\.1\.5 /);
+    expect(await client.line()).toMatch(/^550 5\.1\.1 /);
+    expect(await client.line()).toMatch(/^250 2\.1\.5 /);
+    expect(await client.line()).toMatch(/^354 /);
+    client.write('Subject: twice\r\n\r\n..dot\r\n.\r\n');
+    // Two successful RCPTs, two replies (the repeat gets the first one's); one user, one copy.
+    const first = await client.line();
+    expect(first).toMatch(/^250 2\.\d\.\d <bob@receiver\.test> saved as /);
+    expect(await client.line()).toBe(first);
+    const list = await store.messages(BOB, 'INBOX');
+    expect(list).toHaveLength(1);
+    expect((await store.read(BOB, 'INBOX', list[0]!.uid)).toString()).toBe(`Return-Path: <alice@sender.test>\r\nDelivered-To: ${BOB}\r\nSubject: twice\r\n\r\n.dot\r\n`);
+    client.send('QUIT');
+    expect(await client.line()).toMatch(/^221 /);
+    client.close();
+  });
+
+  it('refuses an oversized message for every recipient', async () => {
+    const port = await start(store, 1000);
+    const client = await LineClient.connect(port);
+    await client.line();
+    client.send('LHLO mx');
+    await client.reply();
+    client.write(`MAIL FROM:<a@sender.test>\r\nRCPT TO:<${BOB}>\r\nRCPT TO:<${CAROL}>\r\nDATA\r\n`);
+    for (let i = 0; i < 4; i++) await client.line();
+    client.write(`Subject: big\r\n\r\n${'y'.repeat(2000)}\r\n.\r\n`);
+    expect(await client.line()).toMatch(/^552 /);
+    expect(await client.line()).toMatch(/^552 /);
+    // The session goes on.
+    client.send('NOOP');
+    expect(await client.line()).toMatch(/^250 /);
+    client.close();
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(0);
+  });
+
+  it('stores nothing when the client goes away in the middle of the data', async () => {
+    const port = await start();
+    const client = await LineClient.connect(port);
+    await client.line();
+    client.write(`LHLO mx\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<${BOB}>\r\nDATA\r\n`);
+    await client.reply();
+    for (let i = 0; i < 3; i++) await client.line();
+    client.write('Subject: cut\r\n\r\nhalf a mess');
+    await new Promise((r) => setTimeout(r, 50));
+    client.close();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(0);
+    expect(ctx.emitted('stored')).toHaveLength(0);
+  });
+
+  it('closes idle sessions with 421 when stopped', async () => {
+    const port = await start();
+    const client = await LineClient.connect(port);
+    await client.line();
+    client.send('LHLO mx');
+    await client.reply();
+    const service = lmtp!;
+    lmtp = undefined;
+    await service.close();
+    expect(await client.line()).toMatch(/^421 /);
+    await client.closed();
+  });
+});

@@ -1,0 +1,129 @@
+// LMTP (RFC 2033): how the MX and the MTA hand messages to the mailbox server. After the data, LMTP replies
+// once per accepted recipient, so each recipient's reply says whether *its* copy is durably stored: 250 only
+// once the store's deliver() resolved (fsynced), 451 when the store failed for that recipient alone.
+import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerEnvelope, SMTPServerSession } from 'smtp-server';
+import { messageIdOf } from '../shared/headers.js';
+import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import type { MailboxService, ServiceOptions } from './service.js';
+
+export interface LmtpOptions extends ServiceOptions {
+  /** Largest message accepted, in octets. */
+  maxSize?: number;
+}
+
+const DEFAULT_MAX_SIZE = 50 * 1024 * 1024;
+
+/** An SMTP reply carried as an error, the way smtp-server expects refusals. */
+function reply(code: number, text: string): Error & { responseCode: number } {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+interface Recipient {
+  /** As the client wrote it in RCPT TO (used for Delivered-To). */
+  address: string;
+  /** The store's user. */
+  user: string;
+}
+
+export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
+  const { store, ctx } = options;
+  const { config, events } = ctx;
+  const maxSize = options.maxSize ?? DEFAULT_MAX_SIZE;
+  // One entry per successful RCPT TO of the transaction, duplicates included. smtp-server merges a repeated
+  // recipient into one envelope entry, but RFC 2033 §4.2 wants one reply per successful RCPT command, so the
+  // replies are built from this list, not from the envelope. Keyed by the envelope, which is new per transaction.
+  const accepted = new WeakMap<SMTPServerEnvelope, Recipient[]>();
+  const inFlight = new Set<Promise<unknown>>();
+
+  const server = createSmtpServer({
+    lmtp: true,
+    greetingDelayMs: config.greetingDelayMs,
+    name: config.hostname,
+    banner: 'maillab LMTP ready',
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    hideSTARTTLS: true,
+    // Advertise ENHANCEDSTATUSCODES and let smtp-server add the codes (550 5.1.1, 451 4.3.0, 250 2.x.x).
+    hideENHANCEDSTATUSCODES: false,
+    size: maxSize,
+    logger: false,
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {
+      const user = address.address.toLowerCase();
+      if (!store.hasUser(user)) {
+        const text = `<${address.address}>: no such user here`;
+        events.emit({
+          kind: 'rejected',
+          detail: { stage: 'RCPT TO', rcpt: address.address, reply: `550 5.1.1 ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' },
+        });
+        return callback(reply(550, text));
+      }
+      let list = accepted.get(session.envelope);
+      if (!list) accepted.set(session.envelope, (list = []));
+      list.push({ address: address.address, user });
+      callback();
+    },
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: Array<string | Error>) => void) {
+      const work = receive(stream, session).then(
+        (replies) => callback(null, replies),
+        // Only a broken data stream gets here; the same temporary reply for everyone.
+        (err: Error) => callback(null, (accepted.get(session.envelope) ?? []).map(() => reply(451, `Temporary failure reading the message: ${err.message}`))),
+      );
+      inFlight.add(work);
+      void work.finally(() => inFlight.delete(work));
+    },
+  });
+
+  async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<Array<string | Error>> {
+    const recipients = accepted.get(session.envelope) ?? [];
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
+    if (stream.sizeExceeded) return recipients.map(() => reply(552, `Message exceeds the size limit of ${maxSize} octets`));
+
+    const body = Buffer.concat(chunks);
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const messageId = messageIdOf(body);
+    // Each user once, even when named twice; the replies of the duplicates repeat the first one's.
+    const outcomes = new Map<string, Promise<string | Error>>();
+    for (const rcpt of recipients) {
+      if (outcomes.has(rcpt.user)) continue;
+      outcomes.set(rcpt.user, deliverOne(rcpt, body, from, messageId));
+    }
+    return Promise.all(recipients.map((rcpt) => outcomes.get(rcpt.user)!));
+  }
+
+  async function deliverOne(rcpt: Recipient, body: Buffer, from: string, messageId: string | undefined): Promise<string | Error> {
+    // What a delivery agent adds (RFC 5321 §4.4 Return-Path; Delivered-To as Dovecot and Postfix write it).
+    const trace = `Return-Path: <${from}>\r\nDelivered-To: ${rcpt.address}\r\n`;
+    try {
+      const stored = await store.deliver(rcpt.user, Buffer.concat([Buffer.from(trace, 'utf8'), body]));
+      events.emit({ kind: 'stored', messageId, queueId: stored.id, detail: { user: rcpt.user, mailbox: 'INBOX', uid: stored.uid, size: stored.size, from } });
+      return `<${rcpt.address}> saved as ${stored.id}`;
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      ctx.log(`LMTP: storing for ${rcpt.user} failed: ${why}`);
+      events.emit({ kind: 'error', messageId, detail: { stage: 'store', user: rcpt.user, error: why } });
+      return reply(451, `<${rcpt.address}> temporary failure storing the message, try again later`);
+    }
+  }
+
+  // Errors of single connections (resets...) are the connection's business, not the server's.
+  server.on('error', (err: Error) => ctx.log(`LMTP: ${err.message}`));
+  await listen(server, options.host, options.port, 'lmtp');
+  const address = server.server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+
+  return {
+    endpoint: { host: options.host, port },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Transactions whose data is in answer first: a message the client sent is stored and acknowledged.
+      while (inFlight.size) await Promise.allSettled([...inFlight]);
+      // Then the idle sessions (a client's pooled connection) are told and closed rather than waited for.
+      for (const connection of (server as unknown as { connections: Set<{ send(code: number, text: string): void; close(): void }> }).connections) {
+        connection.send(421, `${config.hostname} shutting down`);
+        connection.close();
+      }
+      await closed;
+    },
+  };
+}

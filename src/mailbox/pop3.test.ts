@@ -1,0 +1,404 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { startPop3, dotStuff, topOf, uidl } from './pop3.js';
+import type { MailboxService } from './service.js';
+import { MaildirStore } from './store.js';
+import { LineClient, testContext, type TestContext } from './testkit.js';
+
+const BOB = 'bob@receiver.test';
+const BOB_PASS = 'bob-secret';
+const CAROL = 'carol@receiver.test';
+
+let ctx: TestContext;
+let store: MaildirStore;
+let pop3: MailboxService | undefined;
+let port: number;
+
+const messages = [
+  Buffer.from('From: a@sender.test\r\nSubject: one\r\nMessage-ID: <one@sender.test>\r\n\r\nfirst body\r\n', 'utf8'),
+  // Dots at line starts, a lone dot, 8-bit, an empty line, and no CRLF at the very end.
+  Buffer.from('Subject: two\r\nMessage-ID: <two@sender.test>\r\n\r\n.\r\n..x\r\n.y\r\n\r\ncaf\u00e9\r\nlast line', 'utf8'),
+  Buffer.from('Subject: three\r\n\r\nl1\r\nl2\r\nl3\r\n', 'utf8'),
+];
+
+async function serve(options: { idleTimeoutMs?: number; maxLineLength?: number } = {}) {
+  pop3 = await startPop3({ store, ctx, host: '127.0.0.1', port: 0, ...options });
+  port = pop3.endpoint.port;
+}
+
+beforeEach(async () => {
+  ctx = await testContext();
+  store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+  for (const m of messages) await store.deliver(BOB, m);
+  await serve();
+});
+afterEach(async () => {
+  await pop3?.close();
+  pop3 = undefined;
+  await ctx.cleanup();
+});
+
+async function login(user = BOB, pass = BOB_PASS): Promise<LineClient> {
+  const client = await LineClient.connect(port);
+  expect(await client.line()).toMatch(/^\+OK mail\.receiver\.test POP3/);
+  client.send(`USER ${user}`);
+  expect(await client.line()).toMatch(/^\+OK/);
+  client.send(`PASS ${pass}`);
+  expect(await client.line()).toMatch(/^\+OK maildrop has \d+ messages/);
+  return client;
+}
+
+/** Waits until the server has seen a session's close and released the maildrop. */
+async function released(user = BOB) {
+  for (let i = 0; i < 100; i++) {
+    const release = store.lockMaildrop(user);
+    if (release) return release();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`maildrop of ${user} still locked`);
+}
+
+/** The message as it travels in a RETR response, unstuffed: what a client gets back. */
+function unstuff(body: Buffer): Buffer {
+  return Buffer.from(body.toString('latin1').replace(/^\./gm, ''), 'latin1');
+}
+
+describe('POP3 protocol', () => {
+  it('lists, retrieves byte-exact with dot-stuffing, and reports octet counts', async () => {
+    const client = await login();
+    const sizes = messages.map((m) => m.length);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    client.send('STAT');
+    expect(await client.line()).toBe(`+OK 3 ${total}`);
+    client.send('LIST');
+    expect(await client.line()).toBe(`+OK 3 messages (${total} octets)`);
+    expect((await client.multiline()).toString()).toBe(sizes.map((s, i) => `${i + 1} ${s}\r\n`).join(''));
+    client.send('LIST 2');
+    expect(await client.line()).toBe(`+OK 2 ${sizes[1]}`);
+
+    client.send('RETR 2');
+    expect(await client.line()).toBe(`+OK ${sizes[1]} octets`);
+    const body = await client.multiline();
+    // On the wire: each line starting with "." has another one, and the CRLF the message lacked was added.
+    expect(body.toString('latin1')).toContain('\r\n..\r\n...x\r\n..y\r\n');
+    expect(unstuff(body).equals(Buffer.concat([messages[1]!, Buffer.from('\r\n')]))).toBe(true);
+
+    client.send('RETR 1');
+    expect(await client.line()).toBe(`+OK ${sizes[0]} octets`);
+    expect((await client.multiline()).equals(messages[0]!)).toBe(true);
+
+    client.send('TOP 3 2');
+    expect(await client.line()).toMatch(/^\+OK/);
+    expect((await client.multiline()).toString()).toBe('Subject: three\r\n\r\nl1\r\nl2\r\n');
+    client.send('TOP 3 0');
+    await client.line();
+    expect((await client.multiline()).toString()).toBe('Subject: three\r\n\r\n');
+
+    const stored = await store.messages(BOB, 'INBOX');
+    client.send('UIDL');
+    expect(await client.line()).toMatch(/^\+OK/);
+    expect((await client.multiline()).toString()).toBe(stored.map((m, i) => `${i + 1} ${m.id}\r\n`).join(''));
+    client.send('UIDL 3');
+    expect(await client.line()).toBe(`+OK 3 ${stored[2]!.id}`);
+    client.send('NOOP');
+    expect(await client.line()).toBe('+OK');
+
+    expect(ctx.emitted('retrieved')).toMatchObject([
+      { messageId: '<two@sender.test>', queueId: stored[1]!.id, detail: { user: BOB, uid: stored[1]!.uid, size: sizes[1] } },
+      { messageId: '<one@sender.test>', detail: { uid: stored[0]!.uid } },
+    ]);
+    client.send('QUIT');
+    expect(await client.line()).toMatch(/^\+OK .*\(0 messages deleted\)/);
+    await client.closed();
+  });
+
+  it('deletes only in UPDATE: not on a dropped connection, not after RSET', async () => {
+    let client = await login();
+    client.send('DELE 1');
+    expect(await client.line()).toBe('+OK message 1 deleted');
+    client.send('DELE 1');
+    expect(await client.line()).toMatch(/^-ERR message 1 already deleted/);
+    client.send('RETR 1');
+    expect(await client.line()).toMatch(/^-ERR/);
+    client.send('STAT');
+    expect(await client.line()).toBe(`+OK 2 ${messages[1]!.length + messages[2]!.length}`);
+    client.send('LIST');
+    await client.line();
+    expect((await client.multiline()).toString()).toMatch(/^2 \d+\r\n3 \d+\r\n$/);
+    client.close(); // dropped without QUIT
+    await released();
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+
+    client = await login();
+    client.send('DELE 2');
+    await client.line();
+    client.send('RSET');
+    expect(await client.line()).toMatch(/^\+OK maildrop has 3 messages/);
+    client.send('QUIT');
+    expect(await client.line()).toMatch(/\(0 messages deleted\)/);
+    await client.closed();
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+    expect(ctx.emitted('deleted')).toEqual([]);
+
+    const before = await store.messages(BOB, 'INBOX');
+    client = await login();
+    client.send('DELE 1');
+    client.send('DELE 3');
+    await client.line();
+    await client.line();
+    client.send('QUIT');
+    expect(await client.line()).toMatch(/\(2 messages deleted\)/);
+    await client.closed();
+    expect((await store.messages(BOB, 'INBOX')).map((m) => m.uid)).toEqual([before[1]!.uid]);
+    // Message-IDs are found even for messages deleted without being retrieved.
+    expect(ctx.emitted('deleted')).toMatchObject([
+      { messageId: '<one@sender.test>', queueId: before[0]!.id, detail: { user: BOB, uid: before[0]!.uid } },
+      { queueId: before[2]!.id, detail: { uid: before[2]!.uid } },
+    ]);
+  });
+
+  it('keeps UIDLs stable across sessions and restarts', async () => {
+    const list = async () => {
+      const client = await login();
+      client.send('UIDL');
+      await client.line();
+      const text = (await client.multiline()).toString();
+      client.send('QUIT');
+      await client.line();
+      return text;
+    };
+    const first = await list();
+    await store.deliver(BOB, Buffer.from('Subject: four\r\n\r\n4\r\n'));
+    const second = await list();
+    expect(second.startsWith(first)).toBe(true);
+    await pop3!.close();
+    store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+    await serve();
+    expect(await list()).toBe(second);
+  });
+
+  it('allows one session per maildrop ([IN-USE]) and refuses bad passwords ([AUTH])', async () => {
+    const first = await login();
+    const second = await LineClient.connect(port);
+    await second.line();
+    second.send(`USER ${BOB}`);
+    await second.line();
+    second.send(`PASS ${BOB_PASS}`);
+    expect(await second.line()).toMatch(/^-ERR \[IN-USE\] /);
+    // Another user is not affected; a password with spaces works.
+    const carol = await login(CAROL, 'carol secret with spaces');
+    carol.send('STAT');
+    expect(await carol.line()).toBe('+OK 0 0');
+    first.send('QUIT');
+    await first.line();
+    await first.closed();
+    await released();
+    second.send(`USER bob`); // the local part alone is enough when unique
+    await second.line();
+    second.send(`PASS ${BOB_PASS}`);
+    expect(await second.line()).toMatch(/^\+OK maildrop has 3 messages/);
+
+    const bad = await LineClient.connect(port);
+    await bad.line();
+    for (let i = 0; i < 3; i++) {
+      bad.send(`USER ${CAROL}`);
+      await bad.line();
+      bad.send('PASS wrong');
+      expect(await bad.line()).toMatch(/^-ERR \[AUTH\] /);
+    }
+    await bad.closed(); // three failures end the session
+    expect(ctx.emitted('auth-failed')).toHaveLength(3);
+  });
+
+  it('authenticates with SASL PLAIN, with an initial response and with a continuation', async () => {
+    const plain = (authz: string, user: string, pass: string) => Buffer.from(`${authz}\0${user}\0${pass}`).toString('base64');
+    let client = await LineClient.connect(port);
+    await client.line();
+    client.send('CAPA');
+    expect(await client.line()).toMatch(/^\+OK/);
+    const capabilities = (await client.multiline()).toString().split('\r\n');
+    expect(capabilities).toEqual(expect.arrayContaining(['TOP', 'UIDL', 'USER', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'SASL PLAIN']));
+    client.send('AUTH');
+    expect(await client.line()).toMatch(/^\+OK/);
+    expect((await client.multiline()).toString()).toBe('PLAIN\r\n');
+    client.send('AUTH CRAM-MD5');
+    expect(await client.line()).toMatch(/^-ERR /);
+    client.send(`AUTH PLAIN ${plain('', BOB, 'nope')}`);
+    expect(await client.line()).toMatch(/^-ERR \[AUTH\] /);
+    client.send(`AUTH PLAIN ${plain(CAROL, BOB, BOB_PASS)}`); // no proxy authentication
+    expect(await client.line()).toMatch(/^-ERR \[AUTH\] /);
+    client.send(`AUTH PLAIN ${plain(BOB, BOB, BOB_PASS)}`);
+    expect(await client.line()).toBe('+OK maildrop has 3 messages (' + messages.reduce((a, m) => a + m.length, 0) + ' octets)');
+    client.send('QUIT');
+    await client.line();
+
+    client = await LineClient.connect(port);
+    await client.line();
+    client.send('AUTH PLAIN');
+    expect(await client.line()).toBe('+ ');
+    client.send('*');
+    expect(await client.line()).toMatch(/^-ERR .*cancel/);
+    client.send('AUTH PLAIN');
+    await client.line();
+    client.send('not base64!');
+    expect(await client.line()).toMatch(/^-ERR /);
+    client.send('AUTH PLAIN');
+    await client.line();
+    client.send(plain('', CAROL, 'carol secret with spaces'));
+    expect(await client.line()).toMatch(/^\+OK maildrop has 0 messages/);
+    client.send('AUTH PLAIN');
+    expect(await client.line()).toMatch(/^-ERR already logged in/);
+    client.close();
+  });
+
+  it('answers bad commands with -ERR and keeps going; closes on an overlong line; others unaffected', async () => {
+    const client = await LineClient.connect(port);
+    await client.line();
+    client.send('STAT');
+    expect(await client.line()).toMatch(/^-ERR STAT is not valid before login/);
+    client.send('PASS x');
+    expect(await client.line()).toMatch(/^-ERR send USER first/);
+    client.send('HELO there');
+    expect(await client.line()).toMatch(/^-ERR unknown command/);
+    client.send('');
+    expect(await client.line()).toMatch(/^-ERR/);
+    client.send(`USER ${BOB}`);
+    await client.line();
+    client.send(`PASS ${BOB_PASS}`);
+    await client.line();
+    for (const bad of ['RETR', 'RETR 0', 'RETR 4', 'RETR x', 'LIST 99', 'TOP 1', 'TOP 1 -1', 'DELE', 'UIDL 1000000000000']) {
+      client.send(bad);
+      expect(await client.line(), bad).toMatch(/^-ERR /);
+    }
+    const other = await login(CAROL, 'carol secret with spaces');
+    client.write('NOOP\r\n' + 'A'.repeat(5000));
+    expect(await client.line()).toBe('+OK');
+    expect(await client.line()).toMatch(/^-ERR line too long/);
+    await client.closed();
+    other.send('NOOP');
+    expect(await other.line()).toBe('+OK');
+    // The closed session released its maildrop, deleting nothing.
+    await released();
+    const again = await login();
+    again.send('STAT');
+    expect(await again.line()).toMatch(/^\+OK 3 /);
+  });
+
+  it('processes pipelined commands in order', async () => {
+    const client = await LineClient.connect(port);
+    await client.line();
+    client.write(`USER ${BOB}\r\nPASS ${BOB_PASS}\r\nSTAT\r\nRETR 1\r\nLIST 3\r\nDELE 3\r\nUIDL 3\r\nSTAT\r\nQUIT\r\n`);
+    expect(await client.line()).toMatch(/^\+OK/);
+    expect(await client.line()).toMatch(/^\+OK maildrop has 3/);
+    expect(await client.line()).toMatch(/^\+OK 3 /);
+    expect(await client.line()).toMatch(/^\+OK \d+ octets/);
+    expect((await client.multiline()).equals(messages[0]!)).toBe(true);
+    expect(await client.line()).toBe(`+OK 3 ${messages[2]!.length}`);
+    expect(await client.line()).toBe('+OK message 3 deleted');
+    expect(await client.line()).toMatch(/^-ERR message 3 already deleted/);
+    expect(await client.line()).toBe(`+OK 2 ${messages[0]!.length + messages[1]!.length}`);
+    expect(await client.line()).toMatch(/\(1 messages deleted\)/);
+    await client.closed();
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(2);
+  });
+
+  it('logs out an idle session without deleting anything, and closes sessions on stop', async () => {
+    await pop3!.close();
+    await serve({ idleTimeoutMs: 200 });
+    const client = await login();
+    client.send('DELE 1');
+    await client.line();
+    expect(await client.line()).toMatch(/^-ERR \[SYS\/TEMP\] autologout/);
+    await client.closed();
+    await released();
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+
+    const idle = await login();
+    idle.send('DELE 1');
+    await idle.line();
+    await pop3!.close();
+    pop3 = undefined;
+    await idle.closed();
+    await released();
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+  });
+});
+
+describe('POP3 with real clients', () => {
+  const run = (file: string, args: string[]) =>
+    new Promise<{ stdout: Buffer; stderr: Buffer }>((resolve, reject) => {
+      execFile(file, args, { encoding: 'buffer', timeout: 20_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${file} failed: ${err.message}\n${stderr.toString()}`)) : resolve({ stdout, stderr }),
+      );
+    });
+
+  it("works with Python's poplib", async () => {
+    const script = `
+import poplib, sys, json
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=10)
+caps = p.capa()
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+count, size = p.stat()
+out = {'caps': sorted(caps.keys()), 'count': count, 'size': size, 'list': [l.decode() for l in p.list()[1]],
+       'uidl': [l.decode() for l in p.uidl()[1]], 'top': [l.decode('latin1') for l in p.top(3, 1)[1]]}
+out['retr'] = [b'\\r\\n'.join(p.retr(i)[1]).hex() for i in (1, 2, 3)]
+p.dele(1)
+out['quit'] = p.quit().decode()
+print(json.dumps(out))
+`;
+    const stored = await store.messages(BOB, 'INBOX');
+    const result = JSON.parse((await run('python3', ['-c', script, String(port), BOB, BOB_PASS])).stdout.toString());
+    expect(result.caps).toEqual(expect.arrayContaining(['SASL', 'TOP', 'UIDL', 'USER', 'PIPELINING', 'RESP-CODES']));
+    expect(result.count).toBe(3);
+    expect(result.size).toBe(messages.reduce((a, m) => a + m.length, 0));
+    expect(result.list).toEqual(messages.map((m, i) => `${i + 1} ${m.length}`));
+    expect(result.uidl).toEqual(stored.map((m, i) => `${i + 1} ${m.id}`));
+    expect(result.top).toEqual(['Subject: three', '', 'l1']);
+    // poplib strips the CRLFs and undoes the dot-stuffing; joining the lines again gives the message back
+    // (without its last CRLF).
+    result.retr.forEach((hex: string, i: number) => {
+      const original = messages[i]!.toString('latin1').replace(/\r\n$/, '');
+      expect(Buffer.from(hex, 'hex').toString('latin1')).toBe(original);
+    });
+    expect(result.quit).toMatch(/^\+OK .*\(1 messages deleted\)/);
+    expect((await store.messages(BOB, 'INBOX')).map((m) => m.uid)).toEqual([stored[1]!.uid, stored[2]!.uid]);
+  });
+
+  it('works with curl (LIST, RETR, UIDL, DELE), logging in with SASL PLAIN', async () => {
+    const base = `pop3://127.0.0.1:${port}`;
+    const auth = ['-u', `${BOB}:${BOB_PASS}`];
+    const listing = (await run('curl', ['-sS', `${base}/`, ...auth])).stdout.toString();
+    expect(listing).toBe(messages.map((m, i) => `${i + 1} ${m.length}\r\n`).join(''));
+    for (let i = 0; i < messages.length; i++) {
+      const { stdout, stderr } = await run('curl', ['-sS', '-v', `${base}/${i + 1}`, ...auth]);
+      // curl picks SASL PLAIN from CAPA, and undoes the dot-stuffing; a missing final CRLF was added by us.
+      expect(stderr.toString()).toMatch(/> AUTH PLAIN/);
+      const expected = messages[i]!.subarray(-2).toString() === '\r\n' ? messages[i]! : Buffer.concat([messages[i]!, Buffer.from('\r\n')]);
+      expect(stdout.equals(expected), `message ${i + 1}`).toBe(true);
+    }
+    const stored = await store.messages(BOB, 'INBOX');
+    const uidlOut = (await run('curl', ['-sS', `${base}/`, ...auth, '-X', 'UIDL'])).stdout.toString();
+    expect(uidlOut).toBe(stored.map((m, i) => `${i + 1} ${m.id}\r\n`).join(''));
+    await run('curl', ['-sS', `${base}/2`, ...auth, '-X', 'DELE', '-I']);
+    expect((await store.messages(BOB, 'INBOX')).map((m) => m.uid)).toEqual([stored[0]!.uid, stored[2]!.uid]);
+    expect(ctx.emitted('auth-failed')).toEqual([]);
+  });
+});
+
+describe('POP3 helpers', () => {
+  it('dot-stuffs and terminates', () => {
+    expect(dotStuff(Buffer.from('')).toString()).toBe('.\r\n');
+    expect(dotStuff(Buffer.from('.a\r\nb\r\n.\r\n')).toString()).toBe('..a\r\nb\r\n..\r\n.\r\n');
+    expect(dotStuff(Buffer.from('a\r\n.b')).toString()).toBe('a\r\n..b\r\n.\r\n');
+  });
+  it('takes the top of a message', () => {
+    expect(topOf(Buffer.from('A: 1\r\n\r\nx\r\ny\r\n'), 1).toString()).toBe('A: 1\r\n\r\nx\r\n');
+    expect(topOf(Buffer.from('A: 1\r\n'), 5).toString()).toBe('A: 1\r\n');
+    expect(topOf(Buffer.from('A: 1\r\n\r\nx'), 9).toString()).toBe('A: 1\r\n\r\nx');
+  });
+  it('falls back to a hash for ids unfit for UIDL', () => {
+    const base = { uid: 1, size: 1, flags: [], internalDate: 0, modseq: 1 };
+    expect(uidl({ ...base, id: 'short.id' })).toBe('short.id');
+    expect(uidl({ ...base, id: 'x'.repeat(71) })).toMatch(/^[0-9a-f]{40}$/);
+  });
+});

@@ -1,0 +1,19 @@
+// What every protocol server of the mailbox node (LMTP, POP3, IMAP) takes and gives back to startMailbox.
+import type { Endpoint, MailboxNodeConfig } from '../shared/config.js';
+import type { NodeContext } from '../shared/node.js';
+import type { MailStore } from './store-api.js';
+
+export interface ServiceOptions {
+  store: MailStore;
+  ctx: NodeContext<MailboxNodeConfig>;
+  host: string;
+  /** 0 picks a free port (tests); the one actually bound is in the returned endpoint. */
+  port: number;
+}
+
+export interface MailboxService {
+  /** Where the server listens. */
+  endpoint: Endpoint;
+  /** Stops accepting, lets the command under way in each session finish, closes the sessions. */
+  close(): Promise<void>;
+}
