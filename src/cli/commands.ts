@@ -1,5 +1,5 @@
 // The maillab commands. Kept free of side effects at import, so tests can call them.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -99,13 +99,16 @@ async function run(filters: string[]): Promise<number> {
   const { startVitest } = await import('vitest/node');
   const { ScenarioReporter } = await import('./reporter.js');
   const root = packageRoot();
-  const vitest = await startVitest('test', filters, {
-    root,
-    run: true,
-    dir: path.join(root, 'scenarios'),
-    reporters: [new ScenarioReporter()],
-    watch: false,
-  });
+  // Only scenario files: pick them here, so the config's unit-test globs do not apply.
+  const files = (await readdir(path.join(root, 'scenarios')))
+    .filter((f) => f.endsWith('.test.ts'))
+    .filter((f) => filters.length === 0 || filters.some((filter) => f.includes(filter)))
+    .map((f) => path.join('scenarios', f));
+  if (files.length === 0) {
+    process.stderr.write(`maillab run: no scenario matches ${filters.join(' ')}\n`);
+    return 1;
+  }
+  const vitest = await startVitest('test', files, { root, run: true, reporters: [new ScenarioReporter()], watch: false });
   const failed = vitest.state.getCountOfFailedTests() > 0 || vitest.state.getUnhandledErrors().length > 0;
   await vitest.close();
   return failed || process.exitCode ? 1 : 0;
