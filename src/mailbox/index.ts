@@ -6,7 +6,7 @@ import { startLmtp } from './lmtp.js';
 import { startPop3 } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
-// import { startImap } from './imap/index.js'; // IMAP-ENABLE (1/2)
+import { startImap } from './imap/index.js';
 
 export { MaildirStore } from './store.js';
 export type { MailboxService, ServiceOptions } from './service.js';
@@ -27,7 +27,7 @@ export const startMailbox: RoleStarter<MailboxNodeConfig> = async (ctx) => {
   try {
     register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp }));
     if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3 }));
-    // if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap })); // IMAP-ENABLE (2/2)
+    if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap }));
   } catch (err) {
     await Promise.allSettled(running.map((s) => s.close()));
     throw err;

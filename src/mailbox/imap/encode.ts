@@ -11,8 +11,13 @@ export class Literal {
   constructor(readonly data: Buffer) {}
 }
 
+/** Values written back to back without separating spaces (the parts of a multipart BODYSTRUCTURE). */
+export class Joined {
+  constructor(readonly items: ImapValue[]) {}
+}
+
 /** strings are UTF-8 text, Buffers raw bytes (header values keep their original octets). */
-export type ImapValue = null | number | string | Buffer | Atom | Literal | ImapValue[];
+export type ImapValue = null | number | string | Buffer | Atom | Literal | Joined | ImapValue[];
 
 export const atom = (text: string): Atom => new Atom(text);
 
@@ -31,6 +36,10 @@ export class ResponseBuilder {
     if (typeof v === 'number') return this.raw(String(v));
     if (v instanceof Atom) return this.raw(v.text);
     if (v instanceof Literal) return this.literal(v.data);
+    if (v instanceof Joined) {
+      for (const item of v.items) this.value(item);
+      return this;
+    }
     if (Array.isArray(v)) {
       this.raw('(');
       v.forEach((item, i) => {

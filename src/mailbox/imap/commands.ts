@@ -1,0 +1,637 @@
+// The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
+// LIST-STATUS, SPECIAL-USE and CONDSTORE. Each handler parses all its arguments before acting, so a BAD never
+// leaves a half-done change; it returns the text of the tagged OK (or throws ImapError / ParseError).
+import type { FlagMode, MailboxInfo } from '../store-api.js';
+import { formatUidList, parseDateTime } from './encode.js';
+import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
+import type { MimeNode } from './mime.js';
+import { DELIMITER, listMailboxes, type ListQuery } from './list.js';
+import { SYSTEM_FLAGS } from './mailbox-view.js';
+import { ParseError, type Reader } from './parser.js';
+import { BadCharsetError, SUPPORTED_CHARSETS, matches, parseSearch, usesBody, usesContent, usesModseq } from './search.js';
+import { ImapError, type ImapSession } from './session.js';
+
+export type CommandState = 'notauth' | 'auth' | 'selected';
+
+export interface Command {
+  states: CommandState[];
+  /** Also valid as `UID <command>`. */
+  uid?: boolean;
+  run(s: ImapSession, r: Reader, uid: boolean): Promise<string | void>;
+}
+
+const ANY: CommandState[] = ['notauth', 'auth', 'selected'];
+const AUTHED: CommandState[] = ['auth', 'selected'];
+const SELECTED: CommandState[] = ['selected'];
+
+// ---- any state ----
+
+async function capability(s: ImapSession, r: Reader) {
+  r.end();
+  s.send(`* CAPABILITY ${s.capabilities()}`);
+}
+
+async function noop(_s: ImapSession, r: Reader) {
+  r.end();
+}
+
+async function logout(s: ImapSession, r: Reader) {
+  r.end();
+  s.send(`* BYE ${s.ctx.hostname} logging out`);
+  s.loggingOut = true;
+  return 'LOGOUT completed';
+}
+
+async function id(s: ImapSession, r: Reader) {
+  r.sp();
+  // The client's identification is only parsed (RFC 2971 allows NIL or up to 30 pairs).
+  if (r.peekAtom() === 'NIL') r.atom();
+  else r.list(() => r.nstring());
+  r.end();
+  s.send('* ID ("name" "maillab" "vendor" "maillab")');
+}
+
+// ---- not authenticated ----
+
+async function login(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = r.astring();
+  r.sp();
+  const password = r.astring();
+  r.end();
+  s.login(verify(s, name, password, 'LOGIN'), 'LOGIN');
+  return `[CAPABILITY ${s.capabilities()}] Logged in`;
+}
+
+async function authenticate(s: ImapSession, r: Reader) {
+  r.sp();
+  const mechanism = r.atom().toUpperCase();
+  let initial: string | undefined;
+  if (r.trySp()) initial = r.atom();
+  r.end();
+  if (mechanism !== 'PLAIN') throw new ImapError('NO', `Unsupported authentication mechanism ${mechanism}`);
+  if (initial === undefined) {
+    // RFC 3501 §6.2.2: an empty challenge, then one line of base64 (or "*" to cancel).
+    s.send('+ ');
+    const item = await s.nextItem();
+    if (!item) return;
+    if (item.kind !== 'command') throw new ImapError('BAD', item.message);
+    initial = Buffer.concat(item.frame.lines).toString('latin1').trim();
+    if (item.frame.literals.length) throw new ImapError('BAD', 'Invalid SASL response');
+  }
+  if (initial === '*') throw new ImapError('BAD', 'Authentication cancelled');
+  // SASL-IR: "=" stands for an empty initial response.
+  const text = initial === '=' ? '' : initial;
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw new ImapError('BAD', 'Invalid base64');
+  const parts = Buffer.from(text, 'base64').toString('utf8').split('\0');
+  if (parts.length !== 3) throw new ImapError('BAD', 'Invalid PLAIN response');
+  const [authzid, authcid, password] = parts as [string, string, string];
+  const user = verify(s, authcid, password, 'PLAIN');
+  if (authzid && s.ctx.store.resolveUser(authzid) !== user) throw new ImapError('NO', 'Not authorized to act as that user', 'AUTHORIZATIONFAILED');
+  s.login(user, 'PLAIN');
+  return `[CAPABILITY ${s.capabilities()}] Authenticated`;
+}
+
+function verify(s: ImapSession, login: string, password: string, method: string): string {
+  const user = s.ctx.store.authenticate(login, password);
+  if (!user) {
+    s.emit('auth-failed', { protocol: 'imap', login, method, client: s.client });
+    throw new ImapError('NO', 'Authentication failed', 'AUTHENTICATIONFAILED');
+  }
+  return user;
+}
+
+// ---- authenticated ----
+
+async function enable(s: ImapSession, r: Reader) {
+  const enabled: string[] = [];
+  do {
+    r.sp();
+    const cap = r.atom().toUpperCase();
+    if (cap === 'CONDSTORE' && !enabled.includes(cap)) {
+      s.condstore = true;
+      enabled.push(cap);
+    }
+  } while (!r.atEnd());
+  s.send(`* ENABLED${enabled.map((c) => ' ' + c).join('')}`);
+}
+
+async function namespace(s: ImapSession, r: Reader) {
+  r.end();
+  s.send(`* NAMESPACE (("" "${DELIMITER}")) NIL NIL`);
+}
+
+async function select(s: ImapSession, r: Reader, readOnly: boolean) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  let condstore = false;
+  if (r.trySp()) {
+    r.list(() => {
+      const p = r.atom().toUpperCase();
+      if (p !== 'CONDSTORE') throw new ParseError(`Unknown SELECT parameter ${p}`);
+      condstore = true;
+    });
+  }
+  r.end();
+  // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
+  s.closeMailbox();
+  const info = await s.findMailbox(name);
+  if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'NONEXISTENT');
+  if (condstore) s.condstore = true;
+  const view = await s.openMailbox(info, readOnly);
+  s.send(`* FLAGS (${view.flagsResponse()})`);
+  s.send(`* OK [PERMANENTFLAGS (${readOnly ? '' : view.flagsResponse() + ' \\*'})] ${readOnly ? 'Read-only mailbox' : 'Flags permitted'}`);
+  s.send(`* ${view.exists} EXISTS`);
+  s.send(`* ${view.recent} RECENT`);
+  const unseen = view.firstUnseen();
+  if (unseen) s.send(`* OK [UNSEEN ${unseen}] First unseen`);
+  s.send(`* OK [UIDVALIDITY ${view.uidValidity}] UIDs valid`);
+  s.send(`* OK [UIDNEXT ${view.uidNext}] Predicted next UID`);
+  s.send(`* OK [HIGHESTMODSEQ ${view.highestModseq}] Highest`);
+  return `[${readOnly ? 'READ-ONLY' : 'READ-WRITE'}] ${readOnly ? 'EXAMINE' : 'SELECT'} completed`;
+}
+
+function validateNewName(name: string): string {
+  // A trailing delimiter only declares the intent to create children (RFC 3501 §6.3.3).
+  const trimmed = name.endsWith(DELIMITER) ? name.slice(0, -1) : name;
+  if (!trimmed || trimmed.startsWith(DELIMITER) || trimmed.includes(DELIMITER + DELIMITER) || /[*%\x00-\x1f\x7f]/.test(trimmed)) {
+    throw new ImapError('NO', 'Invalid mailbox name', 'CANNOT');
+  }
+  return trimmed;
+}
+
+async function create(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = validateNewName(s.mailboxArg(r));
+  r.end();
+  if (await s.findMailbox(name)) throw new ImapError('NO', 'Mailbox already exists', 'ALREADYEXISTS');
+  // The store creates missing superior levels (RFC 3501 §6.3.3).
+  await s.ctx.store.createMailbox(s.user!, name);
+}
+
+async function deleteMailbox(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  r.end();
+  if (name === 'INBOX') throw new ImapError('NO', 'INBOX cannot be deleted', 'CANNOT');
+  if (!(await s.findMailbox(name))) throw new ImapError('NO', 'Mailbox does not exist', 'NONEXISTENT');
+  // Children survive; LIST then shows the name as \Noselect, as RFC 3501 §6.3.4 describes.
+  await s.ctx.store.deleteMailbox(s.user!, name);
+  if (s.view?.name === name) s.closeMailbox();
+}
+
+async function rename(s: ImapSession, r: Reader) {
+  r.sp();
+  const from = s.mailboxArg(r);
+  r.sp();
+  const to = validateNewName(s.mailboxArg(r));
+  r.end();
+  const existing = await s.ctx.store.listMailboxes(s.user!);
+  if (!existing.some((m) => m.name === from)) throw new ImapError('NO', 'Mailbox does not exist', 'NONEXISTENT');
+  if (existing.some((m) => m.name === to)) throw new ImapError('NO', 'Target mailbox already exists', 'ALREADYEXISTS');
+  if (to.startsWith(from + DELIMITER)) throw new ImapError('NO', 'Cannot move a mailbox into itself', 'CANNOT');
+  // The store moves inferior names along, and for INBOX moves the messages, leaving INBOX empty (§6.3.5).
+  await s.ctx.store.renameMailbox(s.user!, from, to);
+  if (from !== 'INBOX' && s.view && (s.view.name === from || s.view.name.startsWith(from + DELIMITER))) s.closeMailbox();
+}
+
+async function subscribe(s: ImapSession, r: Reader, subscribed: boolean) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  r.end();
+  // Unsubscribing a name that no longer exists must stay possible.
+  if (subscribed && !(await s.findMailbox(name))) throw new ImapError('NO', 'Mailbox does not exist', 'NONEXISTENT');
+  await s.ctx.store.setSubscribed(s.user!, name, subscribed);
+}
+
+const STATUS_ITEMS = ['MESSAGES', 'RECENT', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN', 'HIGHESTMODSEQ'];
+
+function parseStatusItems(r: Reader): string[] {
+  const items = r.list(() => r.atom().toUpperCase());
+  for (const item of items) if (!STATUS_ITEMS.includes(item)) throw new ParseError(`Unknown STATUS item ${item}`);
+  if (!items.length) throw new ParseError('Empty STATUS item list');
+  return items;
+}
+
+async function statusLine(s: ImapSession, info: MailboxInfo, items: string[]): Promise<string> {
+  let recent = 0;
+  if (items.includes('RECENT')) {
+    const uids = (await s.ctx.store.messages(s.user!, info.name)).map((m) => m.uid);
+    recent = s.ctx.recent.count(s.user!, info.name, info.uidValidity, uids);
+  }
+  const values: Record<string, number> = {
+    MESSAGES: info.exists,
+    RECENT: recent,
+    UIDNEXT: info.uidNext,
+    UIDVALIDITY: info.uidValidity,
+    UNSEEN: info.unseen,
+    HIGHESTMODSEQ: info.highestModseq,
+  };
+  return `* STATUS ${s.quoteMailbox(info.name)} (${items.map((i) => `${i} ${values[i]}`).join(' ')})`;
+}
+
+async function status(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  r.sp();
+  const items = parseStatusItems(r);
+  r.end();
+  const info = await s.findMailbox(name);
+  if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'NONEXISTENT');
+  if (items.includes('HIGHESTMODSEQ')) s.condstore = true;
+  s.send(await statusLine(s, info, items));
+}
+
+async function list(s: ImapSession, r: Reader) {
+  r.sp();
+  const query: ListQuery = { patterns: [] };
+  if (r.peek() === 0x28) {
+    query.extended = true;
+    for (const opt of r.list(() => r.atom().toUpperCase())) {
+      if (opt === 'SUBSCRIBED') query.selectSubscribed = true;
+      else if (opt === 'SPECIAL-USE') query.selectSpecialUse = true;
+      else if (opt === 'RECURSIVEMATCH') query.recursiveMatch = true;
+      else if (opt !== 'REMOTE') throw new ParseError(`Unknown LIST selection option ${opt}`);
+    }
+    r.sp();
+    if (query.recursiveMatch && !query.selectSubscribed) throw new ParseError('RECURSIVEMATCH needs another selection option');
+  }
+  const reference = r.astring();
+  r.sp();
+  let patterns: string[];
+  if (r.peek() === 0x28) {
+    query.extended = true;
+    patterns = r.list(() => r.listMailbox());
+  } else {
+    patterns = [r.listMailbox()];
+  }
+  let statusItems: string[] | undefined;
+  if (r.trySp()) {
+    if (r.atom().toUpperCase() !== 'RETURN') throw new ParseError('Expected RETURN');
+    query.extended = true;
+    r.sp();
+    r.list(() => {
+      const opt = r.atom().toUpperCase();
+      if (opt === 'SUBSCRIBED') query.returnSubscribed = true;
+      else if (opt === 'STATUS') {
+        r.sp();
+        statusItems = parseStatusItems(r);
+      } else if (opt !== 'CHILDREN' && opt !== 'SPECIAL-USE') throw new ParseError(`Unknown LIST return option ${opt}`);
+    });
+  }
+  r.end();
+  if (patterns.length === 1 && patterns[0] === '' && !query.selectSubscribed && !query.selectSpecialUse) {
+    // The hierarchy delimiter and root (RFC 3501 §6.3.8).
+    s.send(`* LIST (\\Noselect) "${DELIMITER}" ""`);
+    return;
+  }
+  query.patterns = patterns.filter((p) => p !== '').map((p) => reference + p);
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), query);
+  for (const entry of entries) {
+    const extra = entry.childSubscribed ? ' ("CHILDINFO" ("SUBSCRIBED"))' : '';
+    s.send(`* LIST (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}${extra}`);
+    if (statusItems && entry.info) s.send(await statusLine(s, entry.info, statusItems));
+  }
+  if (statusItems?.includes('HIGHESTMODSEQ')) s.condstore = true;
+}
+
+async function lsub(s: ImapSession, r: Reader) {
+  r.sp();
+  const reference = r.astring();
+  r.sp();
+  const pattern = r.listMailbox();
+  r.end();
+  if (pattern === '') {
+    s.send(`* LSUB (\\Noselect) "${DELIMITER}" ""`);
+    return;
+  }
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true });
+  for (const entry of entries) s.send(`* LSUB (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}`);
+}
+
+/** Flags from a client: system flags in their canonical spelling; \Recent cannot be set; others are errors. */
+function storeFlags(flags: string[]): string[] {
+  const out: string[] = [];
+  for (const flag of flags) {
+    let f = flag;
+    if (f.startsWith('\\')) {
+      if (f.toLowerCase() === '\\recent') continue;
+      const canonical = SYSTEM_FLAGS.find((x) => x.toLowerCase() === f.toLowerCase());
+      if (!canonical) throw new ParseError(`Invalid flag ${flag}`);
+      f = canonical;
+    }
+    if (!out.some((x) => x.toLowerCase() === f.toLowerCase())) out.push(f);
+  }
+  return out;
+}
+
+/** Stored messages have CRLF line ends; a lone LF from a careless client is made CRLF. */
+function normalizeLineEnds(data: Buffer): Buffer {
+  let bare = false;
+  for (let i = data.indexOf(0x0a); i >= 0; i = data.indexOf(0x0a, i + 1)) {
+    if (i === 0 || data[i - 1] !== 0x0d) {
+      bare = true;
+      break;
+    }
+  }
+  if (!bare) return data;
+  return Buffer.from(data.toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
+}
+
+async function append(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  r.sp();
+  let flags: string[] = [];
+  let date: number | undefined;
+  if (r.peek() === 0x28) {
+    flags = storeFlags(r.list(() => r.flag()));
+    r.sp();
+  }
+  if (r.peek() === 0x22) {
+    const text = r.quoted().toString('latin1');
+    date = parseDateTime(text);
+    if (date === undefined) throw new ParseError(`Invalid date-time ${text}`);
+    r.sp();
+  }
+  if (!r.atLiteral()) throw new ParseError('Expected the message as a literal');
+  const data = normalizeLineEnds(r.literal());
+  r.end();
+  if (!data.length) throw new ImapError('NO', 'Empty message');
+  const info = await s.findMailbox(name);
+  if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'TRYCREATE');
+  const msg = await s.ctx.store.append(s.user!, name, data, flags, date);
+  return `[APPENDUID ${info.uidValidity} ${msg.uid}] APPEND completed`;
+}
+
+async function idle(s: ImapSession, r: Reader) {
+  r.end();
+  s.send('+ idling');
+  s.idling = true;
+  try {
+    s.announce(true);
+    const item = await s.nextItem();
+    if (!item) return;
+    if (item.kind !== 'command' || item.frame.literals.length || item.frame.lines[0]!.toString('latin1').trim().toUpperCase() !== 'DONE') {
+      throw new ImapError('BAD', 'Expected DONE');
+    }
+  } finally {
+    s.idling = false;
+  }
+  return 'IDLE terminated';
+}
+
+// ---- selected ----
+
+async function check(_s: ImapSession, r: Reader) {
+  r.end();
+}
+
+function writable(s: ImapSession): void {
+  if (s.view!.readOnly) throw new ImapError('NO', 'Mailbox is read-only', 'READ-ONLY');
+}
+
+/** Removes the \Deleted messages (optionally only those in a UID set); returns their UIDs. */
+async function expungeDeleted(s: ImapSession, only?: Set<number>): Promise<number[]> {
+  const view = s.view!;
+  const doomed = view.entries.filter((e) => !e.gone && e.msg.flags.includes('\\Deleted') && (!only || only.has(e.msg.uid)));
+  if (!doomed.length) return [];
+  // Events name the message by its Message-ID, which can only be read before the message is gone.
+  const ids = new Map<number, string | undefined>();
+  if (s.ctx.events) for (const e of doomed) ids.set(e.msg.uid, await s.loadMessage(e, false).then((m) => s.messageId(e, m.tree), () => undefined));
+  const removed = new Set(await s.ctx.store.remove(s.user!, view.name, doomed.map((e) => e.msg.uid)));
+  for (const e of doomed) {
+    if (!removed.has(e.msg.uid)) continue;
+    const messageId = ids.get(e.msg.uid);
+    s.emit('deleted', { user: s.user, mailbox: view.name, protocol: 'imap', uid: e.msg.uid }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
+  }
+  return [...removed];
+}
+
+async function close(s: ImapSession, r: Reader) {
+  r.end();
+  // CLOSE expunges silently (RFC 3501 §6.4.2); read-only mailboxes are left alone.
+  if (!s.view!.readOnly) await expungeDeleted(s);
+  s.closeMailbox();
+}
+
+async function unselect(s: ImapSession, r: Reader) {
+  r.end();
+  s.closeMailbox();
+}
+
+async function expunge(s: ImapSession, r: Reader, uid: boolean) {
+  let only: Set<number> | undefined;
+  if (uid) {
+    r.sp();
+    only = new Set(s.resolveSet(r.seqSet(), true).map((e) => e.msg.uid));
+  }
+  r.end();
+  writable(s);
+  const removed = await expungeDeleted(s, only);
+  for (const seq of s.view!.removeOwn(removed)) s.send(`* ${seq} EXPUNGE`);
+}
+
+async function search(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  let key;
+  try {
+    key = parseSearch(r);
+  } catch (err) {
+    if (err instanceof BadCharsetError) throw new ImapError('NO', `Unsupported charset ${err.message}`, `BADCHARSET (${SUPPORTED_CHARSETS.join(' ')})`);
+    throw err;
+  }
+  const view = s.view!;
+  const content = usesContent(key);
+  const body = usesBody(key);
+  const modseq = usesModseq(key);
+  if (modseq) s.condstore = true;
+  const ctx = { maxSeq: view.exists, maxUid: view.entries[view.exists - 1]?.msg.uid ?? 0 };
+  const results: number[] = [];
+  let highest = 0;
+  for (let i = 0; i < view.entries.length; i++) {
+    const e = view.entries[i]!;
+    if (e.gone) continue;
+    let data = {};
+    if (content) {
+      try {
+        data = await s.loadMessage(e, body);
+      } catch {
+        continue; // removed meanwhile
+      }
+    }
+    const m = { seq: i + 1, uid: e.msg.uid, flags: e.msg.flags, recent: e.recent, size: e.msg.size, internalDate: e.msg.internalDate, modseq: e.msg.modseq, ...data };
+    if (matches(key, m, ctx)) {
+      results.push(uid ? e.msg.uid : i + 1);
+      highest = Math.max(highest, e.msg.modseq);
+    }
+  }
+  const modseqText = modseq && results.length ? ` (MODSEQ ${highest})` : '';
+  s.send(`* SEARCH${results.map((n) => ' ' + n).join('')}${modseqText}`);
+}
+
+async function fetch(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const set = r.seqSet();
+  r.sp();
+  const req = parseFetchRequest(r);
+  const view = s.view!;
+  let entries = s.resolveSet(set, uid);
+  const changedSince = req.changedSince;
+  if (changedSince !== undefined) entries = entries.filter((e) => e.msg.modseq > changedSince);
+  if (changedSince !== undefined || req.items.some((i) => i.kind === 'MODSEQ')) s.condstore = true;
+
+  // Reading a body sets \Seen (RFC 3501 §6.4.5); the new flags then go out with the data.
+  const seenNow = new Set<number>();
+  if (setsSeen(req) && !view.readOnly) {
+    const unseen = entries.filter((e) => !e.gone && !e.msg.flags.includes('\\Seen')).map((e) => e.msg.uid);
+    if (unseen.length) {
+      for (const m of await s.ctx.store.setFlags(s.user!, view.name, unseen, ['\\Seen'], 'add')) {
+        view.noteFlags(m);
+        seenNow.add(m.uid);
+      }
+    }
+  }
+  const raw = needsRaw(req);
+  const tree = needsTree(req);
+  const retrieves = retrievesContent(req);
+  let missing = 0;
+  for (const e of entries) {
+    if (e.gone) {
+      missing++;
+      continue;
+    }
+    let data: { raw?: Buffer; tree?: MimeNode } = {};
+    if (raw || tree) {
+      try {
+        data = await s.loadMessage(e, raw);
+      } catch {
+        missing++;
+        continue;
+      }
+    }
+    const m = { seq: view.seqOf(e), uid: e.msg.uid, flags: view.flagsOf(e), internalDate: e.msg.internalDate, size: e.msg.size, modseq: e.msg.modseq, ...data };
+    // RFC 7162 §3.1: with CONDSTORE on, a FETCH that changed flags carries UID and MODSEQ.
+    const changed = seenNow.has(e.msg.uid);
+    s.sendChunks(renderFetch(req, m, { uid: uid || (changed && s.condstore), flags: changed, modseq: changedSince !== undefined || (changed && s.condstore) }));
+    if (retrieves) {
+      const messageId = s.messageId(e, data.tree);
+      s.emit('retrieved', { user: s.user, mailbox: view.name, protocol: 'imap', uid: e.msg.uid, size: e.msg.size }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
+    }
+    await s.waitDrain();
+  }
+  if (missing) return `[EXPUNGEISSUED] Some messages were expunged meanwhile`;
+}
+
+async function store(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const set = r.seqSet();
+  r.sp();
+  let unchangedSince: number | undefined;
+  if (r.peek() === 0x28) {
+    r.list(() => {
+      const name = r.atom().toUpperCase();
+      if (name !== 'UNCHANGEDSINCE') throw new ParseError(`Unknown STORE modifier ${name}`);
+      r.sp();
+      unchangedSince = r.number();
+    });
+    r.sp();
+  }
+  const op = /^([+-]?)FLAGS(\.SILENT)?$/.exec(r.atom().toUpperCase());
+  if (!op) throw new ParseError('Expected FLAGS, +FLAGS or -FLAGS');
+  r.sp();
+  let raw: string[];
+  if (r.peek() === 0x28) {
+    raw = r.list(() => r.flag());
+  } else {
+    raw = [r.flag()];
+    while (r.trySp()) raw.push(r.flag());
+  }
+  r.end();
+  writable(s);
+  const flags = storeFlags(raw);
+  const mode: FlagMode = op[1] === '+' ? 'add' : op[1] === '-' ? 'remove' : 'set';
+  const silent = !!op[2];
+  const view = s.view!;
+  if (unchangedSince !== undefined) s.condstore = true;
+
+  const entries = s.resolveSet(set, uid).filter((e) => !e.gone);
+  // CONDSTORE: messages changed since the client's modseq are left alone and reported as MODIFIED.
+  const modified = unchangedSince === undefined ? [] : entries.filter((e) => e.msg.modseq > unchangedSince!);
+  const targets = entries.filter((e) => !modified.includes(e));
+  const updated = targets.length ? await s.ctx.store.setFlags(s.user!, view.name, targets.map((e) => e.msg.uid), flags, mode) : [];
+  for (const m of updated) {
+    view.noteFlags(m);
+    const entry = view.byUidEntry(m.uid);
+    if (!entry || (silent && !s.condstore)) continue;
+    const parts: string[] = [];
+    // RFC 7162 §3.1: with CONDSTORE on, STORE's FETCH responses carry UID and MODSEQ.
+    if (uid || s.condstore) parts.push(`UID ${m.uid}`);
+    if (!silent) parts.push(`FLAGS (${view.flagsOf(entry).join(' ')})`);
+    if (s.condstore) parts.push(`MODSEQ (${m.modseq})`);
+    s.send(`* ${view.seqOf(entry)} FETCH (${parts.join(' ')})`);
+  }
+  if (modified.length) {
+    const ids = modified.map((e) => (uid ? e.msg.uid : view.seqOf(e)));
+    return `[MODIFIED ${formatUidList(ids)}] Conditional STORE failed`;
+  }
+}
+
+async function copyOrMove(s: ImapSession, r: Reader, uid: boolean, move: boolean) {
+  r.sp();
+  const set = r.seqSet();
+  r.sp();
+  const dest = s.mailboxArg(r);
+  r.end();
+  if (move) writable(s);
+  const view = s.view!;
+  const entries = s.resolveSet(set, uid);
+  const live = entries.filter((e) => !e.gone);
+  const name = move ? 'MOVE' : 'COPY';
+  if (!live.length) {
+    if (entries.length) throw new ImapError('NO', 'The messages were expunged meanwhile', 'EXPUNGEISSUED');
+    return `${name} completed (no messages)`;
+  }
+  if (!(await s.findMailbox(dest))) throw new ImapError('NO', 'Mailbox does not exist', 'TRYCREATE');
+  const uids = live.map((e) => e.msg.uid);
+  const result = move ? await s.ctx.store.move(s.user!, view.name, uids, dest) : await s.ctx.store.copy(s.user!, view.name, uids, dest);
+  // COPYUID pairs source and new UIDs by position; without sourceUids that only holds when all were copied.
+  const sources = result.sourceUids ?? (result.uids.length === uids.length ? uids : undefined);
+  const copyUid = sources && result.uids.length ? `[COPYUID ${result.uidValidity} ${formatUidList(sources)} ${formatUidList(result.uids)}] ` : '';
+  if (!move) return `${copyUid}COPY completed`;
+  s.send(`* OK ${copyUid}Moved`);
+  for (const seq of view.removeOwn(sources ?? uids)) s.send(`* ${seq} EXPUNGE`);
+  return 'MOVE completed';
+}
+
+export const COMMANDS: Record<string, Command> = {
+  CAPABILITY: { states: ANY, run: capability },
+  NOOP: { states: ANY, run: noop },
+  LOGOUT: { states: ANY, run: logout },
+  ID: { states: ANY, run: id },
+  LOGIN: { states: ['notauth'], run: login },
+  AUTHENTICATE: { states: ['notauth'], run: authenticate },
+  ENABLE: { states: AUTHED, run: enable },
+  NAMESPACE: { states: AUTHED, run: namespace },
+  SELECT: { states: AUTHED, run: (s, r) => select(s, r, false) },
+  EXAMINE: { states: AUTHED, run: (s, r) => select(s, r, true) },
+  CREATE: { states: AUTHED, run: create },
+  DELETE: { states: AUTHED, run: deleteMailbox },
+  RENAME: { states: AUTHED, run: rename },
+  SUBSCRIBE: { states: AUTHED, run: (s, r) => subscribe(s, r, true) },
+  UNSUBSCRIBE: { states: AUTHED, run: (s, r) => subscribe(s, r, false) },
+  LIST: { states: AUTHED, run: list },
+  LSUB: { states: AUTHED, run: lsub },
+  STATUS: { states: AUTHED, run: status },
+  APPEND: { states: AUTHED, run: append },
+  IDLE: { states: AUTHED, run: idle },
+  CHECK: { states: SELECTED, run: check },
+  CLOSE: { states: SELECTED, run: close },
+  UNSELECT: { states: SELECTED, run: unselect },
+  EXPUNGE: { states: SELECTED, uid: true, run: expunge },
+  SEARCH: { states: SELECTED, uid: true, run: search },
+  FETCH: { states: SELECTED, uid: true, run: fetch },
+  STORE: { states: SELECTED, uid: true, run: store },
+  COPY: { states: SELECTED, uid: true, run: (s, r, uid) => copyOrMove(s, r, uid, false) },
+  MOVE: { states: SELECTED, uid: true, run: (s, r, uid) => copyOrMove(s, r, uid, true) },
+};

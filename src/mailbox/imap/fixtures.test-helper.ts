@@ -1,0 +1,86 @@
+// Sample messages for the IMAP tests, CRLF line ends as the store keeps them.
+const crlf = (lines: string[]) => Buffer.from(lines.join('\r\n'), 'utf8');
+
+export const SIMPLE = crlf([
+  'From: Alice Example <alice@sender.test>',
+  'To: Bob <bob@example.test>',
+  'Subject: Lunch on Friday',
+  'Date: Fri, 02 Feb 2024 10:00:00 +0100',
+  'Message-ID: <simple-1@sender.test>',
+  '',
+  'Shall we meet at noon?',
+  'Alice',
+  '',
+]);
+
+export const MULTIPART = crlf([
+  'From: "Carol, C." <carol@sender.test>',
+  'To: bob@example.test, Dave <dave@example.test>',
+  'Cc: undisclosed-recipients:;',
+  'Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= =?UTF-8?B?YXVzIEvDtmxu?=',
+  'Date: Sat, 3 Feb 2024 08:30:00 -0500',
+  'Message-ID: <multi-2@sender.test>',
+  'In-Reply-To: <simple-1@sender.test>',
+  'MIME-Version: 1.0',
+  'Content-Type: multipart/mixed;',
+  ' boundary="outer-b"',
+  '',
+  'This is the preamble.',
+  '--outer-b',
+  'Content-Type: multipart/alternative; boundary=inner',
+  '',
+  '--inner',
+  'Content-Type: text/plain; charset=utf-8',
+  'Content-Transfer-Encoding: quoted-printable',
+  '',
+  'Sch=C3=B6ne Gr=C3=BC=C3=9Fe',
+  'zweite Zeile',
+  '--inner',
+  'Content-Type: text/html; charset="utf-8"',
+  '',
+  '<p>Schöne Grüße</p>',
+  '--inner--',
+  '',
+  '--outer-b',
+  'Content-Type: application/pdf; name="report.pdf"',
+  'Content-Transfer-Encoding: base64',
+  'Content-Disposition: attachment; filename="report.pdf"',
+  'Content-ID: <pdf@sender.test>',
+  'Content-Description: The report',
+  '',
+  'JVBERi0xLjQKJcfsj6IK',
+  '--outer-b--',
+  'epilogue',
+  '',
+]);
+
+export const FORWARD = crlf([
+  'From: bob@example.test',
+  'To: erin@example.test',
+  'Subject: Fwd: Lunch on Friday',
+  'Date: Sun, 4 Feb 2024 12:00:00 +0000',
+  'Content-Type: multipart/mixed; boundary=fw',
+  '',
+  '--fw',
+  'Content-Type: text/plain',
+  '',
+  'See below.',
+  '--fw',
+  'Content-Type: message/rfc822',
+  '',
+  ...SIMPLE.toString('utf8').split('\r\n').slice(0, -1),
+  '--fw--',
+  '',
+]);
+
+/** Raw 8-bit header, routes, comments, groups, missing display names. */
+export const ODD_HEADERS = Buffer.concat([
+  crlf([
+    'From: alice@sender.test (Alice in a comment)',
+    'Sender: <@relay.test,@hop.test:owner@sender.test>',
+    'Reply-To: Team: a@x.test, "B \\"Q\\"" <b@x.test>;, c@y.test',
+    'To: localonly',
+  ]),
+  Buffer.from('\r\nSubject: caf\xe9 8-bit\r\n', 'latin1'),
+  crlf(['X-Folded: first', '\tsecond', '', 'body']),
+]);

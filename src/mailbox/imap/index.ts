@@ -1,0 +1,88 @@
+// The IMAP4rev1 server of the mailbox node (RFC 3501 and the extensions listed in session.ts's CAPABILITY),
+// on top of the MailStore. Plain TCP for now; STARTTLS would wrap the socket inside a session.
+import net, { type AddressInfo } from 'node:net';
+import type { Endpoint, MailboxNodeConfig } from '../../shared/config.js';
+import type { EventLog } from '../../shared/events.js';
+import type { NodeContext } from '../../shared/node.js';
+import type { MailStore } from '../store-api.js';
+import { MessageCache, RecentRegistry } from './server-state.js';
+import { ImapSession, type ImapLimits, type ServerContext } from './session.js';
+
+export interface ImapOptions {
+  store: MailStore;
+  host: string;
+  /** 0 picks a free port; the bound one is in the returned endpoint. */
+  port: number;
+  /** Name in the greeting (default: the node's hostname from `ctx`). */
+  hostname?: string;
+  events?: EventLog;
+  log?: (message: string) => void;
+  /** The mailbox node's context, as the other mailbox services take it: supplies hostname, events and log. */
+  ctx?: NodeContext<MailboxNodeConfig>;
+  /** Autologout after this much silence from the client; default 30 minutes (RFC 3501 §5.4). */
+  idleTimeoutMs?: number;
+  /** Largest message APPEND accepts; default 50 MiB. */
+  maxAppendSize?: number;
+  /** Longest command line; default 64 KiB. */
+  maxLineLength?: number;
+}
+
+export interface RunningImap {
+  endpoint: Endpoint;
+  /** Stops listening; each session finishes the command under way, then gets a BYE. */
+  stop(): Promise<void>;
+  /** The same as stop(), under the name the mailbox node's services use (MailboxService). */
+  close(): Promise<void>;
+}
+
+export async function startImap(options: ImapOptions): Promise<RunningImap> {
+  const limits: ImapLimits = {
+    maxLineLength: options.maxLineLength ?? 64 * 1024,
+    maxAppendSize: options.maxAppendSize ?? 50 * 1024 * 1024,
+    maxLiteralSize: 64 * 1024,
+    idleTimeoutMs: options.idleTimeoutMs ?? 30 * 60 * 1000,
+  };
+  const events = options.events ?? options.ctx?.events;
+  const ctx: ServerContext = {
+    store: options.store,
+    hostname: options.hostname ?? options.ctx?.config.hostname ?? 'localhost',
+    ...(events ? { events } : {}),
+    log: options.log ?? options.ctx?.log ?? (() => undefined),
+    limits,
+    recent: new RecentRegistry(),
+    cache: new MessageCache(options.store),
+  };
+  const sessions = new Set<ImapSession>();
+  // One store subscription for the whole server, fanned out to the sessions of the user concerned.
+  const unsubscribe = options.store.onChange((change) => {
+    for (const session of sessions) {
+      if (session.user !== change.user) continue;
+      try {
+        session.onStoreChange(change);
+      } catch (err) {
+        ctx.log(`imap: change notification failed: ${(err as Error).message}`);
+      }
+    }
+  });
+  const server = net.createServer((socket) => {
+    const session = new ImapSession(ctx, socket, () => sessions.delete(session));
+    sessions.add(session);
+    session.start();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`cannot listen for imap on ${options.host}:${options.port}: ${err.message}`)));
+    server.listen(options.port, options.host, () => resolve());
+  });
+  server.on('error', (err) => ctx.log(`imap server: ${err.message}`));
+  const port = (server.address() as AddressInfo).port;
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await Promise.all([...sessions].map((session) => session.shutdown()));
+      unsubscribe();
+      await closed;
+    })());
+  return { endpoint: { host: options.host, port }, stop, close: stop };
+}

@@ -1,0 +1,462 @@
+// One IMAP connection: input framing, the command queue (pipelined commands run strictly in order), state
+// (not authenticated / authenticated / selected), authentication, and the announcement of other sessions'
+// changes to the selected mailbox at the points RFC 3501 §7.4.1 and §5.5 allow.
+import type { Socket } from 'node:net';
+import type { EventLog } from '../../shared/events.js';
+import { MailStoreError, type MailboxInfo, type MailStore, type StoreChange } from '../store-api.js';
+import { COMMANDS, type CommandState } from './commands.js';
+import { decodeMailboxName, quoteText, encodeMailboxName } from './encode.js';
+import { header, type MimeNode } from './mime.js';
+import { MailboxView, type ViewEntry } from './mailbox-view.js';
+import { CommandFramer, ParseError, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
+import type { MessageCache, RecentRegistry } from './server-state.js';
+
+export interface ImapLimits {
+  /** Longest command line (text between literals). */
+  maxLineLength: number;
+  /** Largest APPEND literal. */
+  maxAppendSize: number;
+  /** Most literal octets in any other command. */
+  maxLiteralSize: number;
+  /** Autologout after this much client silence (RFC 3501 §5.4: at least 30 minutes). */
+  idleTimeoutMs: number;
+}
+
+export interface ServerContext {
+  store: MailStore;
+  hostname: string;
+  events?: EventLog;
+  log(message: string): void;
+  limits: ImapLimits;
+  recent: RecentRegistry;
+  cache: MessageCache;
+}
+
+/** A tagged NO or BAD; `code` is a response code such as TRYCREATE (without brackets). */
+export class ImapError extends Error {
+  constructor(readonly status: 'NO' | 'BAD', message: string, readonly code?: string) {
+    super(message);
+  }
+}
+
+/** Commands with message sequence numbers: no EXPUNGE while they run, nor while one is queued behind. */
+const SEQUENCE_COMMANDS = new Set(['FETCH', 'STORE', 'SEARCH', 'COPY', 'MOVE']);
+/** Commands during which EXPUNGE responses are forbidden (RFC 3501 §7.4.1; COPY for the same reason). */
+const NO_EXPUNGE_DURING = new Set(['FETCH', 'STORE', 'SEARCH', 'COPY']);
+
+/** Queued commands beyond which the socket stops being read (back-pressure against flooding). */
+const MAX_QUEUED = 64;
+
+export class ImapSession {
+  state: CommandState = 'notauth';
+  user: string | undefined;
+  view: MailboxView | undefined;
+  /** CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), or a command using it): MODSEQ in unsolicited FETCH. */
+  condstore = false;
+  /** Set by LOGOUT (and shutdown): the connection ends after the tagged response. */
+  loggingOut = false;
+  /** BYE text to send before that end (shutdown). */
+  private pendingBye: string | undefined;
+  idling = false;
+  /** The client's address, as the other services report it in events. */
+  readonly client: string;
+  private readonly remote: string;
+
+  private readonly framer: CommandFramer;
+  private readonly queue: FramerItem[] = [];
+  private running = false;
+  private waiter: ((item: FramerItem | undefined) => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private cleanedUp = false;
+  private paused = false;
+  /** The command being executed. */
+  private current: string | undefined;
+
+  constructor(
+    readonly ctx: ServerContext,
+    private readonly socket: Socket,
+    private readonly onClose: () => void,
+  ) {
+    this.client = socket.remoteAddress ?? '';
+    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    const limits = ctx.limits;
+    this.framer = new CommandFramer({
+      maxLineLength: limits.maxLineLength,
+      maxDiscard: limits.maxAppendSize * 2,
+      literalLimit: (head) => this.literalLimit(head.name),
+      continueLiteral: () => this.send('+ Ready for literal data'),
+      onItem: (item) => this.enqueue(item),
+    });
+  }
+
+  // STARTTLS (later): after its tagged OK, drop any input already framed (RFC 3501 §6.2.1), wrap the socket in
+  // a server-side tls.TLSSocket, and attach the listeners below to that instead; the rest stays as it is.
+  start(): void {
+    const socket = this.socket;
+    socket.setNoDelay(true);
+    this.resetTimer();
+    socket.on('data', (chunk: Buffer) => {
+      this.resetTimer();
+      try {
+        this.framer.push(chunk);
+      } catch (err) {
+        this.fail(err);
+      }
+    });
+    socket.on('error', (err) => this.ctx.log(`imap ${this.remote}: ${err.message}`));
+    socket.on('close', () => this.cleanup());
+    socket.on('drain', () => this.drainWaiters.splice(0).forEach((f) => f()));
+    this.send(`* OK [CAPABILITY ${this.capabilities()}] ${this.ctx.hostname} IMAP4rev1 maillab ready`);
+  }
+
+  capabilities(): string {
+    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CONDSTORE', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
+    // STARTTLS and LOGINDISABLED would go here once TLS exists; plain-text LOGIN is allowed meanwhile.
+    if (this.state === 'notauth') caps.push('AUTH=PLAIN');
+    return caps.join(' ');
+  }
+
+  // ---- output ----
+
+  private readonly drainWaiters: Array<() => void> = [];
+
+  send(line: string): void {
+    if (this.closed) return;
+    this.socket.write(line + '\r\n');
+  }
+
+  sendChunks(chunks: Buffer[]): void {
+    if (this.closed) return;
+    this.socket.cork();
+    for (const c of chunks) this.socket.write(c);
+    this.socket.uncork();
+  }
+
+  /** Waits while the socket's buffer is full, so that big FETCH results stream instead of piling up. */
+  async waitDrain(): Promise<void> {
+    if (this.closed || !this.socket.writableNeedDrain) return;
+    await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  // ---- input ----
+
+  private literalLimit(command: string): number {
+    // Big literals only where they belong, and only once someone has logged in (or is about to).
+    if (command === 'APPEND' && (this.state !== 'notauth' || this.authPending())) return this.ctx.limits.maxAppendSize;
+    return this.ctx.limits.maxLiteralSize;
+  }
+
+  private authPending(): boolean {
+    const isAuth = (name: string | undefined) => name === 'LOGIN' || name === 'AUTHENTICATE';
+    return isAuth(this.current) || this.queue.some((item) => item.kind === 'command' && isAuth(parseHead(item.frame.lines[0]!).name));
+  }
+
+  private enqueue(item: FramerItem): void {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w(item);
+      return;
+    }
+    this.queue.push(item);
+    if (this.queue.length >= MAX_QUEUED && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    void this.pump();
+  }
+
+  /** The next line from the client, for continuations (AUTHENTICATE, IDLE's DONE); undefined when closed. */
+  nextItem(): Promise<FramerItem | undefined> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.closed) return Promise.resolve(undefined);
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (!this.closed) {
+        const item = this.queue.shift();
+        if (!item) break;
+        if (this.paused && this.queue.length < MAX_QUEUED / 2) {
+          this.paused = false;
+          this.socket.resume();
+        }
+        await this.execute(item);
+      }
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async execute(item: FramerItem): Promise<void> {
+    if (item.kind === 'error') {
+      this.send(`${item.tag ?? '*'} ${item.status} ${item.code ? `[${item.code}] ` : ''}${item.message}`);
+      if (item.fatal) this.close('Too much data');
+      return;
+    }
+    const r = new Reader(item.frame);
+    if (r.atEnd()) return this.send('* BAD Empty command line');
+    let tag: string;
+    try {
+      tag = r.tag();
+    } catch {
+      return this.send('* BAD Invalid tag');
+    }
+    let name = '';
+    try {
+      r.sp();
+      name = r.atom().toUpperCase();
+      let uid = false;
+      if (name === 'UID') {
+        r.sp();
+        name = r.atom().toUpperCase();
+        uid = true;
+      }
+      const command = COMMANDS[name];
+      if (!command || (uid && !command.uid)) throw new ParseError(`Unknown command ${uid ? 'UID ' : ''}${name}`);
+      if (!command.states.includes(this.state)) throw new ImapError('BAD', stateError(this.state, command.states));
+      this.current = name;
+      const text = await command.run(this, r, uid);
+      if (this.closed) return;
+      this.announce(this.expungeAllowed(name, uid));
+      this.send(`${tag} OK ${text ?? `${uid ? 'UID ' : ''}${name} completed`}`);
+    } catch (err) {
+      if (this.closed) return;
+      let status = 'NO';
+      let message: string;
+      if (err instanceof ParseError) {
+        status = 'BAD';
+        message = err.message;
+      } else if (err instanceof ImapError) {
+        status = err.status;
+        message = (err.code ? `[${err.code}] ` : '') + err.message;
+      } else if (err instanceof MailStoreError) {
+        // The store's codes are RFC 5530 response codes, except NOUSER.
+        message = (err.code === 'NOUSER' ? '' : `[${err.code}] `) + oneLine(err.message);
+      } else {
+        this.ctx.log(`imap ${this.remote} ${name}: ${err instanceof Error ? err.stack : String(err)}`);
+        message = `[SERVERBUG] ${name || 'Command'} failed: ${err instanceof Error ? oneLine(err.message) : 'internal error'}`;
+      }
+      this.announce(this.expungeAllowed(name, false));
+      this.send(`${tag} ${status} ${oneLine(message)}`);
+    } finally {
+      this.current = undefined;
+    }
+    if (this.loggingOut) this.close(this.pendingBye);
+  }
+
+  // ---- notifications ----
+
+  onStoreChange(change: StoreChange): void {
+    const view = this.view;
+    if (!view || this.closed) return;
+    if (change.type === 'mailboxes') {
+      // Our mailbox may have been deleted or renamed away by another session.
+      this.findMailbox(view.name).then(
+        (info) => {
+          if (this.view === view && !info) {
+            view.deleted = true;
+            if (this.idling) this.announce(true);
+          }
+        },
+        () => undefined,
+      );
+      return;
+    }
+    if (change.mailbox !== view.name) return;
+    if (view.apply(change) && this.idling) this.announce(true);
+  }
+
+  /** Sends the untagged responses that are due for the selected mailbox. */
+  announce(expunge: boolean): void {
+    const view = this.view;
+    if (!view || this.closed) return;
+    if (view.deleted) {
+      this.close('Selected mailbox was deleted, have to disconnect');
+      return;
+    }
+    for (const line of view.flush({ expunge, condstore: this.condstore })) this.send(`* ${line}`);
+  }
+
+  private expungeAllowed(name: string, uid: boolean): boolean {
+    if (!uid && NO_EXPUNGE_DURING.has(name)) return false;
+    // A pipelined command that uses sequence numbers must see the numbers its sender assumed.
+    return !this.queue.some((item) => {
+      if (item.kind !== 'command') return false;
+      const head = parseHead(item.frame.lines[0]!);
+      return SEQUENCE_COMMANDS.has(head.name);
+    });
+  }
+
+  // ---- state changes ----
+
+  login(user: string, method: string): void {
+    this.user = user;
+    this.state = 'auth';
+    this.emit('session', { user, protocol: 'imap', method, client: this.client });
+  }
+
+  async openMailbox(info: MailboxInfo, readOnly: boolean): Promise<MailboxView> {
+    const user = this.user!;
+    const { recent, store } = this.ctx;
+    const view = new MailboxView(info.name, readOnly, info.uidValidity, (uid) => recent.claim(user, info.name, info.uidValidity, uid, readOnly));
+    // Installed before loading, so changes during the load are queued in the view, not lost.
+    this.view = view;
+    try {
+      const messages = await store.messages(user, info.name);
+      const recentUids = recent.select(user, info.name, info.uidValidity, messages.map((m) => m.uid), !readOnly);
+      view.load(messages, recentUids, info.uidNext, info.highestModseq);
+    } catch (err) {
+      this.view = undefined;
+      throw err;
+    }
+    this.state = 'selected';
+    return view;
+  }
+
+  closeMailbox(): void {
+    this.view = undefined;
+    if (this.state === 'selected') this.state = 'auth';
+  }
+
+  // ---- helpers for commands ----
+
+  /** A mailbox name argument: modified UTF-7 decoded, INBOX in any case made canonical (also as first level). */
+  mailboxArg(r: Reader): string {
+    const encoded = r.astring();
+    const name = decodeMailboxName(encoded);
+    if (name === undefined) throw new ImapError('NO', 'Invalid mailbox name (not modified UTF-7)', 'CANNOT');
+    const first = name.split('/', 1)[0]!;
+    return first.toUpperCase() === 'INBOX' ? 'INBOX' + name.slice(first.length) : name;
+  }
+
+  quoteMailbox(name: string): string {
+    return quoteText(encodeMailboxName(name));
+  }
+
+  /** The mailbox's current info, or undefined when there is no such (selectable) mailbox. */
+  async findMailbox(name: string): Promise<MailboxInfo | undefined> {
+    try {
+      return await this.ctx.store.mailboxInfo(this.user!, name);
+    } catch (err) {
+      // CANNOT: a name the store could never hold, so it does not exist either.
+      if (err instanceof MailStoreError && (err.code === 'NONEXISTENT' || err.code === 'CANNOT')) return undefined;
+      throw err;
+    }
+  }
+
+  /** The selected messages a sequence set (or UID set) names, in sequence order. */
+  resolveSet(set: SeqSet, uid: boolean): ViewEntry[] {
+    const view = this.view!;
+    const entries = view.entries;
+    if (!uid) {
+      if (seqSetExceeds(set, entries.length)) throw new ImapError('BAD', 'Message sequence number out of range');
+      return resolveSeqSet(set, entries.length).map((n) => entries[n - 1]!);
+    }
+    if (!entries.length) return [];
+    const maxUid = entries[entries.length - 1]!.msg.uid;
+    const picked = new Set<number>();
+    for (const [a, b] of set) {
+      const x = a === STAR ? maxUid : a;
+      const y = b === STAR ? maxUid : b;
+      const hi = Math.max(x, y);
+      for (let i = view.lowerBound(Math.min(x, y)); i < entries.length && entries[i]!.msg.uid <= hi; i++) picked.add(i);
+    }
+    return [...picked].sort((p, q) => p - q).map((i) => entries[i]!);
+  }
+
+  async loadMessage(entry: ViewEntry, needRaw: boolean): Promise<{ raw?: Buffer; tree: MimeNode }> {
+    const view = this.view!;
+    return this.ctx.cache.get(this.user!, view.name, view.uidValidity, entry.msg.uid, needRaw);
+  }
+
+  /** The Message-ID of a message, when its structure is at hand (events carry it when cheap). */
+  messageId(entry: ViewEntry, tree?: MimeNode): string | undefined {
+    const view = this.view;
+    const t = tree ?? (view && this.ctx.cache.peekTree(this.user!, view.name, view.uidValidity, entry.msg.uid));
+    return t ? header(t, 'message-id') : undefined;
+  }
+
+  emit(kind: string, detail: Record<string, unknown>, extra: { messageId?: string; queueId?: string } = {}): void {
+    this.ctx.events?.emit({ kind, detail, ...extra });
+  }
+
+  // ---- lifecycle ----
+
+  private resetTimer(): void {
+    // refresh() re-arms the same timer: cheap enough to do for every chunk of a big APPEND.
+    if (this.timer) {
+      this.timer.refresh();
+      return;
+    }
+    this.timer = setTimeout(() => this.close('Autologout; idle for too long'), this.ctx.limits.idleTimeoutMs);
+    this.timer.unref();
+  }
+
+  /** Ends the connection, with an untagged BYE when a reason is given. */
+  close(reason?: string): void {
+    if (this.closed) return;
+    if (reason) this.send(`* BYE ${reason}`);
+    this.closed = true;
+    this.socket.end();
+    // A client that never reads must not keep the socket (and its buffers) alive.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.cleanup();
+  }
+
+  /** Server shutdown: the command under way finishes (IDLE ends at once), then BYE; forced after a while. */
+  async shutdown(graceMs = 5000): Promise<void> {
+    if (this.closed) return;
+    if (this.running && !this.waiter) {
+      this.loggingOut = true;
+      this.queue.length = 0;
+      const done = new Promise<void>((resolve) => this.socket.once('close', () => resolve()));
+      const force = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+      this.pendingBye = 'Server shutting down';
+      await Promise.race([done, force]);
+    }
+    this.close('Server shutting down');
+  }
+
+  private fail(err: unknown): void {
+    this.ctx.log(`imap ${this.remote}: ${err instanceof Error ? err.stack : String(err)}`);
+    this.close('Internal server error');
+  }
+
+  private cleanup(): void {
+    this.closed = true;
+    if (this.cleanedUp) return;
+    this.cleanedUp = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.view = undefined;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.(undefined);
+    this.drainWaiters.splice(0).forEach((f) => f());
+    this.queue.length = 0;
+    this.onClose();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+}
+
+/** resp-text is one line of 7-bit text: error messages may quote what the client sent. */
+function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+}
+
+function stateError(state: CommandState, allowed: CommandState[]): string {
+  if (state === 'notauth') return 'Log in first';
+  if (allowed.includes('notauth')) return 'Already authenticated';
+  return 'No mailbox selected';
+}
