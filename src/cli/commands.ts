@@ -14,6 +14,10 @@ const USAGE = `usage: maillab <command>
         start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint
   run [filter...]
         run the scenarios (scenarios/*.test.ts) with a line per scenario and a summary
+  images [--list]
+        build the node image for the docker runtime ahead of time (reused by content hash)
+  prune
+        remove every container, network and volume a killed run left behind (label maillab=1)
   node <dns|mta|mx|mailbox> --config <file.json>
         run one node of a lab on its own (what every runtime starts)
 `;
@@ -25,6 +29,19 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
       return up(rest);
     case 'run':
       return run(rest);
+    case 'images': {
+      const { ensureImage, listImages } = await import('../lab/images.js');
+      const tag = await ensureImage({ log: (m: string) => process.stderr.write(m + '\n') });
+      process.stdout.write(`${tag}\n`);
+      if (rest.includes('--list')) for (const image of await listImages()) process.stdout.write(`  ${JSON.stringify(image)}\n`);
+      return 0;
+    }
+    case 'prune': {
+      const { pruneLabs } = await import('../lab/runtime-docker.js');
+      const removed = await pruneLabs();
+      process.stdout.write(`removed ${removed.containers} container(s), ${removed.networks} network(s), ${removed.volumes} volume(s)\n`);
+      return 0;
+    }
     case 'node': {
       // The node entry point parses process.argv itself.
       process.argv = [process.argv[0]!, 'maillab-node', ...rest];

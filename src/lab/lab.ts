@@ -5,8 +5,10 @@ import type { DnsRecord, Endpoint, NodeConfig, RetryConfig, UserConfig } from '.
 import { ControlClient } from '../shared/control.js';
 import { messageIdOf } from '../shared/headers.js';
 import type { LabEvent } from '../shared/events.js';
+import { ImapDevice, Pop3Device } from './devices.js';
 import { History, type EventMatcher } from './history.js';
 import type { RunningNode, Runtime } from './runtime.js';
+import type { DockerRunningNode } from './runtime-docker.js';
 import { LocalRuntime } from './runtime-local.js';
 import { planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
@@ -74,11 +76,10 @@ export class Lab {
 
 async function createRuntime(kind: RuntimeKind | 'auto'): Promise<Runtime> {
   if (kind === 'local') return new LocalRuntime();
-  if (kind === 'auto') {
-    process.stderr.write('maillab: MAILLAB_RUNTIME=auto: the docker runtime is not built yet, using the local runtime\n');
-    return new LocalRuntime();
-  }
-  throw new Error(`runtime "${kind}" is not available (supported: local)`);
+  if (kind !== 'docker' && kind !== 'auto') throw new Error(`unknown runtime "${kind}" (use local, docker or auto)`);
+  // Loaded on demand: the local runtime never pays for testcontainers.
+  const { createDockerRuntime } = await import('./runtime-docker.js');
+  return createDockerRuntime(kind);
 }
 
 /** One node of a started lab: its endpoints, its control channel, and the faults a scenario can cause. */
@@ -118,7 +119,44 @@ export class NodeHandle {
     this.running = await this.runtime.startNode(this.config);
     this.control = new ControlClient(this.running.control, this.name);
     // The stream replays the node's events from its start, so nothing emitted before we connected is lost.
-    this.stopStream = this.control.streamEvents(0, (e) => this.history.add(e), () => undefined);
+    this.lastSeq = 0;
+    this.follow();
+  }
+
+  private lastSeq = 0;
+  private follow(): void {
+    this.stopStream?.();
+    this.stopStream = this.control!.streamEvents(
+      this.lastSeq,
+      (e) => {
+        this.lastSeq = e.seq;
+        this.history.add(e);
+      },
+      () => undefined,
+    );
+  }
+
+  private docker(fault: string): DockerRunningNode {
+    if (!this.running) throw new Error(`node ${this.name} is not running: cannot ${fault}`);
+    if (!('pause' in this.running)) throw new Error(`${fault} needs the docker runtime (node ${this.name} runs on ${this.runtime.kind})`);
+    return this.running as DockerRunningNode;
+  }
+
+  /** Freezes the node (docker pause): its peers time out instead of being refused. */
+  async pause(): Promise<void> {
+    await this.docker('pause').pause();
+  }
+  async unpause(): Promise<void> {
+    await this.docker('unpause').unpause();
+  }
+  /** A partition: the node leaves the lab network (and the harness loses it too until connect()). */
+  async disconnect(): Promise<void> {
+    await this.docker('disconnect').disconnect();
+  }
+  async connect(): Promise<void> {
+    await this.docker('connect').connect();
+    // The event stream broke with the partition: resume after the last event seen, losing nothing.
+    this.follow();
   }
 
   /** Graceful stop: the node's clients get connection refused from now on. */
@@ -326,6 +364,39 @@ export class StartedLab {
     };
   }
 
+  private readonly devices = new Set<ImapDevice>();
+
+  /** An IMAP device of `address` (a phone, a laptop), connected and in sync with INBOX by IDLE. */
+  async imap(address: string, options: { device?: string; password?: string } = {}): Promise<ImapDevice> {
+    const user = this.user(address);
+    const device = new ImapDevice({
+      endpoint: this.byRole('mailbox').service('imap'),
+      user: user.address,
+      password: options.password ?? user.password,
+      device: options.device ?? 'device',
+      history: this.history,
+      submit: async (raw, envelope) => {
+        await this.client(user.address).send({ raw, envelope, to: envelope.to });
+      },
+    });
+    await device.connect();
+    this.devices.add(device);
+    return device;
+  }
+
+  /** A POP3 device of `address`; `keepCopy` is "leave a copy on the server". */
+  pop3(address: string, options: { device?: string; keepCopy?: boolean; password?: string } = {}): Pop3Device {
+    const user = this.user(address);
+    return new Pop3Device({
+      endpoint: this.byRole('mailbox').service('pop3'),
+      user: user.address,
+      password: options.password ?? user.password,
+      device: options.device ?? 'device',
+      keepCopy: options.keepCopy ?? false,
+      history: this.history,
+    });
+  }
+
   /** The hops of one message, in time order. */
   trace(messageId: string): LabEvent[] {
     return this.history.trace(messageId);
@@ -347,6 +418,7 @@ export class StartedLab {
   }
 
   async stop(options: { keepData?: boolean } = {}): Promise<void> {
+    await Promise.all([...this.devices].map((d) => d.close().catch(() => undefined)));
     // Reverse start order: clients of a node stop before it.
     for (const node of this.nodes().reverse()) {
       await node.stop().catch(() => undefined);

@@ -36,8 +36,8 @@ export interface LabDefinition {
   connectTimeoutMs?: number;
 }
 
-/** Retries within seconds, so scenarios about deferral and expiry run fast. */
-export const LAB_RETRY: RetryConfig = { schedule: [500, 1000, 2000], maxLifetimeMs: 60_000 };
+/** Retries within seconds, so scenarios about deferral and expiry run fast (owned by the MTA's scheduler). */
+export { LAB_RETRY, PRODUCTION_RETRY } from '../mta/scheduler.js';
 
 export function defineLab(definition: LabDefinition): LabDefinition {
   validateLab(definition);

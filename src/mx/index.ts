@@ -19,7 +19,7 @@ function reply(code: number, text: string): Error & { responseCode: number } {
 export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => {
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
   const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
-  const lmtp = new SmtpClientPool({ ehloName: config.hostname, lmtp: true, connectTimeoutMs: 2000, idleMs: 5000 });
+  const lmtp = new SmtpClientPool({ ehloName: config.hostname, lmtp: true, connectTimeoutMs: 2000, idleMs: 5000, localAddress: config.address });
 
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
@@ -30,6 +30,8 @@ export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => 
     hideSTARTTLS: true,
     size: MAX_MESSAGE_SIZE,
     logger: false,
+    // On stop, idle sessions (a sender's cached connection) are closed after this, not after 30 s.
+    closeTimeout: 200,
     onRcptTo(address, session, callback) {
       const rcpt = address.address.toLowerCase();
       const domain = rcpt.split('@')[1] ?? '';

@@ -1,0 +1,279 @@
+// Device-shaped mail clients: a phone or a laptop with its own local copy of the mail, so a scenario can say
+// "read it on the phone", "the laptop deletes it", "the phone is lost". IMAP devices sync over imapflow and
+// hear changes by IDLE; POP3 devices download (and by default delete) with our POP3 client.
+import { EventEmitter } from 'node:events';
+import { ImapFlow } from 'imapflow';
+import MailComposer from 'nodemailer/lib/mail-composer';
+import type { Endpoint } from '../shared/config.js';
+import { messageIdOf } from '../shared/headers.js';
+import { now } from '../shared/events.js';
+import type { History } from './history.js';
+import { Pop3Client } from './pop3-client.js';
+
+export interface LocalMessage {
+  uid: number;
+  messageId?: string;
+  subject?: string;
+  flags: Set<string>;
+  /** The full message, once downloaded. */
+  source?: Buffer;
+}
+
+/** Waits until `test()` holds, re-checking on every `change` of `emitter`; fails loudly after `timeoutMs`. */
+function waitUntil<T>(emitter: EventEmitter, test: () => T | undefined | false, timeoutMs: number, what: string, state: () => string): Promise<T> {
+  const first = test();
+  if (first) return Promise.resolve(first);
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const value = test();
+      if (value) {
+        clearTimeout(timer);
+        emitter.off('change', check);
+        resolve(value);
+      }
+    };
+    const timer = setTimeout(() => {
+      emitter.off('change', check);
+      reject(new Error(`timed out after ${timeoutMs} ms waiting until ${what}\n${state()}`));
+    }, timeoutMs);
+    emitter.on('change', check);
+  });
+}
+
+export interface ImapDeviceOptions {
+  endpoint: Endpoint;
+  user: string;
+  password: string;
+  device: string;
+  /** Where device events are recorded (node `<user>/<device>`), so they show in traces. */
+  history?: History;
+  /** Submits a raw message for the user (the lab's SMTP submission). */
+  submit?: (raw: Buffer, envelope: { from: string; to: string[] }) => Promise<void>;
+}
+
+/** An IMAP device: keeps INBOX in sync (IDLE) and acts on the server the way a mail app does. */
+export class ImapDevice extends EventEmitter {
+  readonly inbox = new Map<number, LocalMessage>();
+  private readonly client: ImapFlow;
+  private syncing: Promise<void> = Promise.resolve();
+  private seq = 0;
+
+  constructor(private readonly options: ImapDeviceOptions) {
+    super();
+    this.client = new ImapFlow({
+      host: options.endpoint.host,
+      port: options.endpoint.port,
+      secure: false,
+      auth: { user: options.user, pass: options.password },
+      logger: false,
+      // Keep IDLE going while the scenario runs: changes arrive as pushes, not by polling.
+      maxIdleTime: 60_000,
+      autoIdleDelay: 20,
+    });
+    this.client.on('error', () => undefined);
+  }
+
+  get name(): string {
+    return `${this.options.user}/${this.options.device}`;
+  }
+
+  async connect(): Promise<this> {
+    await this.client.connect();
+    await this.client.mailboxOpen('INBOX');
+    // Any push from the server (new mail, flags, expunge) triggers a resync of the local copy.
+    for (const event of ['exists', 'expunge', 'flags']) this.client.on(event, () => this.resync());
+    await this.resync();
+    return this;
+  }
+
+  private record(kind: string, messageId: string | undefined, detail: Record<string, unknown>) {
+    this.options.history?.add({ seq: ++this.seq, time: now(), node: this.name, kind, ...(messageId ? { messageId } : {}), detail });
+  }
+
+  /** Brings the local copy of INBOX in line with the server (UIDs, flags, Message-IDs). */
+  resync(): Promise<void> {
+    this.syncing = this.syncing.then(async () => {
+      const seen = new Set<number>();
+      if (this.client.mailbox && (this.client.mailbox as { exists: number }).exists > 0) {
+        for await (const msg of this.client.fetch('1:*', { uid: true, flags: true, envelope: true })) {
+          seen.add(msg.uid);
+          const local = this.inbox.get(msg.uid);
+          const flags = new Set(msg.flags ?? []);
+          if (!local) {
+            const messageId = msg.envelope?.messageId;
+            this.inbox.set(msg.uid, { uid: msg.uid, messageId, subject: msg.envelope?.subject, flags });
+            this.record('device-synced', messageId, { uid: msg.uid, flags: [...flags] });
+          } else if ([...flags].join() !== [...local.flags].join()) {
+            local.flags = flags;
+            this.record('device-flags', local.messageId, { uid: msg.uid, flags: [...flags] });
+          }
+        }
+      }
+      for (const [uid, local] of this.inbox) {
+        if (!seen.has(uid)) {
+          this.inbox.delete(uid);
+          this.record('device-removed', local.messageId, { uid });
+        }
+      }
+      this.emit('change');
+    });
+    return this.syncing.catch(() => undefined);
+  }
+
+  find(messageId: string): LocalMessage | undefined {
+    return [...this.inbox.values()].find((m) => m.messageId === messageId);
+  }
+
+  private state(): string {
+    const lines = [...this.inbox.values()].map((m) => `  uid ${m.uid} ${m.messageId} [${[...m.flags].join(' ')}] ${m.subject ?? ''}`);
+    return `${this.name} INBOX:\n${lines.join('\n') || '  (empty)'}`;
+  }
+
+  /** Resolves with the local message once the device has it (pushed by IDLE). */
+  waitForMessage(messageId: string, timeoutMs = 5000): Promise<LocalMessage> {
+    return waitUntil(this, () => this.find(messageId), timeoutMs, `${this.name} has ${messageId}`, () => this.state());
+  }
+
+  waitForFlag(messageId: string, flag: string, present = true, timeoutMs = 5000): Promise<LocalMessage> {
+    return waitUntil(
+      this,
+      () => {
+        const m = this.find(messageId);
+        return m && m.flags.has(flag) === present ? m : undefined;
+      },
+      timeoutMs,
+      `${this.name} shows ${messageId} ${present ? 'with' : 'without'} ${flag}`,
+      () => this.state(),
+    );
+  }
+
+  waitForRemoval(messageId: string, timeoutMs = 5000): Promise<true> {
+    return waitUntil(this, () => !this.find(messageId), timeoutMs, `${this.name} no longer has ${messageId}`, () => this.state());
+  }
+
+  /** Opens the message the way a mail app does: downloads it, which sets \Seen on the server. */
+  async read(messageId: string): Promise<Buffer> {
+    const local = this.find(messageId);
+    if (!local) throw new Error(`${this.name} has no message ${messageId}\n${this.state()}`);
+    const msg = await this.client.fetchOne(String(local.uid), { source: true }, { uid: true });
+    if (!msg || !msg.source) throw new Error(`${this.name}: the server returned no source for uid ${local.uid}`);
+    local.source = msg.source;
+    await this.client.messageFlagsAdd(String(local.uid), ['\\Seen'], { uid: true });
+    await this.resync();
+    return msg.source;
+  }
+
+  /** Deletes the message: \Deleted, then EXPUNGE (UID EXPUNGE), as "delete" does in most apps. */
+  async delete(messageId: string): Promise<void> {
+    const local = this.find(messageId);
+    if (!local) throw new Error(`${this.name} has no message ${messageId}\n${this.state()}`);
+    await this.client.messageDelete(String(local.uid), { uid: true });
+    await this.resync();
+  }
+
+  /** Lists a folder on the server (Sent, Drafts...) with Message-IDs and flags. */
+  async folder(path: string): Promise<{ uid: number; messageId?: string; flags: string[]; source: Buffer }[]> {
+    const list: { uid: number; messageId?: string; flags: string[]; source: Buffer }[] = [];
+    const status = await this.client.status(path, { messages: true });
+    if (!status || !status.messages) return list;
+    // FETCH on another folder: a second connection keeps INBOX selected (and IDLE) on this one.
+    const other = new ImapFlow({ host: this.options.endpoint.host, port: this.options.endpoint.port, secure: false, auth: { user: this.options.user, pass: this.options.password }, logger: false });
+    await other.connect();
+    try {
+      const lock = await other.getMailboxLock(path, { readOnly: true });
+      try {
+        for await (const msg of other.fetch('1:*', { uid: true, flags: true, source: true })) {
+          list.push({ uid: msg.uid, messageId: msg.source ? messageIdOf(msg.source) : undefined, flags: [...(msg.flags ?? [])], source: msg.source! });
+        }
+      } finally {
+        lock.release();
+      }
+    } finally {
+      await other.logout();
+    }
+    return list;
+  }
+
+  /** Composes, submits over SMTP, and appends the same bytes to Sent, as mail apps do. */
+  async send(message: ConstructorParameters<typeof MailComposer>[0] & { to: string | string[] }): Promise<{ messageId: string; raw: Buffer }> {
+    if (!this.options.submit) throw new Error(`${this.name} cannot send: no submission configured`);
+    const raw = await new MailComposer({ from: this.options.user, ...message }).compile().build();
+    const messageId = messageIdOf(raw)!;
+    const to = (Array.isArray(message.to) ? message.to : [message.to]).map(String);
+    await this.options.submit(raw, { from: this.options.user, to });
+    await this.client.append('Sent', raw, ['\\Seen']);
+    this.record('device-sent', messageId, { to });
+    return { messageId, raw };
+  }
+
+  /** The device is lost: its connection and local copy are gone. */
+  async lose(): Promise<void> {
+    this.inbox.clear();
+    this.client.close();
+  }
+
+  async close(): Promise<void> {
+    await this.syncing.catch(() => undefined);
+    await this.client.logout().catch(() => this.client.close());
+  }
+}
+
+export interface Pop3DeviceOptions {
+  endpoint: Endpoint;
+  user: string;
+  password: string;
+  device: string;
+  /** "Leave a copy of messages on the server". Off by default, as in most POP3 clients. */
+  keepCopy?: boolean;
+  history?: History;
+}
+
+/** A POP3 device: downloads new mail (by UIDL) into its local store, deleting it on the server unless keepCopy. */
+export class Pop3Device {
+  /** Local store: UIDL → message. */
+  readonly local = new Map<string, Buffer>();
+  private seq = 0;
+
+  constructor(private readonly options: Pop3DeviceOptions) {}
+
+  get name(): string {
+    return `${this.options.user}/${this.options.device}`;
+  }
+
+  /** One "check mail": returns the UIDLs downloaded this time. */
+  async download(): Promise<string[]> {
+    const client = new Pop3Client(this.options.endpoint);
+    await client.connect();
+    const fresh: string[] = [];
+    try {
+      await client.login(this.options.user, this.options.password);
+      for (const { number, uid } of await client.uidl()) {
+        if (this.local.has(uid)) continue; // UIDL: already on this device
+        const raw = await client.retr(number);
+        this.local.set(uid, raw);
+        fresh.push(uid);
+        const messageId = messageIdOf(raw);
+        this.options.history?.add({ seq: ++this.seq, time: now(), node: this.name, kind: 'device-downloaded', ...(messageId ? { messageId } : {}), detail: { uidl: uid, size: raw.length } });
+        if (!this.options.keepCopy) await client.dele(number);
+      }
+      await client.quit();
+    } catch (err) {
+      client.drop();
+      throw err;
+    }
+    return fresh;
+  }
+
+  messages(): { uidl: string; messageId?: string; raw: Buffer }[] {
+    return [...this.local].map(([uidl, raw]) => ({ uidl, messageId: messageIdOf(raw), raw }));
+  }
+
+  find(messageId: string): Buffer | undefined {
+    return this.messages().find((m) => m.messageId === messageId)?.raw;
+  }
+
+  /** The device is lost, and with it every message it downloaded. */
+  lose(): void {
+    this.local.clear();
+  }
+}

@@ -1,0 +1,201 @@
+// The docker runtime against a real engine: the hermetic image, a lab network, the nodes as containers reached
+// through published ports, the faults, and the clean-up. Skipped (with the reason) where no engine answers.
+import { randomBytes } from 'node:crypto';
+import { Resolver } from 'node:dns/promises';
+import nodemailer from 'nodemailer';
+import { getContainerRuntimeClient } from 'testcontainers';
+import { afterAll, describe, expect, it } from 'vitest';
+import defaultLab from '../../lab/default.js';
+import type { NodeConfig } from '../shared/config.js';
+import { ControlClient } from '../shared/control.js';
+import { ensureImage, planImage } from './images.js';
+import type { LabNetwork } from './runtime.js';
+import { LocalRuntime } from './runtime-local.js';
+import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, type DockerRunningNode } from './runtime-docker.js';
+import { CONTROL_PORT, planLab } from './topology.js';
+
+const engine = await dockerEngine();
+const skipReason = engine.available
+  ? undefined
+  : `no Docker engine answers at ${engine.where} (${engine.reason}); start dockerd (see src/lab/runtime-docker.ts) to run them`;
+if (skipReason) console.warn(`[runtime-docker.test] skipping the docker runtime tests: ${skipReason}`);
+const withEngine = it.skipIf(!engine.available);
+
+describe('docker runtime without an engine', () => {
+  it.runIf(!engine.available)("'auto' falls back to the local runtime, 'docker' says why it cannot run", async () => {
+    expect(await createDockerRuntime('auto')).toBeInstanceOf(LocalRuntime);
+    await expect(createDockerRuntime('docker')).rejects.toThrow(/no Docker engine answers at .*: start dockerd or use MAILLAB_RUNTIME=local/);
+  });
+});
+
+describe('docker runtime', () => {
+  const labId = `dockertest-${randomBytes(3).toString('hex')}`;
+  let runtime: DockerRuntime | undefined;
+  let network: LabNetwork;
+  let nodes: Record<string, NodeConfig>;
+  const running: Record<string, DockerRunningNode> = {};
+  const docker = async () => (await getContainerRuntimeClient()).container.dockerode;
+  const labFilter = JSON.stringify({ label: [`${LABEL.lab}=${labId}`] });
+
+  afterAll(async () => {
+    // Also after a failed test: nothing of the lab may stay behind.
+    await runtime?.dispose();
+  }, 60_000);
+
+  withEngine('builds the node image FROM scratch once and reuses it by its content hash', { timeout: 180_000 }, async () => {
+    const first = Date.now();
+    const tag = await ensureImage({ log: (m) => console.log(`[runtime-docker.test] ${m}`) });
+    const firstMs = Date.now() - first;
+    expect(tag).toMatch(/^maillab-node:[0-9a-f]{12}$/);
+    const plan = await planImage();
+    expect(plan.tag).toBe(tag);
+
+    const second = Date.now();
+    expect(await ensureImage({ log: (m) => expect.fail(`the second ensureImage built again: ${m}`) })).toBe(tag);
+    const secondMs = Date.now() - second;
+    console.log(`[runtime-docker.test] ensureImage: ${firstMs} ms, then ${secondMs} ms with the image present`);
+    expect(secondMs).toBeLessThan(3000);
+
+    const image = await (await docker()).getImage(tag).inspect();
+    expect(image.Config.Entrypoint).toEqual(['/usr/local/bin/node', '--enable-source-maps', '/app/node.js']);
+    expect(image.Config.Labels).toMatchObject({ maillab: '1' });
+    expect(image.Os).toBe('linux');
+    if (plan.runtime) {
+      // FROM scratch: one layer with node and its libraries (maillab-runtime:…), one with the bundle, nothing else.
+      expect(plan.runtime.tag).toMatch(/^maillab-runtime:[0-9a-f]{12}$/);
+      expect(plan.runtime.files.map((f) => f.target)).toContain('/usr/local/bin/node');
+      expect((await (await docker()).getImage(plan.runtime.tag).inspect()).RootFS.Layers).toHaveLength(1);
+      expect(image.RootFS.Layers).toHaveLength(2);
+    }
+  });
+
+  withEngine('prepares a bridge network of its own on a /24 of 198.18.0.0/15', { timeout: 180_000 }, async () => {
+    const started = Date.now();
+    runtime = (await createDockerRuntime('docker')) as DockerRuntime;
+    expect(runtime.kind).toBe('docker');
+    network = await runtime.prepare(defaultLab, labId);
+    nodes = planLab(defaultLab, network).nodes;
+    console.log(`[runtime-docker.test] prepare (image present): ${Date.now() - started} ms, network ${runtime.network?.subnet}`);
+
+    expect(network.portOffset).toBe(0);
+    const addresses = Object.values(network.addresses);
+    expect(new Set(addresses).size).toBe(4);
+    for (const a of addresses) {
+      expect(a).toMatch(/^198\.1[89]\.\d+\.\d+$/);
+      expect(a.startsWith('198.18.0.')).toBe(false);
+    }
+    const [info] = await (await docker()).listNetworks({ filters: labFilter });
+    expect(info?.Labels).toMatchObject({ maillab: '1', [LABEL.lab]: labId });
+    expect(info?.IPAM?.Config?.[0]?.Subnet).toBe(runtime.network?.subnet);
+    expect(nodes.mta!.dataDir).toBe('/var/maillab/mta');
+  });
+
+  withEngine('starts the dns node, which answers through its published UDP port', { timeout: 60_000 }, async () => {
+    expect(runtime).toBeDefined();
+    const dns = (running.dns = await runtime!.startNode(nodes.dns!));
+    expect(dns.control.host).toBe('127.0.0.1');
+    expect(dns.services.dns?.host).toBe('127.0.0.1');
+    expect(dns.labServices.dns).toEqual({ host: network.addresses.dns, port: 53 });
+
+    const resolver = new Resolver({ timeout: 2000, tries: 2 });
+    resolver.setServers([`127.0.0.1:${dns.services.dns!.port}`]);
+    expect(await resolver.resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
+    expect(await resolver.resolve4('mx.receiver.test')).toEqual([network.addresses.mx]);
+
+    const health = await new ControlClient(dns.control, 'dns').health();
+    expect(health).toMatchObject({ name: 'dns', role: 'dns' });
+
+    // The container is on the lab network only, at its address, named, using the lab DNS, with its volume.
+    const inspect = await (await docker()).getContainer(dns.containerId).inspect();
+    expect(Object.keys(inspect.NetworkSettings.Networks)).toEqual([runtime!.network!.name]);
+    expect(inspect.NetworkSettings.Networks[runtime!.network!.name]?.IPAddress).toBe(network.addresses.dns);
+    expect(inspect.NetworkSettings.Networks[runtime!.network!.name]?.Aliases).toEqual(expect.arrayContaining(['ns.lab.test']));
+    expect(inspect.Config.Hostname).toBe('ns.lab.test');
+    expect(inspect.HostConfig.Dns).toEqual([network.addresses.dns]);
+    expect(inspect.Mounts).toEqual([expect.objectContaining({ Type: 'volume', Destination: '/var/maillab/dns' })]);
+    expect(inspect.Config.Labels).toMatchObject({ maillab: '1', [LABEL.lab]: labId, [LABEL.node]: 'dns' });
+    expect(inspect.Config.ExposedPorts).toHaveProperty('53/udp');
+    expect(inspect.Config.ExposedPorts).toHaveProperty(`${CONTROL_PORT}/tcp`);
+  });
+
+  withEngine('starts the whole lab and delivers alice → bob through the containers', { timeout: 90_000 }, async () => {
+    expect(running.dns).toBeDefined();
+    const started = Date.now();
+    for (const name of ['mailbox', 'mx', 'mta']) running[name] = await runtime!.startNode(nodes[name]!);
+    console.log(`[runtime-docker.test] mailbox, mx and mta ready in ${Date.now() - started} ms`);
+
+    const submission = running.mta!.services.submission!;
+    const transport = nodemailer.createTransport({
+      host: submission.host,
+      port: submission.port,
+      secure: false,
+      ignoreTLS: true,
+      auth: { user: 'alice@sender.test', pass: 'alice-secret' },
+      connectionTimeout: 5000,
+    });
+    const messageId = `<docker-${Date.now()}@sender.test>`;
+    try {
+      const info = await transport.sendMail({ from: 'alice@sender.test', to: 'bob@receiver.test', subject: 'through docker', text: 'hello bob', messageId });
+      expect(info.response).toMatch(/^250 /);
+    } finally {
+      transport.close();
+    }
+    const mailbox = new ControlClient(running.mailbox!.control, 'mailbox');
+    try {
+      const deadline = Date.now() + 30_000;
+      let messages: { id?: string }[] = [];
+      while (Date.now() < deadline) {
+        messages = await mailbox.call<{ id?: string }[]>('messages', { user: 'bob@receiver.test' });
+        if (messages.length) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(messages, `the message did not reach bob; mta output:\n${running.mta!.logs()}\nmx output:\n${running.mx!.logs()}`).toHaveLength(1);
+    } finally {
+      mailbox.close();
+    }
+  });
+
+  withEngine('a killed node comes back with its data; a disconnected node is cut off until it reconnects', { timeout: 90_000 }, async () => {
+    expect(running.mailbox).toBeDefined();
+    await running.mailbox!.kill();
+    const before = running.mailbox!.control;
+    running.mailbox = await runtime!.startNode(nodes.mailbox!);
+    expect(running.mailbox.control).toEqual(before); // same host ports across restarts
+    const mailbox = new ControlClient(running.mailbox.control, 'mailbox');
+    try {
+      expect(await mailbox.call<unknown[]>('messages', { user: 'bob@receiver.test' })).toHaveLength(1);
+    } finally {
+      mailbox.close();
+    }
+
+    const dnsControl = () => new ControlClient(running.dns!.control, 'dns');
+    await running.dns!.disconnect();
+    const cut = dnsControl();
+    await expect(cut.health()).rejects.toThrow();
+    cut.close();
+    const inspect = await (await docker()).getContainer(running.dns!.containerId).inspect();
+    expect(Object.keys(inspect.NetworkSettings.Networks)).toEqual([]);
+    await running.dns!.connect();
+    const back = dnsControl();
+    try {
+      expect(await back.health()).toMatchObject({ name: 'dns' });
+    } finally {
+      back.close();
+    }
+
+    await running.dns!.pause();
+    await running.dns!.unpause();
+    await running.mx!.stop();
+    await expect((await docker()).getContainer(running.mx!.containerId).inspect()).rejects.toMatchObject({ statusCode: 404 });
+  });
+
+  withEngine('dispose removes every container, the network and the volumes of the lab', { timeout: 60_000 }, async () => {
+    expect(runtime).toBeDefined();
+    const d = await docker();
+    expect((await d.listVolumes({ filters: labFilter })).Volumes?.length).toBe(4);
+    await runtime!.dispose();
+    expect(await d.listContainers({ all: true, filters: labFilter })).toEqual([]);
+    expect(await d.listNetworks({ filters: labFilter })).toEqual([]);
+    expect((await d.listVolumes({ filters: labFilter })).Volumes ?? []).toEqual([]);
+  });
+});

@@ -1,0 +1,249 @@
+// One delivery attempt of a message to some of its recipients: recipients are grouped by destination, one
+// transaction per destination, and every recipient comes back with an outcome (delivered / defer / bounce) that
+// says where it went, what was said, and in reply to what. Retry decisions are not made here (see scheduler.ts).
+//
+// Routing:
+// - recipients in a local domain (config.localDomains) go over LMTP to config.localDelivery, in one transaction;
+// - others: MX lookup in the lab DNS (RFC 5321 §5.1): MX hosts in preference order, the domain's own address when
+//   it has no MX (implicit MX), immediate bounce for a null MX (RFC 7505). Each MX address is connected by IP on
+//   config.relayPort, with the MX name as TLS server name; on a failure before the transaction starts (connection,
+//   greeting, EHLO) the next address / MX is tried. Once a server answered MAIL FROM, its verdict stands.
+import net from 'node:net';
+import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
+import type { Endpoint } from '../shared/config.js';
+import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
+
+/** The MX resolution delivery needs (the shape of src/dns's resolveMxTargets result). */
+export type MxLookupResult =
+  | { kind: 'mx' | 'implicit'; hosts: { exchange: string; priority: number; addresses: string[]; error?: string; temporary?: boolean }[] }
+  | { kind: 'null-mx' }
+  | { kind: 'none'; error: string }
+  | { kind: 'temporary'; error: string };
+
+/** What delivery needs from an SMTP/LMTP client (SmtpClientPool fits). */
+export interface MailSender {
+  send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource): Promise<SendResult>;
+}
+
+export interface DeliveryContext {
+  /** Our host name, the start of every hop. */
+  hostname: string;
+  localDomains: string[];
+  localDelivery?: Endpoint;
+  relayPort: number;
+  lookupMx(domain: string): Promise<MxLookupResult>;
+  smtp: MailSender;
+  lmtp: MailSender;
+  /** Emits an event about the message being delivered (the caller adds messageId and queueId). */
+  emit(kind: string, detail: Record<string, unknown>): void;
+}
+
+export interface RecipientOutcome {
+  address: string;
+  action: DeliveryAction;
+  /** RFC 3463 status. */
+  status: string;
+  code?: number;
+  /** The reply that decided: the server's, or one we made up for a local decision (null MX, unknown domain...). */
+  reply: string;
+  /** Whether `reply` came from a remote server (vs. our own verdict). */
+  remote: boolean;
+  /** This MTA → where the recipient was tried, e.g. `mta.sender.test -> mx.receiver.test[127.0.0.7]:25`. */
+  hop: string;
+  /** The command the reply answered, e.g. `RCPT TO:<bob@receiver.test>`. */
+  command?: string;
+  /** Host name of the remote server (the MX) when one replied. */
+  remoteMta?: string;
+  /** Where it went (delivered) or was last tried. */
+  host?: string;
+  port?: number;
+  mx?: string;
+  via: 'smtp' | 'lmtp' | 'none';
+  /** The transaction ran on a cached session (no new connection). */
+  reused?: boolean;
+  /** One line for humans: what happened, where, with which reply. */
+  description: string;
+}
+
+export interface DeliveryMessage {
+  queueId: string;
+  from: string;
+}
+
+function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\r?\n/g, ' / ');
+}
+
+/** Delivers `data` to `recipients`, all destinations in parallel; one outcome per recipient. */
+export async function deliver(ctx: DeliveryContext, message: DeliveryMessage, recipients: string[], data: Buffer): Promise<RecipientOutcome[]> {
+  const local = new Set(ctx.localDomains.map((d) => d.toLowerCase()));
+  const groups = new Map<string, string[]>();
+  for (const rcpt of recipients) {
+    const domain = domainOf(rcpt);
+    const key = local.has(domain) ? '' : domain; // '' = local delivery, one LMTP transaction for all local domains
+    groups.set(key, [...(groups.get(key) ?? []), rcpt]);
+  }
+  const results = await Promise.all(
+    [...groups].map(([domain, rcpts]) => (domain === '' ? deliverLocal(ctx, message, rcpts, data) : deliverRemote(ctx, message, domain, rcpts, data))),
+  );
+  return results.flat();
+}
+
+function localVerdict(rcpts: string[], action: DeliveryAction, code: number, status: string, text: string, hop: string): RecipientOutcome[] {
+  return rcpts.map((address) => ({
+    address,
+    action,
+    status,
+    code,
+    reply: `${code} ${status} <${address}>: ${text}`,
+    remote: false,
+    hop,
+    via: 'none',
+    description: `${hop}: ${text}`,
+  }));
+}
+
+async function deliverLocal(ctx: DeliveryContext, message: DeliveryMessage, rcpts: string[], data: Buffer): Promise<RecipientOutcome[]> {
+  const endpoint = ctx.localDelivery;
+  if (!endpoint) {
+    return localVerdict(rcpts, 'defer', 451, '4.3.5', 'local domain, but no local delivery (LMTP) is configured', `${ctx.hostname} (local delivery)`);
+  }
+  const target: SmtpTarget = { host: endpoint.host, port: endpoint.port };
+  const hop = `${ctx.hostname} -> LMTP ${describeTarget(target)}`;
+  // No Remote-MTA for LMTP: DSNs name it as `dns; <host name>`, and the mailbox server is known only by address.
+  const where: Where = { target: describeTarget(target), host: endpoint.host, port: endpoint.port };
+  ctx.emit('connect', { host: endpoint.host, port: endpoint.port, via: 'lmtp', hop });
+  try {
+    const result = await ctx.lmtp.send(target, { from: message.from, to: rcpts }, data);
+    return result.recipients.map((r) => fromRecipientResult(r, hop, 'lmtp', where, result));
+  } catch (err) {
+    return fromError(err, rcpts, hop, 'lmtp', where);
+  }
+}
+
+async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, domain: string, rcpts: string[], data: Buffer): Promise<RecipientOutcome[]> {
+  const lookupHop = `${ctx.hostname} (MX lookup for ${domain})`;
+  let resolution: MxLookupResult;
+  const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain)?.[1];
+  if (literal && net.isIP(literal)) {
+    // An address literal (RFC 5321 §4.1.3): no DNS, straight to that address.
+    resolution = { kind: 'implicit', hosts: [{ exchange: literal, priority: 0, addresses: [literal] }] };
+  } else {
+    try {
+      resolution = await ctx.lookupMx(domain);
+    } catch (err) {
+      resolution = { kind: 'temporary', error: (err as Error).message };
+    }
+    ctx.emit('mx-lookup', { domain, result: summarize(resolution) });
+  }
+
+  switch (resolution.kind) {
+    case 'null-mx':
+      return localVerdict(rcpts, 'bounce', 556, '5.1.10', `domain ${domain} accepts no mail (null MX, RFC 7505)`, lookupHop);
+    case 'none':
+      return localVerdict(rcpts, 'bounce', 550, '5.1.2', `domain ${domain} cannot receive mail: ${resolution.error}`, lookupHop);
+    case 'temporary':
+      return localVerdict(rcpts, 'defer', 451, '4.4.3', `cannot resolve where mail for ${domain} goes, will retry: ${resolution.error}`, lookupHop);
+  }
+
+  let lastError: { err: unknown; hop: string; where: Where } | undefined;
+  const lookupFailures: string[] = [];
+  for (const mx of resolution.hosts) {
+    if (mx.addresses.length === 0) {
+      lookupFailures.push(mx.error ?? `${mx.exchange}: no address`);
+      continue;
+    }
+    for (const address of mx.addresses) {
+      const target: SmtpTarget = { host: address, port: ctx.relayPort, servername: mx.exchange };
+      const hop = `${ctx.hostname} -> ${describeTarget(target)}`;
+      const where: Where = { target: describeTarget(target), host: address, port: ctx.relayPort, mx: mx.exchange, remoteMta: mx.exchange };
+      // Announced before the transaction, so the history shows it before what the server records.
+      ctx.emit('connect', { host: address, port: ctx.relayPort, mx: mx.exchange, hop });
+      try {
+        const result = await ctx.smtp.send(target, { from: message.from, to: rcpts }, data);
+        return result.recipients.map((r) => fromRecipientResult(r, hop, 'smtp', where, result));
+      } catch (err) {
+        if (err instanceof SmtpClientError && tryNextHost(err)) {
+          ctx.emit('connect-failed', { host: address, port: ctx.relayPort, mx: mx.exchange, hop, stage: err.stage, command: err.command, ...(err.reply ? { reply: err.reply } : {}), error: err.message });
+          lastError = { err, hop, where };
+          continue;
+        }
+        return fromError(err, rcpts, hop, 'smtp', where);
+      }
+    }
+  }
+  if (lastError) {
+    return fromError(lastError.err, rcpts, lastError.hop, 'smtp', lastError.where);
+  }
+  // Every MX host lacked an address, for good (a temporary lookup failure makes the whole resolution temporary).
+  return localVerdict(rcpts, 'bounce', 550, '5.4.4', `no MX host of ${domain} has an address: ${lookupFailures.join('; ')}`, lookupHop);
+}
+
+interface Where {
+  /** How the server is named in messages: `name[ip]:port` or `ip:port`. */
+  target: string;
+  host?: string;
+  port?: number;
+  mx?: string;
+  remoteMta?: string;
+}
+
+function fromRecipientResult(r: RecipientResult, hop: string, via: 'smtp' | 'lmtp', { target, ...where }: Where, result: SendResult): RecipientOutcome {
+  const { action, status } = classifyRecipient(r);
+  return {
+    address: r.address,
+    action,
+    status,
+    code: r.code,
+    reply: r.reply,
+    remote: true,
+    hop,
+    command: r.command,
+    via,
+    ...where,
+    reused: result.reused,
+    description: action === 'delivered' ? `delivered to ${target}: ${oneLine(r.reply)}` : `${target} said: ${oneLine(r.reply)} (in reply to ${r.command})`,
+  };
+}
+
+function fromError(err: unknown, rcpts: string[], hop: string, via: 'smtp' | 'lmtp', { target: _target, remoteMta, ...where }: Where): RecipientOutcome[] {
+  if (!(err instanceof SmtpClientError)) {
+    // Not a protocol outcome (a bug, a local I/O error): keep the message and try again later.
+    const text = `local error while delivering: ${(err as Error)?.message ?? String(err)}`;
+    return localVerdict(rcpts, 'defer', 451, '4.3.0', text, hop);
+  }
+  const { action, status } = classifyClientError(err);
+  const remote = err.reply !== undefined;
+  return rcpts.map((address) => ({
+    address,
+    action,
+    status,
+    ...(err.code !== undefined ? { code: err.code } : {}),
+    reply: err.reply ?? `${action === 'bounce' ? 550 : 451} ${status} ${err.message}`,
+    remote,
+    hop,
+    command: err.command,
+    via,
+    ...where,
+    ...(remote && remoteMta ? { remoteMta } : {}),
+    description: err.message + (err.reply ? ` (in reply to ${err.command})` : ''),
+  }));
+}
+
+/** The MX resolution in a form fit for an event. */
+function summarize(resolution: MxLookupResult): Record<string, unknown> {
+  switch (resolution.kind) {
+    case 'mx':
+    case 'implicit':
+      return { kind: resolution.kind, hosts: resolution.hosts.map((h) => ({ exchange: h.exchange, priority: h.priority, addresses: h.addresses, ...(h.error ? { error: h.error } : {}) })) };
+    case 'null-mx':
+      return { kind: 'null-mx' };
+    default:
+      return { kind: resolution.kind, error: resolution.error };
+  }
+}

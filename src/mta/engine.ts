@@ -1,0 +1,281 @@
+// The MTA's core: takes messages into the queue, runs delivery attempts when the scheduler says so, records each
+// recipient's outcome, plans retries, expires old messages, and sends bounces (DSNs) back to senders.
+import type { MtaNodeConfig } from '../shared/config.js';
+import type { EventLog } from '../shared/events.js';
+import { headerSection } from '../shared/headers.js';
+import { deliver, type DeliveryContext, type RecipientOutcome } from './delivery.js';
+import { buildDsn, type DsnRecipient } from './dsn.js';
+import { isFinal, type AttemptReport, type EnqueueInput, type MailQueue, type QueuedMessage, type QueueRecipient, type RecoveryReport } from './queue.js';
+import { planRetry, retryDelay, Scheduler } from './scheduler.js';
+
+export interface EngineOptions {
+  config: Pick<MtaNodeConfig, 'hostname' | 'retry'>;
+  queue: MailQueue;
+  events: EventLog;
+  /** Delivery for one attempt (defaults to `deliver` with `delivery`). */
+  delivery: Omit<DeliveryContext, 'emit'>;
+  /** Concurrent delivery attempts at most. Default 32. */
+  concurrency?: number;
+  log?(message: string): void;
+  now?(): number;
+}
+
+/** A queue entry as the control channel shows it (the harness's QueueEntry, plus details). */
+export interface QueueEntryView {
+  queueId: string;
+  messageId?: string;
+  from: string;
+  state: string;
+  arrival: number;
+  size: number;
+  attempts: number;
+  nextAttempt?: number;
+  origin: QueuedMessage['origin'];
+  dsnFor?: string;
+  recipients: {
+    address: string;
+    state: string;
+    attempts: number;
+    /** The last failure, in one line (where, command, reply). */
+    lastError?: string;
+    lastReply?: string;
+    status?: string;
+    hop?: string;
+    nextAttempt?: number;
+    expired?: boolean;
+  }[];
+}
+
+export class MtaEngine {
+  readonly scheduler: Scheduler;
+  private readonly now: () => number;
+  private readonly log: (message: string) => void;
+
+  constructor(private readonly options: EngineOptions) {
+    this.now = options.now ?? Date.now;
+    this.log = options.log ?? (() => undefined);
+    this.scheduler = new Scheduler({
+      concurrency: options.concurrency ?? 32,
+      run: (queueId) => this.attempt(queueId),
+      onError: (queueId, err) => {
+        // The attempt itself broke (e.g. the queue could not be written): keep the message, try again later.
+        this.log(`delivery of ${queueId} failed: ${(err as Error)?.stack ?? String(err)}`);
+        const message = this.options.queue.get(queueId);
+        const retryAt = this.now() + retryDelay(this.options.config.retry, 1);
+        this.emit('error', message, { error: `delivery attempt failed: ${(err as Error)?.message ?? String(err)}`, retryAt });
+        if (!message || message.state === 'done') return;
+        // What is on disk is still a valid state to recover from (see MailQueue.open); only memory is corrected.
+        if (message.state === 'active') message.state = 'deferred';
+        this.scheduler.schedule(queueId, retryAt);
+      },
+      now: this.now,
+    });
+  }
+
+  get queue(): MailQueue {
+    return this.options.queue;
+  }
+
+  /** Loads the queue from disk (repairing what a crash left) and schedules every queued message. */
+  async start(): Promise<RecoveryReport> {
+    const report = await this.queue.open();
+    for (const queueId of report.orphansRemoved) this.emit('error', undefined, { queueId, error: `removed message file ${queueId} that had no envelope (never acknowledged)` });
+    for (const queueId of report.broken) this.emit('error', undefined, { queueId, error: `envelope ${queueId} unusable (unreadable, or its message file is missing): set aside as .broken` });
+    for (const message of this.queue.pending()) this.scheduler.schedule(message.queueId, message.nextAttempt ?? this.now());
+    return report;
+  }
+
+  /**
+   * Queues a message durably, emits `queued`, and schedules its first attempt. `onStored` runs once the message is on
+   * disk, before `queued` (the receiving server announces the message there).
+   */
+  async accept(input: EnqueueInput, onStored?: (message: QueuedMessage) => void): Promise<QueuedMessage> {
+    const message = await this.queue.enqueue(input);
+    onStored?.(message);
+    this.emit('queued', message, { from: message.from, to: message.recipients.map((r) => r.address), size: message.size, origin: message.origin.kind, ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}) });
+    this.scheduler.schedule(message.queueId);
+    return message;
+  }
+
+  /** Tries every waiting message now. */
+  flush(): { flushed: number } {
+    return { flushed: this.scheduler.flush() };
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    await this.scheduler.stop(graceMs);
+  }
+
+  view(message: QueuedMessage): QueueEntryView {
+    return {
+      queueId: message.queueId,
+      ...(message.messageId ? { messageId: message.messageId } : {}),
+      from: message.from,
+      state: message.state,
+      arrival: message.arrival,
+      size: message.size,
+      attempts: message.attempts,
+      ...(message.nextAttempt !== undefined ? { nextAttempt: message.nextAttempt } : {}),
+      origin: message.origin,
+      ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}),
+      recipients: message.recipients.map((r) => {
+        const report = r.state === 'delivered' ? r.result : r.lastError;
+        return {
+          address: r.address,
+          state: r.state,
+          attempts: r.attempts,
+          ...(r.lastError ? { lastError: r.lastError.description } : {}),
+          ...(report?.reply ? { lastReply: report.reply } : {}),
+          ...(report ? { status: report.status, hop: report.hop } : {}),
+          ...(r.nextAttempt !== undefined && r.state === 'deferred' ? { nextAttempt: r.nextAttempt } : {}),
+          ...(r.result?.expired ? { expired: true } : {}),
+        };
+      }),
+    };
+  }
+
+  private emit(kind: string, message: Pick<QueuedMessage, 'queueId' | 'messageId'> | undefined, detail: Record<string, unknown>): void {
+    this.options.events.emit({
+      kind,
+      ...(message?.messageId ? { messageId: message.messageId } : {}),
+      ...(message ? { queueId: message.queueId } : {}),
+      detail,
+    });
+  }
+
+  /** One delivery attempt of a message: every recipient not yet delivered or bounced. */
+  private async attempt(queueId: string): Promise<void> {
+    const { queue } = this;
+    const message = queue.get(queueId);
+    if (!message || message.state === 'done') return;
+    const due = message.recipients.filter((r) => !isFinal(r.state));
+    await queue.activate(queueId);
+    if (due.length === 0) return this.finish(message);
+    this.emit('active', message, { attempt: message.attempts + 1, recipients: due.map((r) => r.address) });
+
+    let outcomes: RecipientOutcome[];
+    try {
+      const data = await queue.readMessage(queueId);
+      outcomes = await deliver({ ...this.options.delivery, emit: (kind, detail) => this.emit(kind, message, detail) }, message, due.map((r) => r.address), data);
+    } catch (err) {
+      // The message file cannot be read (or delivery threw): keep the message and retry on the schedule.
+      const text = `local error: ${(err as Error)?.message ?? String(err)}`;
+      const hop = `${this.options.config.hostname} (queue)`;
+      outcomes = due.map((r) => ({ address: r.address, action: 'defer', status: '4.3.0', code: 451, reply: `451 4.3.0 ${text}`, remote: false, hop, via: 'none', description: text }));
+    }
+
+    const now = this.now();
+    message.attempts++;
+    const failed: { recipient: QueueRecipient; outcome: RecipientOutcome }[] = [];
+    for (const outcome of outcomes) {
+      const recipient = message.recipients.find((r) => r.address === outcome.address);
+      if (!recipient) continue;
+      recipient.attempts++;
+      const report = toReport(outcome, now);
+      const common = { rcpt: outcome.address, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status };
+      if (outcome.action === 'delivered') {
+        recipient.state = 'delivered';
+        recipient.result = report;
+        delete recipient.nextAttempt;
+        const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false };
+        if (outcome.via === 'lmtp') this.emit('delivered', message, { ...common, ...session });
+        else this.emit('relayed', message, { ...common, mx: outcome.mx, ...session });
+        continue;
+      }
+      recipient.lastError = report;
+      if (outcome.action === 'bounce') {
+        recipient.state = 'bounced';
+        recipient.result = report;
+        delete recipient.nextAttempt;
+        this.emit('bounced', message, { ...common, error: outcome.description, attempt: recipient.attempts });
+        failed.push({ recipient, outcome });
+        continue;
+      }
+      const plan = planRetry(this.options.config.retry, message.arrival, recipient.attempts, now);
+      if (plan.kind === 'expire') {
+        recipient.state = 'bounced';
+        recipient.result = { ...report, status: '4.4.7', expired: true };
+        delete recipient.nextAttempt;
+        this.emit('expired', message, { rcpt: outcome.address, lastError: outcome.description, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: '4.4.7', attempts: recipient.attempts, queuedFor: now - message.arrival });
+        failed.push({ recipient, outcome });
+        continue;
+      }
+      recipient.state = 'deferred';
+      recipient.nextAttempt = plan.at;
+      this.emit('deferred', message, { ...common, error: outcome.description, nextAttempt: plan.at, delay: plan.delay, attempt: recipient.attempts });
+    }
+
+    // The bounce is queued before the original's outcome is recorded: a crash in between repeats the attempt and may
+    // send a second bounce, but never loses one.
+    if (failed.length) await this.bounce(message, failed, now);
+    await this.finish(message);
+  }
+
+  private async finish(message: QueuedMessage): Promise<void> {
+    const settled = await this.queue.settle(message.queueId);
+    if (settled.state === 'deferred') this.scheduler.schedule(settled.queueId, settled.nextAttempt ?? this.now());
+    else this.scheduler.cancel(settled.queueId);
+  }
+
+  private async bounce(message: QueuedMessage, failed: { recipient: QueueRecipient; outcome: RecipientOutcome }[], now: number): Promise<void> {
+    const rcpts = failed.map((f) => f.recipient.address);
+    if (message.from === '') {
+      // RFC 5321 §4.5.5 / RFC 3464: never bounce a bounce (a null-sender message has nobody to notify).
+      this.emit('dsn-suppressed', message, { rcpts, reason: 'the message has the null sender <> (it is itself a bounce): no DSN is sent for it' });
+      return;
+    }
+    const hostname = this.options.config.hostname;
+    let headers: Buffer;
+    try {
+      const data = await this.queue.readMessage(message.queueId);
+      headers = Buffer.from(headerSection(data), 'latin1');
+    } catch {
+      headers = Buffer.from(`X-Maillab-Note: the original message file of ${message.queueId} could not be read\r\n`);
+    }
+    const dsnQueueId = this.queue.newId();
+    const dsnMessageId = `<${compactDate(now)}.${dsnQueueId}@${hostname}>`;
+    const recipients: DsnRecipient[] = failed.map(({ recipient, outcome }) => {
+      const expired = recipient.result?.expired === true;
+      return {
+        address: recipient.address,
+        status: recipient.result?.status ?? outcome.status,
+        description: expired ? `message expired after ${Math.round((now - message.arrival) / 1000)} s in the queue; last error: ${outcome.description}` : outcome.description,
+        ...(outcome.remote ? { remoteReply: outcome.reply } : {}),
+        ...(outcome.remote && outcome.remoteMta ? { remoteMta: outcome.remoteMta } : {}),
+        lastAttempt: now,
+        ...(expired ? { expired: true } : {}),
+      };
+    });
+    const dsn = buildDsn({
+      reportingMta: hostname,
+      originalSender: message.from,
+      originalQueueId: message.queueId,
+      ...(message.messageId ? { originalMessageId: message.messageId } : {}),
+      arrival: message.arrival,
+      originalHeaders: headers,
+      recipients,
+      messageId: dsnMessageId,
+      date: now,
+    });
+    await this.accept({ queueId: dsnQueueId, from: '', to: [message.from], data: dsn, messageId: dsnMessageId, origin: { kind: 'dsn', protocol: 'local' }, dsnFor: message.queueId });
+    this.emit('dsn-created', message, { dsnQueueId, dsnMessageId, for: { queueId: message.queueId, messageId: message.messageId ?? null }, to: message.from, rcpts });
+  }
+}
+
+function toReport(outcome: RecipientOutcome, at: number): AttemptReport {
+  return {
+    description: outcome.description,
+    hop: outcome.hop,
+    status: outcome.status,
+    reply: outcome.reply,
+    ...(outcome.code !== undefined ? { code: outcome.code } : {}),
+    ...(outcome.command ? { command: outcome.command } : {}),
+    ...(outcome.remote && outcome.remoteMta ? { remoteMta: outcome.remoteMta } : {}),
+    at,
+  };
+}
+
+/** `20261122023208`, for Message-IDs. */
+export function compactDate(ms: number): string {
+  return new Date(ms).toISOString().replace(/\D/g, '').slice(0, 14);
+}

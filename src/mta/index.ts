@@ -1,0 +1,97 @@
+// The `mta` role: the sender MTA. Submission (587, AUTH) and SMTP (25, for its local domains) in front of a
+// durable queue; delivery over SMTP to MX hosts found in the lab DNS, and over LMTP to the mailbox server for local
+// domains; retries, expiry and bounces.
+//
+// Control operations (rpc):
+//   queue   { state?, all? } -> QueueEntryView[]: the messages in the queue (not done); `all` adds the finished ones
+//                           still remembered, `state` filters
+//   flush                -> { flushed }: every deferred message is tried now
+//   message { queueId }  -> QueueEntryView plus the full record (every recipient's last report) and the headers
+import path from 'node:path';
+import { createLabResolver, resolveMxTargets } from '../dns/index.js';
+import type { Endpoint, MtaNodeConfig } from '../shared/config.js';
+import { headerSection } from '../shared/headers.js';
+import type { RoleStarter } from '../shared/node.js';
+import { SmtpClientPool } from '../shared/smtp-client.js';
+import { listen } from '../shared/smtp-server.js';
+import { MtaEngine } from './engine.js';
+import { isFinal, MailQueue } from './queue.js';
+import { createReceivers } from './receive.js';
+
+export { LAB_RETRY, PRODUCTION_RETRY } from './scheduler.js';
+export type { QueueEntryView } from './engine.js';
+
+/** How long an outbound session stays cached for the next message to the same server (Postfix: smtp_connection_cache_time_limit = 2s). */
+const RELAY_IDLE_MS = 2000;
+/** LMTP sessions to the mailbox server are cheap to keep and always reused: keep them longer. */
+const LMTP_IDLE_MS = 10_000;
+/** How long stop() lets running deliveries finish. */
+const STOP_GRACE_MS = 2000;
+
+export const startMta: RoleStarter<MtaNodeConfig> = async (ctx) => {
+  const { config, events, log } = ctx;
+  const resolver = createLabResolver(config.resolver);
+  // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
+  const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
+  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS });
+  const lmtp = new SmtpClientPool({ ...client, lmtp: true, idleMs: LMTP_IDLE_MS });
+  const queue = new MailQueue(path.join(config.dataDir, 'queue'), { fsync: config.fsync });
+  const engine = new MtaEngine({
+    config,
+    queue,
+    events,
+    log,
+    delivery: {
+      hostname: config.hostname,
+      localDomains: config.localDomains,
+      ...(config.localDelivery ? { localDelivery: config.localDelivery } : {}),
+      relayPort: config.relayPort,
+      lookupMx: (domain) => resolveMxTargets(resolver, domain),
+      smtp,
+      lmtp,
+    },
+  });
+
+  const recovered = await engine.start();
+  if (recovered.queued.length || recovered.orphansRemoved.length || recovered.broken.length) {
+    log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.orphansRemoved.length} orphan message file(s) removed, ${recovered.broken.length} broken`);
+  }
+
+  const servers = createReceivers({ config, engine, events, log });
+  await listen(servers.smtp, config.address, config.ports.smtp, 'smtp');
+  await listen(servers.submission, config.address, config.ports.submission, 'submission');
+  const boundPort = (server: typeof servers.smtp, fallback: number): number => {
+    const address = server.server.address();
+    return typeof address === 'object' && address ? address.port : fallback;
+  };
+  const services: Record<string, Endpoint> = {
+    smtp: { host: config.address, port: boundPort(servers.smtp, config.ports.smtp) },
+    submission: { host: config.address, port: boundPort(servers.submission, config.ports.submission) },
+  };
+
+  return {
+    services,
+    rpc: {
+      queue: (args: { state?: string; all?: boolean }) =>
+        (args?.all || args?.state === 'done' ? queue.list() : queue.pending())
+          // A message whose every recipient has its outcome is out of the queue as soon as the outcome is known
+          // (and its events emitted), not only once the done record is on disk.
+          .filter((m) => args?.all || args?.state || m.recipients.some((r) => !isFinal(r.state)))
+          .filter((m) => !args?.state || m.state === args.state)
+          .map((m) => engine.view(m)),
+      flush: () => engine.flush(),
+      message: async (args: { queueId?: string }) => {
+        const message = args?.queueId ? queue.get(args.queueId) : undefined;
+        if (!message) throw new Error(`no message ${args?.queueId ?? '(queueId missing)'} in the queue`);
+        const headers = message.state === 'done' ? undefined : await queue.readMessage(message.queueId).then((data) => headerSection(data), () => undefined);
+        return { ...engine.view(message), record: message, ...(headers !== undefined ? { headers } : {}) };
+      },
+    },
+    async stop() {
+      const closed = Object.values(servers).map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+      await Promise.all([...closed, engine.stop(STOP_GRACE_MS)]);
+      smtp.close();
+      lmtp.close();
+    },
+  };
+};

@@ -1,0 +1,269 @@
+// Tests of the shared outbound client (src/shared/smtp-client.ts) against small smtp-server instances.
+import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseReply, SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
+import { createSmtpServer, listen } from '../shared/smtp-server.js';
+
+const host = `127.0.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
+
+interface TestServer {
+  port: number;
+  connections: number;
+  messages: { from: string; to: string[]; data: string; session: string }[];
+  close(): Promise<void>;
+}
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+});
+
+type Handlers = Pick<SMTPServerOptions, 'onConnect' | 'onMailFrom' | 'onRcptTo'> & {
+  data?: (session: SMTPServerSession, body: string) => Error | string | (string | Error)[] | undefined;
+};
+
+function refusal(code: number, text: string): Error {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+async function startServer(handlers: Handlers = {}, options: Partial<SMTPServerOptions> = {}): Promise<TestServer> {
+  const state: TestServer = { port: 0, connections: 0, messages: [], close: async () => undefined };
+  const server: SMTPServer = createSmtpServer({
+    greetingDelayMs: 0,
+    name: 'mx.test',
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    hideSTARTTLS: true,
+    logger: false,
+    closeTimeout: 100,
+    ...options,
+    onConnect(session, callback) {
+      state.connections++;
+      if (handlers.onConnect) return handlers.onConnect(session, callback);
+      callback();
+    },
+    ...(handlers.onMailFrom ? { onMailFrom: handlers.onMailFrom } : {}),
+    ...(handlers.onRcptTo ? { onRcptTo: handlers.onRcptTo } : {}),
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        const verdict = handlers.data?.(session, body);
+        if (verdict instanceof Error) return callback(verdict);
+        state.messages.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), data: body, session: session.id });
+        callback(null, verdict as string);
+      });
+    },
+  });
+  server.on('error', () => undefined);
+  await listen(server, host, 0, 'test smtp');
+  const address = server.server.address();
+  state.port = typeof address === 'object' && address ? address.port : 0;
+  state.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  cleanup.push(state.close);
+  return state;
+}
+
+function pool(options: Partial<ConstructorParameters<typeof SmtpClientPool>[0]> = {}): SmtpClientPool {
+  const p = new SmtpClientPool({ ehloName: 'mta.sender.test', connectTimeoutMs: 1000, idleMs: 5000, ...options });
+  cleanup.push(() => p.close());
+  return p;
+}
+
+const message = (n = 1) => Buffer.from(`From: a@sender.test\r\nTo: b@receiver.test\r\nSubject: test ${n}\r\n\r\n.leading dot\r\nbody ${n}\r\n`);
+
+describe('SmtpClientPool', () => {
+  it('sends a message and reports each recipient', async () => {
+    const server = await startServer({
+      onRcptTo(address, _session, callback) {
+        if (address.address.startsWith('nobody')) return callback(refusal(550, '5.1.1 <nobody@receiver.test>: no such user'));
+        callback();
+      },
+      data: () => '2.0.0 Ok: queued as X1',
+    });
+    const client = pool();
+    const result = await client.send({ host, port: server.port, servername: 'mx.test' }, { from: 'a@sender.test', to: ['b@receiver.test', 'nobody@receiver.test', 'b@receiver.test'] }, message());
+    expect(result.target).toBe(`mx.test[${host}]:${server.port}`);
+    expect(result.stage).toBe('data');
+    expect(result.accepted).toEqual(['b@receiver.test']);
+    expect(result.rejected).toEqual(['nobody@receiver.test']);
+    expect(result.recipients).toEqual([
+      { address: 'b@receiver.test', accepted: true, code: 250, enhanced: '2.0.0', reply: '250 2.0.0 Ok: queued as X1', stage: 'data', command: 'DATA' },
+      { address: 'nobody@receiver.test', accepted: false, code: 550, enhanced: '5.1.1', reply: '550 5.1.1 <nobody@receiver.test>: no such user', stage: 'rcpt', command: 'RCPT TO:<nobody@receiver.test>' },
+    ]);
+    expect(server.messages).toHaveLength(1);
+    expect(server.messages[0]!.data).toContain('\r\n.leading dot\r\n'); // dot-stuffed on the wire, unstuffed by the server
+  });
+
+  it('reuses one connection for consecutive transactions to the same target', async () => {
+    const server = await startServer();
+    const client = pool();
+    const target = { host, port: server.port };
+    const results = [];
+    for (let i = 1; i <= 4; i++) results.push(await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(i)));
+    expect(results.map((r) => r.reused)).toEqual([false, true, true, true]);
+    expect(server.connections).toBe(1);
+    expect(new Set(server.messages.map((m) => m.session)).size).toBe(1);
+    expect(server.messages.map((m) => m.data.match(/body (\d)/)?.[1])).toEqual(['1', '2', '3', '4']);
+    expect(client.stats()).toMatchObject({ opened: 1, reused: 3, idle: 1, busy: 0 });
+  });
+
+  it('opens parallel connections for concurrent transactions, then keeps them', async () => {
+    const server = await startServer();
+    const client = pool();
+    const target = { host, port: server.port };
+    await Promise.all([1, 2, 3].map((i) => client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(i))));
+    expect(server.connections).toBe(3);
+    expect(client.stats().idle).toBe(3);
+    await Promise.all([4, 5, 6].map((i) => client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(i))));
+    expect(server.connections).toBe(3);
+  });
+
+  it('closes idle connections after idleMs', async () => {
+    const server = await startServer();
+    const client = pool({ idleMs: 50 });
+    const target = { host, port: server.port };
+    await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(client.stats().idle).toBe(1);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(client.stats().idle).toBe(0);
+    const again = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(again.reused).toBe(false);
+    expect(server.connections).toBe(2);
+  });
+
+  it('drops a cached connection the server closed, and connects afresh', async () => {
+    const server = await startServer({}, { socketTimeout: 100 });
+    const client = pool();
+    const target = { host, port: server.port };
+    await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(1));
+    await new Promise((r) => setTimeout(r, 300)); // the server times the idle session out
+    const result = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(2));
+    expect(result.reused).toBe(false);
+    expect(server.connections).toBe(2);
+    expect(server.messages).toHaveLength(2);
+  });
+
+  it('retries once on a fresh connection when a cached one fails before the data', async () => {
+    let transactions = 0;
+    const server = await startServer({
+      onMailFrom(_address, session, callback) {
+        transactions++;
+        // The server gives up on reused sessions (like one that restarted meanwhile).
+        if (session.transaction > 1) return callback(refusal(421, '4.3.2 shutting down'));
+        callback();
+      },
+    });
+    const client = pool();
+    const target = { host, port: server.port };
+    await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(1));
+    const second = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(2));
+    expect(second.retried).toBe(true);
+    expect(second.accepted).toEqual(['b@receiver.test']);
+    expect(server.connections).toBe(2);
+    expect(transactions).toBe(3);
+    expect(server.messages).toHaveLength(2);
+    expect(client.stats().staleRetries).toBe(1);
+  });
+
+  it('reports a refused MAIL FROM as an SmtpClientError, and keeps the session (RSET)', async () => {
+    const server = await startServer({
+      onMailFrom(address, _session, callback) {
+        if (address.address === 'spammer@bad.test') return callback(refusal(553, '5.7.1 <spammer@bad.test>: sender rejected'));
+        callback();
+      },
+    });
+    const client = pool();
+    const target = { host, port: server.port, servername: 'mx.test' };
+    const err = await client.send(target, { from: 'spammer@bad.test', to: ['b@receiver.test'] }, message()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SmtpClientError);
+    expect(err).toMatchObject({ stage: 'mail', code: 553, enhanced: '5.7.1', temporary: false, command: 'MAIL FROM:<spammer@bad.test>', reply: '553 5.7.1 <spammer@bad.test>: sender rejected' });
+    expect((err as Error).message).toBe(`mx.test[${host}]:${server.port}: MAIL FROM:<spammer@bad.test> refused: 553 5.7.1 <spammer@bad.test>: sender rejected`);
+    const ok = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(ok.reused).toBe(true);
+    expect(server.connections).toBe(1);
+  });
+
+  it('returns per-recipient results when every recipient is refused, and when the data is refused', async () => {
+    const server = await startServer({
+      onRcptTo(address, _session, callback) {
+        if (address.address.startsWith('full')) return callback(refusal(452, '4.2.2 mailbox full'));
+        if (address.address.startsWith('nobody')) return callback(refusal(550, '5.1.1 no such user'));
+        callback();
+      },
+      data: (_session, body) => (body.includes('virus') ? refusal(554, '5.7.1 message content rejected') : undefined),
+    });
+    const client = pool();
+    const target = { host, port: server.port };
+    const none = await client.send(target, { from: 'a@sender.test', to: ['full@receiver.test', 'nobody@receiver.test'] }, message());
+    expect(none.stage).toBe('rcpt');
+    expect(none.recipients.map((r) => [r.address, r.accepted, r.code, r.enhanced, r.stage])).toEqual([
+      ['full@receiver.test', false, 452, '4.2.2', 'rcpt'],
+      ['nobody@receiver.test', false, 550, '5.1.1', 'rcpt'],
+    ]);
+    const refused = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test', 'nobody@receiver.test'] }, Buffer.from('Subject: virus\r\n\r\nvirus\r\n'));
+    expect(refused.stage).toBe('data');
+    expect(refused.dataReply).toBe('554 5.7.1 message content rejected');
+    expect(refused.recipients.map((r) => [r.address, r.accepted, r.code, r.stage, r.command])).toEqual([
+      ['b@receiver.test', false, 554, 'data', 'DATA'],
+      ['nobody@receiver.test', false, 550, 'rcpt', 'RCPT TO:<nobody@receiver.test>'],
+    ]);
+    const ok = await client.send(target, { from: '', to: ['b@receiver.test'] }, message());
+    expect(ok.accepted).toEqual(['b@receiver.test']);
+    expect(server.messages.at(-1)!.from).toBe('');
+    expect(server.connections).toBe(1);
+  });
+
+  it('fails with stage connect when nothing listens, naming the target', async () => {
+    const server = await startServer();
+    await server.close();
+    const client = pool();
+    const err = (await client.send({ host, port: server.port, servername: 'mx.down.test' }, { from: 'a@sender.test', to: ['b@receiver.test'] }, message()).catch((e: unknown) => e)) as SmtpClientError;
+    expect(err).toBeInstanceOf(SmtpClientError);
+    expect(err).toMatchObject({ stage: 'connect', temporary: true, errno: 'ECONNREFUSED', command: 'connect' });
+    expect(err.code).toBeUndefined();
+    expect(err.message).toBe(`mx.down.test[${host}]:${server.port}: cannot connect: connection refused (ECONNREFUSED)`);
+  });
+
+  it('fails with stage greeting when the server refuses the session', async () => {
+    const server = await startServer({ onConnect: (_session, callback) => callback(refusal(421, '4.3.2 too busy, come back later')) });
+    const client = pool();
+    const err = (await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['b@receiver.test'] }, message()).catch((e: unknown) => e)) as SmtpClientError;
+    expect(err).toMatchObject({ stage: 'greeting', code: 421, enhanced: '4.3.2', temporary: true });
+    expect(err.message).toContain(`${host}:${server.port}`);
+    expect(err.message).toContain('421 4.3.2 too busy');
+  });
+
+  it('speaks LMTP with one reply per recipient after the data', async () => {
+    const server = await startServer(
+      {
+        onRcptTo(address, _session, callback) {
+          if (address.address.startsWith('ghost')) return callback(refusal(550, '5.1.1 no such mailbox'));
+          callback();
+        },
+        data: (session) => session.envelope.rcptTo.map((r) => (r.address.startsWith('full') ? refusal(452, '4.2.2 over quota') : `2.0.0 <${r.address}> delivered`)),
+      },
+      { lmtp: true },
+    );
+    const client = pool({ lmtp: true });
+    const target = { host, port: server.port };
+    const result = await client.send(target, { from: 'a@sender.test', to: ['b@local.test', 'full@local.test', 'ghost@local.test', 'c@local.test'] }, message());
+    expect(result.stage).toBe('lmtp');
+    expect(result.recipients.map((r) => [r.address, r.accepted, r.code, r.stage])).toEqual([
+      ['b@local.test', true, 250, 'lmtp'],
+      ['full@local.test', false, 452, 'lmtp'],
+      ['ghost@local.test', false, 550, 'rcpt'],
+      ['c@local.test', true, 250, 'lmtp'],
+    ]);
+    const again = await client.send(target, { from: 'a@sender.test', to: ['b@local.test'] }, message());
+    expect(again.reused).toBe(true);
+    expect(server.connections).toBe(1);
+  });
+});
+
+describe('parseReply', () => {
+  it('handles replies without text', () => {
+    expect(parseReply('250')).toEqual({ code: 250, text: '' });
+  });
+});
