@@ -12,13 +12,14 @@ describe('offline receiver', () => {
 
     const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'while you were out', text: 'queued for you' });
     const deferred = await lab().waitFor({ kind: 'deferred', messageId: sent.messageId });
-    expect(String(deferred.detail.error ?? deferred.detail.reply)).toMatch(/ECONNREFUSED|refused/i);
+    // Local runtime: the MX's port is closed (refused). Docker: the MX's host is gone (timeout).
+    expect(String(deferred.detail.error ?? deferred.detail.reply)).toMatch(/refused|timed out/i);
     expect(String(deferred.detail.error ?? deferred.detail.reply)).toContain(mx.config.address);
 
     const queue = await lab().mta().queue();
     const entry = queue.find((q) => q.messageId === sent.messageId);
     expect(entry?.state).toBe('deferred');
-    expect(entry?.recipients[0]?.lastError).toMatch(/refused/i);
+    expect(entry?.recipients[0]?.lastError).toMatch(/refused|timed out/i);
 
     await mx.start();
     await lab().mta().flush();

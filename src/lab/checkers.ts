@@ -53,14 +53,28 @@ export async function findMessages(lab: StartedLab, user: string, messageId: str
 }
 
 /**
- * Attempts happened at the configured retry delays: the gap between consecutive attempts of the message to
- * `rcpt` is at least the scheduled delay and not much more (`slackMs` for scheduling and connection time).
+ * Retries followed the schedule: after the i-th failed attempt (a `deferred` event) the next attempt (an
+ * `active` event) started schedule[i] ms later (the last value repeats), give or take `slackMs` of scheduling.
+ * Returns the measured delays.
  */
-export function checkRetrySchedule(attempts: readonly LabEvent[], schedule: number[], slackMs = 750): void {
-  for (let i = 1; i < attempts.length; i++) {
-    const expected = schedule[Math.min(i - 1, schedule.length - 1)]!;
-    const gap = attempts[i]!.time - attempts[i - 1]!.time;
-    if (gap < expected - 25 || gap > expected + slackMs)
-      fail(`attempt ${i + 1} came ${gap.toFixed(0)} ms after attempt ${i}; the schedule says ${expected} ms (±${slackMs})`, attempts);
+export function checkRetrySchedule(history: History, messageId: string, schedule: number[], slackMs = 250): number[] {
+  const trace = history.trace(messageId).filter((e) => e.node === trace0(history, messageId));
+  const deferred = trace.filter((e) => e.kind === 'deferred');
+  const active = trace.filter((e) => e.kind === 'active');
+  const delays: number[] = [];
+  for (let i = 0; i < deferred.length; i++) {
+    const next = active.find((a) => a.time > deferred[i]!.time);
+    if (!next) break;
+    const expected = schedule[Math.min(i, schedule.length - 1)]!;
+    const delay = next.time - deferred[i]!.time;
+    delays.push(delay);
+    if (delay < expected - 25 || delay > expected + slackMs)
+      fail(`retry ${i + 1} of ${messageId} started ${delay.toFixed(0)} ms after the failure; the schedule says ${expected} ms (±${slackMs})`, trace);
   }
+  return delays;
+}
+
+/** The node that queued the message (the MTA whose retries are checked). */
+function trace0(history: History, messageId: string): string | undefined {
+  return history.trace(messageId).find((e) => e.kind === 'queued')?.node;
 }

@@ -46,6 +46,11 @@ export class Lab {
     this.definition.domains[domain] = { ...this.definition.domains[domain], mx };
     return this;
   }
+  /** How long the MTA waits for an MX to accept a connection. */
+  withConnectTimeout(ms: number): this {
+    this.definition.connectTimeoutMs = ms;
+    return this;
+  }
   withGreetingDelay(ms: number): this {
     this.definition.greetingDelayMs = ms;
     return this;

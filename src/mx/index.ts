@@ -19,7 +19,17 @@ function reply(code: number, text: string): Error & { responseCode: number } {
 export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => {
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
   const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
-  const lmtp = new SmtpClientPool({ ehloName: config.hostname, lmtp: true, connectTimeoutMs: 2000, idleMs: 5000, localAddress: config.address });
+  // LMTP is a local hop: a mailbox server that does not answer within seconds is down (or cut off), and the
+  // sender must hear 451 long before its own timeouts expire.
+  const lmtp = new SmtpClientPool({
+    ehloName: config.hostname,
+    lmtp: true,
+    connectTimeoutMs: 2000,
+    greetingTimeoutMs: 2000,
+    socketTimeoutMs: 5000,
+    idleMs: 5000,
+    localAddress: config.address,
+  });
 
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
