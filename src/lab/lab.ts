@@ -189,6 +189,12 @@ export class NodeHandle {
     this.control = undefined;
   }
 
+  /** The node's own view of itself: name, role, pid, services. */
+  async health() {
+    if (!this.control) throw new Error(`node ${this.name} is not running`);
+    return this.control.health();
+  }
+
   /** A node-specific control operation (see each role's rpc table). */
   async call<T = unknown>(operation: string, args: unknown = {}): Promise<T> {
     if (!this.control) throw new Error(`node ${this.name} is not running: cannot call ${operation}`);
