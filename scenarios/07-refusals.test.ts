@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { smtpDialogue } from '../src/lab/probe.js';
 import { useLab } from './support/lab.js';
 
-const lab = useLab();
+const lab = useLab(undefined, { scope: 'test' });
 
 describe('refusals', () => {
   it('refuses MAIL FROM on submission before AUTH', async () => {

@@ -1,25 +1,39 @@
-// Vitest glue: one lab per scenario file (or per test), stopped even when a test fails.
-import { afterAll, beforeAll } from 'vitest';
+// Vitest glue: one lab per scenario file (default) or a fresh one per test, stopped even when a test fails.
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { Lab, type StartedLab } from '../../src/lab/lab.js';
 import type { LabDefinition } from '../../src/lab/topology.js';
 import defaultLab from '../../lab/default.js';
 
 export { defaultLab };
 
+export interface UseLabOptions {
+  /** `file`: one lab shared by the file's tests; `test`: a fresh lab for every test. */
+  scope?: 'file' | 'test';
+  definition?: LabDefinition;
+}
+
 /**
- * Starts a lab before the file's tests and stops it after them; returns a getter for the started lab.
+ * Starts a lab before the tests and stops it after them; returns a getter for the started lab.
  * `configure` turns the definition into a variant (a second MX, another retry schedule...).
  */
-export function useLab(configure: (lab: Lab) => Lab = (l) => l, definition: LabDefinition = defaultLab): () => StartedLab {
+export function useLab(configure: (lab: Lab) => Lab = (l) => l, options: UseLabOptions = {}): () => StartedLab {
   let started: StartedLab | undefined;
-  beforeAll(async () => {
-    started = await configure(new Lab(definition)).start();
-  });
-  afterAll(async () => {
+  const start = async () => {
+    started = await configure(new Lab(options.definition ?? defaultLab)).start();
+  };
+  const stop = async () => {
     await started?.stop();
-  });
+    started = undefined;
+  };
+  if (options.scope === 'test') {
+    beforeEach(start);
+    afterEach(stop);
+  } else {
+    beforeAll(start);
+    afterAll(stop);
+  }
   return () => {
-    if (!started) throw new Error('the lab did not start (see the beforeAll error)');
+    if (!started) throw new Error('the lab did not start (see the beforeAll/beforeEach error)');
     return started;
   };
 }

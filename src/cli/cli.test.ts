@@ -1,0 +1,99 @@
+// The CLI as a user runs it: `maillab up --json` prints one line of endpoints, the lab answers on them, and
+// SIGTERM stops every node; `maillab node dns --config` runs one node on its own.
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { describe, expect, it } from 'vitest';
+import { createLabResolver } from '../dns/index.js';
+import { smtpDialogue } from '../lab/probe.js';
+import { packageRoot } from '../lab/runtime.js';
+
+const bin = path.join(packageRoot(), 'bin', 'maillab.mjs');
+
+function firstLine(child: ReturnType<typeof spawn>, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => reject(new Error(`no line on stdout within ${timeoutMs} ms\n${stderr}`)), timeoutMs);
+    createInterface({ input: child.stdout! }).once('line', (line) => {
+      clearTimeout(timer);
+      resolve(line);
+    });
+    child.once('exit', (code) => reject(new Error(`exited with ${code} before printing\n${stderr}`)));
+  });
+}
+
+function exited(child: ReturnType<typeof spawn>): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    child.once('exit', (code) => resolve(code));
+  });
+}
+
+describe('maillab up --json', () => {
+  it('prints exactly one line with every endpoint, serves on them, and stops cleanly on SIGTERM', async () => {
+    const child = spawn(process.execPath, [bin, 'up', '--json', '--runtime', 'local'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const line = await firstLine(child, 20_000);
+    const description = JSON.parse(line) as {
+      runtime: string;
+      nodes: Record<string, { host: string; services: Record<string, { host: string; port: number }> }>;
+      users: { address: string; password: string }[];
+    };
+    expect(description.runtime).toBe('local');
+    expect(Object.keys(description.nodes).sort()).toEqual(['dns', 'mailbox', 'mta', 'mx']);
+    expect(Object.keys(description.nodes.mailbox!.services).sort()).toEqual(['imap', 'lmtp', 'pop3']);
+    expect(Object.keys(description.nodes.mta!.services).sort()).toEqual(['smtp', 'submission']);
+    expect(description.users.map((u) => u.address)).toContain('bob@receiver.test');
+
+    const mx = await createLabResolver(description.nodes.dns!.services.dns!).resolveMx('receiver.test');
+    expect(mx[0]!.exchange).toBe('mx.receiver.test');
+    const replies = await smtpDialogue(description.nodes.mx!.services.smtp!, ['EHLO cli.test']);
+    expect(replies[0]!.code).toBe(220);
+
+    child.kill('SIGTERM');
+    expect(await exited(child)).toBe(0);
+    // Every node is gone: the MX no longer accepts connections.
+    await expect(smtpDialogue(description.nodes.mx!.services.smtp!, [], 1000)).rejects.toThrow();
+  });
+});
+
+describe('maillab node', () => {
+  it('runs one node on its own from a config file', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-cli-'));
+    const address = `127.${30 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 250)}.9`;
+    const config = {
+      name: 'dns',
+      role: 'dns',
+      hostname: 'ns.lab.test',
+      address,
+      dataDir: dir,
+      controlPort: 7070,
+      resolver: { host: address, port: 5353 },
+      greetingDelayMs: 0,
+      fsync: true,
+      port: 5353,
+      zones: [{ origin: 'solo.test', records: [{ name: 'solo.test', type: 'MX', exchange: 'mx.solo.test', priority: 5 }, { name: 'mx.solo.test', type: 'A', address }] }],
+    };
+    await fs.writeFile(path.join(dir, 'dns.json'), JSON.stringify(config));
+    const child = spawn(process.execPath, [bin, 'node', 'dns', '--config', path.join(dir, 'dns.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      expect(await firstLine(child, 10_000)).toMatch(/^MAILLAB_READY /);
+      const answer = await createLabResolver({ host: address, port: 5353 }).resolveMx('solo.test');
+      expect(answer).toEqual([{ exchange: 'mx.solo.test', priority: 5 }]);
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited(child)).toBe(0);
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('explains its usage when the role or the config is missing', async () => {
+    const child = spawn(process.execPath, [bin, 'node', 'nonsense'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    expect(await exited(child)).toBe(2);
+    expect(stderr).toMatch(/usage: maillab node <dns\|mta\|mx\|mailbox> --config/);
+  });
+});
