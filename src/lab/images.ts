@@ -86,6 +86,13 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
   }
   const files: Omit<ImageFile, 'size' | 'sha256'>[] = [{ target: IMAGE_PATHS.bundle, source: bundle, mode: 0o644 }];
   if (existsSync(bundle + '.map')) files.push({ target: IMAGE_PATHS.bundle + '.map', source: bundle + '.map', mode: 0o644 });
+  // The roles' chunks (see build.mjs), beside the entry point as in dist/.
+  const chunks = path.join(path.dirname(bundle), 'node-chunks');
+  if (existsSync(chunks)) {
+    for (const name of (await fs.readdir(chunks)).sort()) {
+      files.push({ target: path.posix.join(path.posix.dirname(IMAGE_PATHS.bundle), 'node-chunks', name), source: path.join(chunks, name), mode: 0o644 });
+    }
+  }
   const entrypoint = JSON.stringify([runtime ? IMAGE_PATHS.node : 'node', '--enable-source-maps', IMAGE_PATHS.bundle]);
   const plan = await layer(IMAGE_REPOSITORY, [`FROM ${runtime?.tag ?? base}`, 'COPY rootfs/ /', `ENTRYPOINT ${entrypoint}`], files, [
     { target: '/config', mode: 0o755 },

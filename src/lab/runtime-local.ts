@@ -32,7 +32,7 @@ export class LocalRuntime implements Runtime {
     await fs.writeFile(configFile, JSON.stringify(config, null, 2));
     const entry = path.join(packageRoot(), 'dist', 'node.js');
     if (!existsSync(entry)) throw new Error(`${entry} is missing: run "npm run build" first`);
-    const child = spawn(process.execPath, ['--enable-source-maps', entry, config.role, '--config', configFile], {
+    const child = spawn(process.execPath, [...(process.env.MAILLAB_NODE_ARGS?.split(' ').filter(Boolean) ?? []), '--enable-source-maps', entry, config.role, '--config', configFile], {
       // stdin stays open as a lifeline: the node exits when the harness dies without stopping it.
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NODE_OPTIONS: '', MAILLAB_LIFELINE: 'stdin' },
