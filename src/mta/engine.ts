@@ -79,8 +79,7 @@ export class MtaEngine {
   /** Loads the queue from disk (repairing what a crash left) and schedules every queued message. */
   async start(): Promise<RecoveryReport> {
     const report = await this.queue.open();
-    for (const queueId of report.orphansRemoved) this.emit('error', undefined, { queueId, error: `removed message file ${queueId} that had no envelope (never acknowledged)` });
-    for (const queueId of report.broken) this.emit('error', undefined, { queueId, error: `envelope ${queueId} unusable (unreadable, or its message file is missing): set aside as .broken` });
+    for (const queueId of report.broken) this.emit('error', undefined, { queueId, error: `queue files of ${queueId} unusable (a message file without a valid envelope line, or an envelope unreadable or without its message file): set aside as .broken` });
     for (const message of this.queue.pending()) this.scheduler.schedule(message.queueId, message.nextAttempt ?? this.now());
     return report;
   }
@@ -206,7 +205,8 @@ export class MtaEngine {
     }
 
     // The bounce is queued before the original's outcome is recorded: a crash in between repeats the attempt and may
-    // send a second bounce, but never loses one.
+    // send a second bounce, but never loses one. It also reads the original's headers while they are still there
+    // (settling a message as done removes its file).
     if (failed.length) await this.bounce(message, failed, now);
     await this.finish(message);
   }

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { checkTransition, MailQueue, newQueueId, type EnqueueInput } from './queue.js';
+import { checkTransition, DirSync, MailQueue, newQueueId, type EnqueueInput, type MailQueueOptions } from './queue.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -21,11 +21,21 @@ const input = (over: Partial<EnqueueInput> = {}): EnqueueInput => ({
   ...over,
 });
 
-async function openQueue(): Promise<MailQueue> {
-  const queue = new MailQueue(dir, { fsync: true });
+async function openQueue(options: Partial<MailQueueOptions> = {}): Promise<MailQueue> {
+  const queue = new MailQueue(dir, { fsync: true, ...options });
   await queue.open();
   return queue;
 }
+
+/** A queue file as `enqueue` writes it: the envelope line, then the message. */
+async function queueFile(queueId: string): Promise<{ envelope: Record<string, unknown>; data: Buffer }> {
+  const file = await fs.readFile(path.join(dir, 'msg', `${queueId}.eml`));
+  const end = file.indexOf(0x0a);
+  return { envelope: JSON.parse(file.subarray(0, end).toString('utf8')) as Record<string, unknown>, data: file.subarray(end + 1) };
+}
+
+const files = async (sub: string) => (await fs.readdir(path.join(dir, sub))).sort();
+
 
 describe('queue ids', () => {
   it('are upper-case hex, unique and ordered by time', () => {
@@ -47,7 +57,7 @@ describe('state machine', () => {
     expect(() => checkTransition('Q', 'done', 'active')).toThrow();
   });
 
-  it('goes through the states with per-recipient outcomes', async () => {
+  it('goes through the states with per-recipient outcomes, writing only what a restart needs', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
     expect(message.state).toBe('incoming');
@@ -57,7 +67,12 @@ describe('state machine', () => {
     ]);
     await expect(queue.settle(message.queueId)).rejects.toThrow(/incoming -> deferred/);
 
+    // Activation is in memory only.
     await queue.activate(message.queueId);
+    expect(message.state).toBe('active');
+    expect(await files('env')).toEqual([]);
+    expect((await queueFile(message.queueId)).envelope.state).toBe('incoming');
+
     const [bob, carol] = message.recipients;
     bob!.state = 'delivered';
     bob!.attempts = 1;
@@ -68,33 +83,127 @@ describe('state machine', () => {
     await queue.settle(message.queueId);
     expect(message.state).toBe('deferred');
     expect(message.nextAttempt).toBe(5000);
+    // Deferral is written: the envelope file, which overrides the envelope line.
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8'))).toMatchObject({ state: 'deferred', nextAttempt: 5000 });
 
     await expect(queue.activate('NOPE')).rejects.toThrow(/no such message/);
     await queue.activate(message.queueId);
     carol!.state = 'bounced';
     await queue.settle(message.queueId);
     expect(message.state).toBe('done');
+    expect(message.doneAt).toBeTypeOf('number');
     expect(queue.pending()).toHaveLength(0);
     expect(queue.get(message.queueId)?.state).toBe('done');
-    await expect(fs.access(queue.messagePath(message.queueId))).rejects.toThrow();
+    // Done: no file left at all, and no done directory.
+    expect(await files('msg')).toEqual([]);
+    expect(await files('env')).toEqual([]);
+    expect(await fs.readdir(dir)).not.toContain('done');
+    await expect(queue.readMessage(message.queueId)).rejects.toThrow();
     await expect(queue.activate(message.queueId)).rejects.toThrow(/done/);
+    await expect(queue.save(message.queueId)).rejects.toThrow(/done/);
+  });
+});
+
+describe('enqueue', () => {
+  it('writes one file: the envelope as one line of JSON, then the message; no envelope file', async () => {
+    const queue = await openQueue();
+    const data = input().data;
+    const message = await queue.enqueue(input());
+    expect(await files('msg')).toEqual([`${message.queueId}.eml`]);
+    expect(await files('env')).toEqual([]);
+    const file = await fs.readFile(path.join(dir, 'msg', `${message.queueId}.eml`));
+    expect(file.subarray(file.indexOf(0x0a) + 1).equals(data)).toBe(true);
+    const { envelope } = await queueFile(message.queueId);
+    expect(envelope).toEqual(JSON.parse(JSON.stringify(message)));
+    expect(envelope).toMatchObject({ queueId: message.queueId, from: 'alice@sender.test', state: 'incoming', messageId: '<m1@sender.test>', size: data.length });
+    expect((await queue.readMessage(message.queueId)).equals(data)).toBe(true);
+  });
+
+  it('keeps the envelope on one line whatever the addresses and origin contain', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ from: 'we\nird@sender.test', origin: { kind: 'smtp', helo: 'a\r\nb\u2028c' } }));
+    const { envelope, data } = await queueFile(message.queueId);
+    expect(envelope).toMatchObject({ from: 'we\nird@sender.test', origin: { helo: 'a\r\nb\u2028c' } });
+    expect(data.equals(input().data)).toBe(true);
+  });
+
+  it('refuses a queue id in use and a message without recipients', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input());
+    await expect(queue.enqueue(input({ queueId: message.queueId }))).rejects.toThrow(/already in use/);
+    await expect(queue.enqueue(input({ to: [] }))).rejects.toThrow(/at least one recipient/);
+    expect(await files('msg')).toEqual([`${message.queueId}.eml`]);
+  });
+});
+
+describe('reading messages', () => {
+  it('serves a fresh message from memory, then from its file once it has been deferred', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    // Change the file behind the queue's back: the first read does not look at it.
+    const { envelope } = await queueFile(message.queueId);
+    await fs.writeFile(queue.messagePath(message.queueId), `${JSON.stringify(envelope)}\nSubject: from the file\r\n\r\n`);
+    expect((await queue.readMessage(message.queueId)).equals(input().data)).toBe(true);
+
+    await queue.activate(message.queueId);
+    message.recipients[0]!.state = 'deferred';
+    await queue.settle(message.queueId);
+    expect((await queue.readMessage(message.queueId)).toString()).toBe('Subject: from the file\r\n\r\n');
+  });
+
+  it('keeps no more than the cache budget in memory, dropping the oldest first', async () => {
+    const size = input().data.length;
+    const queue = await openQueue({ cacheBytes: 2 * size });
+    const [first, second, third] = [await queue.enqueue(input()), await queue.enqueue(input()), await queue.enqueue(input())];
+    for (const m of [first!, second!, third!]) await fs.writeFile(queue.messagePath(m.queueId), '{}\nfrom the file');
+    expect((await queue.readMessage(first!.queueId)).toString()).toBe('from the file');
+    expect((await queue.readMessage(second!.queueId)).equals(input().data)).toBe(true);
+    expect((await queue.readMessage(third!.queueId)).equals(input().data)).toBe(true);
+
+    const small = new MailQueue(path.join(dir, 'small'), { fsync: false, cacheBytes: size - 1 });
+    await small.open();
+    const big = await small.enqueue(input());
+    await fs.writeFile(small.messagePath(big.queueId), '{}\nfrom the file');
+    expect((await small.readMessage(big.queueId)).toString()).toBe('from the file');
+  });
+
+  it('fails to read a message file without an envelope line', async () => {
+    const queue = await openQueue({ cacheBytes: 0 });
+    const message = await queue.enqueue(input());
+    await fs.writeFile(queue.messagePath(message.queueId), 'no line end');
+    await expect(queue.readMessage(message.queueId)).rejects.toThrow(/no envelope line/);
   });
 });
 
 describe('durability', () => {
-  it('writes the message before its envelope, and a new instance finds both', async () => {
+  it('a new instance finds a message from its message file alone (incoming, due now)', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
-    const data = await fs.readFile(path.join(dir, 'msg', `${message.queueId}.eml`), 'utf8');
-    expect(data).toContain('hello');
-    const envelope = JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8'));
-    expect(envelope).toMatchObject({ queueId: message.queueId, from: 'alice@sender.test', state: 'incoming', messageId: '<m1@sender.test>' });
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
     expect(report).toEqual({ queued: [message.queueId], orphansRemoved: [], requeued: [], broken: [] });
-    expect(again.get(message.queueId)).toMatchObject({ state: 'incoming', recipients: [{ state: 'pending' }, { state: 'pending' }] });
-    expect((await again.readMessage(message.queueId)).toString()).toContain('hello');
+    const recovered = again.get(message.queueId)!;
+    expect(recovered).toMatchObject({ state: 'incoming', from: 'alice@sender.test', messageId: '<m1@sender.test>', recipients: [{ state: 'pending' }, { state: 'pending' }] });
+    expect(recovered.nextAttempt).toBeUndefined();
+    // Read from the file (a new instance has nothing in memory), without the envelope line.
+    expect((await again.readMessage(message.queueId)).equals(input().data)).toBe(true);
+    // And it goes on as usual.
+    await again.activate(message.queueId);
+    for (const r of recovered.recipients) r.state = 'delivered';
+    await again.settle(message.queueId);
+    expect(await files('msg')).toEqual([]);
+  });
+
+  it('an activation that was never saved is recovered as what is on disk (incoming)', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input());
+    await queue.activate(message.queueId);
+
+    const again = new MailQueue(dir, { fsync: true });
+    const report = await again.open();
+    expect(report).toMatchObject({ queued: [message.queueId], requeued: [] });
+    expect(again.get(message.queueId)?.state).toBe('incoming');
   });
 
   it('puts an interrupted (active) message back to deferred, due now, keeping recipient progress', async () => {
@@ -107,66 +216,173 @@ describe('durability', () => {
     const before = Date.now();
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report.requeued).toEqual([message.queueId]);
+    expect(report).toEqual({ queued: [message.queueId], orphansRemoved: [], requeued: [message.queueId], broken: [] });
     const recovered = again.get(message.queueId)!;
     expect(recovered.state).toBe('deferred');
     expect(recovered.nextAttempt).toBeGreaterThanOrEqual(before);
     expect(recovered.recipients.map((r) => r.state)).toEqual(['delivered', 'pending']);
-    // And it is persisted as deferred.
-    const envelope = JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8'));
-    expect(envelope.state).toBe('deferred');
+    expect((await again.readMessage(message.queueId)).equals(input().data)).toBe(true);
+    // Nothing was written for it: active on disk means the same (due now) to every later recovery.
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8')).state).toBe('active');
+    // Done from there removes the envelope file too.
+    await again.activate(message.queueId);
+    recovered.recipients[1]!.state = 'delivered';
+    await again.settle(message.queueId);
+    expect(await files('env')).toEqual([]);
+    expect(await files('msg')).toEqual([]);
   });
 
-  it('removes orphaned message files (crash before the envelope) and temp files', async () => {
+  it('recovers a deferred message from its envelope file, which overrides the envelope line', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input());
+    await queue.activate(message.queueId);
+    message.attempts = 1;
+    message.recipients[0]!.state = 'bounced';
+    message.recipients[1]!.state = 'deferred';
+    message.recipients[1]!.nextAttempt = 9_000_000_000_000;
+    message.recipients[1]!.lastError = { description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1 };
+    await queue.settle(message.queueId);
+
+    const again = new MailQueue(dir, { fsync: true });
+    const report = await again.open();
+    expect(report).toEqual({ queued: [message.queueId], orphansRemoved: [], requeued: [], broken: [] });
+    expect(again.get(message.queueId)).toMatchObject({
+      state: 'deferred',
+      attempts: 1,
+      nextAttempt: 9_000_000_000_000,
+      recipients: [{ state: 'bounced' }, { state: 'deferred', nextAttempt: 9_000_000_000_000, lastError: { reply: '451 later' } }],
+    });
+  });
+
+  it('lists recovered messages oldest first', async () => {
+    const queue = await openQueue();
+    const ids = [newQueueId(1_700_000_000_002), newQueueId(1_700_000_000_000), newQueueId(1_700_000_000_001)];
+    for (const queueId of ids) await queue.enqueue(input({ queueId }));
+    const again = new MailQueue(dir, { fsync: true });
+    await again.open();
+    expect(again.pending().map((m) => m.queueId)).toEqual([...ids].sort());
+  });
+
+  it('removes temp files left by interrupted writes', async () => {
     const queue = await openQueue();
     const kept = await queue.enqueue(input());
-    await fs.writeFile(path.join(dir, 'msg', 'ORPHAN0001.eml'), 'Subject: never acknowledged\r\n\r\n');
-    await fs.writeFile(path.join(dir, 'msg', 'X.eml.tmp-1-abc'), 'partial');
+    await fs.writeFile(path.join(dir, 'msg', 'X.eml.tmp-1-abc'), '{"queueId":"X"}\npartial');
     await fs.writeFile(path.join(dir, 'env', 'Y.json.tmp-1-abc'), '{');
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report.orphansRemoved).toEqual(['ORPHAN0001']);
-    expect(report.queued).toEqual([kept.queueId]);
-    expect((await fs.readdir(path.join(dir, 'msg'))).sort()).toEqual([`${kept.queueId}.eml`]);
-    expect(await fs.readdir(path.join(dir, 'env'))).toEqual([`${kept.queueId}.json`]);
+    expect(report).toEqual({ queued: [kept.queueId], orphansRemoved: [], requeued: [], broken: [] });
+    expect(await files('msg')).toEqual([`${kept.queueId}.eml`]);
+    expect(await files('env')).toEqual([]);
   });
 
-  it('sets aside an envelope whose message file is missing or unreadable', async () => {
+  it('sets aside as .broken a message file without a valid envelope line, and an envelope unreadable or without its message file', async () => {
     const queue = await openQueue();
-    const message = await queue.enqueue(input());
-    await fs.unlink(path.join(dir, 'msg', `${message.queueId}.eml`));
-    await fs.writeFile(path.join(dir, 'env', 'BROKEN.json'), 'not json');
-    await fs.writeFile(path.join(dir, 'msg', 'BROKEN.eml'), 'x');
+    const good = await queue.enqueue(input());
+    const noMessage = await queue.enqueue(input());
+    const badEnvelope = await queue.enqueue(input());
+    const otherId = await queue.enqueue(input());
+    await queue.activate(noMessage.queueId);
+    await queue.save(noMessage.queueId);
+    await fs.unlink(path.join(dir, 'msg', `${noMessage.queueId}.eml`));
+    await fs.writeFile(path.join(dir, 'env', `${badEnvelope.queueId}.json`), 'not json');
+    // An envelope line of another message.
+    await fs.writeFile(path.join(dir, 'msg', `${otherId.queueId}.eml`), `${JSON.stringify({ ...otherId, queueId: good.queueId })}\nSubject: x\r\n\r\n`);
+    // A message file in the old layout (no envelope line), and one without any line end.
+    await fs.writeFile(path.join(dir, 'msg', 'OLDLAYOUT.eml'), 'Subject: hi\r\n\r\nhello\r\n');
+    await fs.writeFile(path.join(dir, 'msg', 'NOLINE.eml'), 'x');
+    await fs.writeFile(path.join(dir, 'msg', 'NOTQUEUED.eml'), '{"queueId":"NOTQUEUED","from":"","recipients":[],"state":"done"}\nx');
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report.broken.sort()).toEqual(['BROKEN', message.queueId].sort());
-    expect(again.pending()).toHaveLength(0);
-    expect((await fs.readdir(path.join(dir, 'env'))).sort()).toEqual(['BROKEN.broken', `${message.queueId}.broken`].sort());
+    expect(report.queued).toEqual([good.queueId]);
+    expect(report.broken.sort()).toEqual(['NOLINE', 'NOTQUEUED', 'OLDLAYOUT', badEnvelope.queueId, noMessage.queueId, otherId.queueId].sort());
+    expect(again.pending().map((m) => m.queueId)).toEqual([good.queueId]);
+    expect(await files('msg')).toEqual([`${good.queueId}.eml`, 'NOLINE.broken', 'NOTQUEUED.broken', 'OLDLAYOUT.broken', `${badEnvelope.queueId}.broken`, `${otherId.queueId}.broken`].sort());
+    expect(await files('env')).toEqual([`${badEnvelope.queueId}.broken`, `${noMessage.queueId}.broken`].sort());
+
+    // Set aside, they are left alone from then on.
+    const third = new MailQueue(dir, { fsync: true });
+    expect(await third.open()).toEqual({ queued: [good.queueId], orphansRemoved: [], requeued: [], broken: [] });
   });
 
-  it('keeps done records across restarts and finishes a half-completed done transition', async () => {
+  it('keeps finished messages in memory only, the newest keepDone of them', async () => {
+    const queue = await openQueue({ keepDone: 2 });
+    const finished: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+      await queue.activate(message.queueId);
+      message.recipients[0]!.state = 'delivered';
+      await queue.settle(message.queueId);
+      finished.push(message.queueId);
+    }
+    const waiting = await queue.enqueue(input());
+    expect(queue.list().map((m) => m.queueId)).toEqual([waiting.queueId, finished[1], finished[2]]);
+    expect(queue.get(finished[0]!)).toBeUndefined();
+    expect(queue.get(finished[2]!)).toMatchObject({ state: 'done', recipients: [{ state: 'delivered' }] });
+    expect(await files('msg')).toEqual([`${waiting.queueId}.eml`]);
+    expect(await fs.readdir(dir)).not.toContain('done');
+
+    const again = new MailQueue(dir, { fsync: true });
+    await again.open();
+    expect(again.list().map((m) => m.queueId)).toEqual([waiting.queueId]);
+    expect(again.get(finished[2]!)).toBeUndefined();
+  });
+
+  it('delivers again a finished message whose removal a crash undid (at least once)', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    const copy = await fs.readFile(queue.messagePath(message.queueId));
     await queue.activate(message.queueId);
     message.recipients[0]!.state = 'delivered';
-    // Simulate a crash after the done record was written but before env/msg were removed.
-    const envFile = path.join(dir, 'env', `${message.queueId}.json`);
-    const msgFile = path.join(dir, 'msg', `${message.queueId}.eml`);
-    const envCopy = await fs.readFile(envFile);
-    const msgCopy = await fs.readFile(msgFile);
     await queue.settle(message.queueId);
-    await fs.writeFile(envFile, envCopy);
-    await fs.writeFile(msgFile, msgCopy);
+    await fs.writeFile(queue.messagePath(message.queueId), copy);
 
     const again = new MailQueue(dir, { fsync: true });
-    const report = await again.open();
-    expect(report.queued).toEqual([]);
-    expect(report.orphansRemoved).toEqual([]);
-    expect(again.get(message.queueId)).toMatchObject({ state: 'done', recipients: [{ state: 'delivered' }] });
-    expect(again.list().map((m) => m.queueId)).toEqual([message.queueId]);
-    expect(await fs.readdir(path.join(dir, 'env'))).toEqual([]);
-    expect(await fs.readdir(path.join(dir, 'msg'))).toEqual([]);
+    expect(await again.open()).toMatchObject({ queued: [message.queueId], broken: [] });
+    expect(again.get(message.queueId)).toMatchObject({ state: 'incoming', recipients: [{ state: 'pending' }] });
+  });
+
+  it('ignores a done directory left by an older layout', async () => {
+    await fs.mkdir(path.join(dir, 'done'));
+    await fs.writeFile(path.join(dir, 'done', 'OLD.json'), JSON.stringify({ queueId: 'OLD', from: '', recipients: [], state: 'done' }));
+    const queue = await openQueue();
+    expect(queue.list()).toEqual([]);
+    const message = await queue.enqueue(input());
+    expect(queue.list().map((m) => m.queueId)).toEqual([message.queueId]);
+  });
+});
+
+describe('directory fsync (group commit)', () => {
+  it('gives every caller an fsync that started after its call, shared by those that came meanwhile', async () => {
+    const runs: { resolve: () => void; reject: (err: Error) => void }[] = [];
+    const dirSync = new DirSync(() => new Promise<void>((resolve, reject) => runs.push({ resolve, reject })));
+    const settled: string[] = [];
+    const track = (name: string, p: Promise<void>) => p.then(() => settled.push(name), () => settled.push(`${name} failed`));
+
+    const first = track('first', dirSync.sync());
+    expect(runs).toHaveLength(1);
+    // These come while the first fsync is under way (it may have started before their renames): they share the next.
+    const second = track('second', dirSync.sync());
+    const third = track('third', dirSync.sync());
+    expect(runs).toHaveLength(1);
+
+    runs[0]!.resolve();
+    await first;
+    expect(settled).toEqual(['first']);
+    // The next fsync starts once the pending promise callbacks have run (no timer involved).
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(runs).toHaveLength(2);
+    expect(settled).toEqual(['first']);
+    runs[1]!.reject(new Error('EIO'));
+    await Promise.all([second, third]);
+    expect(settled).toEqual(['first', 'second failed', 'third failed']);
+
+    // A failure does not stick: the next caller gets a fresh fsync.
+    const fourth = track('fourth', dirSync.sync());
+    expect(runs).toHaveLength(3);
+    runs[2]!.resolve();
+    await fourth;
+    expect(settled.at(-1)).toBe('fourth');
   });
 });

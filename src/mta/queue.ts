@@ -1,13 +1,23 @@
-// The MTA's durable queue, Postfix-like. Layout under the queue directory:
-//   msg/<qid>.eml    the message as it will be sent (with our Received header)
-//   env/<qid>.json   envelope and state of a message still in the queue (incoming, active or deferred)
-//   done/<qid>.json  record of a finished message (every recipient delivered or bounced); its msg file is removed
+// The MTA's durable queue, Postfix-like: one queue file per message holds its envelope and its content.
+// Layout under the queue directory:
+//   msg/<qid>.eml    one line of JSON, the envelope as it was queued (state incoming), then "\n", then the message as
+//                    it will be sent (with our Received header)
+//   env/<qid>.json   the envelope as it is now (state, per-recipient attempts, last errors, next attempts), once the
+//                    message has been deferred (or `save`d); it overrides the envelope line of the message file
+//   *.broken         files `open` could not use, set aside for a human (see RecoveryReport.broken)
+// Finished messages have no file: their records stay in memory only (the newest `keepDone`), for listings. A `done/`
+// directory left by an older layout is ignored.
 //
-// Durability: `enqueue` writes the message file, then the envelope file, each fsynced (temp file, fsync, rename,
-// fsync of the directory), and only then resolves: the receiving server says 250 after that. A crash can leave a
-// message file without an envelope (never the reverse); `open` removes such orphans, since their sender never got
-// a 250 and still has the message. A message found `active` (a delivery was under way at the crash) goes back to
-// `deferred`, to be tried again at once: an attempt whose outcome was not recorded may be repeated (at least once).
+// Durability: `enqueue` writes the one message file (temp file, fsync, rename, fsync of the directory) and only then
+// resolves: the receiving server says 250 after that. The directory fsync is shared by the writes waiting at the same
+// time (group commit): each waits for one that started after its rename. The file appears whole, by the rename, or not at all: a crash
+// leaves at most a temp file, which `open` removes (its sender never got a 250 and still has the message).
+// `activate` (→ active) is in memory only: after a crash, incoming, deferred and active messages are all the same to
+// `open`, due now; so an attempt whose outcome was not recorded is repeated (at least once). Deferral writes
+// env/<qid>.json durably (the same way); should a crash lose it, the previous record (the envelope line, or an older
+// env file) is recovered and the attempt repeated. When a message is done, env/<qid>.json (if any), then
+// msg/<qid>.eml, are unlinked without an fsync: a crash before the removals reach the disk brings the message back
+// and it is delivered again (at least once, RFC 5321 §6.1) — never lost.
 //
 // States: incoming → active → deferred → active → … → done. Recipients: pending → deferred → … → delivered|bounced.
 import { randomBytes } from 'node:crypto';
@@ -94,11 +104,17 @@ export interface EnqueueInput {
 export interface RecoveryReport {
   /** Messages in the queue (not done) after recovery. */
   queued: string[];
-  /** Message files without an envelope, removed. */
+  /**
+   * Always empty since the envelope and the content share one file that appears by a rename (no message file can
+   * lack its envelope any more); kept for callers that report it.
+   */
   orphansRemoved: string[];
-  /** Messages found active, put back to deferred. */
+  /** Messages found active, put back to deferred (due now). */
   requeued: string[];
-  /** Envelopes that could not be used (unreadable, or without their message file), set aside as *.broken. */
+  /**
+   * Messages whose files could not be used, set aside as *.broken (msg/<qid>.broken, env/<qid>.broken): a message file
+   * whose first line is not its envelope, an envelope file that is unreadable or has no message file.
+   */
   broken: string[];
 }
 
@@ -129,20 +145,36 @@ export function newQueueId(now = Date.now()): string {
 export interface MailQueueOptions {
   /** fsync before acknowledging (config.fsync). */
   fsync: boolean;
-  /** Finished messages kept in memory for listings (the newest); all stay on disk. Default 10 000. */
+  /** Finished messages kept in memory for listings (the newest). They have no file: a restart forgets them. Default 10 000. */
   keepDone?: number;
+  /** Bytes of freshly queued messages kept in memory, so that their first attempt reads no file. Default 64 MiB. */
+  cacheBytes?: number;
   now?: () => number;
 }
+
+const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/** The envelope line of a message file is read in chunks of this size, up to ENVELOPE_LINE_MAX. */
+const LINE_CHUNK = 16 * 1024;
+const ENVELOPE_LINE_MAX = 64 * 1024 * 1024;
+/** Message files `open` reads at once. */
+const RECOVERY_BATCH = 64;
+const LIVE_STATES: readonly MessageState[] = ['incoming', 'active', 'deferred'];
 
 export class MailQueue {
   private readonly messages = new Map<string, QueuedMessage>();
   private readonly done = new Map<string, QueuedMessage>();
-  /** Envelope writes per message, one after the other (renames must land in order). */
+  /** Writes and removals of a message's files, one after the other (renames and unlinks must land in order). */
   private readonly writes = new Map<string, Promise<void>>();
+  /** Messages that have (or are about to have) an env/<qid>.json. */
+  private readonly envFiles = new Set<string>();
+  /** Content of freshly queued messages (without the envelope line), oldest first, `cachedBytes` in all. */
+  private readonly cache = new Map<string, Buffer>();
+  private cachedBytes = 0;
+  private readonly msgSync: DirSync;
+  private readonly envSync: DirSync;
   private readonly now: () => number;
   readonly msgDir: string;
   readonly envDir: string;
-  readonly doneDir: string;
 
   constructor(
     readonly dir: string,
@@ -151,55 +183,46 @@ export class MailQueue {
     this.now = options.now ?? Date.now;
     this.msgDir = path.join(dir, 'msg');
     this.envDir = path.join(dir, 'env');
-    this.doneDir = path.join(dir, 'done');
+    this.msgSync = new DirSync(() => syncDir(this.msgDir));
+    this.envSync = new DirSync(() => syncDir(this.envDir));
   }
 
   /** Creates the directories, then loads what is on disk and repairs what a crash left (see the file comment). */
   async open(): Promise<RecoveryReport> {
-    await Promise.all([ensureDir(this.msgDir), ensureDir(this.envDir), ensureDir(this.doneDir)]);
+    await Promise.all([ensureDir(this.msgDir), ensureDir(this.envDir)]);
     const report: RecoveryReport = { queued: [], orphansRemoved: [], requeued: [], broken: [] };
-    const [msgFiles, envFiles, doneFiles] = await Promise.all([this.dirList(this.msgDir), this.dirList(this.envDir), this.dirList(this.doneDir)]);
+    const [msgFiles, envFiles] = await Promise.all([this.dirList(this.msgDir), this.dirList(this.envDir)]);
+    // Temp files of writes a crash interrupted: their rename never happened, so nobody was told they were stored.
     const isTemp = (f: string) => f.includes('.tmp-');
-    await Promise.all([...msgFiles.filter(isTemp).map((f) => this.unlink(this.msgDir, f)), ...envFiles.filter(isTemp).map((f) => this.unlink(this.envDir, f)), ...doneFiles.filter(isTemp).map((f) => this.unlink(this.doneDir, f))]);
+    await Promise.all([...msgFiles.filter(isTemp).map((f) => this.unlink(this.msgDir, f)), ...envFiles.filter(isTemp).map((f) => this.unlink(this.envDir, f))]);
     const ids = (files: string[], ext: string) => new Set(files.filter((f) => f.endsWith(ext) && !isTemp(f)).map((f) => f.slice(0, -ext.length)));
     const msgIds = ids(msgFiles, '.eml');
     const envIds = ids(envFiles, '.json');
 
-    const doneRecords: QueuedMessage[] = [];
-    for (const queueId of ids(doneFiles, '.json')) {
-      const record = await this.readJson(path.join(this.doneDir, `${queueId}.json`));
-      if (!record) continue;
-      doneRecords.push(record);
-      // Finished, but the crash came before the envelope and message files were removed.
-      if (envIds.delete(queueId)) await this.unlink(this.envDir, `${queueId}.json`);
-      if (msgIds.delete(queueId)) await this.unlink(this.msgDir, `${queueId}.eml`);
-    }
-    doneRecords.sort((a, b) => (a.doneAt ?? 0) - (b.doneAt ?? 0));
-    for (const record of doneRecords) this.remember(record);
-
-    for (const queueId of [...envIds].sort()) {
-      const message = await this.readJson(path.join(this.envDir, `${queueId}.json`));
-      if (!message || !msgIds.has(queueId)) {
-        report.broken.push(queueId);
-        await fs.rename(path.join(this.envDir, `${queueId}.json`), path.join(this.envDir, `${queueId}.broken`)).catch(() => undefined);
-        continue;
+    // Queue ids sort by time: the oldest message first, as `pending` lists them.
+    const all = [...new Set([...msgIds, ...envIds])].sort();
+    for (let i = 0; i < all.length; i += RECOVERY_BATCH) {
+      const batch = all.slice(i, i + RECOVERY_BATCH);
+      const found = await Promise.all(batch.map((queueId) => this.recover(queueId, msgIds.has(queueId), envIds.has(queueId))));
+      for (const [j, queueId] of batch.entries()) {
+        const message = found[j];
+        if (!message) {
+          report.broken.push(queueId);
+          if (msgIds.has(queueId)) await this.setAside(this.msgDir, `${queueId}.eml`, `${queueId}.broken`);
+          if (envIds.has(queueId)) await this.setAside(this.envDir, `${queueId}.json`, `${queueId}.broken`);
+          continue;
+        }
+        if (envIds.has(queueId)) this.envFiles.add(queueId);
+        // Active on disk (saved during an attempt) is the same as deferred, due now: nothing to write.
+        if (message.state === 'active') {
+          message.state = 'deferred';
+          message.nextAttempt = this.now();
+          report.requeued.push(queueId);
+        }
+        this.messages.set(queueId, message);
+        report.queued.push(queueId);
       }
-      msgIds.delete(queueId);
-      if (message.state === 'active') {
-        message.state = 'deferred';
-        message.nextAttempt = this.now();
-        report.requeued.push(queueId);
-        await this.writeEnvelope(message);
-      }
-      this.messages.set(queueId, message);
-      report.queued.push(queueId);
     }
-    // Message files left: written, but the crash came before their envelope, so no 250 was ever given for them.
-    for (const queueId of msgIds) {
-      await this.unlink(this.msgDir, `${queueId}.eml`);
-      report.orphansRemoved.push(queueId);
-    }
-    if (report.orphansRemoved.length && this.options.fsync) await syncDir(this.msgDir);
     return report;
   }
 
@@ -209,7 +232,7 @@ export class MailQueue {
     return id;
   }
 
-  /** Stores a new message durably (message file, then envelope) and resolves once both are on disk. */
+  /** Stores a new message durably (one file: envelope line, then content) and resolves once it is on disk. */
   async enqueue(input: EnqueueInput): Promise<QueuedMessage> {
     const queueId = input.queueId ?? this.newId();
     if (this.messages.has(queueId) || this.done.has(queueId)) throw new Error(`queue id ${queueId} is already in use`);
@@ -226,9 +249,11 @@ export class MailQueue {
       attempts: 0,
       ...(input.dsnFor ? { dsnFor: input.dsnFor } : {}),
     };
-    await writeFileDurable(this.messagePath(queueId), input.data, this.options.fsync);
-    await this.writeEnvelope(message);
+    // JSON.stringify escapes every control character: the envelope is one line, ended by the first "\n" of the file.
+    const file = Buffer.concat([Buffer.from(`${JSON.stringify(message)}\n`, 'utf8'), input.data]);
+    await this.writeDurable(this.messagePath(queueId), file, this.msgSync);
     this.messages.set(queueId, message);
+    this.cachePut(queueId, input.data);
     return message;
   }
 
@@ -247,30 +272,40 @@ export class MailQueue {
     return [...this.messages.values(), ...this.done.values()];
   }
 
-  readMessage(queueId: string): Promise<Buffer> {
-    return fs.readFile(this.messagePath(queueId));
+  /** The message as it will be sent (without the envelope line): from memory while fresh, else from its file. */
+  async readMessage(queueId: string): Promise<Buffer> {
+    const cached = this.cache.get(queueId);
+    if (cached) return cached;
+    const file = await fs.readFile(this.messagePath(queueId));
+    const end = file.indexOf(0x0a);
+    if (end < 0) throw new Error(`queue ${queueId}: the message file has no envelope line`);
+    return file.subarray(end + 1);
   }
 
   messagePath(queueId: string): string {
     return path.join(this.msgDir, `${queueId}.eml`);
   }
 
+  envelopePath(queueId: string): string {
+    return path.join(this.envDir, `${queueId}.json`);
+  }
+
   /**
-   * incoming|deferred → active, recorded on disk before the attempt starts. Not fsynced: should a crash lose it, the
-   * envelope still says incoming or deferred, which recovery treats exactly like active (try again now).
+   * incoming|deferred → active, in memory only: after a crash, what is on disk (incoming, deferred, or active if saved
+   * meanwhile) is treated the same by recovery (try again now).
    */
   async activate(queueId: string): Promise<QueuedMessage> {
     const message = this.require(queueId);
     checkTransition(queueId, message.state, 'active');
     message.state = 'active';
     delete message.nextAttempt;
-    await this.writeEnvelope(message, false);
     return message;
   }
 
   /**
-   * Ends an attempt: active → done when every recipient is delivered or bounced (the message file is removed and
-   * a done record kept), else → deferred with the earliest next attempt of its recipients.
+   * Ends an attempt: active → done when every recipient is delivered or bounced (its files are removed and the record
+   * kept in memory), else → deferred with the earliest next attempt of its recipients (written durably). Read what
+   * is needed of the message (e.g. headers for a DSN) before: it is no longer readable once done.
    */
   async settle(queueId: string): Promise<QueuedMessage> {
     const message = this.require(queueId);
@@ -280,25 +315,31 @@ export class MailQueue {
       message.state = 'done';
       delete message.nextAttempt;
       message.doneAt = this.now();
-      await this.serialized(queueId, () => writeFileDurable(path.join(this.doneDir, `${queueId}.json`), JSON.stringify(message, null, 1), this.options.fsync));
       this.messages.delete(queueId);
       this.remember(message);
-      // No fsync of these removals: the done record is what counts, and `open` finishes a removal a crash undid.
-      await this.unlink(this.envDir, `${queueId}.json`);
-      await this.unlink(this.msgDir, `${queueId}.eml`);
+      this.uncache(queueId);
+      const hasEnvelope = this.envFiles.delete(queueId);
+      // Not fsynced: a crash before these removals reach the disk only means the message is delivered again. The
+      // envelope goes first: a message file alone is a valid (older) state; an envelope alone is set aside as broken.
+      await this.serialized(queueId, async () => {
+        if (hasEnvelope) await this.unlink(this.envDir, `${queueId}.json`);
+        await this.unlink(this.msgDir, `${queueId}.eml`);
+      });
       return message;
     }
     checkTransition(queueId, message.state, 'deferred');
     message.state = 'deferred';
     const now = this.now();
     message.nextAttempt = Math.min(...open.map((r) => r.nextAttempt ?? now));
+    // The next attempt is later: the content is read from the file then.
+    this.uncache(queueId);
     await this.writeEnvelope(message);
     return message;
   }
 
-  /** Writes the message's envelope as it is now (after changing recipients without a state change). */
-  save(queueId: string): Promise<void> {
-    return this.writeEnvelope(this.require(queueId));
+  /** Writes the message's envelope as it is now, durably (after changing recipients without a state change). */
+  async save(queueId: string): Promise<void> {
+    await this.writeEnvelope(this.require(queueId));
   }
 
   private require(queueId: string): QueuedMessage {
@@ -316,9 +357,41 @@ export class MailQueue {
     }
   }
 
-  private writeEnvelope(message: QueuedMessage, durable = true): Promise<void> {
+  private cachePut(queueId: string, data: Buffer): void {
+    const budget = this.options.cacheBytes ?? DEFAULT_CACHE_BYTES;
+    if (data.length > budget) return;
+    this.cache.set(queueId, data);
+    this.cachedBytes += data.length;
+    for (const [oldest, bytes] of this.cache) {
+      if (this.cachedBytes <= budget) break;
+      this.cache.delete(oldest);
+      this.cachedBytes -= bytes.length;
+    }
+  }
+
+  private uncache(queueId: string): void {
+    const data = this.cache.get(queueId);
+    if (!data) return;
+    this.cache.delete(queueId);
+    this.cachedBytes -= data.length;
+  }
+
+  private writeEnvelope(message: QueuedMessage): Promise<void> {
     const text = JSON.stringify(message, null, 1);
-    return this.serialized(message.queueId, () => writeFileDurable(path.join(this.envDir, `${message.queueId}.json`), text, durable && this.options.fsync));
+    this.envFiles.add(message.queueId);
+    return this.serialized(message.queueId, () => this.writeDurable(this.envelopePath(message.queueId), text, this.envSync));
+  }
+
+  /**
+   * `writeFileDurable`, but the fsync of the directory (making the rename durable) is shared with the writes that
+   * wait for one at the same time: one fsync that starts after a rename covers it.
+   */
+  private async writeDurable(file: string, data: string | Uint8Array, dir: DirSync): Promise<void> {
+    if (!this.options.fsync) return writeFileDurable(file, data, false);
+    const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await fs.writeFile(tmp, data, { flush: true });
+    await fs.rename(tmp, file);
+    await dir.sync();
   }
 
   private serialized(queueId: string, write: () => Promise<void>): Promise<void> {
@@ -331,13 +404,46 @@ export class MailQueue {
     return next;
   }
 
-  private async readJson(file: string): Promise<QueuedMessage | undefined> {
+  /** What `open` finds for a message: its env file if it has one, else the envelope line; undefined if unusable. */
+  private async recover(queueId: string, hasMessage: boolean, hasEnvelope: boolean): Promise<QueuedMessage | undefined> {
+    if (!hasMessage) return undefined;
+    const line = await this.readEnvelopeLine(this.messagePath(queueId));
+    const initial = line === undefined ? undefined : parseEnvelope(line, queueId);
+    if (!initial) return undefined;
+    if (!hasEnvelope) return initial;
+    const text = await fs.readFile(this.envelopePath(queueId), 'utf8').catch(() => undefined);
+    return text === undefined ? undefined : parseEnvelope(text, queueId);
+  }
+
+  /** The first line of a file (without its "\n"), or undefined if it has none (or it is unreasonably long). */
+  private async readEnvelopeLine(file: string): Promise<string | undefined> {
+    const handle = await fs.open(file, 'r').catch(() => undefined);
+    if (!handle) return undefined;
     try {
-      const parsed = JSON.parse(await fs.readFile(file, 'utf8')) as QueuedMessage;
-      return typeof parsed.queueId === 'string' && Array.isArray(parsed.recipients) ? parsed : undefined;
+      const parts: Buffer[] = [];
+      let position = 0;
+      while (position < ENVELOPE_LINE_MAX) {
+        const chunk = Buffer.allocUnsafe(LINE_CHUNK);
+        const { bytesRead } = await handle.read(chunk, 0, LINE_CHUNK, position);
+        if (bytesRead === 0) return undefined;
+        const end = chunk.subarray(0, bytesRead).indexOf(0x0a);
+        if (end >= 0) {
+          parts.push(chunk.subarray(0, end));
+          return Buffer.concat(parts).toString('utf8');
+        }
+        parts.push(chunk.subarray(0, bytesRead));
+        position += bytesRead;
+      }
+      return undefined;
     } catch {
       return undefined;
+    } finally {
+      await handle.close();
     }
+  }
+
+  private async setAside(dir: string, file: string, as: string): Promise<void> {
+    await fs.rename(path.join(dir, file), path.join(dir, as)).catch(() => undefined);
   }
 
   private async dirList(dir: string): Promise<string[]> {
@@ -348,5 +454,52 @@ export class MailQueue {
     await fs.unlink(path.join(dir, file)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
+  }
+}
+
+/**
+ * Group commit of a directory's fsyncs (`fsync` does one, e.g. `syncDir`): every caller that comes while one is under
+ * way shares the next one.
+ */
+export class DirSync {
+  private running: Promise<void> | undefined;
+  private next: Promise<void> | undefined;
+
+  constructor(private readonly fsync: () => Promise<void>) {}
+
+  /** Resolves once an fsync of the directory that started after this call has completed. */
+  sync(): Promise<void> {
+    if (!this.running) return this.start();
+    // The one under way may have started before the caller's rename: wait for the next, shared by all who wait.
+    this.next ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.next = undefined;
+        return this.start();
+      });
+    return this.next;
+  }
+
+  private start(): Promise<void> {
+    const run = this.fsync();
+    this.running = run;
+    void run
+      .finally(() => {
+        if (this.running === run) this.running = undefined;
+      })
+      .catch(() => undefined);
+    return run;
+  }
+}
+
+/** A queued message's envelope from its JSON, if it is one (of this message, in a state a queue file can have). */
+function parseEnvelope(text: string, queueId: string): QueuedMessage | undefined {
+  try {
+    const parsed = JSON.parse(text) as Partial<QueuedMessage> | null;
+    if (!parsed || typeof parsed !== 'object' || parsed.queueId !== queueId || !Array.isArray(parsed.recipients) || typeof parsed.from !== 'string') return undefined;
+    if (!parsed.state || !LIVE_STATES.includes(parsed.state)) return undefined;
+    return parsed as QueuedMessage;
+  } catch {
+    return undefined;
   }
 }

@@ -1,0 +1,265 @@
+// `npm run bench`: boot time, latency, throughput, inbound MX rate and memory of the default lab, and the same
+// flows on Postfix + Dovecot in the same run, printed as ratios. It measures; it does not judge (exit 0).
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ImapFlow } from 'imapflow';
+import nodemailer from 'nodemailer';
+import defaultLab from '../lab/default.js';
+import { Lab, type StartedLab } from '../src/lab/lab.js';
+import { packageRoot } from '../src/lab/runtime.js';
+import { greeting, maildirCount, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
+import { startPeer, type PeerLab } from './peer.js';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const LATENCY_SAMPLES = Number(process.env.BENCH_LATENCY_SAMPLES ?? 20);
+const THROUGHPUT_COUNT = Number(process.env.BENCH_COUNT ?? 2000);
+const CONNECTIONS = 20;
+
+interface Figure {
+  id: string;
+  title: string;
+  unit: string;
+  /** Which direction is better, for the ratio's reading. */
+  better: 'lower' | 'higher';
+  ours?: Stats;
+  peer?: Stats;
+  note?: string;
+}
+
+const figures: Figure[] = [];
+const notes: string[] = [];
+const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
+
+/** The flows every system under test offers to the benchmark. */
+interface System {
+  name: string;
+  submission: Target;
+  mx: Target;
+  imap: { host: string; port: number; user: string; pass: string };
+  bobMaildir: string;
+  pids(): Promise<number[]>;
+}
+
+async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+async function bootLocal(): Promise<Stats> {
+  const samples: number[] = [];
+  for (let i = 0; i < Math.max(RUNS, 5); i++) {
+    let lab: StartedLab | undefined;
+    samples.push(
+      await timeIt(async () => {
+        lab = await new Lab(defaultLab).withRuntime('local').start();
+        await checkGreetings(lab);
+      }),
+    );
+    await lab!.stop();
+  }
+  return stats(samples);
+}
+
+/** Every service accepts a connection and answers its greeting (DNS: answers a query). */
+async function checkGreetings(lab: StartedLab): Promise<void> {
+  const checks: Promise<unknown>[] = [];
+  for (const node of lab.nodes()) {
+    for (const [name, endpoint] of Object.entries(node.services)) {
+      if (name === 'dns') {
+        const { createLabResolver } = await import('../src/dns/index.js');
+        checks.push(createLabResolver(endpoint).resolveMx('receiver.test'));
+      } else checks.push(greeting(endpoint.host, endpoint.port));
+    }
+  }
+  await Promise.all(checks);
+}
+
+async function bootDocker(): Promise<Stats | string> {
+  const { dockerEngine } = await import('../src/lab/runtime-docker.js');
+  const engine = await dockerEngine(3000);
+  if (!engine.available) return `no Docker engine answers (${engine.reason ?? 'unknown'})`;
+  const { ensureImage } = await import('../src/lab/images.js');
+  await ensureImage();
+  const samples: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    let lab: StartedLab | undefined;
+    samples.push(
+      await timeIt(async () => {
+        lab = await new Lab(defaultLab).withRuntime('docker').start();
+        await checkGreetings(lab);
+      }),
+    );
+    await lab!.stop();
+  }
+  return stats(samples);
+}
+
+/** One message at a time: submission → file in bob's Maildir, and → pushed to an IMAP client in IDLE. */
+async function latency(system: System): Promise<{ stored: Stats; idle: Stats }> {
+  const imap = new ImapFlow({ host: system.imap.host, port: system.imap.port, secure: false, auth: { user: system.imap.user, pass: system.imap.pass }, logger: false, autoIdleDelay: 10 });
+  await imap.connect();
+  await imap.mailboxOpen('INBOX');
+  let onExists: (() => void) | undefined;
+  imap.on('exists', () => onExists?.());
+  const transport = nodemailer.createTransport({ ...system.submission, secure: false, ignoreTLS: true, pool: true, maxConnections: 1 });
+  const stored: number[] = [];
+  const idle: number[] = [];
+  const runId = randomBytes(4).toString('hex');
+  try {
+    // Warm up: connections opened, code paths hot.
+    for (let i = 0; i < LATENCY_SAMPLES + 3; i++) {
+      const before = await maildirCount(system.bobMaildir);
+      const pushed = new Promise<number>((resolve) => (onExists = () => resolve(performance.now())));
+      const { raw } = message(i, runId);
+      const t0 = performance.now();
+      await transport.sendMail({ envelope: { from: 'alice@sender.test', to: ['bob@receiver.test'] }, raw });
+      await waitForMaildir(system.bobMaildir, before + 1, 10_000);
+      const t1 = performance.now();
+      const t2 = await Promise.race([pushed, new Promise<number>((_, reject) => setTimeout(() => reject(new Error('no IDLE push within 5 s')), 5000))]);
+      if (i >= 3) {
+        stored.push(t1 - t0);
+        idle.push(t2 - t0);
+      }
+    }
+  } finally {
+    transport.close();
+    await imap.logout().catch(() => imap.close());
+  }
+  return { stored: stats(stored), idle: stats(idle) };
+}
+
+/** 2,000 × 1 KiB over 20 connections until every one is stored; messages per second. */
+async function throughput(system: System, target: Target): Promise<{ rate: Stats; peak: { rssMiB: number; pssMiB?: number } }> {
+  const rates: number[] = [];
+  let peak = { rssMiB: 0 } as { rssMiB: number; pssMiB?: number };
+  for (let run = 0; run < RUNS; run++) {
+    const before = await maildirCount(system.bobMaildir);
+    const runId = randomBytes(4).toString('hex');
+    const t0 = performance.now();
+    const work = (async () => {
+      await submitMany(target, THROUGHPUT_COUNT, CONNECTIONS, runId);
+      await waitForMaildir(system.bobMaildir, before + THROUGHPUT_COUNT, 300_000);
+    })();
+    const measured = await peakMemoryDuring(() => system.pids(), work);
+    const seconds = (performance.now() - t0) / 1000;
+    rates.push(THROUGHPUT_COUNT / seconds);
+    if (measured.peak.rssMiB > peak.rssMiB) peak = measured.peak;
+    log(`${system.name}: ${THROUGHPUT_COUNT} messages to ${target.host}:${target.port} in ${seconds.toFixed(2)} s`);
+  }
+  return { rate: stats(rates), peak };
+}
+
+async function measure(system: System, id: 'ours' | 'peer') {
+  log(`${system.name}: latency`);
+  const lat = await latency(system);
+  put('latency-stored', 'Latency: submission → stored in Maildir', 'ms', 'lower', id, lat.stored);
+  put('latency-idle', 'Latency: submission → seen by an IMAP client in IDLE', 'ms', 'lower', id, lat.idle);
+  const idleMemory = await memory(await system.pids());
+  log(`${system.name}: throughput`);
+  const tp = await throughput(system, system.submission);
+  put('throughput', `Throughput: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission → Maildir`, 'msg/s', 'higher', id, tp.rate);
+  log(`${system.name}: inbound MX`);
+  const mx = await throughput(system, system.mx);
+  put('mx-rate', `Inbound MX: ${THROUGHPUT_COUNT} × 1 KiB to the MX, until stored (MX → LMTP → Maildir)`, 'msg/s', 'higher', id, mx.rate);
+  put('memory-idle', 'Memory idle: RSS sum', 'MiB', 'lower', id, stats([idleMemory.rssMiB]));
+  if (idleMemory.pssMiB !== undefined) put('memory-idle-pss', 'Memory idle: PSS sum', 'MiB', 'lower', id, stats([idleMemory.pssMiB]));
+  const peak = tp.peak.rssMiB > mx.peak.rssMiB ? tp.peak : mx.peak;
+  put('memory-peak', 'Memory at throughput peak: RSS sum', 'MiB', 'lower', id, stats([peak.rssMiB]));
+  if (peak.pssMiB !== undefined) put('memory-peak-pss', 'Memory at throughput peak: PSS sum', 'MiB', 'lower', id, stats([peak.pssMiB]));
+}
+
+function put(idOf: string, title: string, unit: string, better: 'lower' | 'higher', who: 'ours' | 'peer', value: Stats, note?: string) {
+  let figure = figures.find((f) => f.id === idOf);
+  if (!figure) figures.push((figure = { id: idOf, title, unit, better }));
+  figure[who] = value;
+  if (note) figure.note = note;
+}
+
+function fmt(s: Stats | undefined): string {
+  if (!s) return '—';
+  const d = s.median >= 100 ? 0 : s.median >= 10 ? 1 : 2;
+  return s.samples.length > 1 ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : s.median.toFixed(d);
+}
+
+/** ours/peer for "higher is better", peer/ours for "lower is better": above 1 means maillab is better. */
+function ratio(f: Figure): string {
+  if (!f.ours || !f.peer) return '—';
+  const r = f.better === 'higher' ? f.ours.median / f.peer.median : f.peer.median / f.ours.median;
+  return `${r.toFixed(2)}×`;
+}
+
+async function main() {
+  const started = new Date();
+  const ourLab = await new Lab(defaultLab).withRuntime('local').start();
+  const mailboxNode = ourLab.nodes().find((n) => n.role === 'mailbox')!;
+  const mxNode = ourLab.nodes().find((n) => n.role === 'mx')!;
+  const mtaNode = ourLab.nodes().find((n) => n.role === 'mta')!;
+  const ours: System = {
+    name: 'maillab',
+    submission: { ...mtaNode.service('submission'), auth: { user: 'alice@sender.test', pass: 'alice-secret' } },
+    mx: mxNode.service('smtp'),
+    imap: { ...mailboxNode.service('imap'), user: 'bob@receiver.test', pass: 'bob-secret' },
+    bobMaildir: path.join(mailboxNode.config.dataDir, 'bob@receiver.test', 'Maildir'),
+    pids: async () => Promise.all(ourLab.nodes().map(async (n) => (await n.health()).pid)),
+  };
+  let peer: PeerLab | { skipped: string } = { skipped: 'not started' };
+  try {
+    log('boot: local runtime');
+    put('boot-local', 'Boot: default lab, local runtime, until every service greets', 'ms', 'lower', 'ours', await bootLocal());
+    log('boot: docker runtime');
+    const docker = await bootDocker().catch((err: Error) => `failed: ${err.message}`);
+    if (typeof docker === 'string') notes.push(`Docker boot skipped: ${docker}.`);
+    else put('boot-docker', 'Boot: default lab, docker runtime (cached images), until every service greets', 'ms', 'lower', 'ours', docker);
+
+    await measure(ours, 'ours');
+    await ourLab.stop();
+
+    log('peer: Postfix + Dovecot');
+    peer = await startPeer({ log });
+    if ('skipped' in peer) {
+      notes.push(`Peer skipped: ${peer.skipped}. Our figures are printed alone.`);
+    } else {
+      const p = peer;
+      const bootPeer = Math.max(...Object.values(p.bootMs));
+      put('boot-local', 'Boot: default lab, local runtime, until every service greets', 'ms', 'lower', 'peer', stats([bootPeer]));
+      notes.push(`Peer boot per service (ms): ${Object.entries(p.bootMs).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}.`);
+      await measure({ name: p.name, submission: p.submission, mx: p.mx, imap: p.imap, bobMaildir: p.bobMaildir, pids: () => p.pids() }, 'peer');
+      if (!p.submission.auth) notes.push('The peer takes submissions on port 25 from loopback without AUTH; maillab submits with AUTH PLAIN on 587.');
+    }
+  } finally {
+    await ourLab.stop().catch(() => undefined);
+    if (!('skipped' in peer)) await peer.stop().catch(() => undefined);
+  }
+  await report(started, 'skipped' in peer ? undefined : peer.name);
+}
+
+async function report(started: Date, peerName?: string) {
+  const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
+  const dir = path.join(packageRoot(), 'bench', 'results');
+  await fs.mkdir(dir, { recursive: true });
+  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures, notes };
+  await fs.writeFile(path.join(dir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+  const lines = [
+    `# maillab benchmark`,
+    ``,
+    `${started.toISOString()} · ${machine.cores} cores (${machine.cpu}) · ${machine.memoryGiB} GiB · Node ${machine.node} · ${machine.platform}`,
+    `Peer: ${peerName ?? 'none'} · median (min–max) of ${RUNS} runs (latency: ${LATENCY_SAMPLES} messages each)`,
+    ``,
+    `| figure | unit | maillab | peer | ratio (>1: maillab better) |`,
+    `| --- | --- | --- | --- | --- |`,
+    ...figures.map((f) => `| ${f.title} | ${f.unit} | ${fmt(f.ours)} | ${fmt(f.peer)} | ${ratio(f)} |`),
+    ``,
+    ...notes.map((n) => `- ${n}`),
+    ``,
+  ];
+  await fs.writeFile(path.join(dir, 'latest.md'), lines.join('\n'));
+  process.stdout.write(lines.join('\n'));
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,158 @@
+// Load and measurement tools shared by every benchmark figure, used the same way for maillab and for the peer.
+import { promises as fs, watch } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import nodemailer from 'nodemailer';
+
+export interface Target {
+  host: string;
+  port: number;
+  auth?: { user: string; pass: string };
+}
+
+export interface Stats {
+  median: number;
+  min: number;
+  max: number;
+  samples: number[];
+}
+
+export function stats(samples: number[]): Stats {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, samples };
+}
+
+/** A 1 KiB-ish message (headers + body), unique per index. */
+export function message(index: number, runId: string, bodyBytes = 1024): { raw: string; messageId: string } {
+  const messageId = `<bench-${runId}-${index}@sender.test>`;
+  const line = 'The quick brown fox jumps over the lazy dog 0123456789.\r\n';
+  const body = line.repeat(Math.ceil(bodyBytes / line.length)).slice(0, bodyBytes - 2) + '\r\n';
+  const raw = `From: alice@sender.test\r\nTo: bob@receiver.test\r\nSubject: bench ${index}\r\nMessage-ID: ${messageId}\r\nDate: ${new Date().toUTCString()}\r\n\r\n${body}`;
+  return { raw, messageId };
+}
+
+/** Submits `count` messages over `connections` persistent SMTP connections; resolves when all got 250. */
+export async function submitMany(target: Target, count: number, connections: number, runId: string, to = 'bob@receiver.test'): Promise<{ ms: number }> {
+  const transport = nodemailer.createTransport({
+    host: target.host,
+    port: target.port,
+    secure: false,
+    ignoreTLS: true,
+    pool: true,
+    maxConnections: connections,
+    maxMessages: Infinity,
+    ...(target.auth ? { auth: target.auth } : {}),
+  });
+  const started = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      const { raw } = message(i, runId);
+      await transport.sendMail({ envelope: { from: 'alice@sender.test', to: [to] }, raw });
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: connections }, worker));
+  } finally {
+    transport.close();
+  }
+  return { ms: performance.now() - started };
+}
+
+/** Messages in a Maildir folder (new/ and cur/). */
+export async function maildirCount(maildir: string): Promise<number> {
+  let n = 0;
+  for (const sub of ['new', 'cur']) n += (await fs.readdir(path.join(maildir, sub)).catch(() => [])).length;
+  return n;
+}
+
+/** Resolves when the Maildir holds at least `count` messages; watches new/ and re-counts on every change. */
+export async function waitForMaildir(maildir: string, count: number, timeoutMs: number): Promise<void> {
+  await fs.mkdir(path.join(maildir, 'new'), { recursive: true });
+  if ((await maildirCount(maildir)) >= count) return;
+  await new Promise<void>((resolve, reject) => {
+    let checking = false;
+    let again = false;
+    const watcher = watch(path.join(maildir, 'new'), () => void check());
+    const timer = setTimeout(async () => {
+      watcher.close();
+      reject(new Error(`timed out after ${timeoutMs} ms: ${await maildirCount(maildir)} of ${count} messages in ${maildir}`));
+    }, timeoutMs);
+    const check = async () => {
+      if (checking) {
+        again = true;
+        return;
+      }
+      checking = true;
+      do {
+        again = false;
+        if ((await maildirCount(maildir)) >= count) {
+          clearTimeout(timer);
+          watcher.close();
+          return resolve();
+        }
+      } while (again);
+      checking = false;
+    };
+    void check();
+  });
+}
+
+/** Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. */
+export async function greeting(host: string, port: number, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, host);
+        socket.setTimeout(2000, () => socket.destroy(new Error('no greeting')));
+        socket.once('data', (d) => {
+          socket.destroy();
+          resolve(d.toString('latin1').split('\r\n')[0]!);
+        });
+        socket.once('error', reject);
+      });
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}
+
+/** Sum of RSS and (where /proc has it) PSS of the processes, in MiB. */
+export async function memory(pids: number[]): Promise<{ rssMiB: number; pssMiB?: number }> {
+  let rss = 0;
+  let pss = 0;
+  let havePss = true;
+  for (const pid of pids) {
+    const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    const rollup = await fs.readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => undefined);
+    const p = rollup && /Pss:\s+(\d+)/.exec(rollup);
+    if (p) pss += Number(p[1]);
+    else havePss = false;
+  }
+  return { rssMiB: rss / 1024, ...(havePss ? { pssMiB: pss / 1024 } : {}) };
+}
+
+/** Samples memory every `everyMs` while `work` runs; returns the peak. */
+export async function peakMemoryDuring<T>(pids: () => Promise<number[]>, work: Promise<T>, everyMs = 100): Promise<{ result: T; peak: { rssMiB: number; pssMiB?: number } }> {
+  let peak = { rssMiB: 0 } as { rssMiB: number; pssMiB?: number };
+  let done = false;
+  const sampler = (async () => {
+    while (!done) {
+      const m = await memory(await pids());
+      if (m.rssMiB > peak.rssMiB) peak = m;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  try {
+    return { result: await work, peak };
+  } finally {
+    done = true;
+    await sampler;
+  }
+}
