@@ -93,7 +93,8 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
       files.push({ target: path.posix.join(path.posix.dirname(IMAGE_PATHS.bundle), 'node-chunks', name), source: path.join(chunks, name), mode: 0o644 });
     }
   }
-  const entrypoint = JSON.stringify([runtime ? IMAGE_PATHS.node : 'node', '--enable-source-maps', IMAGE_PATHS.bundle]);
+  // No --enable-source-maps (5 MiB per node); MAILLAB_SOURCE_MAPS=1 passes it through NODE_OPTIONS.
+  const entrypoint = JSON.stringify([runtime ? IMAGE_PATHS.node : 'node', IMAGE_PATHS.bundle]);
   const plan = await layer(IMAGE_REPOSITORY, [`FROM ${runtime?.tag ?? base}`, 'COPY rootfs/ /', `ENTRYPOINT ${entrypoint}`], files, [
     { target: '/config', mode: 0o755 },
     { target: IMAGE_PATHS.dataRoot, mode: 0o755 },

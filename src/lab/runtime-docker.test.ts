@@ -57,7 +57,7 @@ describe('docker runtime', () => {
     expect(secondMs).toBeLessThan(3000);
 
     const image = await (await docker()).getImage(tag).inspect();
-    expect(image.Config.Entrypoint).toEqual(['/usr/local/bin/node', '--enable-source-maps', '/app/node.js']);
+    expect(image.Config.Entrypoint).toEqual(['/usr/local/bin/node', '/app/node.js']);
     expect(image.Config.Labels).toMatchObject({ maillab: '1' });
     expect(image.Os).toBe('linux');
     if (plan.runtime) {

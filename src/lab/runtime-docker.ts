@@ -228,6 +228,7 @@ export class DockerRuntime implements Runtime {
         .withHostname(config.hostname)
         .withLabels({ ...lab.labels, [LABEL.node]: config.name, [LABEL.role]: config.role })
         .withCommand([config.role, '--config', IMAGE_PATHS.config])
+        .withEnvironment(process.env.MAILLAB_SOURCE_MAPS === '1' ? { NODE_OPTIONS: '--enable-source-maps' } : {})
         .withNetworkMode(lab.networkName)
         .withExposedPorts(...slot.ports.flatMap((p) => p.protocols.map((protocol) => ({ container: p.container, host: p.host, protocol }))))
         .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o444 }])

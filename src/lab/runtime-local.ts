@@ -13,6 +13,16 @@ import type { LabDefinition } from './topology.js';
 
 const READY_TIMEOUT_MS = 15_000;
 
+/**
+ * Extra node flags for the nodes: MAILLAB_NODE_ARGS (e.g. --cpu-prof), and source maps with
+ * MAILLAB_SOURCE_MAPS=1. Off by default: they cost about 5 MiB of memory per node, and the bundle keeps
+ * function names, so stack traces stay readable without them.
+ */
+export function nodeArgs(): string[] {
+  const args = process.env.MAILLAB_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  return process.env.MAILLAB_SOURCE_MAPS === '1' ? [...args, '--enable-source-maps'] : args;
+}
+
 export class LocalRuntime implements Runtime {
   readonly kind = 'local' as const;
   private dataRoot?: string;
@@ -32,7 +42,7 @@ export class LocalRuntime implements Runtime {
     await fs.writeFile(configFile, JSON.stringify(config, null, 2));
     const entry = path.join(packageRoot(), 'dist', 'node.js');
     if (!existsSync(entry)) throw new Error(`${entry} is missing: run "npm run build" first`);
-    const child = spawn(process.execPath, [...(process.env.MAILLAB_NODE_ARGS?.split(' ').filter(Boolean) ?? []), '--enable-source-maps', entry, config.role, '--config', configFile], {
+    const child = spawn(process.execPath, [...nodeArgs(), entry, config.role, '--config', configFile], {
       // stdin stays open as a lifeline: the node exits when the harness dies without stopping it.
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, NODE_OPTIONS: '', MAILLAB_LIFELINE: 'stdin' },
