@@ -57,7 +57,7 @@ export async function findMessages(lab: StartedLab, user: string, messageId: str
  * `active` event) started schedule[i] ms later (the last value repeats), give or take `slackMs` of scheduling.
  * Returns the measured delays.
  */
-export function checkRetrySchedule(history: History, messageId: string, schedule: number[], slackMs = 250): number[] {
+export function checkRetrySchedule(history: History, messageId: string, schedule: number[], slackMs = 400): number[] {
   const trace = history.trace(messageId).filter((e) => e.node === trace0(history, messageId));
   const deferred = trace.filter((e) => e.kind === 'deferred');
   const active = trace.filter((e) => e.kind === 'active');
