@@ -48,19 +48,24 @@ async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
   return performance.now() - t;
 }
 
-async function bootLocal(): Promise<Stats> {
+/** Starts and stops the default lab `runs` times, timing start until every service greets. */
+async function bootSamples(runtime: 'local' | 'docker', runs: number): Promise<Stats> {
   const samples: number[] = [];
-  for (let i = 0; i < Math.max(RUNS, 5); i++) {
+  for (let i = 0; i < runs; i++) {
     let lab: StartedLab | undefined;
     samples.push(
       await timeIt(async () => {
-        lab = await new Lab(defaultLab).withRuntime('local').start();
+        lab = await new Lab(defaultLab).withRuntime(runtime).start();
         await checkGreetings(lab);
       }),
     );
     await lab!.stop();
   }
   return stats(samples);
+}
+
+function bootLocal(): Promise<Stats> {
+  return bootSamples('local', Math.max(RUNS, 5));
 }
 
 /** Every service accepts a connection and answers its greeting (DNS: answers a query). */
@@ -83,18 +88,7 @@ async function bootDocker(): Promise<Stats | string> {
   if (!engine.available) return `no Docker engine answers (${engine.reason ?? 'unknown'})`;
   const { ensureImage } = await import('../src/lab/images.js');
   await ensureImage();
-  const samples: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    let lab: StartedLab | undefined;
-    samples.push(
-      await timeIt(async () => {
-        lab = await new Lab(defaultLab).withRuntime('docker').start();
-        await checkGreetings(lab);
-      }),
-    );
-    await lab!.stop();
-  }
-  return stats(samples);
+  return bootSamples('docker', RUNS);
 }
 
 /** One message at a time: submission → file in bob's Maildir, and → pushed to an IMAP client in IDLE. */
