@@ -457,19 +457,23 @@ function isAnsweredPerRecipient(err: NodemailerError): boolean {
   return err.command === 'DATA' && (err.code === 'EENVELOPE' || err.code === 'EMESSAGE');
 }
 
-function rcptResult(address: string, err: NodemailerError): RecipientResult {
-  const reply = err.response ?? err.message;
+/** A recipient the server refused, at RCPT or (`atData`) in reply to the data. */
+function refusedResult(address: string, reply: string, atData: boolean, lmtp: boolean): RecipientResult {
   const parsed = parseReply(reply);
-  const dataStage = err.command === 'DATA';
   return {
     address,
     accepted: false,
     code: parsed.code ?? 0,
     ...(parsed.enhanced ? { enhanced: parsed.enhanced } : {}),
     reply,
-    stage: dataStage ? 'lmtp' : 'rcpt',
-    command: dataStage ? 'DATA' : `RCPT TO:<${address}>`,
+    stage: atData ? (lmtp ? 'lmtp' : 'data') : 'rcpt',
+    command: atData ? 'DATA' : `RCPT TO:<${address}>`,
   };
+}
+
+function rcptResult(address: string, err: NodemailerError): RecipientResult {
+  // nodemailer reports per-recipient DATA refusals only for LMTP.
+  return refusedResult(address, err.response ?? err.message, err.command === 'DATA', true);
 }
 
 function successResult(target: string, envelope: SmtpEnvelope, info: SendInfo, lmtp: boolean, reused: boolean): SendResult {
@@ -500,17 +504,7 @@ function failedTransactionResult(target: string, envelope: SmtpEnvelope, err: No
   const recipients = envelope.to.map((address): RecipientResult => {
     const refusal = rejected.get(address);
     if (refusal) return rcptResult(address, refusal);
-    const reply = dataReply ?? err.response ?? err.message;
-    const parsed = parseReply(reply);
-    return {
-      address,
-      accepted: false,
-      code: parsed.code ?? 0,
-      ...(parsed.enhanced ? { enhanced: parsed.enhanced } : {}),
-      reply,
-      stage: dataReply ? 'data' : 'rcpt',
-      command: dataReply ? 'DATA' : `RCPT TO:<${address}>`,
-    };
+    return refusedResult(address, dataReply ?? err.response ?? err.message, dataReply !== undefined, false);
   });
   return finish(target, recipients, dataReply ? (lmtp ? 'lmtp' : 'data') : 'rcpt', dataReply, reused);
 }

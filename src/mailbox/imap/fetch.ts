@@ -1,7 +1,7 @@
 // FETCH: the attribute grammar (RFC 3501 §6.4.5, CONDSTORE's MODSEQ and CHANGEDSINCE) and the rendering of
 // one message's FETCH response.
 import { Literal, ResponseBuilder, atom, formatInternalDate, type ImapValue } from './encode.js';
-import { bodyStructure, envelope, sectionData, type MimeNode, type Section } from './mime.js';
+import { bodyStructure, envelope, sectionData, loadedParts, type MimeNode, type Section } from './mime.js';
 import { ParseError, type Reader } from './parser.js';
 
 type SimpleItem = 'UID' | 'FLAGS' | 'INTERNALDATE' | 'RFC822.SIZE' | 'ENVELOPE' | 'BODYSTRUCTURE' | 'BODY' | 'MODSEQ' | 'RFC822' | 'RFC822.HEADER' | 'RFC822.TEXT';
@@ -159,14 +159,7 @@ function content(data: Buffer | null): ImapValue {
 }
 
 function renderItem(item: FetchItem, m: FetchMessage): [string, ImapValue] {
-  const tree = () => {
-    if (!m.tree) throw new Error('message structure not loaded');
-    return m.tree;
-  };
-  const raw = () => {
-    if (!m.raw) throw new Error('message data not loaded');
-    return m.raw;
-  };
+  const { tree, raw } = loadedParts(m);
   switch (item.kind) {
     case 'UID':
       return ['UID', m.uid];

@@ -551,3 +551,20 @@ export function sentDay(node: MimeNode): number | undefined {
   if (m[3]!.length === 2) year += year < 50 ? 2000 : 1900;
   return Math.floor(Date.UTC(year, month, Number(m[1])) / 86_400_000);
 }
+
+/**
+ * Accessors for what a command loaded for a message (its MIME tree, its bytes); asking for what was not loaded
+ * is a bug in the command's planning, not a client error.
+ */
+export function loadedParts(m: { tree?: MimeNode; raw?: Buffer }): { tree: () => MimeNode; raw: () => Buffer } {
+  return {
+    tree: () => {
+      if (!m.tree) throw new Error('message structure not loaded');
+      return m.tree;
+    },
+    raw: () => {
+      if (!m.raw) throw new Error('message data not loaded');
+      return m.raw;
+    },
+  };
+}

@@ -1,6 +1,6 @@
 // SEARCH: the search-key grammar of RFC 3501 §6.4.4 (plus CONDSTORE's MODSEQ) and its evaluation.
 import { monthIndex } from './encode.js';
-import { bodyText, decodeHeaderValue, headerText, sentDay, type MimeNode } from './mime.js';
+import { bodyText, decodeHeaderValue, headerText, loadedParts, sentDay, type MimeNode } from './mime.js';
 import { ParseError, STAR, type Reader, type SeqSet } from './parser.js';
 
 export type SearchKey =
@@ -204,14 +204,7 @@ const lower = (s: string) => s.toLowerCase();
 /** Evaluates a key; decoded texts are computed once per message and shared across keys. */
 export function matches(key: SearchKey, m: SearchMessage, ctx: SearchContext): boolean {
   const texts: { header?: string; body?: string } = {};
-  const tree = () => {
-    if (!m.tree) throw new Error('message structure not loaded');
-    return m.tree;
-  };
-  const raw = () => {
-    if (!m.raw) throw new Error('message data not loaded');
-    return m.raw;
-  };
+  const { tree, raw } = loadedParts(m);
   const headerAll = () => (texts.header ??= lower(headerText(tree())));
   const body = () => (texts.body ??= lower(bodyText(raw(), tree())));
 
