@@ -5,6 +5,7 @@ import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerEnvelope, SMTPS
 import { messageIdOf } from '../shared/headers.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import type { MailboxService, ServiceOptions } from './service.js';
+import { smtpReply } from '../shared/smtp-reply.js';
 
 export interface LmtpOptions extends ServiceOptions {
   /** Largest message accepted, in octets. */
@@ -13,10 +14,6 @@ export interface LmtpOptions extends ServiceOptions {
 
 const DEFAULT_MAX_SIZE = 50 * 1024 * 1024;
 
-/** An SMTP reply carried as an error, the way smtp-server expects refusals. */
-function reply(code: number, text: string): Error & { responseCode: number } {
-  return Object.assign(new Error(text), { responseCode: code });
-}
 
 interface Recipient {
   /** As the client wrote it in RCPT TO (used for Delivered-To). */
@@ -55,7 +52,7 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
           kind: 'rejected',
           detail: { stage: 'RCPT TO', rcpt: address.address, reply: `550 5.1.1 ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' },
         });
-        return callback(reply(550, text));
+        return callback(smtpReply(550, text));
       }
       let list = accepted.get(session.envelope);
       if (!list) accepted.set(session.envelope, (list = []));
@@ -66,7 +63,7 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       const work = receive(stream, session).then(
         (replies) => callback(null, replies),
         // Only a broken data stream gets here; the same temporary reply for everyone.
-        (err: Error) => callback(null, (accepted.get(session.envelope) ?? []).map(() => reply(451, `Temporary failure reading the message: ${err.message}`))),
+        (err: Error) => callback(null, (accepted.get(session.envelope) ?? []).map(() => smtpReply(451, `Temporary failure reading the message: ${err.message}`))),
       );
       inFlight.add(work);
       void work.finally(() => inFlight.delete(work));
@@ -77,7 +74,7 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
     const recipients = accepted.get(session.envelope) ?? [];
     const chunks: Buffer[] = [];
     for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) return recipients.map(() => reply(552, `Message exceeds the size limit of ${maxSize} octets`));
+    if (stream.sizeExceeded) return recipients.map(() => smtpReply(552, `Message exceeds the size limit of ${maxSize} octets`));
 
     const body = Buffer.concat(chunks);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -102,7 +99,7 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       const why = err instanceof Error ? err.message : String(err);
       ctx.log(`LMTP: storing for ${rcpt.user} failed: ${why}`);
       events.emit({ kind: 'error', messageId, detail: { stage: 'store', user: rcpt.user, error: why } });
-      return reply(451, `<${rcpt.address}> temporary failure storing the message, try again later`);
+      return smtpReply(451, `<${rcpt.address}> temporary failure storing the message, try again later`);
     }
   }
 

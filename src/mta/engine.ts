@@ -6,7 +6,8 @@ import { headerSection } from '../shared/headers.js';
 import { deliver, type DeliveryContext, type RecipientOutcome } from './delivery.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { isFinal, type AttemptReport, type EnqueueInput, type MailQueue, type QueuedMessage, type QueueRecipient, type RecoveryReport } from './queue.js';
-import { planRetry, retryDelay, Scheduler } from './scheduler.js';
+import { planRetry, retryDelay } from '../shared/retry.js';
+import { Scheduler } from './scheduler.js';
 
 export interface EngineOptions {
   config: Pick<MtaNodeConfig, 'hostname' | 'retry'>;

@@ -18,7 +18,7 @@ import { MtaEngine } from './engine.js';
 import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
 
-export { LAB_RETRY, PRODUCTION_RETRY } from './scheduler.js';
+export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export type { QueueEntryView } from './engine.js';
 
 /** How long an outbound session stays cached for the next message to the same server (Postfix: smtp_connection_cache_time_limit = 2s). */

@@ -17,6 +17,7 @@ import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared
 import { createSmtpServer } from '../shared/smtp-server.js';
 import { compactDate, type MtaEngine } from './engine.js';
 import type { QueueOrigin } from './queue.js';
+import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
 
 /** Largest message accepted, advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
 export const MESSAGE_SIZE_LIMIT = 25 * 1024 * 1024;
@@ -31,11 +32,6 @@ export interface ReceiverOptions {
   sizeLimit?: number;
 }
 
-type Reply = Error & { responseCode: number };
-
-function reply(code: number, text: string): Reply {
-  return Object.assign(new Error(text), { responseCode: code });
-}
 
 function domainOf(address: string): string {
   const at = address.lastIndexOf('@');
@@ -113,7 +109,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
   /** The inbound hop, e.g. `client.test[127.0.0.1] -> mta.sender.test (submission)`. */
   const hopOf = (session: SMTPServerSession) => `${session.hostNameAppearsAs || 'unknown'}[${clientAddress(session)}] -> ${config.hostname} (${service})`;
 
-  const refuse = (session: SMTPServerSession, stage: string, err: Reply, extra: Record<string, unknown> = {}) => {
+  const refuse = (session: SMTPServerSession, stage: string, err: SmtpReply, extra: Record<string, unknown> = {}) => {
     const envelope = session.envelope;
     events.emit({
       kind: 'rejected',
@@ -154,7 +150,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
       // RFC 4616: an authorization identity other than the user itself would be acting for someone else; refused.
       const authzOk = !auth.authzid || (user !== undefined && sameAddress(auth.authzid, user.address)) || auth.authzid === auth.username;
       if (!user || !authzOk || !passwordMatches(auth.password ?? '', user.password)) {
-        const err = reply(535, '5.7.8 Authentication credentials invalid');
+        const err = smtpReply(535, '5.7.8 Authentication credentials invalid');
         events.emit({ kind: 'auth-failed', detail: { service, user: auth.username ?? null, method: auth.method, reply: `535 ${err.message}`, client: clientAddress(session), hop: hopOf(session) } });
         return callback(err);
       }
@@ -165,10 +161,10 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
       const from = address.address;
       if (submission) {
         const user = session.user as string | undefined;
-        if (!user) return callback(refuse(session, 'MAIL FROM', reply(530, '5.7.0 Authentication required: AUTH PLAIN or LOGIN first'), { attempted: from }));
+        if (!user) return callback(refuse(session, 'MAIL FROM', smtpReply(530, '5.7.0 Authentication required: AUTH PLAIN or LOGIN first'), { attempted: from }));
         // RFC 6409 §6.1: the MSA checks that the submitter may use the sender address.
         if (!sameAddress(from, user)) {
-          return callback(refuse(session, 'MAIL FROM', reply(553, `5.7.1 <${from}>: sender address rejected: not owned by user ${user}`), { attempted: from }));
+          return callback(refuse(session, 'MAIL FROM', smtpReply(553, `5.7.1 <${from}>: sender address rejected: not owned by user ${user}`), { attempted: from }));
         }
       }
       callback();
@@ -177,7 +173,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {
       const rcpt = address.address;
       if (!submission && !localDomains.has(domainOf(rcpt))) {
-        return callback(refuse(session, 'RCPT TO', reply(550, `5.7.1 <${rcpt}>: relay access denied (${config.hostname} is not the destination of ${domainOf(rcpt) || 'that address'}; log in on the submission port to relay)`), { attempted: rcpt }));
+        return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.7.1 <${rcpt}>: relay access denied (${config.hostname} is not the destination of ${domainOf(rcpt) || 'that address'}; log in on the submission port to relay)`), { attempted: rcpt }));
       }
       callback();
     },
@@ -194,7 +190,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const chunks: Buffer[] = [];
     for await (const chunk of stream) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw refuse(session, 'DATA', reply(552, `5.3.4 message exceeds the size limit of ${sizeLimit} octets`), { size: stream.byteLength });
+    if (stream.sizeExceeded) throw refuse(session, 'DATA', smtpReply(552, `5.3.4 message exceeds the size limit of ${sizeLimit} octets`), { size: stream.byteLength });
 
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const to = session.envelope.rcptTo.map((r) => r.address);
@@ -223,7 +219,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
     } catch (err) {
       options.log(`${service}: cannot queue a message: ${(err as Error).stack ?? String(err)}`);
       events.emit({ kind: 'error', detail: { service, error: `cannot queue the message: ${(err as Error).message}`, from, to } });
-      throw refuse(session, 'DATA', reply(451, '4.3.0 local error: the message could not be queued, try again later'));
+      throw refuse(session, 'DATA', smtpReply(451, '4.3.0 local error: the message could not be queued, try again later'));
     }
     return `2.0.0 Ok: queued as ${queueId}`;
   }

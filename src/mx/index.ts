@@ -8,13 +8,10 @@ import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
 import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { smtpReply } from '../shared/smtp-reply.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
-/** An SMTP reply carried as an error, the way smtp-server expects rejections. */
-function reply(code: number, text: string): Error & { responseCode: number } {
-  return Object.assign(new Error(text), { responseCode: code });
-}
 
 export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => {
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
@@ -47,7 +44,7 @@ export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => 
       const domain = rcpt.split('@')[1] ?? '';
       const refuse = (code: number, text: string) => {
         events.emit({ kind: 'rejected', detail: { stage: 'RCPT TO', rcpt, reply: `${code} ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' } });
-        callback(reply(code, text));
+        callback(smtpReply(code, text));
       };
       if (!domains.has(domain)) return refuse(550, `5.7.1 <${rcpt}>: relay access denied, ${config.hostname} does not serve ${domain}`);
       if (!recipients.has(rcpt)) return refuse(550, `5.1.1 <${rcpt}>: no such user here`);
@@ -64,7 +61,7 @@ export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const chunks: Buffer[] = [];
     for await (const chunk of stream) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw reply(552, `5.3.4 message exceeds the size limit of ${MAX_MESSAGE_SIZE} octets`);
+    if (stream.sizeExceeded) throw smtpReply(552, `5.3.4 message exceeds the size limit of ${MAX_MESSAGE_SIZE} octets`);
     const id = randomBytes(6).toString('hex').toUpperCase();
     const to = session.envelope.rcptTo.map((r) => r.address);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -91,14 +88,14 @@ export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => 
       // delivered may then get a duplicate, the accepted risk RFC 5321 §6.1 prefers to loss).
       const temporary = failed.find((r) => r.code >= 400 && r.code < 500);
       if (temporary || failed.length < result.recipients.length) {
-        throw reply(451, `4.3.0 mailbox server refused ${failed.map((r) => r.address).join(', ')}: ${(temporary ?? failed[0])!.reply}`);
+        throw smtpReply(451, `4.3.0 mailbox server refused ${failed.map((r) => r.address).join(', ')}: ${(temporary ?? failed[0])!.reply}`);
       }
-      throw reply(550, `5.1.1 mailbox server refused: ${failed[0]!.reply}`);
+      throw smtpReply(550, `5.1.1 mailbox server refused: ${failed[0]!.reply}`);
     } catch (err) {
       if ((err as { responseCode?: number }).responseCode) throw err;
       const why = err instanceof SmtpClientError ? err.message : (err as Error).message;
       events.emit({ kind: 'handoff-failed', messageId, queueId: id, detail: { to: hop, error: why } });
-      throw reply(451, `4.3.0 mailbox server unavailable, try again later (${hop}: ${why})`);
+      throw smtpReply(451, `4.3.0 mailbox server unavailable, try again later (${hop}: ${why})`);
     }
   }
 
