@@ -7,8 +7,8 @@ import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import defaultLab from '../lab/default.js';
-import { Lab, type StartedLab } from '../src/lab/lab.js';
-import { packageRoot } from '../src/lab/runtime.js';
+import { Lab, type StartedLab } from '../src/harness/lab.js';
+import { packageRoot } from '../src/harness/runtime/types.js';
 import { greeting, maildirCount, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
 import { startPeer, type PeerLab } from './peer.js';
 
@@ -83,10 +83,10 @@ async function checkGreetings(lab: StartedLab): Promise<void> {
 }
 
 async function bootDocker(): Promise<Stats | string> {
-  const { dockerEngine } = await import('../src/lab/runtime-docker.js');
+  const { dockerEngine } = await import('../src/harness/runtime/docker.js');
   const engine = await dockerEngine(3000);
   if (!engine.available) return `no Docker engine answers (${engine.reason ?? 'unknown'})`;
-  const { ensureImage } = await import('../src/lab/images.js');
+  const { ensureImage } = await import('../src/harness/runtime/images.js');
   await ensureImage();
   return bootSamples('docker', RUNS);
 }

@@ -1,6 +1,6 @@
 // Scenario 1: alice → bob along the whole path: submitted, queued, MX lookup, relayed, stored.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce, checkHopOrder } from '../src/lab/checkers.js';
+import { checkDeliveredOnce, checkHopOrder } from '../src/harness/checkers/checkers.js';
 import { headerSection } from '../src/shared/headers.js';
 import { useLab } from './support/lab.js';
 

@@ -1,6 +1,6 @@
 // Scenario 2: the receiver's MX is offline; the message waits in the MTA's queue and is delivered once it returns.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

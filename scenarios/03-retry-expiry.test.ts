@@ -1,7 +1,7 @@
 // Scenario 3: retries follow the configured schedule; past the queue lifetime the sender gets a DSN.
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
-import { checkRetrySchedule, findMessages } from '../src/lab/checkers.js';
+import { checkRetrySchedule, findMessages } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const schedule = [400, 800, 1200];

@@ -1,6 +1,6 @@
 // Scenario 4: the MX rejects an unknown recipient with 550; alice gets a DSN at once; nothing is retried.
 import { describe, expect, it } from 'vitest';
-import { findMessages } from '../src/lab/checkers.js';
+import { findMessages } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

@@ -1,7 +1,7 @@
 // Scenario 5: two MX hosts. The lower preference wins; when it is down the other takes the mail; a moved MX
 // record takes effect on the next delivery.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab((l) =>

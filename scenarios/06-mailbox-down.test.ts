@@ -1,7 +1,7 @@
 // Scenario 6: the mailbox server behind the MX is down: the MX answers 451, the MTA retries, and the message
 // is delivered once the mailbox server is back.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

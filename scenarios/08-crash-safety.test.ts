@@ -1,7 +1,7 @@
 // Scenario 8: messages the MTA accepted survive a SIGKILL of the MTA and are delivered after it restarts,
 // none lost, none duplicated.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

@@ -1,6 +1,6 @@
 // Issue 3, scenario 1: POP3 download-and-delete. The server keeps nothing; when the device is lost, so is the mail.
 import { describe, expect, it } from 'vitest';
-import { findMessages } from '../src/lab/checkers.js';
+import { findMessages } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

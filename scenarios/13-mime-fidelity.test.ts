@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
-import { findMessages } from '../src/lab/checkers.js';
+import { findMessages } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

@@ -1,7 +1,7 @@
 // Network faults only containers can make real: a frozen MX (timeouts, not refusals) and a partitioned mailbox
 // server. On the local runtime there is no network to cut, so this file says so and skips.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/lab/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const runtime = process.env.MAILLAB_RUNTIME ?? 'local';

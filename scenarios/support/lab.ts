@@ -1,7 +1,7 @@
 // Vitest glue: one lab per scenario file (default) or a fresh one per test, stopped even when a test fails.
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
-import { Lab, type StartedLab } from '../../src/lab/lab.js';
-import type { LabDefinition } from '../../src/lab/topology.js';
+import { Lab, type StartedLab } from '../../src/harness/lab.js';
+import type { LabDefinition } from '../../src/harness/topology.js';
 import defaultLab from '../../lab/default.js';
 
 export { defaultLab };

@@ -7,8 +7,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, expect, it } from 'vitest';
 import { createLabResolver } from '../dns/index.js';
-import { smtpDialogue } from '../lab/probe.js';
-import { packageRoot } from '../lab/runtime.js';
+import { smtpDialogue } from '../harness/clients/probe.js';
+import { packageRoot } from '../harness/runtime/types.js';
 
 const bin = path.join(packageRoot(), 'bin', 'maillab.mjs');
 

@@ -4,9 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import defaultLab from '../../lab/default.js';
-import { Lab, type RuntimeKind } from '../lab/lab.js';
-import { packageRoot } from '../lab/runtime.js';
-import type { LabDefinition } from '../lab/topology.js';
+import { Lab, type RuntimeKind } from '../harness/lab.js';
+import { packageRoot } from '../harness/runtime/types.js';
+import type { LabDefinition } from '../harness/topology.js';
 
 const USAGE = `usage: maillab <command>
 
@@ -30,14 +30,14 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
     case 'run':
       return run(rest);
     case 'images': {
-      const { ensureImage, listImages } = await import('../lab/images.js');
+      const { ensureImage, listImages } = await import('../harness/runtime/images.js');
       const tag = await ensureImage({ log: (m: string) => process.stderr.write(m + '\n') });
       process.stdout.write(`${tag}\n`);
       if (rest.includes('--list')) for (const image of await listImages()) process.stdout.write(`  ${JSON.stringify(image)}\n`);
       return 0;
     }
     case 'prune': {
-      const { pruneLabs } = await import('../lab/runtime-docker.js');
+      const { pruneLabs } = await import('../harness/runtime/docker.js');
       const removed = await pruneLabs();
       process.stdout.write(`removed ${removed.containers} container(s), ${removed.networks} network(s), ${removed.volumes} volume(s)\n`);
       return 0;

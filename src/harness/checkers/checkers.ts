@@ -1,9 +1,9 @@
 // Checkers: what must hold, asserted over the recorded history and the mailboxes (kept apart from what the
 // scenario's clients do and from the faults it injects). Each throws an Error that explains itself.
-import type { LabEvent } from '../shared/events.js';
-import { formatEvent, type History, normalizeMessageId } from './history.js';
-import type { StartedLab } from './lab.js';
-import { headerValue } from '../shared/headers.js';
+import type { LabEvent } from '../../shared/events.js';
+import { formatEvent, type History, normalizeMessageId } from '../history/history.js';
+import type { StartedLab } from '../lab.js';
+import { headerValue } from '../../shared/headers.js';
 
 function fail(message: string, events: readonly LabEvent[]): never {
   throw new Error(`${message}\nevents:\n${events.map((e) => formatEvent(e)).join('\n')}`);

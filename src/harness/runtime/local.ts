@@ -5,11 +5,11 @@ import { promises as fs, existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { NodeConfig } from '../shared/config.js';
-import { READY_MARKER } from '../shared/node.js';
-import type { LabNetwork, RunningNode, Runtime } from './runtime.js';
-import { packageRoot } from './runtime.js';
-import type { LabDefinition } from './topology.js';
+import type { NodeConfig } from '../../shared/config.js';
+import { READY_MARKER } from '../../shared/node.js';
+import type { LabNetwork, RunningNode, Runtime } from './types.js';
+import { packageRoot } from './types.js';
+import type { LabDefinition } from '../topology.js';
 
 const READY_TIMEOUT_MS = 15_000;
 

@@ -1,6 +1,6 @@
 // A small POP3 client (RFC 1939, RFC 2449 CAPA): what a phone's "download mail" does, command by command.
 import net from 'node:net';
-import type { Endpoint } from '../shared/config.js';
+import type { Endpoint } from '../../shared/config.js';
 
 export class Pop3Error extends Error {}
 

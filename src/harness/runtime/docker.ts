@@ -25,12 +25,12 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { GenericContainer, LABEL_TESTCONTAINERS_SESSION_ID, Wait, getContainerRuntimeClient, getReaper, type ContainerRuntimeClient } from 'testcontainers';
-import type { Endpoint, NodeConfig } from '../shared/config.js';
-import { READY_MARKER } from '../shared/node.js';
+import type { Endpoint, NodeConfig } from '../../shared/config.js';
+import { READY_MARKER } from '../../shared/node.js';
 import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
-import type { LabNetwork, RunningNode, Runtime } from './runtime.js';
-import { LocalRuntime } from './runtime-local.js';
-import type { LabDefinition } from './topology.js';
+import type { LabNetwork, RunningNode, Runtime } from './types.js';
+import { LocalRuntime } from './local.js';
+import type { LabDefinition } from '../topology.js';
 
 /** The address block labs take their /24 from; its first /24 is dockerd's default bridge here (--bip 198.18.0.1/24). */
 export const LAB_ADDRESS_POOL = '198.18.0.0/15';

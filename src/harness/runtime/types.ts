@@ -2,8 +2,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Endpoint, NodeConfig } from '../shared/config.js';
-import type { LabDefinition } from './topology.js';
+import type { Endpoint, NodeConfig } from '../../shared/config.js';
+import type { LabDefinition } from '../topology.js';
 
 export interface LabNetwork {
   /** Address of every host. */

@@ -5,14 +5,14 @@ import { Resolver } from 'node:dns/promises';
 import nodemailer from 'nodemailer';
 import { getContainerRuntimeClient } from 'testcontainers';
 import { afterAll, describe, expect, it } from 'vitest';
-import defaultLab from '../../lab/default.js';
-import type { NodeConfig } from '../shared/config.js';
-import { ControlClient } from '../shared/control.js';
+import defaultLab from '../../../lab/default.js';
+import type { NodeConfig } from '../../shared/config.js';
+import { ControlClient } from '../../shared/control.js';
 import { ensureImage, planImage } from './images.js';
-import type { LabNetwork } from './runtime.js';
-import { LocalRuntime } from './runtime-local.js';
-import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, type DockerRunningNode } from './runtime-docker.js';
-import { CONTROL_PORT, planLab } from './topology.js';
+import type { LabNetwork } from './types.js';
+import { LocalRuntime } from './local.js';
+import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, type DockerRunningNode } from './docker.js';
+import { CONTROL_PORT, planLab } from '../topology.js';
 
 const engine = await dockerEngine();
 const skipReason = engine.available

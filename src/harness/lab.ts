@@ -5,11 +5,11 @@ import type { DnsRecord, Endpoint, NodeConfig, RetryConfig, UserConfig } from '.
 import { ControlClient } from '../shared/control.js';
 import { messageIdOf } from '../shared/headers.js';
 import type { LabEvent } from '../shared/events.js';
-import { ImapDevice, Pop3Device } from './devices.js';
-import { History, type EventMatcher } from './history.js';
-import type { RunningNode, Runtime } from './runtime.js';
-import type { DockerRunningNode } from './runtime-docker.js';
-import { LocalRuntime } from './runtime-local.js';
+import { ImapDevice, Pop3Device } from './clients/devices.js';
+import { History, type EventMatcher } from './history/history.js';
+import type { RunningNode, Runtime } from './runtime/types.js';
+import type { DockerRunningNode } from './runtime/docker.js';
+import { LocalRuntime } from './runtime/local.js';
 import { planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type RuntimeKind = 'local' | 'docker';
@@ -83,7 +83,7 @@ async function createRuntime(kind: RuntimeKind | 'auto'): Promise<Runtime> {
   if (kind === 'local') return new LocalRuntime();
   if (kind !== 'docker' && kind !== 'auto') throw new Error(`unknown runtime "${kind}" (use local, docker or auto)`);
   // Loaded on demand: the local runtime never pays for testcontainers.
-  const { createDockerRuntime } = await import('./runtime-docker.js');
+  const { createDockerRuntime } = await import('./runtime/docker.js');
   return createDockerRuntime(kind);
 }
 

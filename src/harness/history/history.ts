@@ -1,5 +1,5 @@
 // One ordered history of every node's events. Scenarios wait on it and checkers read it.
-import type { LabEvent } from '../shared/events.js';
+import type { LabEvent } from '../../shared/events.js';
 
 export type EventMatcher = Partial<Pick<LabEvent, 'kind' | 'node' | 'messageId' | 'queueId'>> & {
   /** Every listed detail field must equal the event's. */

@@ -4,10 +4,10 @@
 import { EventEmitter } from 'node:events';
 import { ImapFlow } from 'imapflow';
 import MailComposer from 'nodemailer/lib/mail-composer';
-import type { Endpoint } from '../shared/config.js';
-import { messageIdOf } from '../shared/headers.js';
-import { now } from '../shared/events.js';
-import type { History } from './history.js';
+import type { Endpoint } from '../../shared/config.js';
+import { messageIdOf } from '../../shared/headers.js';
+import { now } from '../../shared/events.js';
+import type { History } from '../history/history.js';
 import { Pop3Client } from './pop3-client.js';
 
 export interface LocalMessage {

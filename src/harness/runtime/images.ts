@@ -18,7 +18,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { getContainerRuntimeClient, type ContainerRuntimeClient } from 'testcontainers';
-import { packageRoot } from './runtime.js';
+import { packageRoot } from './types.js';
 
 export const IMAGE_REPOSITORY = 'maillab-node';
 /** Node and its libraries alone, the layer under every `FROM scratch` node image. */

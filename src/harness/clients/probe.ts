@@ -1,6 +1,6 @@
 // A line-protocol probe for scenarios: speak SMTP/LMTP/POP3 command by command and see each raw reply.
 import net from 'node:net';
-import type { Endpoint } from '../shared/config.js';
+import type { Endpoint } from '../../shared/config.js';
 
 export interface ProbeReply {
   command: string;
