@@ -6,7 +6,7 @@
 //                             mx (mx.receiver.test) ──LMTP 24──▶ mailbox (mail.receiver.test) ──POP3/IMAP──▶ bob
 //
 // The MTA is also sender.test's MX: bounces to alice go to the same mailbox server over LMTP.
-import { defineLab, LAB_RETRY } from '../src/harness/topology.js';
+import { defineLab, LAB_RETRY } from '../src/harness/index.js';
 
 export default defineLab({
   name: 'default',

@@ -1,6 +1,6 @@
 // Scenario 1: alice → bob along the whole path: submitted, queued, MX lookup, relayed, stored.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce, checkHopOrder } from '../src/harness/checkers/checkers.js';
+import { checkDeliveredOnce, checkHopOrder } from '../src/harness/index.js';
 import { headerSection } from '../src/shared/headers.js';
 import { useLab } from './support/lab.js';
 
@@ -30,7 +30,7 @@ describe('happy path', () => {
 
     // "250" travels back only after the message is stored: stored comes before the MX's hand-off reply and
     // before the MTA records the relay.
-    await checkHopOrder(lab().history, messageId, [
+    await checkHopOrder(lab(), messageId, [
       'mta:submitted',
       'mta:queued',
       'mta:mx-lookup',
@@ -64,8 +64,6 @@ describe('happy path', () => {
         html: '<p>html</p>',
         attachments: [{ filename: 'data.bin', content: Buffer.from([0, 1, 2, 254, 255]) }],
       });
-    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
-    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'carol@receiver.test' } });
     await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
     await checkDeliveredOnce(lab(), 'carol@receiver.test', sent.messageId);
   });

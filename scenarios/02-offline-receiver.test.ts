@@ -1,6 +1,6 @@
 // Scenario 2: the receiver's MX is offline; the message waits in the MTA's queue and is delivered once it returns.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();
@@ -13,8 +13,8 @@ describe('offline receiver', () => {
     const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'while you were out', text: 'queued for you' });
     const deferred = await lab().waitFor({ kind: 'deferred', messageId: sent.messageId });
     // Local runtime: the MX's port is closed (refused). Docker: the MX's host is gone (timeout).
-    expect(String(deferred.detail.error ?? deferred.detail.reply)).toMatch(/refused|timed out/i);
-    expect(String(deferred.detail.error ?? deferred.detail.reply)).toContain(mx.config.address);
+    expect(deferred.detail.error).toMatch(/refused|timed out/i);
+    expect(deferred.detail.error).toContain(mx.config.address);
 
     const queue = await lab().mta().queue();
     const entry = queue.find((q) => q.messageId === sent.messageId);
@@ -23,7 +23,6 @@ describe('offline receiver', () => {
 
     await mx.start();
     await lab().mta().flush();
-    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
     await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
 
     // Delivered means gone from the queue: nothing will send it again.

@@ -1,7 +1,7 @@
 // Scenario 3: retries follow the configured schedule; past the queue lifetime the sender gets a DSN.
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
-import { checkRetrySchedule, findMessages } from '../src/harness/checkers/checkers.js';
+import { checkRetrySchedule } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const schedule = [400, 800, 1200];
@@ -20,16 +20,16 @@ describe('queue retry and expiry', () => {
     // Every attempt ended in a deferral (the MX is unreachable) until the lifetime ran out.
     const attempts = lab().history.filter({ kind: 'deferred', messageId: sent.messageId });
     expect(attempts.length).toBeGreaterThanOrEqual(3);
-    const delays = checkRetrySchedule(lab().history, sent.messageId, schedule);
+    const delays = await checkRetrySchedule(lab(), sent.messageId, { schedule });
     expect(delays.length).toBeGreaterThanOrEqual(2);
     const queued = lab().history.filter({ kind: 'queued', messageId: sent.messageId })[0]!;
     expect(expired.time - queued.time).toBeGreaterThanOrEqual(maxLifetimeMs);
 
     // The DSN travels back to alice's mailbox (sender.test's MX is the MTA, which hands it to the mailbox server).
-    const dsnEvent = await lab().waitFor({ kind: 'dsn-created', where: (e) => e.detail.for === sent.messageId || e.messageId === sent.messageId });
-    const dsnMessageId = String(dsnEvent.detail.dsnMessageId);
+    const dsnEvent = await lab().waitFor({ kind: 'dsn-created', where: (e) => e.detail.for.messageId === sent.messageId });
+    const { dsnMessageId } = dsnEvent.detail;
     await lab().waitFor({ kind: 'stored', messageId: dsnMessageId, detail: { user: 'alice@sender.test' } });
-    const [dsn] = await findMessages(lab(), 'alice@sender.test', dsnMessageId);
+    const [dsn] = await lab().mailbox('alice@sender.test').find(dsnMessageId);
     const parsed = await simpleParser(dsn!.raw);
     expect(parsed.headers.get('content-type')).toMatchObject({ value: 'multipart/report' });
     const raw = dsn!.raw.toString('utf8');

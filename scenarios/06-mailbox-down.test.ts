@@ -1,7 +1,7 @@
 // Scenario 6: the mailbox server behind the MX is down: the MX answers 451, the MTA retries, and the message
 // is delivered once the mailbox server is back.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/harness/checkers/checkers.js';
+import { checkDeliveredOnce } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();
@@ -15,12 +15,11 @@ describe('mailbox server down behind the MX', () => {
     const handoff = await lab().waitFor({ kind: 'handoff-failed', node: 'mx', messageId: sent.messageId });
     expect(String(handoff.detail.to)).toContain(mailbox.config.address);
     const deferred = await lab().waitFor({ kind: 'deferred', node: 'mta', messageId: sent.messageId });
-    expect(String(deferred.detail.reply ?? deferred.detail.error)).toMatch(/451 4\.3\.0/);
+    expect(deferred.detail.reply).toMatch(/^451 4\.3\.0/);
     expect(lab().history.filter({ kind: 'stored', messageId: sent.messageId })).toHaveLength(0);
 
     await mailbox.start();
     await lab().mta().flush();
-    await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
     await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
   });
 });

@@ -1,7 +1,7 @@
 // Scenario 7: what the servers refuse: submission without AUTH, a wrong password, relaying through the MX or
 // through the MTA's port 25.
 import { describe, expect, it } from 'vitest';
-import { smtpDialogue } from '../src/harness/clients/probe.js';
+import { smtpDialogue } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab(undefined, { scope: 'test' });

@@ -1,6 +1,5 @@
 // Issue 3, scenario 1: POP3 download-and-delete. The server keeps nothing; when the device is lost, so is the mail.
 import { describe, expect, it } from 'vitest';
-import { findMessages } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();
@@ -18,7 +17,7 @@ describe('POP3 download and delete', () => {
     // Deleted on the server at QUIT (the UPDATE state).
     await lab().waitFor({ kind: 'deleted', where: (e) => e.messageId === sent.messageId });
     expect(await lab().mailbox('bob@receiver.test').messages()).toEqual([]);
-    expect(await findMessages(lab(), 'bob@receiver.test', sent.messageId)).toEqual([]);
+    expect(await lab().mailbox('bob@receiver.test').find(sent.messageId)).toEqual([]);
 
     phone.lose();
     expect(phone.find(sent.messageId)).toBeUndefined();

@@ -3,7 +3,6 @@
 import { createHash } from 'node:crypto';
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
-import { findMessages } from '../src/harness/checkers/checkers.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();
@@ -28,7 +27,7 @@ describe('MIME fidelity', () => {
       ],
     });
     await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
-    const [onServer] = await findMessages(lab(), 'bob@receiver.test', sent.messageId);
+    const [onServer] = await lab().mailbox('bob@receiver.test').find(sent.messageId);
 
     const check = async (raw: Buffer, via: string) => {
       const parsed = await simpleParser(raw, { keepCidLinks: true });

@@ -2,16 +2,31 @@
 // runtime starts, a local child process or a container.
 import { readFileSync } from 'node:fs';
 import type { NodeConfig, Role } from './shared/config.js';
-import { runNode, type RoleStarter } from './shared/node.js';
+import { runNode } from './shared/node.js';
+
+type ConfigOf<R extends Role> = Extract<NodeConfig, { role: R }>;
 
 // Each role is loaded on demand (its own chunk of the bundle): a node parses only the code it runs, which is
 // most of its start-up time.
-export const roles: Record<Role, () => Promise<RoleStarter<any>>> = {
-  dns: async () => (await import('./dns/index.js')).startDns,
-  mta: async () => (await import('./mta/index.js')).startMta,
-  mx: async () => (await import('./mx/index.js')).startMx,
-  mailbox: async () => (await import('./mailbox/index.js')).startMailbox,
+export const roles: { [R in Role]: (config: ConfigOf<R>) => Promise<void> } = {
+  dns: async (config) => runNode(config, (await import('./dns/index.js')).startDns),
+  mta: async (config) => runNode(config, (await import('./mta/index.js')).startMta),
+  mx: async (config) => runNode(config, (await import('./mx/index.js')).startMx),
+  mailbox: async (config) => runNode(config, (await import('./mailbox/index.js')).startMailbox),
 };
+
+function run(config: NodeConfig): Promise<void> {
+  switch (config.role) {
+    case 'dns':
+      return roles.dns(config);
+    case 'mta':
+      return roles.mta(config);
+    case 'mx':
+      return roles.mx(config);
+    case 'mailbox':
+      return roles.mailbox(config);
+  }
+}
 
 export async function main(argv: string[]): Promise<void> {
   const role = argv[0] as Role | undefined;
@@ -26,7 +41,7 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`config ${configFile} is for role ${config.role}, not ${role}\n`);
     process.exit(2);
   }
-  await runNode(config, await roles[role]());
+  await run(config);
 }
 
 // `maillab node …` from the CLI passes a leading program name of its own.

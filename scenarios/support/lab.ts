@@ -1,7 +1,7 @@
 // Vitest glue: one lab per scenario file (default) or a fresh one per test, stopped even when a test fails.
-import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
-import { Lab, type StartedLab } from '../../src/harness/lab.js';
-import type { LabDefinition } from '../../src/harness/topology.js';
+// Before a lab stops, every event its nodes emitted is checked against their roles' contracts.
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
+import { formatEvent, Lab, type LabDefinition, type StartedLab } from '../../src/harness/index.js';
 import defaultLab from '../../lab/default.js';
 
 export { defaultLab };
@@ -22,8 +22,15 @@ export function useLab(configure: (lab: Lab) => Lab = (l) => l, options: UseLabO
     started = await configure(new Lab(options.definition ?? defaultLab)).start();
   };
   const stop = async () => {
-    await started?.stop();
+    const lab = started;
     started = undefined;
+    if (!lab) return;
+    try {
+      const outside = lab.eventsOutsideContract();
+      expect(outside.map((e) => formatEvent(e)), 'events of kinds their node\'s role contract (src/<role>/api.ts) does not list').toEqual([]);
+    } finally {
+      await lab.stop();
+    }
   };
   if (options.scope === 'test') {
     beforeEach(start);

@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import defaultLab from '../../lab/default.js';
-import { Lab, type RuntimeKind } from '../harness/lab.js';
+import { Lab } from '../harness/lab.js';
+import type { RuntimeKind } from '../harness/runtime/index.js';
 import { packageRoot } from '../harness/runtime/types.js';
 import type { LabDefinition } from '../harness/topology.js';
 

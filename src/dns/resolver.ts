@@ -3,6 +3,7 @@
 import { promises as dnsPromises } from 'node:dns';
 import { isIPv6 } from 'node:net';
 import type { Endpoint } from '../shared/config.js';
+import type { MxHost, MxResolution } from './api.js';
 
 export interface LabResolverOptions {
   /** Per-try timeout in ms (c-ares backs off on later tries). */
@@ -20,29 +21,6 @@ export function createLabResolver(endpoint: Endpoint, options: LabResolverOption
 
 /** The part of a resolver MX resolution uses (a `dns.promises.Resolver` fits; tests may stub it). */
 export type MxResolver = Pick<dnsPromises.Resolver, 'resolveMx' | 'resolve4' | 'resolve6'>;
-
-export interface MxHost {
-  exchange: string;
-  priority: number;
-  /** IPv4 addresses first, then IPv6. Empty when the host has none (see `error`). */
-  addresses: string[];
-  /** Why `addresses` is empty, when it is. */
-  error?: string;
-  /** Whether that failure may go away on a later try (timeout, SERVFAIL...). */
-  temporary?: boolean;
-}
-
-export type MxResolution =
-  /** MX hosts by preference, most preferred first (equal preferences keep the DNS order). */
-  | { kind: 'mx'; hosts: MxHost[] }
-  /** The domain accepts no mail (RFC 7505): bounce at once. */
-  | { kind: 'null-mx' }
-  /** No MX but an address record: the domain itself is the MX (RFC 5321 §5.1). */
-  | { kind: 'implicit'; hosts: MxHost[] }
-  /** The domain does not exist or has neither MX nor address records: a permanent failure. */
-  | { kind: 'none'; error: string }
-  /** The answer could not be had now (timeout, SERVFAIL, refused...): try again later. */
-  | { kind: 'temporary'; error: string };
 
 export interface MxOptions {
   /** Also look up AAAA records of the hosts (default true). */

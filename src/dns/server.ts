@@ -7,21 +7,8 @@ import type { RemoteInfo } from 'node:dgram';
 import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { Packet, createTCPServer, createUDPServer, type Resource, type TCPServer, type UDPServer } from 'dns2';
 import type { Endpoint } from '../shared/config.js';
-import { DEFAULT_TTL, normalizeName, type LookupResult, type ZoneRecord, type Zones } from './zone.js';
-
-export type DnsTransport = 'udp' | 'tcp';
-
-/** What the server tells about each query it answers (the detail of a `dns-query` event). */
-export interface DnsQueryInfo {
-  name: string;
-  type: string;
-  rcode: string;
-  /** The answer section, one short string per record, e.g. `MX 10 mx.receiver.test`. */
-  answers: string[];
-  transport: DnsTransport;
-  /** `address:port` of the client. */
-  client: string;
-}
+import type { DnsQueryInfo, DnsTransport, LookupResult, ZoneRecord } from './api.js';
+import { DEFAULT_TTL, normalizeName, type Zones } from './zone.js';
 
 export interface DnsServerOptions {
   host: string;

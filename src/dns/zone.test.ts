@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import type { ZoneConfig } from '../shared/config.js';
-import { DEFAULT_TTL, Zones, type LookupResult } from './zone.js';
+import type { LookupResult } from './api.js';
+import { DEFAULT_TTL, Zones } from './zone.js';
 
 const receiver: ZoneConfig = {
   origin: 'receiver.test',

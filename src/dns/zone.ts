@@ -11,27 +11,12 @@
 //   primary), so SOA and NS queries at the apex always work and negative answers carry an SOA.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { DnsRecord, ZoneConfig } from '../shared/config.js';
+import type { LookupResult, Rcode, RecordType, SoaFields, SoaRecord, ZoneRecord } from './api.js';
 
-export type SoaFields = Required<NonNullable<ZoneConfig['soa']>>;
-export type SoaRecord = { name: string; type: 'SOA'; ttl?: number } & SoaFields;
-/** A record as served: a configured one, or a synthesized SOA/NS. */
-export type ZoneRecord = DnsRecord | SoaRecord;
-export type RecordType = ZoneRecord['type'];
+
 
 /** The types the lab serves; other query types get NODATA (or NXDOMAIN) answers. */
 export const RECORD_TYPES: readonly RecordType[] = ['A', 'AAAA', 'MX', 'TXT', 'CNAME', 'PTR', 'NS', 'SOA'];
-
-export type Rcode = 'NOERROR' | 'NXDOMAIN' | 'REFUSED';
-
-export interface LookupResult {
-  rcode: Rcode;
-  /** Answer section; every record has its `ttl` filled in. For a CNAME chain, the CNAMEs come first, in order. */
-  answers: ZoneRecord[];
-  /** Authority section: the zone SOA on NXDOMAIN and NODATA answers, empty otherwise. */
-  authority: ZoneRecord[];
-  /** Origin of the zone the queried name is in (absent when REFUSED). */
-  zone?: string;
-}
 
 /** TTL of records that do not set one. Short, because the lab changes records while it runs. */
 export const DEFAULT_TTL = 60;

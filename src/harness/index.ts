@@ -1,4 +1,12 @@
-export { Lab, StartedLab, NodeHandle, type SendOptions, type SendResult, type QueueEntry } from './lab.js';
-export { History, formatEvent, normalizeMessageId, type EventMatcher } from './history/history.js';
-export { defineLab, LAB_RETRY, planLab, type LabDefinition, type HostDefinition, type DomainDefinition } from './topology.js';
+// The harness's public entry: everything a scenario uses comes from here.
+export { Lab, StartedLab, type SendOptions, type SendResult } from './lab.js';
+export { NodeHandle } from './node-handle.js';
+export { defineLab, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
+export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
+export { History, WaitTimeoutError, formatEvent, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
+export { NEMESIS, allEventKinds, type EventKind, type EventOf, type HarnessEvents, type HistoryEvent } from './events.js';
+export { CheckFailure, checkDeliveredOnce, checkHopOrder, checkRetrySchedule, type CheckOptions, type CheckTarget } from './checkers/index.js';
+export { smtpDialogue, type ProbeReply } from './clients/probe.js';
+export type { ImapDevice, Pop3Device } from './clients/devices.js';
+export { createRuntime, resolveRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 export type { LabEvent } from '../shared/events.js';

@@ -37,7 +37,6 @@ export interface LabDefinition {
 }
 
 /** Retries within seconds, so scenarios about deferral and expiry run fast (owned by the MTA's scheduler). */
-export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 
 export function defineLab(definition: LabDefinition): LabDefinition {
   validateLab(definition);

@@ -2,6 +2,7 @@
 // the mailboxes over the control channel.
 import type { Endpoint, MailboxNodeConfig } from '../shared/config.js';
 import type { RoleStarter } from '../shared/node.js';
+import type { MailboxContract } from './api.js';
 import { startLmtp } from './lmtp.js';
 import { startPop3 } from './pop3.js';
 import type { MailboxService } from './service.js';
@@ -11,7 +12,7 @@ import { startImap } from './imap/index.js';
 export { MaildirStore } from './store.js';
 export type { MailboxService, ServiceOptions } from './service.js';
 
-export const startMailbox: RoleStarter<MailboxNodeConfig> = async (ctx) => {
+export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = async (ctx) => {
   const { config } = ctx;
   const store = new MaildirStore({ root: config.dataDir, users: config.users, fsync: config.fsync, hostname: config.hostname });
   // Every user's Maildir exists (and is checked) before the first connection.

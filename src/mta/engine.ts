@@ -8,6 +8,7 @@ import { buildDsn, type DsnRecipient } from './dsn.js';
 import { isFinal, type AttemptReport, type EnqueueInput, type MailQueue, type QueuedMessage, type QueueRecipient, type RecoveryReport } from './queue.js';
 import { planRetry, retryDelay } from '../shared/retry.js';
 import { Scheduler } from './scheduler.js';
+import type { QueueEntryView } from './api.js';
 
 export interface EngineOptions {
   config: Pick<MtaNodeConfig, 'hostname' | 'retry'>;
@@ -22,31 +23,6 @@ export interface EngineOptions {
 }
 
 /** A queue entry as the control channel shows it (the harness's QueueEntry, plus details). */
-export interface QueueEntryView {
-  queueId: string;
-  messageId?: string;
-  from: string;
-  state: string;
-  arrival: number;
-  size: number;
-  attempts: number;
-  nextAttempt?: number;
-  origin: QueuedMessage['origin'];
-  dsnFor?: string;
-  recipients: {
-    address: string;
-    state: string;
-    attempts: number;
-    /** The last failure, in one line (where, command, reply). */
-    lastError?: string;
-    lastReply?: string;
-    status?: string;
-    hop?: string;
-    nextAttempt?: number;
-    expired?: boolean;
-  }[];
-}
-
 export class MtaEngine {
   readonly scheduler: Scheduler;
   private readonly now: () => number;

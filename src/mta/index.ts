@@ -2,16 +2,13 @@
 // durable queue; delivery over SMTP to MX hosts found in the lab DNS, and over LMTP to the mailbox server for local
 // domains; retries, expiry and bounces.
 //
-// Control operations (rpc):
-//   queue   { state?, all? } -> QueueEntryView[]: the messages in the queue (not done); `all` adds the finished ones
-//                           still remembered, `state` filters
-//   flush                -> { flushed }: every deferred message is tried now
-//   message { queueId }  -> QueueEntryView plus the full record (every recipient's last report) and the headers
+// Control operations and events: see the contract, api.ts.
 import path from 'node:path';
 import { createLabResolver, resolveMxTargets } from '../dns/index.js';
 import type { Endpoint, MtaNodeConfig } from '../shared/config.js';
 import { headerSection } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
+import type { MtaContract } from './api.js';
 import { SmtpClientPool } from '../shared/smtp-client.js';
 import { listen } from '../shared/smtp-server.js';
 import { MtaEngine } from './engine.js';
@@ -19,7 +16,7 @@ import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
 
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
-export type { QueueEntryView } from './engine.js';
+export type * from './api.js';
 
 /** How long an outbound session stays cached for the next message to the same server (Postfix: smtp_connection_cache_time_limit = 2s). */
 const RELAY_IDLE_MS = 2000;
@@ -28,7 +25,7 @@ const LMTP_IDLE_MS = 10_000;
 /** How long stop() lets running deliveries finish. */
 const STOP_GRACE_MS = 2000;
 
-export const startMta: RoleStarter<MtaNodeConfig> = async (ctx) => {
+export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => {
   const { config, events, log } = ctx;
   const resolver = createLabResolver(config.resolver);
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
@@ -72,7 +69,7 @@ export const startMta: RoleStarter<MtaNodeConfig> = async (ctx) => {
   return {
     services,
     rpc: {
-      queue: (args: { state?: string; all?: boolean }) =>
+      queue: (args) =>
         (args?.all || args?.state === 'done' ? queue.list() : queue.pending())
           // A message whose every recipient has its outcome is out of the queue as soon as the outcome is known
           // (and its events emitted), not only once the done record is on disk.
@@ -80,7 +77,7 @@ export const startMta: RoleStarter<MtaNodeConfig> = async (ctx) => {
           .filter((m) => !args?.state || m.state === args.state)
           .map((m) => engine.view(m)),
       flush: () => engine.flush(),
-      message: async (args: { queueId?: string }) => {
+      message: async (args) => {
         const message = args?.queueId ? queue.get(args.queueId) : undefined;
         if (!message) throw new Error(`no message ${args?.queueId ?? '(queueId missing)'} in the queue`);
         const headers = message.state === 'done' ? undefined : await queue.readMessage(message.queueId).then((data) => headerSection(data), () => undefined);

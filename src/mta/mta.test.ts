@@ -220,7 +220,7 @@ function ehlo(port: number): Promise<string> {
   });
 }
 
-async function rpc<T>(op: string, args: unknown = {}): Promise<T> {
+async function rpc<T>(op: string, args: object = {}): Promise<T> {
   return (await mta.rpc[op]!(args)) as T;
 }
 

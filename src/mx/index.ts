@@ -6,6 +6,7 @@ import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { MxNodeConfig } from '../shared/config.js';
 import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
+import type { MxContract } from './api.js';
 import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
@@ -13,7 +14,7 @@ import { smtpReply } from '../shared/smtp-reply.js';
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
 
-export const startMx: RoleStarter<MxNodeConfig> = async ({ config, events }) => {
+export const startMx: RoleStarter<MxNodeConfig, MxContract> = async ({ config, events }) => {
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
   const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
   // LMTP is a local hop: a mailbox server that does not answer within seconds is down (or cut off), and the

@@ -1,17 +1,18 @@
 // The control channel every node offers, the same in every runtime: HTTP on the node's address.
 //   GET  /health            -> { name, role, ready, services }
 //   GET  /events?since=N    -> NDJSON stream of events after seq N, kept open for new ones
-//   POST /rpc/<method>      -> JSON result of a node-specific operation ({ error } with status 500 on failure)
+//   POST /rpc/<operation>   -> { result } of one of the role's contract operations; 404 with the list of operations
+//                              for a name the contract does not have; 400 for a body that is not a JSON object;
+//                              500 with { error } when the operation fails
+// Both ends are typed by the role's contract (src/<role>/api.ts).
 import http from 'node:http';
-import type { Endpoint } from './config.js';
+import type { Endpoint, Role } from './config.js';
+import type { ArgsOf, OperationName, ResultOf, RoleContract, RpcTable } from './contract.js';
 import type { EventLog, LabEvent } from './events.js';
-
-export type RpcHandler = (args: any) => unknown | Promise<unknown>;
-export type RpcTable = Record<string, RpcHandler>;
 
 export interface NodeHealth {
   name: string;
-  role: string;
+  role: Role;
   pid: number;
   services: Record<string, Endpoint>;
 }
@@ -21,7 +22,7 @@ export async function startControlServer(options: {
   port: number;
   events: EventLog;
   health: () => NodeHealth;
-  rpc: () => RpcTable;
+  rpc: () => RpcTable<RoleContract>;
 }): Promise<http.Server> {
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://control');
@@ -41,10 +42,22 @@ export async function startControlServer(options: {
       }
       const rpc = /^\/rpc\/([\w-]+)$/.exec(url.pathname);
       if (req.method === 'POST' && rpc) {
-        const handler = options.rpc()[rpc[1]!];
-        if (!handler) return sendJson(res, 404, { error: `unknown operation ${rpc[1]}` });
+        const table = options.rpc();
+        const operation = rpc[1]!;
+        // Only the contract's own names: never an inherited property such as `constructor` or `toString`.
+        if (!Object.hasOwn(table, operation)) {
+          const known = Object.keys(table);
+          return sendJson(res, 404, { error: `unknown operation ${operation}; this node has ${known.length ? known.join(', ') : 'no operations'}`, operations: known });
+        }
         const body = await readBody(req);
-        const result = await handler(body.length ? JSON.parse(body) : {});
+        let args: unknown = {};
+        try {
+          if (body.length) args = JSON.parse(body);
+        } catch {
+          return sendJson(res, 400, { error: `${operation}: the body is not JSON` });
+        }
+        if (typeof args !== 'object' || args === null || Array.isArray(args)) return sendJson(res, 400, { error: `${operation}: the arguments must be a JSON object` });
+        const result = await table[operation]!(args);
         return sendJson(res, 200, { result: result ?? null });
       }
       sendJson(res, 404, { error: `no such endpoint ${req.method} ${url.pathname}` });
@@ -75,8 +88,11 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
-/** The harness side of a node's control channel. */
-export class ControlClient {
+/** Operations whose arguments are all optional may be called without any. */
+export type CallArgs<K extends RoleContract, Op extends OperationName<K>> = Partial<ArgsOf<K, Op>> extends ArgsOf<K, Op> ? [args?: ArgsOf<K, Op>] : [args: ArgsOf<K, Op>];
+
+/** The harness side of a node's control channel, typed by the node's role contract. */
+export class ControlClient<K extends RoleContract = RoleContract> {
   private readonly agent = new http.Agent({ keepAlive: true });
   constructor(readonly endpoint: Endpoint, readonly nodeName: string) {}
 
@@ -84,8 +100,8 @@ export class ControlClient {
     return (await this.request('GET', '/health')) as NodeHealth;
   }
 
-  async call<T = unknown>(method: string, args: unknown = {}): Promise<T> {
-    const body = (await this.request('POST', `/rpc/${method}`, args)) as { result: T };
+  async call<Op extends OperationName<K>>(operation: Op, ...args: CallArgs<K, Op>): Promise<ResultOf<K, Op>> {
+    const body = (await this.request('POST', `/rpc/${operation}`, args[0] ?? {})) as { result: ResultOf<K, Op> };
     return body.result;
   }
 
@@ -106,9 +122,9 @@ export class ControlClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
-            let parsed: any;
+            let parsed: { error?: string };
             try {
-              parsed = JSON.parse(text);
+              parsed = JSON.parse(text) as { error?: string };
             } catch {
               return reject(new Error(`${this.nodeName} control ${method} ${path}: unparsable reply ${text.slice(0, 200)}`));
             }

@@ -1,61 +1,48 @@
 // Structured events: every node records what it does as events; the harness merges them into one history.
+import type { EventTable } from './contract.js';
 
-/** Kinds of events the nodes emit. New kinds may be added; consumers must ignore unknown ones. */
-export type EventKind =
-  | 'node-ready'
-  | 'node-stopping'
-  | 'dns-query'
-  | 'session'
-  | 'auth-failed'
-  | 'rejected'
-  | 'submitted'
-  | 'received'
-  | 'queued'
-  | 'active'
-  | 'connect'
-  | 'connect-failed'
-  | 'relayed'
-  | 'delivered'
-  | 'deferred'
-  | 'bounced'
-  | 'expired'
-  | 'dsn-created'
-  | 'handoff'
-  | 'stored'
-  | 'retrieved'
-  | 'deleted'
-  | 'error'
-  | (string & {});
-
-export interface LabEvent {
+/**
+ * One event. Each role declares its kinds and their detail types in its contract (`src/<role>/api.ts`); the
+ * harness adds its own (`src/harness/events.ts`). `K` and `D` narrow an event to one kind.
+ */
+export interface LabEvent<K extends string = string, D extends object = Record<string, unknown>> {
   /** Per-node sequence number, starts at 1 on every node start. */
   seq: number;
   /** Milliseconds since the epoch, with sub-millisecond precision. */
   time: number;
   /** Name of the node (host) that emitted the event. */
   node: string;
-  kind: EventKind;
+  kind: K;
   /** RFC 5322 Message-ID of the message concerned, when there is one (with angle brackets). */
   messageId?: string;
   /** The node's own id for the message (the MTA's queue id, the mailbox file name...). */
   queueId?: string;
-  detail: Record<string, unknown>;
+  detail: D;
 }
 
-export type EventInput = Omit<LabEvent, 'seq' | 'time' | 'node'> & { detail?: Record<string, unknown> };
+/** What a node passes to `emit`: a kind of its contract and that kind's detail. */
+export interface EventInput<E extends EventTable, K extends keyof E & string> {
+  kind: K;
+  detail: E[K];
+  messageId?: string | undefined;
+  queueId?: string | undefined;
+}
 
 export function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-/** The event log of one node: keeps events in memory and feeds subscribers (the control channel). */
-export class EventLog {
+/**
+ * The event log of one node: keeps events in memory and feeds subscribers (the control channel). Typed by the
+ * role's event table, so a node can only emit the kinds its contract lists, with their detail shapes.
+ */
+export class EventLog<E extends EventTable = EventTable> {
   private readonly events: LabEvent[] = [];
   private readonly listeners = new Set<(e: LabEvent) => void>();
   private seq = 0;
   constructor(readonly node: string, private readonly keep = 100_000) {}
 
-  emit(input: EventInput): LabEvent {
+  emit<K extends keyof E & string>(input: EventInput<E, K>): LabEvent {
     const event: LabEvent = {
       seq: ++this.seq,
       time: now(),
@@ -63,7 +50,7 @@ export class EventLog {
       kind: input.kind,
       ...(input.messageId ? { messageId: input.messageId } : {}),
       ...(input.queueId ? { queueId: input.queueId } : {}),
-      detail: input.detail ?? {},
+      detail: input.detail as Record<string, unknown>,
     };
     this.events.push(event);
     if (this.events.length > this.keep) this.events.splice(0, this.events.length - this.keep);

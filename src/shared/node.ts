@@ -1,33 +1,36 @@
 // The entry point shared by every role: starts the role's servers, the control channel, and announces readiness.
 import type { Endpoint, NodeConfig } from './config.js';
+import type { EventTable, NodeEvents, RoleContract, RpcTable } from './contract.js';
 import { EventLog } from './events.js';
-import { startControlServer, type RpcTable } from './control.js';
+import { startControlServer } from './control.js';
 
-export interface NodeContext<C extends NodeConfig = NodeConfig> {
+export interface NodeContext<C extends NodeConfig = NodeConfig, E extends EventTable = EventTable> {
   config: C;
-  events: EventLog;
+  events: EventLog<E>;
   /** Diagnostics for humans (stderr); structured facts go to `events`. */
   log(message: string): void;
 }
 
-export interface RunningRole {
+export interface RunningRole<K extends RoleContract = RoleContract> {
   /** The services the role listens on, by name (`dns`, `smtp`, `submission`, `lmtp`, `pop3`, `imap`). */
   services: Record<string, Endpoint>;
-  /** Node-specific control operations. */
-  rpc: RpcTable;
+  /** The role's control operations, exactly those of its contract. */
+  rpc: RpcTable<K>;
   /** Stops accepting, finishes or abandons work safely, closes servers. */
   stop(): Promise<void>;
 }
 
-export type RoleStarter<C extends NodeConfig = NodeConfig> = (ctx: NodeContext<C>) => Promise<RunningRole>;
+export type RoleStarter<C extends NodeConfig, K extends RoleContract> = (ctx: NodeContext<C, K['events']>) => Promise<RunningRole<K>>;
 
 /** The line a node prints on stdout once every service listens; runtimes wait for it. */
 export const READY_MARKER = 'MAILLAB_READY ';
 
-export async function runNode(config: NodeConfig, start: RoleStarter<any>): Promise<void> {
-  const events = new EventLog(config.name);
+export async function runNode<C extends NodeConfig, K extends RoleContract>(config: C, start: RoleStarter<C, K>): Promise<void> {
+  const events = new EventLog<K['events']>(config.name);
   const log = (message: string) => process.stderr.write(`[${config.name}] ${message}\n`);
-  const ctx: NodeContext = { config, events, log };
+  const ctx: NodeContext<C, K['events']> = { config, events, log };
+  // Every contract includes the life-cycle events (RoleContract says so); emitted here for every role.
+  const lifecycle: EventLog<NodeEvents> = events;
   const role = await start(ctx);
   const control = await startControlServer({
     host: config.address,
@@ -37,14 +40,14 @@ export async function runNode(config: NodeConfig, start: RoleStarter<any>): Prom
     rpc: () => role.rpc,
   });
   const control_: Endpoint = { host: config.address, port: config.controlPort };
-  events.emit({ kind: 'node-ready', detail: { role: config.role, services: role.services } });
+  lifecycle.emit({ kind: 'node-ready', detail: { role: config.role, services: role.services } });
   process.stdout.write(READY_MARKER + JSON.stringify({ name: config.name, services: role.services, control: control_ }) + '\n');
 
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    events.emit({ kind: 'node-stopping', detail: { signal } });
+    lifecycle.emit({ kind: 'node-stopping', detail: { signal } });
     const force = setTimeout(() => process.exit(1), 5000);
     force.unref();
     try {

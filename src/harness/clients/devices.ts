@@ -6,7 +6,7 @@ import { ImapFlow } from 'imapflow';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { Endpoint } from '../../shared/config.js';
 import { messageIdOf } from '../../shared/headers.js';
-import { now } from '../../shared/events.js';
+import type { HarnessEvents } from '../events.js';
 import type { History } from '../history/history.js';
 import { Pop3Client } from './pop3-client.js';
 
@@ -56,7 +56,6 @@ export class ImapDevice extends EventEmitter {
   readonly inbox = new Map<number, LocalMessage>();
   private readonly client: ImapFlow;
   private syncing: Promise<void> = Promise.resolve();
-  private seq = 0;
 
   constructor(private readonly options: ImapDeviceOptions) {
     super();
@@ -86,8 +85,8 @@ export class ImapDevice extends EventEmitter {
     return this;
   }
 
-  private record(kind: string, messageId: string | undefined, detail: Record<string, unknown>) {
-    this.options.history?.add({ seq: ++this.seq, time: now(), node: this.name, kind, ...(messageId ? { messageId } : {}), detail });
+  private record<K extends keyof HarnessEvents>(kind: K, messageId: string | undefined, detail: HarnessEvents[K]) {
+    this.options.history?.record(this.name, kind, detail, { messageId });
   }
 
   /** Brings the local copy of INBOX in line with the server (UIDs, flags, Message-IDs). */
@@ -232,7 +231,6 @@ export interface Pop3DeviceOptions {
 export class Pop3Device {
   /** Local store: UIDL → message. */
   readonly local = new Map<string, Buffer>();
-  private seq = 0;
 
   constructor(private readonly options: Pop3DeviceOptions) {}
 
@@ -253,7 +251,7 @@ export class Pop3Device {
         this.local.set(uid, raw);
         fresh.push(uid);
         const messageId = messageIdOf(raw);
-        this.options.history?.add({ seq: ++this.seq, time: now(), node: this.name, kind: 'device-downloaded', ...(messageId ? { messageId } : {}), detail: { uidl: uid, size: raw.length } });
+        this.options.history?.record(this.name, 'device-downloaded', { uidl: uid, size: raw.length }, { messageId });
         if (!this.options.keepCopy) await client.dele(number);
       }
       await client.quit();

@@ -1,96 +1,142 @@
-// One ordered history of every node's events. Scenarios wait on it and checkers read it.
-import type { LabEvent } from '../../shared/events.js';
+// One ordered history of every node's events, the nemesis's faults and the devices' observations. Scenarios
+// wait on it and checkers read it.
+import { now, type LabEvent } from '../../shared/events.js';
+import { NEMESIS, type EventKind, type EventOf, type HarnessEvents, type HistoryEvent } from '../events.js';
 
-export type EventMatcher = Partial<Pick<LabEvent, 'kind' | 'node' | 'messageId' | 'queueId'>> & {
+export interface EventMatcher<K extends EventKind = EventKind> {
+  kind?: K;
+  node?: string;
+  messageId?: string;
+  queueId?: string;
   /** Every listed detail field must equal the event's. */
   detail?: Record<string, unknown>;
   /** Free predicate, for anything else. */
-  where?: (e: LabEvent) => boolean;
-};
+  where?: (e: EventOf<K>) => boolean;
+}
 
-export class WaitTimeoutError extends Error {}
+export interface WaitOptions {
+  timeoutMs?: number;
+  /** Only events at or after this time (ms since the epoch). */
+  after?: number;
+  /** What is awaited, in words, for the failure message. */
+  description?: string;
+}
+
+/** A wait that timed out; its message holds the expectation and the recent history. */
+export class WaitTimeoutError extends Error {
+  override name = 'WaitTimeoutError';
+}
+
+/** Default wait: long enough for a retry or two of the lab schedule, short enough to fail a CI run quickly. */
+export const DEFAULT_WAIT_MS = 10_000;
 
 export class History {
-  private readonly list: LabEvent[] = [];
-  private readonly waiters = new Set<{ test: (e: LabEvent) => boolean; resolve: (e: LabEvent) => void }>();
-  readonly startedAt = performance.timeOrigin + performance.now();
+  private readonly list: HistoryEvent[] = [];
+  private readonly waiters = new Set<{ test: (e: HistoryEvent) => boolean; resolve: (e: HistoryEvent) => void }>();
+  private readonly harnessSeq = new Map<string, number>();
+  readonly startedAt = now();
 
   /** Events in time order (every node runs on this machine's clock). */
-  get events(): readonly LabEvent[] {
+  get events(): readonly HistoryEvent[] {
     return this.list;
   }
 
+  /** Adds a node's event (from its control channel). */
   add(event: LabEvent): void {
+    // The kind is checked against the contracts when the lab stops (see `outsideContract`), not here: a history
+    // must keep whatever a node really said.
+    const e = event as HistoryEvent;
     // Events arrive per node in order; streams of different nodes interleave. Insert by time.
     let i = this.list.length;
-    while (i > 0 && this.list[i - 1]!.time > event.time) i--;
-    this.list.splice(i, 0, event);
+    while (i > 0 && this.list[i - 1]!.time > e.time) i--;
+    this.list.splice(i, 0, e);
     for (const waiter of this.waiters) {
-      if (waiter.test(event)) {
+      if (waiter.test(e)) {
         this.waiters.delete(waiter);
-        waiter.resolve(event);
+        waiter.resolve(e);
       }
     }
   }
 
-  filter(matcher: EventMatcher): LabEvent[] {
-    const test = compile(matcher);
-    return this.list.filter(test);
+  /**
+   * Records an event of the harness itself: a fault or control action (node `nemesis`) or a device's observation
+   * (node `<user>/<device>`). `time` is when it began (default now).
+   */
+  record<K extends keyof HarnessEvents>(node: string, kind: K, detail: HarnessEvents[K], ids: { messageId?: string | undefined; time?: number } = {}): void {
+    const seq = (this.harnessSeq.get(node) ?? 0) + 1;
+    this.harnessSeq.set(node, seq);
+    this.add({ seq, time: ids.time ?? now(), node, kind, ...(ids.messageId ? { messageId: ids.messageId } : {}), detail: detail as unknown as Record<string, unknown> });
+  }
+
+  filter<K extends EventKind>(matcher: EventMatcher<K>): EventOf<K>[] {
+    return this.list.filter(compile(matcher));
   }
 
   /**
    * Resolves with the first event (already recorded, or future) that matches; fails after `timeoutMs` with the
    * expectation and the recent history in the message.
    */
-  waitFor(matcher: EventMatcher, options: { timeoutMs?: number; after?: number; description?: string } = {}): Promise<LabEvent> {
-    const timeoutMs = options.timeoutMs ?? 10_000;
+  waitFor<K extends EventKind>(matcher: EventMatcher<K>, options: WaitOptions = {}): Promise<EventOf<K>> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_MS;
     const after = options.after ?? 0;
     const base = compile(matcher);
-    const test = (e: LabEvent) => e.time >= after && base(e);
+    const test = (e: HistoryEvent): e is EventOf<K> => e.time >= after && base(e);
     const existing = this.list.find(test);
     if (existing) return Promise.resolve(existing);
     return new Promise((resolve, reject) => {
       const waiter = {
         test,
-        resolve: (e: LabEvent) => {
+        resolve: (e: HistoryEvent) => {
           clearTimeout(timer);
-          resolve(e);
+          resolve(e as EventOf<K>);
         },
       };
       const timer = setTimeout(() => {
         this.waiters.delete(waiter);
-        const what = options.description ?? describeMatcher(matcher);
-        reject(new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${what}\nrecent history:\n${this.format(this.list.slice(-40))}`));
+        reject(new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${options.description ?? describeMatcher(matcher)}\nrecent history:\n${this.format(this.list.slice(-40))}`));
       }, timeoutMs);
       this.waiters.add(waiter);
     });
   }
 
   /** Waits until `count` events match. */
-  async waitForCount(matcher: EventMatcher, count: number, options: { timeoutMs?: number; description?: string } = {}): Promise<LabEvent[]> {
+  async waitForCount<K extends EventKind>(matcher: EventMatcher<K>, count: number, options: Omit<WaitOptions, 'after'> = {}): Promise<EventOf<K>[]> {
     const test = compile(matcher);
-    const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+    const deadline = now() + (options.timeoutMs ?? DEFAULT_WAIT_MS);
     for (;;) {
       const found = this.list.filter(test);
       if (found.length >= count) return found;
-      const left = deadline - Date.now();
       const what = options.description ?? `${count} × ${describeMatcher(matcher)} (have ${found.length})`;
-      await this.waitFor({ where: (e) => test(e) && !found.includes(e) }, { timeoutMs: Math.max(left, 1), description: what });
+      await this.waitFor({ where: (e) => test(e) && !found.includes(e) }, { timeoutMs: Math.max(deadline - now(), 1), description: what });
     }
   }
 
   /**
-   * The hops of one message: events carrying its Message-ID, and the events of the same node that carry a
-   * queue id seen with that Message-ID (a queue id identifies the message on that node).
+   * The hops of one message: events carrying its Message-ID, the events of the same node that carry a queue id
+   * seen with that Message-ID (a queue id identifies the message on that node), and the nemesis's faults and
+   * control actions between its first and last hop, which explain them.
    */
-  trace(messageId: string): LabEvent[] {
+  trace(messageId: string): HistoryEvent[] {
     const id = normalizeMessageId(messageId);
     const keys = new Set<string>();
     for (const e of this.list) if (e.messageId && normalizeMessageId(e.messageId) === id && e.queueId) keys.add(`${e.node}/${e.queueId}`);
-    return this.list.filter((e) => (e.messageId && normalizeMessageId(e.messageId) === id) || (e.queueId && keys.has(`${e.node}/${e.queueId}`)));
+    const own = (e: HistoryEvent) => (e.messageId !== undefined && normalizeMessageId(e.messageId) === id) || (e.queueId !== undefined && keys.has(`${e.node}/${e.queueId}`));
+    const first = this.list.find(own);
+    let last: HistoryEvent | undefined;
+    for (let i = this.list.length - 1; i >= 0 && !last; i--) if (own(this.list[i]!)) last = this.list[i];
+    if (!first || !last) return [];
+    return this.list.filter((e) => own(e) || (e.node === NEMESIS && e.time >= first.time && e.time <= last.time));
   }
 
-  format(events: readonly LabEvent[] = this.list): string {
+  /** Events whose kind the emitting node's contract does not list (`kindsOf` gives a node's listed kinds). */
+  outsideContract(kindsOf: (node: string) => readonly string[] | undefined): HistoryEvent[] {
+    return this.list.filter((e) => {
+      const kinds = kindsOf(e.node);
+      return kinds !== undefined && !kinds.includes(e.kind);
+    });
+  }
+
+  format(events: readonly LabEvent<string, object>[] = this.list): string {
     return events.map((e) => formatEvent(e, this.startedAt)).join('\n');
   }
 }
@@ -99,24 +145,24 @@ export function normalizeMessageId(id: string): string {
   return id.trim().replace(/^<|>$/g, '').toLowerCase();
 }
 
-export function formatEvent(e: LabEvent, origin = 0): string {
+export function formatEvent(e: LabEvent<string, object>, origin = 0): string {
   const t = origin ? `+${(e.time - origin).toFixed(1).padStart(8)}ms` : new Date(e.time).toISOString();
   const ids = [e.queueId && `qid=${e.queueId}`, e.messageId && `msg=${e.messageId}`].filter(Boolean).join(' ');
   return `${t} ${e.node.padEnd(8)} ${e.kind.padEnd(14)} ${ids} ${JSON.stringify(e.detail)}`;
 }
 
-function compile(m: EventMatcher): (e: LabEvent) => boolean {
+function compile<K extends EventKind>(m: EventMatcher<K>): (e: HistoryEvent) => e is EventOf<K> {
   const id = m.messageId ? normalizeMessageId(m.messageId) : undefined;
-  return (e) =>
+  return (e): e is EventOf<K> =>
     (m.kind === undefined || e.kind === m.kind) &&
     (m.node === undefined || e.node === m.node) &&
     (id === undefined || (e.messageId !== undefined && normalizeMessageId(e.messageId) === id)) &&
     (m.queueId === undefined || e.queueId === m.queueId) &&
-    (m.detail === undefined || Object.entries(m.detail).every(([k, v]) => JSON.stringify(e.detail[k]) === JSON.stringify(v))) &&
-    (m.where === undefined || m.where(e));
+    (m.detail === undefined || Object.entries(m.detail).every(([k, v]) => JSON.stringify((e.detail as Record<string, unknown>)[k]) === JSON.stringify(v))) &&
+    (m.where === undefined || m.where(e as EventOf<K>));
 }
 
-function describeMatcher(m: EventMatcher): string {
+function describeMatcher<K extends EventKind>(m: EventMatcher<K>): string {
   const parts = Object.entries(m)
     .filter(([k]) => k !== 'where')
     .map(([k, v]) => `${k}=${JSON.stringify(v)}`);

@@ -7,9 +7,11 @@ import { getContainerRuntimeClient } from 'testcontainers';
 import { afterAll, describe, expect, it } from 'vitest';
 import defaultLab from '../../../lab/default.js';
 import type { NodeConfig } from '../../shared/config.js';
+import type { MailboxContract } from '../../mailbox/api.js';
 import { ControlClient } from '../../shared/control.js';
 import { ensureImage, planImage } from './images.js';
 import type { LabNetwork } from './types.js';
+import { createRuntime } from './index.js';
 import { LocalRuntime } from './local.js';
 import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, type DockerRunningNode } from './docker.js';
 import { CONTROL_PORT, planLab } from '../topology.js';
@@ -17,14 +19,27 @@ import { CONTROL_PORT, planLab } from '../topology.js';
 const engine = await dockerEngine();
 const skipReason = engine.available
   ? undefined
-  : `no Docker engine answers at ${engine.where} (${engine.reason}); start dockerd (see src/lab/runtime-docker.ts) to run them`;
-if (skipReason) console.warn(`[runtime-docker.test] skipping the docker runtime tests: ${skipReason}`);
+  : `no Docker engine answers at ${engine.where} (${engine.reason}); start dockerd (see scripts/docker-engine.sh) to run them`;
+if (skipReason) console.warn(`[runtime/docker.test] skipping the docker runtime tests: ${skipReason}`);
 const withEngine = it.skipIf(!engine.available);
 
-describe('docker runtime without an engine', () => {
-  it.runIf(!engine.available)("'auto' falls back to the local runtime, 'docker' says why it cannot run", async () => {
-    expect(await createDockerRuntime('auto')).toBeInstanceOf(LocalRuntime);
-    await expect(createDockerRuntime('docker')).rejects.toThrow(/no Docker engine answers at .*: start dockerd or use MAILLAB_RUNTIME=local/);
+describe('choosing a runtime', () => {
+  // The engine is probed through an injected function, so the fallback is tested whether or not one runs here.
+  const noEngine = async () => ({ available: false, where: 'unix:///nowhere.sock', reason: 'connect ENOENT' });
+
+  it("'auto' without an engine falls back to the local runtime and says why", async () => {
+    const notices: string[] = [];
+    expect(await createRuntime('auto', { probeEngine: noEngine, notice: (m) => notices.push(m) })).toBeInstanceOf(LocalRuntime);
+    expect(notices).toEqual([expect.stringMatching(/no Docker engine answers at unix:\/\/\/nowhere\.sock \(connect ENOENT\); using the local runtime/)]);
+  });
+
+  it("'docker' without an engine says why it cannot run", async () => {
+    await expect(createRuntime('docker', { probeEngine: noEngine })).rejects.toThrow(/no Docker engine answers at unix:\/\/\/nowhere\.sock: start dockerd or use MAILLAB_RUNTIME=local/);
+  });
+
+  it("'local' needs no engine, and an unknown choice is refused", async () => {
+    expect(await createRuntime('local', { probeEngine: () => Promise.reject(new Error('not asked')) })).toBeInstanceOf(LocalRuntime);
+    await expect(createRuntime('podman' as 'local')).rejects.toThrow(/unknown runtime "podman"/);
   });
 });
 
@@ -44,7 +59,7 @@ describe('docker runtime', () => {
 
   withEngine('builds the node image FROM scratch once and reuses it by its content hash', { timeout: 180_000 }, async () => {
     const first = Date.now();
-    const tag = await ensureImage({ log: (m) => console.log(`[runtime-docker.test] ${m}`) });
+    const tag = await ensureImage({ log: (m) => console.log(`[runtime/docker.test] ${m}`) });
     const firstMs = Date.now() - first;
     expect(tag).toMatch(/^maillab-node:[0-9a-f]{12}$/);
     const plan = await planImage();
@@ -53,7 +68,7 @@ describe('docker runtime', () => {
     const second = Date.now();
     expect(await ensureImage({ log: (m) => expect.fail(`the second ensureImage built again: ${m}`) })).toBe(tag);
     const secondMs = Date.now() - second;
-    console.log(`[runtime-docker.test] ensureImage: ${firstMs} ms, then ${secondMs} ms with the image present`);
+    console.log(`[runtime/docker.test] ensureImage: ${firstMs} ms, then ${secondMs} ms with the image present`);
     expect(secondMs).toBeLessThan(3000);
 
     const image = await (await docker()).getImage(tag).inspect();
@@ -71,11 +86,11 @@ describe('docker runtime', () => {
 
   withEngine('prepares a bridge network of its own on a /24 of 198.18.0.0/15', { timeout: 180_000 }, async () => {
     const started = Date.now();
-    runtime = (await createDockerRuntime('docker')) as DockerRuntime;
+    runtime = await createDockerRuntime();
     expect(runtime.kind).toBe('docker');
     network = await runtime.prepare(defaultLab, labId);
     nodes = planLab(defaultLab, network).nodes;
-    console.log(`[runtime-docker.test] prepare (image present): ${Date.now() - started} ms, network ${runtime.network?.subnet}`);
+    console.log(`[runtime/docker.test] prepare (image present): ${Date.now() - started} ms, network ${runtime.network?.subnet}`);
 
     expect(network.portOffset).toBe(0);
     const addresses = Object.values(network.addresses);
@@ -122,7 +137,7 @@ describe('docker runtime', () => {
     expect(running.dns).toBeDefined();
     const started = Date.now();
     for (const name of ['mailbox', 'mx', 'mta']) running[name] = await runtime!.startNode(nodes[name]!);
-    console.log(`[runtime-docker.test] mailbox, mx and mta ready in ${Date.now() - started} ms`);
+    console.log(`[runtime/docker.test] mailbox, mx and mta ready in ${Date.now() - started} ms`);
 
     const submission = running.mta!.services.submission!;
     const transport = nodemailer.createTransport({
@@ -140,12 +155,12 @@ describe('docker runtime', () => {
     } finally {
       transport.close();
     }
-    const mailbox = new ControlClient(running.mailbox!.control, 'mailbox');
+    const mailbox = new ControlClient<MailboxContract>(running.mailbox!.control, 'mailbox');
     try {
       const deadline = Date.now() + 30_000;
       let messages: { id?: string }[] = [];
       while (Date.now() < deadline) {
-        messages = await mailbox.call<{ id?: string }[]>('messages', { user: 'bob@receiver.test' });
+        messages = await mailbox.call('messages', { user: 'bob@receiver.test' });
         if (messages.length) break;
         await new Promise((r) => setTimeout(r, 200));
       }
@@ -161,21 +176,21 @@ describe('docker runtime', () => {
     const before = running.mailbox!.control;
     running.mailbox = await runtime!.startNode(nodes.mailbox!);
     expect(running.mailbox.control).toEqual(before); // same host ports across restarts
-    const mailbox = new ControlClient(running.mailbox.control, 'mailbox');
+    const mailbox = new ControlClient<MailboxContract>(running.mailbox.control, 'mailbox');
     try {
-      expect(await mailbox.call<unknown[]>('messages', { user: 'bob@receiver.test' })).toHaveLength(1);
+      expect(await mailbox.call('messages', { user: 'bob@receiver.test' })).toHaveLength(1);
     } finally {
       mailbox.close();
     }
 
     const dnsControl = () => new ControlClient(running.dns!.control, 'dns');
-    await running.dns!.disconnect();
+    await running.dns!.faults.disconnect();
     const cut = dnsControl();
     await expect(cut.health()).rejects.toThrow();
     cut.close();
     const inspect = await (await docker()).getContainer(running.dns!.containerId).inspect();
     expect(Object.keys(inspect.NetworkSettings.Networks)).toEqual([]);
-    await running.dns!.connect();
+    await running.dns!.faults.connect();
     const back = dnsControl();
     try {
       expect(await back.health()).toMatchObject({ name: 'dns' });
@@ -183,8 +198,8 @@ describe('docker runtime', () => {
       back.close();
     }
 
-    await running.dns!.pause();
-    await running.dns!.unpause();
+    await running.dns!.faults.pause();
+    await running.dns!.faults.unpause();
     await running.mx!.stop();
     await expect((await docker()).getContainer(running.mx!.containerId).inspect()).rejects.toMatchObject({ statusCode: 404 });
   });

@@ -1,4 +1,4 @@
-// The docker runtime: every node is a container of the one maillab image (src/lab/images.ts), on a bridge
+// The docker runtime: every node is a container of the one maillab image (images.ts), on a bridge
 // network of its own lab with a fixed address, its host name as network alias, a named volume for its data
 // directory, and its control channel and services published on 127.0.0.1 for the harness.
 //
@@ -28,8 +28,7 @@ import { GenericContainer, LABEL_TESTCONTAINERS_SESSION_ID, Wait, getContainerRu
 import type { Endpoint, NodeConfig } from '../../shared/config.js';
 import { READY_MARKER } from '../../shared/node.js';
 import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
-import type { LabNetwork, RunningNode, Runtime } from './types.js';
-import { LocalRuntime } from './local.js';
+import type { LabNetwork, NetworkFaults, RunningNode, Runtime } from './types.js';
 import type { LabDefinition } from '../topology.js';
 
 /** The address block labs take their /24 from; its first /24 is dockerd's default bridge here (--bip 198.18.0.1/24). */
@@ -48,13 +47,8 @@ export interface DockerRunningNode extends RunningNode {
   readonly address: string;
   /** Its services as the other nodes reach them (lab address, standard ports). */
   readonly labServices: Record<string, Endpoint>;
-  /** Freezes every process of the node (docker pause): connections hang, nothing is refused. */
-  pause(): Promise<void>;
-  unpause(): Promise<void>;
-  /** Network partition: the container leaves the lab network and has no network at all (the harness loses it too). */
-  disconnect(): Promise<void>;
-  /** Rejoins the lab network with the same address, names and published ports. */
-  connect(): Promise<void>;
+  /** pause/unpause (docker pause) and disconnect/connect (leaving and rejoining the lab network). */
+  readonly faults: NetworkFaults;
   /** The node's recent output (stdout and stderr). */
   logs(): string;
 }
@@ -107,19 +101,8 @@ export async function dockerEngine(timeoutMs = 10_000): Promise<DockerEngineStat
   }
 }
 
-/**
- * The runtime for MAILLAB_RUNTIME=docker|auto: a DockerRuntime when an engine answers; otherwise an error
- * for 'docker' and, with a notice on stderr, the local runtime for 'auto'.
- */
-export async function createDockerRuntime(kind: 'docker' | 'auto', options: DockerRuntimeOptions = {}): Promise<Runtime> {
-  const engine = await dockerEngine();
-  if (!engine.available) {
-    if (kind === 'auto') {
-      process.stderr.write(`maillab: MAILLAB_RUNTIME=auto: no Docker engine answers at ${engine.where} (${engine.reason}); using the local runtime\n`);
-      return new LocalRuntime();
-    }
-    throw new Error(`no Docker engine answers at ${engine.where}: start dockerd or use MAILLAB_RUNTIME=local (${engine.reason})`);
-  }
+/** A DockerRuntime on the engine that answers (see `dockerEngine`); runtime/index.ts decides when to use one. */
+export async function createDockerRuntime(options: DockerRuntimeOptions = {}): Promise<DockerRuntime> {
   return new DockerRuntime(await getContainerRuntimeClient(), options);
 }
 
@@ -319,6 +302,7 @@ export class DockerRuntime implements Runtime {
       labServices: ready.services,
       stop: () => halt('stop'),
       kill: () => halt('kill'),
+      faults: {
       pause: async () => {
         whileUp('pause');
         await container.pause();
@@ -341,6 +325,7 @@ export class DockerRuntime implements Runtime {
             EndpointConfig: { IPAMConfig: { IPv4Address: config.address }, Aliases: [...new Set([config.hostname, config.name])] },
           })
           .catch(ignoreIf(/already exists in network/i));
+      },
       },
       logs: () => output.text(),
     };

@@ -1,4 +1,5 @@
-// A runtime only knows how to run the node entry point somewhere and give back its endpoints.
+// A runtime only knows how to run the node entry point somewhere and give back its endpoints (and, where it can,
+// the network faults of a running node).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,20 @@ export interface LabNetwork {
   dataRoot: string;
 }
 
+/**
+ * Faults only some runtimes can cause (docker: a container can be frozen or cut off the lab network; a local
+ * process on loopback cannot). A runtime that can, offers them on its running nodes.
+ */
+export interface NetworkFaults {
+  /** Freezes every process of the node: connections hang, nothing is refused. */
+  pause(): Promise<void>;
+  unpause(): Promise<void>;
+  /** Network partition: the node leaves the lab network (the harness loses it too). */
+  disconnect(): Promise<void>;
+  /** Rejoins the lab network with the same address, names and endpoints. */
+  connect(): Promise<void>;
+}
+
 export interface RunningNode {
   /** The node's control channel, reachable from the harness. */
   control: Endpoint;
@@ -23,6 +38,8 @@ export interface RunningNode {
   stop(): Promise<void>;
   /** SIGKILL, resolves when the node is gone. */
   kill(): Promise<void>;
+  /** Present when the runtime can freeze or partition the node. */
+  readonly faults?: NetworkFaults;
 }
 
 export interface Runtime {

@@ -1,0 +1,90 @@
+// Every event the history can hold, by kind: the roles' contracts (src/<role>/api.ts) plus the harness's own
+// events: the nemesis's faults and control actions, and what the scenario's devices saw.
+import type { DnsContract } from '../dns/api.js';
+import { DNS_EVENT_KINDS } from '../dns/api.js';
+import type { MailboxContract } from '../mailbox/api.js';
+import { MAILBOX_EVENT_KINDS } from '../mailbox/api.js';
+import type { MtaContract } from '../mta/api.js';
+import { MTA_EVENT_KINDS } from '../mta/api.js';
+import type { MxContract } from '../mx/api.js';
+import { MX_EVENT_KINDS } from '../mx/api.js';
+import type { Role } from '../shared/config.js';
+import { eventKinds, type EventTable } from '../shared/contract.js';
+import type { LabEvent } from '../shared/events.js';
+
+export type Contracts = { dns: DnsContract; mta: MtaContract; mx: MxContract; mailbox: MailboxContract };
+
+/** The name under which the harness records faults and control actions in the history. */
+export const NEMESIS = 'nemesis';
+
+/** A fault or control action on one node; `took` is how long the action took to complete, in ms. */
+interface NodeAction {
+  target: string;
+  role: Role;
+  took: number;
+}
+
+/** Events the harness records itself: node `nemesis` for faults, the device's name for devices. */
+export type HarnessEvents = {
+  /** A graceful stop (SIGTERM / docker stop) completed: the node's clients are refused from now on. */
+  'node-stop': NodeAction;
+  /** The node was started again and is ready. */
+  'node-start': NodeAction;
+  /** SIGKILL (docker kill): no clean-up; the disk stays. */
+  'node-kill': NodeAction;
+  /** stop, then start. */
+  'node-restart': NodeAction;
+  /** The node is frozen (docker pause): peers time out instead of being refused. */
+  'node-pause': NodeAction;
+  'node-unpause': NodeAction;
+  /** A partition: the node left the lab network. */
+  'node-disconnect': NodeAction;
+  'node-connect': NodeAction;
+  /** A lab DNS edit: the operation and its arguments. */
+  'dns-edit': NodeAction & { operation: string; name?: string; type?: string; records?: unknown[] };
+  /** The MTA was asked to retry every deferred message now. */
+  'queue-flush': NodeAction & { flushed: number };
+  /** An IMAP device learned of a message (UID, flags). */
+  'device-synced': { uid: number; flags: string[] };
+  /** An IMAP device saw a message's flags change. */
+  'device-flags': { uid: number; flags: string[] };
+  /** An IMAP device saw a message disappear. */
+  'device-removed': { uid: number };
+  /** A device sent a message (SMTP submission, then APPEND to Sent). */
+  'device-sent': { to: string[] };
+  /** A POP3 device downloaded a message. */
+  'device-downloaded': { uidl: string; size: number };
+};
+
+export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
+  'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
+  'dns-edit', 'queue-flush', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
+] as const);
+
+/** The kinds each role's contract lists. */
+export const ROLE_EVENT_KINDS: { readonly [R in Role]: readonly string[] } = {
+  dns: DNS_EVENT_KINDS,
+  mta: MTA_EVENT_KINDS,
+  mx: MX_EVENT_KINDS,
+  mailbox: MAILBOX_EVENT_KINDS,
+};
+
+type EventsOf<T extends EventTable> = { [K in keyof T & string]: LabEvent<K, T[K]> }[keyof T & string];
+
+/** Any event of the history, discriminated by `kind`. A kind several roles emit has the union of their details. */
+export type HistoryEvent =
+  | EventsOf<Contracts['dns']['events']>
+  | EventsOf<Contracts['mta']['events']>
+  | EventsOf<Contracts['mx']['events']>
+  | EventsOf<Contracts['mailbox']['events']>
+  | EventsOf<HarnessEvents>;
+
+export type EventKind = HistoryEvent['kind'];
+
+/** The event type of one kind, e.g. `EventOf<'deferred'>` with its detail typed. */
+export type EventOf<K extends EventKind> = Extract<HistoryEvent, { kind: K }>;
+
+/** Every kind any node or the harness may record (the README's event table lists exactly these). */
+export function allEventKinds(): string[] {
+  return [...new Set([...Object.values(ROLE_EVENT_KINDS).flat(), ...HARNESS_EVENT_KINDS])].sort();
+}

@@ -1,0 +1,151 @@
+// One node of a started lab: its endpoints, its typed control channel, and the faults a scenario can cause.
+// Every fault and control action is recorded in the history (node `nemesis`) at the moment it began, so a trace
+// shows why a connection failed.
+import type { Endpoint, NodeConfig, Role } from '../shared/config.js';
+import { ControlClient, type NodeHealth } from '../shared/control.js';
+import { now } from '../shared/events.js';
+import { NEMESIS, type Contracts, type HarnessEvents } from './events.js';
+import type { History } from './history/history.js';
+import type { NetworkFaults, RunningNode, Runtime } from './runtime/types.js';
+
+type NodeAction = { [K in keyof HarnessEvents]: HarnessEvents[K] extends { target: string; role: Role; took: number } ? K : never }[keyof HarnessEvents];
+
+export class NodeHandle<R extends Role = Role> {
+  private running?: RunningNode;
+  private client?: ControlClient<Contracts[R]>;
+  private stopStream?: () => void;
+  private lastSeq = 0;
+
+  constructor(
+    readonly config: Extract<NodeConfig, { role: R }>,
+    private readonly runtime: Runtime,
+    private readonly history: History,
+  ) {}
+
+  get name(): string {
+    return this.config.name;
+  }
+  get role(): R {
+    return this.config.role as R;
+  }
+  get isRunning(): boolean {
+    return this.running !== undefined;
+  }
+  /** Endpoints of the node's services as the harness reaches them. */
+  get services(): Record<string, Endpoint> {
+    if (!this.running) throw new Error(`node ${this.name} is not running`);
+    return this.running.services;
+  }
+  service(name: string): Endpoint {
+    const s = this.services[name];
+    if (!s) throw new Error(`node ${this.name} has no service ${name} (it has ${Object.keys(this.services).join(', ')})`);
+    return s;
+  }
+
+  /** This node as a node of `role`, with that role's control operations; fails if it has another role. */
+  as<T extends Role>(role: T): NodeHandle<T> {
+    if ((this.role as Role) !== role) throw new Error(`node ${this.name} is a ${this.role} node, not ${role}`);
+    return this as unknown as NodeHandle<T>;
+  }
+
+  /** The node's control channel, typed by its role's contract (src/<role>/api.ts). */
+  control(): ControlClient<Contracts[R]> {
+    if (!this.client) throw new Error(`node ${this.name} is not running: its control channel is closed`);
+    return this.client;
+  }
+
+  /** The node's own view of itself: name, role, pid, services. */
+  health(): Promise<NodeHealth> {
+    return this.control().health();
+  }
+
+  /** Starts the node at lab start (not a fault: not recorded). */
+  async boot(): Promise<void> {
+    if (this.running) return;
+    this.running = await this.runtime.startNode(this.config);
+    this.client = new ControlClient<Contracts[R]>(this.running.control, this.name);
+    // The stream replays the node's events from its start, so nothing emitted before we connected is lost.
+    this.lastSeq = 0;
+    this.follow();
+  }
+
+  private follow(): void {
+    this.stopStream?.();
+    this.stopStream = this.client!.streamEvents(
+      this.lastSeq,
+      (e) => {
+        this.lastSeq = e.seq;
+        this.history.add(e);
+      },
+      () => undefined,
+    );
+  }
+
+  /** Starts a stopped or killed node again (its data directory kept). */
+  start(): Promise<void> {
+    return this.act('node-start', () => this.boot());
+  }
+
+  /** Graceful stop: the node's clients get connection refused from now on. */
+  stop(): Promise<void> {
+    return this.act('node-stop', () => this.halt((r) => r.stop()));
+  }
+
+  /** SIGKILL: no clean-up; the node's disk stays for the next start. */
+  kill(): Promise<void> {
+    return this.act('node-kill', () => this.halt((r) => r.kill()));
+  }
+
+  restart(): Promise<void> {
+    return this.act('node-restart', async () => {
+      await this.halt((r) => r.stop());
+      await this.boot();
+    });
+  }
+
+  /** Freezes the node: its peers time out instead of being refused. Needs a runtime with network faults (docker). */
+  pause(): Promise<void> {
+    return this.act('node-pause', () => this.faults('pause').pause());
+  }
+  unpause(): Promise<void> {
+    return this.act('node-unpause', () => this.faults('unpause').unpause());
+  }
+  /** A partition: the node leaves the lab network (and the harness loses it too until connect()). */
+  disconnect(): Promise<void> {
+    return this.act('node-disconnect', () => this.faults('disconnect').disconnect());
+  }
+  connect(): Promise<void> {
+    return this.act('node-connect', async () => {
+      await this.faults('connect').connect();
+      // The event stream broke with the partition: resume after the last event seen, losing nothing.
+      this.follow();
+    });
+  }
+
+  /** Stops the node when the lab stops (not a fault: not recorded). */
+  async shutdown(): Promise<void> {
+    await this.halt((r) => r.stop());
+  }
+
+  private faults(what: string): NetworkFaults {
+    if (!this.running) throw new Error(`node ${this.name} is not running: cannot ${what}`);
+    if (!this.running.faults) throw new Error(`${what} needs a runtime that can freeze or partition a node (docker); node ${this.name} runs on ${this.runtime.kind}`);
+    return this.running.faults;
+  }
+
+  private async act(kind: NodeAction, action: () => Promise<void>): Promise<void> {
+    const began = now();
+    await action();
+    this.history.record(NEMESIS, kind, { target: this.name, role: this.role, took: now() - began }, { time: began });
+  }
+
+  private async halt(how: (r: RunningNode) => Promise<void>): Promise<void> {
+    const running = this.running;
+    if (!running) return;
+    await how(running);
+    this.stopStream?.();
+    this.client?.close();
+    this.running = undefined;
+    this.client = undefined;
+  }
+}

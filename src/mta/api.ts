@@ -1,0 +1,182 @@
+// The `mta` role's contract with the harness: its control operations, its events, and the queue's record shapes
+// (what `message` returns and what the queue keeps on disk are the same shapes, declared once, here).
+import type { MxResolution } from '../dns/api.js';
+import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
+
+export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
+export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'bounced';
+
+/** Where the message came from. */
+export interface QueueOrigin {
+  kind: 'submission' | 'smtp' | 'dsn';
+  /** Protocol as in the Received header: ESMTPA (authenticated), ESMTP... */
+  protocol?: string;
+  helo?: string;
+  client?: string;
+  /** The authenticated user, for submissions. */
+  user?: string;
+}
+
+/** The outcome of the last attempt for a recipient, with everything needed to understand it. */
+export interface AttemptReport {
+  /** One line for humans: where, what command, what reply. */
+  description: string;
+  /** This MTA → the server it talked to, e.g. `mta.sender.test -> mx.receiver.test[127.0.0.7]:25`. */
+  hop: string;
+  /** RFC 3463 status, e.g. `5.1.1`. */
+  status: string;
+  /** The reply that decided (remote, or synthesized for local decisions such as a null MX). */
+  reply?: string;
+  code?: number;
+  /** The command that reply answered. */
+  command?: string;
+  /** Name of the remote server that replied (the MX host name), for DSNs' Remote-MTA. */
+  remoteMta?: string;
+  at: number;
+}
+
+export interface QueueRecipient {
+  address: string;
+  state: RecipientState;
+  /** Delivery attempts made for this recipient. */
+  attempts: number;
+  /** When the next attempt is due (deferred recipients). */
+  nextAttempt?: number;
+  /** Last failure (deferred, bounced). */
+  lastError?: AttemptReport;
+  /** Final outcome (delivered or bounced). */
+  result?: AttemptReport & { expired?: boolean };
+}
+
+/** A message in the queue, as its envelope record holds it. */
+export interface QueuedMessage {
+  queueId: string;
+  /** The Message-ID header, with angle brackets. */
+  messageId?: string;
+  /** Envelope sender; '' for the null sender (bounces). */
+  from: string;
+  recipients: QueueRecipient[];
+  state: MessageState;
+  /** When the message was queued (ms since the epoch): the start of its lifetime. */
+  arrival: number;
+  size: number;
+  origin: QueueOrigin;
+  /** Delivery attempts of the message. */
+  attempts: number;
+  /** When the next attempt is due (deferred messages). */
+  nextAttempt?: number;
+  /** For a bounce (DSN): the queue id of the message it reports on. */
+  dsnFor?: string;
+  doneAt?: number;
+}
+
+/** A queue entry as `queue` and `message` show it: the record, with each recipient's last outcome in one line. */
+export interface QueueEntryView {
+  queueId: string;
+  messageId?: string;
+  from: string;
+  state: MessageState;
+  arrival: number;
+  size: number;
+  attempts: number;
+  nextAttempt?: number;
+  origin: QueueOrigin;
+  dsnFor?: string;
+  recipients: {
+    address: string;
+    state: RecipientState;
+    attempts: number;
+    /** The last failure, in one line (where, command, reply). */
+    lastError?: string;
+    lastReply?: string;
+    status?: string;
+    hop?: string;
+    nextAttempt?: number;
+    expired?: boolean;
+  }[];
+}
+
+export type MtaOperations = {
+  /** The messages in the queue (not done); `all` adds the finished ones still remembered, `state` filters. */
+  queue: Operation<{ state?: MessageState; all?: boolean }, QueueEntryView[]>;
+  /** Every deferred message is tried now. */
+  flush: Operation<NoArgs, { flushed: number }>;
+  /** One message: the view, the full record (every recipient's last report) and, while queued, its headers. */
+  message: Operation<{ queueId: string }, QueueEntryView & { record: QueuedMessage; headers?: string }>;
+};
+
+type Service = 'smtp' | 'submission';
+
+/** What every delivery outcome event says about the recipient's last exchange. */
+interface OutcomeDetail {
+  rcpt: string;
+  /** This MTA → where the recipient was tried, e.g. `mta.sender.test -> mx.receiver.test[127.0.0.7]:25`. */
+  hop: string;
+  /** The command the reply answered, e.g. `RCPT TO:<bob@receiver.test>`. */
+  command?: string;
+  /** The reply that decided, as the server sent it (or as this MTA decided it, for local verdicts). */
+  reply: string;
+  /** RFC 3463 status. */
+  status: string;
+}
+
+interface SessionDetail {
+  host?: string;
+  port?: number;
+  /** The transaction ran on a cached connection. */
+  reused: boolean;
+}
+
+export type MtaEvents = NodeEvents & {
+  /** A command was refused on port 25 or 587. */
+  rejected: {
+    service: Service;
+    stage: string;
+    reply: string;
+    from: string | null;
+    to: string[];
+    client: string;
+    helo: string | null;
+    hop: string;
+    user?: string;
+    /** The address or size the refused command carried. */
+    attempted?: string;
+    size?: number;
+  };
+  'auth-failed': { service: Service; user: string | null; method: string; reply: string; client: string; hop: string };
+  /** Accepted on the submission port (587) and queued. */
+  submitted: { user?: string; from: string; to: string[]; size: number };
+  /** Accepted on port 25 for a local domain and queued. */
+  received: { from: string; to: string[]; size: number; client?: string; helo: string };
+  /** Something went wrong inside the MTA; `error` says what. */
+  error: { error: string; service?: Service; from?: string; to?: string[]; retryAt?: number };
+  queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string };
+  /** A delivery attempt starts. */
+  active: { attempt: number; recipients: string[] };
+  /** Where mail for `domain` goes, as the lab DNS said. */
+  'mx-lookup': { domain: string; result: MxResolution };
+  connect: { host: string; port: number; hop: string; mx?: string; via?: 'lmtp' };
+  'connect-failed': { host: string; port: number; mx: string; hop: string; stage: string; command?: string; reply?: string; error: string };
+  /** Handed to the next MTA (an MX), which answered 250. */
+  relayed: OutcomeDetail & SessionDetail & { mx?: string };
+  /** Handed to the mailbox server over LMTP (a local domain). */
+  delivered: OutcomeDetail & SessionDetail;
+  /** A temporary failure: the recipient is tried again at `nextAttempt`. */
+  deferred: OutcomeDetail & { error: string; nextAttempt: number; delay: number; attempt: number };
+  /** A permanent failure: the recipient bounces (a DSN follows unless the sender is <>). */
+  bounced: OutcomeDetail & { error: string; attempt: number };
+  /** The message outlived the queue lifetime: the recipient bounces with the last temporary error. */
+  expired: OutcomeDetail & { error: string; attempts: number; queuedFor: number };
+  /** A delivery status notification (RFC 3464) was queued for the sender. */
+  'dsn-created': { dsnQueueId: string; dsnMessageId: string; for: { queueId: string; messageId: string | null }; to: string; rcpts: string[] };
+  /** No DSN for a message that is itself a bounce. */
+  'dsn-suppressed': { rcpts: string[]; reason: string };
+};
+
+export type MtaContract = { operations: MtaOperations; events: MtaEvents };
+
+export const MTA_EVENT_KINDS = eventKinds<MtaEvents>()([
+  ...NODE_EVENT_KINDS,
+  'rejected', 'auth-failed', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed',
+  'relayed', 'delivered', 'deferred', 'bounced', 'expired', 'dsn-created', 'dsn-suppressed',
+] as const);

@@ -1,0 +1,20 @@
+// The `mx` role's contract with the harness: no control operations, and the events of the receiving hop.
+import { eventKinds, NODE_EVENT_KINDS, type NodeEvents } from '../shared/contract.js';
+import type { RecipientResult } from '../shared/smtp-client.js';
+
+export type MxOperations = Record<never, never>;
+
+export type MxEvents = NodeEvents & {
+  /** A recipient was refused at RCPT TO (not a served domain: relay denied; unknown user). */
+  rejected: { stage: 'RCPT TO'; rcpt: string; reply: string; client: string; from: string };
+  /** The message data arrived; the MX added its Received header (`size` includes it). */
+  received: { from: string; to: string[]; client: string; helo: string; size: number };
+  /** The mailbox server answered over LMTP, one result per recipient (`to` names the LMTP hop). */
+  handoff: { to: string; recipients: RecipientResult[] };
+  /** The mailbox server could not be reached or broke off: the sender got 451. */
+  'handoff-failed': { to: string; error: string };
+};
+
+export type MxContract = { operations: MxOperations; events: MxEvents };
+
+export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed'] as const);
