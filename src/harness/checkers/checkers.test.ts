@@ -1,0 +1,147 @@
+// The checkers against synthetic histories: each must fail on the history that breaks its property, pass on the
+// one that keeps it, and decide the same whether the events are already there or still to come.
+import { describe, expect, it } from 'vitest';
+import type { LabEvent } from '../../shared/events.js';
+import { History } from '../history/history.js';
+import { CheckFailure, checkDeliveredOnce, checkHopOrder, checkRetrySchedule, type CheckTarget } from './index.js';
+
+const ID = '<m1@sender.test>';
+const BOB = 'bob@receiver.test';
+
+/** A history and a mailbox made by hand: events are added with explicit times; the mailbox holds copies. */
+function world() {
+  const history = new History();
+  const seq = new Map<string, number>();
+  const copies: { uid: number; raw: Buffer }[] = [];
+  const t0 = 1_000_000;
+  const add = (at: number, node: string, kind: string, detail: Record<string, unknown>, ids: { messageId?: string; queueId?: string } = { messageId: ID }) => {
+    const n = (seq.get(node) ?? 0) + 1;
+    seq.set(node, n);
+    history.add({ seq: n, time: t0 + at, node, kind, ...ids, detail } as LabEvent);
+  };
+  const target: CheckTarget = { history, mailbox: () => ({ find: async () => copies }) };
+  return { history, add, copies, target, t0 };
+}
+
+/** One delivery's events: queued at the MTA, relayed, stored at the mailbox. */
+function deliver(w: ReturnType<typeof world>, at: number, opts: { stored?: number; outcome?: boolean } = {}) {
+  w.add(at, 'mta', 'queued', { from: 'alice@sender.test', to: [BOB], size: 10, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+  for (let i = 0; i < (opts.stored ?? 1); i++) {
+    w.add(at + 5 + i, 'mailbox', 'stored', { user: BOB, mailbox: 'INBOX', uid: i + 1, size: 10, from: 'alice@sender.test' }, { messageId: ID, queueId: `F${i}` });
+    w.copies.push({ uid: i + 1, raw: Buffer.from(`Message-ID: ${ID}\r\n\r\nhi`) });
+  }
+  if (opts.outcome !== false) w.add(at + 10, 'mta', 'relayed', { rcpt: BOB, hop: 'h', reply: '250 ok', status: '2.0.0', reused: false }, { messageId: ID, queueId: 'Q1' });
+}
+
+describe('checkDeliveredOnce', () => {
+  it('passes on exactly one stored copy', async () => {
+    const w = world();
+    deliver(w, 0);
+    expect((await checkDeliveredOnce(w.target, BOB, ID)).uid).toBe(1);
+  });
+
+  it('fails, with the trace, when nothing was stored', async () => {
+    const w = world();
+    w.add(0, 'mta', 'queued', { from: 'a@s.test', to: [BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    const failure = await checkDeliveredOnce(w.target, BOB, ID, { timeoutMs: 50 }).catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(CheckFailure);
+    expect(String((failure as Error).message)).toMatch(/never stored for bob@receiver\.test/);
+    expect(String((failure as Error).message)).toMatch(/mta\s+queued/);
+  });
+
+  it('fails when the message was stored twice (two copies in the mailbox)', async () => {
+    const w = world();
+    deliver(w, 0, { stored: 2 });
+    await expect(checkDeliveredOnce(w.target, BOB, ID)).rejects.toThrow(/stored 2 times for bob@receiver\.test, expected exactly once/);
+  });
+
+  it('fails when the mailbox holds two copies though one stored event arrived', async () => {
+    const w = world();
+    deliver(w, 0);
+    w.copies.push({ uid: 9, raw: Buffer.from(`Message-ID: ${ID}\r\n\r\nagain`) });
+    await expect(checkDeliveredOnce(w.target, BOB, ID, { timeoutMs: 50 })).rejects.toThrow(/mailbox shows 2 copies but fewer stored events arrived/);
+  });
+
+  it('waits for a caller that did not wait: the delivery happens after the check began', async () => {
+    const w = world();
+    const check = checkDeliveredOnce(w.target, BOB, ID);
+    await Promise.resolve();
+    deliver(w, 0);
+    expect((await check).uid).toBe(1);
+  });
+
+  it('does not decide before the sender settled the recipient: a second copy from a retry is caught', async () => {
+    const w = world();
+    deliver(w, 0, { outcome: false });
+    const check = checkDeliveredOnce(w.target, BOB, ID);
+    // The retry stores a second copy, and only then does the MTA record its outcome.
+    await new Promise((resolve) => setImmediate(resolve));
+    w.add(20, 'mailbox', 'stored', { user: BOB, mailbox: 'INBOX', uid: 2, size: 10, from: 'alice@sender.test' }, { messageId: ID, queueId: 'F2' });
+    w.copies.push({ uid: 2, raw: Buffer.from(`Message-ID: ${ID}\r\n\r\nhi`) });
+    w.add(30, 'mta', 'relayed', { rcpt: BOB, hop: 'h', reply: '250 ok', status: '2.0.0', reused: false }, { messageId: ID, queueId: 'Q1' });
+    await expect(check).rejects.toThrow(/stored 2 times/);
+  });
+});
+
+describe('checkHopOrder', () => {
+  const hops = ['mta:queued', 'mailbox:stored', 'mta:relayed'];
+
+  it('passes when the hops came in order', async () => {
+    const w = world();
+    deliver(w, 0);
+    await checkHopOrder(w.target, ID, hops);
+  });
+
+  it('fails when a hop came out of order', async () => {
+    const w = world();
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    w.add(1, 'mta', 'relayed', { rcpt: BOB, hop: 'h', reply: '250', status: '2.0.0', reused: false }, { messageId: ID, queueId: 'Q1' });
+    w.add(2, 'mailbox', 'stored', { user: BOB, mailbox: 'INBOX', uid: 1, size: 1, from: 'a' });
+    await expect(checkHopOrder(w.target, ID, hops)).rejects.toThrow(/expected hop mta:relayed after mailbox:stored, but it came earlier/);
+  });
+
+  it('fails when a hop never came', async () => {
+    const w = world();
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    await expect(checkHopOrder(w.target, ID, hops, { timeoutMs: 50 })).rejects.toThrow(/hop mailbox:stored never came/);
+  });
+});
+
+describe('checkRetrySchedule', () => {
+  const retry = { schedule: [400, 800] };
+  /** Attempts starting at the given times, each failing 10 ms later, then an expiry. */
+  function attempts(w: ReturnType<typeof world>, starts: number[]) {
+    const ids = { messageId: ID, queueId: 'Q1' };
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, ids);
+    starts.forEach((start, i) => {
+      w.add(start, 'mta', 'active', { attempt: i + 1, recipients: [BOB] }, ids);
+      const failedAt = start + 10;
+      if (i < starts.length - 1) w.add(failedAt, 'mta', 'deferred', { rcpt: BOB, hop: 'h', reply: '421', status: '4.4.1', error: 'refused', nextAttempt: 0, delay: 0, attempt: i + 1 }, ids);
+      else w.add(failedAt, 'mta', 'expired', { rcpt: BOB, hop: 'h', reply: '421', status: '4.4.7', error: 'refused', attempts: i + 1, queuedFor: failedAt }, ids);
+    });
+  }
+
+  it('passes when each retry starts after the rule\'s delay (the last delay repeats)', async () => {
+    const w = world();
+    attempts(w, [0, 410, 1220, 2030]);
+    expect(await checkRetrySchedule(w.target, ID, retry)).toEqual([400, 800, 800]);
+  });
+
+  it('fails when a retry comes too early', async () => {
+    const w = world();
+    attempts(w, [0, 210, 1020]);
+    await expect(checkRetrySchedule(w.target, ID, retry)).rejects.toThrow(/retry 1 of <m1@sender\.test> to bob@receiver\.test started 200 ms after the failure; the retry rule says 400 ms/);
+  });
+
+  it('fails when a retry comes too late', async () => {
+    const w = world();
+    attempts(w, [0, 410, 2220]);
+    await expect(checkRetrySchedule(w.target, ID, retry, { slackMs: 100 })).rejects.toThrow(/retry 2 .* started 1800 ms after the failure; the retry rule says 800 ms/);
+  });
+
+  it('waits for the message to settle before deciding', async () => {
+    const w = world();
+    const check = checkRetrySchedule(w.target, ID, retry, { timeoutMs: 50 });
+    await expect(check).rejects.toThrow(/never queued/);
+  });
+});
