@@ -13,5 +13,5 @@ await Promise.all([
   // Minified and split by role (chunks in dist/node-chunks/): every node process parses only its own role's
   // code at start-up, and boot time is a feature.
   build({ ...common, entryPoints: { node: 'src/node-main.ts' }, outdir: 'dist', minify: true, keepNames: true, splitting: true, chunkNames: 'node-chunks/[name]-[hash]' }),
-  build({ ...common, entryPoints: { cli: 'src/cli/main.ts', bench: 'bench/bench.ts' }, outdir: 'dist', packages: 'external' }),
+  build({ ...common, entryPoints: { cli: 'src/cli/main.ts', bench: 'bench/bench.ts', 'bench-peer-check': 'bench/peer-check.ts' }, outdir: 'dist', packages: 'external' }),
 ]);

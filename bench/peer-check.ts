@@ -1,9 +1,7 @@
 // Tries bench/peer.ts end to end: start the Postfix + Dovecot peer, send one message through it and read it back
 // over IMAP, then 200 messages over 20 pooled connections, print the figures, stop, and check nothing is left.
 //
-//   npx esbuild bench/peer-check.ts --bundle --platform=node --format=esm --packages=external \
-//     --outfile=node_modules/.cache/maillab-bench/peer-check.mjs && node node_modules/.cache/maillab-bench/peer-check.mjs
-// (the bundle must sit under the repo so that the external packages resolve from its node_modules)
+//   npm run bench:peer-check     (needs root and Debian's postfix and dovecot, like `npm run bench`)
 import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import net from 'node:net';

@@ -132,26 +132,30 @@ describe('lab DNS server over UDP (node:dns resolver)', () => {
   });
 
   it('applies rpc changes to the next query', async () => {
-    expect(await resolver.resolve4('mx.receiver.test')).toEqual(['127.0.0.5']);
-    await role.rpc['set-records']!({ name: 'mx.receiver.test', type: 'A', records: [{ address: '127.0.0.77' }] });
-    expect(await resolver.resolve4('mx.receiver.test')).toEqual(['127.0.0.77']);
+    try {
+      expect(await resolver.resolve4('mx.receiver.test')).toEqual(['127.0.0.5']);
+      await role.rpc['set-records']!({ name: 'mx.receiver.test', type: 'A', records: [{ address: '127.0.0.77' }] });
+      expect(await resolver.resolve4('mx.receiver.test')).toEqual(['127.0.0.77']);
 
-    expect(await failure(resolver.resolve4('new.receiver.test'))).toBe('ENOTFOUND');
-    await role.rpc['add-record']!({ record: { name: 'new.receiver.test', type: 'A', address: '127.0.0.8' } });
-    expect(await resolver.resolve4('new.receiver.test')).toEqual(['127.0.0.8']);
-    expect(await role.rpc['remove-records']!({ name: 'new.receiver.test' })).toEqual({ removed: 1 });
-    expect(await failure(resolver.resolve4('new.receiver.test'))).toBe('ENOTFOUND');
+      expect(await failure(resolver.resolve4('new.receiver.test'))).toBe('ENOTFOUND');
+      await role.rpc['add-record']!({ record: { name: 'new.receiver.test', type: 'A', address: '127.0.0.8' } });
+      expect(await resolver.resolve4('new.receiver.test')).toEqual(['127.0.0.8']);
+      expect(await role.rpc['remove-records']!({ name: 'new.receiver.test' })).toEqual({ removed: 1 });
+      expect(await failure(resolver.resolve4('new.receiver.test'))).toBe('ENOTFOUND');
 
-    expect(await failure(resolver.resolveMx('fresh.test'))).toBe('EREFUSED');
-    await role.rpc['add-record']!({ zone: 'fresh.test', record: { name: '@', type: 'MX', exchange: 'mx.receiver.test', priority: 5 } });
-    expect(await resolver.resolveMx('fresh.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 5 }]);
+      expect(await failure(resolver.resolveMx('fresh.test'))).toBe('EREFUSED');
+      await role.rpc['add-record']!({ zone: 'fresh.test', record: { name: '@', type: 'MX', exchange: 'mx.receiver.test', priority: 5 } });
+      expect(await resolver.resolveMx('fresh.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 5 }]);
 
-    const listing = (await role.rpc.records!({})) as { zones: { origin: string }[] };
-    expect(listing.zones.map((z) => z.origin)).toEqual(['receiver.test', 'nomail.test', '0.0.127.in-addr.arpa', 'fresh.test']);
-    expect(() => role.rpc['add-record']!({ record: { name: 'x.receiver.test', type: 'A', address: 'nope' } })).toThrow(/invalid IPv4/);
-
-    await role.rpc['set-records']!({ name: 'mx.receiver.test', type: 'A', records: [{ name: 'mx.receiver.test', type: 'A', address: '127.0.0.5' }] });
-    await role.rpc['remove-zone']!({ origin: 'fresh.test' });
+      const listing = (await role.rpc.records!({})) as { zones: { origin: string }[] };
+      expect(listing.zones.map((z) => z.origin)).toEqual(['receiver.test', 'nomail.test', '0.0.127.in-addr.arpa', 'fresh.test']);
+      expect(() => role.rpc['add-record']!({ record: { name: 'x.receiver.test', type: 'A', address: 'nope' } })).toThrow(/invalid IPv4/);
+    } finally {
+      // The server is shared by the file's tests: put its data back even when an assertion above failed.
+      await role.rpc['set-records']!({ name: 'mx.receiver.test', type: 'A', records: [{ name: 'mx.receiver.test', type: 'A', address: '127.0.0.5' }] });
+      await role.rpc['remove-records']!({ name: 'new.receiver.test' });
+      await role.rpc['remove-zone']!({ origin: 'fresh.test' });
+    }
   });
 });
 
@@ -184,7 +188,23 @@ describe('lab DNS server over TCP and raw packets', () => {
     // A header announcing one question, followed by a name that runs off the end.
     await send(Buffer.from([0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x3f, 0x61]));
     await send(Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 37) & 0xff)));
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // A well-formed query last: the server answers datagrams in order, so once its answer is here every answer to
+    // the ones before it is too (no sleep, no guessing).
+    const sentinel = new Packet();
+    sentinel.header.id = 0x5678;
+    sentinel.header.rd = 1;
+    sentinel.questions.push(new Packet.Question('mx.receiver.test', Packet.TYPE.A, Packet.CLASS.IN));
+    const answered = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no answer to the well-formed query after the malformed ones within 5 s')), 5000);
+      socket.on('message', (msg) => {
+        if (msg.length >= 2 && msg.readUInt16BE(0) === 0x5678) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    await send(sentinel.toBuffer());
+    await answered;
     socket.close();
     const formerr = replies.map((r) => Packet.parse(r)).find((p) => p.header.id === 0x1234);
     expect(formerr?.header.rcode).toBe(Packet.RCODE.FORMERR);

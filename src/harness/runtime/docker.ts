@@ -303,29 +303,29 @@ export class DockerRuntime implements Runtime {
       stop: () => halt('stop'),
       kill: () => halt('kill'),
       faults: {
-      pause: async () => {
-        whileUp('pause');
-        await container.pause();
-        state = 'paused';
-      },
-      unpause: async () => {
-        whileUp('unpause');
-        await container.unpause();
-        state = 'running';
-      },
-      disconnect: async () => {
-        whileUp('disconnect');
-        await network.disconnect({ Container: containerId, Force: true }).catch(ignoreIf(/is not connected/i));
-      },
-      connect: async () => {
-        whileUp('connect');
-        await network
-          .connect({
-            Container: containerId,
-            EndpointConfig: { IPAMConfig: { IPv4Address: config.address }, Aliases: [...new Set([config.hostname, config.name])] },
-          })
-          .catch(ignoreIf(/already exists in network/i));
-      },
+        pause: async () => {
+          whileUp('pause');
+          await container.pause();
+          state = 'paused';
+        },
+        unpause: async () => {
+          whileUp('unpause');
+          await container.unpause();
+          state = 'running';
+        },
+        disconnect: async () => {
+          whileUp('disconnect');
+          await network.disconnect({ Container: containerId, Force: true }).catch(ignoreIf(/is not connected/i));
+        },
+        connect: async () => {
+          whileUp('connect');
+          await network
+            .connect({
+              Container: containerId,
+              EndpointConfig: { IPAMConfig: { IPv4Address: config.address }, Aliases: [...new Set([config.hostname, config.name])] },
+            })
+            .catch(ignoreIf(/already exists in network/i));
+        },
       },
       logs: () => output.text(),
     };
