@@ -42,6 +42,8 @@ export default {
   // only to rewrite `extends`/`references` paths that leave the sandbox (tsconfig.json has none). A file name that
   // does not exist skips that step; tsconfig.json is still copied into the sandbox as is.
   tsconfigFile: 'tsconfig.stryker-no-rewrite.json',
+  // Not copied into the sandbox: the globalSetup of vitest.mutation.config.ts rebuilds dist/ there.
+  ignorePatterns: ['dist', '.maillab'],
   tempDirName: '.stryker-tmp',
   cleanTempDir: true,
 };
