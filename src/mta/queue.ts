@@ -104,11 +104,6 @@ export interface EnqueueInput {
 export interface RecoveryReport {
   /** Messages in the queue (not done) after recovery. */
   queued: string[];
-  /**
-   * Always empty since the envelope and the content share one file that appears by a rename (no message file can
-   * lack its envelope any more); kept for callers that report it.
-   */
-  orphansRemoved: string[];
   /** Messages found active, put back to deferred (due now). */
   requeued: string[];
   /**
@@ -190,7 +185,7 @@ export class MailQueue {
   /** Creates the directories, then loads what is on disk and repairs what a crash left (see the file comment). */
   async open(): Promise<RecoveryReport> {
     await Promise.all([ensureDir(this.msgDir), ensureDir(this.envDir)]);
-    const report: RecoveryReport = { queued: [], orphansRemoved: [], requeued: [], broken: [] };
+    const report: RecoveryReport = { queued: [], requeued: [], broken: [] };
     const [msgFiles, envFiles] = await Promise.all([this.dirList(this.msgDir), this.dirList(this.envDir)]);
     // Temp files of writes a crash interrupted: their rename never happened, so nobody was told they were stored.
     const isTemp = (f: string) => f.includes('.tmp-');

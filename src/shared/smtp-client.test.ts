@@ -1,8 +1,8 @@
 // Tests of the shared outbound client (src/shared/smtp-client.ts) against small smtp-server instances.
 import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseReply, SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { parseReply, SmtpClientError, SmtpClientPool } from './smtp-client.js';
+import { createSmtpServer, listen } from './smtp-server.js';
 
 const host = `127.0.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 
