@@ -2,7 +2,21 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { checkTransition, DirSync, MailQueue, newQueueId, type EnqueueInput, type MailQueueOptions } from './queue.js';
+import { recordingFileSystem } from '../shared/fs-recorder.test-helper.js';
+import {
+  checkRecipientTransition,
+  checkTransition,
+  DirSync,
+  IllegalTransitionError,
+  MailQueue,
+  newQueueId,
+  QueueError,
+  type AttemptReport,
+  type EnqueueInput,
+  type MailQueueOptions,
+  type MessageState,
+  type RecipientState,
+} from './queue.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -34,6 +48,9 @@ async function queueFile(queueId: string): Promise<{ envelope: Record<string, un
   return { envelope: JSON.parse(file.subarray(0, end).toString('utf8')) as Record<string, unknown>, data: file.subarray(end + 1) };
 }
 
+/** The outcome of an attempt, as delivery reports it. */
+const outcome = (over: Partial<AttemptReport> = {}): AttemptReport => ({ description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1, ...over });
+
 const files = async (sub: string) => (await fs.readdir(path.join(dir, sub))).sort();
 
 
@@ -47,14 +64,120 @@ describe('queue ids', () => {
 });
 
 describe('state machine', () => {
-  it('allows only incoming → active → deferred ↔ active → done', () => {
-    expect(() => checkTransition('Q', 'incoming', 'active')).not.toThrow();
-    expect(() => checkTransition('Q', 'active', 'deferred')).not.toThrow();
-    expect(() => checkTransition('Q', 'deferred', 'active')).not.toThrow();
-    expect(() => checkTransition('Q', 'active', 'done')).not.toThrow();
-    expect(() => checkTransition('Q', 'incoming', 'done')).toThrow(/incoming -> done/);
-    expect(() => checkTransition('Q', 'deferred', 'done')).toThrow();
-    expect(() => checkTransition('Q', 'done', 'active')).toThrow();
+  const messageStates: MessageState[] = ['incoming', 'active', 'deferred', 'done'];
+  const recipientStates: RecipientState[] = ['pending', 'deferred', 'delivered', 'bounced'];
+
+  it('allows only incoming → active → deferred ↔ active → done, every other pair throws IllegalTransitionError', () => {
+    const legal = new Set(['incoming>active', 'active>deferred', 'active>done', 'deferred>active']);
+    for (const from of messageStates) {
+      for (const to of messageStates) {
+        if (legal.has(`${from}>${to}`)) {
+          expect(() => checkTransition('Q', from, to)).not.toThrow();
+          continue;
+        }
+        const err = (() => {
+          try {
+            checkTransition('Q', from, to);
+          } catch (e) {
+            return e;
+          }
+        })();
+        expect(err, `${from} -> ${to}`).toBeInstanceOf(IllegalTransitionError);
+        expect(err).toMatchObject({ name: 'IllegalTransitionError', kind: 'illegal-transition', queueId: 'Q', from, to, recipient: undefined, message: `queue Q: invalid state change ${from} -> ${to}` });
+      }
+    }
+  });
+
+  it('lets a recipient go from pending or deferred to delivered, deferred or bounced, and never out of delivered or bounced', () => {
+    const legal = new Set(['pending>delivered', 'pending>deferred', 'pending>bounced', 'deferred>delivered', 'deferred>deferred', 'deferred>bounced']);
+    for (const from of recipientStates) {
+      for (const to of recipientStates) {
+        const check = () => checkRecipientTransition('Q', 'bob@receiver.test', from, to);
+        if (legal.has(`${from}>${to}`)) expect(check, `${from} -> ${to}`).not.toThrow();
+        else expect(check, `${from} -> ${to}`).toThrow(new IllegalTransitionError('Q', 'bob@receiver.test', from, to));
+      }
+    }
+    expect(() => checkRecipientTransition('Q', 'bob@receiver.test', 'delivered', 'deferred')).toThrow('queue Q: invalid state change of <bob@receiver.test> delivered -> deferred');
+  });
+
+  describe('recipient transitions through the queue', () => {
+    const BOB = 'bob@receiver.test';
+    const failure = outcome({ status: '4.4.1', reply: '451 try later', description: 'no answer' });
+    /** An active message whose bob went through `path` (each step a transition of the attempt, then settled). */
+    async function bobAfter(...path: ('deliver' | 'defer' | 'bounce' | 'expire')[]) {
+      const queue = await openQueue();
+      const message = await queue.enqueue(input({ to: [BOB, 'carol@receiver.test'] }));
+      for (const step of path) {
+        if (message.state !== 'active') await queue.activate(message.queueId);
+        apply(queue, message.queueId, step);
+        if (step === 'defer') await queue.settle(message.queueId);
+      }
+      if (message.state !== 'active') await queue.activate(message.queueId);
+      return { queue, message, bob: message.recipients[0]! };
+    }
+    function apply(queue: MailQueue, queueId: string, step: 'deliver' | 'defer' | 'bounce' | 'expire') {
+      switch (step) {
+        case 'deliver':
+          return queue.deliverRecipient(queueId, BOB, outcome({ status: '2.0.0', reply: '250 ok' }));
+        case 'defer':
+          return queue.deferRecipient(queueId, BOB, failure, 7000);
+        case 'bounce':
+          return queue.bounceRecipient(queueId, BOB, outcome({ status: '5.1.1', reply: '550 no such user' }));
+        case 'expire':
+          return queue.expireRecipient(queueId, BOB, failure);
+      }
+    }
+
+    it('records each outcome with its report, counting the attempt', async () => {
+      for (const before of [[], ['defer']] as const) {
+        const delivered = await bobAfter(...before, 'deliver');
+        expect(delivered.bob).toEqual({
+          address: BOB,
+          state: 'delivered',
+          attempts: before.length + 1,
+          ...(before.length ? { lastError: failure } : {}),
+          result: outcome({ status: '2.0.0', reply: '250 ok' }),
+        });
+        const deferred = await bobAfter(...before, 'defer');
+        expect(deferred.bob).toEqual({ address: BOB, state: 'deferred', attempts: before.length + 1, lastError: failure, nextAttempt: 7000 });
+        const bounced = await bobAfter(...before, 'bounce');
+        const permanent = outcome({ status: '5.1.1', reply: '550 no such user' });
+        expect(bounced.bob).toEqual({ address: BOB, state: 'bounced', attempts: before.length + 1, lastError: permanent, result: permanent });
+        const expired = await bobAfter(...before, 'expire');
+        expect(expired.bob).toEqual({ address: BOB, state: 'bounced', attempts: before.length + 1, lastError: failure, result: { ...failure, status: '4.4.7', expired: true } });
+        // The other recipient is untouched.
+        expect(expired.message.recipients[1]).toEqual({ address: 'carol@receiver.test', state: 'pending', attempts: 0 });
+      }
+    });
+
+    it('refuses any outcome for a delivered or bounced recipient', async () => {
+      for (const final of ['deliver', 'bounce', 'expire'] as const) {
+        for (const step of ['deliver', 'defer', 'bounce', 'expire'] as const) {
+          const { queue, message, bob } = await bobAfter(final);
+          const before = structuredClone(bob);
+          expect(() => apply(queue, message.queueId, step), `${final} then ${step}`).toThrow(IllegalTransitionError);
+          expect(bob).toEqual(before);
+        }
+      }
+      const { queue, message } = await bobAfter('deliver');
+      expect(() => apply(queue, message.queueId, 'defer')).toThrow('invalid state change of <bob@receiver.test> delivered -> deferred');
+      const bounced = await bobAfter('bounce');
+      expect(() => apply(bounced.queue, bounced.message.queueId, 'deliver')).toThrow('invalid state change of <bob@receiver.test> bounced -> delivered');
+    });
+
+    it('refuses outcomes outside an attempt, and for unknown recipients or messages', async () => {
+      const queue = await openQueue();
+      const message = await queue.enqueue(input());
+      expect(() => queue.deliverRecipient(message.queueId, BOB, failure)).toThrow(new IllegalTransitionError(message.queueId, BOB, 'incoming', 'delivered'));
+      expect(message.recipients[0]).toEqual({ address: BOB, state: 'pending', attempts: 0 });
+      await queue.activate(message.queueId);
+      expect(() => queue.deferRecipient(message.queueId, 'eve@receiver.test', failure, 1)).toThrow(expect.objectContaining({ name: 'QueueError', kind: 'no-such-recipient' }));
+      expect(() => queue.bounceRecipient('NOPE', BOB, failure)).toThrow(expect.objectContaining({ kind: 'no-such-message' }));
+      queue.deferRecipient(message.queueId, BOB, failure, 1);
+      queue.deferRecipient(message.queueId, 'carol@receiver.test', failure, 1);
+      await queue.settle(message.queueId);
+      expect(() => queue.expireRecipient(message.queueId, BOB, failure)).toThrow(new IllegalTransitionError(message.queueId, BOB, 'deferred', 'bounced'));
+    });
   });
 
   it('goes through the states with per-recipient outcomes, writing only what a restart needs', async () => {
@@ -73,13 +196,8 @@ describe('state machine', () => {
     expect(await files('env')).toEqual([]);
     expect((await queueFile(message.queueId)).envelope.state).toBe('incoming');
 
-    const [bob, carol] = message.recipients;
-    bob!.state = 'delivered';
-    bob!.attempts = 1;
-    carol!.state = 'deferred';
-    carol!.attempts = 1;
-    carol!.nextAttempt = 5000;
-    carol!.lastError = { description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1 };
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0', reply: '250 ok' }));
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 5000);
     await queue.settle(message.queueId);
     expect(message.state).toBe('deferred');
     expect(message.nextAttempt).toBe(5000);
@@ -88,9 +206,10 @@ describe('state machine', () => {
 
     await expect(queue.activate('NOPE')).rejects.toThrow(/no such message/);
     await queue.activate(message.queueId);
-    carol!.state = 'bounced';
+    queue.bounceRecipient(message.queueId, 'carol@receiver.test', outcome({ status: '5.1.1', reply: '550 no' }));
     await queue.settle(message.queueId);
     expect(message.state).toBe('done');
+    expect(message.attempts).toBe(2);
     expect(message.doneAt).toBeTypeOf('number');
     expect(queue.pending()).toHaveLength(0);
     expect(queue.get(message.queueId)?.state).toBe('done');
@@ -146,7 +265,7 @@ describe('reading messages', () => {
     expect((await queue.readMessage(message.queueId)).equals(input().data)).toBe(true);
 
     await queue.activate(message.queueId);
-    message.recipients[0]!.state = 'deferred';
+    queue.deferRecipient(message.queueId, 'bob@receiver.test', outcome(), 5000);
     await queue.settle(message.queueId);
     expect((await queue.readMessage(message.queueId)).toString()).toBe('Subject: from the file\r\n\r\n');
   });
@@ -190,7 +309,7 @@ describe('durability', () => {
     expect((await again.readMessage(message.queueId)).equals(input().data)).toBe(true);
     // And it goes on as usual.
     await again.activate(message.queueId);
-    for (const r of recovered.recipients) r.state = 'delivered';
+    for (const r of recovered.recipients) again.deliverRecipient(message.queueId, r.address, outcome({ status: '2.0.0' }));
     await again.settle(message.queueId);
     expect(await files('msg')).toEqual([]);
   });
@@ -210,7 +329,7 @@ describe('durability', () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
     await queue.activate(message.queueId);
-    message.recipients[0]!.state = 'delivered';
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
     await queue.save(message.queueId);
 
     const before = Date.now();
@@ -226,7 +345,7 @@ describe('durability', () => {
     expect(JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8')).state).toBe('active');
     // Done from there removes the envelope file too.
     await again.activate(message.queueId);
-    recovered.recipients[1]!.state = 'delivered';
+    again.deliverRecipient(message.queueId, 'carol@receiver.test', outcome({ status: '2.0.0' }));
     await again.settle(message.queueId);
     expect(await files('env')).toEqual([]);
     expect(await files('msg')).toEqual([]);
@@ -236,11 +355,8 @@ describe('durability', () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
     await queue.activate(message.queueId);
-    message.attempts = 1;
-    message.recipients[0]!.state = 'bounced';
-    message.recipients[1]!.state = 'deferred';
-    message.recipients[1]!.nextAttempt = 9_000_000_000_000;
-    message.recipients[1]!.lastError = { description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1 };
+    queue.bounceRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '5.1.1', reply: '550 no' }));
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 9_000_000_000_000);
     await queue.settle(message.queueId);
 
     const again = new MailQueue(dir, { fsync: true });
@@ -312,7 +428,7 @@ describe('durability', () => {
     for (let i = 0; i < 3; i++) {
       const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
       await queue.activate(message.queueId);
-      message.recipients[0]!.state = 'delivered';
+      queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
       await queue.settle(message.queueId);
       finished.push(message.queueId);
     }
@@ -334,7 +450,7 @@ describe('durability', () => {
     const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
     const copy = await fs.readFile(queue.messagePath(message.queueId));
     await queue.activate(message.queueId);
-    message.recipients[0]!.state = 'delivered';
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
     await queue.settle(message.queueId);
     await fs.writeFile(queue.messagePath(message.queueId), copy);
 
