@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { recordingFileSystem } from '../shared/fs-recorder.test-helper.js';
+import { recordingFileSystem, type RecordingFileSystem } from '../shared/fs-recorder.test-helper.js';
 import {
   checkRecipientTransition,
   checkTransition,
@@ -466,6 +466,95 @@ describe('durability', () => {
     expect(queue.list()).toEqual([]);
     const message = await queue.enqueue(input());
     expect(queue.list().map((m) => m.queueId)).toEqual([message.queueId]);
+  });
+});
+
+describe('durability, as the file operations show it', () => {
+  /**
+   * Asserts that before the mark `ack` (the moment the queue's caller may say 250), `file` was written to a temp file
+   * whose data was synced, renamed to `file`, and its directory fsynced after the rename.
+   */
+  function expectDurableBefore(rec: RecordingFileSystem, file: string, ack: string): void {
+    const acked = rec.find('mark', ack);
+    expect(acked, `mark ${ack}`).toHaveLength(1);
+    const renames = rec.find('rename').filter((e) => e.to === file);
+    expect(renames, `renames to ${file}`).toHaveLength(1);
+    const rename = renames[0]!;
+    expect(rename.path.startsWith(`${file}.tmp-`)).toBe(true);
+    const dataSynced = rec.log.filter((e) => e.path === rename.path && ((e.op === 'writeFile' && e.flushed) || e.op === 'sync'));
+    expect(dataSynced.filter((e) => e.index < rename.index), `data of ${file} synced before its rename`).not.toEqual([]);
+    const dirSynced = rec.find('sync').filter((e) => e.path === path.dirname(file) && e.index > rename.index);
+    expect(dirSynced[0]?.index ?? Infinity, `directory of ${file} synced after the rename, before ${ack}`).toBeLessThan(acked[0]!.index);
+    expect(rename.index).toBeLessThan(acked[0]!.index);
+  }
+
+  async function recordingQueue(options: Partial<MailQueueOptions> = {}) {
+    const rec = recordingFileSystem();
+    const queue = new MailQueue(dir, { fsync: true, fs: rec.fs, ...options });
+    await queue.open();
+    return { rec, queue };
+  }
+
+  it('enqueue resolves (the server may say 250) only after the message file was synced, renamed and its directory synced', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input());
+    rec.mark('250');
+    expectDurableBefore(rec, queue.messagePath(message.queueId), '250');
+  });
+
+  it('each of concurrent enqueues waits for a directory fsync after its own rename (group commit)', async () => {
+    const { rec, queue } = await recordingQueue();
+    const ids = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        queue.enqueue(input()).then((m) => {
+          rec.mark(m.queueId);
+          return m.queueId;
+        }),
+      ),
+    );
+    for (const id of ids) expectDurableBefore(rec, queue.messagePath(id), id);
+    // Shared: fewer directory fsyncs than messages would be fine, more than one per message is not.
+    expect(rec.find('sync').filter((e) => e.path === queue.msgDir).length).toBeLessThanOrEqual(ids.length);
+  });
+
+  it('a deferral and a save resolve only after the envelope file is durable', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input());
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    await queue.save(message.queueId);
+    rec.mark('saved');
+    expectDurableBefore(rec, queue.envelopePath(message.queueId), 'saved');
+
+    rec.log.length = 0;
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 5000);
+    await queue.settle(message.queueId);
+    rec.mark('deferred');
+    expectDurableBefore(rec, queue.envelopePath(message.queueId), 'deferred');
+  });
+
+  it('removes a finished message envelope first, then its message file, without any fsync', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    await queue.activate(message.queueId);
+    queue.deferRecipient(message.queueId, 'bob@receiver.test', outcome(), 1);
+    await queue.settle(message.queueId);
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    rec.log.length = 0;
+    await queue.settle(message.queueId);
+    expect(rec.log.map((e) => [e.op, e.path])).toEqual([
+      ['unlink', queue.envelopePath(message.queueId)],
+      ['unlink', queue.messagePath(message.queueId)],
+    ]);
+  });
+
+  it('with fsync off (unsafe benchmarks), writes by a rename but syncs nothing', async () => {
+    const { rec, queue } = await recordingQueue({ fsync: false });
+    const message = await queue.enqueue(input());
+    expect(rec.find('rename').map((e) => e.to)).toEqual([queue.messagePath(message.queueId)]);
+    expect(rec.find('sync')).toEqual([]);
+    expect(rec.log.filter((e) => e.flushed)).toEqual([]);
   });
 });
 
