@@ -68,7 +68,8 @@ describe('Scheduler', () => {
     expect(Object.fromEntries(counts)).toEqual({ a: 2, b: 1, c: 1, d: 1 });
   });
 
-  it('stop drops the plans and waits briefly for running deliveries', async () => {
+  it('stop drops the plans, starts nothing more, and waits for the running deliveries', async () => {
+    vi.useFakeTimers({ now: 0 });
     const ran: string[] = [];
     let finish!: () => void;
     const scheduler = new Scheduler({
@@ -79,13 +80,142 @@ describe('Scheduler', () => {
       },
     });
     scheduler.schedule('a');
-    scheduler.schedule('b', Date.now() + 50);
-    const stopped = scheduler.stop(1000);
-    setTimeout(() => finish(), 20);
-    await stopped;
-    await new Promise((r) => setTimeout(r, 80));
+    scheduler.schedule('b', 50);
+    scheduler.schedule('c'); // ready, waiting for a free slot
+    let stopped = false;
+    const stopping = scheduler.stop(1000).then(() => (stopped = true));
+    expect(scheduler.planned()).toEqual(new Map());
+    await vi.advanceTimersByTimeAsync(20);
+    expect(stopped).toBe(false);
+    finish();
+    await stopping;
+    // b's timer is gone and c was dropped from the ready list: however long we wait, nothing else runs.
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(10_000);
+    scheduler.schedule('d');
+    scheduler.schedule('e', 100);
+    await vi.advanceTimersByTimeAsync(10_000);
     expect(ran).toEqual(['a']);
-    scheduler.schedule('c');
-    expect(ran).toEqual(['a']);
+    expect(scheduler.inFlight).toBe(0);
+  });
+
+  it('stop gives up on a delivery that outlasts the grace time', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const scheduler = new Scheduler({ concurrency: 1, run: () => new Promise<void>(() => undefined) });
+    scheduler.schedule('stuck');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(scheduler.inFlight).toBe(1);
+    let stopped = false;
+    void scheduler.stop(500).then(() => (stopped = true));
+    await vi.advanceTimersByTimeAsync(499);
+    expect(stopped).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(stopped).toBe(true);
+    // Its grace timer is cleared too.
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('stop with nothing running resolves at once', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const scheduler = new Scheduler({ concurrency: 1, run: async () => undefined });
+    scheduler.schedule('later', 1000);
+    await scheduler.stop(60_000);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('runs a message due now without a timer, and one due 1 ms later only after that ms', async () => {
+    vi.useFakeTimers({ now: 1000 });
+    const ran: string[] = [];
+    const scheduler = new Scheduler({ concurrency: 4, run: async (id) => void ran.push(id) });
+    scheduler.schedule('now', 1000);
+    scheduler.schedule('past', 1);
+    scheduler.schedule('soon', 1001);
+    expect(scheduler.planned()).toEqual(new Map([['soon', 1001]]));
+    expect(ran).toEqual(['now', 'past']);
+    expect(scheduler.inFlight).toBe(2);
+    await scheduler.idle();
+    expect(scheduler.inFlight).toBe(0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(ran).toEqual(['now', 'past']);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ran).toEqual(['now', 'past', 'soon']);
+    expect(scheduler.planned()).toEqual(new Map());
+  });
+
+  it('re-arms waits longer than setTimeout can hold (2^31-1 ms)', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const ran: number[] = [];
+    const scheduler = new Scheduler({ concurrency: 1, run: async () => void ran.push(Date.now()) });
+    const at = 0x7fffffff + 5000;
+    scheduler.schedule('far', at);
+    await vi.advanceTimersByTimeAsync(0x7fffffff);
+    expect(ran).toEqual([]);
+    expect(scheduler.planned()).toEqual(new Map([['far', at]]));
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(ran).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ran).toEqual([at]);
+  });
+
+  it('reports a run that throws and goes on with the others', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const errors: [string, unknown][] = [];
+    const ran: string[] = [];
+    const boom = new Error('boom');
+    const scheduler = new Scheduler({
+      concurrency: 1,
+      run: async (id) => {
+        ran.push(id);
+        if (id === 'bad') throw boom;
+      },
+      onError: (id, err) => errors.push([id, err]),
+    });
+    scheduler.schedule('bad');
+    scheduler.schedule('good');
+    await scheduler.idle();
+    expect(ran).toEqual(['bad', 'good']);
+    expect(errors).toEqual([['bad', boom]]);
+    // Without onError a throwing run is contained as well.
+    const quiet = new Scheduler({ concurrency: 1, run: async () => Promise.reject(boom) });
+    quiet.schedule('x');
+    await quiet.idle();
+    expect(quiet.inFlight).toBe(0);
+  });
+
+  it('cancel removes a message from the ready list and forgets a pending rerun', async () => {
+    const releases = new Map<string, () => void>();
+    const ran: string[] = [];
+    const scheduler = new Scheduler({
+      concurrency: 1,
+      run: (id) =>
+        new Promise<void>((resolve) => {
+          ran.push(id);
+          releases.set(id, resolve);
+        }),
+    });
+    scheduler.schedule('a');
+    scheduler.schedule('b'); // ready, behind a
+    scheduler.schedule('c'); // ready, behind b
+    scheduler.schedule('a'); // a is running: rerun after it
+    scheduler.schedule('b'); // already ready: not queued twice
+    scheduler.cancel('b');
+    scheduler.cancel('a');
+    releases.get('a')!();
+    await vi.waitFor(() => expect(ran).toEqual(['a', 'c']));
+    releases.get('c')!();
+    await scheduler.idle();
+    expect(ran).toEqual(['a', 'c']);
+  });
+
+  it('flush counts only the messages waiting on a timer', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const scheduler = new Scheduler({ concurrency: 1, run: () => new Promise<void>(() => undefined) });
+    scheduler.schedule('running');
+    scheduler.schedule('ready');
+    scheduler.schedule('w1', 100);
+    scheduler.schedule('w2', 200);
+    expect(scheduler.flush()).toBe(2);
+    expect(scheduler.planned()).toEqual(new Map());
+    expect(scheduler.flush()).toBe(0);
   });
 });
