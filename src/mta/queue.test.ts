@@ -223,6 +223,25 @@ describe('state machine', () => {
   });
 });
 
+describe('abandoning an attempt', () => {
+  it('puts an active message back to deferred, due at the given time, in memory only; leaves others as they are', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input());
+    expect(queue.abandonAttempt(message.queueId, 1234)).toBe(message);
+    expect(message.state).toBe('incoming');
+    expect(message.nextAttempt).toBeUndefined();
+    await queue.activate(message.queueId);
+    queue.abandonAttempt(message.queueId, 1234);
+    expect(message).toMatchObject({ state: 'deferred', nextAttempt: 1234, attempts: 0 });
+    expect(await files('env')).toEqual([]);
+    // From there the message is tried again as usual.
+    await queue.activate(message.queueId);
+    expect(message.state).toBe('active');
+    expect(message.nextAttempt).toBeUndefined();
+    expect(() => queue.abandonAttempt('NOPE', 1)).toThrow(expect.objectContaining({ kind: 'no-such-message' }));
+  });
+});
+
 describe('enqueue', () => {
   it('writes one file: the envelope as one line of JSON, then the message; no envelope file', async () => {
     const queue = await openQueue();
