@@ -218,6 +218,30 @@ describe('deliver: remote recipients', () => {
     expect(outcome).not.toHaveProperty('code');
   });
 
+  it('puts a multi-line reply on one line in the description', async () => {
+    const smtp = scripted(({ envelope }) => result('mx[127.0.0.1]:2525', [refused(envelope.to[0]!, '550-5.7.1 first line\r\n550 5.7.1 second line')]));
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(outcome!.description).toBe('mx[127.0.0.1]:2525 said: 550-5.7.1 first line / 550 5.7.1 second line (in reply to RCPT TO:<a@r.test>)');
+    expect(outcome!.reply).toBe('550-5.7.1 first line\r\n550 5.7.1 second line');
+  });
+
+  it('defers with 4.3.0 whatever a failing sender throws, even nothing at all', async () => {
+    const smtp: MailSender = {
+      send: () => Promise.reject(null), // what a careless library may do
+    };
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'defer', status: '4.3.0', description: 'mta.sender.test -> mx[127.0.0.1]:2525: local error while delivering: null' });
+  });
+
+  it('reports an implicit MX (the domain\'s own address) in its lookup event', async () => {
+    const smtp = scripted(({ envelope }) => result('implicit.test[127.0.0.9]:2525', [accepted(envelope.to[0]!)]));
+    const { ctx, events } = context({ smtp, mx: { 'implicit.test': { kind: 'implicit', hosts: [host('implicit.test', 0, '127.0.0.9')] } } });
+    await deliver(ctx, MESSAGE, ['a@implicit.test'], DATA);
+    expect(events[0]).toStrictEqual(['mx-lookup', { domain: 'implicit.test', result: { kind: 'implicit', hosts: [{ exchange: 'implicit.test', priority: 0, addresses: ['127.0.0.9'] }] } }]);
+  });
+
   it('defers with 4.3.0 on a local error (not a protocol outcome)', async () => {
     const smtp = scripted(() => new TypeError('cannot read properties of undefined'));
     const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1')] } } });
@@ -255,7 +279,7 @@ describe('deliver: remote recipients', () => {
       ['e@broken.test', 'defer', 451, '4.4.3', '451 4.4.3 <e@broken.test>: cannot resolve where mail for broken.test goes, will retry: resolver crashed', false, 'none', 'mta.sender.test (MX lookup for broken.test)'],
     ]);
     expect(outcomes[0]!.description).toBe('mta.sender.test (MX lookup for nomail.test): domain nomail.test accepts no mail (null MX, RFC 7505)');
-    expect(events.map(([kind, d]) => [kind, d.domain, d.result])).toEqual([
+    expect(events.map(([kind, d]) => [kind, d.domain, d.result])).toStrictEqual([
       ['mx-lookup', 'nomail.test', { kind: 'null-mx' }],
       ['mx-lookup', 'gone.test', { kind: 'none', error: 'NXDOMAIN' }],
       ['mx-lookup', 'noaddr.test', { kind: 'mx', hosts: [{ exchange: 'mx1', priority: 10, addresses: [], error: 'mx1: NXDOMAIN' }, { exchange: 'mx2', priority: 20, addresses: [] }] }],
@@ -277,11 +301,12 @@ describe('deliver: remote recipients', () => {
     expect(outcomes.map((o) => o.action)).toEqual(['delivered', 'delivered']);
   });
 
-  it('looks up a bracketed name that is not an address like any domain', async () => {
-    const { ctx, lookups } = context({ mx: { '[not-an-ip]': { kind: 'none', error: 'NXDOMAIN' } } });
-    const [outcome] = await deliver(ctx, MESSAGE, ['x@[not-an-ip]'], DATA);
-    expect(lookups).toEqual(['[not-an-ip]']);
-    expect(outcome!.status).toBe('5.1.2');
+  it('looks up like any domain a bracketed name that is not exactly an address literal', async () => {
+    const none = { kind: 'none', error: 'NXDOMAIN' } as const;
+    const { ctx, lookups } = context({ mx: { '[not-an-ip]': none, 'x[127.0.0.1]': none, '[127.0.0.1]x': none } });
+    const outcomes = await deliver(ctx, MESSAGE, ['a@[not-an-ip]', 'b@x[127.0.0.1]', 'c@[127.0.0.1]x'], DATA);
+    expect(lookups).toEqual(['[not-an-ip]', 'x[127.0.0.1]', '[127.0.0.1]x']);
+    expect(outcomes.map((o) => o.status)).toEqual(['5.1.2', '5.1.2', '5.1.2']);
   });
 });
 

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { recordingFileSystem, type RecordingFileSystem } from '../shared/fs-recorder.test-helper.js';
+import { defaultFileSystem, type FileSystem } from '../shared/fsutil.js';
 import {
   checkRecipientTransition,
   checkTransition,
@@ -60,6 +61,13 @@ describe('queue ids', () => {
     expect(new Set(ids).size).toBe(1000);
     for (const id of ids) expect(id).toMatch(/^[0-9A-F]{18}$/);
     expect(newQueueId(1_700_000_000_000) < newQueueId(1_700_000_000_001)).toBe(true);
+  });
+
+  it('are the time in 11 hex digits, a sequence that counts up in 3, then 4 random ones', () => {
+    const [a, b] = [newQueueId(1), newQueueId(1)];
+    expect(a.slice(0, 11)).toBe('00000000001');
+    const sequence = (id: string) => parseInt(id.slice(11, 14), 16);
+    expect(sequence(b)).toBe((sequence(a) + 1) & 0xfff);
   });
 });
 
@@ -204,7 +212,7 @@ describe('state machine', () => {
     // Deferral is written: the envelope file, which overrides the envelope line.
     expect(JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8'))).toMatchObject({ state: 'deferred', nextAttempt: 5000 });
 
-    await expect(queue.activate('NOPE')).rejects.toThrow(/no such message/);
+    await expect(queue.activate('NOPE')).rejects.toThrow(new QueueError('no-such-message', 'NOPE', 'no such message'));
     await queue.activate(message.queueId);
     queue.bounceRecipient(message.queueId, 'carol@receiver.test', outcome({ status: '5.1.1', reply: '550 no' }));
     await queue.settle(message.queueId);
@@ -218,7 +226,8 @@ describe('state machine', () => {
     expect(await files('env')).toEqual([]);
     expect(await fs.readdir(dir)).not.toContain('done');
     await expect(queue.readMessage(message.queueId)).rejects.toThrow();
-    await expect(queue.activate(message.queueId)).rejects.toThrow(/done/);
+    await expect(queue.activate(message.queueId)).rejects.toThrow(`queue ${message.queueId}: message is done`);
+    await expect(queue.activate(message.queueId)).rejects.toMatchObject({ kind: 'message-done' });
     await expect(queue.save(message.queueId)).rejects.toThrow(/done/);
   });
 });
@@ -257,6 +266,15 @@ describe('enqueue', () => {
     expect((await queue.readMessage(message.queueId)).equals(data)).toBe(true);
   });
 
+  it('starts the file with exactly the envelope and one line end; keeps what a bounce refers to', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ dsnFor: 'ORIGINAL', from: '' }));
+    expect(message.dsnFor).toBe('ORIGINAL');
+    const file = await fs.readFile(queue.messagePath(message.queueId));
+    expect(file.equals(Buffer.concat([Buffer.from(`${JSON.stringify(message)}\n`), input().data]))).toBe(true);
+    expect(JSON.parse(file.subarray(0, file.indexOf(0x0a)).toString())).toMatchObject({ dsnFor: 'ORIGINAL', from: '' });
+  });
+
   it('keeps the envelope on one line whatever the addresses and origin contain', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input({ from: 'we\nird@sender.test', origin: { kind: 'smtp', helo: 'a\r\nb\u2028c' } }));
@@ -268,8 +286,9 @@ describe('enqueue', () => {
   it('refuses a queue id in use and a message without recipients', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
-    await expect(queue.enqueue(input({ queueId: message.queueId }))).rejects.toThrow(/already in use/);
-    await expect(queue.enqueue(input({ to: [] }))).rejects.toThrow(/at least one recipient/);
+    await expect(queue.enqueue(input({ queueId: message.queueId }))).rejects.toThrow(new QueueError('queue-id-in-use', message.queueId, 'the queue id is already in use'));
+    await expect(queue.enqueue(input({ queueId: 'EMPTY', to: [] }))).rejects.toThrow('queue EMPTY: a message needs at least one recipient');
+    await expect(queue.enqueue(input({ to: [] }))).rejects.toMatchObject({ name: 'QueueError', kind: 'no-recipients' });
     expect(await files('msg')).toEqual([`${message.queueId}.eml`]);
   });
 });
@@ -298,6 +317,13 @@ describe('reading messages', () => {
     expect((await queue.readMessage(second!.queueId)).equals(input().data)).toBe(true);
     expect((await queue.readMessage(third!.queueId)).equals(input().data)).toBe(true);
 
+    // Exactly the budget still fits.
+    const exact = new MailQueue(path.join(dir, 'exact'), { fsync: false, cacheBytes: size });
+    await exact.open();
+    const fits = await exact.enqueue(input());
+    await fs.writeFile(exact.messagePath(fits.queueId), '{}\nfrom the file');
+    expect((await exact.readMessage(fits.queueId)).equals(input().data)).toBe(true);
+
     const small = new MailQueue(path.join(dir, 'small'), { fsync: false, cacheBytes: size - 1 });
     await small.open();
     const big = await small.enqueue(input());
@@ -305,11 +331,29 @@ describe('reading messages', () => {
     expect((await small.readMessage(big.queueId)).toString()).toBe('from the file');
   });
 
+  it('gives the memory of a deferred message back to the budget', async () => {
+    const size = input().data.length;
+    const queue = await openQueue({ cacheBytes: 2 * size });
+    const first = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    const second = await queue.enqueue(input());
+    await queue.activate(first.queueId);
+    queue.deferRecipient(first.queueId, 'bob@receiver.test', outcome(), 5000);
+    await queue.settle(first.queueId);
+    // first's bytes are out of the cache: a third message fits beside the second, which stays in memory.
+    const third = await queue.enqueue(input());
+    for (const m of [second, third]) await fs.writeFile(queue.messagePath(m.queueId), '{}\nfrom the file');
+    expect((await queue.readMessage(second.queueId)).equals(input().data)).toBe(true);
+    expect((await queue.readMessage(third.queueId)).equals(input().data)).toBe(true);
+  });
+
   it('fails to read a message file without an envelope line', async () => {
     const queue = await openQueue({ cacheBytes: 0 });
     const message = await queue.enqueue(input());
     await fs.writeFile(queue.messagePath(message.queueId), 'no line end');
-    await expect(queue.readMessage(message.queueId)).rejects.toThrow(/no envelope line/);
+    await expect(queue.readMessage(message.queueId)).rejects.toThrow(new QueueError('no-envelope-line', message.queueId, 'the message file has no envelope line'));
+    // A line end first of all: an empty envelope line, and the message after it.
+    await fs.writeFile(queue.messagePath(message.queueId), '\nbody');
+    expect((await queue.readMessage(message.queueId)).toString()).toBe('body');
   });
 });
 
@@ -389,6 +433,63 @@ describe('durability', () => {
     });
   });
 
+  it('plans a deferred message for the earliest of its recipients, and counts only attempts made', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ to: ['a@r.test', 'b@r.test', 'c@r.test'] }));
+    await queue.activate(message.queueId);
+    queue.deferRecipient(message.queueId, 'a@r.test', outcome(), 9000);
+    queue.deferRecipient(message.queueId, 'b@r.test', outcome(), 7000);
+    queue.deliverRecipient(message.queueId, 'c@r.test', outcome({ status: '2.0.0' }));
+    await queue.settle(message.queueId);
+    expect(message).toMatchObject({ state: 'deferred', nextAttempt: 7000, attempts: 1 });
+    await queue.activate(message.queueId);
+    await queue.settle(message.queueId, { attempted: false });
+    expect(message).toMatchObject({ state: 'deferred', attempts: 1 });
+  });
+
+  it('recovers more messages than one batch reads at once, each once, oldest first', async () => {
+    const queue = await openQueue({ fsync: false });
+    const ids: string[] = [];
+    for (let i = 0; i < 70; i++) ids.push((await queue.enqueue(input({ queueId: newQueueId(1_700_000_000_000 + ((i * 37) % 70)) }))).queueId);
+    const again = new MailQueue(dir, { fsync: false });
+    const report = await again.open();
+    expect(report.queued).toEqual([...ids].sort());
+    expect(again.pending().map((m) => m.queueId)).toEqual([...ids].sort());
+  });
+
+  it('reads envelope lines of any length, wherever the line end falls in its 16 KiB chunks', async () => {
+    const queue = await openQueue({ fsync: false });
+    const sizes = [16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 40_000];
+    const helos = new Map<string, string>();
+    for (const size of sizes) {
+      // The HELO pads the envelope line to exactly `size` bytes (queue ids of one length: the rest is the same).
+      const probe = await queue.enqueue(input({ queueId: `P${size}`, origin: { kind: 'smtp', helo: '' } }));
+      const base = (await fs.readFile(queue.messagePath(probe.queueId))).indexOf(0x0a);
+      const helo = 'h'.repeat(size - base);
+      const message = await queue.enqueue(input({ queueId: `L${size}`, origin: { kind: 'smtp', helo } }));
+      helos.set(message.queueId, helo);
+      expect((await fs.readFile(queue.messagePath(message.queueId))).indexOf(0x0a)).toBe(size);
+    }
+    const again = new MailQueue(dir, { fsync: false });
+    const report = await again.open();
+    expect(report.broken).toEqual([]);
+    for (const [queueId, helo] of helos) {
+      expect(again.get(queueId)?.origin.helo).toBe(helo);
+      expect((await again.readMessage(queueId)).equals(input().data)).toBe(true);
+    }
+  });
+
+  it('closes every file it opened while recovering', async () => {
+    const queue = await openQueue();
+    for (let i = 0; i < 3; i++) await queue.enqueue(input());
+    await fs.writeFile(path.join(dir, 'msg', 'NOLINE.eml'), 'x');
+    const rec = recordingFileSystem();
+    await new MailQueue(dir, { fsync: true, fs: rec.fs }).open();
+    const opened = rec.find('open').map((e) => e.path);
+    expect(opened).toHaveLength(4);
+    expect(rec.find('close').map((e) => e.path).sort()).toEqual([...opened].sort());
+  });
+
   it('lists recovered messages oldest first', async () => {
     const queue = await openQueue();
     const ids = [newQueueId(1_700_000_000_002), newQueueId(1_700_000_000_000), newQueueId(1_700_000_000_001)];
@@ -427,13 +528,22 @@ describe('durability', () => {
     await fs.writeFile(path.join(dir, 'msg', 'OLDLAYOUT.eml'), 'Subject: hi\r\n\r\nhello\r\n');
     await fs.writeFile(path.join(dir, 'msg', 'NOLINE.eml'), 'x');
     await fs.writeFile(path.join(dir, 'msg', 'NOTQUEUED.eml'), '{"queueId":"NOTQUEUED","from":"","recipients":[],"state":"done"}\nx');
+    // Envelope lines that are JSON but not an envelope: null, a number, no recipient list, no sender, no state.
+    await fs.writeFile(path.join(dir, 'msg', 'NULL.eml'), 'null\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NUMBER.eml'), '42\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NORCPT.eml'), '{"queueId":"NORCPT","from":"","state":"incoming"}\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NOFROM.eml'), '{"queueId":"NOFROM","recipients":[],"state":"incoming"}\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NOSTATE.eml'), '{"queueId":"NOSTATE","from":"","recipients":[]}\nx');
+    // A message "file" that cannot be read at all.
+    await fs.mkdir(path.join(dir, 'msg', 'UNREADABLE.eml'));
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
     expect(report.queued).toEqual([good.queueId]);
-    expect(report.broken.sort()).toEqual(['NOLINE', 'NOTQUEUED', 'OLDLAYOUT', badEnvelope.queueId, noMessage.queueId, otherId.queueId].sort());
+    const unusable = ['NOLINE', 'NOTQUEUED', 'OLDLAYOUT', 'NULL', 'NUMBER', 'NORCPT', 'NOFROM', 'NOSTATE', 'UNREADABLE'];
+    expect(report.broken.sort()).toEqual([...unusable, badEnvelope.queueId, noMessage.queueId, otherId.queueId].sort());
     expect(again.pending().map((m) => m.queueId)).toEqual([good.queueId]);
-    expect(await files('msg')).toEqual([`${good.queueId}.eml`, 'NOLINE.broken', 'NOTQUEUED.broken', 'OLDLAYOUT.broken', `${badEnvelope.queueId}.broken`, `${otherId.queueId}.broken`].sort());
+    expect(await files('msg')).toEqual([`${good.queueId}.eml`, ...unusable.map((id) => `${id}.broken`), `${badEnvelope.queueId}.broken`, `${otherId.queueId}.broken`].sort());
     expect(await files('env')).toEqual([`${badEnvelope.queueId}.broken`, `${noMessage.queueId}.broken`].sort());
 
     // Set aside, they are left alone from then on.
@@ -566,6 +676,39 @@ describe('durability, as the file operations show it', () => {
       ['unlink', queue.envelopePath(message.queueId)],
       ['unlink', queue.messagePath(message.queueId)],
     ]);
+  });
+
+  it('removes a finished message that never had an envelope file by its message file alone', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    rec.log.length = 0;
+    await queue.settle(message.queueId);
+    expect(rec.log.map((e) => [e.op, e.path])).toEqual([['unlink', queue.messagePath(message.queueId)]]);
+
+    // Recovered without an envelope file: the same.
+    const kept = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    const again = recordingFileSystem();
+    const reopened = new MailQueue(dir, { fsync: true, fs: again.fs });
+    await reopened.open();
+    await reopened.activate(kept.queueId);
+    reopened.deliverRecipient(kept.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    again.log.length = 0;
+    await reopened.settle(kept.queueId);
+    expect(again.log.map((e) => [e.op, e.path])).toEqual([['unlink', reopened.messagePath(kept.queueId)]]);
+  });
+
+  it('fails a removal that fails for another reason than a missing file', async () => {
+    const denied: FileSystem = new Proxy(defaultFileSystem, {
+      get: (target, prop, receiver) =>
+        prop === 'unlink' ? async () => Promise.reject(Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' })) : Reflect.get(target, prop, receiver),
+    });
+    const queue = await openQueue({ fs: denied });
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    await expect(queue.settle(message.queueId)).rejects.toMatchObject({ code: 'EACCES' });
   });
 
   it('with fsync off (unsafe benchmarks), writes by a rename but syncs nothing', async () => {

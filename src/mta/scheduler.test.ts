@@ -94,6 +94,8 @@ describe('Scheduler', () => {
     await vi.advanceTimersByTimeAsync(10_000);
     scheduler.schedule('d');
     scheduler.schedule('e', 100);
+    expect(scheduler.planned()).toEqual(new Map());
+    expect(vi.getTimerCount()).toBe(0);
     await vi.advanceTimersByTimeAsync(10_000);
     expect(ran).toEqual(['a']);
     expect(scheduler.inFlight).toBe(0);
@@ -205,6 +207,58 @@ describe('Scheduler', () => {
     releases.get('c')!();
     await scheduler.idle();
     expect(ran).toEqual(['a', 'c']);
+  });
+
+  it('never starts a second run of a message in flight, even with free slots; runs it again after', async () => {
+    const releases: (() => void)[] = [];
+    const ran: string[] = [];
+    const scheduler = new Scheduler({
+      concurrency: 4,
+      run: (id) =>
+        new Promise<void>((resolve) => {
+          ran.push(id);
+          releases.push(resolve);
+        }),
+    });
+    scheduler.schedule('a');
+    scheduler.schedule('a');
+    expect(scheduler.inFlight).toBe(1);
+    expect(ran).toEqual(['a']);
+    releases.shift()!();
+    await vi.waitFor(() => expect(ran).toEqual(['a', 'a']));
+    releases.shift()!();
+    await scheduler.idle();
+    expect(ran).toEqual(['a', 'a']);
+  });
+
+  it('idle waits for runs that finish on a later turn of the event loop', async () => {
+    const done: string[] = [];
+    const scheduler = new Scheduler({ concurrency: 2, run: (id) => new Promise<void>((resolve) => setImmediate(() => (done.push(id), resolve()))) });
+    scheduler.schedule('a');
+    scheduler.schedule('b');
+    scheduler.schedule('c');
+    await scheduler.idle();
+    expect(done.sort()).toEqual(['a', 'b', 'c']);
+  });
+
+  it('a rerun asked for before stop is dropped: idle resolves once the running attempt ends', async () => {
+    let finish!: () => void;
+    const ran: string[] = [];
+    const scheduler = new Scheduler({
+      concurrency: 1,
+      run: (id) => {
+        ran.push(id);
+        return new Promise<void>((resolve) => (finish = resolve));
+      },
+    });
+    scheduler.schedule('a');
+    scheduler.schedule('a'); // rerun wanted
+    const stopped = scheduler.stop(60_000);
+    finish();
+    await stopped;
+    await scheduler.idle();
+    expect(ran).toEqual(['a']);
+    expect(scheduler.inFlight).toBe(0);
   });
 
   it('flush counts only the messages waiting on a timer', async () => {
