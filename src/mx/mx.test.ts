@@ -12,6 +12,8 @@ import { LineClient, testContext, type TestContext } from '../mailbox/testkit.js
 import type { MxNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
+import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { smtpReply } from '../shared/smtp-reply.js';
 import { startMx, type MxOptions } from './index.js';
 
 const BOB = 'bob@receiver.test';
@@ -49,8 +51,8 @@ async function startLmtpServer(s: MailStore = store): Promise<number> {
   return lmtp.endpoint.port;
 }
 
-/** The MX on 127.0.0.1 (a free port), handing off to LMTP on `lmtpPort`. */
-async function startMxServer(lmtpPort: number, options: MxOptions = {}): Promise<number> {
+/** The MX on 127.0.0.1 (a free port unless `port`), handing off to LMTP on `lmtpPort`. */
+async function startMxServer(lmtpPort: number, options: MxOptions = {}, port = 0, serves: Pick<MxNodeConfig, 'domains' | 'recipients'> = { domains: ['receiver.test', 'Other.Test'], recipients: [BOB, CAROL, GHOST, 'Dave@Other.Test'] }): Promise<number> {
   const config: MxNodeConfig = {
     name: 'mx',
     role: 'mx',
@@ -61,9 +63,8 @@ async function startMxServer(lmtpPort: number, options: MxOptions = {}): Promise
     resolver: { host: '127.0.0.1', port: 53 },
     greetingDelayMs: 0,
     fsync: true,
-    ports: { smtp: 0 },
-    domains: ['receiver.test', 'Other.Test'],
-    recipients: [BOB, CAROL, GHOST, 'Dave@Other.Test'],
+    ports: { smtp: port },
+    ...serves,
     lmtp: { host: '127.0.0.1', port: lmtpPort },
   };
   mxEvents = new EventLog(config.name);
@@ -77,7 +78,7 @@ const emitted = (kind: string): LabEvent[] => mxEvents.since(0).filter((e) => e.
 async function session(port: number): Promise<{ client: LineClient; ehlo: string[] }> {
   const client = await LineClient.connect(port);
   clients.push(client);
-  expect(await client.line()).toMatch(/^220 mx\.receiver\.test /);
+  expect(await client.line()).toMatch(/^220 mx\.receiver\.test .*maillab MX ready/);
   client.send('EHLO client.sender.test');
   return { client, ehlo: await client.reply() };
 }
@@ -132,6 +133,30 @@ describe('MX: inbound policy', () => {
       { stage: 'RCPT TO', rcpt: 'eve@elsewhere.test', reply: t.rcpt[0], client: '127.0.0.1', from: 'alice@sender.test' },
       { stage: 'RCPT TO', rcpt: 'nobody@receiver.test', reply: t.rcpt[1], client: '127.0.0.1', from: 'alice@sender.test' },
     ]);
+  });
+
+  it('offers no AUTH and no STARTTLS: both commands are unknown to it', async () => {
+    const port = await startMxServer(await startLmtpServer());
+    const { client } = await session(port);
+    client.send('AUTH PLAIN AGJvYgBzZWNyZXQ=');
+    expect((await client.reply()).join('\n')).toBe('500 Error: command not recognized');
+    client.send('STARTTLS');
+    expect((await client.reply()).join('\n')).toBe('500 Error: command not recognized');
+  });
+
+  it('refuses to start on a port in use, naming the service', async () => {
+    const lmtpPort = await startLmtpServer();
+    const port = await startMxServer(lmtpPort);
+    const first = mx;
+    await expect(startMxServer(lmtpPort, {}, port)).rejects.toThrow(`cannot listen for smtp on 127.0.0.1:${port}`);
+    mx = first;
+  });
+
+  it('stops listening when stopped', async () => {
+    const port = await startMxServer(await startLmtpServer());
+    await mx!.stop();
+    mx = undefined;
+    await expect(LineClient.connect(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   });
 
   it('names the null sender as an empty from in rejected events', async () => {
@@ -231,6 +256,53 @@ describe('MX: hand-off to the mailbox server', () => {
     const t = await transaction(client, 'alice@sender.test', [GHOST, BOB], body());
     expect(t.end).toMatch(new RegExp(`^451 4\\.3\\.0 mailbox server refused ${GHOST}: 550 5\\.1\\.1 <${GHOST}>: no such user here$`));
     expect(await inbox(BOB)).toHaveLength(1);
+  });
+
+  it('answers 451 when every recipient failed but one of them only for now', async () => {
+    const failing: MailStore = Object.create(store, {
+      deliver: { value: (user: string, data: Buffer) => (user === CAROL ? Promise.reject(new Error('disk on fire')) : store.deliver(user, data)) },
+    });
+    const port = await startMxServer(await startLmtpServer(failing));
+    const { client } = await session(port);
+    const t = await transaction(client, 'alice@sender.test', [GHOST, CAROL], body());
+    expect(t.end).toMatch(new RegExp(`^451 4\\.3\\.0 mailbox server refused ${GHOST}, ${CAROL}: 451 4\\.3\\.0 `));
+  });
+
+  it('takes 400 to 499 as temporary and 500 as permanent in LMTP replies', async () => {
+    // A scripted LMTP server: each recipient's reply code is its local part (400@, 499@, 500@...).
+    const scriptedLmtp = createSmtpServer({
+      lmtp: true,
+      greetingDelayMs: 0,
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      logger: false,
+      onData(stream, session, callback) {
+        stream.resume();
+        stream.on('end', () => {
+          const replies = session.envelope.rcptTo.map((r) => {
+            const code = Number(r.address.split('@')[0]);
+            return code >= 400 ? smtpReply(code, `${Math.floor(code / 100)}.0.0 scripted ${code}`) : `2.0.0 stored`;
+          });
+          (callback as unknown as (err: null, replies: (string | Error)[]) => void)(null, replies);
+        });
+      },
+    });
+    await listen(scriptedLmtp, '127.0.0.1', 0, 'scripted lmtp');
+    const address = scriptedLmtp.server.address();
+    const lmtpPort = typeof address === 'object' && address ? address.port : 0;
+    try {
+      const config = { domains: ['codes.test'], recipients: ['250@codes.test', '400@codes.test', '499@codes.test', '500@codes.test'] };
+      const port = await startMxServer(lmtpPort, {}, 0, config);
+      const { client } = await session(port);
+      const verdict = async (...to: string[]) => (await transaction(client, 'alice@sender.test', to, body())).end;
+      expect(await verdict('500@codes.test', '400@codes.test')).toMatch(/^451 4\.3\.0 mailbox server refused 500@codes\.test, 400@codes\.test: 400 4\.0\.0 scripted 400$/);
+      expect(await verdict('500@codes.test', '499@codes.test')).toMatch(/^451 4\.3\.0 .*: 499 4\.0\.0 scripted 499$/);
+      expect(await verdict('500@codes.test')).toBe('550 5.1.1 mailbox server refused: 500 5.0.0 scripted 500');
+      expect(await verdict('250@codes.test', '500@codes.test')).toMatch(/^451 4\.3\.0 mailbox server refused 500@codes\.test: 500 5\.0\.0 scripted 500$/);
+      expect(await verdict('250@codes.test')).toMatch(/^250 2\.0\.0 Ok: delivered as /);
+    } finally {
+      await new Promise<void>((resolve) => scriptedLmtp.close(() => resolve()));
+    }
   });
 
   it('answers 550 when the mailbox server refuses every recipient for good', async () => {
