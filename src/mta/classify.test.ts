@@ -57,6 +57,8 @@ describe('reply code boundaries', () => {
       [599, 'bounce'],
       [600, 'defer'],
     ]);
+    // At the edges of each class the status is the class's own (X.0.0), not a protocol error.
+    expect([200, 299, 400, 499, 500, 599].map((code) => classifyReply(code).status)).toEqual(['2.0.0', '2.0.0', '4.0.0', '4.0.0', '5.0.0', '5.0.0']);
     // Outside the three classes the status says protocol error, whatever the code.
     expect(classifyReply(199)).toEqual({ action: 'defer', status: '4.5.0' });
     expect(classifyReply(300)).toEqual({ action: 'defer', status: '4.5.0' });

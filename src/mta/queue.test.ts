@@ -179,6 +179,7 @@ describe('state machine', () => {
       expect(() => queue.deliverRecipient(message.queueId, BOB, failure)).toThrow(new IllegalTransitionError(message.queueId, BOB, 'incoming', 'delivered'));
       expect(message.recipients[0]).toEqual({ address: BOB, state: 'pending', attempts: 0 });
       await queue.activate(message.queueId);
+      expect(() => queue.deferRecipient(message.queueId, 'eve@receiver.test', failure, 1)).toThrow(new QueueError('no-such-recipient', message.queueId, '<eve@receiver.test> is not a recipient'));
       expect(() => queue.deferRecipient(message.queueId, 'eve@receiver.test', failure, 1)).toThrow(expect.objectContaining({ name: 'QueueError', kind: 'no-such-recipient' }));
       expect(() => queue.bounceRecipient('NOPE', BOB, failure)).toThrow(expect.objectContaining({ kind: 'no-such-message' }));
       queue.deferRecipient(message.queueId, BOB, failure, 1);

@@ -46,6 +46,11 @@ afterEach(async () => {
   await fs.rm(mxDir, { recursive: true, force: true });
 });
 
+/** The store, with `deliver` replaced (to fail for a user, or to record when a copy is stored). */
+function storeWith(deliver: MailStore['deliver']): MailStore {
+  return Object.create(store, { deliver: { value: deliver } }) as MailStore;
+}
+
 async function startLmtpServer(s: MailStore = store): Promise<number> {
   lmtp = await startLmtp({ store: s, ctx: mailbox, host: '127.0.0.1', port: 0 });
   return lmtp.endpoint.port;
@@ -172,10 +177,7 @@ describe('MX: hand-off to the mailbox server', () => {
   it('answers 250 only once LMTP accepted, and the stored message carries its Received header', async () => {
     // What happened, in order: the store's deliveries and the client's reading of the reply.
     const order: string[] = [];
-    const recording: MailStore = Object.create(store, {
-      deliver: { value: (user: string, data: Buffer) => store.deliver(user, data).then((r) => (order.push(`stored ${user}`), r)) },
-    });
-    const port = await startMxServer(await startLmtpServer(recording));
+    const port = await startMxServer(await startLmtpServer(storeWith((user, data) => store.deliver(user, data).then((r) => (order.push(`stored ${user}`), r)))));
     const { client } = await session(port);
     const t = await transaction(client, 'alice@sender.test', [BOB], body());
     order.push('reply');
@@ -234,10 +236,7 @@ describe('MX: hand-off to the mailbox server', () => {
   });
 
   it('answers 451 when the mailbox server fails a recipient for now, even if others were stored', async () => {
-    const failing: MailStore = Object.create(store, {
-      deliver: { value: (user: string, data: Buffer) => (user === CAROL ? Promise.reject(new Error('disk on fire')) : store.deliver(user, data)) },
-    });
-    const port = await startMxServer(await startLmtpServer(failing));
+    const port = await startMxServer(await startLmtpServer(storeWith((user, data) => (user === CAROL ? Promise.reject(new Error('disk on fire')) : store.deliver(user, data)))));
     const { client } = await session(port);
     const t = await transaction(client, 'alice@sender.test', [BOB, CAROL], body());
     expect(t.end).toMatch(new RegExp(`^451 4\\.3\\.0 mailbox server refused ${CAROL}: 451 4\\.3\\.0 `));
@@ -259,10 +258,7 @@ describe('MX: hand-off to the mailbox server', () => {
   });
 
   it('answers 451 when every recipient failed but one of them only for now', async () => {
-    const failing: MailStore = Object.create(store, {
-      deliver: { value: (user: string, data: Buffer) => (user === CAROL ? Promise.reject(new Error('disk on fire')) : store.deliver(user, data)) },
-    });
-    const port = await startMxServer(await startLmtpServer(failing));
+    const port = await startMxServer(await startLmtpServer(storeWith((user, data) => (user === CAROL ? Promise.reject(new Error('disk on fire')) : store.deliver(user, data)))));
     const { client } = await session(port);
     const t = await transaction(client, 'alice@sender.test', [GHOST, CAROL], body());
     expect(t.end).toMatch(new RegExp(`^451 4\\.3\\.0 mailbox server refused ${GHOST}, ${CAROL}: 451 4\\.3\\.0 `));
