@@ -1,6 +1,26 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Scheduler } from './scheduler.js';
 
+/** A scheduler whose runs note their message and last until the test releases them (by message id). */
+function heldScheduler(concurrency: number) {
+  const ran: string[] = [];
+  const held = new Map<string, (() => void)[]>();
+  const scheduler = new Scheduler({
+    concurrency,
+    run: (id) =>
+      new Promise<void>((resolve) => {
+        ran.push(id);
+        held.set(id, [...(held.get(id) ?? []), resolve]);
+      }),
+  });
+  /** Ends the oldest run of `id` still going. */
+  const release = (id: string) => held.get(id)!.shift()!();
+  return { scheduler, ran, release };
+}
+
+/** Runs that never end. */
+const stuck = () => new Promise<void>(() => undefined);
+
 describe('Scheduler', () => {
   afterEach(() => {
     vi.useRealTimers();
@@ -70,15 +90,7 @@ describe('Scheduler', () => {
 
   it('stop drops the plans, starts nothing more, and waits for the running deliveries', async () => {
     vi.useFakeTimers({ now: 0 });
-    const ran: string[] = [];
-    let finish!: () => void;
-    const scheduler = new Scheduler({
-      concurrency: 1,
-      run: (id) => {
-        ran.push(id);
-        return new Promise<void>((resolve) => (finish = resolve));
-      },
-    });
+    const { scheduler, ran, release } = heldScheduler(1);
     scheduler.schedule('a');
     scheduler.schedule('b', 50);
     scheduler.schedule('c'); // ready, waiting for a free slot
@@ -87,7 +99,7 @@ describe('Scheduler', () => {
     expect(scheduler.planned()).toEqual(new Map());
     await vi.advanceTimersByTimeAsync(20);
     expect(stopped).toBe(false);
-    finish();
+    release('a');
     await stopping;
     // b's timer is gone and c was dropped from the ready list: however long we wait, nothing else runs.
     expect(vi.getTimerCount()).toBe(0);
@@ -103,7 +115,7 @@ describe('Scheduler', () => {
 
   it('stop gives up on a delivery that outlasts the grace time', async () => {
     vi.useFakeTimers({ now: 0 });
-    const scheduler = new Scheduler({ concurrency: 1, run: () => new Promise<void>(() => undefined) });
+    const scheduler = new Scheduler({ concurrency: 1, run: stuck });
     scheduler.schedule('stuck');
     await vi.advanceTimersByTimeAsync(0);
     expect(scheduler.inFlight).toBe(1);
@@ -185,16 +197,7 @@ describe('Scheduler', () => {
   });
 
   it('cancel removes a message from the ready list and forgets a pending rerun', async () => {
-    const releases = new Map<string, () => void>();
-    const ran: string[] = [];
-    const scheduler = new Scheduler({
-      concurrency: 1,
-      run: (id) =>
-        new Promise<void>((resolve) => {
-          ran.push(id);
-          releases.set(id, resolve);
-        }),
-    });
+    const { scheduler, ran, release } = heldScheduler(1);
     scheduler.schedule('a');
     scheduler.schedule('b'); // ready, behind a
     scheduler.schedule('c'); // ready, behind b
@@ -202,31 +205,22 @@ describe('Scheduler', () => {
     scheduler.schedule('b'); // already ready: not queued twice
     scheduler.cancel('b');
     scheduler.cancel('a');
-    releases.get('a')!();
+    release('a');
     await vi.waitFor(() => expect(ran).toEqual(['a', 'c']));
-    releases.get('c')!();
+    release('c');
     await scheduler.idle();
     expect(ran).toEqual(['a', 'c']);
   });
 
   it('never starts a second run of a message in flight, even with free slots; runs it again after', async () => {
-    const releases: (() => void)[] = [];
-    const ran: string[] = [];
-    const scheduler = new Scheduler({
-      concurrency: 4,
-      run: (id) =>
-        new Promise<void>((resolve) => {
-          ran.push(id);
-          releases.push(resolve);
-        }),
-    });
+    const { scheduler, ran, release } = heldScheduler(4);
     scheduler.schedule('a');
     scheduler.schedule('a');
     expect(scheduler.inFlight).toBe(1);
     expect(ran).toEqual(['a']);
-    releases.shift()!();
+    release('a');
     await vi.waitFor(() => expect(ran).toEqual(['a', 'a']));
-    releases.shift()!();
+    release('a');
     await scheduler.idle();
     expect(ran).toEqual(['a', 'a']);
   });
@@ -242,19 +236,11 @@ describe('Scheduler', () => {
   });
 
   it('a rerun asked for before stop is dropped: idle resolves once the running attempt ends', async () => {
-    let finish!: () => void;
-    const ran: string[] = [];
-    const scheduler = new Scheduler({
-      concurrency: 1,
-      run: (id) => {
-        ran.push(id);
-        return new Promise<void>((resolve) => (finish = resolve));
-      },
-    });
+    const { scheduler, ran, release } = heldScheduler(1);
     scheduler.schedule('a');
     scheduler.schedule('a'); // rerun wanted
     const stopped = scheduler.stop(60_000);
-    finish();
+    release('a');
     await stopped;
     await scheduler.idle();
     expect(ran).toEqual(['a']);
@@ -263,7 +249,7 @@ describe('Scheduler', () => {
 
   it('flush counts only the messages waiting on a timer', async () => {
     vi.useFakeTimers({ now: 0 });
-    const scheduler = new Scheduler({ concurrency: 1, run: () => new Promise<void>(() => undefined) });
+    const scheduler = new Scheduler({ concurrency: 1, run: stuck });
     scheduler.schedule('running');
     scheduler.schedule('ready');
     scheduler.schedule('w1', 100);
