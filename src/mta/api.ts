@@ -70,6 +70,11 @@ export interface QueuedMessage {
   doneAt?: number;
 }
 
+/** A record as the queue hands it out: every change goes through the queue's transitions. */
+export type ReadonlyDeep<T> = T extends readonly (infer U)[] ? readonly ReadonlyDeep<U>[] : T extends object ? { readonly [K in keyof T]: ReadonlyDeep<T[K]> } : T;
+export type MessageRecord = ReadonlyDeep<QueuedMessage>;
+export type RecipientRecord = ReadonlyDeep<QueueRecipient>;
+
 /** A queue entry as `queue` and `message` show it: the record, with each recipient's last outcome in one line. */
 export interface QueueEntryView {
   queueId: string;
@@ -102,7 +107,7 @@ export type MtaOperations = {
   /** Every deferred message is tried now. */
   flush: Operation<NoArgs, { flushed: number }>;
   /** One message: the view, the full record (every recipient's last report) and, while queued, its headers. */
-  message: Operation<{ queueId: string }, QueueEntryView & { record: QueuedMessage; headers?: string }>;
+  message: Operation<{ queueId: string }, QueueEntryView & { record: MessageRecord; headers?: string }>;
 };
 
 type Service = 'smtp' | 'submission';

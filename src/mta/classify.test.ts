@@ -42,7 +42,49 @@ describe('classifyReply', () => {
   });
 });
 
+describe('reply code boundaries', () => {
+  it('classifies by the exact class ranges 2xx, 4xx, 5xx', () => {
+    const action = (code: number) => classifyReply(code).action;
+    expect([199, 200, 299, 300, 399, 400, 499, 500, 599, 600].map((code) => [code, action(code)])).toEqual([
+      [199, 'defer'],
+      [200, 'delivered'],
+      [299, 'delivered'],
+      [300, 'defer'],
+      [399, 'defer'],
+      [400, 'defer'],
+      [499, 'defer'],
+      [500, 'bounce'],
+      [599, 'bounce'],
+      [600, 'defer'],
+    ]);
+    // At the edges of each class the status is the class's own (X.0.0), not a protocol error.
+    expect([200, 299, 400, 499, 500, 599].map((code) => classifyReply(code).status)).toEqual(['2.0.0', '2.0.0', '4.0.0', '4.0.0', '5.0.0', '5.0.0']);
+    // Outside the three classes the status says protocol error, whatever the code.
+    expect(classifyReply(199)).toEqual({ action: 'defer', status: '4.5.0' });
+    expect(classifyReply(300)).toEqual({ action: 'defer', status: '4.5.0' });
+    expect(classifyReply(600)).toEqual({ action: 'defer', status: '4.5.0' });
+  });
+
+  it('statusFor takes only a well-formed enhanced code (class, then 1-3 digits, twice)', () => {
+    expect(statusFor(554, '5.7.26')).toBe('5.7.26');
+    expect(statusFor(550, '5.10.1')).toBe('5.10.1');
+    expect(statusFor(550, '5.1.1x')).toBe('5.0.0');
+    expect(statusFor(550, 'x5.1.1')).toBe('5.0.0');
+    expect(statusFor(550, '5.1234.1')).toBe('5.0.0');
+    expect(statusFor(550, '3.1.1')).toBe('5.0.0');
+    // Without a reply class: the enhanced code if well-formed, else the fallback (4.0.0 unless told).
+    expect(statusFor(undefined)).toBe('4.0.0');
+    expect(statusFor(354)).toBe('4.0.0');
+    expect(statusFor(354, '2.0.0')).toBe('2.0.0');
+    expect(statusFor(undefined, '4.4.1x', '4.4.2')).toBe('4.4.2');
+  });
+});
+
 describe('classifyRecipient', () => {
+  it('calls an accepted recipient without a code delivered with 2.0.0', () => {
+    expect(classifyRecipient({ accepted: true, code: undefined as never })).toEqual({ action: 'delivered', status: '2.0.0' });
+  });
+
   it('uses the recipient reply', () => {
     expect(classifyRecipient({ accepted: true, code: 250, enhanced: '2.6.0' })).toEqual({ action: 'delivered', status: '2.6.0' });
     expect(classifyRecipient({ accepted: false, code: 550, enhanced: '5.1.1' })).toEqual({ action: 'bounce', status: '5.1.1' });
@@ -77,6 +119,10 @@ describe('classifyClientError', () => {
     const err = error({ stage: 'mail', command: 'MAIL FROM:<a@b.test>', description: 'MAIL FROM:<a@b.test> refused', reply: '550 5.7.1 no' });
     expect(err.message).toBe('mx.test[127.0.0.9]:25: MAIL FROM:<a@b.test> refused: 550 5.7.1 no');
     expect(error({ description: 'cannot connect: connection refused', errno: 'ECONNREFUSED' }).message).toBe('mx.test[127.0.0.9]:25: cannot connect: connection refused (ECONNREFUSED)');
+  });
+
+  it('never calls a transaction that failed as a whole delivered, even with a 2xx code', () => {
+    expect(classifyClientError(error({ stage: 'data', code: 250, reply: '250 ok' }))).toEqual({ action: 'defer', status: '4.5.0' });
   });
 
   it('tries the next MX only for failures before the transaction', () => {

@@ -12,13 +12,9 @@ import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import type { Endpoint } from '../shared/config.js';
 import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
+import type { MxResolution } from '../dns/api.js';
+import type { MtaEvents } from './api.js';
 
-/** The MX resolution delivery needs (the shape of src/dns's resolveMxTargets result). */
-export type MxLookupResult =
-  | { kind: 'mx' | 'implicit'; hosts: { exchange: string; priority: number; addresses: string[]; error?: string; temporary?: boolean }[] }
-  | { kind: 'null-mx' }
-  | { kind: 'none'; error: string }
-  | { kind: 'temporary'; error: string };
 
 /** What delivery needs from an SMTP/LMTP client (SmtpClientPool fits). */
 export interface MailSender {
@@ -31,12 +27,15 @@ export interface DeliveryContext {
   localDomains: string[];
   localDelivery?: Endpoint;
   relayPort: number;
-  lookupMx(domain: string): Promise<MxLookupResult>;
+  lookupMx(domain: string): Promise<MxResolution>;
   smtp: MailSender;
   lmtp: MailSender;
   /** Emits an event about the message being delivered (the caller adds messageId and queueId). */
-  emit(kind: string, detail: Record<string, unknown>): void;
+  emit<K extends DeliveryEventKind>(kind: K, detail: MtaEvents[K]): void;
 }
+
+/** The events a delivery attempt emits itself (the engine emits the outcomes). */
+export type DeliveryEventKind = 'mx-lookup' | 'connect' | 'connect-failed';
 
 export interface RecipientOutcome {
   address: string;
@@ -128,7 +127,7 @@ async function deliverLocal(ctx: DeliveryContext, message: DeliveryMessage, rcpt
 
 async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, domain: string, rcpts: string[], data: Buffer): Promise<RecipientOutcome[]> {
   const lookupHop = `${ctx.hostname} (MX lookup for ${domain})`;
-  let resolution: MxLookupResult;
+  let resolution: MxResolution;
   const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain)?.[1];
   if (literal && net.isIP(literal)) {
     // An address literal (RFC 5321 §4.1.3): no DNS, straight to that address.
@@ -236,7 +235,7 @@ function fromError(err: unknown, rcpts: string[], hop: string, via: 'smtp' | 'lm
 }
 
 /** The MX resolution in a form fit for an event. */
-function summarize(resolution: MxLookupResult): Record<string, unknown> {
+function summarize(resolution: MxResolution): MxResolution {
   switch (resolution.kind) {
     case 'mx':
     case 'implicit':

@@ -59,9 +59,14 @@ function fold(name: string, value: string): string {
   return lines.join(CRLF);
 }
 
+/** The non-empty lines of a (multi-line) reply. */
+function replyLines(reply: string): string[] {
+  return reply.split(/\r?\n/).filter((l) => l.length > 0);
+}
+
 /** Lines of a multi-line reply, each on its own header continuation line. */
 function foldReply(name: string, type: string, reply: string): string {
-  const [first = '', ...rest] = reply.split(/\r?\n/).filter((l) => l.length > 0);
+  const [first = '', ...rest] = replyLines(reply);
   return [fold(name, `${type}; ${first}`), ...rest.map((l) => ` ${l}`)].join(CRLF);
 }
 
@@ -83,7 +88,7 @@ function humanText(input: DsnInput): string {
   for (const r of input.recipients) {
     lines.push(`<${r.address}>: ${r.expired ? 'delivery time expired, gave up' : 'delivery failed'} (status ${r.status})`);
     lines.push(`    ${r.description}`);
-    if (r.remoteReply) lines.push(`    ${r.remoteMta ?? 'The server'} replied: ${r.remoteReply.replace(/\r?\n/g, ' ')}`);
+    if (r.remoteReply) lines.push(`    ${r.remoteMta ?? 'The server'} replied: ${replyLines(r.remoteReply).join(' ')}`);
     lines.push('');
   }
   return lines.join(CRLF);

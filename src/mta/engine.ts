@@ -5,15 +5,15 @@ import type { EventLog } from '../shared/events.js';
 import { headerSection } from '../shared/headers.js';
 import { deliver, type DeliveryContext, type RecipientOutcome } from './delivery.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
-import { isFinal, type AttemptReport, type EnqueueInput, type MailQueue, type QueuedMessage, type QueueRecipient, type RecoveryReport } from './queue.js';
+import { isFinal, type AttemptReport, type EnqueueInput, type MailQueue, type MessageRecord, type RecipientRecord, type RecoveryReport } from './queue.js';
 import { planRetry, retryDelay } from '../shared/retry.js';
 import { Scheduler } from './scheduler.js';
-import type { QueueEntryView } from './api.js';
+import type { MtaEvents, QueueEntryView } from './api.js';
 
 export interface EngineOptions {
   config: Pick<MtaNodeConfig, 'hostname' | 'retry'>;
   queue: MailQueue;
-  events: EventLog;
+  events: EventLog<MtaEvents>;
   /** Delivery for one attempt (defaults to `deliver` with `delivery`). */
   delivery: Omit<DeliveryContext, 'emit'>;
   /** Concurrent delivery attempts at most. Default 32. */
@@ -42,7 +42,7 @@ export class MtaEngine {
         this.emit('error', message, { error: `delivery attempt failed: ${(err as Error)?.message ?? String(err)}`, retryAt });
         if (!message || message.state === 'done') return;
         // What is on disk is still a valid state to recover from (see MailQueue.open); only memory is corrected.
-        if (message.state === 'active') message.state = 'deferred';
+        this.options.queue.abandonAttempt(queueId, retryAt);
         this.scheduler.schedule(queueId, retryAt);
       },
       now: this.now,
@@ -56,7 +56,7 @@ export class MtaEngine {
   /** Loads the queue from disk (repairing what a crash left) and schedules every queued message. */
   async start(): Promise<RecoveryReport> {
     const report = await this.queue.open();
-    for (const queueId of report.broken) this.emit('error', undefined, { queueId, error: `queue files of ${queueId} unusable (a message file without a valid envelope line, or an envelope unreadable or without its message file): set aside as .broken` });
+    for (const queueId of report.broken) this.emit('error', { queueId }, { error: `queue files of ${queueId} unusable (a message file without a valid envelope line, or an envelope unreadable or without its message file): set aside as .broken` });
     for (const message of this.queue.pending()) this.scheduler.schedule(message.queueId, message.nextAttempt ?? this.now());
     return report;
   }
@@ -65,7 +65,7 @@ export class MtaEngine {
    * Queues a message durably, emits `queued`, and schedules its first attempt. `onStored` runs once the message is on
    * disk, before `queued` (the receiving server announces the message there).
    */
-  async accept(input: EnqueueInput, onStored?: (message: QueuedMessage) => void): Promise<QueuedMessage> {
+  async accept(input: EnqueueInput, onStored?: (message: MessageRecord) => void): Promise<MessageRecord> {
     const message = await this.queue.enqueue(input);
     onStored?.(message);
     this.emit('queued', message, { from: message.from, to: message.recipients.map((r) => r.address), size: message.size, origin: message.origin.kind, ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}) });
@@ -82,7 +82,7 @@ export class MtaEngine {
     await this.scheduler.stop(graceMs);
   }
 
-  view(message: QueuedMessage): QueueEntryView {
+  view(message: MessageRecord): QueueEntryView {
     return {
       queueId: message.queueId,
       ...(message.messageId ? { messageId: message.messageId } : {}),
@@ -110,13 +110,8 @@ export class MtaEngine {
     };
   }
 
-  private emit(kind: string, message: Pick<QueuedMessage, 'queueId' | 'messageId'> | undefined, detail: Record<string, unknown>): void {
-    this.options.events.emit({
-      kind,
-      ...(message?.messageId ? { messageId: message.messageId } : {}),
-      ...(message ? { queueId: message.queueId } : {}),
-      detail,
-    });
+  private emit<K extends keyof MtaEvents & string>(kind: K, message: Pick<MessageRecord, 'queueId' | 'messageId'> | undefined, detail: MtaEvents[K]): void {
+    this.options.events.emit({ kind, messageId: message?.messageId, queueId: message?.queueId, detail });
   }
 
   /** One delivery attempt of a message: every recipient not yet delivered or bounced. */
@@ -126,7 +121,7 @@ export class MtaEngine {
     if (!message || message.state === 'done') return;
     const due = message.recipients.filter((r) => !isFinal(r.state));
     await queue.activate(queueId);
-    if (due.length === 0) return this.finish(message);
+    if (due.length === 0) return this.finish(message, false);
     this.emit('active', message, { attempt: message.attempts + 1, recipients: due.map((r) => r.address) });
 
     let outcomes: RecipientOutcome[];
@@ -141,43 +136,34 @@ export class MtaEngine {
     }
 
     const now = this.now();
-    message.attempts++;
-    const failed: { recipient: QueueRecipient; outcome: RecipientOutcome }[] = [];
+    const failed: { recipient: RecipientRecord; outcome: RecipientOutcome }[] = [];
     for (const outcome of outcomes) {
-      const recipient = message.recipients.find((r) => r.address === outcome.address);
-      if (!recipient) continue;
-      recipient.attempts++;
+      const rcpt = outcome.address;
       const report = toReport(outcome, now);
-      const common = { rcpt: outcome.address, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status };
+      const common = { rcpt, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status };
       if (outcome.action === 'delivered') {
-        recipient.state = 'delivered';
-        recipient.result = report;
-        delete recipient.nextAttempt;
+        queue.deliverRecipient(queueId, rcpt, report);
         const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false };
         if (outcome.via === 'lmtp') this.emit('delivered', message, { ...common, ...session });
         else this.emit('relayed', message, { ...common, mx: outcome.mx, ...session });
         continue;
       }
-      recipient.lastError = report;
       if (outcome.action === 'bounce') {
-        recipient.state = 'bounced';
-        recipient.result = report;
-        delete recipient.nextAttempt;
+        const recipient = queue.bounceRecipient(queueId, rcpt, report);
         this.emit('bounced', message, { ...common, error: outcome.description, attempt: recipient.attempts });
         failed.push({ recipient, outcome });
         continue;
       }
-      const plan = planRetry(this.options.config.retry, message.arrival, recipient.attempts, now);
+      // The attempt this outcome ends is the recipient's next one: the retry rule counts it.
+      const attempt = due.find((r) => r.address === rcpt)!.attempts + 1;
+      const plan = planRetry(this.options.config.retry, message.arrival, attempt, now);
       if (plan.kind === 'expire') {
-        recipient.state = 'bounced';
-        recipient.result = { ...report, status: '4.4.7', expired: true };
-        delete recipient.nextAttempt;
-        this.emit('expired', message, { rcpt: outcome.address, lastError: outcome.description, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: '4.4.7', attempts: recipient.attempts, queuedFor: now - message.arrival });
+        const recipient = queue.expireRecipient(queueId, rcpt, report);
+        this.emit('expired', message, { rcpt, error: outcome.description, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: '4.4.7', attempts: recipient.attempts, queuedFor: now - message.arrival });
         failed.push({ recipient, outcome });
         continue;
       }
-      recipient.state = 'deferred';
-      recipient.nextAttempt = plan.at;
+      const recipient = queue.deferRecipient(queueId, rcpt, report, plan.at);
       this.emit('deferred', message, { ...common, error: outcome.description, nextAttempt: plan.at, delay: plan.delay, attempt: recipient.attempts });
     }
 
@@ -188,13 +174,13 @@ export class MtaEngine {
     await this.finish(message);
   }
 
-  private async finish(message: QueuedMessage): Promise<void> {
-    const settled = await this.queue.settle(message.queueId);
+  private async finish(message: MessageRecord, attempted = true): Promise<void> {
+    const settled = await this.queue.settle(message.queueId, { attempted });
     if (settled.state === 'deferred') this.scheduler.schedule(settled.queueId, settled.nextAttempt ?? this.now());
     else this.scheduler.cancel(settled.queueId);
   }
 
-  private async bounce(message: QueuedMessage, failed: { recipient: QueueRecipient; outcome: RecipientOutcome }[], now: number): Promise<void> {
+  private async bounce(message: MessageRecord, failed: { recipient: RecipientRecord; outcome: RecipientOutcome }[], now: number): Promise<void> {
     const rcpts = failed.map((f) => f.recipient.address);
     if (message.from === '') {
       // RFC 5321 §4.5.5 / RFC 3464: never bounce a bounce (a null-sender message has nobody to notify).

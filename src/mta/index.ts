@@ -50,8 +50,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   });
 
   const recovered = await engine.start();
-  if (recovered.queued.length || recovered.orphansRemoved.length || recovered.broken.length) {
-    log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.orphansRemoved.length} orphan message file(s) removed, ${recovered.broken.length} broken`);
+  if (recovered.queued.length || recovered.broken.length) {
+    log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.broken.length} broken`);
   }
 
   const servers = createReceivers({ config, engine, events, log });

@@ -422,7 +422,7 @@ describe('MTA', () => {
     const queueId = queueIdOf(info.response);
     const expired = await waitFor(ofQueue(queueId, 'expired'), 'expired');
     expect(expired.detail).toMatchObject({ rcpt: 'gina@expire.test', status: '4.4.7' });
-    expect(String(expired.detail.lastError)).toContain(`mx.expire.test[${MX_DEAD}]:${RELAY_PORT}: cannot connect`);
+    expect(String(expired.detail.error)).toContain(`mx.expire.test[${MX_DEAD}]:${RELAY_PORT}: cannot connect`);
     expect(Number(expired.detail.queuedFor)).toBeGreaterThanOrEqual(2500);
     const created = await waitFor(ofQueue(queueId, 'dsn-created'), 'dsn-created');
     await waitFor(ofQueue(created.detail.dsnQueueId as string, 'delivered'), 'DSN delivered');

@@ -2,7 +2,22 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { checkTransition, DirSync, MailQueue, newQueueId, type EnqueueInput, type MailQueueOptions } from './queue.js';
+import { recordingFileSystem, type RecordingFileSystem } from '../shared/fs-recorder.test-helper.js';
+import { defaultFileSystem, type FileSystem } from '../shared/fsutil.js';
+import {
+  checkRecipientTransition,
+  checkTransition,
+  DirSync,
+  IllegalTransitionError,
+  MailQueue,
+  newQueueId,
+  QueueError,
+  type AttemptReport,
+  type EnqueueInput,
+  type MailQueueOptions,
+  type MessageState,
+  type RecipientState,
+} from './queue.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -34,6 +49,9 @@ async function queueFile(queueId: string): Promise<{ envelope: Record<string, un
   return { envelope: JSON.parse(file.subarray(0, end).toString('utf8')) as Record<string, unknown>, data: file.subarray(end + 1) };
 }
 
+/** The outcome of an attempt, as delivery reports it. */
+const outcome = (over: Partial<AttemptReport> = {}): AttemptReport => ({ description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1, ...over });
+
 const files = async (sub: string) => (await fs.readdir(path.join(dir, sub))).sort();
 
 
@@ -44,17 +62,131 @@ describe('queue ids', () => {
     for (const id of ids) expect(id).toMatch(/^[0-9A-F]{18}$/);
     expect(newQueueId(1_700_000_000_000) < newQueueId(1_700_000_000_001)).toBe(true);
   });
+
+  it('are the time in 11 hex digits, a sequence that counts up in 3, then 4 random ones', () => {
+    const [a, b] = [newQueueId(1), newQueueId(1)];
+    expect(a.slice(0, 11)).toBe('00000000001');
+    const sequence = (id: string) => parseInt(id.slice(11, 14), 16);
+    expect(sequence(b)).toBe((sequence(a) + 1) & 0xfff);
+  });
 });
 
 describe('state machine', () => {
-  it('allows only incoming → active → deferred ↔ active → done', () => {
-    expect(() => checkTransition('Q', 'incoming', 'active')).not.toThrow();
-    expect(() => checkTransition('Q', 'active', 'deferred')).not.toThrow();
-    expect(() => checkTransition('Q', 'deferred', 'active')).not.toThrow();
-    expect(() => checkTransition('Q', 'active', 'done')).not.toThrow();
-    expect(() => checkTransition('Q', 'incoming', 'done')).toThrow(/incoming -> done/);
-    expect(() => checkTransition('Q', 'deferred', 'done')).toThrow();
-    expect(() => checkTransition('Q', 'done', 'active')).toThrow();
+  const messageStates: MessageState[] = ['incoming', 'active', 'deferred', 'done'];
+  const recipientStates: RecipientState[] = ['pending', 'deferred', 'delivered', 'bounced'];
+
+  it('allows only incoming → active → deferred ↔ active → done, every other pair throws IllegalTransitionError', () => {
+    const legal = new Set(['incoming>active', 'active>deferred', 'active>done', 'deferred>active']);
+    for (const from of messageStates) {
+      for (const to of messageStates) {
+        if (legal.has(`${from}>${to}`)) {
+          expect(() => checkTransition('Q', from, to)).not.toThrow();
+          continue;
+        }
+        const err = (() => {
+          try {
+            checkTransition('Q', from, to);
+          } catch (e) {
+            return e;
+          }
+        })();
+        expect(err, `${from} -> ${to}`).toBeInstanceOf(IllegalTransitionError);
+        expect(err).toMatchObject({ name: 'IllegalTransitionError', kind: 'illegal-transition', queueId: 'Q', from, to, recipient: undefined, message: `queue Q: invalid state change ${from} -> ${to}` });
+      }
+    }
+  });
+
+  it('lets a recipient go from pending or deferred to delivered, deferred or bounced, and never out of delivered or bounced', () => {
+    const legal = new Set(['pending>delivered', 'pending>deferred', 'pending>bounced', 'deferred>delivered', 'deferred>deferred', 'deferred>bounced']);
+    for (const from of recipientStates) {
+      for (const to of recipientStates) {
+        const check = () => checkRecipientTransition('Q', 'bob@receiver.test', from, to);
+        if (legal.has(`${from}>${to}`)) expect(check, `${from} -> ${to}`).not.toThrow();
+        else expect(check, `${from} -> ${to}`).toThrow(new IllegalTransitionError('Q', 'bob@receiver.test', from, to));
+      }
+    }
+    expect(() => checkRecipientTransition('Q', 'bob@receiver.test', 'delivered', 'deferred')).toThrow('queue Q: invalid state change of <bob@receiver.test> delivered -> deferred');
+  });
+
+  describe('recipient transitions through the queue', () => {
+    const BOB = 'bob@receiver.test';
+    const failure = outcome({ status: '4.4.1', reply: '451 try later', description: 'no answer' });
+    /** An active message whose bob went through `path` (each step a transition of the attempt, then settled). */
+    async function bobAfter(...path: ('deliver' | 'defer' | 'bounce' | 'expire')[]) {
+      const queue = await openQueue();
+      const message = await queue.enqueue(input({ to: [BOB, 'carol@receiver.test'] }));
+      for (const step of path) {
+        if (message.state !== 'active') await queue.activate(message.queueId);
+        apply(queue, message.queueId, step);
+        if (step === 'defer') await queue.settle(message.queueId);
+      }
+      if (message.state !== 'active') await queue.activate(message.queueId);
+      return { queue, message, bob: message.recipients[0]! };
+    }
+    function apply(queue: MailQueue, queueId: string, step: 'deliver' | 'defer' | 'bounce' | 'expire') {
+      switch (step) {
+        case 'deliver':
+          return queue.deliverRecipient(queueId, BOB, outcome({ status: '2.0.0', reply: '250 ok' }));
+        case 'defer':
+          return queue.deferRecipient(queueId, BOB, failure, 7000);
+        case 'bounce':
+          return queue.bounceRecipient(queueId, BOB, outcome({ status: '5.1.1', reply: '550 no such user' }));
+        case 'expire':
+          return queue.expireRecipient(queueId, BOB, failure);
+      }
+    }
+
+    it('records each outcome with its report, counting the attempt', async () => {
+      for (const before of [[], ['defer']] as const) {
+        const delivered = await bobAfter(...before, 'deliver');
+        expect(delivered.bob).toEqual({
+          address: BOB,
+          state: 'delivered',
+          attempts: before.length + 1,
+          ...(before.length ? { lastError: failure } : {}),
+          result: outcome({ status: '2.0.0', reply: '250 ok' }),
+        });
+        const deferred = await bobAfter(...before, 'defer');
+        expect(deferred.bob).toEqual({ address: BOB, state: 'deferred', attempts: before.length + 1, lastError: failure, nextAttempt: 7000 });
+        const bounced = await bobAfter(...before, 'bounce');
+        const permanent = outcome({ status: '5.1.1', reply: '550 no such user' });
+        expect(bounced.bob).toEqual({ address: BOB, state: 'bounced', attempts: before.length + 1, lastError: permanent, result: permanent });
+        const expired = await bobAfter(...before, 'expire');
+        expect(expired.bob).toEqual({ address: BOB, state: 'bounced', attempts: before.length + 1, lastError: failure, result: { ...failure, status: '4.4.7', expired: true } });
+        // The other recipient is untouched.
+        expect(expired.message.recipients[1]).toEqual({ address: 'carol@receiver.test', state: 'pending', attempts: 0 });
+      }
+    });
+
+    it('refuses any outcome for a delivered or bounced recipient', async () => {
+      for (const final of ['deliver', 'bounce', 'expire'] as const) {
+        for (const step of ['deliver', 'defer', 'bounce', 'expire'] as const) {
+          const { queue, message, bob } = await bobAfter(final);
+          const before = structuredClone(bob);
+          expect(() => apply(queue, message.queueId, step), `${final} then ${step}`).toThrow(IllegalTransitionError);
+          expect(bob).toEqual(before);
+        }
+      }
+      const { queue, message } = await bobAfter('deliver');
+      expect(() => apply(queue, message.queueId, 'defer')).toThrow('invalid state change of <bob@receiver.test> delivered -> deferred');
+      const bounced = await bobAfter('bounce');
+      expect(() => apply(bounced.queue, bounced.message.queueId, 'deliver')).toThrow('invalid state change of <bob@receiver.test> bounced -> delivered');
+    });
+
+    it('refuses outcomes outside an attempt, and for unknown recipients or messages', async () => {
+      const queue = await openQueue();
+      const message = await queue.enqueue(input());
+      expect(() => queue.deliverRecipient(message.queueId, BOB, failure)).toThrow(new IllegalTransitionError(message.queueId, BOB, 'incoming', 'delivered'));
+      expect(message.recipients[0]).toEqual({ address: BOB, state: 'pending', attempts: 0 });
+      await queue.activate(message.queueId);
+      expect(() => queue.deferRecipient(message.queueId, 'eve@receiver.test', failure, 1)).toThrow(new QueueError('no-such-recipient', message.queueId, '<eve@receiver.test> is not a recipient'));
+      expect(() => queue.deferRecipient(message.queueId, 'eve@receiver.test', failure, 1)).toThrow(expect.objectContaining({ name: 'QueueError', kind: 'no-such-recipient' }));
+      expect(() => queue.bounceRecipient('NOPE', BOB, failure)).toThrow(expect.objectContaining({ kind: 'no-such-message' }));
+      queue.deferRecipient(message.queueId, BOB, failure, 1);
+      queue.deferRecipient(message.queueId, 'carol@receiver.test', failure, 1);
+      await queue.settle(message.queueId);
+      expect(() => queue.expireRecipient(message.queueId, BOB, failure)).toThrow(new IllegalTransitionError(message.queueId, BOB, 'deferred', 'bounced'));
+    });
   });
 
   it('goes through the states with per-recipient outcomes, writing only what a restart needs', async () => {
@@ -73,24 +205,20 @@ describe('state machine', () => {
     expect(await files('env')).toEqual([]);
     expect((await queueFile(message.queueId)).envelope.state).toBe('incoming');
 
-    const [bob, carol] = message.recipients;
-    bob!.state = 'delivered';
-    bob!.attempts = 1;
-    carol!.state = 'deferred';
-    carol!.attempts = 1;
-    carol!.nextAttempt = 5000;
-    carol!.lastError = { description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1 };
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0', reply: '250 ok' }));
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 5000);
     await queue.settle(message.queueId);
     expect(message.state).toBe('deferred');
     expect(message.nextAttempt).toBe(5000);
     // Deferral is written: the envelope file, which overrides the envelope line.
     expect(JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8'))).toMatchObject({ state: 'deferred', nextAttempt: 5000 });
 
-    await expect(queue.activate('NOPE')).rejects.toThrow(/no such message/);
+    await expect(queue.activate('NOPE')).rejects.toThrow(new QueueError('no-such-message', 'NOPE', 'no such message'));
     await queue.activate(message.queueId);
-    carol!.state = 'bounced';
+    queue.bounceRecipient(message.queueId, 'carol@receiver.test', outcome({ status: '5.1.1', reply: '550 no' }));
     await queue.settle(message.queueId);
     expect(message.state).toBe('done');
+    expect(message.attempts).toBe(2);
     expect(message.doneAt).toBeTypeOf('number');
     expect(queue.pending()).toHaveLength(0);
     expect(queue.get(message.queueId)?.state).toBe('done');
@@ -99,8 +227,28 @@ describe('state machine', () => {
     expect(await files('env')).toEqual([]);
     expect(await fs.readdir(dir)).not.toContain('done');
     await expect(queue.readMessage(message.queueId)).rejects.toThrow();
-    await expect(queue.activate(message.queueId)).rejects.toThrow(/done/);
+    await expect(queue.activate(message.queueId)).rejects.toThrow(`queue ${message.queueId}: message is done`);
+    await expect(queue.activate(message.queueId)).rejects.toMatchObject({ kind: 'message-done' });
     await expect(queue.save(message.queueId)).rejects.toThrow(/done/);
+  });
+});
+
+describe('abandoning an attempt', () => {
+  it('puts an active message back to deferred, due at the given time, in memory only; leaves others as they are', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input());
+    expect(queue.abandonAttempt(message.queueId, 1234)).toBe(message);
+    expect(message.state).toBe('incoming');
+    expect(message.nextAttempt).toBeUndefined();
+    await queue.activate(message.queueId);
+    queue.abandonAttempt(message.queueId, 1234);
+    expect(message).toMatchObject({ state: 'deferred', nextAttempt: 1234, attempts: 0 });
+    expect(await files('env')).toEqual([]);
+    // From there the message is tried again as usual.
+    await queue.activate(message.queueId);
+    expect(message.state).toBe('active');
+    expect(message.nextAttempt).toBeUndefined();
+    expect(() => queue.abandonAttempt('NOPE', 1)).toThrow(expect.objectContaining({ kind: 'no-such-message' }));
   });
 });
 
@@ -119,6 +267,15 @@ describe('enqueue', () => {
     expect((await queue.readMessage(message.queueId)).equals(data)).toBe(true);
   });
 
+  it('starts the file with exactly the envelope and one line end; keeps what a bounce refers to', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ dsnFor: 'ORIGINAL', from: '' }));
+    expect(message.dsnFor).toBe('ORIGINAL');
+    const file = await fs.readFile(queue.messagePath(message.queueId));
+    expect(file.equals(Buffer.concat([Buffer.from(`${JSON.stringify(message)}\n`), input().data]))).toBe(true);
+    expect(JSON.parse(file.subarray(0, file.indexOf(0x0a)).toString())).toMatchObject({ dsnFor: 'ORIGINAL', from: '' });
+  });
+
   it('keeps the envelope on one line whatever the addresses and origin contain', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input({ from: 'we\nird@sender.test', origin: { kind: 'smtp', helo: 'a\r\nb\u2028c' } }));
@@ -130,8 +287,9 @@ describe('enqueue', () => {
   it('refuses a queue id in use and a message without recipients', async () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
-    await expect(queue.enqueue(input({ queueId: message.queueId }))).rejects.toThrow(/already in use/);
-    await expect(queue.enqueue(input({ to: [] }))).rejects.toThrow(/at least one recipient/);
+    await expect(queue.enqueue(input({ queueId: message.queueId }))).rejects.toThrow(new QueueError('queue-id-in-use', message.queueId, 'the queue id is already in use'));
+    await expect(queue.enqueue(input({ queueId: 'EMPTY', to: [] }))).rejects.toThrow('queue EMPTY: a message needs at least one recipient');
+    await expect(queue.enqueue(input({ to: [] }))).rejects.toMatchObject({ name: 'QueueError', kind: 'no-recipients' });
     expect(await files('msg')).toEqual([`${message.queueId}.eml`]);
   });
 });
@@ -146,7 +304,7 @@ describe('reading messages', () => {
     expect((await queue.readMessage(message.queueId)).equals(input().data)).toBe(true);
 
     await queue.activate(message.queueId);
-    message.recipients[0]!.state = 'deferred';
+    queue.deferRecipient(message.queueId, 'bob@receiver.test', outcome(), 5000);
     await queue.settle(message.queueId);
     expect((await queue.readMessage(message.queueId)).toString()).toBe('Subject: from the file\r\n\r\n');
   });
@@ -160,6 +318,13 @@ describe('reading messages', () => {
     expect((await queue.readMessage(second!.queueId)).equals(input().data)).toBe(true);
     expect((await queue.readMessage(third!.queueId)).equals(input().data)).toBe(true);
 
+    // Exactly the budget still fits.
+    const exact = new MailQueue(path.join(dir, 'exact'), { fsync: false, cacheBytes: size });
+    await exact.open();
+    const fits = await exact.enqueue(input());
+    await fs.writeFile(exact.messagePath(fits.queueId), '{}\nfrom the file');
+    expect((await exact.readMessage(fits.queueId)).equals(input().data)).toBe(true);
+
     const small = new MailQueue(path.join(dir, 'small'), { fsync: false, cacheBytes: size - 1 });
     await small.open();
     const big = await small.enqueue(input());
@@ -167,11 +332,29 @@ describe('reading messages', () => {
     expect((await small.readMessage(big.queueId)).toString()).toBe('from the file');
   });
 
+  it('gives the memory of a deferred message back to the budget', async () => {
+    const size = input().data.length;
+    const queue = await openQueue({ cacheBytes: 2 * size });
+    const first = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    const second = await queue.enqueue(input());
+    await queue.activate(first.queueId);
+    queue.deferRecipient(first.queueId, 'bob@receiver.test', outcome(), 5000);
+    await queue.settle(first.queueId);
+    // first's bytes are out of the cache: a third message fits beside the second, which stays in memory.
+    const third = await queue.enqueue(input());
+    for (const m of [second, third]) await fs.writeFile(queue.messagePath(m.queueId), '{}\nfrom the file');
+    expect((await queue.readMessage(second.queueId)).equals(input().data)).toBe(true);
+    expect((await queue.readMessage(third.queueId)).equals(input().data)).toBe(true);
+  });
+
   it('fails to read a message file without an envelope line', async () => {
     const queue = await openQueue({ cacheBytes: 0 });
     const message = await queue.enqueue(input());
     await fs.writeFile(queue.messagePath(message.queueId), 'no line end');
-    await expect(queue.readMessage(message.queueId)).rejects.toThrow(/no envelope line/);
+    await expect(queue.readMessage(message.queueId)).rejects.toThrow(new QueueError('no-envelope-line', message.queueId, 'the message file has no envelope line'));
+    // A line end first of all: an empty envelope line, and the message after it.
+    await fs.writeFile(queue.messagePath(message.queueId), '\nbody');
+    expect((await queue.readMessage(message.queueId)).toString()).toBe('body');
   });
 });
 
@@ -182,7 +365,7 @@ describe('durability', () => {
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report).toEqual({ queued: [message.queueId], orphansRemoved: [], requeued: [], broken: [] });
+    expect(report).toEqual({ queued: [message.queueId], requeued: [], broken: [] });
     const recovered = again.get(message.queueId)!;
     expect(recovered).toMatchObject({ state: 'incoming', from: 'alice@sender.test', messageId: '<m1@sender.test>', recipients: [{ state: 'pending' }, { state: 'pending' }] });
     expect(recovered.nextAttempt).toBeUndefined();
@@ -190,7 +373,7 @@ describe('durability', () => {
     expect((await again.readMessage(message.queueId)).equals(input().data)).toBe(true);
     // And it goes on as usual.
     await again.activate(message.queueId);
-    for (const r of recovered.recipients) r.state = 'delivered';
+    for (const r of recovered.recipients) again.deliverRecipient(message.queueId, r.address, outcome({ status: '2.0.0' }));
     await again.settle(message.queueId);
     expect(await files('msg')).toEqual([]);
   });
@@ -210,13 +393,13 @@ describe('durability', () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
     await queue.activate(message.queueId);
-    message.recipients[0]!.state = 'delivered';
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
     await queue.save(message.queueId);
 
     const before = Date.now();
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report).toEqual({ queued: [message.queueId], orphansRemoved: [], requeued: [message.queueId], broken: [] });
+    expect(report).toEqual({ queued: [message.queueId], requeued: [message.queueId], broken: [] });
     const recovered = again.get(message.queueId)!;
     expect(recovered.state).toBe('deferred');
     expect(recovered.nextAttempt).toBeGreaterThanOrEqual(before);
@@ -226,7 +409,7 @@ describe('durability', () => {
     expect(JSON.parse(await fs.readFile(path.join(dir, 'env', `${message.queueId}.json`), 'utf8')).state).toBe('active');
     // Done from there removes the envelope file too.
     await again.activate(message.queueId);
-    recovered.recipients[1]!.state = 'delivered';
+    again.deliverRecipient(message.queueId, 'carol@receiver.test', outcome({ status: '2.0.0' }));
     await again.settle(message.queueId);
     expect(await files('env')).toEqual([]);
     expect(await files('msg')).toEqual([]);
@@ -236,22 +419,76 @@ describe('durability', () => {
     const queue = await openQueue();
     const message = await queue.enqueue(input());
     await queue.activate(message.queueId);
-    message.attempts = 1;
-    message.recipients[0]!.state = 'bounced';
-    message.recipients[1]!.state = 'deferred';
-    message.recipients[1]!.nextAttempt = 9_000_000_000_000;
-    message.recipients[1]!.lastError = { description: 'mx said 451', hop: 'a -> b', status: '4.0.0', reply: '451 later', at: 1 };
+    queue.bounceRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '5.1.1', reply: '550 no' }));
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 9_000_000_000_000);
     await queue.settle(message.queueId);
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report).toEqual({ queued: [message.queueId], orphansRemoved: [], requeued: [], broken: [] });
+    expect(report).toEqual({ queued: [message.queueId], requeued: [], broken: [] });
     expect(again.get(message.queueId)).toMatchObject({
       state: 'deferred',
       attempts: 1,
       nextAttempt: 9_000_000_000_000,
       recipients: [{ state: 'bounced' }, { state: 'deferred', nextAttempt: 9_000_000_000_000, lastError: { reply: '451 later' } }],
     });
+  });
+
+  it('plans a deferred message for the earliest of its recipients, and counts only attempts made', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ to: ['a@r.test', 'b@r.test', 'c@r.test'] }));
+    await queue.activate(message.queueId);
+    queue.deferRecipient(message.queueId, 'a@r.test', outcome(), 9000);
+    queue.deferRecipient(message.queueId, 'b@r.test', outcome(), 7000);
+    queue.deliverRecipient(message.queueId, 'c@r.test', outcome({ status: '2.0.0' }));
+    await queue.settle(message.queueId);
+    expect(message).toMatchObject({ state: 'deferred', nextAttempt: 7000, attempts: 1 });
+    await queue.activate(message.queueId);
+    await queue.settle(message.queueId, { attempted: false });
+    expect(message).toMatchObject({ state: 'deferred', attempts: 1 });
+  });
+
+  it('recovers more messages than one batch reads at once, each once, oldest first', async () => {
+    const queue = await openQueue({ fsync: false });
+    const ids: string[] = [];
+    for (let i = 0; i < 70; i++) ids.push((await queue.enqueue(input({ queueId: newQueueId(1_700_000_000_000 + ((i * 37) % 70)) }))).queueId);
+    const again = new MailQueue(dir, { fsync: false });
+    const report = await again.open();
+    expect(report.queued).toEqual([...ids].sort());
+    expect(again.pending().map((m) => m.queueId)).toEqual([...ids].sort());
+  });
+
+  it('reads envelope lines of any length, wherever the line end falls in its 16 KiB chunks', async () => {
+    const queue = await openQueue({ fsync: false });
+    const sizes = [16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 40_000];
+    const helos = new Map<string, string>();
+    for (const size of sizes) {
+      // The HELO pads the envelope line to exactly `size` bytes (queue ids of one length: the rest is the same).
+      const probe = await queue.enqueue(input({ queueId: `P${size}`, origin: { kind: 'smtp', helo: '' } }));
+      const base = (await fs.readFile(queue.messagePath(probe.queueId))).indexOf(0x0a);
+      const helo = 'h'.repeat(size - base);
+      const message = await queue.enqueue(input({ queueId: `L${size}`, origin: { kind: 'smtp', helo } }));
+      helos.set(message.queueId, helo);
+      expect((await fs.readFile(queue.messagePath(message.queueId))).indexOf(0x0a)).toBe(size);
+    }
+    const again = new MailQueue(dir, { fsync: false });
+    const report = await again.open();
+    expect(report.broken).toEqual([]);
+    for (const [queueId, helo] of helos) {
+      expect(again.get(queueId)?.origin.helo).toBe(helo);
+      expect((await again.readMessage(queueId)).equals(input().data)).toBe(true);
+    }
+  });
+
+  it('closes every file it opened while recovering', async () => {
+    const queue = await openQueue();
+    for (let i = 0; i < 3; i++) await queue.enqueue(input());
+    await fs.writeFile(path.join(dir, 'msg', 'NOLINE.eml'), 'x');
+    const rec = recordingFileSystem();
+    await new MailQueue(dir, { fsync: true, fs: rec.fs }).open();
+    const opened = rec.find('open').map((e) => e.path);
+    expect(opened).toHaveLength(4);
+    expect(rec.find('close').map((e) => e.path).sort()).toEqual([...opened].sort());
   });
 
   it('lists recovered messages oldest first', async () => {
@@ -271,7 +508,7 @@ describe('durability', () => {
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
-    expect(report).toEqual({ queued: [kept.queueId], orphansRemoved: [], requeued: [], broken: [] });
+    expect(report).toEqual({ queued: [kept.queueId], requeued: [], broken: [] });
     expect(await files('msg')).toEqual([`${kept.queueId}.eml`]);
     expect(await files('env')).toEqual([]);
   });
@@ -292,18 +529,27 @@ describe('durability', () => {
     await fs.writeFile(path.join(dir, 'msg', 'OLDLAYOUT.eml'), 'Subject: hi\r\n\r\nhello\r\n');
     await fs.writeFile(path.join(dir, 'msg', 'NOLINE.eml'), 'x');
     await fs.writeFile(path.join(dir, 'msg', 'NOTQUEUED.eml'), '{"queueId":"NOTQUEUED","from":"","recipients":[],"state":"done"}\nx');
+    // Envelope lines that are JSON but not an envelope: null, a number, no recipient list, no sender, no state.
+    await fs.writeFile(path.join(dir, 'msg', 'NULL.eml'), 'null\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NUMBER.eml'), '42\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NORCPT.eml'), '{"queueId":"NORCPT","from":"","state":"incoming"}\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NOFROM.eml'), '{"queueId":"NOFROM","recipients":[],"state":"incoming"}\nx');
+    await fs.writeFile(path.join(dir, 'msg', 'NOSTATE.eml'), '{"queueId":"NOSTATE","from":"","recipients":[]}\nx');
+    // A message "file" that cannot be read at all.
+    await fs.mkdir(path.join(dir, 'msg', 'UNREADABLE.eml'));
 
     const again = new MailQueue(dir, { fsync: true });
     const report = await again.open();
     expect(report.queued).toEqual([good.queueId]);
-    expect(report.broken.sort()).toEqual(['NOLINE', 'NOTQUEUED', 'OLDLAYOUT', badEnvelope.queueId, noMessage.queueId, otherId.queueId].sort());
+    const unusable = ['NOLINE', 'NOTQUEUED', 'OLDLAYOUT', 'NULL', 'NUMBER', 'NORCPT', 'NOFROM', 'NOSTATE', 'UNREADABLE'];
+    expect(report.broken.sort()).toEqual([...unusable, badEnvelope.queueId, noMessage.queueId, otherId.queueId].sort());
     expect(again.pending().map((m) => m.queueId)).toEqual([good.queueId]);
-    expect(await files('msg')).toEqual([`${good.queueId}.eml`, 'NOLINE.broken', 'NOTQUEUED.broken', 'OLDLAYOUT.broken', `${badEnvelope.queueId}.broken`, `${otherId.queueId}.broken`].sort());
+    expect(await files('msg')).toEqual([`${good.queueId}.eml`, ...unusable.map((id) => `${id}.broken`), `${badEnvelope.queueId}.broken`, `${otherId.queueId}.broken`].sort());
     expect(await files('env')).toEqual([`${badEnvelope.queueId}.broken`, `${noMessage.queueId}.broken`].sort());
 
     // Set aside, they are left alone from then on.
     const third = new MailQueue(dir, { fsync: true });
-    expect(await third.open()).toEqual({ queued: [good.queueId], orphansRemoved: [], requeued: [], broken: [] });
+    expect(await third.open()).toEqual({ queued: [good.queueId], requeued: [], broken: [] });
   });
 
   it('keeps finished messages in memory only, the newest keepDone of them', async () => {
@@ -312,7 +558,7 @@ describe('durability', () => {
     for (let i = 0; i < 3; i++) {
       const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
       await queue.activate(message.queueId);
-      message.recipients[0]!.state = 'delivered';
+      queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
       await queue.settle(message.queueId);
       finished.push(message.queueId);
     }
@@ -334,7 +580,7 @@ describe('durability', () => {
     const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
     const copy = await fs.readFile(queue.messagePath(message.queueId));
     await queue.activate(message.queueId);
-    message.recipients[0]!.state = 'delivered';
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
     await queue.settle(message.queueId);
     await fs.writeFile(queue.messagePath(message.queueId), copy);
 
@@ -350,6 +596,128 @@ describe('durability', () => {
     expect(queue.list()).toEqual([]);
     const message = await queue.enqueue(input());
     expect(queue.list().map((m) => m.queueId)).toEqual([message.queueId]);
+  });
+});
+
+describe('durability, as the file operations show it', () => {
+  /**
+   * Asserts that before the mark `ack` (the moment the queue's caller may say 250), `file` was written to a temp file
+   * whose data was synced, renamed to `file`, and its directory fsynced after the rename.
+   */
+  function expectDurableBefore(rec: RecordingFileSystem, file: string, ack: string): void {
+    const acked = rec.find('mark', ack);
+    expect(acked, `mark ${ack}`).toHaveLength(1);
+    const renames = rec.find('rename').filter((e) => e.to === file);
+    expect(renames, `renames to ${file}`).toHaveLength(1);
+    const rename = renames[0]!;
+    expect(rename.path.startsWith(`${file}.tmp-`)).toBe(true);
+    const dataSynced = rec.log.filter((e) => e.path === rename.path && ((e.op === 'writeFile' && e.flushed) || e.op === 'sync'));
+    expect(dataSynced.filter((e) => e.index < rename.index), `data of ${file} synced before its rename`).not.toEqual([]);
+    const dirSynced = rec.find('sync').filter((e) => e.path === path.dirname(file) && e.index > rename.index);
+    expect(dirSynced[0]?.index ?? Infinity, `directory of ${file} synced after the rename, before ${ack}`).toBeLessThan(acked[0]!.index);
+    expect(rename.index).toBeLessThan(acked[0]!.index);
+  }
+
+  async function recordingQueue(options: Partial<MailQueueOptions> = {}) {
+    const rec = recordingFileSystem();
+    const queue = new MailQueue(dir, { fsync: true, fs: rec.fs, ...options });
+    await queue.open();
+    return { rec, queue };
+  }
+
+  it('enqueue resolves (the server may say 250) only after the message file was synced, renamed and its directory synced', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input());
+    rec.mark('250');
+    expectDurableBefore(rec, queue.messagePath(message.queueId), '250');
+  });
+
+  it('each of concurrent enqueues waits for a directory fsync after its own rename (group commit)', async () => {
+    const { rec, queue } = await recordingQueue();
+    const ids = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        queue.enqueue(input()).then((m) => {
+          rec.mark(m.queueId);
+          return m.queueId;
+        }),
+      ),
+    );
+    for (const id of ids) expectDurableBefore(rec, queue.messagePath(id), id);
+    // Shared: fewer directory fsyncs than messages would be fine, more than one per message is not.
+    expect(rec.find('sync').filter((e) => e.path === queue.msgDir).length).toBeLessThanOrEqual(ids.length);
+  });
+
+  it('a deferral and a save resolve only after the envelope file is durable', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input());
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    await queue.save(message.queueId);
+    rec.mark('saved');
+    expectDurableBefore(rec, queue.envelopePath(message.queueId), 'saved');
+
+    rec.log.length = 0;
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 5000);
+    await queue.settle(message.queueId);
+    rec.mark('deferred');
+    expectDurableBefore(rec, queue.envelopePath(message.queueId), 'deferred');
+  });
+
+  it('removes a finished message envelope first, then its message file, without any fsync', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    await queue.activate(message.queueId);
+    queue.deferRecipient(message.queueId, 'bob@receiver.test', outcome(), 1);
+    await queue.settle(message.queueId);
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    rec.log.length = 0;
+    await queue.settle(message.queueId);
+    expect(rec.log.map((e) => [e.op, e.path])).toEqual([
+      ['unlink', queue.envelopePath(message.queueId)],
+      ['unlink', queue.messagePath(message.queueId)],
+    ]);
+  });
+
+  it('removes a finished message that never had an envelope file by its message file alone', async () => {
+    const { rec, queue } = await recordingQueue();
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    rec.log.length = 0;
+    await queue.settle(message.queueId);
+    expect(rec.log.map((e) => [e.op, e.path])).toEqual([['unlink', queue.messagePath(message.queueId)]]);
+
+    // Recovered without an envelope file: the same.
+    const kept = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    const again = recordingFileSystem();
+    const reopened = new MailQueue(dir, { fsync: true, fs: again.fs });
+    await reopened.open();
+    await reopened.activate(kept.queueId);
+    reopened.deliverRecipient(kept.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    again.log.length = 0;
+    await reopened.settle(kept.queueId);
+    expect(again.log.map((e) => [e.op, e.path])).toEqual([['unlink', reopened.messagePath(kept.queueId)]]);
+  });
+
+  it('fails a removal that fails for another reason than a missing file', async () => {
+    const denied: FileSystem = new Proxy(defaultFileSystem, {
+      get: (target, prop, receiver) =>
+        prop === 'unlink' ? async () => Promise.reject(Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' })) : Reflect.get(target, prop, receiver),
+    });
+    const queue = await openQueue({ fs: denied });
+    const message = await queue.enqueue(input({ to: ['bob@receiver.test'] }));
+    await queue.activate(message.queueId);
+    queue.deliverRecipient(message.queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    await expect(queue.settle(message.queueId)).rejects.toMatchObject({ code: 'EACCES' });
+  });
+
+  it('with fsync off (unsafe benchmarks), writes by a rename but syncs nothing', async () => {
+    const { rec, queue } = await recordingQueue({ fsync: false });
+    const message = await queue.enqueue(input());
+    expect(rec.find('rename').map((e) => e.to)).toEqual([queue.messagePath(message.queueId)]);
+    expect(rec.find('sync')).toEqual([]);
+    expect(rec.log.filter((e) => e.flushed)).toEqual([]);
   });
 });
 

@@ -20,76 +20,18 @@
 // and it is delivered again (at least once, RFC 5321 §6.1) — never lost.
 //
 // States: incoming → active → deferred → active → … → done. Recipients: pending → deferred → … → delivered|bounced.
+// Both are changed only through the queue's transitions (as Postfix's qmgr_defer/qmgr_bounce own their records): each
+// checks its table and throws IllegalTransitionError otherwise, and the records the queue hands out are read-only.
+//
+// Every file operation goes through `options.fs` (node's by default), so a test can record their order and check
+// that the data and the directory were synced before `enqueue` resolved.
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ensureDir, syncDir, writeFileDurable } from '../shared/fsutil.js';
+import { defaultFileSystem, ensureDir, syncDir, writeFileDurable, type FileSystem } from '../shared/fsutil.js';
 
-export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
-export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'bounced';
+import type { AttemptReport, MessageRecord, MessageState, QueuedMessage, QueueOrigin, QueueRecipient, RecipientRecord, RecipientState } from './api.js';
 
-/** Where the message came from. */
-export interface QueueOrigin {
-  kind: 'submission' | 'smtp' | 'dsn';
-  /** Protocol as in the Received header: ESMTPA (authenticated), ESMTP... */
-  protocol?: string;
-  helo?: string;
-  client?: string;
-  /** The authenticated user, for submissions. */
-  user?: string;
-}
-
-/** The outcome of the last attempt for a recipient, with everything needed to understand it. */
-export interface AttemptReport {
-  /** One line for humans: where, what command, what reply. */
-  description: string;
-  /** This MTA → the server it talked to, e.g. `mta.sender.test -> mx.receiver.test[127.0.0.7]:25`. */
-  hop: string;
-  /** RFC 3463 status, e.g. `5.1.1`. */
-  status: string;
-  /** The reply that decided (remote, or synthesized for local decisions such as a null MX). */
-  reply?: string;
-  code?: number;
-  /** The command that reply answered. */
-  command?: string;
-  /** Name of the remote server that replied (the MX host name), for DSNs' Remote-MTA. */
-  remoteMta?: string;
-  at: number;
-}
-
-export interface QueueRecipient {
-  address: string;
-  state: RecipientState;
-  /** Delivery attempts made for this recipient. */
-  attempts: number;
-  /** When the next attempt is due (deferred recipients). */
-  nextAttempt?: number;
-  /** Last failure (deferred, bounced). */
-  lastError?: AttemptReport;
-  /** Final outcome (delivered or bounced). */
-  result?: AttemptReport & { expired?: boolean };
-}
-
-export interface QueuedMessage {
-  queueId: string;
-  /** The Message-ID header, with angle brackets. */
-  messageId?: string;
-  /** Envelope sender; '' for the null sender (bounces). */
-  from: string;
-  recipients: QueueRecipient[];
-  state: MessageState;
-  /** When the message was queued (ms since the epoch): the start of its lifetime. */
-  arrival: number;
-  size: number;
-  origin: QueueOrigin;
-  /** Delivery attempts of the message. */
-  attempts: number;
-  /** When the next attempt is due (deferred messages). */
-  nextAttempt?: number;
-  /** For a bounce (DSN): the queue id of the message it reports on. */
-  dsnFor?: string;
-  doneAt?: number;
-}
+export type { AttemptReport, MessageRecord, MessageState, QueuedMessage, QueueOrigin, QueueRecipient, RecipientRecord, RecipientState };
 
 export interface EnqueueInput {
   queueId?: string;
@@ -104,11 +46,6 @@ export interface EnqueueInput {
 export interface RecoveryReport {
   /** Messages in the queue (not done) after recovery. */
   queued: string[];
-  /**
-   * Always empty since the envelope and the content share one file that appears by a rename (no message file can
-   * lack its envelope any more); kept for callers that report it.
-   */
-  orphansRemoved: string[];
   /** Messages found active, put back to deferred (due now). */
   requeued: string[];
   /**
@@ -118,16 +55,57 @@ export interface RecoveryReport {
   broken: string[];
 }
 
-const TRANSITIONS: Record<MessageState, MessageState[]> = {
+export type QueueErrorKind = 'illegal-transition' | 'no-such-message' | 'message-done' | 'no-such-recipient' | 'queue-id-in-use' | 'no-recipients' | 'no-envelope-line';
+
+/** What the queue refuses or cannot do, by kind. */
+export class QueueError extends Error {
+  override readonly name: string = 'QueueError';
+  constructor(
+    readonly kind: QueueErrorKind,
+    readonly queueId: string,
+    description: string,
+  ) {
+    super(`queue ${queueId}: ${description}`);
+  }
+}
+
+/** A state change its table does not allow: a bug in the caller, never a delivery outcome. */
+export class IllegalTransitionError extends QueueError {
+  override readonly name = 'IllegalTransitionError';
+  constructor(
+    queueId: string,
+    /** The recipient, for a recipient's transition. */
+    readonly recipient: string | undefined,
+    readonly from: MessageState | RecipientState,
+    readonly to: MessageState | RecipientState,
+  ) {
+    super('illegal-transition', queueId, `invalid state change ${recipient ? `of <${recipient}> ` : ''}${from} -> ${to}`);
+  }
+}
+
+const TRANSITIONS: Record<MessageState, readonly MessageState[]> = {
   incoming: ['active'],
   active: ['deferred', 'done'],
   deferred: ['active'],
   done: [],
 };
 
-/** Throws unless the message may go from `from` to `to`. */
+/** Only from an attempt (the message is active); delivered and bounced are final. Deferred again is a new deferral. */
+const RECIPIENT_TRANSITIONS: Record<RecipientState, readonly RecipientState[]> = {
+  pending: ['delivered', 'deferred', 'bounced'],
+  deferred: ['delivered', 'deferred', 'bounced'],
+  delivered: [],
+  bounced: [],
+};
+
+/** Throws IllegalTransitionError unless the message may go from `from` to `to`. */
 export function checkTransition(queueId: string, from: MessageState, to: MessageState): void {
-  if (!TRANSITIONS[from].includes(to)) throw new Error(`queue ${queueId}: invalid state change ${from} -> ${to}`);
+  if (!TRANSITIONS[from].includes(to)) throw new IllegalTransitionError(queueId, undefined, from, to);
+}
+
+/** Throws IllegalTransitionError unless the recipient may go from `from` to `to`. */
+export function checkRecipientTransition(queueId: string, recipient: string, from: RecipientState, to: RecipientState): void {
+  if (!RECIPIENT_TRANSITIONS[from].includes(to)) throw new IllegalTransitionError(queueId, recipient, from, to);
 }
 
 export function isFinal(state: RecipientState): boolean {
@@ -150,6 +128,8 @@ export interface MailQueueOptions {
   /** Bytes of freshly queued messages kept in memory, so that their first attempt reads no file. Default 64 MiB. */
   cacheBytes?: number;
   now?: () => number;
+  /** Every file operation goes through it. Default: node's. */
+  fs?: FileSystem;
 }
 
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
@@ -173,6 +153,7 @@ export class MailQueue {
   private readonly msgSync: DirSync;
   private readonly envSync: DirSync;
   private readonly now: () => number;
+  private readonly fs: FileSystem;
   readonly msgDir: string;
   readonly envDir: string;
 
@@ -181,16 +162,17 @@ export class MailQueue {
     private readonly options: MailQueueOptions,
   ) {
     this.now = options.now ?? Date.now;
+    this.fs = options.fs ?? defaultFileSystem;
     this.msgDir = path.join(dir, 'msg');
     this.envDir = path.join(dir, 'env');
-    this.msgSync = new DirSync(() => syncDir(this.msgDir));
-    this.envSync = new DirSync(() => syncDir(this.envDir));
+    this.msgSync = new DirSync(() => syncDir(this.msgDir, this.fs));
+    this.envSync = new DirSync(() => syncDir(this.envDir, this.fs));
   }
 
   /** Creates the directories, then loads what is on disk and repairs what a crash left (see the file comment). */
   async open(): Promise<RecoveryReport> {
-    await Promise.all([ensureDir(this.msgDir), ensureDir(this.envDir)]);
-    const report: RecoveryReport = { queued: [], orphansRemoved: [], requeued: [], broken: [] };
+    await Promise.all([ensureDir(this.msgDir, this.fs), ensureDir(this.envDir, this.fs)]);
+    const report: RecoveryReport = { queued: [], requeued: [], broken: [] };
     const [msgFiles, envFiles] = await Promise.all([this.dirList(this.msgDir), this.dirList(this.envDir)]);
     // Temp files of writes a crash interrupted: their rename never happened, so nobody was told they were stored.
     const isTemp = (f: string) => f.includes('.tmp-');
@@ -215,7 +197,7 @@ export class MailQueue {
         if (envIds.has(queueId)) this.envFiles.add(queueId);
         // Active on disk (saved during an attempt) is the same as deferred, due now: nothing to write.
         if (message.state === 'active') {
-          message.state = 'deferred';
+          transition(message, 'deferred');
           message.nextAttempt = this.now();
           report.requeued.push(queueId);
         }
@@ -233,10 +215,10 @@ export class MailQueue {
   }
 
   /** Stores a new message durably (one file: envelope line, then content) and resolves once it is on disk. */
-  async enqueue(input: EnqueueInput): Promise<QueuedMessage> {
+  async enqueue(input: EnqueueInput): Promise<MessageRecord> {
     const queueId = input.queueId ?? this.newId();
-    if (this.messages.has(queueId) || this.done.has(queueId)) throw new Error(`queue id ${queueId} is already in use`);
-    if (input.to.length === 0) throw new Error(`queue ${queueId}: a message needs at least one recipient`);
+    if (this.messages.has(queueId) || this.done.has(queueId)) throw new QueueError('queue-id-in-use', queueId, 'the queue id is already in use');
+    if (input.to.length === 0) throw new QueueError('no-recipients', queueId, 'a message needs at least one recipient');
     const message: QueuedMessage = {
       queueId,
       ...(input.messageId ? { messageId: input.messageId } : {}),
@@ -257,18 +239,18 @@ export class MailQueue {
     return message;
   }
 
-  /** A message in the queue or recently done. The object is live: change it, then `save`/`activate`/`settle`. */
-  get(queueId: string): QueuedMessage | undefined {
+  /** A message in the queue or recently done. The record is live (it follows the transitions) and read-only. */
+  get(queueId: string): MessageRecord | undefined {
     return this.messages.get(queueId) ?? this.done.get(queueId);
   }
 
   /** Messages in the queue (not done), oldest first. */
-  pending(): QueuedMessage[] {
+  pending(): MessageRecord[] {
     return [...this.messages.values()];
   }
 
   /** Every message known: queued ones, then the finished ones still remembered. */
-  list(): QueuedMessage[] {
+  list(): MessageRecord[] {
     return [...this.messages.values(), ...this.done.values()];
   }
 
@@ -276,9 +258,9 @@ export class MailQueue {
   async readMessage(queueId: string): Promise<Buffer> {
     const cached = this.cache.get(queueId);
     if (cached) return cached;
-    const file = await fs.readFile(this.messagePath(queueId));
+    const file = await this.fs.readFile(this.messagePath(queueId));
     const end = file.indexOf(0x0a);
-    if (end < 0) throw new Error(`queue ${queueId}: the message file has no envelope line`);
+    if (end < 0) throw new QueueError('no-envelope-line', queueId, 'the message file has no envelope line');
     return file.subarray(end + 1);
   }
 
@@ -294,25 +276,71 @@ export class MailQueue {
    * incoming|deferred → active, in memory only: after a crash, what is on disk (incoming, deferred, or active if saved
    * meanwhile) is treated the same by recovery (try again now).
    */
-  async activate(queueId: string): Promise<QueuedMessage> {
+  async activate(queueId: string): Promise<MessageRecord> {
     const message = this.require(queueId);
-    checkTransition(queueId, message.state, 'active');
-    message.state = 'active';
+    transition(message, 'active');
     delete message.nextAttempt;
     return message;
   }
 
   /**
+   * An attempt that broke (the queue could not be written, say): active → deferred, due at `nextAttempt`, in memory
+   * only. What is on disk is still a valid state to recover from (see `open`). A message not active is left as it is.
+   */
+  abandonAttempt(queueId: string, nextAttempt: number): MessageRecord {
+    const message = this.require(queueId);
+    if (message.state !== 'active') return message;
+    transition(message, 'deferred');
+    message.nextAttempt = nextAttempt;
+    return message;
+  }
+
+  /** The recipient was delivered (the attempt's outcome `result`): final. */
+  deliverRecipient(queueId: string, address: string, result: AttemptReport): RecipientRecord {
+    return this.recipientOutcome(queueId, address, 'delivered', (r) => {
+      r.result = result;
+    });
+  }
+
+  /** The recipient failed for now (`lastError`) and is tried again at `nextAttempt`. */
+  deferRecipient(queueId: string, address: string, lastError: AttemptReport, nextAttempt: number): RecipientRecord {
+    return this.recipientOutcome(queueId, address, 'deferred', (r) => {
+      r.lastError = lastError;
+      r.nextAttempt = nextAttempt;
+    });
+  }
+
+  /** The recipient failed for good (a permanent reply, `report`): final. */
+  bounceRecipient(queueId: string, address: string, report: AttemptReport): RecipientRecord {
+    return this.recipientOutcome(queueId, address, 'bounced', (r) => {
+      r.lastError = report;
+      r.result = report;
+    });
+  }
+
+  /**
+   * The recipient failed for now (`lastError`) but the message has been queued too long: bounced, final, with status
+   * 4.4.7 (RFC 3463: delivery time expired) and `expired` set.
+   */
+  expireRecipient(queueId: string, address: string, lastError: AttemptReport): RecipientRecord {
+    return this.recipientOutcome(queueId, address, 'bounced', (r) => {
+      r.lastError = lastError;
+      r.result = { ...lastError, status: '4.4.7', expired: true };
+    });
+  }
+
+  /**
    * Ends an attempt: active → done when every recipient is delivered or bounced (its files are removed and the record
    * kept in memory), else → deferred with the earliest next attempt of its recipients (written durably). Read what
-   * is needed of the message (e.g. headers for a DSN) before: it is no longer readable once done.
+   * is needed of the message (e.g. headers for a DSN) before: it is no longer readable once done. `attempted: false`
+   * when nothing was tried (every recipient already had its outcome): the message's attempts are not counted.
    */
-  async settle(queueId: string): Promise<QueuedMessage> {
+  async settle(queueId: string, { attempted = true }: { attempted?: boolean } = {}): Promise<MessageRecord> {
     const message = this.require(queueId);
     const open = message.recipients.filter((r) => !isFinal(r.state));
+    transition(message, open.length === 0 ? 'done' : 'deferred');
+    if (attempted) message.attempts++;
     if (open.length === 0) {
-      checkTransition(queueId, message.state, 'done');
-      message.state = 'done';
       delete message.nextAttempt;
       message.doneAt = this.now();
       this.messages.delete(queueId);
@@ -327,8 +355,6 @@ export class MailQueue {
       });
       return message;
     }
-    checkTransition(queueId, message.state, 'deferred');
-    message.state = 'deferred';
     const now = this.now();
     message.nextAttempt = Math.min(...open.map((r) => r.nextAttempt ?? now));
     // The next attempt is later: the content is read from the file then.
@@ -344,8 +370,23 @@ export class MailQueue {
 
   private require(queueId: string): QueuedMessage {
     const message = this.messages.get(queueId);
-    if (!message) throw new Error(this.done.has(queueId) ? `queue ${queueId}: message is done` : `queue ${queueId}: no such message`);
+    if (!message) throw this.done.has(queueId) ? new QueueError('message-done', queueId, 'message is done') : new QueueError('no-such-message', queueId, 'no such message');
     return message;
+  }
+
+  /** One recipient's outcome of the attempt under way (the message is active): checked, counted, recorded. */
+  private recipientOutcome(queueId: string, address: string, to: RecipientState, record: (r: QueueRecipient) => void): RecipientRecord {
+    const message = this.require(queueId);
+    const recipient = message.recipients.find((r) => r.address === address);
+    if (!recipient) throw new QueueError('no-such-recipient', queueId, `<${address}> is not a recipient`);
+    // Outcomes come from an attempt; outside one (incoming, deferred) nothing was tried.
+    if (message.state !== 'active') throw new IllegalTransitionError(queueId, address, message.state, to);
+    checkRecipientTransition(queueId, address, recipient.state, to);
+    recipient.state = to;
+    recipient.attempts++;
+    delete recipient.nextAttempt;
+    record(recipient);
+    return recipient;
   }
 
   private remember(message: QueuedMessage): void {
@@ -387,10 +428,10 @@ export class MailQueue {
    * wait for one at the same time: one fsync that starts after a rename covers it.
    */
   private async writeDurable(file: string, data: string | Uint8Array, dir: DirSync): Promise<void> {
-    if (!this.options.fsync) return writeFileDurable(file, data, false);
+    if (!this.options.fsync) return writeFileDurable(file, data, false, this.fs);
     const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    await fs.writeFile(tmp, data, { flush: true });
-    await fs.rename(tmp, file);
+    await this.fs.writeFile(tmp, data, { flush: true });
+    await this.fs.rename(tmp, file);
     await dir.sync();
   }
 
@@ -411,13 +452,13 @@ export class MailQueue {
     const initial = line === undefined ? undefined : parseEnvelope(line, queueId);
     if (!initial) return undefined;
     if (!hasEnvelope) return initial;
-    const text = await fs.readFile(this.envelopePath(queueId), 'utf8').catch(() => undefined);
+    const text = await this.fs.readFile(this.envelopePath(queueId), 'utf8').catch(() => undefined);
     return text === undefined ? undefined : parseEnvelope(text, queueId);
   }
 
   /** The first line of a file (without its "\n"), or undefined if it has none (or it is unreasonably long). */
   private async readEnvelopeLine(file: string): Promise<string | undefined> {
-    const handle = await fs.open(file, 'r').catch(() => undefined);
+    const handle = await this.fs.open(file, 'r').catch(() => undefined);
     if (!handle) return undefined;
     try {
       const parts: Buffer[] = [];
@@ -443,15 +484,15 @@ export class MailQueue {
   }
 
   private async setAside(dir: string, file: string, as: string): Promise<void> {
-    await fs.rename(path.join(dir, file), path.join(dir, as)).catch(() => undefined);
+    await this.fs.rename(path.join(dir, file), path.join(dir, as)).catch(() => undefined);
   }
 
   private async dirList(dir: string): Promise<string[]> {
-    return fs.readdir(dir).catch(() => []);
+    return this.fs.readdir(dir).catch(() => []);
   }
 
   private async unlink(dir: string, file: string): Promise<void> {
-    await fs.unlink(path.join(dir, file)).catch((err: NodeJS.ErrnoException) => {
+    await this.fs.unlink(path.join(dir, file)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
   }
@@ -490,6 +531,12 @@ export class DirSync {
       .catch(() => undefined);
     return run;
   }
+}
+
+/** Every message state change: checked against the table, then made. */
+function transition(message: QueuedMessage, to: MessageState): void {
+  checkTransition(message.queueId, message.state, to);
+  message.state = to;
 }
 
 /** A queued message's envelope from its JSON, if it is one (of this message, in a state a queue file can have). */

@@ -16,7 +16,7 @@ import type { EventLog } from '../shared/events.js';
 import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared/headers.js';
 import { createSmtpServer } from '../shared/smtp-server.js';
 import { compactDate, type MtaEngine } from './engine.js';
-import type { QueueOrigin } from './queue.js';
+import type { MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
 
 /** Largest message accepted, advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
@@ -27,7 +27,7 @@ export type Service = 'smtp' | 'submission';
 export interface ReceiverOptions {
   config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs'>;
   engine: MtaEngine;
-  events: EventLog;
+  events: EventLog<MtaEvents>;
   log(message: string): void;
   sizeLimit?: number;
 }

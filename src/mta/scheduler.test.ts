@@ -1,6 +1,26 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Scheduler } from './scheduler.js';
 
+/** A scheduler whose runs note their message and last until the test releases them (by message id). */
+function heldScheduler(concurrency: number) {
+  const ran: string[] = [];
+  const held = new Map<string, (() => void)[]>();
+  const scheduler = new Scheduler({
+    concurrency,
+    run: (id) =>
+      new Promise<void>((resolve) => {
+        ran.push(id);
+        held.set(id, [...(held.get(id) ?? []), resolve]);
+      }),
+  });
+  /** Ends the oldest run of `id` still going. */
+  const release = (id: string) => held.get(id)!.shift()!();
+  return { scheduler, ran, release };
+}
+
+/** Runs that never end. */
+const stuck = () => new Promise<void>(() => undefined);
+
 describe('Scheduler', () => {
   afterEach(() => {
     vi.useRealTimers();
@@ -68,24 +88,174 @@ describe('Scheduler', () => {
     expect(Object.fromEntries(counts)).toEqual({ a: 2, b: 1, c: 1, d: 1 });
   });
 
-  it('stop drops the plans and waits briefly for running deliveries', async () => {
+  it('stop drops the plans, starts nothing more, and waits for the running deliveries', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const { scheduler, ran, release } = heldScheduler(1);
+    scheduler.schedule('a');
+    scheduler.schedule('b', 50);
+    scheduler.schedule('c'); // ready, waiting for a free slot
+    let stopped = false;
+    const stopping = scheduler.stop(1000).then(() => (stopped = true));
+    expect(scheduler.planned()).toEqual(new Map());
+    await vi.advanceTimersByTimeAsync(20);
+    expect(stopped).toBe(false);
+    release('a');
+    await stopping;
+    // b's timer is gone and c was dropped from the ready list: however long we wait, nothing else runs.
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(10_000);
+    scheduler.schedule('d');
+    scheduler.schedule('e', 100);
+    expect(scheduler.planned()).toEqual(new Map());
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(ran).toEqual(['a']);
+    expect(scheduler.inFlight).toBe(0);
+  });
+
+  it('stop gives up on a delivery that outlasts the grace time', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const scheduler = new Scheduler({ concurrency: 1, run: stuck });
+    scheduler.schedule('stuck');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(scheduler.inFlight).toBe(1);
+    let stopped = false;
+    void scheduler.stop(500).then(() => (stopped = true));
+    await vi.advanceTimersByTimeAsync(499);
+    expect(stopped).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(stopped).toBe(true);
+    // Its grace timer is cleared too.
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('stop with nothing running resolves at once', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const scheduler = new Scheduler({ concurrency: 1, run: async () => undefined });
+    scheduler.schedule('later', 1000);
+    await scheduler.stop(60_000);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('runs a message due now without a timer, and one due 1 ms later only after that ms', async () => {
+    vi.useFakeTimers({ now: 1000 });
     const ran: string[] = [];
-    let finish!: () => void;
+    const scheduler = new Scheduler({ concurrency: 4, run: async (id) => void ran.push(id) });
+    scheduler.schedule('now', 1000);
+    scheduler.schedule('past', 1);
+    scheduler.schedule('soon', 1001);
+    expect(scheduler.planned()).toEqual(new Map([['soon', 1001]]));
+    expect(ran).toEqual(['now', 'past']);
+    expect(scheduler.inFlight).toBe(2);
+    await scheduler.idle();
+    expect(scheduler.inFlight).toBe(0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(ran).toEqual(['now', 'past']);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ran).toEqual(['now', 'past', 'soon']);
+    expect(scheduler.planned()).toEqual(new Map());
+  });
+
+  it('re-arms waits longer than setTimeout can hold (2^31-1 ms)', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const ran: number[] = [];
+    const scheduler = new Scheduler({ concurrency: 1, run: async () => void ran.push(Date.now()) });
+    const at = 0x7fffffff + 5000;
+    scheduler.schedule('far', at);
+    await vi.advanceTimersByTimeAsync(0x7fffffff);
+    expect(ran).toEqual([]);
+    expect(scheduler.planned()).toEqual(new Map([['far', at]]));
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(ran).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ran).toEqual([at]);
+  });
+
+  it('reports a run that throws and goes on with the others', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const errors: [string, unknown][] = [];
+    const ran: string[] = [];
+    const boom = new Error('boom');
     const scheduler = new Scheduler({
       concurrency: 1,
-      run: (id) => {
+      run: async (id) => {
         ran.push(id);
-        return new Promise<void>((resolve) => (finish = resolve));
+        if (id === 'bad') throw boom;
       },
+      onError: (id, err) => errors.push([id, err]),
     });
+    scheduler.schedule('bad');
+    scheduler.schedule('good');
+    await scheduler.idle();
+    expect(ran).toEqual(['bad', 'good']);
+    expect(errors).toEqual([['bad', boom]]);
+    // Without onError a throwing run is contained as well.
+    const quiet = new Scheduler({ concurrency: 1, run: async () => Promise.reject(boom) });
+    quiet.schedule('x');
+    await quiet.idle();
+    expect(quiet.inFlight).toBe(0);
+  });
+
+  it('cancel removes a message from the ready list and forgets a pending rerun', async () => {
+    const { scheduler, ran, release } = heldScheduler(1);
     scheduler.schedule('a');
-    scheduler.schedule('b', Date.now() + 50);
-    const stopped = scheduler.stop(1000);
-    setTimeout(() => finish(), 20);
-    await stopped;
-    await new Promise((r) => setTimeout(r, 80));
+    scheduler.schedule('b'); // ready, behind a
+    scheduler.schedule('c'); // ready, behind b
+    scheduler.schedule('a'); // a is running: rerun after it
+    scheduler.schedule('b'); // already ready: not queued twice
+    scheduler.cancel('b');
+    scheduler.cancel('a');
+    release('a');
+    await vi.waitFor(() => expect(ran).toEqual(['a', 'c']));
+    release('c');
+    await scheduler.idle();
+    expect(ran).toEqual(['a', 'c']);
+  });
+
+  it('never starts a second run of a message in flight, even with free slots; runs it again after', async () => {
+    const { scheduler, ran, release } = heldScheduler(4);
+    scheduler.schedule('a');
+    scheduler.schedule('a');
+    expect(scheduler.inFlight).toBe(1);
     expect(ran).toEqual(['a']);
+    release('a');
+    await vi.waitFor(() => expect(ran).toEqual(['a', 'a']));
+    release('a');
+    await scheduler.idle();
+    expect(ran).toEqual(['a', 'a']);
+  });
+
+  it('idle waits for runs that finish on a later turn of the event loop', async () => {
+    const done: string[] = [];
+    const scheduler = new Scheduler({ concurrency: 2, run: (id) => new Promise<void>((resolve) => setImmediate(() => (done.push(id), resolve()))) });
+    scheduler.schedule('a');
+    scheduler.schedule('b');
     scheduler.schedule('c');
+    await scheduler.idle();
+    expect(done.sort()).toEqual(['a', 'b', 'c']);
+  });
+
+  it('a rerun asked for before stop is dropped: idle resolves once the running attempt ends', async () => {
+    const { scheduler, ran, release } = heldScheduler(1);
+    scheduler.schedule('a');
+    scheduler.schedule('a'); // rerun wanted
+    const stopped = scheduler.stop(60_000);
+    release('a');
+    await stopped;
+    await scheduler.idle();
     expect(ran).toEqual(['a']);
+    expect(scheduler.inFlight).toBe(0);
+  });
+
+  it('flush counts only the messages waiting on a timer', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const scheduler = new Scheduler({ concurrency: 1, run: stuck });
+    scheduler.schedule('running');
+    scheduler.schedule('ready');
+    scheduler.schedule('w1', 100);
+    scheduler.schedule('w2', 200);
+    expect(scheduler.flush()).toBe(2);
+    expect(scheduler.planned()).toEqual(new Map());
+    expect(scheduler.flush()).toBe(0);
   });
 });

@@ -5,16 +5,21 @@ import { randomBytes } from 'node:crypto';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { MxNodeConfig } from '../shared/config.js';
 import { messageIdOf, receivedHeader } from '../shared/headers.js';
-import type { RoleStarter } from '../shared/node.js';
-import type { MxContract } from './api.js';
+import type { NodeContext, RunningRole } from '../shared/node.js';
+import type { MxContract, MxEvents } from './api.js';
 import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
+export interface MxOptions {
+  /** Largest message accepted (advertised as SIZE, RFC 1870), in octets. Default 50 MiB, the mailbox server's limit. */
+  maxMessageSize?: number;
+}
 
-export const startMx: RoleStarter<MxNodeConfig, MxContract> = async ({ config, events }) => {
+export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEvents>, options: MxOptions = {}): Promise<RunningRole<MxContract>> {
+  const maxSize = options.maxMessageSize ?? MAX_MESSAGE_SIZE;
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
   const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
   // LMTP is a local hop: a mailbox server that does not answer within seconds is down (or cut off), and the
@@ -36,7 +41,7 @@ export const startMx: RoleStarter<MxNodeConfig, MxContract> = async ({ config, e
     authOptional: true,
     disabledCommands: ['AUTH', 'STARTTLS'],
     hideSTARTTLS: true,
-    size: MAX_MESSAGE_SIZE,
+    size: maxSize,
     logger: false,
     // On stop, idle sessions (a sender's cached connection) are closed after this, not after 30 s.
     closeTimeout: 200,
@@ -61,8 +66,9 @@ export const startMx: RoleStarter<MxNodeConfig, MxContract> = async ({ config, e
 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const chunks: Buffer[] = [];
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw smtpReply(552, `5.3.4 message exceeds the size limit of ${MAX_MESSAGE_SIZE} octets`);
+    // Past the limit the rest is read (the client sends it anyway) but not kept: a client cannot make us buffer more.
+    for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
+    if (stream.sizeExceeded) throw smtpReply(552, `5.3.4 message exceeds the size limit of ${maxSize} octets`);
     const id = randomBytes(6).toString('hex').toUpperCase();
     const to = session.envelope.rcptTo.map((r) => r.address);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
@@ -113,4 +119,4 @@ export const startMx: RoleStarter<MxNodeConfig, MxContract> = async ({ config, e
       lmtp.close();
     },
   };
-};
+}

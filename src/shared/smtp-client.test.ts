@@ -1,8 +1,8 @@
 // Tests of the shared outbound client (src/shared/smtp-client.ts) against small smtp-server instances.
 import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
-import { afterEach, describe, expect, it } from 'vitest';
-import { parseReply, SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { parseReply, SmtpClientError, SmtpClientPool } from './smtp-client.js';
+import { createSmtpServer, listen } from './smtp-server.js';
 
 const host = `127.0.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 
@@ -10,11 +10,14 @@ interface TestServer {
   port: number;
   connections: number;
   messages: { from: string; to: string[]; data: string; session: string }[];
+  /** Resolves once `count` sessions have ended on the server side; fails after 5 s. */
+  closed(count: number): Promise<void>;
   close(): Promise<void>;
 }
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
   while (cleanup.length) await cleanup.pop()!();
 });
 
@@ -27,7 +30,29 @@ function refusal(code: number, text: string): Error {
 }
 
 async function startServer(handlers: Handlers = {}, options: Partial<SMTPServerOptions> = {}): Promise<TestServer> {
-  const state: TestServer = { port: 0, connections: 0, messages: [], close: async () => undefined };
+  let closes = 0;
+  const closeWaiters = new Set<() => void>();
+  const state: TestServer = {
+    port: 0,
+    connections: 0,
+    messages: [],
+    closed: (count) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (closes < count) return;
+          clearTimeout(timer);
+          closeWaiters.delete(check);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          closeWaiters.delete(check);
+          reject(new Error(`the server saw ${closes} session(s) end, not ${count}, within 5 s`));
+        }, 5000);
+        closeWaiters.add(check);
+        check();
+      }),
+    close: async () => undefined,
+  };
   const server: SMTPServer = createSmtpServer({
     greetingDelayMs: 0,
     name: 'mx.test',
@@ -41,6 +66,10 @@ async function startServer(handlers: Handlers = {}, options: Partial<SMTPServerO
       state.connections++;
       if (handlers.onConnect) return handlers.onConnect(session, callback);
       callback();
+    },
+    onClose() {
+      closes++;
+      for (const check of [...closeWaiters]) check();
     },
     ...(handlers.onMailFrom ? { onMailFrom: handlers.onMailFrom } : {}),
     ...(handlers.onRcptTo ? { onRcptTo: handlers.onRcptTo } : {}),
@@ -120,17 +149,37 @@ describe('SmtpClientPool', () => {
     expect(server.connections).toBe(3);
   });
 
-  it('closes idle connections after idleMs', async () => {
+  it('closes idle connections after idleMs, not before', async () => {
+    // Only timers are faked (sockets stay real): the pool's idle timer runs when the test says so.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const server = await startServer();
-    const client = pool({ idleMs: 50 });
+    const client = pool({ idleMs: 5000 });
     const target = { host, port: server.port };
     await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
     expect(client.stats().idle).toBe(1);
-    await new Promise((r) => setTimeout(r, 150));
-    expect(client.stats().idle).toBe(0);
+    vi.advanceTimersByTime(4999);
+    expect(client.stats()).toMatchObject({ idle: 1, busy: 0 });
+    vi.advanceTimersByTime(1);
+    expect(client.stats()).toMatchObject({ idle: 0, busy: 0 });
+    vi.useRealTimers();
+    // The pool said goodbye: the server sees the session end.
+    await server.closed(1);
     const again = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
     expect(again.reused).toBe(false);
     expect(server.connections).toBe(2);
+  });
+
+  it('keeps no idle session with idleMs 0, and no more than maxIdlePerTarget', async () => {
+    const server = await startServer();
+    const none = pool({ idleMs: 0 });
+    const target = { host, port: server.port };
+    await none.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(none.stats().idle).toBe(0);
+    await server.closed(1);
+    const two = pool({ maxIdlePerTarget: 2 });
+    await Promise.all([1, 2, 3].map((i) => two.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(i))));
+    expect(two.stats()).toMatchObject({ opened: 3, idle: 2, busy: 0 });
+    await server.closed(2);
   });
 
   it('drops a cached connection the server closed, and connects afresh', async () => {
@@ -138,7 +187,9 @@ describe('SmtpClientPool', () => {
     const client = pool();
     const target = { host, port: server.port };
     await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(1));
-    await new Promise((r) => setTimeout(r, 300)); // the server times the idle session out
+    // The server times the idle session out; the pool notices the end of the connection and drops it.
+    await server.closed(1);
+    await vi.waitFor(() => expect(client.stats().idle).toBe(0), { timeout: 5000 });
     const result = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message(2));
     expect(result.reused).toBe(false);
     expect(server.connections).toBe(2);

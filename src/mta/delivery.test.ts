@@ -1,0 +1,368 @@
+// Routing and outcomes of one delivery attempt, with a scripted MX lookup and scripted SMTP/LMTP senders (no
+// network): which host is tried, in which order, and what each recipient comes back with.
+import { describe, expect, it } from 'vitest';
+import { SmtpClientError, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
+import type { MxResolution } from '../dns/api.js';
+import { deliver, type DeliveryContext, type MailSender } from './delivery.js';
+
+const DATA = Buffer.from('Subject: hi\r\n\r\nhello\r\n');
+const MESSAGE = { queueId: 'Q1', from: 'alice@sender.test' };
+
+interface Call {
+  target: SmtpTarget;
+  envelope: SmtpEnvelope;
+}
+
+/** A sender that answers each call with the next scripted step (a function of the call, or an error to throw). */
+function scripted(...steps: ((call: Call) => SendResult | Error)[]): MailSender & { calls: Call[] } {
+  const calls: Call[] = [];
+  return {
+    calls,
+    async send(target, envelope, message) {
+      expect(message).toBe(DATA);
+      calls.push({ target, envelope });
+      const step = steps.shift();
+      if (!step) throw new Error(`unexpected send to ${target.host}:${target.port}`);
+      const result = step({ target, envelope });
+      if (result instanceof Error) throw result;
+      return result;
+    },
+  };
+}
+
+const accepted = (address: string, reply = '250 2.0.0 Ok: queued as X'): RecipientResult => ({ address, accepted: true, code: 250, enhanced: reply.split(' ')[1], reply, stage: 'data', command: 'DATA' });
+const refused = (address: string, reply: string): RecipientResult => ({ address, accepted: false, code: Number(reply.slice(0, 3)), enhanced: reply.split(' ')[1], reply, stage: 'rcpt', command: `RCPT TO:<${address}>` });
+
+function result(target: string, recipients: RecipientResult[], reused = false): SendResult {
+  return {
+    target,
+    recipients,
+    accepted: recipients.filter((r) => r.accepted).map((r) => r.address),
+    rejected: recipients.filter((r) => !r.accepted).map((r) => r.address),
+    stage: 'data',
+    reused,
+    retried: false,
+  };
+}
+
+function context(over: Partial<DeliveryContext> & { mx?: Record<string, MxResolution | Error> } = {}) {
+  const events: [string, Record<string, unknown>][] = [];
+  const lookups: string[] = [];
+  const { mx = {}, ...rest } = over;
+  const ctx: DeliveryContext = {
+    hostname: 'mta.sender.test',
+    localDomains: ['sender.test'],
+    localDelivery: { host: '127.0.0.20', port: 24 },
+    relayPort: 2525,
+    async lookupMx(domain) {
+      lookups.push(domain);
+      const answer = mx[domain];
+      if (answer === undefined) throw new Error(`no scripted answer for ${domain}`);
+      if (answer instanceof Error) throw answer;
+      return answer;
+    },
+    smtp: scripted(),
+    lmtp: scripted(),
+    emit: (kind, detail) => events.push([kind, detail]),
+    ...rest,
+  };
+  return { ctx, events, lookups };
+}
+
+const host = (exchange: string, priority: number, ...addresses: string[]) => ({ exchange, priority, addresses });
+
+describe('deliver: remote recipients', () => {
+  it('groups recipients by domain, one transaction each, and reports each recipient with its own reply', async () => {
+    // The two transactions run in parallel: answer by target, whichever comes first.
+    const byTarget = ({ target, envelope }: Call) =>
+      target.host === '127.0.0.7'
+        ? result('mx.receiver.test[127.0.0.7]:2525', [accepted(envelope.to[0]!), refused(envelope.to[1]!, '550 5.1.1 <nobody@receiver.test>: no such user')])
+        : result('mx.other.test[127.0.0.8]:2525', [refused(envelope.to[0]!, '452 4.2.2 mailbox full')], true);
+    const smtp = scripted(byTarget, byTarget);
+    const { ctx, events } = context({
+      smtp,
+      mx: {
+        'receiver.test': { kind: 'mx', hosts: [host('mx.receiver.test', 10, '127.0.0.7')] },
+        'other.test': { kind: 'mx', hosts: [host('mx.other.test', 10, '127.0.0.8')] },
+      },
+    });
+    const outcomes = await deliver(ctx, MESSAGE, ['bob@receiver.test', 'nobody@Receiver.Test', 'full@other.test'], DATA);
+    expect([...smtp.calls].sort((x, y) => x.target.host.localeCompare(y.target.host))).toEqual([
+      { target: { host: '127.0.0.7', port: 2525, servername: 'mx.receiver.test' }, envelope: { from: 'alice@sender.test', to: ['bob@receiver.test', 'nobody@Receiver.Test'] } },
+      { target: { host: '127.0.0.8', port: 2525, servername: 'mx.other.test' }, envelope: { from: 'alice@sender.test', to: ['full@other.test'] } },
+    ]);
+    const hop = 'mta.sender.test -> mx.receiver.test[127.0.0.7]:2525';
+    expect(outcomes).toEqual([
+      {
+        address: 'bob@receiver.test',
+        action: 'delivered',
+        status: '2.0.0',
+        code: 250,
+        reply: '250 2.0.0 Ok: queued as X',
+        remote: true,
+        hop,
+        command: 'DATA',
+        via: 'smtp',
+        host: '127.0.0.7',
+        port: 2525,
+        mx: 'mx.receiver.test',
+        remoteMta: 'mx.receiver.test',
+        reused: false,
+        description: 'delivered to mx.receiver.test[127.0.0.7]:2525: 250 2.0.0 Ok: queued as X',
+      },
+      expect.objectContaining({
+        address: 'nobody@Receiver.Test',
+        action: 'bounce',
+        status: '5.1.1',
+        code: 550,
+        command: 'RCPT TO:<nobody@Receiver.Test>',
+        description: 'mx.receiver.test[127.0.0.7]:2525 said: 550 5.1.1 <nobody@receiver.test>: no such user (in reply to RCPT TO:<nobody@Receiver.Test>)',
+      }),
+      expect.objectContaining({ address: 'full@other.test', action: 'defer', status: '4.2.2', reused: true, hop: 'mta.sender.test -> mx.other.test[127.0.0.8]:2525' }),
+    ]);
+    // Domains go in parallel: each domain's lookup comes before its connection, in whatever interleaving.
+    const perDomain = (host: string) => events.filter(([, d]) => JSON.stringify(d).includes(host));
+    expect(events).toHaveLength(4);
+    expect(perDomain('127.0.0.7')).toEqual([
+      ['mx-lookup', { domain: 'receiver.test', result: { kind: 'mx', hosts: [{ exchange: 'mx.receiver.test', priority: 10, addresses: ['127.0.0.7'] }] } }],
+      ['connect', { host: '127.0.0.7', port: 2525, mx: 'mx.receiver.test', hop }],
+    ]);
+    expect(perDomain('127.0.0.8')).toEqual([
+      ['mx-lookup', { domain: 'other.test', result: { kind: 'mx', hosts: [{ exchange: 'mx.other.test', priority: 10, addresses: ['127.0.0.8'] }] } }],
+      ['connect', { host: '127.0.0.8', port: 2525, mx: 'mx.other.test', hop: 'mta.sender.test -> mx.other.test[127.0.0.8]:2525' }],
+    ]);
+  });
+
+  it('tries the next address and the next MX on failures before the transaction, and stops at the first verdict', async () => {
+    const down = (target: SmtpTarget) => new SmtpClientError({ stage: 'connect', target: `${target.servername}[${target.host}]:${target.port}`, command: 'connect', description: 'cannot connect: connection refused', errno: 'ECONNREFUSED' });
+    const smtp = scripted(
+      ({ target }) => down(target),
+      ({ target }) => new SmtpClientError({ stage: 'greeting', target: `${target.servername}[${target.host}]:${target.port}`, command: 'greeting', description: 'refused the session in its greeting', reply: '554 5.3.2 go away' }),
+      ({ envelope }) => result('mx2[127.0.0.3]:2525', [accepted(envelope.to[0]!)]),
+    );
+    const { ctx, events } = context({
+      smtp,
+      mx: { 'fallback.test': { kind: 'mx', hosts: [{ ...host('mx0', 5), error: 'mx0: NXDOMAIN' }, host('mx1', 10, '127.0.0.1', '127.0.0.2'), host('mx2', 20, '127.0.0.3'), host('mx3', 30, '127.0.0.4')] } },
+    });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@fallback.test'], DATA);
+    expect(smtp.calls.map((c) => c.target.host)).toEqual(['127.0.0.1', '127.0.0.2', '127.0.0.3']);
+    expect(outcome).toMatchObject({ action: 'delivered', host: '127.0.0.3', mx: 'mx2' });
+    expect(events.filter(([kind]) => kind === 'connect-failed').map(([, d]) => d)).toEqual([
+      { host: '127.0.0.1', port: 2525, mx: 'mx1', hop: 'mta.sender.test -> mx1[127.0.0.1]:2525', stage: 'connect', command: 'connect', error: 'mx1[127.0.0.1]:2525: cannot connect: connection refused (ECONNREFUSED)' },
+      { host: '127.0.0.2', port: 2525, mx: 'mx1', hop: 'mta.sender.test -> mx1[127.0.0.2]:2525', stage: 'greeting', command: 'greeting', reply: '554 5.3.2 go away', error: 'mx1[127.0.0.2]:2525: refused the session in its greeting: 554 5.3.2 go away' },
+    ]);
+    expect(events.find(([kind]) => kind === 'mx-lookup')![1]).toEqual({
+      domain: 'fallback.test',
+      result: { kind: 'mx', hosts: [{ exchange: 'mx0', priority: 5, addresses: [], error: 'mx0: NXDOMAIN' }, expect.anything(), expect.anything(), expect.anything()] },
+    });
+  });
+
+  it('reports the last host failure when every host failed before the transaction', async () => {
+    const smtp = scripted(
+      () => new SmtpClientError({ stage: 'connect', target: 'a[127.0.0.1]:2525', command: 'connect', description: 'cannot connect: connection timed out', errno: 'ETIMEDOUT' }),
+      () => new SmtpClientError({ stage: 'greeting', target: 'b[127.0.0.2]:2525', command: 'greeting', description: 'refused the session in its greeting', reply: '421 4.3.2 busy' }),
+    );
+    const { ctx } = context({ smtp, mx: { 'down.test': { kind: 'mx', hosts: [host('a', 10, '127.0.0.1'), host('b', 20, '127.0.0.2')] } } });
+    const outcomes = await deliver(ctx, MESSAGE, ['x@down.test', 'y@down.test'], DATA);
+    expect(outcomes).toEqual(
+      ['x@down.test', 'y@down.test'].map((address) => ({
+        address,
+        action: 'defer',
+        status: '4.3.2',
+        code: 421,
+        reply: '421 4.3.2 busy',
+        remote: true,
+        hop: 'mta.sender.test -> b[127.0.0.2]:2525',
+        command: 'greeting',
+        via: 'smtp',
+        host: '127.0.0.2',
+        port: 2525,
+        mx: 'b',
+        remoteMta: 'b',
+        description: 'b[127.0.0.2]:2525: refused the session in its greeting: 421 4.3.2 busy (in reply to greeting)',
+      })),
+    );
+  });
+
+  it('takes a refused MAIL FROM as the verdict for every recipient, naming no Remote-MTA without a reply', async () => {
+    const smtp = scripted(
+      () => new SmtpClientError({ stage: 'mail', target: 'mx[127.0.0.1]:2525', command: 'MAIL FROM:<alice@sender.test>', description: 'MAIL FROM:<alice@sender.test> refused', reply: '553 5.7.1 sender rejected' }),
+      () => new SmtpClientError({ stage: 'data', target: 'mx[127.0.0.1]:2525', command: 'end of data', description: 'session lost during end of data', errno: 'ECONNRESET' }),
+    );
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1', '127.0.0.9')] } } });
+    const [refusal] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(refusal).toMatchObject({ action: 'bounce', status: '5.7.1', code: 553, reply: '553 5.7.1 sender rejected', remote: true, remoteMta: 'mx', command: 'MAIL FROM:<alice@sender.test>' });
+    expect(smtp.calls).toHaveLength(1);
+    const [lost] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(lost).toEqual({
+      address: 'a@r.test',
+      action: 'defer',
+      status: '4.4.2',
+      reply: '451 4.4.2 mx[127.0.0.1]:2525: session lost during end of data (ECONNRESET)',
+      remote: false,
+      hop: 'mta.sender.test -> mx[127.0.0.1]:2525',
+      command: 'end of data',
+      via: 'smtp',
+      host: '127.0.0.1',
+      port: 2525,
+      mx: 'mx',
+      description: 'mx[127.0.0.1]:2525: session lost during end of data (ECONNRESET)',
+    });
+  });
+
+  it('makes up a 550 reply for a permanent failure without one', async () => {
+    const smtp = scripted(() => new SmtpClientError({ stage: 'rcpt', target: 'mx[127.0.0.1]:2525', command: 'RCPT TO', description: 'no recipients', temporary: false }));
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'implicit', hosts: [host('r.test', 0, '127.0.0.1')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'bounce', status: '5.0.0', reply: '550 5.0.0 mx[127.0.0.1]:2525: no recipients', remote: false, description: 'mx[127.0.0.1]:2525: no recipients' });
+    expect(outcome).not.toHaveProperty('remoteMta');
+    expect(outcome).not.toHaveProperty('code');
+  });
+
+  it('puts a multi-line reply on one line in the description', async () => {
+    const smtp = scripted(({ envelope }) => result('mx[127.0.0.1]:2525', [refused(envelope.to[0]!, '550-5.7.1 first line\r\n550 5.7.1 second line')]));
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(outcome!.description).toBe('mx[127.0.0.1]:2525 said: 550-5.7.1 first line / 550 5.7.1 second line (in reply to RCPT TO:<a@r.test>)');
+    expect(outcome!.reply).toBe('550-5.7.1 first line\r\n550 5.7.1 second line');
+  });
+
+  it('defers with 4.3.0 whatever a failing sender throws, even nothing at all', async () => {
+    const smtp: MailSender = {
+      send: () => Promise.reject(null), // what a careless library may do
+    };
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['a@r.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'defer', status: '4.3.0', description: 'mta.sender.test -> mx[127.0.0.1]:2525: local error while delivering: null' });
+  });
+
+  it('reports an implicit MX (the domain\'s own address) in its lookup event', async () => {
+    const smtp = scripted(({ envelope }) => result('implicit.test[127.0.0.9]:2525', [accepted(envelope.to[0]!)]));
+    const { ctx, events } = context({ smtp, mx: { 'implicit.test': { kind: 'implicit', hosts: [host('implicit.test', 0, '127.0.0.9')] } } });
+    await deliver(ctx, MESSAGE, ['a@implicit.test'], DATA);
+    expect(events[0]).toStrictEqual(['mx-lookup', { domain: 'implicit.test', result: { kind: 'implicit', hosts: [{ exchange: 'implicit.test', priority: 0, addresses: ['127.0.0.9'] }] } }]);
+  });
+
+  it('defers with 4.3.0 on a local error (not a protocol outcome)', async () => {
+    const smtp = scripted(() => new TypeError('cannot read properties of undefined'));
+    const { ctx } = context({ smtp, mx: { 'r.test': { kind: 'mx', hosts: [host('mx', 10, '127.0.0.1')] } } });
+    expect(await deliver(ctx, MESSAGE, ['a@r.test'], DATA)).toEqual([
+      {
+        address: 'a@r.test',
+        action: 'defer',
+        status: '4.3.0',
+        code: 451,
+        reply: '451 4.3.0 <a@r.test>: local error while delivering: cannot read properties of undefined',
+        remote: false,
+        hop: 'mta.sender.test -> mx[127.0.0.1]:2525',
+        via: 'none',
+        description: 'mta.sender.test -> mx[127.0.0.1]:2525: local error while delivering: cannot read properties of undefined',
+      },
+    ]);
+  });
+
+  it('bounces for a null MX, a domain without mail, and MX hosts without addresses; defers on a temporary lookup failure', async () => {
+    const { ctx, events } = context({
+      mx: {
+        'nomail.test': { kind: 'null-mx' },
+        'gone.test': { kind: 'none', error: 'NXDOMAIN' },
+        'noaddr.test': { kind: 'mx', hosts: [{ ...host('mx1', 10), error: 'mx1: NXDOMAIN' }, host('mx2', 20)] },
+        'flaky.test': { kind: 'temporary', error: 'SERVFAIL' },
+        'broken.test': new Error('resolver crashed'),
+      },
+    });
+    const outcomes = await deliver(ctx, MESSAGE, ['a@nomail.test', 'b@gone.test', 'c@noaddr.test', 'd@flaky.test', 'e@broken.test'], DATA);
+    expect(outcomes.map((o) => [o.address, o.action, o.code, o.status, o.reply, o.remote, o.via, o.hop])).toEqual([
+      ['a@nomail.test', 'bounce', 556, '5.1.10', '556 5.1.10 <a@nomail.test>: domain nomail.test accepts no mail (null MX, RFC 7505)', false, 'none', 'mta.sender.test (MX lookup for nomail.test)'],
+      ['b@gone.test', 'bounce', 550, '5.1.2', '550 5.1.2 <b@gone.test>: domain gone.test cannot receive mail: NXDOMAIN', false, 'none', 'mta.sender.test (MX lookup for gone.test)'],
+      ['c@noaddr.test', 'bounce', 550, '5.4.4', '550 5.4.4 <c@noaddr.test>: no MX host of noaddr.test has an address: mx1: NXDOMAIN; mx2: no address', false, 'none', 'mta.sender.test (MX lookup for noaddr.test)'],
+      ['d@flaky.test', 'defer', 451, '4.4.3', '451 4.4.3 <d@flaky.test>: cannot resolve where mail for flaky.test goes, will retry: SERVFAIL', false, 'none', 'mta.sender.test (MX lookup for flaky.test)'],
+      ['e@broken.test', 'defer', 451, '4.4.3', '451 4.4.3 <e@broken.test>: cannot resolve where mail for broken.test goes, will retry: resolver crashed', false, 'none', 'mta.sender.test (MX lookup for broken.test)'],
+    ]);
+    expect(outcomes[0]!.description).toBe('mta.sender.test (MX lookup for nomail.test): domain nomail.test accepts no mail (null MX, RFC 7505)');
+    expect(events.map(([kind, d]) => [kind, d.domain, d.result])).toStrictEqual([
+      ['mx-lookup', 'nomail.test', { kind: 'null-mx' }],
+      ['mx-lookup', 'gone.test', { kind: 'none', error: 'NXDOMAIN' }],
+      ['mx-lookup', 'noaddr.test', { kind: 'mx', hosts: [{ exchange: 'mx1', priority: 10, addresses: [], error: 'mx1: NXDOMAIN' }, { exchange: 'mx2', priority: 20, addresses: [] }] }],
+      ['mx-lookup', 'flaky.test', { kind: 'temporary', error: 'SERVFAIL' }],
+      ['mx-lookup', 'broken.test', { kind: 'temporary', error: 'resolver crashed' }],
+    ]);
+  });
+
+  it('sends to an address literal without any lookup', async () => {
+    const smtp = scripted(({ envelope }) => result('127.0.0.5:2525', envelope.to.map((a) => accepted(a))), ({ envelope }) => result('[::1]:2525', envelope.to.map((a) => accepted(a))));
+    const { ctx, events, lookups } = context({ smtp });
+    const outcomes = await deliver(ctx, MESSAGE, ['root@[127.0.0.5]', 'root@[IPv6:::1]'], DATA);
+    expect(lookups).toEqual([]);
+    expect(events.map(([kind]) => kind)).toEqual(['connect', 'connect']);
+    expect(smtp.calls.map((c) => c.target)).toEqual([
+      { host: '127.0.0.5', port: 2525, servername: '127.0.0.5' },
+      { host: '::1', port: 2525, servername: '::1' },
+    ]);
+    expect(outcomes.map((o) => o.action)).toEqual(['delivered', 'delivered']);
+  });
+
+  it('looks up like any domain a bracketed name that is not exactly an address literal', async () => {
+    const none = { kind: 'none', error: 'NXDOMAIN' } as const;
+    const { ctx, lookups } = context({ mx: { '[not-an-ip]': none, 'x[127.0.0.1]': none, '[127.0.0.1]x': none } });
+    const outcomes = await deliver(ctx, MESSAGE, ['a@[not-an-ip]', 'b@x[127.0.0.1]', 'c@[127.0.0.1]x'], DATA);
+    expect(lookups).toEqual(['[not-an-ip]', 'x[127.0.0.1]', '[127.0.0.1]x']);
+    expect(outcomes.map((o) => o.status)).toEqual(['5.1.2', '5.1.2', '5.1.2']);
+  });
+});
+
+describe('deliver: local recipients', () => {
+  it('hands every local domain to LMTP in one transaction, with per-recipient replies', async () => {
+    const lmtp = scripted(({ envelope }) =>
+      result('127.0.0.20:24', [accepted(envelope.to[0]!, '250 2.1.5 <bob@sender.test> delivered'), { ...refused(envelope.to[1]!, '452 4.2.2 over quota'), stage: 'lmtp', command: 'DATA' }], true),
+    );
+    const { ctx, events } = context({ lmtp, localDomains: ['sender.test', 'Local.Test'] });
+    const outcomes = await deliver(ctx, MESSAGE, ['bob@sender.test', 'carol@local.test'], DATA);
+    expect(lmtp.calls).toEqual([{ target: { host: '127.0.0.20', port: 24 }, envelope: { from: 'alice@sender.test', to: ['bob@sender.test', 'carol@local.test'] } }]);
+    const hop = 'mta.sender.test -> LMTP 127.0.0.20:24';
+    expect(events).toEqual([['connect', { host: '127.0.0.20', port: 24, via: 'lmtp', hop }]]);
+    expect(outcomes).toEqual([
+      {
+        address: 'bob@sender.test',
+        action: 'delivered',
+        status: '2.1.5',
+        code: 250,
+        reply: '250 2.1.5 <bob@sender.test> delivered',
+        remote: true,
+        hop,
+        command: 'DATA',
+        via: 'lmtp',
+        host: '127.0.0.20',
+        port: 24,
+        reused: true,
+        description: 'delivered to 127.0.0.20:24: 250 2.1.5 <bob@sender.test> delivered',
+      },
+      expect.objectContaining({ address: 'carol@local.test', action: 'defer', status: '4.2.2', via: 'lmtp', description: '127.0.0.20:24 said: 452 4.2.2 over quota (in reply to DATA)' }),
+    ]);
+    expect(outcomes[0]).not.toHaveProperty('remoteMta');
+  });
+
+  it('defers local recipients when no LMTP is configured, or when the mailbox server cannot be reached', async () => {
+    const { ctx } = context({ localDelivery: undefined as never });
+    delete (ctx as Partial<DeliveryContext>).localDelivery;
+    expect(await deliver(ctx, MESSAGE, ['bob@sender.test'], DATA)).toEqual([
+      {
+        address: 'bob@sender.test',
+        action: 'defer',
+        status: '4.3.5',
+        code: 451,
+        reply: '451 4.3.5 <bob@sender.test>: local domain, but no local delivery (LMTP) is configured',
+        remote: false,
+        hop: 'mta.sender.test (local delivery)',
+        via: 'none',
+        description: 'mta.sender.test (local delivery): local domain, but no local delivery (LMTP) is configured',
+      },
+    ]);
+
+    const lmtp = scripted(() => new SmtpClientError({ stage: 'connect', target: '127.0.0.20:24', command: 'connect', description: 'cannot connect: connection refused', errno: 'ECONNREFUSED' }));
+    const down = context({ lmtp }).ctx;
+    const [outcome] = await deliver(down, MESSAGE, ['bob@sender.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'defer', status: '4.4.1', via: 'lmtp', remote: false, host: '127.0.0.20', port: 24, hop: 'mta.sender.test -> LMTP 127.0.0.20:24' });
+    expect(outcome).not.toHaveProperty('remoteMta');
+  });
+});
