@@ -1,31 +1,36 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import dgram from 'node:dgram';
 import { Packet, createUDPServer } from 'dns2';
-import type { Endpoint } from '../shared/config.js';
+import type { DnsRecord, Endpoint } from '../shared/config.js';
 import { createLabResolver, resolveMxTargets, type MxResolver } from './resolver.js';
 import { startDnsServer, type RunningDnsServer } from './server.js';
 import { Zones } from './zone.js';
+
+/** Records written one per line: `mx(name, exchange, priority)`, `a(name, address)`, `aaaa(name, address)`. */
+const mx = (name: string, exchange: string, priority: number): DnsRecord => ({ name, type: 'MX', exchange, priority });
+const a = (name: string, address: string): DnsRecord => ({ name, type: 'A', address });
+const aaaa = (name: string, address: string): DnsRecord => ({ name, type: 'AAAA', address });
 
 const zones = new Zones([
   {
     origin: 'lab.test',
     records: [
       // Deliberately out of order: the result is sorted by preference, equal ones in DNS order.
-      { name: 'multi.lab.test', type: 'MX', exchange: 'b.lab.test', priority: 20 },
-      { name: 'multi.lab.test', type: 'MX', exchange: 'a.lab.test', priority: 10 },
-      { name: 'multi.lab.test', type: 'MX', exchange: 'c.lab.test', priority: 10 },
-      { name: 'a.lab.test', type: 'A', address: '127.0.1.1' },
-      { name: 'a.lab.test', type: 'AAAA', address: 'fd00::1' },
-      { name: 'b.lab.test', type: 'A', address: '127.0.1.2' },
-      { name: 'c.lab.test', type: 'A', address: '127.0.1.3' },
-      { name: 'c.lab.test', type: 'A', address: '127.0.1.4' },
-      { name: 'nullmx.lab.test', type: 'MX', exchange: '.', priority: 0 },
-      { name: 'plain.lab.test', type: 'A', address: '127.0.1.9' },
+      mx('multi.lab.test', 'b.lab.test', 20),
+      mx('multi.lab.test', 'a.lab.test', 10),
+      mx('multi.lab.test', 'c.lab.test', 10),
+      a('a.lab.test', '127.0.1.1'),
+      aaaa('a.lab.test', 'fd00::1'),
+      a('b.lab.test', '127.0.1.2'),
+      a('c.lab.test', '127.0.1.3'),
+      a('c.lab.test', '127.0.1.4'),
+      mx('nullmx.lab.test', '.', 0),
+      a('plain.lab.test', '127.0.1.9'),
       { name: 'textonly.lab.test', type: 'TXT', data: 'no mail here' },
-      { name: 'noaddr.lab.test', type: 'MX', exchange: 'ghost.lab.test', priority: 10 },
-      { name: 'partial.lab.test', type: 'MX', exchange: 'ghost.lab.test', priority: 5 },
-      { name: 'partial.lab.test', type: 'MX', exchange: 'b.lab.test', priority: 10 },
-      { name: 'outside.lab.test', type: 'MX', exchange: 'mx.elsewhere.example', priority: 10 },
+      mx('noaddr.lab.test', 'ghost.lab.test', 10),
+      mx('partial.lab.test', 'ghost.lab.test', 5),
+      mx('partial.lab.test', 'b.lab.test', 10),
+      mx('outside.lab.test', 'mx.elsewhere.example', 10),
       { name: 'alias.lab.test', type: 'CNAME', domain: 'multi.lab.test' },
     ],
   },

@@ -21,6 +21,12 @@ function heldScheduler(concurrency: number) {
 /** Runs that never end. */
 const stuck = () => new Promise<void>(() => undefined);
 
+/** One delivery at a time, each never finishing, on fake timers starting at 0. */
+function stuckScheduler(): Scheduler {
+  vi.useFakeTimers({ now: 0 });
+  return new Scheduler({ concurrency: 1, run: stuck });
+}
+
 describe('Scheduler', () => {
   afterEach(() => {
     vi.useRealTimers();
@@ -114,8 +120,7 @@ describe('Scheduler', () => {
   });
 
   it('stop gives up on a delivery that outlasts the grace time', async () => {
-    vi.useFakeTimers({ now: 0 });
-    const scheduler = new Scheduler({ concurrency: 1, run: stuck });
+    const scheduler = stuckScheduler();
     scheduler.schedule('stuck');
     await vi.advanceTimersByTimeAsync(0);
     expect(scheduler.inFlight).toBe(1);
@@ -248,8 +253,7 @@ describe('Scheduler', () => {
   });
 
   it('flush counts only the messages waiting on a timer', async () => {
-    vi.useFakeTimers({ now: 0 });
-    const scheduler = new Scheduler({ concurrency: 1, run: stuck });
+    const scheduler = stuckScheduler();
     scheduler.schedule('running');
     scheduler.schedule('ready');
     scheduler.schedule('w1', 100);
