@@ -157,14 +157,20 @@ describe('docker runtime', () => {
     }
     const mailbox = new ControlClient<MailboxContract>(running.mailbox!.control, 'mailbox');
     try {
-      const deadline = Date.now() + 30_000;
-      let messages: { id?: string }[] = [];
-      while (Date.now() < deadline) {
-        messages = await mailbox.call('messages', { user: 'bob@receiver.test' });
-        if (messages.length) break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      expect(messages, `the message did not reach bob; mta output:\n${running.mta!.logs()}\nmx output:\n${running.mx!.logs()}`).toHaveLength(1);
+      // Wait on the mailbox server's own event stream for the message to be stored, then look at the mailbox.
+      const stored = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => (stop(), resolve(false)), 30_000);
+        const stop = mailbox.streamEvents(0, (e) => {
+          if (e.kind === 'stored' && e.messageId === messageId) {
+            clearTimeout(timer);
+            stop();
+            resolve(true);
+          }
+        }, () => undefined);
+      });
+      const why = `the message did not reach bob within 30 s; mta output:\n${running.mta!.logs()}\nmx output:\n${running.mx!.logs()}`;
+      expect(stored, why).toBe(true);
+      expect(await mailbox.call('messages', { user: 'bob@receiver.test' }), why).toHaveLength(1);
     } finally {
       mailbox.close();
     }
