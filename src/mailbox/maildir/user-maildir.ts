@@ -9,7 +9,7 @@
 //
 // Methods that change anything expect the caller to hold the user's mutex.
 import path from 'node:path';
-import { syncDir, writeFileDurable } from '../../shared/fsutil.js';
+import { writeFileDurable } from '../../shared/fsutil.js';
 import { MailStoreError, type MailboxInfo, type SpecialUse } from '../store-api.js';
 import { baseOf, compareNames, isCode, lettersOf, sizeOf, type MaildirFiles, type Sub } from './files.js';
 import { SEEN_LETTER } from './flags.js';
@@ -119,7 +119,7 @@ export class UserMaildir {
 
   /** fsync of the Maildir, so folder directories made, renamed or removed in it are durable. */
   async syncMaildir(): Promise<void> {
-    if (this.files.sync) await syncDir(this.maildir, this.files.fs);
+    await this.files.syncDirs([this.maildir]);
   }
 
   /** Creates a folder on disk with an empty index. */
