@@ -48,17 +48,22 @@ function durableWrite(ops: FsOperation[], dir: string, sub: 'new' | 'cur') {
   return { write, dataSync, placed, dirSync };
 }
 
+/** Every step of durableWrite() happened, the last before `ack`. */
+function expectDurable(steps: ReturnType<typeof durableWrite>, ack: number): void {
+  expect(steps.write, 'message written under tmp/').toBeDefined();
+  expect(steps.dataSync, 'its data synced').toBeDefined();
+  expect(steps.placed, 'then linked into place').toBeDefined();
+  expect(steps.dirSync, 'then its directory synced').toBeDefined();
+  expect(steps.dirSync!.index).toBeLessThan(ack);
+}
+
 describe('durability before the acknowledgement', () => {
   it('deliver(): written in tmp/, synced, linked into new/, new/ synced, index synced, then resolved', async () => {
     const store = await open();
     const inbox = path.join(root, ALICE, 'Maildir');
     const { result, ops, ack } = await recorded(() => store.deliver(ALICE, msg));
     const steps = durableWrite(ops, inbox, 'new');
-    expect(steps.write, 'message written under tmp/').toBeDefined();
-    expect(steps.dataSync, 'its data synced').toBeDefined();
-    expect(steps.placed, 'then linked into new/').toBeDefined();
-    expect(steps.dirSync, 'then new/ synced').toBeDefined();
-    expect(steps.dirSync!.index).toBeLessThan(ack);
+    expectDurable(steps, ack);
     expect(path.basename(steps.placed!.to!)).toBe(result.id);
     // The UID is durable too: the index record was synced before the acknowledgement.
     const indexSync = ops.find((e) => e.op === 'sync' && e.path === path.join(inbox, 'maillab-index'));
@@ -72,11 +77,7 @@ describe('durability before the acknowledgement', () => {
     const drafts = path.join(root, ALICE, 'Maildir', '.Drafts');
     const { result, ops, ack } = await recorded(() => store.append(ALICE, 'Drafts', msg, ['\\Draft', '\\Seen']));
     const steps = durableWrite(ops, drafts, 'cur');
-    expect(steps.write, 'message written under tmp/').toBeDefined();
-    expect(steps.dataSync, 'its data synced').toBeDefined();
-    expect(steps.placed, 'then linked into cur/').toBeDefined();
-    expect(steps.dirSync, 'then cur/ synced').toBeDefined();
-    expect(steps.dirSync!.index).toBeLessThan(ack);
+    expectDurable(steps, ack);
     expect(path.basename(steps.placed!.to!)).toBe(`${result.id}:2,DS`);
   });
 
