@@ -3,7 +3,8 @@ import { execFile } from 'node:child_process';
 import { startPop3, dotStuff, topOf, uidl } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
-import { LineClient, testContext, type TestContext } from './testkit.js';
+import type { LineClient } from '../harness/clients/line-client.js';
+import { connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
 const BOB = 'bob@receiver.test';
 const BOB_PASS = 'bob-secret';
@@ -39,7 +40,7 @@ afterEach(async () => {
 });
 
 async function login(user = BOB, pass = BOB_PASS): Promise<LineClient> {
-  const client = await LineClient.connect(port);
+  const client = await connectLine(port);
   expect(await client.line()).toMatch(/^\+OK mail\.receiver\.test POP3/);
   client.send(`USER ${user}`);
   expect(await client.line()).toMatch(/^\+OK/);
@@ -72,32 +73,32 @@ describe('POP3 protocol', () => {
     expect(await client.line()).toBe(`+OK 3 ${total}`);
     client.send('LIST');
     expect(await client.line()).toBe(`+OK 3 messages (${total} octets)`);
-    expect((await client.multiline()).toString()).toBe(sizes.map((s, i) => `${i + 1} ${s}\r\n`).join(''));
+    expect((await client.dotBody()).toString()).toBe(sizes.map((s, i) => `${i + 1} ${s}\r\n`).join(''));
     client.send('LIST 2');
     expect(await client.line()).toBe(`+OK 2 ${sizes[1]}`);
 
     client.send('RETR 2');
     expect(await client.line()).toBe(`+OK ${sizes[1]} octets`);
-    const body = await client.multiline();
+    const body = await client.dotBody();
     // On the wire: each line starting with "." has another one, and the CRLF the message lacked was added.
     expect(body.toString('latin1')).toContain('\r\n..\r\n...x\r\n..y\r\n');
     expect(unstuff(body).equals(Buffer.concat([messages[1]!, Buffer.from('\r\n')]))).toBe(true);
 
     client.send('RETR 1');
     expect(await client.line()).toBe(`+OK ${sizes[0]} octets`);
-    expect((await client.multiline()).equals(messages[0]!)).toBe(true);
+    expect((await client.dotBody()).equals(messages[0]!)).toBe(true);
 
     client.send('TOP 3 2');
     expect(await client.line()).toMatch(/^\+OK/);
-    expect((await client.multiline()).toString()).toBe('Subject: three\r\n\r\nl1\r\nl2\r\n');
+    expect((await client.dotBody()).toString()).toBe('Subject: three\r\n\r\nl1\r\nl2\r\n');
     client.send('TOP 3 0');
     await client.line();
-    expect((await client.multiline()).toString()).toBe('Subject: three\r\n\r\n');
+    expect((await client.dotBody()).toString()).toBe('Subject: three\r\n\r\n');
 
     const stored = await store.messages(BOB, 'INBOX');
     client.send('UIDL');
     expect(await client.line()).toMatch(/^\+OK/);
-    expect((await client.multiline()).toString()).toBe(stored.map((m, i) => `${i + 1} ${m.id}\r\n`).join(''));
+    expect((await client.dotBody()).toString()).toBe(stored.map((m, i) => `${i + 1} ${m.id}\r\n`).join(''));
     client.send('UIDL 3');
     expect(await client.line()).toBe(`+OK 3 ${stored[2]!.id}`);
     client.send('NOOP');
@@ -109,7 +110,7 @@ describe('POP3 protocol', () => {
     ]);
     client.send('QUIT');
     expect(await client.line()).toMatch(/^\+OK .*\(0 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
   });
 
   it('deletes only in UPDATE: not on a dropped connection, not after RSET', async () => {
@@ -124,7 +125,7 @@ describe('POP3 protocol', () => {
     expect(await client.line()).toBe(`+OK 2 ${messages[1]!.length + messages[2]!.length}`);
     client.send('LIST');
     await client.line();
-    expect((await client.multiline()).toString()).toMatch(/^2 \d+\r\n3 \d+\r\n$/);
+    expect((await client.dotBody()).toString()).toMatch(/^2 \d+\r\n3 \d+\r\n$/);
     client.close(); // dropped without QUIT
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
@@ -136,7 +137,7 @@ describe('POP3 protocol', () => {
     expect(await client.line()).toMatch(/^\+OK maildrop has 3 messages/);
     client.send('QUIT');
     expect(await client.line()).toMatch(/\(0 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
     expect(ctx.emitted('deleted')).toEqual([]);
 
@@ -148,7 +149,7 @@ describe('POP3 protocol', () => {
     await client.line();
     client.send('QUIT');
     expect(await client.line()).toMatch(/\(2 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
     expect((await store.messages(BOB, 'INBOX')).map((m) => m.uid)).toEqual([before[1]!.uid]);
     // Message-IDs are found even for messages deleted without being retrieved.
     expect(ctx.emitted('deleted')).toMatchObject([
@@ -162,7 +163,7 @@ describe('POP3 protocol', () => {
       const client = await login();
       client.send('UIDL');
       await client.line();
-      const text = (await client.multiline()).toString();
+      const text = (await client.dotBody()).toString();
       client.send('QUIT');
       await client.line();
       return text;
@@ -179,7 +180,7 @@ describe('POP3 protocol', () => {
 
   it('allows one session per maildrop ([IN-USE]) and refuses bad passwords ([AUTH])', async () => {
     const first = await login();
-    const second = await LineClient.connect(port);
+    const second = await connectLine(port);
     await second.line();
     second.send(`USER ${BOB}`);
     await second.line();
@@ -191,14 +192,14 @@ describe('POP3 protocol', () => {
     expect(await carol.line()).toBe('+OK 0 0');
     first.send('QUIT');
     await first.line();
-    await first.closed();
+    await first.waitClosed();
     await released();
     second.send(`USER bob`); // the local part alone is enough when unique
     await second.line();
     second.send(`PASS ${BOB_PASS}`);
     expect(await second.line()).toMatch(/^\+OK maildrop has 3 messages/);
 
-    const bad = await LineClient.connect(port);
+    const bad = await connectLine(port);
     await bad.line();
     for (let i = 0; i < 3; i++) {
       bad.send(`USER ${CAROL}`);
@@ -206,21 +207,21 @@ describe('POP3 protocol', () => {
       bad.send('PASS wrong');
       expect(await bad.line()).toMatch(/^-ERR \[AUTH\] /);
     }
-    await bad.closed(); // three failures end the session
+    await bad.waitClosed(); // three failures end the session
     expect(ctx.emitted('auth-failed')).toHaveLength(3);
   });
 
   it('authenticates with SASL PLAIN, with an initial response and with a continuation', async () => {
     const plain = (authz: string, user: string, pass: string) => Buffer.from(`${authz}\0${user}\0${pass}`).toString('base64');
-    let client = await LineClient.connect(port);
+    let client = await connectLine(port);
     await client.line();
     client.send('CAPA');
     expect(await client.line()).toMatch(/^\+OK/);
-    const capabilities = (await client.multiline()).toString().split('\r\n');
+    const capabilities = (await client.dotBody()).toString().split('\r\n');
     expect(capabilities).toEqual(expect.arrayContaining(['TOP', 'UIDL', 'USER', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'SASL PLAIN']));
     client.send('AUTH');
     expect(await client.line()).toMatch(/^\+OK/);
-    expect((await client.multiline()).toString()).toBe('PLAIN\r\n');
+    expect((await client.dotBody()).toString()).toBe('PLAIN\r\n');
     client.send('AUTH CRAM-MD5');
     expect(await client.line()).toMatch(/^-ERR /);
     client.send(`AUTH PLAIN ${plain('', BOB, 'nope')}`);
@@ -232,7 +233,7 @@ describe('POP3 protocol', () => {
     client.send('QUIT');
     await client.line();
 
-    client = await LineClient.connect(port);
+    client = await connectLine(port);
     await client.line();
     client.send('AUTH PLAIN');
     expect(await client.line()).toBe('+ ');
@@ -252,7 +253,7 @@ describe('POP3 protocol', () => {
   });
 
   it('answers bad commands with -ERR and keeps going; closes on an overlong line; others unaffected', async () => {
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.send('STAT');
     expect(await client.line()).toMatch(/^-ERR STAT is not valid before login/);
@@ -274,7 +275,7 @@ describe('POP3 protocol', () => {
     client.write('NOOP\r\n' + 'A'.repeat(5000));
     expect(await client.line()).toBe('+OK');
     expect(await client.line()).toMatch(/^-ERR line too long/);
-    await client.closed();
+    await client.waitClosed();
     other.send('NOOP');
     expect(await other.line()).toBe('+OK');
     // The closed session released its maildrop, deleting nothing.
@@ -285,20 +286,20 @@ describe('POP3 protocol', () => {
   });
 
   it('processes pipelined commands in order', async () => {
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.write(`USER ${BOB}\r\nPASS ${BOB_PASS}\r\nSTAT\r\nRETR 1\r\nLIST 3\r\nDELE 3\r\nUIDL 3\r\nSTAT\r\nQUIT\r\n`);
     expect(await client.line()).toMatch(/^\+OK/);
     expect(await client.line()).toMatch(/^\+OK maildrop has 3/);
     expect(await client.line()).toMatch(/^\+OK 3 /);
     expect(await client.line()).toMatch(/^\+OK \d+ octets/);
-    expect((await client.multiline()).equals(messages[0]!)).toBe(true);
+    expect((await client.dotBody()).equals(messages[0]!)).toBe(true);
     expect(await client.line()).toBe(`+OK 3 ${messages[2]!.length}`);
     expect(await client.line()).toBe('+OK message 3 deleted');
     expect(await client.line()).toMatch(/^-ERR message 3 already deleted/);
     expect(await client.line()).toBe(`+OK 2 ${messages[0]!.length + messages[1]!.length}`);
     expect(await client.line()).toMatch(/\(1 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(2);
   });
 
@@ -309,7 +310,7 @@ describe('POP3 protocol', () => {
     client.send('DELE 1');
     await client.line();
     expect(await client.line()).toMatch(/^-ERR \[SYS\/TEMP\] autologout/);
-    await client.closed();
+    await client.waitClosed();
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
 
@@ -318,7 +319,7 @@ describe('POP3 protocol', () => {
     await idle.line();
     await pop3!.close();
     pop3 = undefined;
-    await idle.closed();
+    await idle.waitClosed();
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
   });
