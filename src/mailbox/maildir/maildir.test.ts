@@ -43,11 +43,13 @@ describe('flags', () => {
 });
 
 describe('folder names', () => {
-  it('normalizes INBOX in any case, also as the first level, and nothing else', () => {
-    expect(normalizeName('iNbOx')).toBe('INBOX');
-    expect(normalizeName('inbox/a/b')).toBe('INBOX/a/b');
-    expect(normalizeName('a/inbox')).toBe('a/inbox');
-    expect(normalizeName('INBOXES/x')).toBe('INBOXES/x');
+  it.each([
+    ['iNbOx', 'INBOX'],
+    ['inbox/a/b', 'INBOX/a/b'],
+    ['a/inbox', 'a/inbox'],
+    ['INBOXES/x', 'INBOXES/x'],
+  ])('normalizes %j to %j (INBOX in any case, also as the first level)', (name, canonical) => {
+    expect(normalizeName(name)).toBe(canonical);
   });
 
   it('refuses empty names and levels and control characters', () => {
@@ -84,12 +86,8 @@ describe('folder names', () => {
 
 describe('message file names', () => {
   it('splits base name, info letters and size', () => {
-    expect(baseOf('123.4_5.host,S=10:2,FS')).toBe('123.4_5.host,S=10');
-    expect(baseOf('123.4_5.host')).toBe('123.4_5.host');
-    expect(lettersOf('x:2,SF')).toBe('FS');
-    expect(lettersOf('x:2,')).toBe('');
-    expect(lettersOf('x')).toBe('');
-    expect(lettersOf('x:1,S')).toBe('');
+    expect(['123.4_5.host,S=10:2,FS', '123.4_5.host'].map(baseOf)).toEqual(['123.4_5.host,S=10', '123.4_5.host']);
+    expect(['x:2,SF', 'x:2,', 'x', 'x:1,S'].map(lettersOf)).toEqual(['FS', '', '', '']);
     expect(sizeOf('1.2_3.h,S=1234')).toBe(1234);
     expect(sizeOf('1.2_3.h,S=1234,W=1300')).toBe(1234);
     expect(sizeOf('1.2_3.h')).toBeUndefined();
