@@ -1,5 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { execFile } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { startPop3, dotStuff, topOf, uidl } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
@@ -29,7 +30,7 @@ async function serve(options: { idleTimeoutMs?: number; maxLineLength?: number }
 
 beforeEach(async () => {
   ctx = await testContext();
-  store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+  store = watched(new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true }));
   for (const m of messages) await store.deliver(BOB, m);
   await serve();
 });
@@ -49,14 +50,45 @@ async function login(user = BOB, pass = BOB_PASS): Promise<LineClient> {
   return client;
 }
 
-/** Waits until the server has seen a session's close and released the maildrop. */
-async function released(user = BOB) {
-  for (let i = 0; i < 100; i++) {
-    const release = store.lockMaildrop(user);
-    if (release) return release();
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`maildrop of ${user} still locked`);
+/** Announces every release of a maildrop lock, so a test can wait for one instead of polling. */
+const releases = new EventEmitter();
+
+/** The store with its maildrop releases announced on `releases`. */
+function watched(s: MaildirStore): MaildirStore {
+  const lock = s.lockMaildrop.bind(s);
+  s.lockMaildrop = (user) => {
+    const release = lock(user);
+    return (
+      release &&
+      (() => {
+        release();
+        releases.emit('released', user);
+      })
+    );
+  };
+  return s;
+}
+
+/** Waits until the server has seen a session's close and released the maildrop (fails after 2 s). */
+async function released(user = BOB): Promise<void> {
+  const free = store.lockMaildrop(user);
+  if (free) return free();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      releases.off('released', listener);
+      reject(new Error(`maildrop of ${user} still locked after 2000 ms`));
+    }, 2000);
+    const listener = (who: string) => {
+      if (who !== user) return;
+      clearTimeout(timer);
+      releases.off('released', listener);
+      resolve();
+    };
+    releases.on('released', listener);
+  });
+  const release = store.lockMaildrop(user);
+  expect(release, `maildrop of ${user} free`).toBeTypeOf('function');
+  release!();
 }
 
 /** The message as it travels in a RETR response, unstuffed: what a client gets back. */
@@ -173,7 +205,7 @@ describe('POP3 protocol', () => {
     const second = await list();
     expect(second.startsWith(first)).toBe(true);
     await pop3!.close();
-    store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+    store = watched(new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true }));
     await serve();
     expect(await list()).toBe(second);
   });
@@ -322,6 +354,133 @@ describe('POP3 protocol', () => {
     await idle.waitClosed();
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+  });
+});
+
+/** Sends one command and returns the first line of the answer. */
+async function ask(client: LineClient, line: string): Promise<string> {
+  client.send(line);
+  return client.line();
+}
+
+describe('POP3 edges', () => {
+  it('answers each malformed or misplaced command with its own -ERR', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    expect(await ask(client, 'USER')).toBe('-ERR USER needs a name');
+    expect(await ask(client, 'APOP bob 0123')).toBe('-ERR APOP is not supported, use USER/PASS or AUTH PLAIN');
+    for (const command of ['LIST', 'RETR 1', 'DELE 1', 'NOOP', 'RSET', 'TOP 1 1', 'UIDL']) {
+      expect(await ask(client, command)).toBe(`-ERR ${command.split(' ')[0]} is not valid before login`);
+    }
+    expect(await ask(client, 'AUTH PLAIN a b')).toBe('-ERR usage: AUTH PLAIN [initial-response]');
+    expect(await ask(client, 'AUTH PLAIN =')).toBe('-ERR malformed PLAIN response');
+    expect(await ask(client, 'AUTH PLAIN abc')).toBe('-ERR invalid base64 in the SASL response');
+    expect(await ask(client, `AUTH PLAIN ${Buffer.from(`${BOB}\0${BOB_PASS}`).toString('base64')}`)).toBe('-ERR malformed PLAIN response');
+    expect(await ask(client, `USER ${BOB}`)).toBe('+OK send PASS');
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
+    for (const command of ['USER x', 'PASS x', 'APOP x y']) expect(await ask(client, command)).toBe('-ERR already logged in');
+    expect(await ask(client, 'RETR 1 2')).toBe('-ERR usage: RETR <message>');
+    expect(await ask(client, 'DELE 1 2')).toBe('-ERR usage: DELE <message>');
+    expect(await ask(client, 'TOP 1 x')).toBe('-ERR usage: TOP <message> <lines>');
+    expect(await ask(client, 'TOP 1 1 1')).toBe('-ERR usage: TOP <message> <lines>');
+    expect(await ask(client, 'TOP 4 1')).toBe('-ERR no such message "4"');
+    expect(await ask(client, 'BOGUS')).toBe('-ERR unknown command "BOGUS"');
+    // Deleted messages are gone for LIST n and UIDL n too; RSET counts them again.
+    expect(await ask(client, 'DELE 2')).toBe('+OK message 2 deleted');
+    expect(await ask(client, 'LIST 2')).toBe('-ERR message 2 already deleted');
+    expect(await ask(client, 'UIDL 2')).toBe('-ERR message 2 already deleted');
+    expect(await ask(client, 'UIDL')).toBe('+OK unique-id listing follows');
+    expect((await client.dotBody()).toString()).not.toMatch(/^2 /m);
+    const total = messages.reduce((a, m) => a + m.length, 0);
+    expect(await ask(client, 'RSET')).toBe(`+OK maildrop has 3 messages (${total} octets)`);
+    expect(await ask(client, 'LIST 2')).toBe(`+OK 2 ${messages[1]!.length}`);
+  });
+
+  it('closes after 20 errors in a row; a good reply starts the count again', async () => {
+    const client = await login();
+    for (let i = 0; i < 19; i++) expect(await ask(client, 'RETR 9')).toMatch(/^-ERR no such message/);
+    expect(await ask(client, 'NOOP')).toBe('+OK');
+    for (let i = 0; i < 19; i++) expect(await ask(client, 'RETR 9')).toMatch(/^-ERR /);
+    // A multi-line +OK resets the count as well.
+    expect(await ask(client, 'LIST')).toMatch(/^\+OK/);
+    await client.dotBody();
+    for (let i = 0; i < 19; i++) expect(await ask(client, 'RETR 9')).toMatch(/^-ERR /);
+    expect(client.closed).toBe(false);
+    expect(await ask(client, 'RETR 9')).toMatch(/^-ERR no such message/);
+    expect(await client.line()).toBe('-ERR too many errors, closing');
+    await client.waitClosed();
+  });
+
+  it('QUIT before login signs off without touching the maildrop', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    expect(await ask(client, 'QUIT')).toBe('+OK mail.receiver.test POP3 server signing off');
+    await client.waitClosed();
+    expect(store.lockMaildrop(BOB)).toBeTypeOf('function');
+  });
+
+  it('reports a message removed by another protocol as no longer available', async () => {
+    const client = await login();
+    const [first] = await store.messages(BOB, 'INBOX');
+    await store.remove(BOB, 'INBOX', [first!.uid]);
+    expect(await ask(client, 'RETR 1')).toBe('-ERR [SYS/PERM] message 1 is no longer available');
+    expect(await ask(client, 'TOP 1 0')).toBe('-ERR [SYS/PERM] message 1 is no longer available');
+    expect(await ask(client, 'RETR 2')).toMatch(/^\+OK/);
+  });
+
+  it('says so when the marked messages could not be removed, and deletes nothing', async () => {
+    const client = await login();
+    await ask(client, 'DELE 1');
+    const remove = vi.spyOn(store, 'remove').mockRejectedValueOnce(new Error('disk on fire'));
+    expect(await ask(client, 'QUIT')).toBe('-ERR [SYS/TEMP] some deleted messages were not removed');
+    await client.waitClosed();
+    expect(remove).toHaveBeenCalledTimes(1);
+    expect(ctx.emitted('deleted')).toEqual([]);
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+  });
+
+  it('refuses the login when the maildrop cannot be opened, and releases it', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    await ask(client, `USER ${BOB}`);
+    vi.spyOn(store, 'messages').mockRejectedValueOnce(new Error('disk on fire'));
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toBe('-ERR [SYS/TEMP] cannot open the maildrop now, try again later');
+    expect(await ask(client, `USER ${BOB}`)).toBe('+OK send PASS');
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
+  });
+
+  it('an unexpected failure of a command is -ERR [SYS/TEMP], and the session goes on', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    await ask(client, `USER ${BOB}`);
+    vi.spyOn(store, 'authenticate').mockImplementationOnce(() => {
+      throw new Error('not a refusal but a bug');
+    });
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toBe('-ERR [SYS/TEMP] internal error');
+    expect(ctx.emitted('auth-failed')).toEqual([]);
+    expect(await ask(client, `USER ${BOB}`)).toBe('+OK send PASS');
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
+  });
+
+  it('finds Message-IDs for deleted events of messages up to 256 KiB only', async () => {
+    const sized = (size: number, id: string) => {
+      const head = `Message-ID: <${id}@sender.test>\r\n\r\n`;
+      return Buffer.from(head + 'x'.repeat(size - head.length - 2) + '\r\n');
+    };
+    const limit = 256 * 1024;
+    await store.deliver(BOB, sized(limit, 'at-limit'));
+    await store.deliver(BOB, sized(limit + 1, 'over-limit'));
+    const stored = await store.messages(BOB, 'INBOX');
+    expect(stored.slice(3).map((m) => m.size)).toEqual([limit, limit + 1]);
+    const client = await login();
+    await ask(client, 'DELE 4');
+    await ask(client, 'DELE 5');
+    expect(await ask(client, 'QUIT')).toMatch(/\(2 messages deleted\)/);
+    await client.waitClosed();
+    const deleted = ctx.emitted('deleted');
+    expect(deleted.map((e) => e.detail.uid)).toEqual([stored[3]!.uid, stored[4]!.uid]);
+    expect(deleted[0]!.messageId).toBe('<at-limit@sender.test>');
+    expect(deleted[1]!.messageId).toBeUndefined();
   });
 });
 
