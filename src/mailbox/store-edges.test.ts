@@ -1,0 +1,318 @@
+// The store at the edges: file-system failures (injected through its FileSystem), files changed behind its back,
+// and the boundaries of names, flags and the index that the main store tests pass by.
+import { promises as nodeFs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { FileSystem } from '../shared/fsutil.js';
+import { MailStoreError, type StoreChange } from './store-api.js';
+import { MaildirStore } from './store.js';
+
+const ALICE = 'alice@example.test';
+const users = [{ address: ALICE, password: 'pw' }];
+const msg = (n: number | string) => Buffer.from(`Subject: ${n}\r\n\r\nbody ${n}\r\n`);
+
+let root: string;
+let maildir: string;
+beforeEach(async () => {
+  root = await nodeFs.mkdtemp(path.join(os.tmpdir(), 'maillab-edges-'));
+  maildir = path.join(root, ALICE, 'Maildir');
+});
+afterEach(async () => {
+  await nodeFs.rm(root, { recursive: true, force: true });
+});
+
+async function open(fs?: FileSystem): Promise<MaildirStore> {
+  const store = new MaildirStore({ root, users, fsync: true, ...(fs ? { fs } : {}) });
+  await store.open();
+  return store;
+}
+
+function errno(code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code} (injected)`), { code });
+}
+
+/** node's fs with `link` replaced: `fail(from, to, call)` returns an error code to fail that call with. */
+function failingLinks(fail: (from: string, to: string, call: number) => string | undefined): { fs: FileSystem; calls: () => number } {
+  let calls = 0;
+  const fs = new Proxy(nodeFs, {
+    get(target, prop, receiver) {
+      if (prop !== 'link') return Reflect.get(target, prop, receiver);
+      return async (from: string, to: string) => {
+        const code = fail(from, to, ++calls);
+        if (code) throw errno(code);
+        return target.link(from, to);
+      };
+    },
+  }) as FileSystem;
+  return { fs, calls: () => calls };
+}
+
+const inTmp = (file: string) => path.basename(path.dirname(file)) === 'tmp';
+
+describe('file-system failures', () => {
+  it('copies by writing the data again where hard links are not possible', async () => {
+    for (const code of ['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP']) {
+      const { fs } = failingLinks((from) => (inTmp(from) ? undefined : code));
+      const store = await open(fs);
+      const date = Date.UTC(2020, 1, 2, 3, 4, 5);
+      const m = await store.deliver(ALICE, msg(code), { internalDate: date });
+      await store.setFlags(ALICE, 'INBOX', [m.uid], ['\\Seen'], 'add');
+      const { uids } = await store.copy(ALICE, 'INBOX', [m.uid], 'Trash');
+      const [copy] = await store.messages(ALICE, 'Trash');
+      expect(copy, code).toMatchObject({ uid: uids[0], flags: ['\\Seen'], internalDate: date, size: m.size });
+      expect(await store.read(ALICE, 'Trash', copy!.uid)).toEqual(msg(code));
+      const file = (await nodeFs.readdir(path.join(maildir, '.Trash', 'cur')))[0]!;
+      expect(file).toMatch(/:2,S$/);
+      expect((await nodeFs.stat(path.join(maildir, '.Trash', 'cur', file))).nlink, code).toBe(1);
+      expect((await nodeFs.stat(path.join(maildir, '.Trash', 'cur', file))).mtimeMs).toBe(date);
+      expect(await nodeFs.readdir(path.join(maildir, '.Trash', 'tmp'))).toEqual([]);
+      await store.remove(ALICE, 'Trash', uids);
+      await store.remove(ALICE, 'INBOX', [m.uid]);
+    }
+  });
+
+  it('a copy is a hard link when possible', async () => {
+    const store = await open();
+    const m = await store.deliver(ALICE, msg(1));
+    await store.copy(ALICE, 'INBOX', [m.uid], 'Trash');
+    const file = (await nodeFs.readdir(path.join(maildir, '.Trash', 'cur')))[0]!;
+    expect((await nodeFs.stat(path.join(maildir, '.Trash', 'cur', file))).nlink).toBe(2);
+  });
+
+  it('other link errors fail the copy', async () => {
+    const { fs } = failingLinks((from) => (inTmp(from) ? undefined : 'EACCES'));
+    const store = await open(fs);
+    const m = await store.deliver(ALICE, msg(1));
+    await expect(store.copy(ALICE, 'INBOX', [m.uid], 'Trash')).rejects.toMatchObject({ code: 'EACCES' });
+    expect(await store.messages(ALICE, 'Trash')).toEqual([]);
+  });
+
+  it('picks another name when the one it links to is taken, five times at most', async () => {
+    const once = failingLinks((_from, _to, call) => (call === 1 ? 'EEXIST' : undefined));
+    const store = await open(once.fs);
+    const m = await store.deliver(ALICE, msg(1));
+    expect(once.calls()).toBe(2);
+    expect(await nodeFs.readdir(path.join(maildir, 'new'))).toEqual([m.id]);
+    expect(await nodeFs.readdir(path.join(maildir, 'tmp'))).toEqual([]);
+
+    const five = failingLinks((_from, _to, call) => (call <= 5 ? 'EEXIST' : undefined));
+    expect((await (await open(five.fs)).deliver(ALICE, msg(2))).uid).toBe(2);
+    expect(five.calls()).toBe(6);
+
+    const always = failingLinks(() => 'EEXIST');
+    const stuck = await open(always.fs);
+    await expect(stuck.deliver(ALICE, msg(3))).rejects.toMatchObject({ code: 'EEXIST' });
+    expect(always.calls()).toBe(6);
+    await expect(stuck.append(ALICE, 'Drafts', msg(3))).rejects.toMatchObject({ code: 'EEXIST' });
+    expect(await nodeFs.readdir(path.join(maildir, 'tmp'))).toEqual([]);
+    expect(await nodeFs.readdir(path.join(maildir, '.Drafts', 'tmp'))).toEqual([]);
+    expect((await stuck.messages(ALICE, 'INBOX')).length).toBe(2);
+  });
+
+  it('does not retry a link that fails otherwise', async () => {
+    const denied = failingLinks(() => 'EACCES');
+    const store = await open(denied.fs);
+    await expect(store.deliver(ALICE, msg(1))).rejects.toMatchObject({ code: 'EACCES' });
+    expect(denied.calls()).toBe(1);
+    expect(await store.messages(ALICE, 'INBOX')).toEqual([]);
+  });
+
+  it('leaves nothing behind when writing the message fails', async () => {
+    const fs = new Proxy(nodeFs, {
+      get(target, prop, receiver) {
+        if (prop !== 'open') return Reflect.get(target, prop, receiver);
+        return async (file: string, flags: string) => {
+          const handle = await target.open(file, flags);
+          if (!inTmp(file)) return handle;
+          return new Proxy(handle, {
+            get(h, p, r) {
+              if (p === 'writeFile') return async () => Promise.reject(errno('ENOSPC'));
+              const value = Reflect.get(h, p, r);
+              return typeof value === 'function' ? value.bind(h) : value;
+            },
+          });
+        };
+      },
+    }) as FileSystem;
+    const store = await open(fs);
+    await expect(store.deliver(ALICE, msg(1))).rejects.toMatchObject({ code: 'ENOSPC' });
+    await expect(store.append(ALICE, 'Drafts', msg(1))).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(await nodeFs.readdir(path.join(maildir, 'tmp'))).toEqual([]);
+    expect(await nodeFs.readdir(path.join(maildir, 'new'))).toEqual([]);
+    expect(await store.messages(ALICE, 'INBOX')).toEqual([]);
+  });
+});
+
+describe('files changed behind the store', () => {
+  it('skips messages whose files are gone when copying, moving and removing', async () => {
+    const store = await open();
+    const [a, b] = [await store.deliver(ALICE, msg(1)), await store.deliver(ALICE, msg(2))];
+    await nodeFs.unlink(path.join(maildir, 'new', a.id));
+    expect(await store.copy(ALICE, 'INBOX', [a.uid, b.uid], 'Trash')).toMatchObject({ uids: [1], sourceUids: [b.uid] });
+    expect(await store.move(ALICE, 'INBOX', [a.uid], 'Junk')).toMatchObject({ uids: [], sourceUids: [] });
+    expect(await store.remove(ALICE, 'INBOX', [a.uid])).toEqual([a.uid]);
+    expect((await store.messages(ALICE, 'INBOX')).map((m) => m.uid)).toEqual([b.uid]);
+  });
+
+  it('renaming INBOX skips a vanished file and moves the rest', async () => {
+    const store = await open();
+    const [a, b] = [await store.deliver(ALICE, msg(1)), await store.deliver(ALICE, msg(2))];
+    await nodeFs.unlink(path.join(maildir, 'new', a.id));
+    await store.renameMailbox(ALICE, 'INBOX', 'Old');
+    expect((await store.messages(ALICE, 'Old')).map((m) => m.id)).toEqual([b.id]);
+    expect(await store.messages(ALICE, 'INBOX')).toHaveLength(1); // the vanished one, still indexed until removed
+  });
+
+  it('reads found files: unmapped letters kept, dot files ignored, a file in new/ and cur/ once, names without time by name', async () => {
+    const first = await open();
+    await first.close();
+    await nodeFs.writeFile(path.join(maildir, 'cur', 'zulu:2,PS'), 'Subject: z\r\n\r\n');
+    await nodeFs.writeFile(path.join(maildir, 'new', 'alpha'), 'Subject: a\r\n\r\n');
+    await nodeFs.writeFile(path.join(maildir, 'cur', 'alpha:2,F'), 'Subject: a\r\n\r\n');
+    await nodeFs.writeFile(path.join(maildir, 'new', '.hidden'), 'x');
+    const store = await open();
+    const list = await store.messages(ALICE, 'INBOX');
+    expect(list.map((m) => [m.uid, m.id])).toEqual([
+      [1, 'alpha'],
+      [2, 'zulu'],
+    ]);
+    expect(list[1]!.flags).toEqual(['\\Seen']);
+    await store.setFlags(ALICE, 'INBOX', [2], ['\\Seen'], 'remove');
+    expect(await nodeFs.readdir(path.join(maildir, 'cur'))).toContain('zulu:2,P');
+    await store.setFlags(ALICE, 'INBOX', [2], ['\\Answered'], 'set');
+    expect(await nodeFs.readdir(path.join(maildir, 'cur'))).toContain('zulu:2,PR');
+  });
+
+  it('keeps UIDNEXT past a removed highest UID through a rewrite of the index', async () => {
+    const first = await open();
+    for (let i = 1; i <= 3; i++) await first.deliver(ALICE, msg(i));
+    await first.remove(ALICE, 'INBOX', [3]);
+    await first.close();
+    // A torn record makes the next load rewrite the index from what it knows: the header must carry UIDNEXT.
+    await nodeFs.appendFile(path.join(maildir, 'maillab-index'), '{"f":1');
+    const second = await open();
+    expect((await second.mailboxInfo(ALICE, 'INBOX')).uidNext).toBe(4);
+    await second.close();
+    const text = await nodeFs.readFile(path.join(maildir, 'maillab-index'), 'utf8');
+    expect(text.split('\n').filter(Boolean)).toHaveLength(3);
+    const third = await open();
+    expect((await third.deliver(ALICE, msg(4))).uid).toBe(4);
+  });
+
+  it('a damaged user file fails the first use, and the next use tries again', async () => {
+    const first = await open();
+    await first.setSubscribed(ALICE, 'Junk', false);
+    await first.close();
+    const userFile = path.join(root, ALICE, 'maillab-user.json');
+    const good = await nodeFs.readFile(userFile, 'utf8');
+    await nodeFs.writeFile(userFile, '{ not json');
+    const store = new MaildirStore({ root, users, fsync: true });
+    await expect(store.listMailboxes(ALICE)).rejects.toThrow(SyntaxError);
+    await nodeFs.writeFile(userFile, good);
+    expect((await store.listMailboxes(ALICE)).filter((b) => b.subscribed).map((b) => b.name)).toEqual(['INBOX', 'Drafts', 'Sent', 'Trash']);
+  });
+
+  it('a user file with fields of the wrong type is read as defaults', async () => {
+    await nodeFs.mkdir(path.join(root, ALICE), { recursive: true });
+    await nodeFs.writeFile(path.join(root, ALICE, 'maillab-user.json'), JSON.stringify({ initialized: 1, lastUidValidity: 'x', subscribed: 'INBOX', specialUse: 7 }));
+    const store = await open();
+    // Marked initialized: no default folders are made; nothing subscribed, no special use.
+    expect(await store.listMailboxes(ALICE)).toEqual([expect.objectContaining({ name: 'INBOX', subscribed: false })]);
+    await store.createMailbox(ALICE, 'A', '\\Archive');
+    expect(await store.mailboxInfo(ALICE, 'A')).toMatchObject({ specialUse: '\\Archive', uidValidity: expect.any(Number) });
+  });
+
+  it('lists only directories that are Maildir++ folders', async () => {
+    const first = await open();
+    await first.close();
+    await nodeFs.mkdir(path.join(maildir, 'plain'));
+    await nodeFs.writeFile(path.join(maildir, '.file'), '');
+    await nodeFs.mkdir(path.join(maildir, '.INBOX'));
+    await nodeFs.mkdir(path.join(maildir, '.a..b'));
+    await nodeFs.mkdir(path.join(maildir, '.Found'));
+    const store = await open();
+    expect((await store.listMailboxes(ALICE)).map((b) => b.name)).toEqual(['INBOX', 'Drafts', 'Found', 'Junk', 'Sent', 'Trash']);
+  });
+});
+
+describe('boundaries of the API', () => {
+  it('refuses unusable user addresses', () => {
+    for (const address of ['', '.', '..', 'a/b@x', 'a\\b@x', 'a\0b@x']) {
+      expect(() => new MaildirStore({ root, users: [{ address, password: 'p' }], fsync: false }), JSON.stringify(address)).toThrow(/unusable user address/);
+    }
+  });
+
+  it('resolves logins: trimmed, case-insensitive, a full address must match exactly', async () => {
+    const store = await open();
+    expect(store.resolveUser('  Alice  ')).toBe(ALICE);
+    expect(store.resolveUser('alice@other.test')).toBeUndefined();
+    expect(store.resolveUser('nobody')).toBeUndefined();
+    expect(store.authenticate('alice', 'pw')).toBe(ALICE);
+    expect(store.authenticate('alice', 'pw ')).toBeUndefined();
+    expect(store.lockMaildrop('nobody@example.test')).toBeUndefined();
+    expect(store.lockMaildrop('ALICE@example.test')).toBeTypeOf('function');
+  });
+
+  it('takes folder directory names up to 200 bytes', async () => {
+    const store = await open();
+    await store.createMailbox(ALICE, 'x'.repeat(199));
+    await expect(store.createMailbox(ALICE, 'y'.repeat(200))).rejects.toMatchObject({ code: 'CANNOT', message: 'mailbox name too long' });
+    await expect(store.createMailbox(ALICE, 'ü'.repeat(100))).rejects.toBeInstanceOf(MailStoreError);
+  });
+
+  it('renames a mailbox with its inferiors only, and refuses when an inferior\'s new name is taken', async () => {
+    const store = await open();
+    await store.createMailbox(ALICE, 'A/B');
+    await store.createMailbox(ALICE, 'AB');
+    await store.createMailbox(ALICE, 'C/B');
+    await store.deleteMailbox(ALICE, 'C'); // C/B stays, without its parent
+    await expect(store.renameMailbox(ALICE, 'A', 'C')).rejects.toMatchObject({ code: 'ALREADYEXISTS', message: 'mailbox C/B already exists' });
+    await store.renameMailbox(ALICE, 'A', 'D');
+    const names = (await store.listMailboxes(ALICE)).map((b) => b.name);
+    expect(names).toEqual(expect.arrayContaining(['AB', 'D', 'D/B', 'C/B']));
+    expect(names).not.toContain('A/B');
+  });
+
+  it('deleting a mailbox forgets its subscription and special use', async () => {
+    const store = await open();
+    await store.deleteMailbox(ALICE, 'Junk');
+    await store.createMailbox(ALICE, 'Junk');
+    const junk = await store.mailboxInfo(ALICE, 'Junk');
+    expect(junk.subscribed).toBe(false);
+    expect(junk.specialUse).toBeUndefined();
+  });
+
+  it('announces subscription changes only when something changed', async () => {
+    const store = await open();
+    const changes: StoreChange[] = [];
+    store.onChange((c) => changes.push(c));
+    await store.setSubscribed(ALICE, 'inbox', true);
+    expect(changes).toEqual([]);
+    await store.setSubscribed(ALICE, 'INBOX', false);
+    expect((await store.mailboxInfo(ALICE, 'INBOX')).subscribed).toBe(false);
+    expect(changes).toEqual([{ type: 'mailboxes', user: ALICE }]);
+  });
+
+  it('tells every listener, whatever one of them does, and stops telling one that left', async () => {
+    const store = await open();
+    const seen: string[] = [];
+    store.onChange(() => {
+      throw new Error('listener bug');
+    });
+    const leave = store.onChange((c) => seen.push(`a:${c.type}`));
+    store.onChange((c) => seen.push(`b:${c.type}`));
+    await store.deliver(ALICE, msg(1));
+    leave();
+    await store.deliver(ALICE, msg(2));
+    expect(seen).toEqual(['a:exists', 'b:exists', 'b:exists']);
+  });
+
+  it('counts unseen messages by the \\Seen flag alone', async () => {
+    const store = await open();
+    for (let i = 1; i <= 3; i++) await store.deliver(ALICE, msg(i));
+    await store.setFlags(ALICE, 'INBOX', [1], ['\\Seen'], 'add');
+    await store.setFlags(ALICE, 'INBOX', [2], ['\\Flagged', '\\Answered', '\\Deleted', '\\Draft'], 'add');
+    expect(await store.mailboxInfo(ALICE, 'INBOX')).toMatchObject({ exists: 3, unseen: 2 });
+  });
+});
