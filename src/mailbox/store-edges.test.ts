@@ -236,6 +236,108 @@ describe('files changed behind the store', () => {
   });
 });
 
+describe('reading and reloading', () => {
+  it('reads again under the lock when the file moved away meanwhile, and says so when the message is gone', async () => {
+    let store: MaildirStore | undefined;
+    let onMissing: (() => Promise<unknown>) | undefined;
+    let faults = 0;
+    const fs = new Proxy(nodeFs, {
+      get(target, prop, receiver) {
+        if (prop !== 'readFile') return Reflect.get(target, prop, receiver);
+        return async (file: string, ...rest: unknown[]) => {
+          if (onMissing && /[/\\](new|cur)[/\\]/.test(String(file))) {
+            const act = onMissing;
+            onMissing = undefined;
+            faults++;
+            // The change completes between the lookup of the file name and the open: the name is stale.
+            await act();
+            throw errno('ENOENT');
+          }
+          return (target.readFile as (...a: unknown[]) => Promise<unknown>)(file, ...rest);
+        };
+      },
+    }) as FileSystem;
+    store = await open(fs);
+    const m = await store.deliver(ALICE, msg(1));
+    // A flag change renames the file while the read is under way: the read is answered from the new name.
+    onMissing = () => store!.setFlags(ALICE, 'INBOX', [m.uid], ['\\Seen'], 'add');
+    expect(await store.read(ALICE, 'INBOX', m.uid)).toEqual(msg(1));
+    // A removal while the read is under way: the message is gone, and the error says so.
+    onMissing = () => store!.remove(ALICE, 'INBOX', [m.uid]);
+    await expect(store.read(ALICE, 'INBOX', m.uid)).rejects.toMatchObject({ code: 'NONEXISTENT', message: `message ${m.uid} in INBOX was removed` });
+    expect(faults).toBe(2);
+    await expect(store.read(ALICE, 'INBOX', 99)).rejects.toMatchObject({ code: 'NONEXISTENT', message: 'no message 99 in INBOX' });
+  });
+
+  it('keeps existing folders (and their UIDVALIDITY) when the user file is lost', async () => {
+    const first = await open();
+    const sent = await first.append(ALICE, 'Sent', msg(1));
+    const before = await first.mailboxInfo(ALICE, 'Sent');
+    await first.close();
+    await nodeFs.unlink(path.join(root, ALICE, 'maillab-user.json'));
+    const second = await open();
+    expect(await second.mailboxInfo(ALICE, 'Sent')).toMatchObject({ uidValidity: before.uidValidity, exists: 1 });
+    expect((await second.messages(ALICE, 'Sent'))[0]!.uid).toBe(sent.uid);
+  });
+
+  it('hands out UIDVALIDITY values from the clock, within 32 bits, and marks folders as Maildir++ folders', async () => {
+    const start = Math.floor(Date.now() / 1000);
+    const store = await open();
+    for (const box of await store.listMailboxes(ALICE)) {
+      expect(box.uidValidity).toBeGreaterThanOrEqual(start);
+      expect(box.uidValidity).toBeLessThanOrEqual(0xffffffff);
+    }
+    expect((await nodeFs.stat(path.join(maildir, '.Sent', 'maildirfolder'))).size).toBe(0);
+  });
+
+  it('trusts the size in a file name over the file, as Maildir readers do', async () => {
+    const first = await open();
+    const m = await first.deliver(ALICE, msg(1));
+    await first.close();
+    await nodeFs.appendFile(path.join(maildir, 'new', m.id), 'grown behind our back\r\n');
+    const second = await open();
+    expect((await second.messages(ALICE, 'INBOX'))[0]!.size).toBe(m.size);
+  });
+
+  it('a vanished file alone is a change: new HIGHESTMODSEQ, index rewritten', async () => {
+    const first = await open();
+    const [a] = [await first.deliver(ALICE, msg(1)), await first.deliver(ALICE, msg(2))];
+    const before = await first.mailboxInfo(ALICE, 'INBOX');
+    await first.close();
+    await nodeFs.unlink(path.join(maildir, 'new', a!.id));
+    const second = await open();
+    expect((await second.mailboxInfo(ALICE, 'INBOX')).highestModseq).toBe(before.highestModseq + 1);
+    const text = await nodeFs.readFile(path.join(maildir, 'maillab-index'), 'utf8');
+    expect(text.split('\n').filter(Boolean)).toHaveLength(2); // header and the one live message
+  });
+
+  it('a found file keeps the UID it was given, also after later deliveries', async () => {
+    const first = await open();
+    await first.deliver(ALICE, msg(1));
+    await first.close();
+    await nodeFs.writeFile(path.join(maildir, 'new', '1.found'), 'Subject: found\r\n\r\n');
+    const second = await open();
+    const found = (await second.messages(ALICE, 'INBOX')).find((m) => m.id === '1.found')!;
+    const later = await second.deliver(ALICE, msg(3));
+    await second.close();
+    const third = await open();
+    const uids = new Map((await third.messages(ALICE, 'INBOX')).map((m) => [m.id, m.uid]));
+    expect(uids.get('1.found')).toBe(found.uid);
+    expect(uids.get(later.id)).toBe(later.uid);
+  });
+
+  it('a clean reload leaves the index log as it is', async () => {
+    const first = await open();
+    for (let i = 1; i <= 3; i++) await first.deliver(ALICE, msg(i));
+    await first.setFlags(ALICE, 'INBOX', [1], ['k'], 'add');
+    await first.close();
+    const index = path.join(maildir, 'maillab-index');
+    const text = await nodeFs.readFile(index, 'utf8');
+    await (await open()).listMailboxes(ALICE);
+    expect(await nodeFs.readFile(index, 'utf8')).toBe(text);
+  });
+});
+
 describe('boundaries of the API', () => {
   it('refuses unusable user addresses', () => {
     for (const address of ['', '.', '..', 'a/b@x', 'a\\b@x', 'a\0b@x']) {
@@ -268,6 +370,14 @@ describe('boundaries of the API', () => {
     await store.createMailbox(ALICE, 'C/B');
     await store.deleteMailbox(ALICE, 'C'); // C/B stays, without its parent
     await expect(store.renameMailbox(ALICE, 'A', 'C')).rejects.toMatchObject({ code: 'ALREADYEXISTS', message: 'mailbox C/B already exists' });
+    await expect(store.renameMailbox(ALICE, 'A', 'AB')).rejects.toMatchObject({ message: 'mailbox AB already exists' });
+    await expect(store.renameMailbox(ALICE, 'A', 'A/B/C')).rejects.toMatchObject({ message: 'cannot rename A into itself' });
+    await expect(store.renameMailbox(ALICE, 'Nope', 'X')).rejects.toMatchObject({ message: 'no mailbox Nope' });
+    await expect(store.createMailbox(ALICE, 'AB')).rejects.toMatchObject({ message: 'mailbox AB already exists' });
+    await expect(store.deleteMailbox(ALICE, 'Nope')).rejects.toMatchObject({ message: 'no mailbox Nope' });
+    await expect(store.deleteMailbox(ALICE, 'inbox')).rejects.toMatchObject({ message: 'INBOX cannot be deleted' });
+    await expect(store.messages('nobody@example.test', 'INBOX')).rejects.toMatchObject({ code: 'NOUSER', message: 'no user nobody@example.test' });
+    await expect(store.messages(ALICE, 'a//b')).rejects.toMatchObject({ message: 'invalid mailbox name "a//b"' });
     await store.renameMailbox(ALICE, 'A', 'D');
     const names = (await store.listMailboxes(ALICE)).map((b) => b.name);
     expect(names).toEqual(expect.arrayContaining(['AB', 'D', 'D/B', 'C/B']));

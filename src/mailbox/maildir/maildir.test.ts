@@ -80,6 +80,10 @@ describe('folder names', () => {
   it('orders INBOX first, then by name', () => {
     expect(['b', 'INBOX', 'B', 'a', 'INBOX/x'].sort(compareMailboxNames)).toEqual(['INBOX', 'B', 'INBOX/x', 'a', 'b']);
     expect(compareMailboxNames('x', 'x')).toBe(0);
+    expect(compareMailboxNames('INBOX', 'A')).toBe(-1);
+    expect(compareMailboxNames('A', 'INBOX')).toBe(1);
+    expect(compareMailboxNames('a', 'b')).toBe(-1);
+    expect(compareMailboxNames('b', 'a')).toBe(1);
     expect(MAX_FOLDER_DIR_BYTES).toBe(200);
   });
 });
@@ -151,6 +155,15 @@ describe('index log', () => {
     }
     expect(parseIndex('')).toMatchObject({ damaged: false, uidNext: 1, modseq: 1, records: 0 });
     expect(parseIndex('').header).toBeUndefined();
+    // A last record that parses but lacks its newline is torn all the same: the next append would join it.
+    expect(parseIndex(header() + '\n' + JSON.stringify({ a: 1, id: 'a', d: 0, m: 1 })).damaged).toBe(true);
+  });
+
+  it('ignores records of unknown shape and records without a modseq', () => {
+    const index = parseIndex(lines(header({ modseq: 4 }), JSON.stringify({ z: 1, m: 2 }), JSON.stringify({ a: 1, id: 'a', d: 0 }), JSON.stringify({ f: 1 })));
+    expect(index.modseq).toBe(4);
+    expect(index.known.get('a')?.uid).toBe(1);
+    expect(index.records).toBe(3);
   });
 
   it('compacts once the log exceeds the slack plus twice the live messages', () => {

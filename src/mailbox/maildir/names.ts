@@ -32,11 +32,10 @@ export function encodeFolderName(name: string): string {
 
 /** The mailbox name of a Maildir++ folder directory, or undefined for a directory that is not one. */
 export function decodeFolderName(dir: string): string | undefined {
-  if (!dir.startsWith('.') || dir === '.' || dir === '..') return undefined;
-  const levels = dir.slice(1).split('.');
-  if (levels.some((level) => !level)) return undefined;
+  if (!dir.startsWith('.')) return undefined;
+  // `.`, `..` and empty levels (`.a..b`) decode to names normalizeName refuses, as does a bad %-escape.
   try {
-    return normalizeName(levels.map((level) => decodeURIComponent(level)).join('/'));
+    return normalizeName(dir.slice(1).split('.').map((level) => decodeURIComponent(level)).join('/'));
   } catch {
     return undefined;
   }
