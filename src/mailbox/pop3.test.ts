@@ -462,6 +462,72 @@ describe('POP3 edges', () => {
     expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
   });
 
+  it('parses lines exactly: bare LF, a leading space, long names quoted in part, strict numbers and base64', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    client.write('CAPA\n');
+    expect(await client.line()).toBe('+OK capability list follows');
+    await client.dotBody();
+    expect(await ask(client, ' NOOP')).toBe('-ERR unknown command ""');
+    expect(await ask(client, 'X'.repeat(30))).toBe(`-ERR unknown command "${'X'.repeat(20)}"`);
+    expect(await ask(client, 'AUTH')).toBe('+OK supported mechanisms follow');
+    await client.dotBody();
+    expect(await ask(client, 'AUTH cram-md5-and-more-than-twenty')).toBe('-ERR unsupported mechanism "cram-md5-and-more-th"');
+    expect(await ask(client, 'AUTH PLAIN !abc')).toBe('-ERR invalid base64 in the SASL response');
+    expect(await ask(client, 'AUTH PLAIN abc!')).toBe('-ERR invalid base64 in the SASL response');
+    expect(await ask(client, `auth plain ${Buffer.from(`\0${BOB}\0${BOB_PASS}`).toString('base64')}`)).toMatch(/^\+OK maildrop has 3 messages/);
+    expect(await ask(client, 'Y'.repeat(30))).toBe(`-ERR unknown command "${'Y'.repeat(20)}"`);
+    for (const arg of ['1x', 'x1', '0000000001', '-1']) expect(await ask(client, `RETR ${arg}`)).toBe(`-ERR no such message ${JSON.stringify(arg)}`);
+    expect(await ask(client, `RETR ${'9'.repeat(30)}`)).toBe(`-ERR no such message "${'9'.repeat(20)}"`);
+    expect(await ask(client, 'RETR 000000001')).toMatch(/^\+OK/);
+    await client.dotBody();
+    for (const lines of ['1x', '1234567890']) expect(await ask(client, `TOP 1 ${lines}`)).toBe('-ERR usage: TOP <message> <lines>');
+    expect(await ask(client, 'TOP 1 000000000')).toBe('+OK top of message follows');
+    await client.dotBody();
+    const retrieved = ctx.emitted('retrieved');
+    expect(retrieved).toHaveLength(1);
+    expect(retrieved[0]!.detail).toMatchObject({ protocol: 'pop3', user: BOB });
+  });
+
+  it('takes lines shorter than the limit and ends the session on one that reaches it, complete or not', async () => {
+    await pop3!.close();
+    await serve({ maxLineLength: 10 });
+    const client = await connectLine(port);
+    await client.line();
+    expect(await ask(client, 'NOOP    ')).toMatch(/^-ERR NOOP is not valid before login/); // 10 octets with CRLF: fits
+    // Ten octets without a line end are already too many: the answer comes without waiting for the rest.
+    client.write('NOOP123456');
+    expect(await client.line()).toBe('-ERR line too long (more than 10 octets), closing');
+    await client.waitClosed();
+  });
+
+  it('keeps reading after a flood of pipelined commands has been answered', async () => {
+    const client = await login();
+    client.write('NOOP\r\n'.repeat(150));
+    for (let i = 0; i < 150; i++) expect(await client.line()).toBe('+OK');
+    expect(await ask(client, 'STAT')).toMatch(/^\+OK 3 /);
+  });
+
+  it('reports failed logins with the protocol, login and client address', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    await ask(client, 'USER somebody');
+    expect(await ask(client, 'PASS wrong')).toMatch(/^-ERR \[AUTH\]/);
+    expect(ctx.emitted('auth-failed').map((e) => e.detail)).toEqual([{ protocol: 'pop3', login: 'somebody', client: '127.0.0.1' }]);
+  });
+
+  it('remembers the Message-ID of a retrieved message for its deleted event, whatever its size', async () => {
+    const big = Buffer.from(`Message-ID: <big@sender.test>\r\n\r\n${'z'.repeat(300 * 1024)}\r\n`);
+    await store.deliver(BOB, big);
+    const client = await login();
+    await ask(client, 'RETR 4');
+    await client.dotBody();
+    await ask(client, 'DELE 4');
+    await ask(client, 'QUIT');
+    await client.waitClosed();
+    expect(ctx.emitted('deleted').map((e) => e.messageId)).toEqual(['<big@sender.test>']);
+  });
+
   it('finds Message-IDs for deleted events of messages up to 256 KiB only', async () => {
     const sized = (size: number, id: string) => {
       const head = `Message-ID: <${id}@sender.test>\r\n\r\n`;
@@ -550,6 +616,9 @@ describe('POP3 helpers', () => {
     expect(dotStuff(Buffer.from('')).toString()).toBe('.\r\n');
     expect(dotStuff(Buffer.from('.a\r\nb\r\n.\r\n')).toString()).toBe('..a\r\nb\r\n..\r\n.\r\n');
     expect(dotStuff(Buffer.from('a\r\n.b')).toString()).toBe('a\r\n..b\r\n.\r\n');
+    expect(dotStuff(Buffer.from('\n.x')).toString()).toBe('\n..x\r\n.\r\n');
+    expect(dotStuff(Buffer.from('a\n')).toString()).toBe('a\n\r\n.\r\n');
+    expect(dotStuff(Buffer.from('a\r')).toString()).toBe('a\r\r\n.\r\n');
   });
   it('takes the top of a message', () => {
     expect(topOf(Buffer.from('A: 1\r\n\r\nx\r\ny\r\n'), 1).toString()).toBe('A: 1\r\n\r\nx\r\n');

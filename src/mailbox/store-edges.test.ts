@@ -338,6 +338,64 @@ describe('reading and reloading', () => {
   });
 });
 
+describe('message changes', () => {
+  it('a keyword change leaves a message in new/; a system flag moves it to cur/', async () => {
+    const store = await open();
+    const m = await store.deliver(ALICE, msg(1));
+    await store.setFlags(ALICE, 'INBOX', [m.uid], ['$Label'], 'add');
+    expect(await nodeFs.readdir(path.join(maildir, 'new'))).toEqual([m.id]);
+    await store.setFlags(ALICE, 'INBOX', [m.uid], ['\\Flagged'], 'add');
+    expect(await nodeFs.readdir(path.join(maildir, 'new'))).toEqual([]);
+    expect(await nodeFs.readdir(path.join(maildir, 'cur'))).toEqual([`${m.id}:2,F`]);
+  });
+
+  it('copies, moves and an INBOX rename give all new messages one new modseq', async () => {
+    const store = await open();
+    for (let i = 1; i <= 3; i++) await store.deliver(ALICE, msg(i));
+    for (const [act, target] of [
+      [() => store.copy(ALICE, 'INBOX', [1, 2], 'Trash'), 'Trash'],
+      [() => store.move(ALICE, 'INBOX', [1, 2], 'Junk'), 'Junk'],
+      [() => store.renameMailbox(ALICE, 'INBOX', 'Old'), 'Old'],
+    ] as const) {
+      const before = (await store.mailboxInfo(ALICE, target).catch(() => ({ highestModseq: 0 }))).highestModseq;
+      await act();
+      const info = await store.mailboxInfo(ALICE, target);
+      const modseqs = new Set((await store.messages(ALICE, target)).map((m) => m.modseq));
+      expect([...modseqs], target).toEqual([info.highestModseq]);
+      expect(info.highestModseq, target).toBeGreaterThan(before);
+    }
+  });
+
+  it('a move between folders keeps the Maildir id (and so the POP3 UIDL); a copy gets a new one', async () => {
+    const store = await open();
+    const m = await store.deliver(ALICE, msg(1));
+    await store.copy(ALICE, 'INBOX', [m.uid], 'Trash');
+    expect((await store.messages(ALICE, 'Trash'))[0]!.id).not.toBe(m.id);
+    await store.move(ALICE, 'INBOX', [m.uid], 'Junk');
+    expect((await store.messages(ALICE, 'Junk'))[0]!.id).toBe(m.id);
+  });
+
+  it('an INBOX rename is recorded: after a restart the messages keep UIDs and keywords', async () => {
+    const first = await open();
+    await first.deliver(ALICE, msg(1));
+    await first.setFlags(ALICE, 'INBOX', [1], ['Kw'], 'add');
+    await first.renameMailbox(ALICE, 'INBOX', 'Old');
+    const before = await first.messages(ALICE, 'Old');
+    await first.close();
+    const second = await open();
+    expect(await second.messages(ALICE, 'Old')).toEqual(before);
+    expect(before[0]!.flags).toEqual(['Kw']);
+  });
+
+  it('renaming an empty INBOX expunges nothing', async () => {
+    const store = await open();
+    const changes: StoreChange[] = [];
+    store.onChange((c) => changes.push(c));
+    await store.renameMailbox(ALICE, 'INBOX', 'Empty');
+    expect(changes).toEqual([{ type: 'mailboxes', user: ALICE }]);
+  });
+});
+
 describe('boundaries of the API', () => {
   it('refuses unusable user addresses', () => {
     for (const address of ['', '.', '..', 'a/b@x', 'a\\b@x', 'a\0b@x']) {
