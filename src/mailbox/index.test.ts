@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { RunningRole } from '../shared/node.js';
 import { startMailbox } from './index.js';
 import type { MailboxInfo, StoredMessage } from './store-api.js';
-import { LineClient, testContext, type TestContext } from './testkit.js';
+import { connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
 const BOB = 'bob@receiver.test';
 
@@ -16,10 +16,10 @@ afterEach(async () => {
 });
 
 async function lmtpDeliver(port: number, to: string, message: string) {
-  const client = await LineClient.connect(port);
+  const client = await connectLine(port);
   await client.line();
   client.write(`LHLO test\r\nMAIL FROM:<alice@sender.test>\r\nRCPT TO:<${to}>\r\nDATA\r\n`);
-  await client.reply();
+  await client.smtpReply();
   for (let i = 0; i < 3; i++) await client.line();
   client.write(message + '.\r\n');
   const reply = await client.line();
@@ -56,20 +56,20 @@ describe('startMailbox', () => {
     await expect(Promise.resolve().then(() => role!.rpc.read!({ user: BOB, uid: 999 }))).rejects.toThrow();
 
     // The same message over POP3.
-    const client = await LineClient.connect(pop3!.port);
+    const client = await connectLine(pop3!.port);
     await client.line();
     client.write(`USER ${BOB}\r\nPASS bob-secret\r\nRETR 1\r\n`);
     await client.line();
     await client.line();
     expect(await client.line()).toBe(`+OK ${stored.length} octets`);
-    expect((await client.multiline()).toString()).toBe(stored.replace('\r\n.hello', '\r\n..hello'));
+    expect((await client.dotBody()).toString()).toBe(stored.replace('\r\n.hello', '\r\n..hello'));
     // Stopping ends the session without UPDATE.
     client.send('DELE 1');
     await client.line();
     const stopping = role.stop();
     role = undefined;
     await stopping;
-    await client.closed();
+    await client.waitClosed();
   });
 
   it('keeps the mailboxes across a restart on the same data directory', async () => {

@@ -4,7 +4,7 @@ import { startLmtp } from './lmtp.js';
 import type { MailboxService } from './service.js';
 import type { MailStore } from './store-api.js';
 import { MaildirStore } from './store.js';
-import { LineClient, testContext, type TestContext } from './testkit.js';
+import { connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
 const BOB = 'bob@receiver.test';
 const CAROL = 'carol@receiver.test';
@@ -125,12 +125,12 @@ describe('LMTP', () => {
 
   it('speaks LMTP: greeting, LHLO extensions, one reply per RCPT even when repeated, pipelining', async () => {
     const port = await start();
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     expect(await client.line()).toMatch(/^220 mail\.receiver\.test LMTP/);
     client.send('EHLO mx.receiver.test');
-    expect((await client.reply())[0]).toMatch(/^500 /);
+    expect((await client.smtpReply()).lines[0]).toMatch(/^500 /);
     client.send('LHLO mx.receiver.test');
-    const extensions = (await client.reply()).map((l) => l.slice(4));
+    const extensions = (await client.smtpReply()).lines.map((l) => l.slice(4));
     expect(extensions).toEqual(expect.arrayContaining(['PIPELINING', '8BITMIME', 'ENHANCEDSTATUSCODES', `SIZE ${50 * 1024 * 1024}`]));
     expect(extensions.join(' ')).not.toMatch(/STARTTLS|AUTH/);
 
@@ -156,10 +156,10 @@ describe('LMTP', () => {
 
   it('refuses an oversized message for every recipient', async () => {
     const port = await start(store, 1000);
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.send('LHLO mx');
-    await client.reply();
+    await client.smtpReply();
     client.write(`MAIL FROM:<a@sender.test>\r\nRCPT TO:<${BOB}>\r\nRCPT TO:<${CAROL}>\r\nDATA\r\n`);
     for (let i = 0; i < 4; i++) await client.line();
     client.write(`Subject: big\r\n\r\n${'y'.repeat(2000)}\r\n.\r\n`);
@@ -174,29 +174,33 @@ describe('LMTP', () => {
 
   it('stores nothing when the client goes away in the middle of the data', async () => {
     const port = await start();
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.write(`LHLO mx\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<${BOB}>\r\nDATA\r\n`);
-    await client.reply();
+    await client.smtpReply();
     for (let i = 0; i < 3; i++) await client.line();
-    client.write('Subject: cut\r\n\r\nhalf a mess');
-    await new Promise((r) => setTimeout(r, 50));
+    // Half a message, handed to the kernel before the connection goes: the server is inside DATA when it does.
+    await new Promise<void>((resolve) => client.socket.write('Subject: cut\r\n\r\nhalf a mess', () => resolve()));
     client.close();
-    await new Promise((r) => setTimeout(r, 100));
+    // close() settles every transaction whose data had begun (their messages stored and answered, or dropped)
+    // before it resolves, so a message stored from the cut transaction would be in the mailbox by then.
+    const service = lmtp!;
+    lmtp = undefined;
+    await service.close();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(0);
     expect(ctx.emitted('stored')).toHaveLength(0);
   });
 
   it('closes idle sessions with 421 when stopped', async () => {
     const port = await start();
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.send('LHLO mx');
-    await client.reply();
+    await client.smtpReply();
     const service = lmtp!;
     lmtp = undefined;
     await service.close();
     expect(await client.line()).toMatch(/^421 /);
-    await client.closed();
+    await client.waitClosed();
   });
 });

@@ -1,9 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { execFile } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { startPop3, dotStuff, topOf, uidl } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
-import { LineClient, testContext, type TestContext } from './testkit.js';
+import type { LineClient } from '../harness/clients/line-client.js';
+import { connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
 const BOB = 'bob@receiver.test';
 const BOB_PASS = 'bob-secret';
@@ -28,7 +30,7 @@ async function serve(options: { idleTimeoutMs?: number; maxLineLength?: number }
 
 beforeEach(async () => {
   ctx = await testContext();
-  store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+  store = watched(new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true }));
   for (const m of messages) await store.deliver(BOB, m);
   await serve();
 });
@@ -39,7 +41,7 @@ afterEach(async () => {
 });
 
 async function login(user = BOB, pass = BOB_PASS): Promise<LineClient> {
-  const client = await LineClient.connect(port);
+  const client = await connectLine(port);
   expect(await client.line()).toMatch(/^\+OK mail\.receiver\.test POP3/);
   client.send(`USER ${user}`);
   expect(await client.line()).toMatch(/^\+OK/);
@@ -48,14 +50,45 @@ async function login(user = BOB, pass = BOB_PASS): Promise<LineClient> {
   return client;
 }
 
-/** Waits until the server has seen a session's close and released the maildrop. */
-async function released(user = BOB) {
-  for (let i = 0; i < 100; i++) {
-    const release = store.lockMaildrop(user);
-    if (release) return release();
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`maildrop of ${user} still locked`);
+/** Announces every release of a maildrop lock, so a test can wait for one instead of polling. */
+const releases = new EventEmitter();
+
+/** The store with its maildrop releases announced on `releases`. */
+function watched(s: MaildirStore): MaildirStore {
+  const lock = s.lockMaildrop.bind(s);
+  s.lockMaildrop = (user) => {
+    const release = lock(user);
+    return (
+      release &&
+      (() => {
+        release();
+        releases.emit('released', user);
+      })
+    );
+  };
+  return s;
+}
+
+/** Waits until the server has seen a session's close and released the maildrop (fails after 2 s). */
+async function released(user = BOB): Promise<void> {
+  const free = store.lockMaildrop(user);
+  if (free) return free();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      releases.off('released', listener);
+      reject(new Error(`maildrop of ${user} still locked after 2000 ms`));
+    }, 2000);
+    const listener = (who: string) => {
+      if (who !== user) return;
+      clearTimeout(timer);
+      releases.off('released', listener);
+      resolve();
+    };
+    releases.on('released', listener);
+  });
+  const release = store.lockMaildrop(user);
+  expect(release, `maildrop of ${user} free`).toBeTypeOf('function');
+  release!();
 }
 
 /** The message as it travels in a RETR response, unstuffed: what a client gets back. */
@@ -72,32 +105,32 @@ describe('POP3 protocol', () => {
     expect(await client.line()).toBe(`+OK 3 ${total}`);
     client.send('LIST');
     expect(await client.line()).toBe(`+OK 3 messages (${total} octets)`);
-    expect((await client.multiline()).toString()).toBe(sizes.map((s, i) => `${i + 1} ${s}\r\n`).join(''));
+    expect((await client.dotBody()).toString()).toBe(sizes.map((s, i) => `${i + 1} ${s}\r\n`).join(''));
     client.send('LIST 2');
     expect(await client.line()).toBe(`+OK 2 ${sizes[1]}`);
 
     client.send('RETR 2');
     expect(await client.line()).toBe(`+OK ${sizes[1]} octets`);
-    const body = await client.multiline();
+    const body = await client.dotBody();
     // On the wire: each line starting with "." has another one, and the CRLF the message lacked was added.
     expect(body.toString('latin1')).toContain('\r\n..\r\n...x\r\n..y\r\n');
     expect(unstuff(body).equals(Buffer.concat([messages[1]!, Buffer.from('\r\n')]))).toBe(true);
 
     client.send('RETR 1');
     expect(await client.line()).toBe(`+OK ${sizes[0]} octets`);
-    expect((await client.multiline()).equals(messages[0]!)).toBe(true);
+    expect((await client.dotBody()).equals(messages[0]!)).toBe(true);
 
     client.send('TOP 3 2');
     expect(await client.line()).toMatch(/^\+OK/);
-    expect((await client.multiline()).toString()).toBe('Subject: three\r\n\r\nl1\r\nl2\r\n');
+    expect((await client.dotBody()).toString()).toBe('Subject: three\r\n\r\nl1\r\nl2\r\n');
     client.send('TOP 3 0');
     await client.line();
-    expect((await client.multiline()).toString()).toBe('Subject: three\r\n\r\n');
+    expect((await client.dotBody()).toString()).toBe('Subject: three\r\n\r\n');
 
     const stored = await store.messages(BOB, 'INBOX');
     client.send('UIDL');
     expect(await client.line()).toMatch(/^\+OK/);
-    expect((await client.multiline()).toString()).toBe(stored.map((m, i) => `${i + 1} ${m.id}\r\n`).join(''));
+    expect((await client.dotBody()).toString()).toBe(stored.map((m, i) => `${i + 1} ${m.id}\r\n`).join(''));
     client.send('UIDL 3');
     expect(await client.line()).toBe(`+OK 3 ${stored[2]!.id}`);
     client.send('NOOP');
@@ -109,7 +142,7 @@ describe('POP3 protocol', () => {
     ]);
     client.send('QUIT');
     expect(await client.line()).toMatch(/^\+OK .*\(0 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
   });
 
   it('deletes only in UPDATE: not on a dropped connection, not after RSET', async () => {
@@ -124,7 +157,7 @@ describe('POP3 protocol', () => {
     expect(await client.line()).toBe(`+OK 2 ${messages[1]!.length + messages[2]!.length}`);
     client.send('LIST');
     await client.line();
-    expect((await client.multiline()).toString()).toMatch(/^2 \d+\r\n3 \d+\r\n$/);
+    expect((await client.dotBody()).toString()).toMatch(/^2 \d+\r\n3 \d+\r\n$/);
     client.close(); // dropped without QUIT
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
@@ -136,7 +169,7 @@ describe('POP3 protocol', () => {
     expect(await client.line()).toMatch(/^\+OK maildrop has 3 messages/);
     client.send('QUIT');
     expect(await client.line()).toMatch(/\(0 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
     expect(ctx.emitted('deleted')).toEqual([]);
 
@@ -148,7 +181,7 @@ describe('POP3 protocol', () => {
     await client.line();
     client.send('QUIT');
     expect(await client.line()).toMatch(/\(2 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
     expect((await store.messages(BOB, 'INBOX')).map((m) => m.uid)).toEqual([before[1]!.uid]);
     // Message-IDs are found even for messages deleted without being retrieved.
     expect(ctx.emitted('deleted')).toMatchObject([
@@ -162,7 +195,7 @@ describe('POP3 protocol', () => {
       const client = await login();
       client.send('UIDL');
       await client.line();
-      const text = (await client.multiline()).toString();
+      const text = (await client.dotBody()).toString();
       client.send('QUIT');
       await client.line();
       return text;
@@ -172,14 +205,14 @@ describe('POP3 protocol', () => {
     const second = await list();
     expect(second.startsWith(first)).toBe(true);
     await pop3!.close();
-    store = new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true });
+    store = watched(new MaildirStore({ root: ctx.config.dataDir, users: ctx.config.users, fsync: true }));
     await serve();
     expect(await list()).toBe(second);
   });
 
   it('allows one session per maildrop ([IN-USE]) and refuses bad passwords ([AUTH])', async () => {
     const first = await login();
-    const second = await LineClient.connect(port);
+    const second = await connectLine(port);
     await second.line();
     second.send(`USER ${BOB}`);
     await second.line();
@@ -191,14 +224,14 @@ describe('POP3 protocol', () => {
     expect(await carol.line()).toBe('+OK 0 0');
     first.send('QUIT');
     await first.line();
-    await first.closed();
+    await first.waitClosed();
     await released();
     second.send(`USER bob`); // the local part alone is enough when unique
     await second.line();
     second.send(`PASS ${BOB_PASS}`);
     expect(await second.line()).toMatch(/^\+OK maildrop has 3 messages/);
 
-    const bad = await LineClient.connect(port);
+    const bad = await connectLine(port);
     await bad.line();
     for (let i = 0; i < 3; i++) {
       bad.send(`USER ${CAROL}`);
@@ -206,21 +239,21 @@ describe('POP3 protocol', () => {
       bad.send('PASS wrong');
       expect(await bad.line()).toMatch(/^-ERR \[AUTH\] /);
     }
-    await bad.closed(); // three failures end the session
+    await bad.waitClosed(); // three failures end the session
     expect(ctx.emitted('auth-failed')).toHaveLength(3);
   });
 
   it('authenticates with SASL PLAIN, with an initial response and with a continuation', async () => {
     const plain = (authz: string, user: string, pass: string) => Buffer.from(`${authz}\0${user}\0${pass}`).toString('base64');
-    let client = await LineClient.connect(port);
+    let client = await connectLine(port);
     await client.line();
     client.send('CAPA');
     expect(await client.line()).toMatch(/^\+OK/);
-    const capabilities = (await client.multiline()).toString().split('\r\n');
+    const capabilities = (await client.dotBody()).toString().split('\r\n');
     expect(capabilities).toEqual(expect.arrayContaining(['TOP', 'UIDL', 'USER', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'SASL PLAIN']));
     client.send('AUTH');
     expect(await client.line()).toMatch(/^\+OK/);
-    expect((await client.multiline()).toString()).toBe('PLAIN\r\n');
+    expect((await client.dotBody()).toString()).toBe('PLAIN\r\n');
     client.send('AUTH CRAM-MD5');
     expect(await client.line()).toMatch(/^-ERR /);
     client.send(`AUTH PLAIN ${plain('', BOB, 'nope')}`);
@@ -232,7 +265,7 @@ describe('POP3 protocol', () => {
     client.send('QUIT');
     await client.line();
 
-    client = await LineClient.connect(port);
+    client = await connectLine(port);
     await client.line();
     client.send('AUTH PLAIN');
     expect(await client.line()).toBe('+ ');
@@ -252,7 +285,7 @@ describe('POP3 protocol', () => {
   });
 
   it('answers bad commands with -ERR and keeps going; closes on an overlong line; others unaffected', async () => {
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.send('STAT');
     expect(await client.line()).toMatch(/^-ERR STAT is not valid before login/);
@@ -274,7 +307,7 @@ describe('POP3 protocol', () => {
     client.write('NOOP\r\n' + 'A'.repeat(5000));
     expect(await client.line()).toBe('+OK');
     expect(await client.line()).toMatch(/^-ERR line too long/);
-    await client.closed();
+    await client.waitClosed();
     other.send('NOOP');
     expect(await other.line()).toBe('+OK');
     // The closed session released its maildrop, deleting nothing.
@@ -285,20 +318,20 @@ describe('POP3 protocol', () => {
   });
 
   it('processes pipelined commands in order', async () => {
-    const client = await LineClient.connect(port);
+    const client = await connectLine(port);
     await client.line();
     client.write(`USER ${BOB}\r\nPASS ${BOB_PASS}\r\nSTAT\r\nRETR 1\r\nLIST 3\r\nDELE 3\r\nUIDL 3\r\nSTAT\r\nQUIT\r\n`);
     expect(await client.line()).toMatch(/^\+OK/);
     expect(await client.line()).toMatch(/^\+OK maildrop has 3/);
     expect(await client.line()).toMatch(/^\+OK 3 /);
     expect(await client.line()).toMatch(/^\+OK \d+ octets/);
-    expect((await client.multiline()).equals(messages[0]!)).toBe(true);
+    expect((await client.dotBody()).equals(messages[0]!)).toBe(true);
     expect(await client.line()).toBe(`+OK 3 ${messages[2]!.length}`);
     expect(await client.line()).toBe('+OK message 3 deleted');
     expect(await client.line()).toMatch(/^-ERR message 3 already deleted/);
     expect(await client.line()).toBe(`+OK 2 ${messages[0]!.length + messages[1]!.length}`);
     expect(await client.line()).toMatch(/\(1 messages deleted\)/);
-    await client.closed();
+    await client.waitClosed();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(2);
   });
 
@@ -309,7 +342,7 @@ describe('POP3 protocol', () => {
     client.send('DELE 1');
     await client.line();
     expect(await client.line()).toMatch(/^-ERR \[SYS\/TEMP\] autologout/);
-    await client.closed();
+    await client.waitClosed();
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
 
@@ -318,9 +351,202 @@ describe('POP3 protocol', () => {
     await idle.line();
     await pop3!.close();
     pop3 = undefined;
-    await idle.closed();
+    await idle.waitClosed();
     await released();
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+  });
+});
+
+/** Sends one command and returns the first line of the answer. */
+async function ask(client: LineClient, line: string): Promise<string> {
+  client.send(line);
+  return client.line();
+}
+
+describe('POP3 edges', () => {
+  it('answers each malformed or misplaced command with its own -ERR', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    expect(await ask(client, 'USER')).toBe('-ERR USER needs a name');
+    expect(await ask(client, 'APOP bob 0123')).toBe('-ERR APOP is not supported, use USER/PASS or AUTH PLAIN');
+    for (const command of ['LIST', 'RETR 1', 'DELE 1', 'NOOP', 'RSET', 'TOP 1 1', 'UIDL']) {
+      expect(await ask(client, command)).toBe(`-ERR ${command.split(' ')[0]} is not valid before login`);
+    }
+    expect(await ask(client, 'AUTH PLAIN a b')).toBe('-ERR usage: AUTH PLAIN [initial-response]');
+    expect(await ask(client, 'AUTH PLAIN =')).toBe('-ERR malformed PLAIN response');
+    expect(await ask(client, 'AUTH PLAIN abc')).toBe('-ERR invalid base64 in the SASL response');
+    expect(await ask(client, `AUTH PLAIN ${Buffer.from(`${BOB}\0${BOB_PASS}`).toString('base64')}`)).toBe('-ERR malformed PLAIN response');
+    expect(await ask(client, `USER ${BOB}`)).toBe('+OK send PASS');
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
+    for (const command of ['USER x', 'PASS x', 'APOP x y']) expect(await ask(client, command)).toBe('-ERR already logged in');
+    expect(await ask(client, 'RETR 1 2')).toBe('-ERR usage: RETR <message>');
+    expect(await ask(client, 'DELE 1 2')).toBe('-ERR usage: DELE <message>');
+    expect(await ask(client, 'TOP 1 x')).toBe('-ERR usage: TOP <message> <lines>');
+    expect(await ask(client, 'TOP 1 1 1')).toBe('-ERR usage: TOP <message> <lines>');
+    expect(await ask(client, 'TOP 4 1')).toBe('-ERR no such message "4"');
+    expect(await ask(client, 'BOGUS')).toBe('-ERR unknown command "BOGUS"');
+    // Deleted messages are gone for LIST n and UIDL n too; RSET counts them again.
+    expect(await ask(client, 'DELE 2')).toBe('+OK message 2 deleted');
+    expect(await ask(client, 'LIST 2')).toBe('-ERR message 2 already deleted');
+    expect(await ask(client, 'UIDL 2')).toBe('-ERR message 2 already deleted');
+    expect(await ask(client, 'UIDL')).toBe('+OK unique-id listing follows');
+    expect((await client.dotBody()).toString()).not.toMatch(/^2 /m);
+    const total = messages.reduce((a, m) => a + m.length, 0);
+    expect(await ask(client, 'RSET')).toBe(`+OK maildrop has 3 messages (${total} octets)`);
+    expect(await ask(client, 'LIST 2')).toBe(`+OK 2 ${messages[1]!.length}`);
+  });
+
+  it('closes after 20 errors in a row; a good reply starts the count again', async () => {
+    const client = await login();
+    for (let i = 0; i < 19; i++) expect(await ask(client, 'RETR 9')).toMatch(/^-ERR no such message/);
+    expect(await ask(client, 'NOOP')).toBe('+OK');
+    for (let i = 0; i < 19; i++) expect(await ask(client, 'RETR 9')).toMatch(/^-ERR /);
+    // A multi-line +OK resets the count as well.
+    expect(await ask(client, 'LIST')).toMatch(/^\+OK/);
+    await client.dotBody();
+    for (let i = 0; i < 19; i++) expect(await ask(client, 'RETR 9')).toMatch(/^-ERR /);
+    expect(client.closed).toBe(false);
+    expect(await ask(client, 'RETR 9')).toMatch(/^-ERR no such message/);
+    expect(await client.line()).toBe('-ERR too many errors, closing');
+    await client.waitClosed();
+  });
+
+  it('QUIT before login signs off without touching the maildrop', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    expect(await ask(client, 'QUIT')).toBe('+OK mail.receiver.test POP3 server signing off');
+    await client.waitClosed();
+    expect(store.lockMaildrop(BOB)).toBeTypeOf('function');
+  });
+
+  it('reports a message removed by another protocol as no longer available', async () => {
+    const client = await login();
+    const [first] = await store.messages(BOB, 'INBOX');
+    await store.remove(BOB, 'INBOX', [first!.uid]);
+    expect(await ask(client, 'RETR 1')).toBe('-ERR [SYS/PERM] message 1 is no longer available');
+    expect(await ask(client, 'TOP 1 0')).toBe('-ERR [SYS/PERM] message 1 is no longer available');
+    expect(await ask(client, 'RETR 2')).toMatch(/^\+OK/);
+  });
+
+  it('says so when the marked messages could not be removed, and deletes nothing', async () => {
+    const client = await login();
+    await ask(client, 'DELE 1');
+    const remove = vi.spyOn(store, 'remove').mockRejectedValueOnce(new Error('disk on fire'));
+    expect(await ask(client, 'QUIT')).toBe('-ERR [SYS/TEMP] some deleted messages were not removed');
+    await client.waitClosed();
+    expect(remove).toHaveBeenCalledTimes(1);
+    expect(ctx.emitted('deleted')).toEqual([]);
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(3);
+  });
+
+  it('refuses the login when the maildrop cannot be opened, and releases it', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    await ask(client, `USER ${BOB}`);
+    vi.spyOn(store, 'messages').mockRejectedValueOnce(new Error('disk on fire'));
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toBe('-ERR [SYS/TEMP] cannot open the maildrop now, try again later');
+    expect(await ask(client, `USER ${BOB}`)).toBe('+OK send PASS');
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
+  });
+
+  it('an unexpected failure of a command is -ERR [SYS/TEMP], and the session goes on', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    await ask(client, `USER ${BOB}`);
+    vi.spyOn(store, 'authenticate').mockImplementationOnce(() => {
+      throw new Error('not a refusal but a bug');
+    });
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toBe('-ERR [SYS/TEMP] internal error');
+    expect(ctx.emitted('auth-failed')).toEqual([]);
+    expect(await ask(client, `USER ${BOB}`)).toBe('+OK send PASS');
+    expect(await ask(client, `PASS ${BOB_PASS}`)).toMatch(/^\+OK maildrop has 3 messages/);
+  });
+
+  it('parses lines exactly: bare LF, a leading space, long names quoted in part, strict numbers and base64', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    client.write('CAPA\n');
+    expect(await client.line()).toBe('+OK capability list follows');
+    await client.dotBody();
+    expect(await ask(client, ' NOOP')).toBe('-ERR unknown command ""');
+    expect(await ask(client, 'X'.repeat(30))).toBe(`-ERR unknown command "${'X'.repeat(20)}"`);
+    expect(await ask(client, 'AUTH')).toBe('+OK supported mechanisms follow');
+    await client.dotBody();
+    expect(await ask(client, 'AUTH cram-md5-and-more-than-twenty')).toBe('-ERR unsupported mechanism "cram-md5-and-more-th"');
+    expect(await ask(client, 'AUTH PLAIN !abc')).toBe('-ERR invalid base64 in the SASL response');
+    expect(await ask(client, 'AUTH PLAIN abc!')).toBe('-ERR invalid base64 in the SASL response');
+    expect(await ask(client, `auth plain ${Buffer.from(`\0${BOB}\0${BOB_PASS}`).toString('base64')}`)).toMatch(/^\+OK maildrop has 3 messages/);
+    expect(await ask(client, 'Y'.repeat(30))).toBe(`-ERR unknown command "${'Y'.repeat(20)}"`);
+    for (const arg of ['1x', 'x1', '0000000001', '-1']) expect(await ask(client, `RETR ${arg}`)).toBe(`-ERR no such message ${JSON.stringify(arg)}`);
+    expect(await ask(client, `RETR ${'9'.repeat(30)}`)).toBe(`-ERR no such message "${'9'.repeat(20)}"`);
+    expect(await ask(client, 'RETR 000000001')).toMatch(/^\+OK/);
+    await client.dotBody();
+    for (const lines of ['1x', '1234567890']) expect(await ask(client, `TOP 1 ${lines}`)).toBe('-ERR usage: TOP <message> <lines>');
+    expect(await ask(client, 'TOP 1 000000000')).toBe('+OK top of message follows');
+    await client.dotBody();
+    const retrieved = ctx.emitted('retrieved');
+    expect(retrieved).toHaveLength(1);
+    expect(retrieved[0]!.detail).toMatchObject({ protocol: 'pop3', user: BOB });
+  });
+
+  it('takes lines shorter than the limit and ends the session on one that reaches it, complete or not', async () => {
+    await pop3!.close();
+    await serve({ maxLineLength: 10 });
+    const client = await connectLine(port);
+    await client.line();
+    expect(await ask(client, 'NOOP    ')).toMatch(/^-ERR NOOP is not valid before login/); // 10 octets with CRLF: fits
+    // Ten octets without a line end are already too many: the answer comes without waiting for the rest.
+    client.write('NOOP123456');
+    expect(await client.line()).toBe('-ERR line too long (more than 10 octets), closing');
+    await client.waitClosed();
+  });
+
+  it('keeps reading after a flood of pipelined commands has been answered', async () => {
+    const client = await login();
+    client.write('NOOP\r\n'.repeat(150));
+    for (let i = 0; i < 150; i++) expect(await client.line()).toBe('+OK');
+    expect(await ask(client, 'STAT')).toMatch(/^\+OK 3 /);
+  });
+
+  it('reports failed logins with the protocol, login and client address', async () => {
+    const client = await connectLine(port);
+    await client.line();
+    await ask(client, 'USER somebody');
+    expect(await ask(client, 'PASS wrong')).toMatch(/^-ERR \[AUTH\]/);
+    expect(ctx.emitted('auth-failed').map((e) => e.detail)).toEqual([{ protocol: 'pop3', login: 'somebody', client: '127.0.0.1' }]);
+  });
+
+  it('remembers the Message-ID of a retrieved message for its deleted event, whatever its size', async () => {
+    const big = Buffer.from(`Message-ID: <big@sender.test>\r\n\r\n${'z'.repeat(300 * 1024)}\r\n`);
+    await store.deliver(BOB, big);
+    const client = await login();
+    await ask(client, 'RETR 4');
+    await client.dotBody();
+    await ask(client, 'DELE 4');
+    await ask(client, 'QUIT');
+    await client.waitClosed();
+    expect(ctx.emitted('deleted').map((e) => e.messageId)).toEqual(['<big@sender.test>']);
+  });
+
+  it('finds Message-IDs for deleted events of messages up to 256 KiB only', async () => {
+    const sized = (size: number, id: string) => {
+      const head = `Message-ID: <${id}@sender.test>\r\n\r\n`;
+      return Buffer.from(head + 'x'.repeat(size - head.length - 2) + '\r\n');
+    };
+    const limit = 256 * 1024;
+    await store.deliver(BOB, sized(limit, 'at-limit'));
+    await store.deliver(BOB, sized(limit + 1, 'over-limit'));
+    const stored = await store.messages(BOB, 'INBOX');
+    expect(stored.slice(3).map((m) => m.size)).toEqual([limit, limit + 1]);
+    const client = await login();
+    await ask(client, 'DELE 4');
+    await ask(client, 'DELE 5');
+    expect(await ask(client, 'QUIT')).toMatch(/\(2 messages deleted\)/);
+    await client.waitClosed();
+    const deleted = ctx.emitted('deleted');
+    expect(deleted.map((e) => e.detail.uid)).toEqual([stored[3]!.uid, stored[4]!.uid]);
+    expect(deleted[0]!.messageId).toBe('<at-limit@sender.test>');
+    expect(deleted[1]!.messageId).toBeUndefined();
   });
 });
 
@@ -390,6 +616,9 @@ describe('POP3 helpers', () => {
     expect(dotStuff(Buffer.from('')).toString()).toBe('.\r\n');
     expect(dotStuff(Buffer.from('.a\r\nb\r\n.\r\n')).toString()).toBe('..a\r\nb\r\n..\r\n.\r\n');
     expect(dotStuff(Buffer.from('a\r\n.b')).toString()).toBe('a\r\n..b\r\n.\r\n');
+    expect(dotStuff(Buffer.from('\n.x')).toString()).toBe('\n..x\r\n.\r\n');
+    expect(dotStuff(Buffer.from('a\n')).toString()).toBe('a\n\r\n.\r\n');
+    expect(dotStuff(Buffer.from('a\r')).toString()).toBe('a\r\r\n.\r\n');
   });
   it('takes the top of a message', () => {
     expect(topOf(Buffer.from('A: 1\r\n\r\nx\r\ny\r\n'), 1).toString()).toBe('A: 1\r\n\r\nx\r\n');

@@ -1,18 +1,14 @@
 // Real clients against the server: imapflow (on the in-memory store and on the Maildir store), Python's
 // imaplib and curl.
 import { execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import type { EventEmitter } from 'node:events';
-import { ImapFlow } from 'imapflow';
+import { EventEmitter } from 'node:events';
+import { ImapFlow, type Logger } from 'imapflow';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { EventLog } from '../../shared/events.js';
 import type { MailStore } from '../store-api.js';
-import { MaildirStore } from '../store.js';
 import { FORWARD, MULTIPART, SIMPLE } from './fixtures.test-helper.js';
 import { startImap, type RunningImap } from './index.js';
-import { MemoryStore } from './memory-store.test-helper.js';
+import { STORES, type StoreFactory } from './stores.test-helper.js';
 
 const BOB = 'bob@example.test';
 const USERS = [
@@ -27,21 +23,8 @@ interface Fixture {
   cleanup(): Promise<void>;
 }
 
-const STORES: Array<[string, () => Promise<{ store: MailStore; cleanup: () => Promise<void> }>]> = [
-  ['memory store', async () => ({ store: new MemoryStore(USERS), cleanup: async () => undefined })],
-  [
-    'Maildir store',
-    async () => {
-      const root = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-imap-'));
-      const store = new MaildirStore({ root, users: USERS, fsync: true });
-      await store.open();
-      return { store, cleanup: () => fs.rm(root, { recursive: true, force: true }) };
-    },
-  ],
-];
-
-async function startFixture(makeStore: () => Promise<{ store: MailStore; cleanup: () => Promise<void> }>): Promise<Fixture> {
-  const { store, cleanup } = await makeStore();
+async function startFixture(makeStore: StoreFactory): Promise<Fixture> {
+  const { store, cleanup } = await makeStore(USERS);
   await store.deliver(BOB, SIMPLE, { internalDate: Date.UTC(2024, 1, 2, 9, 0, 0) });
   await store.deliver(BOB, MULTIPART, { internalDate: Date.UTC(2024, 1, 3, 14, 0, 0) });
   await store.deliver(BOB, FORWARD, { internalDate: Date.UTC(2024, 1, 4, 12, 0, 0) });
@@ -71,8 +54,15 @@ describe.each(STORES)('imapflow on the %s', (_name, makeStore) => {
   let f: Fixture;
   const clients: ImapFlow[] = [];
 
-  async function client(user = BOB, pass = 'secret'): Promise<ImapFlow> {
-    const c = new ImapFlow({ host: '127.0.0.1', port: f.server.endpoint.port, secure: false, auth: { user, pass }, logger: false, disableAutoIdle: true });
+  /** imapflow's debug log as events, so a test can wait for a client-side step (IDLE acknowledged by "+"). */
+  function logEvents(): { logger: Logger; log: EventEmitter } {
+    const log = new EventEmitter();
+    const quiet = () => undefined;
+    return { log, logger: { debug: (entry: { msg?: string }) => log.emit('debug', entry), info: quiet, warn: quiet, error: quiet } };
+  }
+
+  async function client(user = BOB, pass = 'secret', logger: Logger | false = false): Promise<ImapFlow> {
+    const c = new ImapFlow({ host: '127.0.0.1', port: f.server.endpoint.port, secure: false, auth: { user, pass }, logger, disableAutoIdle: true });
     c.on('error', () => undefined);
     await c.connect();
     clients.push(c);
@@ -183,13 +173,16 @@ describe.each(STORES)('imapflow on the %s', (_name, makeStore) => {
   });
 
   test('IDLE reports a delivery within a second, and a flag change from another client', async () => {
-    const a = await client();
+    const { logger, log } = logEvents();
+    const a = await client(BOB, 'secret', logger);
     const b = await client();
     await a.mailboxOpen('INBOX');
     await b.mailboxOpen('INBOX');
+    // Deliver only once the server has answered IDLE with "+": a delivery before that is announced when IDLE
+    // starts (which is what the memory store, whose deliver() is synchronous, used to test), not pushed.
+    const accepted = nextEvent<{ msg?: string }>(log, 'debug', 1000, (e) => !!e.msg?.startsWith('Initiated IDLE'));
     const idling = a.idle();
-    // Once the server accepted IDLE (a is idling), a delivery must show up promptly.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await accepted;
     const exists = nextEvent<{ count: number }>(a, 'exists', 1000);
     const started = Date.now();
     await f.store.deliver(BOB, SIMPLE);
@@ -237,10 +230,10 @@ describe.each(STORES)('imapflow on the %s', (_name, makeStore) => {
   });
 });
 
-describe('other clients', () => {
+describe.each(STORES)('other clients on the %s', (_name, makeStore) => {
   let f: Fixture;
   beforeEach(async () => {
-    f = await startFixture(STORES[1]![1]);
+    f = await startFixture(makeStore);
   });
   afterEach(async () => {
     await f.server.stop();

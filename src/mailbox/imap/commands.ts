@@ -7,18 +7,13 @@ import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, 
 import type { MimeNode } from './mime.js';
 import { DELIMITER, listMailboxes, type ListQuery } from './list.js';
 import { SYSTEM_FLAGS } from './mailbox-view.js';
-import { ParseError, type Reader } from './parser.js';
-import { BadCharsetError, SUPPORTED_CHARSETS, matches, parseSearch, usesBody, usesContent, usesModseq } from './search.js';
-import { ImapError, type ImapSession } from './session.js';
+import type { Command as CommandOf, CommandState } from './command.js';
+import { BadCharsetError, ImapError, ParseError } from './errors.js';
+import type { Reader } from './parser.js';
+import { SUPPORTED_CHARSETS, matches, parseSearch, usesBody, usesContent, usesModseq } from './search.js';
+import type { ImapSession } from './session.js';
 
-export type CommandState = 'notauth' | 'auth' | 'selected';
-
-export interface Command {
-  states: CommandState[];
-  /** Also valid as `UID <command>`. */
-  uid?: boolean;
-  run(s: ImapSession, r: Reader, uid: boolean): Promise<string | void>;
-}
+type Command = CommandOf<ImapSession>;
 
 const ANY: CommandState[] = ['notauth', 'auth', 'selected'];
 const AUTHED: CommandState[] = ['auth', 'selected'];

@@ -2,7 +2,8 @@
 // one message's FETCH response.
 import { Literal, ResponseBuilder, atom, formatInternalDate, type ImapValue } from './encode.js';
 import { bodyStructure, envelope, sectionData, loadedParts, type MimeNode, type Section } from './mime.js';
-import { ParseError, type Reader } from './parser.js';
+import { ParseError } from './errors.js';
+import type { Reader } from './parser.js';
 
 type SimpleItem = 'UID' | 'FLAGS' | 'INTERNALDATE' | 'RFC822.SIZE' | 'ENVELOPE' | 'BODYSTRUCTURE' | 'BODY' | 'MODSEQ' | 'RFC822' | 'RFC822.HEADER' | 'RFC822.TEXT';
 

@@ -5,6 +5,7 @@ import type { Endpoint, MailboxNodeConfig } from '../../shared/config.js';
 import type { EventLog } from '../../shared/events.js';
 import type { NodeContext } from '../../shared/node.js';
 import type { MailStore } from '../store-api.js';
+import { COMMANDS } from './commands.js';
 import { MessageCache, RecentRegistry } from './server-state.js';
 import { ImapSession, type ImapLimits, type ServerContext } from './session.js';
 
@@ -51,6 +52,7 @@ export async function startImap(options: ImapOptions): Promise<RunningImap> {
     limits,
     recent: new RecentRegistry(),
     cache: new MessageCache(options.store),
+    commands: COMMANDS,
   };
   const sessions = new Set<ImapSession>();
   // One store subscription for the whole server, fanned out to the sessions of the user concerned.

@@ -113,7 +113,7 @@ export class MemoryStore implements MailStore {
       uid: box.uidNext++,
       id: `m${++ids}`,
       size: data.length,
-      flags: [...flags],
+      flags: canonicalOrder([...new Set(flags)]),
       internalDate: internalDate ?? Date.now(),
       modseq: ++box.highestModseq,
     };
@@ -130,7 +130,7 @@ export class MemoryStore implements MailStore {
       if (!m) continue;
       const before = m.meta.flags.join(' ');
       let next = mode === 'set' ? [...flags] : mode === 'add' ? [...m.meta.flags, ...flags.filter((f) => !m.meta.flags.includes(f))] : m.meta.flags.filter((f) => !flags.includes(f));
-      next = [...new Set(next)];
+      next = canonicalOrder([...new Set(next)]);
       if (next.join(' ') !== before) {
         m.meta.flags = next;
         m.meta.modseq = ++box.highestModseq;
@@ -213,6 +213,16 @@ export class MemoryStore implements MailStore {
       unseen: box.messages.filter((m) => !m.meta.flags.includes('\\Seen')).length,
     };
   }
+}
+
+/** System flags in the order the Maildir store reports them (that of their Maildir letters D F R S T), then keywords. */
+const SYSTEM_ORDER = ['\\Draft', '\\Flagged', '\\Answered', '\\Seen', '\\Deleted'];
+function canonicalOrder(flags: string[]): string[] {
+  const rank = (f: string) => {
+    const i = SYSTEM_ORDER.indexOf(f);
+    return i < 0 ? SYSTEM_ORDER.length : i;
+  };
+  return flags.map((f, i) => [f, i] as const).sort(([a, i], [b, j]) => rank(a) - rank(b) || i - j).map(([f]) => f);
 }
 
 function newMailbox(specialUse: SpecialUse | undefined, subscribed: boolean): Mailbox {

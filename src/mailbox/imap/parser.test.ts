@@ -1,8 +1,9 @@
 import { describe, expect, test } from 'vitest';
 import { decodeMailboxName, encodeMailboxName, encodeResponse, formatInternalDate, formatUidList, parseDateTime } from './encode.js';
 import { parseFetchRequest } from './fetch.js';
-import { CommandFramer, ParseError, Reader, STAR, resolveSeqSet, type Frame, type FramerItem, type FramerOptions } from './parser.js';
-import { BadCharsetError, parseSearch } from './search.js';
+import { BadCharsetError, ParseError } from './errors.js';
+import { CommandFramer, Reader, STAR, resolveSeqSet, type Frame, type FramerItem, type FramerOptions } from './parser.js';
+import { parseSearch } from './search.js';
 
 function framer(options: Partial<FramerOptions> = {}) {
   const items: FramerItem[] = [];

@@ -1,7 +1,7 @@
 // Command input: an incremental framer that cuts the byte stream into complete commands (lines plus literals,
 // RFC 3501 §7.5 / RFC 7888 LITERAL+), and a reader that parses the grammar of one complete command.
 
-export class ParseError extends Error {}
+import { ParseError } from './errors.js';
 
 /**
  * One complete command as received: `lines` are the text pieces (without CRLF and without the `{n}` literal

@@ -1,31 +1,15 @@
 // A line-level IMAP client for protocol tests: sends raw bytes, reads responses (literals folded into the
-// response they belong to), and waits only on data or a timeout.
-import net from 'node:net';
+// response they belong to), and waits only on data or a timeout. The reading is the harness's LineClient.
+import { LineClient } from '../../harness/clients/line-client.js';
+
+/** Responses are expected within this (ms) unless a call says otherwise. */
+const DEFAULT_TIMEOUT = 3000;
 
 export class RawClient {
-  private buffer = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  private ended = false;
-
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, d]);
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('error', () => undefined);
-  }
+  private constructor(private readonly client: LineClient) {}
 
   static async connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
-    const socket = net.connect(port, host);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    return new RawClient(socket);
+    return new RawClient(await LineClient.connect({ host, port }, { name: 'IMAP', timeoutMs: DEFAULT_TIMEOUT }));
   }
 
   /** Connects, reads the greeting, logs in and returns the client. */
@@ -38,83 +22,34 @@ export class RawClient {
   }
 
   send(data: string | Buffer): void {
-    this.socket.write(data);
+    this.client.write(data);
   }
 
   get closed(): boolean {
-    return this.ended;
-  }
-
-  private wake(): void {
-    this.waiters.splice(0).forEach((w) => w());
-  }
-
-  private async waitData(deadline: number): Promise<void> {
-    if (this.ended) throw new Error(`connection closed; unread: ${JSON.stringify(this.buffer.toString('latin1'))}`);
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`timeout; unread: ${JSON.stringify(this.buffer.toString('latin1'))}`);
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, left);
-      this.waiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    return this.client.closed;
   }
 
   /** One response line with its literals inline (latin1), without the final CRLF. */
-  async line(timeoutMs = 3000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    let out = '';
-    for (;;) {
-      const lf = this.buffer.indexOf('\r\n');
-      if (lf < 0) {
-        await this.waitData(deadline);
-        continue;
-      }
-      const text = this.buffer.toString('latin1', 0, lf);
-      const m = /\{(\d+)\}$/.exec(text);
-      if (!m) {
-        this.buffer = this.buffer.subarray(lf + 2);
-        return out + text;
-      }
-      const size = Number(m[1]);
-      while (this.buffer.length < lf + 2 + size) await this.waitData(deadline);
-      out += text + '\r\n' + this.buffer.toString('latin1', lf + 2, lf + 2 + size);
-      this.buffer = this.buffer.subarray(lf + 2 + size);
-    }
+  line(timeoutMs = DEFAULT_TIMEOUT): Promise<string> {
+    return this.client.imapLine({ timeoutMs });
   }
 
   /** Lines up to and including the tagged response for `tag`. */
-  async until(tag: string, timeoutMs = 3000): Promise<string[]> {
-    const lines: string[] = [];
-    for (;;) {
-      const l = await this.line(timeoutMs);
-      lines.push(l);
-      if (l.startsWith(tag + ' ')) return lines;
-    }
+  until(tag: string, timeoutMs = DEFAULT_TIMEOUT): Promise<string[]> {
+    return this.client.readUntil((line) => line.startsWith(tag + ' '), { literals: true, timeoutMs });
   }
 
-  async command(tag: string, text: string, timeoutMs = 3000): Promise<string[]> {
+  async command(tag: string, text: string, timeoutMs = DEFAULT_TIMEOUT): Promise<string[]> {
     this.send(`${tag} ${text}\r\n`);
     return this.until(tag, timeoutMs);
   }
 
   /** Resolves once the server has closed the connection. */
-  async waitClosed(timeoutMs = 3000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.ended) {
-      try {
-        await this.waitData(deadline);
-      } catch (err) {
-        if (this.ended) return;
-        if (Date.now() >= deadline) throw err;
-      }
-      this.buffer = Buffer.alloc(0);
-    }
+  waitClosed(timeoutMs = DEFAULT_TIMEOUT): Promise<void> {
+    return this.client.waitClosed({ timeoutMs });
   }
 
   close(): void {
-    this.socket.destroy();
+    this.client.close();
   }
 }

@@ -1,7 +1,8 @@
 // SEARCH: the search-key grammar of RFC 3501 §6.4.4 (plus CONDSTORE's MODSEQ) and its evaluation.
 import { monthIndex } from './encode.js';
 import { bodyText, decodeHeaderValue, headerText, loadedParts, sentDay, type MimeNode } from './mime.js';
-import { ParseError, STAR, type Reader, type SeqSet } from './parser.js';
+import { BadCharsetError, ParseError } from './errors.js';
+import { STAR, type Reader, type SeqSet } from './parser.js';
 
 export type SearchKey =
   | { op: 'all' }
@@ -18,8 +19,6 @@ export type SearchKey =
   | { op: 'and'; keys: SearchKey[] };
 
 export const SUPPORTED_CHARSETS = ['UTF-8', 'US-ASCII'];
-
-export class BadCharsetError extends Error {}
 
 /** `[CHARSET astring SP] search-key *(SP search-key)` up to the end of the command. */
 export function parseSearch(r: Reader): SearchKey {

@@ -4,11 +4,12 @@
 import type { Socket } from 'node:net';
 import type { EventLog } from '../../shared/events.js';
 import { MailStoreError, type MailboxInfo, type MailStore, type StoreChange } from '../store-api.js';
-import { COMMANDS, type CommandState } from './commands.js';
+import type { Command, CommandState } from './command.js';
 import { decodeMailboxName, quoteText, encodeMailboxName } from './encode.js';
 import { header, type MimeNode } from './mime.js';
 import { MailboxView, type ViewEntry } from './mailbox-view.js';
-import { CommandFramer, ParseError, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
+import { ImapError, ParseError } from './errors.js';
+import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
 
 export interface ImapLimits {
@@ -30,13 +31,8 @@ export interface ServerContext {
   limits: ImapLimits;
   recent: RecentRegistry;
   cache: MessageCache;
-}
-
-/** A tagged NO or BAD; `code` is a response code such as TRYCREATE (without brackets). */
-export class ImapError extends Error {
-  constructor(readonly status: 'NO' | 'BAD', message: string, readonly code?: string) {
-    super(message);
-  }
+  /** The commands by name (commands.ts), handed in so that the session and the handlers need not import each other. */
+  commands: Readonly<Record<string, Command<ImapSession>>>;
 }
 
 /** Commands with message sequence numbers: no EXPUNGE while they run, nor while one is queued behind. */
@@ -219,7 +215,7 @@ export class ImapSession {
         name = r.atom().toUpperCase();
         uid = true;
       }
-      const command = COMMANDS[name];
+      const command = this.ctx.commands[name];
       if (!command || (uid && !command.uid)) throw new ParseError(`Unknown command ${uid ? 'UID ' : ''}${name}`);
       if (!command.states.includes(this.state)) throw new ImapError('BAD', stateError(this.state, command.states));
       this.current = name;
