@@ -8,7 +8,8 @@ import { startLmtp } from '../mailbox/lmtp.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { MailStore } from '../mailbox/store-api.js';
 import { MaildirStore } from '../mailbox/store.js';
-import { LineClient, testContext, type TestContext } from '../mailbox/testkit.js';
+import type { LineClient } from '../harness/clients/line-client.js';
+import { connectLine, testContext, type TestContext } from '../mailbox/testkit.test-helper.js';
 import type { MxNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
@@ -81,11 +82,11 @@ const emitted = (kind: string): LabEvent[] => mxEvents.since(0).filter((e) => e.
 
 /** A session up to EHLO done: returns the client and the EHLO reply lines. */
 async function session(port: number): Promise<{ client: LineClient; ehlo: string[] }> {
-  const client = await LineClient.connect(port);
+  const client = await connectLine(port);
   clients.push(client);
   expect(await client.line()).toMatch(/^220 mx\.receiver\.test .*maillab MX ready/);
   client.send('EHLO client.sender.test');
-  return { client, ehlo: await client.reply() };
+  return { client, ehlo: (await client.smtpReply()).lines };
 }
 
 interface Transaction {
@@ -99,17 +100,17 @@ interface Transaction {
 /** One transaction: MAIL, every RCPT, and DATA with `body` (dot-stuffed here) when a recipient was accepted. */
 async function transaction(client: LineClient, from: string, to: string[], body: string): Promise<Transaction> {
   client.send(`MAIL FROM:<${from}>`);
-  const mail = (await client.reply()).join('\n');
+  const mail = (await client.smtpReply()).lines.join('\n');
   const rcpt: string[] = [];
   for (const address of to) {
     client.send(`RCPT TO:<${address}>`);
-    rcpt.push((await client.reply()).join('\n'));
+    rcpt.push((await client.smtpReply()).lines.join('\n'));
   }
   if (!rcpt.some((r) => r.startsWith('250'))) return { mail, rcpt };
   client.send('DATA');
-  const data = (await client.reply()).join('\n');
+  const data = (await client.smtpReply()).lines.join('\n');
   client.write(`${body.replace(/^\./gm, '..')}\r\n.\r\n`);
-  return { mail, rcpt, data, end: (await client.reply()).join('\n') };
+  return { mail, rcpt, data, end: (await client.smtpReply()).lines.join('\n') };
 }
 
 const MESSAGE_ID = '<mx-test-1@sender.test>';
@@ -144,9 +145,9 @@ describe('MX: inbound policy', () => {
     const port = await startMxServer(await startLmtpServer());
     const { client } = await session(port);
     client.send('AUTH PLAIN AGJvYgBzZWNyZXQ=');
-    expect((await client.reply()).join('\n')).toBe('500 Error: command not recognized');
+    expect((await client.smtpReply()).lines.join('\n')).toBe('500 Error: command not recognized');
     client.send('STARTTLS');
-    expect((await client.reply()).join('\n')).toBe('500 Error: command not recognized');
+    expect((await client.smtpReply()).lines.join('\n')).toBe('500 Error: command not recognized');
   });
 
   it('refuses to start on a port in use, naming the service', async () => {
@@ -161,7 +162,7 @@ describe('MX: inbound policy', () => {
     const port = await startMxServer(await startLmtpServer());
     await mx!.stop();
     mx = undefined;
-    await expect(LineClient.connect(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(connectLine(port)).rejects.toMatchObject({ kind: 'connect', message: expect.stringMatching(/ECONNREFUSED/) });
   });
 
   it('names the null sender as an empty from in rejected events', async () => {

@@ -145,3 +145,137 @@ describe('checkRetrySchedule', () => {
     await expect(check).rejects.toThrow(/never queued/);
   });
 });
+
+describe('checkers among other traffic', () => {
+  const CAROL = 'carol@receiver.test';
+  const OTHER = '<other@sender.test>';
+  const stored = (w: ReturnType<typeof world>, at: number, user: string, uid: number, messageId = ID) =>
+    w.add(at, 'mailbox', 'stored', { user, mailbox: 'INBOX', uid, size: 10, from: 'alice@sender.test' }, { messageId, queueId: `F${uid}` });
+  const relayed = (w: ReturnType<typeof world>, at: number, rcpt: string, queueId = 'Q1', messageId = ID) =>
+    w.add(at, 'mta', 'relayed', { rcpt, hop: 'h', reply: '250 ok', status: '2.0.0', reused: false }, { messageId, queueId });
+  const copy = (w: ReturnType<typeof world>, uid: number) => w.copies.push({ uid, raw: Buffer.from(`Message-ID: ${ID}\r\n\r\nhi`) });
+
+  it('a CheckFailure names itself and shows the events, or says there were none', () => {
+    const failure = new CheckFailure('it broke', []);
+    expect(failure.name).toBe('CheckFailure');
+    expect(failure.message).toBe('it broke\nevents:\n  (none)');
+    const w = world();
+    w.add(1, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' });
+    const withEvents = new CheckFailure('it broke', w.history.events);
+    expect(withEvents.message).toMatch(/^it broke\nevents:\n\S+ mta\s+queued\s+msg=<m1@sender\.test> \{"from":"a"/);
+    expect(withEvents.events).toHaveLength(1);
+  });
+
+  it('a failure that is not a timeout passes through unchanged', async () => {
+    const w = world();
+    deliver(w, 0);
+    const target: CheckTarget = { history: w.history, mailbox: () => ({ find: () => Promise.reject(new Error('control channel down')) }) };
+    const failure = await checkDeliveredOnce(target, BOB, ID).catch((e: unknown) => e);
+    expect(failure).not.toBeInstanceOf(CheckFailure);
+    expect((failure as Error).message).toBe('control channel down');
+  });
+
+  it('counts only this user\'s stored events of this message, and reads the folder asked for', async () => {
+    const w = world();
+    const folders: string[] = [];
+    const target: CheckTarget = { history: w.history, mailbox: () => ({ find: async (_id, folder) => (folders.push(folder ?? '(none)'), w.copies) }) };
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB, CAROL], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    stored(w, 1, BOB, 1);
+    stored(w, 2, CAROL, 2);
+    stored(w, 3, BOB, 3, OTHER);
+    w.add(4, 'mailbox', 'retrieved', { user: BOB, protocol: 'imap', uid: 1, size: 10 }, { messageId: ID });
+    copy(w, 1);
+    relayed(w, 5, BOB);
+    relayed(w, 5, CAROL);
+    expect((await checkDeliveredOnce(target, 'Bob@Receiver.test', ID)).uid).toBe(1);
+    await checkDeliveredOnce(target, BOB, ID, { mailbox: 'Junk' });
+    expect(folders).toEqual(['INBOX', 'Junk']);
+  });
+
+  it('waits for this recipient\'s own outcome, not another recipient\'s', async () => {
+    const w = world();
+    w.add(0, 'mta', 'queued', { from: 'a', to: [CAROL, BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    stored(w, 1, BOB, 1);
+    copy(w, 1);
+    relayed(w, 2, CAROL);
+    const check = checkDeliveredOnce(w.target, BOB, ID);
+    await new Promise((resolve) => setImmediate(resolve));
+    stored(w, 3, BOB, 2);
+    copy(w, 2);
+    relayed(w, 4, BOB);
+    await expect(check).rejects.toThrow(/stored 2 times for bob@receiver\.test/);
+  });
+
+  it('fails when the one stored copy is no longer in the folder', async () => {
+    const w = world();
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    stored(w, 1, BOB, 1);
+    relayed(w, 2, BOB);
+    await expect(checkDeliveredOnce(w.target, BOB, ID)).rejects.toThrow(/0 copies in bob@receiver\.test's INBOX, expected exactly one/);
+  });
+
+  it('checkHopOrder refuses a hop that is not node:kind, ignores other messages\' hops, and needs each hop anew', async () => {
+    const w = world();
+    await expect(checkHopOrder(w.target, ID, ['mta'])).rejects.toThrow('checkHopOrder: "mta" is not node:kind');
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    stored(w, 1, BOB, 1, OTHER);
+    await expect(checkHopOrder(w.target, ID, ['mta:queued', 'mailbox:stored'], { timeoutMs: 50 })).rejects.toThrow(/hop mailbox:stored never came/);
+    await expect(checkHopOrder(w.target, ID, ['mta:queued', 'mta:queued'])).rejects.toThrow(/expected hop mta:queued after mta:queued, but it came earlier/);
+  });
+
+  describe('checkRetrySchedule', () => {
+    const ids = { messageId: ID, queueId: 'Q1' };
+    const failAt = (w: ReturnType<typeof world>, at: number, rcpt: string, n: number) =>
+      w.add(at, 'mta', 'deferred', { rcpt, hop: 'h', reply: '421', status: '4.4.1', error: 'refused', nextAttempt: 0, delay: 0, attempt: n }, ids);
+    const start = (w: ReturnType<typeof world>, at: number, recipients: string[], queueId = 'Q1', node = 'mta') =>
+      w.add(at, node, 'active', { attempt: 1, recipients }, { messageId: ID, queueId });
+
+    it('holds each recipient to the rule on its own, ignoring other messages and nodes', async () => {
+      const w = world();
+      w.add(0, 'mta', 'queued', { from: 'a', to: [BOB, CAROL], size: 1, origin: 'submission' }, ids);
+      start(w, 0, [BOB, CAROL]);
+      failAt(w, 10, BOB, 1);
+      failAt(w, 10, CAROL, 1);
+      start(w, 100, [CAROL], 'Q2'); // another message of the same MTA
+      start(w, 200, [CAROL], 'Q1', 'mta2'); // the same queue id on another MTA
+      start(w, 300, [CAROL]); // CAROL alone: too early for... nobody, BOB is not in it
+      relayed(w, 310, CAROL);
+      start(w, 410, [BOB]);
+      relayed(w, 420, BOB);
+      const failure = await checkRetrySchedule(w.target, ID, { schedule: [400] }).catch((e: unknown) => e);
+      expect(String(failure)).toMatch(/retry 1 of <m1@sender\.test> to carol@receiver\.test started 290 ms after the failure; the retry rule says 400 ms \(-25\/\+400\)/);
+    });
+
+    it('accepts a retry up to 25 ms early and up to slackMs (400 by default) late, and no more', async () => {
+      const run = async (delay: number, slackMs?: number) => {
+        const w = world();
+        w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, ids);
+        start(w, 0, [BOB]);
+        failAt(w, 10, BOB, 1);
+        start(w, 10 + delay, [BOB]);
+        relayed(w, 20 + delay, BOB);
+        return checkRetrySchedule(w.target, ID, { schedule: [1000] }, slackMs === undefined ? {} : { slackMs });
+      };
+      expect(await run(975)).toEqual([975]);
+      await expect(run(974)).rejects.toThrow(/started 974 ms/);
+      expect(await run(1400)).toEqual([1400]);
+      await expect(run(1401)).rejects.toThrow(/started 1401 ms/);
+      expect(await run(1050, 50)).toEqual([1050]);
+      await expect(run(1051, 50)).rejects.toThrow(/-25\/\+50/);
+    });
+
+    it('with `attempts`, decides once that many attempts started, the last failure without a retry yet', async () => {
+      const w = world();
+      w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, ids);
+      start(w, 0, [BOB]);
+      failAt(w, 10, BOB, 1);
+      const check = checkRetrySchedule(w.target, ID, { schedule: [500, 1000] }, { attempts: 2 });
+      await new Promise((resolve) => setImmediate(resolve));
+      start(w, 510, [BOB]);
+      failAt(w, 520, BOB, 2);
+      expect(await check).toEqual([500]);
+      await expect(checkRetrySchedule(w.target, ID, { schedule: [500] }, { attempts: 3, timeoutMs: 50 })).rejects.toThrow(/fewer than 3 attempts/);
+      await expect(checkRetrySchedule(w.target, ID, { schedule: [500] }, { timeoutMs: 50 })).rejects.toThrow(/bob@receiver\.test never settled/);
+    });
+  });
+});

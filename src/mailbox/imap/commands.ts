@@ -398,7 +398,7 @@ async function expungeDeleted(s: ImapSession, only?: Set<number>): Promise<numbe
   for (const e of doomed) {
     if (!removed.has(e.msg.uid)) continue;
     const messageId = ids.get(e.msg.uid);
-    s.emit('deleted', { user: s.user, mailbox: view.name, protocol: 'imap', uid: e.msg.uid }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
+    s.emit('deleted', { user: s.user!, mailbox: view.name, protocol: 'imap', uid: e.msg.uid }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
   }
   return [...removed];
 }
@@ -511,7 +511,7 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
     s.sendChunks(renderFetch(req, m, { uid: uid || (changed && s.condstore), flags: changed, modseq: changedSince !== undefined || (changed && s.condstore) }));
     if (retrieves) {
       const messageId = s.messageId(e, data.tree);
-      s.emit('retrieved', { user: s.user, mailbox: view.name, protocol: 'imap', uid: e.msg.uid, size: e.msg.size }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
+      s.emit('retrieved', { user: s.user!, mailbox: view.name, protocol: 'imap', uid: e.msg.uid, size: e.msg.size }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
     }
     await s.waitDrain();
   }

@@ -8,6 +8,7 @@ import type { MailStore } from '../store-api.js';
 import { COMMANDS } from './commands.js';
 import { MessageCache, RecentRegistry } from './server-state.js';
 import { ImapSession, type ImapLimits, type ServerContext } from './session.js';
+import type { MailboxEvents } from '../api.js';
 
 export interface ImapOptions {
   store: MailStore;
@@ -16,7 +17,7 @@ export interface ImapOptions {
   port: number;
   /** Name in the greeting (default: the node's hostname from `ctx`). */
   hostname?: string;
-  events?: EventLog;
+  events?: EventLog<MailboxEvents>;
   log?: (message: string) => void;
   /** The mailbox node's context, as the other mailbox services take it: supplies hostname, events and log. */
   ctx?: NodeContext<MailboxNodeConfig>;

@@ -11,6 +11,7 @@ import { MailboxView, type ViewEntry } from './mailbox-view.js';
 import { ImapError, ParseError } from './errors.js';
 import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
+import type { MailboxEvents } from '../api.js';
 
 export interface ImapLimits {
   /** Longest command line (text between literals). */
@@ -26,7 +27,7 @@ export interface ImapLimits {
 export interface ServerContext {
   store: MailStore;
   hostname: string;
-  events?: EventLog;
+  events?: EventLog<MailboxEvents>;
   log(message: string): void;
   limits: ImapLimits;
   recent: RecentRegistry;
@@ -380,7 +381,7 @@ export class ImapSession {
     return t ? header(t, 'message-id') : undefined;
   }
 
-  emit(kind: string, detail: Record<string, unknown>, extra: { messageId?: string; queueId?: string } = {}): void {
+  emit<K extends keyof MailboxEvents & string>(kind: K, detail: MailboxEvents[K], extra: { messageId?: string | undefined; queueId?: string } = {}): void {
     this.ctx.events?.emit({ kind, detail, ...extra });
   }
 
