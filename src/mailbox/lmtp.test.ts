@@ -4,10 +4,8 @@ import { startLmtp } from './lmtp.js';
 import type { MailboxService } from './service.js';
 import type { MailStore } from './store-api.js';
 import { MaildirStore } from './store.js';
-import { connectLine, testContext, type TestContext } from './testkit.test-helper.js';
+import { BOB, CAROL, connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
-const BOB = 'bob@receiver.test';
-const CAROL = 'carol@receiver.test';
 
 let ctx: TestContext;
 let store: MaildirStore;

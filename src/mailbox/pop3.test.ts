@@ -5,11 +5,9 @@ import { startPop3, dotStuff, topOf, uidl } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
 import type { LineClient } from '../harness/clients/line-client.js';
-import { connectLine, testContext, type TestContext } from './testkit.test-helper.js';
+import { BOB, CAROL, connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
-const BOB = 'bob@receiver.test';
 const BOB_PASS = 'bob-secret';
-const CAROL = 'carol@receiver.test';
 
 let ctx: TestContext;
 let store: MaildirStore;

@@ -8,9 +8,12 @@ import type { MailboxNodeConfig, UserConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { NodeContext } from '../shared/node.js';
 
+export const BOB = 'bob@receiver.test';
+export const CAROL = 'carol@receiver.test';
+
 export const TEST_USERS: UserConfig[] = [
-  { address: 'bob@receiver.test', password: 'bob-secret' },
-  { address: 'carol@receiver.test', password: 'carol secret with spaces' },
+  { address: BOB, password: 'bob-secret' },
+  { address: CAROL, password: 'carol secret with spaces' },
 ];
 
 export interface TestContext extends NodeContext<MailboxNodeConfig> {

@@ -9,7 +9,7 @@ import type { MailboxService } from '../mailbox/service.js';
 import type { MailStore } from '../mailbox/store-api.js';
 import { MaildirStore } from '../mailbox/store.js';
 import type { LineClient } from '../harness/clients/line-client.js';
-import { connectLine, testContext, type TestContext } from '../mailbox/testkit.test-helper.js';
+import { BOB, CAROL, connectLine, testContext, type TestContext } from '../mailbox/testkit.test-helper.js';
 import type { MxNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
@@ -17,8 +17,6 @@ import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 import { startMx, type MxOptions } from './index.js';
 
-const BOB = 'bob@receiver.test';
-const CAROL = 'carol@receiver.test';
 /** Known to the MX's recipient list, unknown to the mailbox server: LMTP refuses it for good (550 5.1.1). */
 const GHOST = 'ghost@receiver.test';
 
