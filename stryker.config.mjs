@@ -11,8 +11,8 @@ const coreModules = [
   'src/mta/classify.ts',
   'src/mx/index.ts',
   // The mailbox store and its parts.
-  'src/mailbox/store*.ts',
-  'src/mailbox/store/**/*.ts',
+  'src/mailbox/store.ts',
+  'src/mailbox/maildir/*.ts',
   'src/mailbox/pop3.ts',
   // The harness checkers.
   'src/harness/checkers/*.ts',
