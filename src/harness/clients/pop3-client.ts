@@ -45,24 +45,22 @@ export class Pop3Client {
 
   /** Message numbers with their UIDL. */
   async uidl(): Promise<{ number: number; uid: string }[]> {
-    const body = (await this.command('UIDL', true)).toString('latin1');
-    return body
-      .split('\r\n')
-      .filter(Boolean)
-      .map((line) => {
-        const [n, uid] = line.split(' ');
-        return { number: Number(n), uid: uid! };
-      });
+    return (await this.listing('UIDL')).map(([number, uid]) => ({ number, uid }));
   }
 
   async list(): Promise<{ number: number; size: number }[]> {
-    const body = (await this.command('LIST', true)).toString('latin1');
+    return (await this.listing('LIST')).map(([number, size]) => ({ number, size: Number(size) }));
+  }
+
+  /** A multi-line listing of `<message number> <value>` lines (RFC 1939 LIST, UIDL). */
+  private async listing(command: string): Promise<[number, string][]> {
+    const body = (await this.command(command, true)).toString('latin1');
     return body
       .split('\r\n')
       .filter(Boolean)
       .map((line) => {
-        const [n, size] = line.split(' ');
-        return { number: Number(n), size: Number(size) };
+        const [number, value] = line.split(' ');
+        return [Number(number), value ?? ''];
       });
   }
 
