@@ -15,7 +15,21 @@ function heldScheduler(concurrency: number) {
   });
   /** Ends the oldest run of `id` still going. */
   const release = (id: string) => held.get(id)!.shift()!();
-  return { scheduler, ran, release };
+  /** Ends the last run going and waits until nothing runs: `ran` is then final. */
+  const finish = async (id: string) => {
+    release(id);
+    await scheduler.idle();
+    return ran;
+  };
+  return { scheduler, ran, release, finish };
+}
+
+/** Four deliveries at a time that end at once, each recorded in `ran`, on fake timers starting at `now`. */
+function recordingScheduler(now: number) {
+  vi.useFakeTimers({ now });
+  const ran: string[] = [];
+  const scheduler = new Scheduler({ concurrency: 4, run: async (id) => void ran.push(id) });
+  return { scheduler, ran };
 }
 
 /** Runs that never end. */
@@ -48,9 +62,7 @@ describe('Scheduler', () => {
   });
 
   it('replaces an earlier plan, cancels, and flushes everything waiting', async () => {
-    vi.useFakeTimers({ now: 0 });
-    const ran: string[] = [];
-    const scheduler = new Scheduler({ concurrency: 4, run: async (id) => void ran.push(id) });
+    const { scheduler, ran } = recordingScheduler(0);
     scheduler.schedule('a', 10_000);
     scheduler.schedule('a', 20_000);
     scheduler.schedule('b', 30_000);
@@ -143,9 +155,7 @@ describe('Scheduler', () => {
   });
 
   it('runs a message due now without a timer, and one due 1 ms later only after that ms', async () => {
-    vi.useFakeTimers({ now: 1000 });
-    const ran: string[] = [];
-    const scheduler = new Scheduler({ concurrency: 4, run: async (id) => void ran.push(id) });
+    const { scheduler, ran } = recordingScheduler(1000);
     scheduler.schedule('now', 1000);
     scheduler.schedule('past', 1);
     scheduler.schedule('soon', 1001);
@@ -202,7 +212,7 @@ describe('Scheduler', () => {
   });
 
   it('cancel removes a message from the ready list and forgets a pending rerun', async () => {
-    const { scheduler, ran, release } = heldScheduler(1);
+    const { scheduler, ran, release, finish } = heldScheduler(1);
     scheduler.schedule('a');
     scheduler.schedule('b'); // ready, behind a
     scheduler.schedule('c'); // ready, behind b
@@ -212,22 +222,18 @@ describe('Scheduler', () => {
     scheduler.cancel('a');
     release('a');
     await vi.waitFor(() => expect(ran).toEqual(['a', 'c']));
-    release('c');
-    await scheduler.idle();
-    expect(ran).toEqual(['a', 'c']);
+    expect(await finish('c')).toEqual(['a', 'c']);
   });
 
   it('never starts a second run of a message in flight, even with free slots; runs it again after', async () => {
-    const { scheduler, ran, release } = heldScheduler(4);
+    const { scheduler, ran, release, finish } = heldScheduler(4);
     scheduler.schedule('a');
     scheduler.schedule('a');
     expect(scheduler.inFlight).toBe(1);
     expect(ran).toEqual(['a']);
     release('a');
     await vi.waitFor(() => expect(ran).toEqual(['a', 'a']));
-    release('a');
-    await scheduler.idle();
-    expect(ran).toEqual(['a', 'a']);
+    expect(await finish('a')).toEqual(['a', 'a']);
   });
 
   it('idle waits for runs that finish on a later turn of the event loop', async () => {

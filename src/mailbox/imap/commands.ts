@@ -49,18 +49,15 @@ async function id(s: ImapSession, r: Reader) {
 // ---- not authenticated ----
 
 async function login(s: ImapSession, r: Reader) {
-  r.sp();
-  const name = r.astring();
-  r.sp();
-  const password = r.astring();
+  const name = r.arg(() => r.astring());
+  const password = r.arg(() => r.astring());
   r.end();
   s.login(verify(s, name, password, 'LOGIN'), 'LOGIN');
   return `[CAPABILITY ${s.capabilities()}] Logged in`;
 }
 
 async function authenticate(s: ImapSession, r: Reader) {
-  r.sp();
-  const mechanism = r.atom().toUpperCase();
+  const mechanism = r.arg(() => r.atom().toUpperCase());
   let initial: string | undefined;
   if (r.trySp()) initial = r.atom();
   r.end();
@@ -101,8 +98,7 @@ function verify(s: ImapSession, login: string, password: string, method: string)
 async function enable(s: ImapSession, r: Reader) {
   const enabled: string[] = [];
   do {
-    r.sp();
-    const cap = r.atom().toUpperCase();
+    const cap = r.arg(() => r.atom().toUpperCase());
     if (cap === 'CONDSTORE' && !enabled.includes(cap)) {
       s.condstore = true;
       enabled.push(cap);
@@ -291,10 +287,8 @@ async function list(s: ImapSession, r: Reader) {
 }
 
 async function lsub(s: ImapSession, r: Reader) {
-  r.sp();
-  const reference = r.astring();
-  r.sp();
-  const pattern = r.listMailbox();
+  const reference = r.arg(() => r.astring());
+  const pattern = r.arg(() => r.listMailbox());
   r.end();
   if (pattern === '') {
     s.send(`* LSUB (\\Noselect) "${DELIMITER}" ""`);
@@ -466,8 +460,7 @@ async function search(s: ImapSession, r: Reader, uid: boolean) {
 }
 
 async function fetch(s: ImapSession, r: Reader, uid: boolean) {
-  r.sp();
-  const set = r.seqSet();
+  const set = r.arg(() => r.seqSet());
   r.sp();
   const req = parseFetchRequest(r);
   const view = s.view!;
@@ -519,8 +512,7 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
 }
 
 async function store(s: ImapSession, r: Reader, uid: boolean) {
-  r.sp();
-  const set = r.seqSet();
+  const set = r.arg(() => r.seqSet());
   r.sp();
   let unchangedSince: number | undefined;
   if (r.peek() === 0x28) {
@@ -573,8 +565,7 @@ async function store(s: ImapSession, r: Reader, uid: boolean) {
 }
 
 async function copyOrMove(s: ImapSession, r: Reader, uid: boolean, move: boolean) {
-  r.sp();
-  const set = r.seqSet();
+  const set = r.arg(() => r.seqSet());
   r.sp();
   const dest = s.mailboxArg(r);
   r.end();

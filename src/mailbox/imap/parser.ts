@@ -250,6 +250,12 @@ export class Reader {
     this.pos++;
   }
 
+  /** The next argument: the space before it, then what `read` reads. */
+  arg<T>(read: () => T): T {
+    this.sp();
+    return read();
+  }
+
   trySp(): boolean {
     if (this.peek() !== Ch.SP) return false;
     this.pos++;

@@ -225,17 +225,18 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
       expect(await c.command('a', 'LIST "" ""')).toEqual(['* LIST (\\Noselect) "/" ""', 'a OK LIST completed']);
       await c.command('b', 'CREATE Projects/2024/Q1');
       const all = await c.command('c', 'LIST "" "*"');
-      expect(all).toEqual([
-        '* LIST (\\HasNoChildren) "/" "INBOX"',
-        '* LIST (\\HasNoChildren \\Drafts) "/" "Drafts"',
-        '* LIST (\\HasNoChildren \\Junk) "/" "Junk"',
-        '* LIST (\\HasChildren) "/" "Projects"',
-        '* LIST (\\HasChildren) "/" "Projects/2024"',
-        '* LIST (\\HasNoChildren) "/" "Projects/2024/Q1"',
-        '* LIST (\\HasNoChildren \\Sent) "/" "Sent"',
-        '* LIST (\\HasNoChildren \\Trash) "/" "Trash"',
-        'c OK LIST completed',
-      ]);
+      // Every mailbox, in LIST order, with its attributes.
+      const expected: [string, string][] = [
+        ['INBOX', '\\HasNoChildren'],
+        ['Drafts', '\\HasNoChildren \\Drafts'],
+        ['Junk', '\\HasNoChildren \\Junk'],
+        ['Projects', '\\HasChildren'],
+        ['Projects/2024', '\\HasChildren'],
+        ['Projects/2024/Q1', '\\HasNoChildren'],
+        ['Sent', '\\HasNoChildren \\Sent'],
+        ['Trash', '\\HasNoChildren \\Trash'],
+      ];
+      expect(all).toEqual([...expected.map(([name, attributes]) => `* LIST (${attributes}) "/" "${name}"`), 'c OK LIST completed']);
       expect(await c.command('d', 'LIST "Projects/" %')).toEqual(['* LIST (\\HasChildren) "/" "Projects/2024"', 'd OK LIST completed']);
       expect(await c.command('e', 'LIST (SPECIAL-USE) "" "*"')).toHaveLength(5);
       expect(await c.command('f', 'LIST "" (inbox Sent) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))')).toEqual([
