@@ -25,12 +25,12 @@ describe('offline receiver', () => {
     await lab().mta().flush();
     await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
 
-    // The trace explains itself: the deferral, then the MX coming back and the flush (the nemesis's actions,
-    // recorded when they began), and the delivery after the MX came back (a scheduled retry may beat the flush).
+    // The trace explains itself: the deferral, then the MX coming back (the nemesis's action, recorded when it
+    // began), then the delivery. (The flush may come after the last hop: a scheduled retry can beat it.)
     const trace = lab().trace(sent.messageId).map((e) => `${e.node}:${e.kind}`);
     const at = (hop: string) => trace.indexOf(hop);
+    expect(at('mta:deferred')).toBeGreaterThanOrEqual(0);
     expect(at('nemesis:node-start')).toBeGreaterThan(at('mta:deferred'));
-    expect(at('nemesis:queue-flush')).toBeGreaterThan(at('nemesis:node-start'));
     expect(at('mailbox:stored')).toBeGreaterThan(at('nemesis:node-start'));
 
     // Delivered means gone from the queue: nothing will send it again.
