@@ -1,7 +1,6 @@
 // Scenario 1: alice → bob along the whole path: submitted, queued, MX lookup, relayed, stored.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce, checkHopOrder } from '../src/harness/index.js';
-import { headerSection } from '../src/shared/headers.js';
+import { checkDeliveredOnce, checkHopOrder, headerSection } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab();

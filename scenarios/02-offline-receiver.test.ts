@@ -25,11 +25,13 @@ describe('offline receiver', () => {
     await lab().mta().flush();
     await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
 
-    // The trace explains itself: the deferral, then the MX coming back (the nemesis's action, recorded when it
-    // began), then the delivery. (The flush may come after the last hop: a scheduled retry can beat it.)
+    // The trace explains itself: the MX stopped before the send (the nemesis's action, recorded when it began),
+    // the deferral, the MX coming back, then the delivery. (The flush may come after the last hop: a scheduled
+    // retry can beat it.)
     const trace = lab().trace(sent.messageId).map((e) => `${e.node}:${e.kind}`);
     const at = (hop: string) => trace.indexOf(hop);
-    expect(at('mta:deferred')).toBeGreaterThanOrEqual(0);
+    expect(at('nemesis:node-stop')).toBeGreaterThanOrEqual(0);
+    expect(at('mta:deferred')).toBeGreaterThan(at('nemesis:node-stop'));
     expect(at('nemesis:node-start')).toBeGreaterThan(at('mta:deferred'));
     expect(at('mailbox:stored')).toBeGreaterThan(at('nemesis:node-start'));
 

@@ -1,7 +1,7 @@
 // Scenario 5: two MX hosts. The lower preference wins; when it is down the other takes the mail; a moved MX
 // record takes effect on the next delivery.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/harness/index.js';
+import { checkDeliveredOnce, NEMESIS } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 // The zone lists the backup first: the lab DNS answers in zone order, so only the MTA's sorting by preference
@@ -24,7 +24,7 @@ async function sendAndWhoReceived(subject: string): Promise<string> {
 
 describe('MX preference', () => {
   it('uses the MX with the lowest preference value', async () => {
-    const answer = await lab().dns.node.control().call('lookup', { name: 'receiver.test', type: 'MX' });
+    const answer = await lab().dns.lookup('receiver.test', 'MX');
     expect(answer.answers.map((r) => ('exchange' in r ? r.exchange : r.type))).toEqual(['mx2.receiver.test', 'mx.receiver.test']);
     expect(await sendAndWhoReceived('to the preferred MX')).toBe('mx');
     const lookup = lab().history.filter({ kind: 'mx-lookup', where: (e) => e.detail.domain === 'receiver.test' }).at(-1)!;
@@ -42,6 +42,12 @@ describe('MX preference', () => {
 
   it('follows an MX record moved while the lab runs', async () => {
     await lab().dns.setMx('receiver.test', [{ host: 'mx2', preference: 10 }]);
+    // The edit is in the history, as the nemesis's action.
+    expect(lab().history.filter({ kind: 'dns-edit', node: NEMESIS }).at(-1)?.detail).toMatchObject({
+      target: 'dns',
+      operation: 'set-records',
+      args: { name: 'receiver.test', type: 'MX', records: [{ exchange: 'mx2.receiver.test', priority: 10 }] },
+    });
     expect(await sendAndWhoReceived('after the MX moved')).toBe('mx2');
     await lab().dns.setMx('receiver.test', [{ host: 'mx', preference: 10 }]);
     expect(await sendAndWhoReceived('after the MX moved back')).toBe('mx');

@@ -17,11 +17,12 @@ export type Contracts = { dns: DnsContract; mta: MtaContract; mx: MxContract; ma
 /** The name under which the harness records faults and control actions in the history. */
 export const NEMESIS = 'nemesis';
 
-/** A fault or control action on one node; `took` is how long the action took to complete, in ms. */
+/** A fault or control action on one node; `took` is how long it took, in ms; `error` says why it failed. */
 interface NodeAction {
   target: string;
   role: Role;
   took: number;
+  error?: string;
 }
 
 /** Events the harness records itself: node `nemesis` for faults, the device's name for devices. */
@@ -40,8 +41,8 @@ export type HarnessEvents = {
   /** A partition: the node left the lab network. */
   'node-disconnect': NodeAction;
   'node-connect': NodeAction;
-  /** A lab DNS edit: the operation and its arguments. */
-  'dns-edit': NodeAction & { operation: string; name?: string; type?: string; records?: unknown[] };
+  /** A lab DNS edit: the operation and its arguments (`set-records { name, type, records }`, `add-zone { zone }`...). */
+  'dns-edit': NodeAction & { operation: string; args: object };
   /** The MTA was asked to retry every deferred message now. */
   'queue-flush': NodeAction & { flushed: number };
   /** An IMAP device learned of a message (UID, flags). */
@@ -60,6 +61,15 @@ export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
   'dns-edit', 'queue-flush', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
 ] as const);
+
+/**
+ * Control operations that change a node's data, recorded in the history (node `nemesis`) whoever calls them:
+ * `lab.dns`, `lab.mta().flush()` or `node.as(role).control().call(...)`.
+ */
+export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' } } = {
+  dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit' },
+  mta: { flush: 'queue-flush' },
+};
 
 /** The kinds each role's contract lists. */
 export const ROLE_EVENT_KINDS: { readonly [R in Role]: readonly string[] } = {

@@ -10,3 +10,4 @@ export { smtpDialogue, type ProbeReply } from './clients/probe.js';
 export type { ImapDevice, Pop3Device } from './clients/devices.js';
 export { createRuntime, resolveRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 export type { LabEvent } from '../shared/events.js';
+export { headerSection, headerValue, messageIdOf } from '../shared/headers.js';

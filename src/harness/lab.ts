@@ -1,12 +1,12 @@
 // Lab (a builder, like testcontainers' GenericContainer) and StartedLab (the handle a scenario drives).
 import { randomBytes } from 'node:crypto';
-import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig } from '../shared/config.js';
-import { now } from '../shared/events.js';
+import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { headerValue } from '../shared/headers.js';
 import type { RecordType } from '../dns/api.js';
+import type { MessageState } from '../mta/api.js';
 import { ImapDevice, Pop3Device } from './clients/devices.js';
 import { submit, type SendOptions, type SendResult } from './clients/submission.js';
-import { NEMESIS, ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } from './events.js';
+import { ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } from './events.js';
 import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 import { NodeHandle } from './node-handle.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
@@ -120,20 +120,18 @@ export class StartedLab {
   /** The lab DNS: edit records while the lab runs. Every edit is recorded in the history (`dns-edit`). */
   get dns() {
     const node = this.nodeOf('dns');
-    const edit = async <T>(operation: string, detail: { name?: string; type?: string; records?: unknown[] }, run: () => Promise<T>): Promise<T> => {
-      const began = now();
-      const result = await run();
-      this.history.record(NEMESIS, 'dns-edit', { target: node.name, role: 'dns', took: now() - began, operation, ...detail }, { time: began });
-      return result;
-    };
-    const setRecords = (name: string, type: RecordType, records: Partial<DnsRecord>[]) =>
-      edit('set-records', { name, type, records }, () => node.control().call('set-records', { name, type, records }));
+    const control = () => node.control();
+    const setRecords = (name: string, type: RecordType, records: Partial<DnsRecord>[]) => control().call('set-records', { name, type, records });
     return {
       node,
-      records: () => node.control().call('records'),
+      records: () => control().call('records'),
       setRecords,
-      addRecord: (record: DnsRecord) => edit('add-record', { name: record.name, type: record.type, records: [record] }, () => node.control().call('add-record', { record })),
-      removeRecords: (name: string, type?: RecordType) => edit('remove-records', { name, ...(type ? { type } : {}) }, () => node.control().call('remove-records', { name, ...(type ? { type } : {}) })),
+      addRecord: (record: DnsRecord, zone?: string) => control().call('add-record', { record, ...(zone ? { zone } : {}) }),
+      removeRecords: (name: string, type?: RecordType) => control().call('remove-records', { name, ...(type ? { type } : {}) }),
+      setZones: (zones: ZoneConfig[]) => control().call('set-zones', { zones }),
+      addZone: (zone: ZoneConfig) => control().call('add-zone', { zone }),
+      removeZone: (origin: string) => control().call('remove-zone', { origin }),
+      lookup: (name: string, type: RecordType = 'A') => control().call('lookup', { name, type }),
       /** Points `domain`'s MX records at lab hosts (by host key) or host names. */
       setMx: (domain: string, targets: MxTarget[]) =>
         setRecords(domain, 'MX', targets.map((t) => ({ name: domain, type: 'MX' as const, exchange: this.hostnameOf(t.host), priority: t.preference }))),
@@ -149,13 +147,8 @@ export class StartedLab {
     const node = this.nodeOf('mta', name);
     return {
       node,
-      queue: (args: { state?: 'incoming' | 'active' | 'deferred' | 'done'; all?: boolean } = {}) => node.control().call('queue', args),
-      flush: async () => {
-        const began = now();
-        const result = await node.control().call('flush');
-        this.history.record(NEMESIS, 'queue-flush', { target: node.name, role: 'mta', took: now() - began, flushed: result.flushed }, { time: began });
-        return result;
-      },
+      queue: (args: { state?: MessageState; all?: boolean } = {}) => node.control().call('queue', args),
+      flush: () => node.control().call('flush'),
       message: (queueId: string) => node.control().call('message', { queueId }),
     };
   }

@@ -2,9 +2,9 @@
 // Every fault and control action is recorded in the history (node `nemesis`) at the moment it began, so a trace
 // shows why a connection failed.
 import type { Endpoint, NodeConfig, Role } from '../shared/config.js';
-import { ControlClient, type NodeHealth } from '../shared/control.js';
+import { ControlClient, type CompletedCall, type NodeHealth } from '../shared/control.js';
 import { now } from '../shared/events.js';
-import { NEMESIS, type Contracts, type HarnessEvents } from './events.js';
+import { NEMESIS, RECORDED_OPERATIONS, type Contracts, type HarnessEvents } from './events.js';
 import type { History } from './history/history.js';
 import type { NetworkFaults, RunningNode, Runtime } from './runtime/types.js';
 
@@ -63,7 +63,7 @@ export class NodeHandle<R extends Role = Role> {
   async boot(): Promise<void> {
     if (this.running) return;
     this.running = await this.runtime.startNode(this.config);
-    this.client = new ControlClient<Contracts[R]>(this.running.control, this.name);
+    this.client = new ControlClient<Contracts[R]>(this.running.control, this.name, (call) => this.recordCall(call));
     // The stream replays the node's events from its start, so nothing emitted before we connected is lost.
     this.lastSeq = 0;
     this.follow();
@@ -81,9 +81,10 @@ export class NodeHandle<R extends Role = Role> {
     );
   }
 
-  /** Starts a stopped or killed node again (its data directory kept). */
-  start(): Promise<void> {
-    return this.act('node-start', () => this.boot());
+  /** Starts a stopped or killed node again (its data directory kept); nothing happens (or is recorded) if it runs. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    await this.act('node-start', () => this.boot());
   }
 
   /** Graceful stop: the node's clients get connection refused from now on. */
@@ -133,10 +134,26 @@ export class NodeHandle<R extends Role = Role> {
     return this.running.faults;
   }
 
+  /** Runs a fault or control action and records it, at the moment it began, whether it worked or not. */
   private async act(kind: NodeAction, action: () => Promise<void>): Promise<void> {
     const began = now();
-    await action();
-    this.history.record(NEMESIS, kind, { target: this.name, role: this.role, took: now() - began }, { time: began });
+    let error: string | undefined;
+    try {
+      await action();
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      throw err;
+    } finally {
+      this.history.record(NEMESIS, kind, { target: this.name, role: this.role, took: now() - began, ...(error !== undefined ? { error } : {}) }, { time: began });
+    }
+  }
+
+  /** Records the control calls that change the node (RECORDED_OPERATIONS), whoever made them. */
+  private recordCall(call: CompletedCall): void {
+    const kind = RECORDED_OPERATIONS[this.role]?.[call.operation];
+    const action = { target: this.name, role: this.role, took: now() - call.began };
+    if (kind === 'dns-edit') this.history.record(NEMESIS, kind, { ...action, operation: call.operation, args: call.args }, { time: call.began });
+    if (kind === 'queue-flush') this.history.record(NEMESIS, kind, { ...action, flushed: (call.result as { flushed: number }).flushed }, { time: call.began });
   }
 
   private async halt(how: (r: RunningNode) => Promise<void>): Promise<void> {

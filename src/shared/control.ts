@@ -1,5 +1,5 @@
 // The control channel every node offers, the same in every runtime: HTTP on the node's address.
-//   GET  /health            -> { name, role, ready, services }
+//   GET  /health            -> { name, role, pid, services }
 //   GET  /events?since=N    -> NDJSON stream of events after seq N, kept open for new ones
 //   POST /rpc/<operation>   -> { result } of one of the role's contract operations; 404 with the list of operations
 //                              for a name the contract does not have; 400 for a body that is not a JSON object;
@@ -8,7 +8,7 @@
 import http from 'node:http';
 import type { Endpoint, Role } from './config.js';
 import type { ArgsOf, OperationName, ResultOf, RoleContract, RpcTable } from './contract.js';
-import type { EventLog, LabEvent } from './events.js';
+import { now, type EventLog, type LabEvent } from './events.js';
 
 export interface NodeHealth {
   name: string;
@@ -92,16 +92,33 @@ function readBody(req: http.IncomingMessage): Promise<string> {
 export type CallArgs<K extends RoleContract, Op extends OperationName<K>> = Partial<ArgsOf<K, Op>> extends ArgsOf<K, Op> ? [args?: ArgsOf<K, Op>] : [args: ArgsOf<K, Op>];
 
 /** The harness side of a node's control channel, typed by the node's role contract. */
+/** One completed call, as a client's `onCall` observer sees it. */
+export interface CompletedCall {
+  operation: string;
+  args: object;
+  result: unknown;
+  /** When the call was made (ms since the epoch). */
+  began: number;
+}
+
 export class ControlClient<K extends RoleContract = RoleContract> {
   private readonly agent = new http.Agent({ keepAlive: true });
-  constructor(readonly endpoint: Endpoint, readonly nodeName: string) {}
+  constructor(
+    readonly endpoint: Endpoint,
+    readonly nodeName: string,
+    /** Told of every call that succeeded (the harness records the ones that change a node). */
+    private readonly onCall?: (call: CompletedCall) => void,
+  ) {}
 
   async health(): Promise<NodeHealth> {
     return (await this.request('GET', '/health')) as NodeHealth;
   }
 
   async call<Op extends OperationName<K>>(operation: Op, ...args: CallArgs<K, Op>): Promise<ResultOf<K, Op>> {
-    const body = (await this.request('POST', `/rpc/${operation}`, args[0] ?? {})) as { result: ResultOf<K, Op> };
+    const began = now();
+    const payload: object = args[0] ?? {};
+    const body = (await this.request('POST', `/rpc/${operation}`, payload)) as { result: ResultOf<K, Op> };
+    this.onCall?.({ operation, args: payload, result: body.result, began });
     return body.result;
   }
 

@@ -139,7 +139,7 @@ describe('checkRetrySchedule', () => {
     await expect(checkRetrySchedule(w.target, ID, retry, { slackMs: 100 })).rejects.toThrow(/retry 2 .* started 1800 ms after the failure; the retry rule says 800 ms/);
   });
 
-  it('waits for the message to settle before deciding', async () => {
+  it('fails when the message was never queued', async () => {
     const w = world();
     const check = checkRetrySchedule(w.target, ID, retry, { timeoutMs: 50 });
     await expect(check).rejects.toThrow(/never queued/);
@@ -204,6 +204,25 @@ describe('checkers among other traffic', () => {
     copy(w, 2);
     relayed(w, 4, BOB);
     await expect(check).rejects.toThrow(/stored 2 times for bob@receiver\.test/);
+  });
+
+  it('needs the sending MTA\'s outcome, unless the message went through no MTA', async () => {
+    const w = world();
+    stored(w, 1, BOB, 1);
+    copy(w, 1);
+    await expect(checkDeliveredOnce(w.target, BOB, ID, { timeoutMs: 50 })).rejects.toThrow(/no MTA reported an outcome for bob@receiver\.test \(pass queued: false/);
+    expect((await checkDeliveredOnce(w.target, BOB, ID, { queued: false })).uid).toBe(1);
+  });
+
+  it('takes the outcome of this message only, and one deadline for all its waits', async () => {
+    const w = world();
+    w.add(0, 'mta', 'queued', { from: 'a', to: [BOB], size: 1, origin: 'submission' }, { messageId: ID, queueId: 'Q1' });
+    stored(w, 1, BOB, 1);
+    copy(w, 1);
+    relayed(w, 2, BOB, 'Q2', OTHER);
+    const began = Date.now();
+    await expect(checkDeliveredOnce(w.target, BOB, ID, { timeoutMs: 80 })).rejects.toThrow(/no MTA reported an outcome for bob@receiver\.test/);
+    expect(Date.now() - began).toBeLessThan(1000);
   });
 
   it('fails when the one stored copy is no longer in the folder', async () => {

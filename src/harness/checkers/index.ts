@@ -8,7 +8,8 @@
 import type { RetryConfig } from '../../shared/config.js';
 import { retryDelay } from '../../shared/retry.js';
 import type { HistoryEvent } from '../events.js';
-import { formatEvent, normalizeMessageId, WaitTimeoutError, type History } from '../history/history.js';
+import { now } from '../../shared/events.js';
+import { DEFAULT_WAIT_MS, formatEvent, normalizeMessageId, WaitTimeoutError, type History } from '../history/history.js';
 
 /** What a checker reads: the history, and the mailboxes (a StartedLab is one). */
 export interface CheckTarget {
@@ -17,7 +18,7 @@ export interface CheckTarget {
 }
 
 export interface CheckOptions {
-  /** How long the checker waits for its condition to become decidable (default 10 s). */
+  /** How long the checker may wait, in all, for its condition to become decidable (default 10 s). */
   timeoutMs?: number;
 }
 
@@ -30,6 +31,12 @@ export class CheckFailure extends Error {
   ) {
     super(`${message}\nevents:\n${events.map((e) => formatEvent(e)).join('\n') || '  (none)'}`);
   }
+}
+
+/** One deadline for every wait of a checker: `timeoutMs` bounds the whole check, not each step. */
+function deadline(options: CheckOptions): () => { timeoutMs: number } {
+  const end = now() + (options.timeoutMs ?? DEFAULT_WAIT_MS);
+  return () => ({ timeoutMs: Math.max(1, end - now()) });
 }
 
 /** Waits as `history.waitFor` does, but fails as a CheckFailure with the message's trace. */
@@ -53,9 +60,10 @@ export async function checkHopOrder(lab: CheckTarget, messageId: string, expecte
     if (!node || !kind) throw new Error(`checkHopOrder: "${hop}" is not node:kind`);
     return { hop, node, kind };
   });
+  const left = deadline(options);
   for (const { hop, node, kind } of hops) {
     await waitOrFail(history, messageId, `hop ${hop} never came`, () =>
-      history.waitFor({ node, where: (e) => e.kind === kind && history.trace(messageId).includes(e) }, { ...options, description: `hop ${hop} of message ${messageId}` }),
+      history.waitFor({ node, where: (e) => e.kind === kind && history.trace(messageId).includes(e) }, { ...left(), description: `hop ${hop} of message ${messageId}` }),
     );
   }
   const trace = history.trace(messageId);
@@ -73,27 +81,35 @@ const FINAL_AT_SENDER = new Set(['relayed', 'delivered', 'bounced', 'expired']);
 /**
  * Exactly one copy of the message is in the user's folder, and it was stored exactly once.
  *
- * Waits for the first `stored` event; then, if an MTA queued the message for the user, for that MTA's final
- * outcome for the user (a retry could still store a second copy before it); then until the `stored` events have
+ * Waits for the first `stored` event; then for the sending MTA's final outcome for the user (relayed, delivered,
+ * bounced or expired: a retry could still store a second copy before it); then until the `stored` events have
  * caught up with the copies the mailbox server shows (its event stream may lag its answers). Only then counts.
+ * A message handed to an MX or to LMTP directly, with no MTA queue, is checked with `queued: false`.
  */
-export async function checkDeliveredOnce(lab: CheckTarget, user: string, messageId: string, options: CheckOptions & { mailbox?: string } = {}): Promise<{ uid: number; raw: Buffer }> {
+export async function checkDeliveredOnce(
+  lab: CheckTarget,
+  user: string,
+  messageId: string,
+  options: CheckOptions & { mailbox?: string; queued?: boolean } = {},
+): Promise<{ uid: number; raw: Buffer }> {
   const { history } = lab;
+  const left = deadline(options);
   const folder = options.mailbox ?? 'INBOX';
   const rcpt = user.toLowerCase();
   const storedFor = (e: HistoryEvent) => e.kind === 'stored' && e.detail.user.toLowerCase() === rcpt && e.messageId !== undefined && normalizeMessageId(e.messageId) === normalizeMessageId(messageId);
-  await waitOrFail(history, messageId, `never stored for ${user}`, () => history.waitFor({ kind: 'stored', messageId, where: storedFor }, options));
+  await waitOrFail(history, messageId, `never stored for ${user}`, () => history.waitFor({ kind: 'stored', messageId, where: storedFor }, left()));
 
-  const queued = history.filter({ kind: 'queued', messageId, where: (e) => e.detail.to.some((to) => to.toLowerCase() === rcpt) });
-  for (const q of queued) {
-    await waitOrFail(history, messageId, `the sender ${q.node} never settled ${user}`, () =>
-      history.waitFor({ node: q.node, messageId, where: (e) => FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && String(e.detail.rcpt).toLowerCase() === rcpt }, options),
+  if (options.queued !== false) {
+    // The outcome, not the `queued` event: events a node emitted just before a SIGKILL may never reach the history,
+    // but the restarted MTA reports the outcome of what it recovered.
+    await waitOrFail(history, messageId, `no MTA reported an outcome for ${user} (pass queued: false for a message that went through no MTA)`, () =>
+      history.waitFor({ messageId, where: (e) => FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && e.detail.rcpt.toLowerCase() === rcpt }, left()),
     );
   }
 
   const copies = await lab.mailbox(user).find(messageId, folder);
   await waitOrFail(history, messageId, `the mailbox shows ${copies.length} copies but fewer stored events arrived`, () =>
-    history.waitForCount({ kind: 'stored', messageId, where: storedFor }, copies.length, options),
+    history.waitForCount({ kind: 'stored', messageId, where: storedFor }, copies.length, left()),
   );
   const stored = history.filter({ kind: 'stored', messageId, where: storedFor });
   if (stored.length !== 1) throw new CheckFailure(`message ${messageId}: stored ${stored.length} times for ${user}, expected exactly once`, history.trace(messageId));
@@ -116,19 +132,20 @@ export async function checkRetrySchedule(
   options: CheckOptions & { attempts?: number; slackMs?: number } = {},
 ): Promise<number[]> {
   const { history } = lab;
+  const left = deadline(options);
   const slackMs = options.slackMs ?? 400;
-  const queued = await waitOrFail(history, messageId, 'never queued', () => history.waitFor({ kind: 'queued', messageId }, options));
+  const queued = await waitOrFail(history, messageId, 'never queued', () => history.waitFor({ kind: 'queued', messageId }, left()));
   const mta = queued.node;
   const recipients = queued.detail.to.map((r) => r.toLowerCase());
   const ofMessage = (e: HistoryEvent) => e.node === mta && e.queueId === queued.queueId;
   if (options.attempts !== undefined) {
     await waitOrFail(history, messageId, `fewer than ${options.attempts} attempts`, () =>
-      history.waitForCount({ kind: 'active', where: ofMessage }, options.attempts!, options),
+      history.waitForCount({ kind: 'active', where: ofMessage }, options.attempts!, left()),
     );
   } else {
     for (const rcpt of recipients) {
       await waitOrFail(history, messageId, `${rcpt} never settled`, () =>
-        history.waitFor({ node: mta, where: (e) => ofMessage(e) && FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && String(e.detail.rcpt).toLowerCase() === rcpt }, options),
+        history.waitFor({ node: mta, where: (e) => ofMessage(e) && FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && e.detail.rcpt.toLowerCase() === rcpt }, left()),
       );
     }
   }

@@ -29,8 +29,10 @@ describe('History', () => {
     expect((failure as Error).message).toMatch(/timed out after 20 ms waiting for event \{kind="bounced"\}\nrecent history:\n.*mta\s+queued/s);
   });
 
-  it('a trace holds the message\'s hops, its queue id\'s events, and the faults between its first and last hop', () => {
+  it('a trace holds the message\'s hops, its queue id\'s events, the faults between its first and last hop, and the last one before on each node', () => {
     const h = new History();
+    h.record(NEMESIS, 'node-kill', { target: 'mx', role: 'mx', took: 5 }, { time: -3 });
+    h.record(NEMESIS, 'node-start', { target: 'mx', role: 'mx', took: 5 }, { time: -2 });
     h.record(NEMESIS, 'node-stop', { target: 'mx', role: 'mx', took: 5 }, { time: 0 });
     h.add(event(1, 'mta', 'queued', {}, { messageId: '<m@x>', queueId: 'Q' }));
     h.add(event(2, 'mta', 'active', {}, { queueId: 'Q' }));
@@ -38,7 +40,8 @@ describe('History', () => {
     h.record(NEMESIS, 'node-start', { target: 'mx', role: 'mx', took: 5 }, { time: 4 });
     h.add(event(5, 'mta', 'relayed', {}, { messageId: '<m@x>', queueId: 'Q' }));
     h.record(NEMESIS, 'node-kill', { target: 'mta', role: 'mta', took: 5 }, { time: 6 });
-    expect(h.trace('<m@x>').map((e) => `${e.node}:${e.kind}`)).toEqual(['mta:queued', 'mta:active', `${NEMESIS}:node-start`, 'mta:relayed']);
+    // Before the first hop only the last action on each node (the MX's stop) explains anything; after the last hop nothing.
+    expect(h.trace('<m@x>').map((e) => `${e.node}:${e.kind}`)).toEqual([`${NEMESIS}:node-stop`, 'mta:queued', 'mta:active', `${NEMESIS}:node-start`, 'mta:relayed']);
     expect(h.trace('<unknown@x>')).toEqual([]);
   });
 

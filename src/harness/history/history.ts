@@ -8,8 +8,8 @@ export interface EventMatcher<K extends EventKind = EventKind> {
   node?: string;
   messageId?: string;
   queueId?: string;
-  /** Every listed detail field must equal the event's. */
-  detail?: Record<string, unknown>;
+  /** Every listed detail field must equal the event's (compared as JSON). */
+  detail?: Partial<EventOf<K>['detail']>;
   /** Free predicate, for anything else. */
   where?: (e: EventOf<K>) => boolean;
 }
@@ -114,7 +114,8 @@ export class History {
   /**
    * The hops of one message: events carrying its Message-ID, the events of the same node that carry a queue id
    * seen with that Message-ID (a queue id identifies the message on that node), and the nemesis's faults and
-   * control actions between its first and last hop, which explain them.
+   * control actions that explain them: those between its first and last hop, and, for each node, the last one
+   * before its first hop (the state the message found that node in, e.g. an MX stopped before the send).
    */
   trace(messageId: string): HistoryEvent[] {
     const id = normalizeMessageId(messageId);
@@ -125,7 +126,13 @@ export class History {
     let last: HistoryEvent | undefined;
     for (let i = this.list.length - 1; i >= 0 && !last; i--) if (own(this.list[i]!)) last = this.list[i];
     if (!first || !last) return [];
-    return this.list.filter((e) => own(e) || (e.node === NEMESIS && e.time >= first.time && e.time <= last.time));
+    const before = new Map<string, HistoryEvent>();
+    for (const e of this.list) {
+      if (e.time >= first.time) break;
+      if (e.node === NEMESIS && 'target' in e.detail) before.set(e.detail.target, e);
+    }
+    const lastBefore = new Set(before.values());
+    return this.list.filter((e) => own(e) || lastBefore.has(e) || (e.node === NEMESIS && e.time >= first.time && e.time <= last.time));
   }
 
   /** Events whose kind the emitting node's contract does not list (`kindsOf` gives a node's listed kinds). */
