@@ -5,7 +5,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import defaultLab from '../../lab/default.js';
 import { Lab } from '../harness/lab.js';
-import type { RuntimeKind } from '../harness/runtime/index.js';
+import { parseRuntimeChoice, runtimeFromEnvironment } from '../harness/runtime/index.js';
 import { packageRoot } from '../harness/runtime/types.js';
 import type { LabDefinition } from '../harness/topology.js';
 
@@ -89,7 +89,8 @@ export async function loadLabFile(file: string): Promise<LabDefinition> {
 
 async function up(args: string[]): Promise<number> {
   const labFile = option(args, '--lab');
-  const runtime = (option(args, '--runtime') ?? process.env.MAILLAB_RUNTIME ?? 'local') as RuntimeKind | 'auto';
+  const chosen = option(args, '--runtime');
+  const runtime = chosen === undefined ? runtimeFromEnvironment() : parseRuntimeChoice(chosen);
   const json = args.includes('--json');
   const definition = labFile ? await loadLabFile(labFile) : defaultLab;
   const started = Date.now();

@@ -36,8 +36,6 @@ export interface LabDefinition {
   connectTimeoutMs?: number;
 }
 
-/** Retries within seconds, so scenarios about deferral and expiry run fast (owned by the MTA's scheduler). */
-
 export function defineLab(definition: LabDefinition): LabDefinition {
   validateLab(definition);
   return definition;

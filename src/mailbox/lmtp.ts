@@ -14,7 +14,6 @@ export interface LmtpOptions extends ServiceOptions {
 
 const DEFAULT_MAX_SIZE = 50 * 1024 * 1024;
 
-
 interface Recipient {
   /** As the client wrote it in RCPT TO (used for Delivered-To). */
   address: string;

@@ -22,7 +22,7 @@ export interface EngineOptions {
   now?(): number;
 }
 
-/** A queue entry as the control channel shows it (the harness's QueueEntry, plus details). */
+/** Orchestrates the MTA: accepts into the queue, runs the scheduler's attempts, records outcomes through the queue's transitions, bounces. */
 export class MtaEngine {
   readonly scheduler: Scheduler;
   private readonly now: () => number;

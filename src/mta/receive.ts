@@ -32,7 +32,6 @@ export interface ReceiverOptions {
   sizeLimit?: number;
 }
 
-
 function domainOf(address: string): string {
   const at = address.lastIndexOf('@');
   return at < 0 ? '' : address.slice(at + 1).toLowerCase();

@@ -4,7 +4,7 @@
 /** An SMTP reply carried as an error, the way smtp-server expects refusals. */
 export type SmtpReply = Error & { responseCode: number };
 
-/** `reply(550, '5.1.1 <x@y.test>: no such user')` answers `550 5.1.1 <x@y.test>: no such user`. */
+/** `smtpReply(550, '5.1.1 <x@y.test>: no such user')` answers `550 5.1.1 <x@y.test>: no such user`. */
 export function smtpReply(code: number, text: string): SmtpReply {
   return Object.assign(new Error(text), { responseCode: code });
 }

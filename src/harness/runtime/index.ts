@@ -49,9 +49,13 @@ export async function createRuntime(choice: RuntimeChoice, options: CreateRuntim
   return (await import('./docker.js')).createDockerRuntime();
 }
 
+/** A runtime named on a command line or in MAILLAB_RUNTIME, checked. */
+export function parseRuntimeChoice(value: string, from = 'runtime '): RuntimeChoice {
+  if (value !== 'local' && value !== 'docker' && value !== 'auto') throw new Error(`${from}${value}: use local, docker or auto`);
+  return value;
+}
+
 /** The runtime MAILLAB_RUNTIME asks for (local when unset). */
 export function runtimeFromEnvironment(): RuntimeChoice {
-  const value = process.env.MAILLAB_RUNTIME ?? 'local';
-  if (value !== 'local' && value !== 'docker' && value !== 'auto') throw new Error(`MAILLAB_RUNTIME=${value}: use local, docker or auto`);
-  return value;
+  return parseRuntimeChoice(process.env.MAILLAB_RUNTIME ?? 'local', 'MAILLAB_RUNTIME=');
 }
