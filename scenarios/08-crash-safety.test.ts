@@ -6,7 +6,7 @@ import { useLab } from './support/lab.js';
 
 const lab = useLab();
 const COUNT = 20;
-/** Enough messages that some are still queued when the kill lands, even where a kill takes a while (docker). */
+/** Enough messages that some are not yet relayed when the kill is issued after the first relay. */
 const IN_FLIGHT_COUNT = 40;
 
 describe('crash safety', () => {
@@ -44,12 +44,10 @@ describe('crash safety', () => {
     // store must still hold every one.
     for (const s of sent) await lab().waitFor({ kind: 'stored', messageId: s.messageId, detail: { user: 'carol@receiver.test' } }, { timeoutMs: 20_000 });
 
-    // The premise held: when the kill began, some accepted messages were not yet relayed, and the restarted MTA
-    // (from its node-ready on) relayed them from its queue on disk.
-    const ready = await lab().waitFor({ kind: 'node-ready', node: 'mta' }, { after: kill.time });
+    // The premise held: the kill was issued mid-stream, while some accepted messages were not yet relayed. (Whether
+    // the dying process or the restarted one relays them depends on how long the kill takes: about a millisecond
+    // for a local process, a hundred or more for a container; either way none may be lost, as checked above.)
     const relayedBefore = new Set(lab().history.filter({ kind: 'relayed', where: (e) => ours(e) && e.time < kill.time }).map((e) => e.messageId));
-    const relayedByRestarted = lab().history.filter({ kind: 'relayed', where: (e) => ours(e) && e.time > ready.time && !relayedBefore.has(e.messageId) });
-    expect(relayedBefore.size, 'messages relayed before the kill (the rest were in flight)').toBeLessThan(IN_FLIGHT_COUNT);
-    expect(relayedByRestarted.length, 'messages the restarted MTA relayed from its recovered queue').toBeGreaterThan(0);
+    expect(relayedBefore.size, 'messages relayed before the kill began (the rest were in flight)').toBeLessThan(IN_FLIGHT_COUNT);
   });
 });
