@@ -25,7 +25,7 @@ export const LAB_RETRY: RetryConfig = {
 };
 
 /** Delay before the next attempt after `failedAttempts` attempts failed (1 → schedule[0]; the last value repeats). */
-export function retryDelay(retry: RetryConfig, failedAttempts: number): number {
+export function retryDelay(retry: Pick<RetryConfig, 'schedule'>, failedAttempts: number): number {
   const { schedule } = retry;
   if (schedule.length === 0) return 0;
   const index = Math.min(Math.max(failedAttempts, 1), schedule.length) - 1;

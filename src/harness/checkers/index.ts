@@ -78,6 +78,11 @@ export async function checkHopOrder(lab: CheckTarget, messageId: string, expecte
 /** The final outcome of a recipient at the MTA that queued it: nothing further will come from that attempt. */
 const FINAL_AT_SENDER = new Set(['relayed', 'delivered', 'bounced', 'expired']);
 
+/** An event that settles `rcpt` (lower-case) at its sender. */
+function settles(e: HistoryEvent, rcpt: string): boolean {
+  return FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && e.detail.rcpt.toLowerCase() === rcpt;
+}
+
 /**
  * Exactly one copy of the message is in the user's folder, and it was stored exactly once.
  *
@@ -103,7 +108,7 @@ export async function checkDeliveredOnce(
     // The outcome, not the `queued` event: events a node emitted just before a SIGKILL may never reach the history,
     // but the restarted MTA reports the outcome of what it recovered.
     await waitOrFail(history, messageId, `no MTA reported an outcome for ${user} (pass queued: false for a message that went through no MTA)`, () =>
-      history.waitFor({ messageId, where: (e) => FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && e.detail.rcpt.toLowerCase() === rcpt }, left()),
+      history.waitFor({ messageId, where: (e) => settles(e, rcpt) }, left()),
     );
   }
 
@@ -145,7 +150,7 @@ export async function checkRetrySchedule(
   } else {
     for (const rcpt of recipients) {
       await waitOrFail(history, messageId, `${rcpt} never settled`, () =>
-        history.waitFor({ node: mta, where: (e) => ofMessage(e) && FINAL_AT_SENDER.has(e.kind) && 'rcpt' in e.detail && e.detail.rcpt.toLowerCase() === rcpt }, left()),
+        history.waitFor({ node: mta, where: (e) => ofMessage(e) && settles(e, rcpt) }, left()),
       );
     }
   }
@@ -156,7 +161,7 @@ export async function checkRetrySchedule(
     for (const [i, failure] of failures.entries()) {
       const next = trace.find((e) => e.kind === 'active' && e.time > failure.time && e.detail.recipients.some((r) => r.toLowerCase() === rcpt));
       if (!next) break;
-      const expected = retryDelay({ schedule: retry.schedule, maxLifetimeMs: Infinity }, i + 1);
+      const expected = retryDelay(retry, i + 1);
       const delay = next.time - failure.time;
       delays.push(delay);
       if (delay < expected - 25 || delay > expected + slackMs)
