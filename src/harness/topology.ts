@@ -1,7 +1,7 @@
 // A lab is data: domains, hosts with roles, users, and the retry schedule. `defineLab` checks it and fills in
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import path from 'node:path';
-import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type AuthThrottleConfig, type DnsRecord, type NodeConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 
 export interface MxTarget {
   /** A host of this lab (its key in `hosts`) or a host name. */
@@ -34,6 +34,16 @@ export interface LabDefinition {
   greetingDelayMs?: number;
   /** Timeout for the MTA's connections to an MX. */
   connectTimeoutMs?: number;
+  /** Limits of every SMTP server of the lab; unset fields take DEFAULT_SMTP_LIMITS. */
+  smtpLimits?: Partial<SmtpLimits>;
+  /** Login throttling on SMTP AUTH, IMAP and POP3; unset fields take DEFAULT_AUTH_THROTTLE, `false` turns it off. */
+  authThrottle?: Partial<AuthThrottleConfig> | false;
+}
+
+/** The SMTP limits and login throttling a lab's nodes run with. */
+export function securityOf(lab: LabDefinition): { limits: SmtpLimits; authThrottle: AuthThrottleConfig } {
+  const authThrottle = lab.authThrottle === false ? { ...DEFAULT_AUTH_THROTTLE, enabled: false } : { ...DEFAULT_AUTH_THROTTLE, ...lab.authThrottle };
+  return { limits: { ...DEFAULT_SMTP_LIMITS, ...lab.smtpLimits }, authThrottle };
 }
 
 export function defineLab(definition: LabDefinition): LabDefinition {
@@ -104,6 +114,12 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
   const lmtpOf = (mailbox: string | undefined) => (mailbox ? { host: address(mailbox), port: port('lmtp') } : undefined);
   const usersIn = (domains: string[]) => lab.users.filter((u) => domains.includes(u.address.split('@')[1]!.toLowerCase()));
 
+  const { limits, authThrottle } = securityOf(lab);
+  const labAddresses = Object.keys(lab.hosts).map(address);
+  const deliverers = Object.entries(lab.hosts)
+    .filter(([, h]) => h.role === 'mx' || h.role === 'mta')
+    .map(([name]) => address(name));
+
   const nodes: Record<string, NodeConfig> = {};
   const ordered = Object.entries(lab.hosts).sort(([, a], [, b]) => START_ORDER.indexOf(a.role) - START_ORDER.indexOf(b.role));
   for (const [name, host] of ordered) {
@@ -112,7 +128,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones };
         break;
       case 'mailbox':
-        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap') }, users: lab.users };
+        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap') }, users: lab.users, authThrottle, lmtpClients: deliverers };
         break;
       case 'mx':
         nodes[name] = {
@@ -122,6 +138,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           domains: host.domains,
           recipients: usersIn(host.domains).map((u) => u.address.toLowerCase()),
           lmtp: lmtpOf(host.mailbox)!,
+          limits,
         };
         break;
       case 'mta': {
@@ -136,6 +153,9 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           retry: lab.retry,
           relayPort: port('smtp'),
           connectTimeoutMs: lab.connectTimeoutMs ?? 2000,
+          limits,
+          authThrottle,
+          labAddresses,
         };
         break;
       }

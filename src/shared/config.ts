@@ -36,6 +36,50 @@ export interface RetryConfig {
   maxLifetimeMs: number;
 }
 
+/**
+ * Limits of an SMTP server (the MTA's 25 and 587, the MX's 25). Defaults: DEFAULT_SMTP_LIMITS.
+ * A node started from a hand-written configuration without them uses the defaults.
+ */
+export interface SmtpLimits {
+  /** RCPT TO commands accepted per transaction; past it `452 4.5.3` (RFC 5321 §4.5.3.1.10). */
+  maxRecipients: number;
+  /** Concurrent connections from one client address; past it the connection gets `421 4.7.0` and is closed. */
+  maxConnectionsPerClient: number;
+}
+
+/** Postfix's smtpd_recipient_limit is 1000, most providers use 50–100; Postfix allows 50 connections per client. */
+export const DEFAULT_SMTP_LIMITS: SmtpLimits = { maxRecipients: 100, maxConnectionsPerClient: 50 };
+
+/**
+ * Login throttling of every service that authenticates (SMTP AUTH, IMAP, POP3). Defaults: DEFAULT_AUTH_THROTTLE.
+ * Counters are per node: the MTA counts SMTP AUTH, the mailbox server IMAP and POP3 together.
+ */
+export interface AuthThrottleConfig {
+  /** false: no throttling at all (to show what an attacker gets without it). */
+  enabled: boolean;
+  /** Failed logins on one connection before the server closes it (SMTP 421 4.7.0, IMAP BYE, POP3 -ERR). */
+  failuresPerConnection: number;
+  /** Failed logins for one account from one client address, within windowMs, before that pair is throttled. */
+  failuresPerAccount: number;
+  /** Failed logins from one client address (any account), within windowMs, before the address is throttled. */
+  failuresPerAddress: number;
+  /** How long a failure counts. */
+  windowMs: number;
+  /** The first back-off; each further throttling of the same key doubles it, up to maxBackoffMs. */
+  backoffMs: number;
+  maxBackoffMs: number;
+}
+
+export const DEFAULT_AUTH_THROTTLE: AuthThrottleConfig = {
+  enabled: true,
+  failuresPerConnection: 3,
+  failuresPerAccount: 5,
+  failuresPerAddress: 30,
+  windowMs: 15 * 60_000,
+  backoffMs: 2_000,
+  maxBackoffMs: 5 * 60_000,
+};
+
 interface BaseNodeConfig {
   /** The node's (host's) name in the lab, e.g. `mta`. */
   name: string;
@@ -76,6 +120,14 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   relayPort: number;
   /** Timeout for connecting to a remote MX. */
   connectTimeoutMs: number;
+  limits?: SmtpLimits;
+  authThrottle?: AuthThrottleConfig;
+  /**
+   * Addresses of the lab's own hosts. The MTA connects to no other address: an address literal outside them is
+   * refused at RCPT (`550 5.7.1`), and an MX that resolves outside them is not contacted. Absent: no restriction
+   * (a hand-started node outside a lab).
+   */
+  labAddresses?: string[];
 }
 
 export interface MxNodeConfig extends BaseNodeConfig {
@@ -87,12 +139,16 @@ export interface MxNodeConfig extends BaseNodeConfig {
   recipients: string[];
   /** LMTP endpoint of the mailbox server. */
   lmtp: Endpoint;
+  limits?: SmtpLimits;
 }
 
 export interface MailboxNodeConfig extends BaseNodeConfig {
   role: 'mailbox';
   ports: { lmtp: number; pop3?: number; imap?: number };
   users: UserConfig[];
+  authThrottle?: AuthThrottleConfig;
+  /** Client addresses allowed to deliver over LMTP (the lab's MX and MTA); others get `550 5.7.1`. Absent: any. */
+  lmtpClients?: string[];
 }
 
 export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig;
