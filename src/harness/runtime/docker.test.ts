@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import defaultLab from '../../../lab/default.js';
 import type { NodeConfig } from '../../shared/config.js';
 import type { MailboxContract } from '../../mailbox/api.js';
-import { ControlClient } from '../../shared/control.js';
+import { ControlClient, newControlToken } from '../../shared/control.js';
 import { ensureImage, planImage } from './images.js';
 import type { LabNetwork } from './types.js';
 import { createRuntime } from './index.js';
@@ -45,6 +45,7 @@ describe('choosing a runtime', () => {
 
 describe('docker runtime', () => {
   const labId = `dockertest-${randomBytes(3).toString('hex')}`;
+  const token = newControlToken();
   let runtime: DockerRuntime | undefined;
   let network: LabNetwork;
   let nodes: Record<string, NodeConfig>;
@@ -90,6 +91,7 @@ describe('docker runtime', () => {
     expect(runtime.kind).toBe('docker');
     network = await runtime.prepare(defaultLab, labId);
     nodes = planLab(defaultLab, network).nodes;
+    for (const config of Object.values(nodes)) config.controlToken = token;
     console.log(`[runtime/docker.test] prepare (image present): ${Date.now() - started} ms, network ${runtime.network?.subnet}`);
 
     expect(network.portOffset).toBe(0);
@@ -117,7 +119,7 @@ describe('docker runtime', () => {
     expect(await resolver.resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
     expect(await resolver.resolve4('mx.receiver.test')).toEqual([network.addresses.mx]);
 
-    const health = await new ControlClient(dns.control, 'dns').health();
+    const health = await new ControlClient(dns.control, 'dns', token).health();
     expect(health).toMatchObject({ name: 'dns', role: 'dns' });
 
     // The container is on the lab network only, at its address, named, using the lab DNS, with its volume.
@@ -155,7 +157,7 @@ describe('docker runtime', () => {
     } finally {
       transport.close();
     }
-    const mailbox = new ControlClient<MailboxContract>(running.mailbox!.control, 'mailbox');
+    const mailbox = new ControlClient<MailboxContract>(running.mailbox!.control, 'mailbox', token);
     try {
       // Wait on the mailbox server's own event stream for the message to be stored, then look at the mailbox.
       const stored = await new Promise<boolean>((resolve) => {
@@ -182,14 +184,14 @@ describe('docker runtime', () => {
     const before = running.mailbox!.control;
     running.mailbox = await runtime!.startNode(nodes.mailbox!);
     expect(running.mailbox.control).toEqual(before); // same host ports across restarts
-    const mailbox = new ControlClient<MailboxContract>(running.mailbox.control, 'mailbox');
+    const mailbox = new ControlClient<MailboxContract>(running.mailbox.control, 'mailbox', token);
     try {
       expect(await mailbox.call('messages', { user: 'bob@receiver.test' })).toHaveLength(1);
     } finally {
       mailbox.close();
     }
 
-    const dnsControl = () => new ControlClient(running.dns!.control, 'dns');
+    const dnsControl = () => new ControlClient(running.dns!.control, 'dns', token);
     await running.dns!.faults.disconnect();
     const cut = dnsControl();
     await expect(cut.health()).rejects.toThrow();

@@ -214,7 +214,7 @@ export class DockerRuntime implements Runtime {
         .withEnvironment(process.env.MAILLAB_SOURCE_MAPS === '1' ? { NODE_OPTIONS: '--enable-source-maps' } : {})
         .withNetworkMode(lab.networkName)
         .withExposedPorts(...slot.ports.flatMap((p) => p.protocols.map((protocol) => ({ container: p.container, host: p.host, protocol }))))
-        .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o444 }])
+        .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o400 }])
         .withLogConsumer((stream) => output.follow(stream))
         .withWaitStrategy(Wait.forLogMessage(READY_MARKER))
         .withStartupTimeout(this.options.readyTimeoutMs ?? READY_TIMEOUT_MS);

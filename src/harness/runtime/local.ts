@@ -39,7 +39,8 @@ export class LocalRuntime implements Runtime {
 
   async startNode(config: NodeConfig): Promise<RunningNode> {
     const configFile = path.join(this.dataRoot ?? os.tmpdir(), `${config.name}.json`);
-    await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+    // Mode 0600 (in a 0700 directory): the config holds the lab's control token.
+    await fs.writeFile(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     const entry = path.join(packageRoot(), 'dist', 'node.js');
     if (!existsSync(entry)) throw new Error(`${entry} is missing: run "npm run build" first`);
     const child = spawn(process.execPath, [...nodeArgs(), entry, config.role, '--config', configFile], {
