@@ -102,9 +102,11 @@ async function up(args: string[]): Promise<number> {
     process.stdout.write(`lab ${definition.name} (${lab.id}) ready in ${Date.now() - started} ms on the ${description.runtime} runtime\n`);
     for (const [name, node] of Object.entries(description.nodes)) {
       const services = Object.entries(node.services).map(([s, e]) => `${s} ${e.host}:${e.port}`);
+      if (node.control) services.push(`control ${node.control.host}:${node.control.port}`);
       process.stdout.write(`  ${name.padEnd(8)} ${node.host.padEnd(16)} ${services.join('  ')}\n`);
     }
-    process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\nCtrl-C stops the lab.\n`);
+    process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\n`);
+    process.stdout.write(`control channels: "Authorization: Bearer <token>"; --json prints the token (controlToken)\nCtrl-C stops the lab.\n`);
   }
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

@@ -242,11 +242,18 @@ export class StartedLab {
     });
   }
 
-  /** Endpoints and users, as `maillab up --json` prints them. */
+  /**
+   * Endpoints and users, as `maillab up --json` prints them: every node's services and control channel, and the
+   * lab's control token (`Authorization: Bearer <controlToken>` on every control request).
+   */
   describe() {
     return {
+      id: this.id,
       runtime: this.runtime.kind,
-      nodes: Object.fromEntries(this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {} }])),
+      nodes: Object.fromEntries(
+        this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}) }]),
+      ),
+      controlToken: this.nodes()[0]?.config.controlToken,
       users: this.definition.users.map((u) => ({ address: u.address, password: u.password })),
     };
   }

@@ -36,6 +36,11 @@ export class NodeHandle<R extends Role = Role> {
     if (!this.running) throw new Error(`node ${this.name} is not running`);
     return this.running.services;
   }
+  /** Where the harness reaches the node's control channel (it needs the lab's token, `config.controlToken`). */
+  get controlEndpoint(): Endpoint {
+    if (!this.running) throw new Error(`node ${this.name} is not running`);
+    return this.running.control;
+  }
   service(name: string): Endpoint {
     const s = this.services[name];
     if (!s) throw new Error(`node ${this.name} has no service ${name} (it has ${Object.keys(this.services).join(', ')})`);
