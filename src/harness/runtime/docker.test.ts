@@ -1,6 +1,7 @@
 // The docker runtime against a real engine: the hermetic image, a lab network, the nodes as containers reached
 // through published ports, the faults, and the clean-up. Skipped (with the reason) where no engine answers.
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import { Resolver } from 'node:dns/promises';
 import nodemailer from 'nodemailer';
 import { getContainerRuntimeClient } from 'testcontainers';
@@ -13,7 +14,8 @@ import { ensureImage, planImage } from './images.js';
 import type { LabNetwork } from './types.js';
 import { createRuntime } from './index.js';
 import { LocalRuntime } from './local.js';
-import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, type DockerRunningNode } from './docker.js';
+import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, reapDockerLabs, type DockerRunningNode } from './docker.js';
+import { currentOwner } from './owner.js';
 import { CONTROL_PORT, planLab } from '../topology.js';
 
 const engine = await dockerEngine();
@@ -102,7 +104,11 @@ describe('docker runtime', () => {
       expect(a.startsWith('198.18.0.')).toBe(false);
     }
     const [info] = await (await docker()).listNetworks({ filters: labFilter });
-    expect(info?.Labels).toMatchObject({ maillab: '1', [LABEL.lab]: labId });
+    expect(info?.Labels).toMatchObject({ maillab: '1', [LABEL.lab]: labId, [LABEL.ownerPid]: String(process.pid), [LABEL.ownerHost]: os.hostname() });
+    expect(info?.Labels?.[LABEL.ownerStart]).toBe(currentOwner().start);
+    // A lab whose owner runs (this process) is never reaped by another lab's start.
+    expect(await reapDockerLabs(await docker(), () => undefined)).not.toContain(labId);
+    expect(await (await docker()).listNetworks({ filters: labFilter })).toHaveLength(1);
     expect(info?.IPAM?.Config?.[0]?.Subnet).toBe(runtime.network?.subnet);
     expect(nodes.mta!.dataDir).toBe('/var/maillab/mta');
   });
