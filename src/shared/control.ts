@@ -114,14 +114,35 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
 }
 
-/** Answers with an error and closes the connection without reading the rest of the request body. */
-function refuse(req: http.IncomingMessage, res: http.ServerResponse, status: number, headers: http.OutgoingHttpHeaders, error: string) {
+/**
+ * How long a refused connection stays open, unread, once the answer is out: closing a socket with unread data
+ * resets it at once, and a reset can destroy the answer before the client read it.
+ */
+const REFUSED_LINGER_MS = 1000;
+
+/**
+ * Answers with an error and closes the connection without reading the rest of the request body: reading stops
+ * at once (what the kernel already holds is all that is buffered), the answer goes out with `Connection: close`,
+ * then a FIN, and the socket is destroyed after REFUSED_LINGER_MS. The answer is written on the socket itself:
+ * through the ServerResponse, Node would destroy the socket the moment it is written, unread data and all.
+ */
+function refuse(req: http.IncomingMessage, res: http.ServerResponse, status: number, headers: Record<string, string>, error: string) {
+  const socket = req.socket;
+  // The body counts as being consumed (so the server does not read and discard the rest itself), and the socket
+  // reads nothing more.
+  req.read(0);
   req.pause();
-  req.removeAllListeners('data');
+  socket.pause();
+  res.on('error', () => undefined);
   const text = JSON.stringify({ error });
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' });
-  // Whatever the client still sends is not read: the socket goes once the answer is out.
-  res.end(text, () => req.socket.destroy());
+  const head = [
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}`,
+    ...Object.entries({ ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close' }).map(([k, v]) => `${k}: ${v}`),
+  ];
+  socket.end(head.join('\r\n') + '\r\n\r\n' + text);
+  const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
 }
 
 /** The body as text, or undefined (and reading stopped) as soon as it is larger than `limit` bytes. */
