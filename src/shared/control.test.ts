@@ -68,12 +68,12 @@ const post = (path: string, body: string, authorization?: string | null) => requ
  * A raw HTTP POST whose body is streamed in 64 KiB chunks (never more than one chunk in memory here) until the
  * server answers or closes. `declared`: send Content-Length (else chunked transfer encoding).
  */
-async function streamPost(path: string, total: number, declared: boolean): Promise<{ status: number; sentWhenAnswered: number; sent: number; peakRssGrowth: number; closedByServer: boolean }> {
+async function streamPost(path: string, total: number, declared: boolean, authorization = `Bearer ${token}`): Promise<{ status: number; sentWhenAnswered: number; sent: number; peakRssGrowth: number; closedByServer: boolean }> {
   const rssBefore = process.memoryUsage().rss;
   let peakRss = rssBefore;
   const socket = net.connect(port, '127.0.0.1');
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-  const head = [`POST ${path} HTTP/1.1`, 'host: control', `authorization: Bearer ${token}`, 'content-type: application/json'];
+  const head = [`POST ${path} HTTP/1.1`, 'host: control', `authorization: ${authorization}`, 'content-type: application/json'];
   head.push(declared ? `content-length: ${total}` : 'transfer-encoding: chunked');
   socket.write(head.join('\r\n') + '\r\n\r\n');
 
@@ -200,6 +200,16 @@ describe('control channel: the lab token', () => {
       stranger.close();
     }
     expect(await client.health()).toMatchObject({ name: 'test' });
+  });
+
+  it('reads nothing of a body sent without the token: 401 before it is sent, and the connection closed', async () => {
+    for (const declared of [true, false]) {
+      const result = await streamPost('/rpc/echo', 100 * MiB, declared, `Bearer ${newControlToken()}`);
+      expect(result.status, declared ? 'Content-Length' : 'chunked').toBe(401);
+      expect(result.closedByServer).toBe(true);
+      expect(result.sentWhenAnswered).toBeLessThan(10 * MiB);
+      expect(result.sent).toBeLessThan(20 * MiB);
+    }
   });
 
   it('refuses a token shorter than 32 characters', async () => {

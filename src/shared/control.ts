@@ -133,7 +133,6 @@ function refuse(req: http.IncomingMessage, res: http.ServerResponse, status: num
   req.read(0);
   req.pause();
   socket.pause();
-  res.on('error', () => undefined);
   const text = JSON.stringify({ error });
   const head = [
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}`,
@@ -156,6 +155,7 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<string | un
       size += c.length;
       if (size > limit) {
         req.off('data', onData);
+        req.pause();
         chunks.length = 0;
         return resolve(undefined);
       }
