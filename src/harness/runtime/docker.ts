@@ -30,6 +30,7 @@ import { GenericContainer, LABEL_TESTCONTAINERS_SESSION_ID, Wait, getContainerRu
 import type { Endpoint, NodeConfig } from '../../shared/config.js';
 import { READY_MARKER } from '../../shared/node.js';
 import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
+import { reapLocalLabs } from './local.js';
 import { currentOwner, ownerState, reapedLine } from './owner.js';
 import type { LabNetwork, NetworkFaults, RunningNode, Runtime } from './types.js';
 import type { LabDefinition } from '../topology.js';
@@ -171,7 +172,9 @@ export class DockerRuntime implements Runtime {
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     if (this.lab) throw new Error(`this docker runtime already runs lab ${this.lab.id}`);
+    // Labs of dead harnesses go first: docker ones, and the local runtime's data directories (cheap) too.
     await reapDockerLabs(this.docker).catch((err: unknown) => process.stderr.write(`maillab: could not look for left-over labs: ${(err as Error).message}\n`));
+    await reapLocalLabs();
     this.image = await ensureImage({ log: (m) => process.stderr.write(`maillab: ${m}\n`), ...this.options });
     const owner = currentOwner();
     const labels: Record<string, string> = {
