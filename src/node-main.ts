@@ -1,6 +1,6 @@
 // `maillab node <role> --config <file>` in one self-contained bundle (dist/node.js): the entry point every
 // runtime starts, a local child process or a container.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import type { NodeConfig, Role } from './shared/config.js';
 import { runNode } from './shared/node.js';
 
@@ -40,6 +40,10 @@ export async function main(argv: string[]): Promise<void> {
   if (config.role !== role) {
     process.stderr.write(`config ${configFile} is for role ${config.role}, not ${role}\n`);
     process.exit(2);
+  }
+  const mode = statSync(configFile).mode & 0o777;
+  if (config.controlToken && mode & 0o077) {
+    process.stderr.write(`maillab node: ${configFile} holds the control token and others may read it (mode ${mode.toString(8)}): chmod 600 it\n`);
   }
   await run(config);
 }

@@ -37,11 +37,14 @@ describe('maillab up --json', () => {
     const child = spawn(process.execPath, [bin, 'up', '--json', '--runtime', 'local'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const line = await firstLine(child, 20_000);
     const description = JSON.parse(line) as {
+      id: string;
       runtime: string;
-      nodes: Record<string, { host: string; services: Record<string, { host: string; port: number }> }>;
+      nodes: Record<string, { host: string; services: Record<string, { host: string; port: number }>; control: { host: string; port: number } }>;
+      controlToken: string;
       users: { address: string; password: string }[];
     };
     expect(description.runtime).toBe('local');
+    expect(description.id).toMatch(/^default-[0-9a-f]{6}$/);
     expect(Object.keys(description.nodes).sort()).toEqual(['dns', 'mailbox', 'mta', 'mx']);
     expect(Object.keys(description.nodes.mailbox!.services).sort()).toEqual(['imap', 'lmtp', 'pop3']);
     expect(Object.keys(description.nodes.mta!.services).sort()).toEqual(['smtp', 'submission']);
@@ -51,6 +54,16 @@ describe('maillab up --json', () => {
     expect(mx[0]!.exchange).toBe('mx.receiver.test');
     const replies = await smtpDialogue(description.nodes.mx!.services.smtp!, ['EHLO cli.test']);
     expect(replies[0]!.code).toBe(220);
+
+    // The control channels take the printed token, and only it.
+    expect(description.controlToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    for (const [name, node] of Object.entries(description.nodes)) {
+      const url = `http://${node.control.host}:${node.control.port}/health`;
+      expect((await fetch(url)).status, name).toBe(401);
+      const health = await fetch(url, { headers: { authorization: `Bearer ${description.controlToken}` } });
+      expect(health.status, name).toBe(200);
+      expect(await health.json()).toMatchObject({ name });
+    }
 
     child.kill('SIGTERM');
     expect(await exited(child)).toBe(0);
@@ -82,6 +95,13 @@ describe('maillab node', () => {
       expect(await firstLine(child, 10_000)).toMatch(/^MAILLAB_READY /);
       const answer = await createLabResolver({ host: address, port: 5353 }).resolveMx('solo.test');
       expect(answer).toEqual([{ exchange: 'mx.solo.test', priority: 5 }]);
+      // Without a controlToken in its config, the node made one, readable by its user only.
+      const tokenFile = path.join(dir, 'control-token');
+      expect((await fs.stat(tokenFile)).mode & 0o777).toBe(0o600);
+      const token = (await fs.readFile(tokenFile, 'utf8')).trim();
+      expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect((await fetch(`http://${address}:7070/health`)).status).toBe(401);
+      expect((await fetch(`http://${address}:7070/health`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     } finally {
       child.kill('SIGTERM');
       expect(await exited(child)).toBe(0);

@@ -18,7 +18,8 @@ const USAGE = `usage: maillab <command>
   images [--list]
         build the node image for the docker runtime ahead of time (reused by content hash)
   prune
-        remove every container, network and volume a killed run left behind (label maillab=1)
+        remove every container, network and volume of every docker lab (label maillab=1), and the data
+        directories of local labs whose harness is gone (a lab start removes those of dead harnesses too)
   node <dns|mta|mx|mailbox> --config <file.json>
         run one node of a lab on its own (what every runtime starts)
 `;
@@ -38,9 +39,12 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
       return 0;
     }
     case 'prune': {
+      // The local runtime's data directories of dead harnesses first (no engine needed), then every docker lab.
+      const { reapLocalLabs } = await import('../harness/runtime/local.js');
+      const local = await reapLocalLabs();
       const { pruneLabs } = await import('../harness/runtime/docker.js');
       const removed = await pruneLabs();
-      process.stdout.write(`removed ${removed.containers} container(s), ${removed.networks} network(s), ${removed.volumes} volume(s)\n`);
+      process.stdout.write(`removed ${removed.containers} container(s), ${removed.networks} network(s), ${removed.volumes} volume(s), ${local.length} local lab data director${local.length === 1 ? 'y' : 'ies'}\n`);
       return 0;
     }
     case 'node': {
@@ -102,9 +106,11 @@ async function up(args: string[]): Promise<number> {
     process.stdout.write(`lab ${definition.name} (${lab.id}) ready in ${Date.now() - started} ms on the ${description.runtime} runtime\n`);
     for (const [name, node] of Object.entries(description.nodes)) {
       const services = Object.entries(node.services).map(([s, e]) => `${s} ${e.host}:${e.port}`);
+      if (node.control) services.push(`control ${node.control.host}:${node.control.port}`);
       process.stdout.write(`  ${name.padEnd(8)} ${node.host.padEnd(16)} ${services.join('  ')}\n`);
     }
-    process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\nCtrl-C stops the lab.\n`);
+    process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\n`);
+    process.stdout.write(`control channels: "Authorization: Bearer <token>"; --json prints the token (controlToken)\nCtrl-C stops the lab.\n`);
   }
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

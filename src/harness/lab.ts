@@ -1,6 +1,7 @@
 // Lab (a builder, like testcontainers' GenericContainer) and StartedLab (the handle a scenario drives).
 import { randomBytes } from 'node:crypto';
 import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
+import { newControlToken } from '../shared/control.js';
 import { headerValue } from '../shared/headers.js';
 import type { RecordType } from '../dns/api.js';
 import type { MessageState } from '../mta/api.js';
@@ -68,6 +69,9 @@ export class Lab {
     const history = new History();
     const network = await runtime.prepare(this.definition, labId);
     const plan = planLab(this.definition, network);
+    // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
+    const controlToken = newControlToken();
+    for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
     const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history);
     try {
       // Nodes need each other only when mail flows, never at start-up: start them all at once.
@@ -238,11 +242,18 @@ export class StartedLab {
     });
   }
 
-  /** Endpoints and users, as `maillab up --json` prints them. */
+  /**
+   * Endpoints and users, as `maillab up --json` prints them: every node's services and control channel, and the
+   * lab's control token (`Authorization: Bearer <controlToken>` on every control request).
+   */
   describe() {
     return {
+      id: this.id,
       runtime: this.runtime.kind,
-      nodes: Object.fromEntries(this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {} }])),
+      nodes: Object.fromEntries(
+        this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}) }]),
+      ),
+      controlToken: this.nodes()[0]?.config.controlToken,
       users: this.definition.users.map((u) => ({ address: u.address, password: u.password })),
     };
   }

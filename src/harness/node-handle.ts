@@ -36,6 +36,11 @@ export class NodeHandle<R extends Role = Role> {
     if (!this.running) throw new Error(`node ${this.name} is not running`);
     return this.running.services;
   }
+  /** Where the harness reaches the node's control channel (it needs the lab's token, `config.controlToken`). */
+  get controlEndpoint(): Endpoint {
+    if (!this.running) throw new Error(`node ${this.name} is not running`);
+    return this.running.control;
+  }
   service(name: string): Endpoint {
     const s = this.services[name];
     if (!s) throw new Error(`node ${this.name} has no service ${name} (it has ${Object.keys(this.services).join(', ')})`);
@@ -62,8 +67,10 @@ export class NodeHandle<R extends Role = Role> {
   /** Starts the node at lab start (not a fault: not recorded). */
   async boot(): Promise<void> {
     if (this.running) return;
+    const token = this.config.controlToken;
+    if (!token) throw new Error(`node ${this.name}: its config has no controlToken, so the harness could not reach its control channel`);
     this.running = await this.runtime.startNode(this.config);
-    this.client = new ControlClient<Contracts[R]>(this.running.control, this.name, (call) => this.recordCall(call));
+    this.client = new ControlClient<Contracts[R]>(this.running.control, this.name, token, (call) => this.recordCall(call));
     // The stream replays the node's events from its start, so nothing emitted before we connected is lost.
     this.lastSeq = 0;
     this.follow();

@@ -92,6 +92,12 @@ interface BaseNodeConfig {
   dataDir: string;
   /** Port of the node's HTTP control channel (on `address`). */
   controlPort: number;
+  /**
+   * The bearer token of the control channel (every request must carry it). The harness makes one per lab and
+   * writes it only into config files no other user can read. Absent (a node started by hand): the node makes
+   * one and writes it to `<dataDir>/control-token` (mode 0600).
+   */
+  controlToken?: string;
   /** The lab DNS server; nodes never use the system resolver. */
   resolver: Endpoint;
   /** Delay before SMTP/LMTP greetings, the early-talker check. smtp-server hard-codes 100 ms; the lab uses 0. */

@@ -4,11 +4,24 @@
 //   POST /rpc/<operation>   -> { result } of one of the role's contract operations; 404 with the list of operations
 //                              for a name the contract does not have; 400 for a body that is not a JSON object;
 //                              500 with { error } when the operation fails
+// Every request needs `Authorization: Bearer <token>`, the lab's control token (compared in constant time):
+// without it, 401 with `WWW-Authenticate: Bearer` and the connection is closed, the body never read. A body
+// is at most `maxBodyBytes` (CONTROL_MAX_BODY_BYTES, 1 MiB): past it (by Content-Length, or by the bytes
+// streamed), 413, nothing more is read or kept, and the connection is closed.
 // Both ends are typed by the role's contract (src/<role>/api.ts).
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Endpoint, Role } from './config.js';
 import type { ArgsOf, OperationName, ResultOf, RoleContract, RpcTable } from './contract.js';
 import { now, type EventLog, type LabEvent } from './events.js';
+
+/** The largest request body the control channel reads (1 MiB); the largest operation arguments are far smaller. */
+export const CONTROL_MAX_BODY_BYTES = 1024 * 1024;
+
+/** A new control token: 32 random bytes, base64url (43 characters). The harness makes one per lab. */
+export function newControlToken(): string {
+  return randomBytes(32).toString('base64url');
+}
 
 export interface NodeHealth {
   name: string;
@@ -23,10 +36,20 @@ export async function startControlServer(options: {
   events: EventLog;
   health: () => NodeHealth;
   rpc: () => RpcTable<RoleContract>;
+  /** The bearer token every request must carry. */
+  token: string;
+  /** The largest body read (CONTROL_MAX_BODY_BYTES). */
+  maxBodyBytes?: number;
 }): Promise<http.Server> {
+  if (options.token.length < 32) throw new Error('the control token is too short (at least 32 characters)');
+  const expected = digest(options.token);
+  const maxBodyBytes = options.maxBodyBytes ?? CONTROL_MAX_BODY_BYTES;
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://control');
     try {
+      if (!timingSafeEqual(digest(bearer(req.headers.authorization)), expected)) {
+        return refuse(req, res, 401, { 'www-authenticate': 'Bearer realm="maillab control"' }, 'missing or wrong control token (Authorization: Bearer <token>)');
+      }
       if (req.method === 'GET' && url.pathname === '/health') {
         return sendJson(res, 200, options.health());
       }
@@ -49,7 +72,8 @@ export async function startControlServer(options: {
           const known = Object.keys(table);
           return sendJson(res, 404, { error: `unknown operation ${operation}; this node has ${known.length ? known.join(', ') : 'no operations'}`, operations: known });
         }
-        const body = await readBody(req);
+        const body = await readBody(req, maxBodyBytes);
+        if (body === undefined) return refuse(req, res, 413, {}, `${operation}: the body is larger than ${maxBodyBytes} bytes`);
         let args: unknown = {};
         try {
           if (body.length) args = JSON.parse(body);
@@ -79,10 +103,65 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown) {
   res.end(text);
 }
 
-function readBody(req: http.IncomingMessage): Promise<string> {
+/** The token of an `Authorization: Bearer <token>` header ('' without one). */
+function bearer(header: string | undefined): string {
+  const match = /^Bearer +(\S+) *$/i.exec(header ?? '');
+  return match ? match[1]! : '';
+}
+
+/** Fixed-length digests, so timingSafeEqual compares in constant time whatever the length of what was sent. */
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/**
+ * How long a refused connection stays open, unread, once the answer is out: closing a socket with unread data
+ * resets it at once, and a reset can destroy the answer before the client read it.
+ */
+const REFUSED_LINGER_MS = 1000;
+
+/**
+ * Answers with an error and closes the connection without reading the rest of the request body: reading stops
+ * at once (what the kernel already holds is all that is buffered), the answer goes out with `Connection: close`,
+ * then a FIN, and the socket is destroyed after REFUSED_LINGER_MS. The answer is written on the socket itself:
+ * through the ServerResponse, Node would destroy the socket the moment it is written, unread data and all.
+ */
+function refuse(req: http.IncomingMessage, res: http.ServerResponse, status: number, headers: Record<string, string>, error: string) {
+  const socket = req.socket;
+  // The body counts as being consumed (so the server does not read and discard the rest itself), and the socket
+  // reads nothing more.
+  req.read(0);
+  req.pause();
+  socket.pause();
+  const text = JSON.stringify({ error });
+  const head = [
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}`,
+    ...Object.entries({ ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close' }).map(([k, v]) => `${k}: ${v}`),
+  ];
+  socket.end(head.join('\r\n') + '\r\n\r\n' + text);
+  const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
+/** The body as text, or undefined (and reading stopped) as soon as it is larger than `limit` bytes. */
+function readBody(req: http.IncomingMessage, limit: number): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) return resolve(undefined);
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    let size = 0;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.pause();
+        chunks.length = 0;
+        return resolve(undefined);
+      }
+      chunks.push(c);
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
@@ -103,12 +182,17 @@ export interface CompletedCall {
 
 export class ControlClient<K extends RoleContract = RoleContract> {
   private readonly agent = new http.Agent({ keepAlive: true });
+  private readonly authorization: string;
   constructor(
     readonly endpoint: Endpoint,
     readonly nodeName: string,
+    /** The lab's control token, sent as `Authorization: Bearer <token>` with every request. */
+    token: string,
     /** Told of every call that succeeded (the harness records the ones that change a node). */
     private readonly onCall?: (call: CompletedCall) => void,
-  ) {}
+  ) {
+    this.authorization = `Bearer ${token}`;
+  }
 
   async health(): Promise<NodeHealth> {
     return (await this.request('GET', '/health')) as NodeHealth;
@@ -132,7 +216,7 @@ export class ControlClient<K extends RoleContract = RoleContract> {
           method,
           path,
           agent: this.agent,
-          headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+          headers: { authorization: this.authorization, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -165,7 +249,12 @@ export class ControlClient<K extends RoleContract = RoleContract> {
         onEnd();
       }
     };
-    const req = http.get({ host: this.endpoint.host, port: this.endpoint.port, path: `/events?since=${since}` }, (res) => {
+    const req = http.get({ host: this.endpoint.host, port: this.endpoint.port, path: `/events?since=${since}`, headers: { authorization: this.authorization } }, (res) => {
+      if (res.statusCode !== 200) {
+        process.stderr.write(`maillab: ${this.nodeName} control GET /events: ${res.statusCode} ${res.statusMessage ?? ''}\n`);
+        res.resume();
+        return end();
+      }
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         buffer += chunk;

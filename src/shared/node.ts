@@ -2,7 +2,9 @@
 import type { Endpoint, NodeConfig } from './config.js';
 import type { EventTable, NodeEvents, RoleContract, RpcTable } from './contract.js';
 import { EventLog } from './events.js';
-import { startControlServer } from './control.js';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { newControlToken, startControlServer } from './control.js';
 
 export interface NodeContext<C extends NodeConfig = NodeConfig, E extends EventTable = EventTable> {
   config: C;
@@ -32,9 +34,11 @@ export async function runNode<C extends NodeConfig, K extends RoleContract>(conf
   // Every contract includes the life-cycle events (RoleContract says so); emitted here for every role.
   const lifecycle: EventLog<NodeEvents> = events;
   const role = await start(ctx);
+  const token = config.controlToken ?? (await tokenForHandStartedNode(config, log));
   const control = await startControlServer({
     host: config.address,
     port: config.controlPort,
+    token,
     events,
     health: () => ({ name: config.name, role: config.role, pid: process.pid, services: role.services }),
     rpc: () => role.rpc,
@@ -67,4 +71,18 @@ export async function runNode<C extends NodeConfig, K extends RoleContract>(conf
     process.stdin.on('error', () => void shutdown('harness gone'));
     process.stdin.resume();
   }
+}
+
+/**
+ * A node started by hand (`maillab node <role> --config x.json`) without `controlToken`: its control channel
+ * still needs one, so the node makes one and writes it where only its user can read it.
+ */
+async function tokenForHandStartedNode(config: NodeConfig, log: (message: string) => void): Promise<string> {
+  const token = newControlToken();
+  const file = path.resolve(config.dataDir, 'control-token');
+  await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await fs.rm(file, { force: true }); // a new file, so no one else holds it open or owns it
+  await fs.writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' });
+  log(`no controlToken in the config: the control channel's token is in ${file} (send "Authorization: Bearer <token>")`);
+  return token;
 }

@@ -1,6 +1,7 @@
 // The docker runtime against a real engine: the hermetic image, a lab network, the nodes as containers reached
 // through published ports, the faults, and the clean-up. Skipped (with the reason) where no engine answers.
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import { Resolver } from 'node:dns/promises';
 import nodemailer from 'nodemailer';
 import { getContainerRuntimeClient } from 'testcontainers';
@@ -8,12 +9,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import defaultLab from '../../../lab/default.js';
 import type { NodeConfig } from '../../shared/config.js';
 import type { MailboxContract } from '../../mailbox/api.js';
-import { ControlClient } from '../../shared/control.js';
+import { ControlClient, newControlToken } from '../../shared/control.js';
 import { ensureImage, planImage } from './images.js';
 import type { LabNetwork } from './types.js';
 import { createRuntime } from './index.js';
 import { LocalRuntime } from './local.js';
-import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, type DockerRunningNode } from './docker.js';
+import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, reapDockerLabs, type DockerRunningNode } from './docker.js';
+import { currentOwner } from './owner.js';
 import { CONTROL_PORT, planLab } from '../topology.js';
 
 const engine = await dockerEngine();
@@ -45,6 +47,7 @@ describe('choosing a runtime', () => {
 
 describe('docker runtime', () => {
   const labId = `dockertest-${randomBytes(3).toString('hex')}`;
+  const token = newControlToken();
   let runtime: DockerRuntime | undefined;
   let network: LabNetwork;
   let nodes: Record<string, NodeConfig>;
@@ -90,6 +93,7 @@ describe('docker runtime', () => {
     expect(runtime.kind).toBe('docker');
     network = await runtime.prepare(defaultLab, labId);
     nodes = planLab(defaultLab, network).nodes;
+    for (const config of Object.values(nodes)) config.controlToken = token;
     console.log(`[runtime/docker.test] prepare (image present): ${Date.now() - started} ms, network ${runtime.network?.subnet}`);
 
     expect(network.portOffset).toBe(0);
@@ -100,7 +104,11 @@ describe('docker runtime', () => {
       expect(a.startsWith('198.18.0.')).toBe(false);
     }
     const [info] = await (await docker()).listNetworks({ filters: labFilter });
-    expect(info?.Labels).toMatchObject({ maillab: '1', [LABEL.lab]: labId });
+    expect(info?.Labels).toMatchObject({ maillab: '1', [LABEL.lab]: labId, [LABEL.ownerPid]: String(process.pid), [LABEL.ownerHost]: os.hostname() });
+    expect(info?.Labels?.[LABEL.ownerStart]).toBe(currentOwner().start);
+    // A lab whose owner runs (this process) is never reaped by another lab's start.
+    expect(await reapDockerLabs(await docker(), () => undefined)).not.toContain(labId);
+    expect(await (await docker()).listNetworks({ filters: labFilter })).toHaveLength(1);
     expect(info?.IPAM?.Config?.[0]?.Subnet).toBe(runtime.network?.subnet);
     expect(nodes.mta!.dataDir).toBe('/var/maillab/mta');
   });
@@ -117,7 +125,7 @@ describe('docker runtime', () => {
     expect(await resolver.resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
     expect(await resolver.resolve4('mx.receiver.test')).toEqual([network.addresses.mx]);
 
-    const health = await new ControlClient(dns.control, 'dns').health();
+    const health = await new ControlClient(dns.control, 'dns', token).health();
     expect(health).toMatchObject({ name: 'dns', role: 'dns' });
 
     // The container is on the lab network only, at its address, named, using the lab DNS, with its volume.
@@ -155,7 +163,7 @@ describe('docker runtime', () => {
     } finally {
       transport.close();
     }
-    const mailbox = new ControlClient<MailboxContract>(running.mailbox!.control, 'mailbox');
+    const mailbox = new ControlClient<MailboxContract>(running.mailbox!.control, 'mailbox', token);
     try {
       // Wait on the mailbox server's own event stream for the message to be stored, then look at the mailbox.
       const stored = await new Promise<boolean>((resolve) => {
@@ -182,14 +190,14 @@ describe('docker runtime', () => {
     const before = running.mailbox!.control;
     running.mailbox = await runtime!.startNode(nodes.mailbox!);
     expect(running.mailbox.control).toEqual(before); // same host ports across restarts
-    const mailbox = new ControlClient<MailboxContract>(running.mailbox.control, 'mailbox');
+    const mailbox = new ControlClient<MailboxContract>(running.mailbox.control, 'mailbox', token);
     try {
       expect(await mailbox.call('messages', { user: 'bob@receiver.test' })).toHaveLength(1);
     } finally {
       mailbox.close();
     }
 
-    const dnsControl = () => new ControlClient(running.dns!.control, 'dns');
+    const dnsControl = () => new ControlClient(running.dns!.control, 'dns', token);
     await running.dns!.faults.disconnect();
     const cut = dnsControl();
     await expect(cut.health()).rejects.toThrow();

@@ -9,8 +9,10 @@
 //   volume        maillab-<labId>-<node> at /var/maillab/<node>: survives stop/kill + start, removed by dispose()
 //   ports         standard ports inside (portOffset 0); each published on a host port of 127.0.0.1 chosen once
 //                 per node, so a node's endpoints stay the same across kill/start and disconnect/connect
-//   labels        maillab=1, maillab.lab=<labId>, maillab.node=<node> on containers, network and volumes:
-//                 dispose() removes a lab's, pruneLabs() every lab's.
+//   labels        maillab=1, maillab.lab=<labId>, maillab.node=<node> on containers, network and volumes, and the
+//                 lab's owner (owner.ts): maillab.owner.pid, .start (the process's start time), .host.
+//                 dispose() removes a lab's, pruneLabs() every lab's, and every prepare() first removes the labs
+//                 of this host whose owner is gone (reapDockerLabs): a killed harness leaves nothing for long.
 //   names         /etc/resolv.conf says 127.0.0.11 (Docker's embedded resolver, on every user-defined network): it
 //                 answers the lab's network aliases and forwards every other name to the lab DNS (HostConfig.Dns).
 //                 The nodes themselves only ask the resolver in their config, the lab DNS.
@@ -28,12 +30,23 @@ import { GenericContainer, LABEL_TESTCONTAINERS_SESSION_ID, Wait, getContainerRu
 import type { Endpoint, NodeConfig } from '../../shared/config.js';
 import { READY_MARKER } from '../../shared/node.js';
 import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
+import { reapLocalLabs } from './local.js';
+import { currentOwner, ownerState, reapedLine } from './owner.js';
 import type { LabNetwork, NetworkFaults, RunningNode, Runtime } from './types.js';
 import type { LabDefinition } from '../topology.js';
 
 /** The address block labs take their /24 from; its first /24 is dockerd's default bridge here (--bip 198.18.0.1/24). */
 export const LAB_ADDRESS_POOL = '198.18.0.0/15';
-export const LABEL = { maillab: 'maillab', lab: 'maillab.lab', node: 'maillab.node', role: 'maillab.role' } as const;
+export const LABEL = {
+  maillab: 'maillab',
+  lab: 'maillab.lab',
+  node: 'maillab.node',
+  role: 'maillab.role',
+  /** The harness process that owns the lab (owner.ts): pid, start time, host. */
+  ownerPid: 'maillab.owner.pid',
+  ownerStart: 'maillab.owner.start',
+  ownerHost: 'maillab.owner.host',
+} as const;
 
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_S = 10;
@@ -159,8 +172,18 @@ export class DockerRuntime implements Runtime {
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     if (this.lab) throw new Error(`this docker runtime already runs lab ${this.lab.id}`);
+    // Labs of dead harnesses go first: docker ones, and the local runtime's data directories (cheap) too.
+    await reapDockerLabs(this.docker).catch((err: unknown) => process.stderr.write(`maillab: could not look for left-over labs: ${(err as Error).message}\n`));
+    await reapLocalLabs();
     this.image = await ensureImage({ log: (m) => process.stderr.write(`maillab: ${m}\n`), ...this.options });
-    const labels: Record<string, string> = { [LABEL.maillab]: '1', [LABEL.lab]: labId };
+    const owner = currentOwner();
+    const labels: Record<string, string> = {
+      [LABEL.maillab]: '1',
+      [LABEL.lab]: labId,
+      [LABEL.ownerPid]: String(owner.pid),
+      [LABEL.ownerStart]: owner.start,
+      [LABEL.ownerHost]: owner.host,
+    };
     // With Ryuk enabled (TESTCONTAINERS_RYUK_DISABLED=false), it also removes the network and volumes of a crashed run.
     if (process.env.TESTCONTAINERS_RYUK_DISABLED !== 'true') labels[LABEL_TESTCONTAINERS_SESSION_ID] = (await getReaper(this.client)).sessionId;
 
@@ -214,7 +237,7 @@ export class DockerRuntime implements Runtime {
         .withEnvironment(process.env.MAILLAB_SOURCE_MAPS === '1' ? { NODE_OPTIONS: '--enable-source-maps' } : {})
         .withNetworkMode(lab.networkName)
         .withExposedPorts(...slot.ports.flatMap((p) => p.protocols.map((protocol) => ({ container: p.container, host: p.host, protocol }))))
-        .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o444 }])
+        .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o400 }])
         .withLogConsumer((stream) => output.follow(stream))
         .withWaitStrategy(Wait.forLogMessage(READY_MARKER))
         .withStartupTimeout(this.options.readyTimeoutMs ?? READY_TIMEOUT_MS);
@@ -540,6 +563,45 @@ function ignoreGone(err: unknown): void {
   throw err;
 }
 
+/**
+ * Removes the labs whose owner (the harness process that started them, labels maillab.owner.*) is gone: the
+ * containers, network and volumes a SIGKILLed `maillab up` or a cancelled CI job left. Labs of running owners
+ * (parallel vitest workers), of other hosts, without owner labels, and labs of which only volumes remain (data
+ * kept on purpose, MAILLAB_KEEP=1) are left alone; `maillab prune` removes everything. Says on stderr what it
+ * removed; returns the lab ids.
+ */
+export async function reapDockerLabs(docker: Docker, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<string[]> {
+  const filters = JSON.stringify({ label: [`${LABEL.maillab}=1`] });
+  const [containers, networks, volumes] = await Promise.all([
+    docker.listContainers({ all: true, filters }),
+    docker.listNetworks({ filters }),
+    docker.listVolumes({ filters }).then((v) => v.Volumes ?? []),
+  ]);
+  const labs = new Map<string, { labels: Record<string, string>; running: boolean }>();
+  for (const labels of [...containers.map((c) => c.Labels), ...networks.map((n) => n.Labels)]) {
+    const id = labels?.[LABEL.lab];
+    if (id && !labs.has(id)) labs.set(id, { labels, running: true });
+  }
+  for (const v of volumes) {
+    const id = v.Labels?.[LABEL.lab];
+    if (id && !labs.has(id)) labs.set(id, { labels: v.Labels, running: false });
+  }
+  const reaped: string[] = [];
+  for (const [id, lab] of labs) {
+    if (!lab.running) continue; // only volumes: kept on purpose
+    const state = ownerState({ pid: Number(lab.labels[LABEL.ownerPid]), start: lab.labels[LABEL.ownerStart] ?? '', host: lab.labels[LABEL.ownerHost] });
+    if (state.state !== 'gone') continue;
+    try {
+      const removed = await removeLabelled(docker, `${LABEL.lab}=${id}`, { volumes: true });
+      reaped.push(id);
+      log(reapedLine(id, state.why, `${removed.containers} container(s), ${removed.networks} network(s), ${removed.volumes} volume(s)`));
+    } catch (err) {
+      log(`maillab: could not reap lab ${id}: ${(err as Error).message}`);
+    }
+  }
+  return reaped;
+}
+
 /** Removes every container, network and volume carrying `label` (`key=value`). */
 async function removeLabelled(docker: Docker, label: string, what: { volumes: boolean }): Promise<{ containers: number; networks: number; volumes: number }> {
   const filters = JSON.stringify({ label: [label] });
@@ -554,6 +616,13 @@ async function removeLabelled(docker: Docker, label: string, what: { volumes: bo
     volumes = listed.length;
   }
   return { containers: containers.length, networks: networks.length, volumes };
+}
+
+/** Removes the containers, network and volumes of one lab. */
+export async function removeLab(labId: string): Promise<{ containers: number; networks: number; volumes: number }> {
+  configureTestcontainers();
+  const client = await getContainerRuntimeClient();
+  return removeLabelled(client.container.dockerode, `${LABEL.lab}=${labId}`, { volumes: true });
 }
 
 /** Removes everything of every lab (label maillab=1): containers, networks, volumes. Images stay. */

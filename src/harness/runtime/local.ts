@@ -9,9 +9,22 @@ import type { NodeConfig } from '../../shared/config.js';
 import { READY_MARKER } from '../../shared/node.js';
 import type { LabNetwork, RunningNode, Runtime } from './types.js';
 import { packageRoot } from './types.js';
+import { currentOwner, ownerState, processStartTime, reapedLine, stillRunning, type LabOwner, type ProcessId } from './owner.js';
 import type { LabDefinition } from '../topology.js';
 
 const READY_TIMEOUT_MS = 15_000;
+
+/** The prefix of a lab's data root in os.tmpdir(): `maillab-<labId>-XXXXXX`. */
+const DATA_ROOT_PREFIX = 'maillab-';
+/** In a lab's data root: who owns the lab (removed when its data is kept on purpose, MAILLAB_KEEP=1). */
+export const OWNER_FILE = 'owner.json';
+/** In a lab's data root, per node: the node process (pid and start time), so a reaper can stop a stray one. */
+const PROCESS_FILE_SUFFIX = '.process.json';
+
+interface OwnerFile {
+  labId: string;
+  owner: LabOwner;
+}
 
 /**
  * Extra node flags for the nodes: MAILLAB_NODE_ARGS (e.g. --cpu-prof), and source maps with
@@ -29,8 +42,11 @@ export class LocalRuntime implements Runtime {
   private readonly children = new Set<ChildProcess>();
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
-    const dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), `maillab-${labId}-`));
+    await reapLocalLabs();
+    const dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), `${DATA_ROOT_PREFIX}${labId}-`));
     this.dataRoot = dataRoot;
+    const owner: OwnerFile = { labId, owner: currentOwner() };
+    await fs.writeFile(path.join(dataRoot, OWNER_FILE), JSON.stringify(owner, null, 2) + '\n', { mode: 0o600 });
     const hosts = Object.keys(lab.hosts);
     const block = await freeLoopbackBlock(hosts.length);
     const addresses = Object.fromEntries(hosts.map((h, i) => [h, `${block}.${i + 2}`]));
@@ -39,7 +55,8 @@ export class LocalRuntime implements Runtime {
 
   async startNode(config: NodeConfig): Promise<RunningNode> {
     const configFile = path.join(this.dataRoot ?? os.tmpdir(), `${config.name}.json`);
-    await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+    // Mode 0600 (in a 0700 directory): the config holds the lab's control token.
+    await fs.writeFile(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     const entry = path.join(packageRoot(), 'dist', 'node.js');
     if (!existsSync(entry)) throw new Error(`${entry} is missing: run "npm run build" first`);
     const child = spawn(process.execPath, [...nodeArgs(), entry, config.role, '--config', configFile], {
@@ -48,6 +65,10 @@ export class LocalRuntime implements Runtime {
       env: { ...process.env, NODE_OPTIONS: '', MAILLAB_LIFELINE: 'stdin' },
     });
     this.children.add(child);
+    if (child.pid !== undefined) {
+      const id: ProcessId = { pid: child.pid, start: processStartTime(child.pid) ?? '' };
+      await fs.writeFile(path.join(path.dirname(configFile), `${config.name}${PROCESS_FILE_SUFFIX}`), JSON.stringify(id) + '\n', { mode: 0o600 });
+    }
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     void exited.then(() => this.children.delete(child));
 
@@ -96,8 +117,78 @@ export class LocalRuntime implements Runtime {
           }),
       ),
     );
-    if (this.dataRoot && !options.keepData) await fs.rm(this.dataRoot, { recursive: true, force: true });
+    if (!this.dataRoot) return;
+    if (options.keepData) {
+      // Kept on purpose (a post-mortem): no longer a lab for reapLocalLabs to remove.
+      await fs.rm(path.join(this.dataRoot, OWNER_FILE), { force: true });
+      process.stderr.write(`maillab: kept the data of the lab in ${this.dataRoot}\n`);
+    } else {
+      await fs.rm(this.dataRoot, { recursive: true, force: true, maxRetries: 3 });
+    }
   }
+}
+
+/**
+ * Removes the data roots in `tmpdir` of local labs whose owner (the harness that started them) is gone:
+ * SIGKILL of the harness, a cancelled CI job. Their nodes left by themselves (the stdin lifeline); one that is
+ * still there is killed first. Labs of running owners, of other hosts and other users' are left alone, and so
+ * are data roots kept on purpose (no owner.json). Says on stderr what it removed; returns the lab ids.
+ */
+export async function reapLocalLabs(tmpdir = os.tmpdir(), log: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<string[]> {
+  const reaped: string[] = [];
+  let entries: string[];
+  try {
+    entries = (await fs.readdir(tmpdir)).filter((name) => name.startsWith(DATA_ROOT_PREFIX));
+  } catch {
+    return reaped;
+  }
+  for (const name of entries) {
+    const dataRoot = path.join(tmpdir, name);
+    let owned: OwnerFile;
+    try {
+      owned = JSON.parse(await fs.readFile(path.join(dataRoot, OWNER_FILE), 'utf8')) as OwnerFile;
+    } catch {
+      continue; // not a lab's data root, another user's, kept on purpose, or being removed right now
+    }
+    const state = ownerState(owned.owner);
+    if (state.state !== 'gone') continue;
+    try {
+      const stray = await killStrayNodes(dataRoot);
+      await fs.rm(dataRoot, { recursive: true, force: true, maxRetries: 3 });
+      reaped.push(owned.labId);
+      log(reapedLine(owned.labId, state.why, `${dataRoot}${stray ? ` and killed ${stray} node process(es) still running` : ''}`));
+    } catch (err) {
+      log(`maillab: could not reap lab ${owned.labId} in ${dataRoot}: ${(err as Error).message}`);
+    }
+  }
+  return reaped;
+}
+
+/** SIGKILLs the node processes of a data root that still run, and waits until they are gone; returns how many. */
+async function killStrayNodes(dataRoot: string): Promise<number> {
+  const stray: ProcessId[] = [];
+  for (const file of (await fs.readdir(dataRoot)).filter((f) => f.endsWith(PROCESS_FILE_SUFFIX))) {
+    try {
+      const id = JSON.parse(await fs.readFile(path.join(dataRoot, file), 'utf8')) as ProcessId;
+      if (stillRunning(id)) stray.push(id);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  for (const id of stray) {
+    try {
+      process.kill(id.pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+  // SIGKILL takes effect at once; its parent (gone) no longer waits for it, init does.
+  const deadline = Date.now() + 5000;
+  while (stray.some(stillRunning)) {
+    if (Date.now() > deadline) throw new Error(`node process(es) ${stray.filter(stillRunning).map((p) => p.pid).join(', ')} survived SIGKILL`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return stray.length;
 }
 
 /** A random 127.a.b.0/24 block whose first addresses have nothing listening on the control port. */
