@@ -43,6 +43,8 @@ const NO_EXPUNGE_DURING = new Set(['FETCH', 'STORE', 'SEARCH', 'COPY']);
 
 /** Queued commands beyond which the socket stops being read (back-pressure against flooding). */
 const MAX_QUEUED = 64;
+/** The same before authentication, when each queued command may hold a line and a literal of up to 64 KiB. */
+const MAX_QUEUED_NOTAUTH = 4;
 
 export class ImapSession {
   state: CommandState = 'notauth';
@@ -67,6 +69,8 @@ export class ImapSession {
   private closed = false;
   private cleanedUp = false;
   private paused = false;
+  /** A fatal framing error: the socket is never read again. */
+  private readingStopped = false;
   /** The command being executed. */
   private current: string | undefined;
 
@@ -81,6 +85,8 @@ export class ImapSession {
     this.framer = new CommandFramer({
       maxLineLength: limits.maxLineLength,
       maxDiscard: limits.maxAppendSize * 2,
+      // Before authentication nothing over a limit is read, not even to skip it: the connection ends instead.
+      strict: () => this.state === 'notauth',
       literalLimit: (head) => this.literalLimit(head.name),
       continueLiteral: () => this.send('+ Ready for literal data'),
       onItem: (item) => this.enqueue(item),
@@ -139,17 +145,29 @@ export class ImapSession {
   // ---- input ----
 
   private literalLimit(command: string): number {
-    // Big literals only where they belong, and only once someone has logged in (or is about to).
-    if (command === 'APPEND' && (this.state !== 'notauth' || this.authPending())) return this.ctx.limits.maxAppendSize;
-    return this.ctx.limits.maxLiteralSize;
-  }
-
-  private authPending(): boolean {
-    const isAuth = (name: string | undefined) => name === 'LOGIN' || name === 'AUTHENTICATE';
-    return isAuth(this.current) || this.queue.some((item) => item.kind === 'command' && isAuth(parseHead(item.frame.lines[0]!).name));
+    // Before authentication no literal over maxLiteralSize, whatever the command and whatever is pending: a LOGIN
+    // queued ahead may still fail, so a big APPEND literal is refused until the login has succeeded (a LOGIN
+    // whose password is right has, by the time the next line is framed: it completes synchronously).
+    if (this.state === 'notauth') {
+      // An AUTHENTICATE waiting for its SASL response: that is one line of base64, never a literal.
+      if (this.current === 'AUTHENTICATE' && this.waiter) return 0;
+      return this.ctx.limits.maxLiteralSize;
+    }
+    return command === 'APPEND' ? this.ctx.limits.maxAppendSize : this.ctx.limits.maxLiteralSize;
   }
 
   private enqueue(item: FramerItem): void {
+    if (item.kind === 'error' && item.fatal) {
+      // The framer reads nothing more: neither does the socket. What the client still sends stays in the kernel's
+      // buffer until the connection is closed after the answer.
+      this.readingStopped = true;
+      this.socket.pause();
+      // Taken by a command waiting for a continuation (AUTHENTICATE, IDLE): the connection ends after it.
+      if (this.waiter) {
+        this.loggingOut = true;
+        this.pendingBye = 'Too much data';
+      }
+    }
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = undefined;
@@ -157,7 +175,7 @@ export class ImapSession {
       return;
     }
     this.queue.push(item);
-    if (this.queue.length >= MAX_QUEUED && !this.paused) {
+    if (this.queue.length >= (this.state === 'notauth' ? MAX_QUEUED_NOTAUTH : MAX_QUEUED) && !this.paused) {
       this.paused = true;
       this.socket.pause();
     }
@@ -179,7 +197,7 @@ export class ImapSession {
       while (!this.closed) {
         const item = this.queue.shift();
         if (!item) break;
-        if (this.paused && this.queue.length < MAX_QUEUED / 2) {
+        if (this.paused && !this.readingStopped && this.queue.length < (this.state === 'notauth' ? MAX_QUEUED_NOTAUTH : MAX_QUEUED) / 2) {
           this.paused = false;
           this.socket.resume();
         }
