@@ -12,6 +12,7 @@ import { ImapError, ParseError } from './errors.js';
 import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
 import type { MailboxEvents } from '../api.js';
+import { retrySeconds, type LoginGuard } from '../login-guard.js';
 
 export interface ImapLimits {
   /** Longest command line (text between literals). */
@@ -32,6 +33,8 @@ export interface ServerContext {
   limits: ImapLimits;
   recent: RecentRegistry;
   cache: MessageCache;
+  /** Password checks under the node's login throttle (shared with POP3). */
+  guard: LoginGuard;
   /** The commands by name (commands.ts), handed in so that the session and the handlers need not import each other. */
   commands: Readonly<Record<string, Command<ImapSession>>>;
 }
@@ -73,6 +76,8 @@ export class ImapSession {
   private readingStopped = false;
   /** The command being executed. */
   private current: string | undefined;
+  /** Logins refused on this connection (wrong password or throttled). */
+  private refusedLogins = 0;
 
   constructor(
     readonly ctx: ServerContext,
@@ -311,6 +316,23 @@ export class ImapSession {
   }
 
   // ---- state changes ----
+
+  /**
+   * Checks a login (LOGIN, AUTHENTICATE) under the login throttle: returns the user, or throws the tagged NO
+   * (AUTHENTICATIONFAILED, or UNAVAILABLE while throttled, RFC 5530). Once the connection has had
+   * failuresPerConnection refused logins, it ends after that NO with `* BYE Too many authentication failures`.
+   */
+  checkLogin(login: string, password: string, method: string): string {
+    const result = this.ctx.guard.authenticate({ protocol: 'imap', login, method, client: this.client }, password);
+    if (result.kind === 'ok') return result.user;
+    this.refusedLogins++;
+    if (this.ctx.guard.tooManyOnConnection(this.refusedLogins)) {
+      this.loggingOut = true;
+      this.pendingBye = 'Too many authentication failures';
+    }
+    if (result.kind === 'throttled') throw new ImapError('NO', `Too many failed logins, try again in ${retrySeconds(result.retryAfterMs)} s`, 'UNAVAILABLE');
+    throw new ImapError('NO', 'Authentication failed', 'AUTHENTICATIONFAILED');
+  }
 
   login(user: string, method: string): void {
     this.user = user;
