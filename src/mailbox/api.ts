@@ -18,8 +18,13 @@ export type MailboxOperations = {
 type Protocol = 'imap' | 'pop3';
 
 export type MailboxEvents = NodeEvents & {
-  /** LMTP refused a recipient at RCPT TO (no such user). */
-  rejected: { stage: 'RCPT TO'; rcpt: string; reply: string; client: string; from: string };
+  /**
+   * LMTP refused: a recipient at RCPT TO (no such user), a recipient after DATA (a bare CR or LF in the header
+   * section), or a client at connect (not in lmtpClients; `from` is empty then).
+   */
+  rejected:
+    | { stage: 'RCPT TO' | 'DATA'; rcpt: string; reply: string; client: string; from: string }
+    | { stage: 'connect'; reply: string; client: string; from: string };
   /** Written to the user's Maildir and synced: the LMTP 250 for this recipient follows. */
   stored: { user: string; mailbox: string; uid: number; size: number; from: string };
   /** Storing failed; the recipient got 451. */
