@@ -151,8 +151,9 @@ export class ImapSession {
 
   private literalLimit(command: string): number {
     // Before authentication no literal over maxLiteralSize, whatever the command and whatever is pending: a LOGIN
-    // queued ahead may still fail, so a big APPEND literal is refused until the login has succeeded (a LOGIN
-    // whose password is right has, by the time the next line is framed: it completes synchronously).
+    // queued ahead may still fail, so a big APPEND literal is refused until the login has succeeded. (A LOGIN with
+    // nothing queued ahead of it runs, and completes, before the next line is framed: a client that pipelines
+    // LOGIN and APPEND alone still gets the APPEND limit. One that pipelines more ahead of its LOGIN does not.)
     if (this.state === 'notauth') {
       // An AUTHENTICATE waiting for its SASL response: that is one line of base64, never a literal.
       if (this.current === 'AUTHENTICATE' && this.waiter) return 0;
