@@ -173,6 +173,16 @@ describe('before authentication', () => {
     c.close();
   });
 
+  test('an APPEND pipelined right behind a successful LOGIN gets the APPEND limit', async () => {
+    const c = await RawClient.connect(port);
+    await c.line();
+    const message = Buffer.concat([Buffer.from('Subject: pipelined\r\n\r\n'), Buffer.alloc(100 * 1024, 0x62)]);
+    c.send(Buffer.concat([Buffer.from(`a LOGIN bob secret\r\nb APPEND INBOX {${message.length}+}\r\n`), message, Buffer.from('\r\n')]));
+    expect((await c.until('a')).pop()).toMatch(/^a OK /);
+    expect((await c.until('b')).pop()).toMatch(/^b OK \[APPENDUID /);
+    c.close();
+  });
+
   test('AUTHENTICATE continuation: a literal is refused, the exchange fails with BAD', async () => {
     const c = await RawClient.connect(port);
     await c.line();
