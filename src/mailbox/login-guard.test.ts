@@ -114,6 +114,9 @@ describe('login throttling (IMAP and POP3)', () => {
     const p2 = await pop3Client(popPort, ATTACKER);
     expect(await pop3Login(p2, BOB, BOB_PASS)).toBe('-ERR [SYS/TEMP] Too many failed logins, try again in 1 s');
     expect(await pop3(p2, `AUTH PLAIN ${plain(BOB, BOB_PASS)}`)).toMatch(/^-ERR \[SYS\/TEMP\] /);
+    // A foreign authorization identity is refused as throttled too (nothing is checked); the third refusal closes.
+    expect(await pop3(p2, `AUTH PLAIN ${Buffer.from(`${CAROL}\0${BOB}\0${BOB_PASS}`).toString('base64')}`)).toMatch(/^-ERR \[SYS\/TEMP\] /);
+    await p2.waitClosed();
     const i2 = await imapClient(imapPort, ATTACKER);
     expect(await imap(i2, 'a', `AUTHENTICATE PLAIN ${plain(BOB, BOB_PASS)}`)).toMatch(/^a NO \[UNAVAILABLE\] /);
     // Refusals while throttled are not failures (no event), and do not extend the lock.

@@ -54,8 +54,8 @@ export class LoginGuard {
     return this.store.resolveUser(login) ?? login.trim().toLowerCase();
   }
 
-  /** Whether `attempt` may be tried now; throttled: the refusal, with the event-free verdict. */
-  check(attempt: LoginAttempt): LoginResult | undefined {
+  /** The refusal when `attempt` may not be tried now (its account or its address is locked), else undefined. */
+  check(attempt: LoginAttempt): Extract<LoginResult, { kind: 'throttled' }> | undefined {
     const verdict = this.throttle.check(this.account(attempt.login), attempt.client);
     return verdict.throttled ? { kind: 'throttled', retryAfterMs: verdict.retryAfterMs } : undefined;
   }

@@ -293,7 +293,7 @@ class Pop3Session {
     if (authzid && this.options.store.resolveUser(authzid) !== this.options.store.resolveUser(authcid)) {
       const attempt = this.attempt(authcid, 'PLAIN');
       const throttled = this.guard.check(attempt);
-      if (throttled?.kind === 'throttled') return this.refused(throttled.retryAfterMs);
+      if (throttled) return this.refused(throttled.retryAfterMs);
       this.guard.failed(attempt);
       return this.refused();
     }
