@@ -18,8 +18,13 @@ export type MailboxOperations = {
 type Protocol = 'imap' | 'pop3';
 
 export type MailboxEvents = NodeEvents & {
-  /** LMTP refused a recipient at RCPT TO (no such user). */
-  rejected: { stage: 'RCPT TO'; rcpt: string; reply: string; client: string; from: string };
+  /**
+   * LMTP refused: a recipient at RCPT TO (no such user), a recipient after DATA (a bare CR or LF in the header
+   * section), or a client at connect (not in lmtpClients; `from` is empty then).
+   */
+  rejected:
+    | { stage: 'RCPT TO' | 'DATA'; rcpt: string; reply: string; client: string; from: string }
+    | { stage: 'connect'; reply: string; client: string; from: string };
   /** Written to the user's Maildir and synced: the LMTP 250 for this recipient follows. */
   stored: { user: string; mailbox: string; uid: number; size: number; from: string };
   /** Storing failed; the recipient got 451. */
@@ -27,6 +32,12 @@ export type MailboxEvents = NodeEvents & {
   /** A user logged in. */
   session: { user: string; protocol: Protocol; method: string; client: string };
   'auth-failed': { protocol: Protocol; login: string; method?: string; client: string };
+  /**
+   * A failed login locked a throttle key (one login throttle for IMAP and POP3 together): until retryAfterMs has
+   * passed, logins it covers are refused before the password is checked (`scope` account: this login from this
+   * client; address: every login from this client). Not repeated for each login refused meanwhile.
+   */
+  'auth-throttled': { protocol: Protocol; login: string; client: string; scope: 'account' | 'address'; retryAfterMs: number };
   /** A message was read (IMAP FETCH of the body, POP3 RETR). */
   retrieved: { user: string; protocol: Protocol; uid: number; size: number; mailbox?: string };
   /** A message was removed (IMAP EXPUNGE, POP3 DELE at QUIT). */
@@ -36,5 +47,5 @@ export type MailboxEvents = NodeEvents & {
 export type MailboxContract = { operations: MailboxOperations; events: MailboxEvents };
 
 export const MAILBOX_EVENT_KINDS = eventKinds<MailboxEvents>()([
-  ...NODE_EVENT_KINDS, 'rejected', 'stored', 'error', 'session', 'auth-failed', 'retrieved', 'deleted',
+  ...NODE_EVENT_KINDS, 'rejected', 'stored', 'error', 'session', 'auth-failed', 'auth-throttled', 'retrieved', 'deleted',
 ] as const);

@@ -1,6 +1,7 @@
 // The mailbox server: the Maildir store, fed over LMTP, read over POP3 (and IMAP), plus the harness's view of
 // the mailboxes over the control channel.
-import type { Endpoint, MailboxNodeConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, type Endpoint, type MailboxNodeConfig } from '../shared/config.js';
+import { LoginThrottle } from '../shared/login-throttle.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { MailboxContract } from './api.js';
 import { startLmtp } from './lmtp.js';
@@ -25,10 +26,12 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
     running.push(service);
   };
   const host = config.address;
+  // One login throttle for IMAP and POP3: failures on either count against the same account and address.
+  const throttle = new LoginThrottle(config.authThrottle ?? DEFAULT_AUTH_THROTTLE);
   try {
     register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp }));
-    if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3 }));
-    if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap }));
+    if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3, throttle }));
+    if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap, throttle }));
   } catch (err) {
     await Promise.allSettled(running.map((s) => s.close()));
     throw err;

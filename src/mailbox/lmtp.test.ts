@@ -4,8 +4,7 @@ import { startLmtp } from './lmtp.js';
 import type { MailboxService } from './service.js';
 import type { MailStore } from './store-api.js';
 import { MaildirStore } from './store.js';
-import { BOB, CAROL, connectLine, testContext, type TestContext } from './testkit.test-helper.js';
-
+import { AddressedClient, BOB, CAROL, connectLine, testContext, type TestContext } from './testkit.test-helper.js';
 
 let ctx: TestContext;
 let store: MaildirStore;
@@ -70,6 +69,23 @@ const sent = Buffer.from(
   ].join('\r\n'),
   'utf8',
 );
+
+/** One transaction to bob and carol with `message` as the data; the two per-recipient replies. */
+async function deliver(port: number, message: string): Promise<string[]> {
+  const client = await connectLine(port);
+  await client.line();
+  client.send('LHLO mx');
+  await client.smtpReply();
+  client.write(`MAIL FROM:<alice@sender.test>\r\nRCPT TO:<${BOB}>\r\nRCPT TO:<${CAROL}>\r\nDATA\r\n`);
+  for (let i = 0; i < 4; i++) await client.line();
+  client.write(`${message}\r\n.\r\n`);
+  const replies = [await client.line(), await client.line()];
+  // The session goes on.
+  client.send('NOOP');
+  expect(await client.line()).toMatch(/^250 /);
+  client.close();
+  return replies;
+}
 
 describe('LMTP', () => {
   it('replies per recipient, refuses unknown users and stores the exact bytes', async () => {
@@ -154,19 +170,7 @@ describe('LMTP', () => {
 
   it('refuses an oversized message for every recipient', async () => {
     const port = await start(store, 1000);
-    const client = await connectLine(port);
-    await client.line();
-    client.send('LHLO mx');
-    await client.smtpReply();
-    client.write(`MAIL FROM:<a@sender.test>\r\nRCPT TO:<${BOB}>\r\nRCPT TO:<${CAROL}>\r\nDATA\r\n`);
-    for (let i = 0; i < 4; i++) await client.line();
-    client.write(`Subject: big\r\n\r\n${'y'.repeat(2000)}\r\n.\r\n`);
-    expect(await client.line()).toMatch(/^552 /);
-    expect(await client.line()).toMatch(/^552 /);
-    // The session goes on.
-    client.send('NOOP');
-    expect(await client.line()).toMatch(/^250 /);
-    client.close();
+    expect(await deliver(port, `Subject: big\r\n\r\n${'y'.repeat(2000)}`)).toEqual([expect.stringMatching(/^552 /), expect.stringMatching(/^552 /)]);
     expect(await store.messages(BOB, 'INBOX')).toHaveLength(0);
   });
 
@@ -200,5 +204,66 @@ describe('LMTP', () => {
     await service.close();
     expect(await client.line()).toMatch(/^421 /);
     await client.waitClosed();
+  });
+
+  describe('header section (issue 9, finding 7): a bare CR or LF before the empty CRLF line is refused', () => {
+    it.each([
+      ['a bare CR smuggling a Bcc:', 'Subject: x\rBcc: <carol@receiver.test>\r\nFrom: a@sender.test\r\n\r\nbody'],
+      ['a bare CR ending the header section early', 'Subject: x\r\rBcc: <carol@receiver.test>\r\n\r\nbody'],
+      ['a bare LF', 'Subject: x\nBcc: <carol@receiver.test>\r\n\r\nbody'],
+      ['an empty line made of a bare LF', 'Subject: x\r\n\nBcc: <carol@receiver.test>\r\n\r\nbody'],
+      ['a bare CR in a message without a body', 'Subject: x\rBcc: <carol@receiver.test>'],
+    ])('%s: 554 5.6.0 for every recipient, nothing stored', async (_what, message) => {
+      const port = await start();
+      const replies = await deliver(port, message);
+      expect(replies).toEqual([expect.stringMatching(/^554 5\.6\.0 /), expect.stringMatching(/^554 5\.6\.0 /)]);
+      expect(await store.messages(BOB, 'INBOX')).toHaveLength(0);
+      expect(await store.messages(CAROL, 'INBOX')).toHaveLength(0);
+      expect(ctx.emitted('stored')).toEqual([]);
+      expect(ctx.emitted('rejected').map((e) => [e.detail.stage, e.detail.rcpt, e.detail.reply])).toEqual([
+        ['DATA', BOB, expect.stringMatching(/^554 5\.6\.0 /)],
+        ['DATA', CAROL, expect.stringMatching(/^554 5\.6\.0 /)],
+      ]);
+    });
+
+    it('accepts a clean header section (folded lines included) whatever the body holds', async () => {
+      const port = await start();
+      const replies = await deliver(port, 'Subject: a folded\r\n  subject\r\nTo: bob@receiver.test\r\n\r\nbody with a bare\rCR and a bare\nLF');
+      expect(replies).toEqual([expect.stringMatching(/^250 /), expect.stringMatching(/^250 /)]);
+      expect(await store.messages(BOB, 'INBOX')).toHaveLength(1);
+    });
+  });
+
+  describe('clients (issue 9, finding 8): only config.lmtpClients may deliver, when set', () => {
+    const ALLOWED = '127.0.0.41';
+    const OTHER = '127.0.0.42';
+
+    it('refuses a client not in the list at connect with 554 5.7.1 and closes; a listed one delivers', async () => {
+      ctx.config.lmtpClients = [ALLOWED];
+      const port = await start();
+      const refused = await AddressedClient.connect(port, OTHER);
+      expect(await refused.line()).toBe(`554 5.7.1 <${OTHER}> is not allowed to deliver here`);
+      await refused.waitClosed();
+      expect(ctx.emitted('rejected').map((e) => e.detail)).toEqual([{ stage: 'connect', reply: `554 5.7.1 <${OTHER}> is not allowed to deliver here`, client: OTHER, from: '' }]);
+
+      const listed = await AddressedClient.connect(port, ALLOWED);
+      expect(await listed.line()).toMatch(/^220 mail\.receiver\.test LMTP/);
+      listed.send('LHLO mx.receiver.test');
+      await listed.until((l) => l.startsWith('250 '));
+      listed.socket.write(`MAIL FROM:<alice@sender.test>\r\nRCPT TO:<${BOB}>\r\nDATA\r\n`);
+      for (let i = 0; i < 3; i++) await listed.line();
+      listed.socket.write('Subject: allowed\r\n\r\nhi\r\n.\r\n');
+      expect(await listed.line()).toMatch(/^250 2\.\d\.\d <bob@receiver\.test> saved as /);
+      listed.close();
+      expect(await store.messages(BOB, 'INBOX')).toHaveLength(1);
+    });
+
+    it('without a list (a hand-started node) anyone may deliver', async () => {
+      const port = await start();
+      const client = await AddressedClient.connect(port, OTHER);
+      expect(await client.line()).toMatch(/^220 /);
+      client.close();
+      expect(ctx.emitted('rejected')).toEqual([]);
+    });
   });
 });

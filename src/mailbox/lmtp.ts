@@ -1,6 +1,15 @@
 // LMTP (RFC 2033): how the MX and the MTA hand messages to the mailbox server. After the data, LMTP replies
 // once per accepted recipient, so each recipient's reply says whether *its* copy is durably stored: 250 only
 // once the store's deliver() resolved (fsynced), 451 when the store failed for that recipient alone.
+//
+// Who may deliver: only the addresses in config.lmtpClients (the lab's MX and MTA) when the list is set. Any other
+// client is refused at connect, before the greeting: `554 5.7.1 <address> is not allowed to deliver here`, then the
+// connection is closed (RFC 5321 §3.1: 554 is the one refusal a server may give instead of its 220; a 5xx greeting
+// tells a client not to retry there), with a `rejected` event of stage `connect`.
+//
+// What may be delivered: a message whose header section holds a bare CR or a bare LF is refused for every
+// recipient (`554 5.6.0`, a `rejected` event of stage `DATA` per recipient): a later hop that turned the bare CR
+// into a line break would store header fields (a Bcc:) or an end of the header section that this hop never saw.
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerEnvelope, SMTPServerSession } from 'smtp-server';
 import { messageIdOf } from '../shared/headers.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
@@ -25,6 +34,7 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
   const { store, ctx } = options;
   const { config, events } = ctx;
   const maxSize = options.maxSize ?? DEFAULT_MAX_SIZE;
+  const allowed = config.lmtpClients ? new Set(config.lmtpClients.map(plainAddress)) : undefined;
   // One entry per successful RCPT TO of the transaction, duplicates included. smtp-server merges a repeated
   // recipient into one envelope entry, but RFC 2033 §4.2 wants one reply per successful RCPT command, so the
   // replies are built from this list, not from the envelope. Keyed by the envelope, which is new per transaction.
@@ -43,6 +53,14 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
     hideENHANCEDSTATUSCODES: false,
     size: maxSize,
     logger: false,
+    onConnect(session: SMTPServerSession, callback: (err?: Error | null) => void) {
+      const client = plainAddress(session.remoteAddress);
+      if (!allowed || allowed.has(client)) return callback();
+      const text = `5.7.1 <${client}> is not allowed to deliver here`;
+      events.emit({ kind: 'rejected', detail: { stage: 'connect', reply: `554 ${text}`, client, from: '' } });
+      // smtp-server sends it in place of the greeting (without adding a status code) and closes the connection.
+      callback(smtpReply(554, text));
+    },
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {
       const user = address.address.toLowerCase();
       if (!store.hasUser(user)) {
@@ -77,6 +95,15 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
 
     const body = Buffer.concat(chunks);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const problem = headerProblem(body);
+    if (problem !== undefined) {
+      const text = `Message refused: ${problem}`;
+      for (const rcpt of recipients) {
+        events.emit({ kind: 'rejected', detail: { stage: 'DATA', rcpt: rcpt.address, reply: `554 5.6.0 ${text}`, client: session.remoteAddress, from } });
+      }
+      // smtp-server adds 5.6.0 (RFC 3463: media error) to a 554 after DATA.
+      return recipients.map(() => smtpReply(554, text));
+    }
     const messageId = messageIdOf(body);
     // Each user once, even when named twice; the replies of the duplicates repeat the first one's.
     const outcomes = new Map<string, Promise<string | Error>>();
@@ -122,4 +149,28 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       await closed;
     },
   };
+}
+
+/** An IPv4 address as the allow-list writes it, also when the socket reports it IPv4-mapped (`::ffff:a.b.c.d`). */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+// to be replaced by the shared SMTP header guard
+/**
+ * Why a message's header section is unacceptable, or undefined when it is not: a CR not followed by LF or an LF
+ * not preceded by CR anywhere before the empty CRLF line that ends the header section (so the header section can
+ * end nowhere else). A message without that empty line is all header section.
+ */
+function headerProblem(data: Buffer): string | undefined {
+  for (let i = 0; i < data.length; i++) {
+    const c = data[i];
+    if (c === 0x0a) return 'bare LF in the header section';
+    if (c !== 0x0d) continue;
+    if (data[i + 1] !== 0x0a) return 'bare CR in the header section';
+    // A CRLF at the start of a line: the empty line, the end of the header section.
+    if (i === 0 || (data[i - 2] === 0x0d && data[i - 1] === 0x0a)) return undefined;
+    i++;
+  }
+  return undefined;
 }

@@ -511,7 +511,7 @@ describe('POP3 edges', () => {
     await client.line();
     await ask(client, 'USER somebody');
     expect(await ask(client, 'PASS wrong')).toMatch(/^-ERR \[AUTH\]/);
-    expect(ctx.emitted('auth-failed').map((e) => e.detail)).toEqual([{ protocol: 'pop3', login: 'somebody', client: '127.0.0.1' }]);
+    expect(ctx.emitted('auth-failed').map((e) => e.detail)).toEqual([{ protocol: 'pop3', login: 'somebody', method: 'USER', client: '127.0.0.1' }]);
   });
 
   it('remembers the Message-ID of a retrieved message for its deleted event, whatever its size', async () => {

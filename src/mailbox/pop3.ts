@@ -9,6 +9,7 @@ import net from 'node:net';
 import { createHash } from 'node:crypto';
 import { messageIdOf } from '../shared/headers.js';
 import { headerLength } from './message.js';
+import { LoginGuard, retrySeconds, throttleFor, type LoginAttempt } from './login-guard.js';
 import type { MailboxService, ServiceOptions } from './service.js';
 import type { StoredMessage } from './store-api.js';
 
@@ -20,7 +21,6 @@ export interface Pop3Options extends ServiceOptions {
 }
 
 const CRLF = '\r\n';
-const MAX_AUTH_FAILURES = 3;
 const MAX_ERRORS = 20;
 /** Lines queued (pipelined) beyond which the socket is paused until they are processed. */
 const QUEUE_HIGH_WATER = 100;
@@ -29,8 +29,9 @@ const CAPABILITIES = ['TOP', 'UIDL', 'USER', 'RESP-CODES', 'AUTH-RESP-CODE', 'PI
 
 export async function startPop3(options: Pop3Options): Promise<MailboxService> {
   const sessions = new Set<Pop3Session>();
+  const guard = new LoginGuard(options.store, throttleFor(options.throttle, options.ctx.config.authThrottle), options.ctx.events);
   const server = net.createServer((socket) => {
-    const session = new Pop3Session(socket, options);
+    const session = new Pop3Session(socket, options, guard);
     sessions.add(session);
     socket.on('close', () => sessions.delete(session));
   });
@@ -66,7 +67,8 @@ class Pop3Session {
   private login?: string;
   /** AUTH PLAIN sent without an initial response: the next line is the response. */
   private saslPending = false;
-  private authFailures = 0;
+  /** Logins refused on this connection (wrong password or throttled). */
+  private refusedLogins = 0;
   private errors = 0;
   private user?: string;
   private release?: () => void;
@@ -80,6 +82,7 @@ class Pop3Session {
   constructor(
     private readonly socket: net.Socket,
     private readonly options: Pop3Options,
+    private readonly guard: LoginGuard,
   ) {
     this.maxLine = options.maxLineLength ?? 1024;
     this.client = socket.remoteAddress ?? '';
@@ -210,7 +213,7 @@ class Pop3Session {
         case 'PASS':
           if (this.login === undefined) return this.error('send USER first');
           // PASS has one argument, which may contain spaces (RFC 1939 §7).
-          return this.authenticate(this.login, rest);
+          return this.authenticate(this.login, rest, 'USER');
         case 'AUTH':
           return this.auth(args);
         case 'APOP':
@@ -287,14 +290,25 @@ class Pop3Session {
     if (parts.length !== 3) return this.error('malformed PLAIN response');
     const [authzid, authcid, password] = parts as [string, string, string];
     // No proxy authentication: an authorization identity, if any, must be the user itself.
-    if (authzid && this.options.store.resolveUser(authzid) !== this.options.store.resolveUser(authcid)) return this.authFailed(authcid);
-    return this.authenticate(authcid, password);
+    if (authzid && this.options.store.resolveUser(authzid) !== this.options.store.resolveUser(authcid)) {
+      const attempt = this.attempt(authcid, 'PLAIN');
+      const throttled = this.guard.check(attempt);
+      if (throttled) return this.refused(throttled.retryAfterMs);
+      this.guard.failed(attempt);
+      return this.refused();
+    }
+    return this.authenticate(authcid, password, 'PLAIN');
   }
 
-  private async authenticate(login: string, password: string) {
+  private attempt(login: string, method: string): LoginAttempt {
+    return { protocol: 'pop3', login, method, client: this.client };
+  }
+
+  private async authenticate(login: string, password: string, method: string) {
     this.login = undefined;
-    const user = this.options.store.authenticate(login, password);
-    if (!user) return this.authFailed(login);
+    const result = this.guard.authenticate(this.attempt(login, method), password);
+    if (result.kind !== 'ok') return this.refused(result.kind === 'throttled' ? result.retryAfterMs : undefined);
+    const user = result.user;
     const release = this.options.store.lockMaildrop(user);
     if (!release) return this.error('[IN-USE] maildrop already locked by another session');
     try {
@@ -311,11 +325,15 @@ class Pop3Session {
     return this.ok(`maildrop has ${this.messages.length} messages (${sum(this.messages)} octets)`);
   }
 
-  private authFailed(login: string) {
-    this.authFailures++;
-    this.options.ctx.events.emit({ kind: 'auth-failed', detail: { protocol: 'pop3', login, client: this.client } });
-    this.error('[AUTH] invalid user name or password');
-    if (this.authFailures >= MAX_AUTH_FAILURES) this.end();
+  /**
+   * A refused login: wrong credentials (`-ERR [AUTH]`), or throttled (`-ERR [SYS/TEMP]`, RFC 3206: the password
+   * was not checked). failuresPerConnection refusals end the session.
+   */
+  private refused(throttledForMs?: number) {
+    this.refusedLogins++;
+    if (throttledForMs === undefined) this.error('[AUTH] invalid user name or password');
+    else this.error(`[SYS/TEMP] Too many failed logins, try again in ${retrySeconds(throttledForMs)} s`);
+    if (this.guard.tooManyOnConnection(this.refusedLogins)) this.end();
   }
 
   // ---- TRANSACTION ----

@@ -1,5 +1,6 @@
 // What every protocol server of the mailbox node (LMTP, POP3, IMAP) takes and gives back to startMailbox.
 import type { Endpoint, MailboxNodeConfig } from '../shared/config.js';
+import type { LoginThrottle } from '../shared/login-throttle.js';
 import type { NodeContext } from '../shared/node.js';
 import type { MailStore } from './store-api.js';
 
@@ -9,6 +10,8 @@ export interface ServiceOptions {
   host: string;
   /** 0 picks a free port (tests); the one actually bound is in the returned endpoint. */
   port: number;
+  /** The node's login throttle, shared by IMAP and POP3 (default: one of the service's own, from the config). */
+  throttle?: LoginThrottle;
 }
 
 export interface MailboxService {

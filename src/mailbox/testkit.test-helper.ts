@@ -1,6 +1,7 @@
 // Helpers for the mailbox tests (not part of the node): a node context on a temporary data directory and a
 // line-oriented raw TCP client (the harness's LineClient).
 import { promises as fs } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { LineClient } from '../harness/clients/line-client.js';
@@ -52,4 +53,97 @@ export async function testContext(overrides: Partial<MailboxNodeConfig> = {}): P
 /** A raw client on the local port of a service under test; lines decode as UTF-8 (the tests' messages are). */
 export function connectLine(port: number): Promise<LineClient> {
   return LineClient.connect({ host: '127.0.0.1', port }, { name: 'test client', encoding: 'utf8' });
+}
+
+/**
+ * A minimal line client bound to a chosen local address (`127.x.y.z`), for what depends on the client's address
+ * (login throttling, the LMTP client list); the harness's LineClient always connects from the default address.
+ */
+export class AddressedClient {
+  private buffer = '';
+  private waiters: Array<() => void> = [];
+  private ended = false;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      this.wake();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.ended = true;
+      this.wake();
+    });
+  }
+
+  static connect(port: number, localAddress: string, host = '127.0.0.1'): Promise<AddressedClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ port, host, localAddress });
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new AddressedClient(socket));
+      });
+    });
+  }
+
+  send(line: string): void {
+    this.socket.write(line + '\r\n');
+  }
+
+  /** The next line without CRLF; fails after `timeoutMs` or when the connection ends first. */
+  async line(timeoutMs = 3000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const end = this.buffer.indexOf('\r\n');
+      if (end >= 0) {
+        const line = this.buffer.slice(0, end);
+        this.buffer = this.buffer.slice(end + 2);
+        return line;
+      }
+      if (this.ended) throw new Error(`connection closed while waiting for a line (unread: ${JSON.stringify(this.buffer)})`);
+      await this.next(deadline, 'a line');
+    }
+  }
+
+  /** Lines up to and including the first that `done` accepts. */
+  async until(done: (line: string) => boolean, timeoutMs = 3000): Promise<string[]> {
+    const lines: string[] = [];
+    for (;;) {
+      const line = await this.line(timeoutMs);
+      lines.push(line);
+      if (done(line)) return lines;
+    }
+  }
+
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  /** Resolves once the server has closed the connection (what it sent before stays readable). */
+  async waitClosed(timeoutMs = 3000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.ended) await this.next(deadline, 'the close');
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private next(deadline: number, what: string): Promise<void> {
+    const left = deadline - Date.now();
+    if (left <= 0) return Promise.reject(new Error(`no ${what} within the deadline (unread: ${JSON.stringify(this.buffer)})`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within the deadline (unread: ${JSON.stringify(this.buffer)})`)), left);
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
 }

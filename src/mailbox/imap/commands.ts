@@ -52,7 +52,7 @@ async function login(s: ImapSession, r: Reader) {
   const name = r.arg(() => r.astring());
   const password = r.arg(() => r.astring());
   r.end();
-  s.login(verify(s, name, password, 'LOGIN'), 'LOGIN');
+  s.login(s.checkLogin(name, password, 'LOGIN'), 'LOGIN');
   return `[CAPABILITY ${s.capabilities()}] Logged in`;
 }
 
@@ -78,20 +78,12 @@ async function authenticate(s: ImapSession, r: Reader) {
   const parts = Buffer.from(text, 'base64').toString('utf8').split('\0');
   if (parts.length !== 3) throw new ImapError('BAD', 'Invalid PLAIN response');
   const [authzid, authcid, password] = parts as [string, string, string];
-  const user = verify(s, authcid, password, 'PLAIN');
+  const user = s.checkLogin(authcid, password, 'PLAIN');
   if (authzid && s.ctx.store.resolveUser(authzid) !== user) throw new ImapError('NO', 'Not authorized to act as that user', 'AUTHORIZATIONFAILED');
   s.login(user, 'PLAIN');
   return `[CAPABILITY ${s.capabilities()}] Authenticated`;
 }
 
-function verify(s: ImapSession, login: string, password: string, method: string): string {
-  const user = s.ctx.store.authenticate(login, password);
-  if (!user) {
-    s.emit('auth-failed', { protocol: 'imap', login, method, client: s.client });
-    throw new ImapError('NO', 'Authentication failed', 'AUTHENTICATIONFAILED');
-  }
-  return user;
-}
 
 // ---- authenticated ----
 

@@ -1,7 +1,9 @@
 // The IMAP4rev1 server of the mailbox node (RFC 3501 and the extensions listed in session.ts's CAPABILITY),
 // on top of the MailStore. Plain TCP for now; STARTTLS would wrap the socket inside a session.
 import net, { type AddressInfo } from 'node:net';
-import type { Endpoint, MailboxNodeConfig } from '../../shared/config.js';
+import type { AuthThrottleConfig, Endpoint, MailboxNodeConfig } from '../../shared/config.js';
+import type { LoginThrottle } from '../../shared/login-throttle.js';
+import { LoginGuard, throttleFor } from '../login-guard.js';
 import type { EventLog } from '../../shared/events.js';
 import type { NodeContext } from '../../shared/node.js';
 import type { MailStore } from '../store-api.js';
@@ -27,6 +29,10 @@ export interface ImapOptions {
   maxAppendSize?: number;
   /** Longest command line; default 64 KiB. */
   maxLineLength?: number;
+  /** The node's login throttle, shared with POP3; default: one of this server's own, from `authThrottle`. */
+  throttle?: LoginThrottle;
+  /** Login throttling when no `throttle` is given; default: the node's config, else DEFAULT_AUTH_THROTTLE. */
+  authThrottle?: AuthThrottleConfig;
 }
 
 export interface RunningImap {
@@ -51,6 +57,7 @@ export async function startImap(options: ImapOptions): Promise<RunningImap> {
     ...(events ? { events } : {}),
     log: options.log ?? options.ctx?.log ?? (() => undefined),
     limits,
+    guard: new LoginGuard(options.store, throttleFor(options.throttle, options.authThrottle ?? options.ctx?.config.authThrottle), events),
     recent: new RecentRegistry(),
     cache: new MessageCache(options.store),
     commands: COMMANDS,

@@ -95,6 +95,24 @@ describe('CommandFramer', () => {
     expect(items).toHaveLength(1);
   });
 
+  test('strict (before login): an overlong line or a refused non-synchronizing literal is fatal at once', () => {
+    const long = framer({ strict: () => true });
+    long.f.push(Buffer.from('t1 LOGIN ' + 'x'.repeat(200)));
+    expect(long.items).toEqual([expect.objectContaining({ kind: 'error', tag: 't1', status: 'BAD', message: 'Command line too long', fatal: true })]);
+    long.f.push(Buffer.from('\r\nt2 NOOP\r\n'));
+    expect(long.items).toHaveLength(1);
+
+    const literal = framer({ strict: () => true });
+    literal.f.push(Buffer.from('a LOGIN {60+}\r\n'));
+    expect(literal.items).toEqual([expect.objectContaining({ kind: 'error', tag: 'a', status: 'BAD', fatal: true })]);
+
+    // A refused synchronizing literal is answered and the connection goes on: no octet of it was sent.
+    const sync = framer({ strict: () => true });
+    sync.f.push(Buffer.from('a LOGIN {60}\r\nb NOOP\r\n'));
+    expect(sync.items[0]).toMatchObject({ kind: 'error', tag: 'a', fatal: false });
+    expect(text(sync.items[1]).lines).toEqual(['b NOOP']);
+  });
+
   test('overlong lines are skipped up to their end and answered with BAD', () => {
     const { f, items } = framer();
     f.push(Buffer.from('t1 SEARCH ' + 'x'.repeat(80)));

@@ -29,6 +29,12 @@ export interface FramerOptions {
   literalLimit(head: CommandHead): number;
   /** Literals above this (non-synchronizing ones we cannot refuse) end the connection instead of being skipped. */
   maxDiscard: number;
+  /**
+   * True while nothing may be skipped (before authentication): a line over maxLineLength or a non-synchronizing
+   * literal over its limit ends the connection at once instead of being read to its end and discarded. A refused
+   * synchronizing literal is still answered with a tagged error (its client waits, so no octet of it arrives).
+   */
+  strict?(): boolean;
   /** Called when the client waits for a continuation request before sending a literal. */
   continueLiteral(): void;
   onItem(item: FramerItem): void;
@@ -92,8 +98,9 @@ export class CommandFramer {
       const head = Buffer.concat(this.partial.concat(piece)).subarray(0, 200);
       this.partial = [];
       this.partialLength = 0;
-      this.skippingLine = true;
       this.reject(this.lines.length ? this.lines[0]! : head, 'BAD', 'Command line too long');
+      if (this.options.strict?.()) return this.fatal();
+      this.skippingLine = true;
       return;
     }
     this.partial.push(piece);
@@ -110,6 +117,7 @@ export class CommandFramer {
     this.textBytes += line.length + 2;
     if (this.textBytes > this.options.maxLineLength) {
       this.reject(this.lines[0] ?? line, 'BAD', 'Command line too long');
+      if (this.options.strict?.()) return this.fatal();
       return this.onLine(line);
     }
     if (!m) {
@@ -126,10 +134,8 @@ export class CommandFramer {
       this.reject(this.lines[0]!, append ? 'NO' : 'BAD', `Literal too large (at most ${limit} octets)`, append ? 'TOOBIG' : undefined);
       // A synchronizing literal is never sent once refused, so the command ends here.
       if (synchronizing) return this.endCommand();
-      if (size > this.options.maxDiscard) {
-        this.rejected = { ...this.rejected!, status: 'BAD', message: 'Literal too large', fatal: true };
-        return this.endCommand();
-      }
+      if (size > this.options.maxDiscard) return this.fatal('Literal too large');
+      if (this.options.strict?.()) return this.fatal();
       return this.startLiteral(size);
     }
     this.literalBytes += size;
@@ -150,6 +156,12 @@ export class CommandFramer {
   private reject(head: Buffer, status: 'BAD' | 'NO', message: string, code?: string): void {
     const tag = parseHead(head).tag;
     this.rejected = { kind: 'error', status, message, fatal: false, ...(tag ? { tag } : {}), ...(code ? { code } : {}) };
+  }
+
+  /** Answers the rejected command and stops: the rest of the input is never read. */
+  private fatal(message?: string): void {
+    this.rejected = { ...this.rejected!, status: 'BAD', ...(message ? { message } : {}), fatal: true };
+    this.endCommand();
   }
 
   private endCommand(): void {

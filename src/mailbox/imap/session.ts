@@ -12,6 +12,7 @@ import { ImapError, ParseError } from './errors.js';
 import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
 import type { MailboxEvents } from '../api.js';
+import { retrySeconds, type LoginGuard } from '../login-guard.js';
 
 export interface ImapLimits {
   /** Longest command line (text between literals). */
@@ -32,6 +33,8 @@ export interface ServerContext {
   limits: ImapLimits;
   recent: RecentRegistry;
   cache: MessageCache;
+  /** Password checks under the node's login throttle (shared with POP3). */
+  guard: LoginGuard;
   /** The commands by name (commands.ts), handed in so that the session and the handlers need not import each other. */
   commands: Readonly<Record<string, Command<ImapSession>>>;
 }
@@ -43,6 +46,8 @@ const NO_EXPUNGE_DURING = new Set(['FETCH', 'STORE', 'SEARCH', 'COPY']);
 
 /** Queued commands beyond which the socket stops being read (back-pressure against flooding). */
 const MAX_QUEUED = 64;
+/** The same before authentication, when each queued command may hold a line and a literal of up to 64 KiB. */
+const MAX_QUEUED_NOTAUTH = 4;
 
 export class ImapSession {
   state: CommandState = 'notauth';
@@ -67,8 +72,12 @@ export class ImapSession {
   private closed = false;
   private cleanedUp = false;
   private paused = false;
+  /** A fatal framing error: the socket is never read again. */
+  private readingStopped = false;
   /** The command being executed. */
   private current: string | undefined;
+  /** Logins refused on this connection (wrong password or throttled). */
+  private refusedLogins = 0;
 
   constructor(
     readonly ctx: ServerContext,
@@ -81,6 +90,8 @@ export class ImapSession {
     this.framer = new CommandFramer({
       maxLineLength: limits.maxLineLength,
       maxDiscard: limits.maxAppendSize * 2,
+      // Before authentication nothing over a limit is read, not even to skip it: the connection ends instead.
+      strict: () => this.state === 'notauth',
       literalLimit: (head) => this.literalLimit(head.name),
       continueLiteral: () => this.send('+ Ready for literal data'),
       onItem: (item) => this.enqueue(item),
@@ -139,17 +150,30 @@ export class ImapSession {
   // ---- input ----
 
   private literalLimit(command: string): number {
-    // Big literals only where they belong, and only once someone has logged in (or is about to).
-    if (command === 'APPEND' && (this.state !== 'notauth' || this.authPending())) return this.ctx.limits.maxAppendSize;
-    return this.ctx.limits.maxLiteralSize;
-  }
-
-  private authPending(): boolean {
-    const isAuth = (name: string | undefined) => name === 'LOGIN' || name === 'AUTHENTICATE';
-    return isAuth(this.current) || this.queue.some((item) => item.kind === 'command' && isAuth(parseHead(item.frame.lines[0]!).name));
+    // Before authentication no literal over maxLiteralSize, whatever the command and whatever is pending: a LOGIN
+    // queued ahead may still fail, so a big APPEND literal is refused until the login has succeeded. (A LOGIN with
+    // nothing queued ahead of it runs, and completes, before the next line is framed: a client that pipelines
+    // LOGIN and APPEND alone still gets the APPEND limit. One that pipelines more ahead of its LOGIN does not.)
+    if (this.state === 'notauth') {
+      // An AUTHENTICATE waiting for its SASL response: that is one line of base64, never a literal.
+      if (this.current === 'AUTHENTICATE' && this.waiter) return 0;
+      return this.ctx.limits.maxLiteralSize;
+    }
+    return command === 'APPEND' ? this.ctx.limits.maxAppendSize : this.ctx.limits.maxLiteralSize;
   }
 
   private enqueue(item: FramerItem): void {
+    if (item.kind === 'error' && item.fatal) {
+      // The framer reads nothing more: neither does the socket. What the client still sends stays in the kernel's
+      // buffer until the connection is closed after the answer.
+      this.readingStopped = true;
+      this.socket.pause();
+      // Taken by a command waiting for a continuation (AUTHENTICATE, IDLE): the connection ends after it.
+      if (this.waiter) {
+        this.loggingOut = true;
+        this.pendingBye = 'Too much data';
+      }
+    }
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = undefined;
@@ -157,7 +181,7 @@ export class ImapSession {
       return;
     }
     this.queue.push(item);
-    if (this.queue.length >= MAX_QUEUED && !this.paused) {
+    if (this.queue.length >= (this.state === 'notauth' ? MAX_QUEUED_NOTAUTH : MAX_QUEUED) && !this.paused) {
       this.paused = true;
       this.socket.pause();
     }
@@ -179,7 +203,7 @@ export class ImapSession {
       while (!this.closed) {
         const item = this.queue.shift();
         if (!item) break;
-        if (this.paused && this.queue.length < MAX_QUEUED / 2) {
+        if (this.paused && !this.readingStopped && this.queue.length < (this.state === 'notauth' ? MAX_QUEUED_NOTAUTH : MAX_QUEUED) / 2) {
           this.paused = false;
           this.socket.resume();
         }
@@ -293,6 +317,23 @@ export class ImapSession {
   }
 
   // ---- state changes ----
+
+  /**
+   * Checks a login (LOGIN, AUTHENTICATE) under the login throttle: returns the user, or throws the tagged NO
+   * (AUTHENTICATIONFAILED, or UNAVAILABLE while throttled, RFC 5530). Once the connection has had
+   * failuresPerConnection refused logins, it ends after that NO with `* BYE Too many authentication failures`.
+   */
+  checkLogin(login: string, password: string, method: string): string {
+    const result = this.ctx.guard.authenticate({ protocol: 'imap', login, method, client: this.client }, password);
+    if (result.kind === 'ok') return result.user;
+    this.refusedLogins++;
+    if (this.ctx.guard.tooManyOnConnection(this.refusedLogins)) {
+      this.loggingOut = true;
+      this.pendingBye = 'Too many authentication failures';
+    }
+    if (result.kind === 'throttled') throw new ImapError('NO', `Too many failed logins, try again in ${retrySeconds(result.retryAfterMs)} s`, 'UNAVAILABLE');
+    throw new ImapError('NO', 'Authentication failed', 'AUTHENTICATIONFAILED');
+  }
 
   login(user: string, method: string): void {
     this.user = user;
