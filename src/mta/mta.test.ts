@@ -146,6 +146,8 @@ beforeAll(async () => {
     users: [
       { address: 'alice@sender.test', password: 'alice-secret' },
       { address: 'bert@sender.test', password: 'bert-secret' },
+      // Known to the MTA (so port 25 accepts it at RCPT), refused by the mailbox server: a local delivery that fails.
+      { address: 'ghost@sender.test', password: 'ghost-secret' },
     ],
     retry: { schedule: [150, 300], maxLifetimeMs: 2500 },
     relayPort: RELAY_PORT,

@@ -1,9 +1,13 @@
 // The receiver MX: accepts mail for its domains on port 25 (no AUTH, no relaying), and answers 250 only after
 // the mailbox server accepted the message over LMTP. When the mailbox server cannot take it, the MX answers
 // 4xx so the sender keeps the message queued: the MX itself queues nothing.
+// Limits (config.limits, else DEFAULT_SMTP_LIMITS): recipients per transaction (452 4.5.3), connections per client
+// address (421 4.7.0), message size (552 5.3.4, nothing past it kept in memory); a header section with a bare CR or
+// LF is refused (554 5.6.0, shared/message-guard.ts).
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { MxNodeConfig } from '../shared/config.js';
+import { DEFAULT_SMTP_LIMITS, type MxNodeConfig } from '../shared/config.js';
+import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { MxContract, MxEvents } from './api.js';
@@ -14,12 +18,17 @@ import { smtpReply } from '../shared/smtp-reply.js';
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
 export interface MxOptions {
-  /** Largest message accepted (advertised as SIZE, RFC 1870), in octets. Default 50 MiB, the mailbox server's limit. */
+  /** Largest message accepted (advertised as SIZE, RFC 1870), in octets. Default config.limits.maxMessageSize, else 50 MiB, the mailbox server's limit. */
   maxMessageSize?: number;
 }
 
 export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEvents>, options: MxOptions = {}): Promise<RunningRole<MxContract>> {
-  const maxSize = options.maxMessageSize ?? MAX_MESSAGE_SIZE;
+  const maxSize = options.maxMessageSize ?? config.limits?.maxMessageSize ?? MAX_MESSAGE_SIZE;
+  const limits = { ...DEFAULT_SMTP_LIMITS, ...config.limits };
+  const refused = (session: Pick<SMTPServerSession, 'remoteAddress' | 'envelope'>, stage: 'RCPT TO' | 'DATA', code: number, text: string, rcpt = session.envelope.rcptTo.map((r) => r.address).join(', ')) => {
+    events.emit({ kind: 'rejected', detail: { stage, rcpt, reply: `${code} ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' } });
+    return smtpReply(code, text);
+  };
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
   const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
   // LMTP is a local hop: a mailbox server that does not answer within seconds is down (or cut off), and the
@@ -36,6 +45,10 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
 
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
+    maxConnectionsPerClient: limits.maxConnectionsPerClient,
+    onConnectionRefused(client, reply) {
+      events.emit({ kind: 'rejected', detail: { stage: 'CONNECT', rcpt: '', reply, client, from: '' } });
+    },
     name: config.hostname,
     banner: 'maillab MX ready',
     authOptional: true,
@@ -48,10 +61,8 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     onRcptTo(address, session, callback) {
       const rcpt = address.address.toLowerCase();
       const domain = rcpt.split('@')[1] ?? '';
-      const refuse = (code: number, text: string) => {
-        events.emit({ kind: 'rejected', detail: { stage: 'RCPT TO', rcpt, reply: `${code} ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' } });
-        callback(smtpReply(code, text));
-      };
+      const refuse = (code: number, text: string) => callback(refused(session, 'RCPT TO', code, text, rcpt));
+      if (session.envelope.rcptTo.length >= limits.maxRecipients) return refuse(452, `4.5.3 Too many recipients: at most ${limits.maxRecipients} per message, send the rest in another message`);
       if (!domains.has(domain)) return refuse(550, `5.7.1 <${rcpt}>: relay access denied, ${config.hostname} does not serve ${domain}`);
       if (!recipients.has(rcpt)) return refuse(550, `5.1.1 <${rcpt}>: no such user here`);
       callback();
@@ -68,11 +79,13 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     const chunks: Buffer[] = [];
     // Past the limit the rest is read (the client sends it anyway) but not kept: a client cannot make us buffer more.
     for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw smtpReply(552, `5.3.4 message exceeds the size limit of ${maxSize} octets`);
+    if (stream.sizeExceeded) throw refused(session, 'DATA', 552, `5.3.4 message exceeds the size limit of ${maxSize} octets`);
     const id = randomBytes(6).toString('hex').toUpperCase();
     const to = session.envelope.rcptTo.map((r) => r.address);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const body = Buffer.concat(chunks);
+    const problem = headerSectionProblem(body);
+    if (problem) throw refused(session, 'DATA', HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`);
     const messageId = messageIdOf(body);
     const trace = receivedHeader({
       helo: session.hostNameAppearsAs,

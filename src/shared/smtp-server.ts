@@ -7,6 +7,13 @@ import net from 'node:net';
 export interface LabSmtpServerOptions extends SMTPServerOptions {
   /** Milliseconds to wait before the greeting; a client that talks earlier is refused (RFC 5321 §4.3.1). */
   greetingDelayMs: number;
+  /**
+   * Concurrent connections one client address may hold; a connection past it is greeted with
+   * `421 4.7.0 Too many connections from <ip>` and closed. Absent: no limit.
+   */
+  maxConnectionsPerClient?: number;
+  /** Told of every connection refused by maxConnectionsPerClient, with the reply it got (for a `rejected` event). */
+  onConnectionRefused?(remoteAddress: string, reply: string): void;
 }
 
 class LabSmtpServer extends SMTPServer {
@@ -26,6 +33,17 @@ class LabSmtpServer extends SMTPServer {
     connection._setListeners(() => {
       if (self.options.maxClients && self.connections.size > self.options.maxClients) {
         return connection.send(421, connection.name + ' Too many connected clients, try again in a moment', false);
+      }
+      const perClient = this.labOptions.maxConnectionsPerClient;
+      if (perClient !== undefined) {
+        const from: string = connection.remoteAddress;
+        let count = 0;
+        for (const other of self.connections) if (other.remoteAddress === from) count++;
+        if (count > perClient) {
+          const text = `4.7.0 Too many connections from ${from}, try again later`;
+          this.labOptions.onConnectionRefused?.(from, `421 ${text}`);
+          return connection.send(421, text, false); // a 421 closes the connection
+        }
       }
       if (delay > 0) setTimeout(() => connection.connectionReady(), delay).unref();
       else connection.connectionReady();
