@@ -13,7 +13,7 @@ import { LineClient } from '../harness/clients/line-client.js';
 import type { AuthThrottleConfig, MtaNodeConfig, ZoneConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { createSmtpServer, listen, OVERSIZE_GRACE } from '../shared/smtp-server.js';
 import { startMta } from './index.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
@@ -220,6 +220,18 @@ describe('MTA hardening: message size (finding 1)', () => {
       // SIZE= is checked by smtp-server itself (its reply has no enhanced code).
       expect(await command(client, `MAIL FROM:<alice@sender.test> SIZE=${SIZE_LIMIT + 1}`)).toBe(`552 Error: message exceeds fixed maximum message size ${SIZE_LIMIT}`);
     }
+  });
+
+  it('answers 552 5.3.4 at once and hangs up on a client more than OVERSIZE_GRACE past the limit', async () => {
+    const client = await session('smtp');
+    expect(await command(client, 'MAIL FROM:<someone@elsewhere.test>')).toMatch(/^250 /);
+    expect(await command(client, 'RCPT TO:<alice@sender.test>')).toMatch(/^250 /);
+    expect(await command(client, 'DATA')).toMatch(/^354 /);
+    const line = `${'y'.repeat(1022)}\r\n`.repeat(64);
+    // No end of data: the reply comes while the client is still sending.
+    for (let sent = 0; sent < SIZE_LIMIT + OVERSIZE_GRACE + 256 * 1024 && !client.closed; sent += line.length) client.write(line);
+    expect((await client.smtpReply()).text).toBe(`552 5.3.4 message exceeds the size limit of ${SIZE_LIMIT} octets`);
+    await client.waitClosed({ timeoutMs: 3000 });
   });
 });
 

@@ -20,7 +20,7 @@ import type { SMTPServer, SMTPServerAddress, SMTPServerDataStream, SMTPServerSes
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type MtaNodeConfig, type UserConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
 import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared/headers.js';
-import { createSmtpServer } from '../shared/smtp-server.js';
+import { createSmtpServer, readMessage } from '../shared/smtp-server.js';
 import { compactDate, type MtaEngine } from './engine.js';
 import type { MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
@@ -253,16 +253,16 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
   server.on('error', (err) => options.log(`${service}: ${err.message}`));
 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const chunks: Buffer[] = [];
-    // Past the limit the rest is read (the client sends it anyway) but not kept: memory stays at about the limit.
-    for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw refuse(session, 'DATA', smtpReply(552, `5.3.4 message exceeds the size limit of ${sizeLimit} octets`), { size: stream.byteLength });
+    // Nothing past the limit is kept; a client far past it is answered at once and disconnected.
+    const received = await readMessage(server, stream, session, sizeLimit, () =>
+      refuse(session, 'DATA', smtpReply(552, `5.3.4 message exceeds the size limit of ${sizeLimit} octets`), { size: stream.byteLength }),
+    );
 
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const to = session.envelope.rcptTo.map((r) => r.address);
     const user = session.user as string | undefined;
     const queueId = engine.queue.newId();
-    let data: Buffer = Buffer.concat(chunks);
+    let data: Buffer = received;
     const problem = headerSectionProblem(data);
     if (problem) throw refuse(session, 'DATA', smtpReply(HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`), { size: data.length });
     const now = new Date();

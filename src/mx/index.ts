@@ -12,7 +12,7 @@ import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { MxContract, MxEvents } from './api.js';
 import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { createSmtpServer, listen, readMessage } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
@@ -76,14 +76,11 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
   });
 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const chunks: Buffer[] = [];
-    // Past the limit the rest is read (the client sends it anyway) but not kept: a client cannot make us buffer more.
-    for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw refused(session, 'DATA', 552, `5.3.4 message exceeds the size limit of ${maxSize} octets`);
+    // Nothing past the limit is kept; a client far past it is answered at once and disconnected.
+    const body = await readMessage(server, stream, session, maxSize, () => refused(session, 'DATA', 552, `5.3.4 message exceeds the size limit of ${maxSize} octets`));
     const id = randomBytes(6).toString('hex').toUpperCase();
     const to = session.envelope.rcptTo.map((r) => r.address);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const body = Buffer.concat(chunks);
     const problem = headerSectionProblem(body);
     if (problem) throw refused(session, 'DATA', HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`);
     const messageId = messageIdOf(body);

@@ -1,6 +1,7 @@
 // smtp-server with our greeting delay. smtp-server waits a hard-coded 100 ms before every greeting to catch
 // early talkers; in a lab that is pure latency on every connection. We keep the check available as a setting.
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { SmtpReply } from './smtp-reply.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import net from 'node:net';
 
@@ -49,6 +50,52 @@ class LabSmtpServer extends SMTPServer {
       else connection.connectionReady();
     });
   }
+}
+
+/**
+ * Octets past the size limit that are read and dropped, so that a client slightly over the limit gets its `552` at
+ * the end of its data as usual. A client that goes on past it is answered at once and disconnected: every octet
+ * read, even if dropped, is a buffer for the garbage collector, which lets tens of MiB pile up before it runs.
+ */
+export const OVERSIZE_GRACE = 1024 * 1024;
+/** How long a disconnected oversize client has to read its `552` before the socket is destroyed. */
+const HANG_UP_LINGER_MS = 1000;
+
+/**
+ * Reads a message's DATA stream keeping at most `limit` octets (the server's `size`): memory stays at about the
+ * limit whatever the client sends. Over the limit, `tooBig()` (called once) gives the refusal, which is thrown; past
+ * limit + OVERSIZE_GRACE it is also sent at once and the connection closed, without reading further.
+ */
+export async function readMessage(server: SMTPServer, stream: SMTPServerDataStream, session: SMTPServerSession, limit: number, tooBig: () => SmtpReply): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) {
+    if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
+    else if (chunks.length) chunks.length = 0; // over the limit: what was kept is of no use any more
+    if (stream.byteLength > limit + OVERSIZE_GRACE) {
+      const reply = tooBig();
+      hangUp(server, session, reply);
+      throw reply;
+    }
+  }
+  if (stream.sizeExceeded) throw tooBig();
+  return Buffer.concat(chunks);
+}
+
+/** Sends `reply` on the session's connection and closes it, reading nothing more from the client. */
+function hangUp(server: SMTPServer, session: SMTPServerSession, reply: SmtpReply): void {
+  const connections: Set<any> = (server as any).connections;
+  const connection = [...connections].find((c) => c.session === session);
+  if (!connection) return;
+  const socket: net.Socket = connection._socket;
+  if (connection._parser) {
+    socket.unpipe(connection._parser);
+    connection._parser.isClosed = true;
+  }
+  socket.pause();
+  // The reply goes out before the FIN; smtp-server's own reply to the failed DATA then finds the socket ended.
+  connection.send(reply.responseCode, reply.message);
+  socket.end();
+  setTimeout(() => socket.destroy(), HANG_UP_LINGER_MS).unref();
 }
 
 export function createSmtpServer(options: LabSmtpServerOptions): SMTPServer {
