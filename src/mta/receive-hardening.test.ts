@@ -10,11 +10,12 @@ import type { SMTPServer } from 'smtp-server';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsServer, Zones, type RunningDnsServer } from '../dns/index.js';
 import { LineClient } from '../harness/clients/line-client.js';
-import type { AuthThrottleConfig, MtaNodeConfig, ZoneConfig } from '../shared/config.js';
+import type { AuthThrottleConfig, ZoneConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
 import { createSmtpServer, listen, OVERSIZE_GRACE } from '../shared/smtp-server.js';
 import { startMta } from './index.js';
+import { testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 const ip = (n: number) => `${block}.${n}`;
@@ -100,32 +101,18 @@ let openMta: RunningRole;
 async function start(address: string, authThrottle: AuthThrottleConfig, lmtpPort: number): Promise<{ events: EventLog; mta: RunningRole }> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-mta-hardening-'));
   dataDirs.push(dataDir);
-  const config: MtaNodeConfig = {
-    name: 'mta',
-    role: 'mta',
-    hostname: 'mta.sender.test',
+  const config = testMtaConfig({
     address,
     dataDir,
-    controlPort: 0,
     resolver: dns.endpoint,
-    greetingDelayMs: 0,
     fsync: false,
-    ports: { smtp: 0, submission: 0 },
-    localDomains: ['sender.test'],
     localDelivery: { host: LMTP, port: lmtpPort },
-    users: [
-      { address: 'alice@sender.test', password: 'alice-secret' },
-      { address: 'bert@sender.test', password: 'bert-secret' },
-      { address: 'cleo@sender.test', password: 'cleo-secret' },
-      { address: 'dora@sender.test', password: 'dora-secret' },
-    ],
-    retry: { schedule: [150, 300], maxLifetimeMs: 2500 },
+    users: ['alice', 'bert', 'cleo', 'dora'].map((u) => ({ address: `${u}@sender.test`, password: `${u}-secret` })),
     relayPort: RELAY_PORT,
-    connectTimeoutMs: 1000,
     limits: { maxRecipients: MAX_RECIPIENTS, maxConnectionsPerClient: MAX_CONNECTIONS, maxMessageSize: SIZE_LIMIT },
     authThrottle,
     labAddresses: LAB_ADDRESSES,
-  };
+  });
   const log = new EventLog('mta');
   return { events: log, mta: await startMta({ config, events: log, log: () => undefined }) };
 }
@@ -147,22 +134,8 @@ afterAll(async () => {
   for (const dir of dataDirs) await fs.rm(dir, { recursive: true, force: true });
 });
 
-function waitFor(match: (e: LabEvent) => boolean, what: string, log = events, timeoutMs = 8000): Promise<LabEvent> {
-  const found = log.since(0).find(match);
-  if (found) return Promise.resolve(found);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      unsubscribe();
-      const recent = log.since(0).slice(-15).map((e) => `${e.kind} ${e.queueId ?? ''} ${JSON.stringify(e.detail)}`);
-      reject(new Error(`timed out waiting for ${what}; recent events:\n${recent.join('\n')}`));
-    }, timeoutMs);
-    const unsubscribe = log.subscribe((e) => {
-      if (!match(e)) return;
-      clearTimeout(timer);
-      unsubscribe();
-      resolve(e);
-    });
-  });
+function waitFor(match: (e: LabEvent) => boolean, what: string, log = events): Promise<LabEvent> {
+  return waitForEvent(log, match, what);
 }
 
 const clients: LineClient[] = [];
