@@ -303,7 +303,10 @@ describe('MTA hardening: address literals stay in the lab (finding 6)', () => {
     expect(String(bounced.detail.reply)).toBe(
       `550 5.4.4 <x@evil.test>: mail for evil.test would go to mx.evil.test[${OUTSIDE}], outside the lab: mta.sender.test connects only to the lab's own hosts`,
     );
-    await waitFor((e) => e.kind === 'dsn-created' && e.queueId === bounced.queueId, 'dsn-created');
+    const dsn = await waitFor((e) => e.kind === 'dsn-created' && e.queueId === bounced.queueId, 'dsn-created');
+    await waitFor((e) => e.kind === 'delivered' && e.messageId === dsn.detail.dsnMessageId, 'the DSN delivered to alice');
+    const report = copies.find((c) => c.server === 'mailbox.sender.test' && c.data.includes(String(dsn.detail.dsnMessageId)))!;
+    expect(report.data.replace(/\r\n[ \t]+/g, ' ')).toContain(`mx.evil.test[${OUTSIDE}], outside the lab`);
 
     await transport.sendMail({ envelope: { from: 'alice@sender.test', to: ['y@split.test'] }, raw: 'Subject: split\r\nMessage-ID: <to-split@sender.test>\r\n\r\nhi\r\n' });
     const relayed = await waitFor((e) => e.kind === 'relayed' && e.messageId === '<to-split@sender.test>', 'relayed via the MX inside the lab');
