@@ -190,8 +190,9 @@ describe('MTA hardening: message size (finding 1)', () => {
       const client = await session(service, service === 'submission' ? { user: 'alice@sender.test', pass: 'alice-secret' } : {});
       expect(await sendRaw(client, 'alice@sender.test', 'alice@sender.test', big)).toBe(`552 5.3.4 message exceeds the size limit of ${SIZE_LIMIT} octets`);
       await waitFor((e) => e.kind === 'rejected' && e.detail.service === service && e.detail.stage === 'DATA' && String(e.detail.reply).startsWith('552 5.3.4'), `552 on ${service}`);
-      // SIZE= is checked by smtp-server itself (its reply has no enhanced code).
-      expect(await command(client, `MAIL FROM:<alice@sender.test> SIZE=${SIZE_LIMIT + 1}`)).toBe(`552 Error: message exceeds fixed maximum message size ${SIZE_LIMIT}`);
+      const declared = `552 5.3.4 message exceeds the size limit of ${SIZE_LIMIT} octets (declared with SIZE=)`;
+      expect(await command(client, `MAIL FROM:<alice@sender.test> SIZE=${SIZE_LIMIT + 1}`)).toBe(declared);
+      await waitFor((e) => e.kind === 'rejected' && e.detail.service === service && e.detail.stage === 'MAIL FROM' && e.detail.reply === declared, `SIZE= refused on ${service}`);
     }
   });
 

@@ -161,6 +161,9 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
       const client = clientAddress({ remoteAddress });
       events.emit({ kind: 'rejected', detail: { service, stage: 'CONNECT', reply, from: null, to: [], client, helo: null, hop: `unknown[${client}] -> ${config.hostname} (${service})` } });
     },
+    onSizeRefused(session, reply) {
+      refuse(session, 'MAIL FROM', smtpReply(Number(reply.slice(0, 3)), reply.slice(4)));
+    },
     name: config.hostname,
     banner: `maillab MTA (${service})`,
     // Not rejectOversized: smtp-server would then answer its own 552 without an enhanced code; receive() does it.

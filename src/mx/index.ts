@@ -49,6 +49,9 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     onConnectionRefused(client, reply) {
       events.emit({ kind: 'rejected', detail: { stage: 'CONNECT', rcpt: '', reply, client, from: '' } });
     },
+    onSizeRefused(session, reply) {
+      events.emit({ kind: 'rejected', detail: { stage: 'MAIL FROM', rcpt: '', reply, client: session.remoteAddress, from: '' } });
+    },
     name: config.hostname,
     banner: 'maillab MX ready',
     authOptional: true,

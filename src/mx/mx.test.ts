@@ -331,6 +331,9 @@ describe('MX: hand-off to the mailbox server', () => {
     const t = await transaction(client, 'alice@sender.test', [BOB], body('x'.repeat(3000)));
     expect(t.end).toBe('552 5.3.4 message exceeds the size limit of 2000 octets');
     expect(emitted('rejected')).toMatchObject([{ detail: { stage: 'DATA', rcpt: BOB, reply: t.end, from: 'alice@sender.test' } }]);
+    client.send('MAIL FROM:<alice@sender.test> SIZE=2001');
+    expect((await client.smtpReply()).text).toBe('552 5.3.4 message exceeds the size limit of 2000 octets (declared with SIZE=)');
+    expect(emitted('rejected')[1]).toMatchObject({ detail: { stage: 'MAIL FROM', reply: '552 5.3.4 message exceeds the size limit of 2000 octets (declared with SIZE=)' } });
   });
 });
 

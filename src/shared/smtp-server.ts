@@ -15,6 +15,8 @@ export interface LabSmtpServerOptions extends SMTPServerOptions {
   maxConnectionsPerClient?: number;
   /** Told of every connection refused by maxConnectionsPerClient, with the reply it got (for a `rejected` event). */
   onConnectionRefused?(remoteAddress: string, reply: string): void;
+  /** Told of a MAIL FROM refused by smtp-server because its SIZE= is over `size`, with the reply it got. */
+  onSizeRefused?(session: SMTPServerSession, reply: string): void;
 }
 
 class LabSmtpServer extends SMTPServer {
@@ -29,6 +31,15 @@ class LabSmtpServer extends SMTPServer {
     const self: any = this;
     self.connections.add(connection);
     connection.on('error', (err: Error) => self._onError(err));
+    // smtp-server's own refusal of a SIZE= over the limit carries no enhanced code (ENHANCEDSTATUSCODES is not
+    // advertised): give it ours, as the refusal at the end of DATA has, and tell the role (for a `rejected` event).
+    const send = connection.send.bind(connection);
+    connection.send = (code: number, data: unknown, context?: unknown) => {
+      if (context !== 'MESSAGE_TOO_BIG') return send(code, data, context);
+      const text = `5.3.4 message exceeds the size limit of ${this.labOptions.size} octets (declared with SIZE=)`;
+      this.labOptions.onSizeRefused?.(connection.session, `${code} ${text}`);
+      return send(code, text, false);
+    };
     connection.on('connect', (data: unknown) => self._onClientConnect(data));
     const delay = this.labOptions.greetingDelayMs;
     connection._setListeners(() => {
