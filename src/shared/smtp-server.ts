@@ -1,5 +1,8 @@
 // smtp-server with our greeting delay. smtp-server waits a hard-coded 100 ms before every greeting to catch
 // early talkers; in a lab that is pure latency on every connection. We keep the check available as a setting.
+// Also what every SMTP server of the lab needs from its connections: a limit of concurrent connections per client
+// address (421 4.7.0 at the greeting), smtp-server's refusal of SIZE= with our enhanced code, and readMessage(), which
+// reads DATA keeping nothing past the size limit and hangs up on a client far past it (552 5.3.4).
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { SmtpReply } from './smtp-reply.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
