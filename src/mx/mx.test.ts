@@ -373,6 +373,20 @@ describe('MX: hardening', () => {
     expect(emitted('received')).toHaveLength(1);
   });
 
+  it('takes an address literal naming itself as its own domain (RFC 5321 §4.1.3): user@[127.0.0.1] is that served user', async () => {
+    const port = await startMxServer(await startLmtpServer());
+    const { client } = await session(port);
+    const t = await transaction(client, 'alice@sender.test', ['bob@[127.0.0.1]', 'nobody@[127.0.0.1]', 'bob@[127.0.0.2]'], body());
+    expect(t.rcpt).toEqual([
+      expect.stringMatching(/^250 /),
+      '550 5.1.1 <nobody@[127.0.0.1]>: no such user here',
+      '550 5.7.1 <bob@[127.0.0.2]>: relay access denied, mx.receiver.test does not serve [127.0.0.2]',
+    ]);
+    expect(t.end).toMatch(/^250 /);
+    expect(await inbox(BOB)).toHaveLength(1);
+    expect(emitted('handoff')[0]!.detail.recipients).toMatchObject([{ address: BOB, accepted: true }]);
+  });
+
   it('answers 452 4.5.3 past maxRecipients, emitting rejected', async () => {
     const port = await startMxServer(await startLmtpServer(), {}, 0, undefined, { maxRecipients: 2, maxConnectionsPerClient: 50 });
     const { client } = await session(port);
