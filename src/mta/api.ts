@@ -149,6 +149,11 @@ export type MtaEvents = NodeEvents & {
     size?: number;
   };
   'auth-failed': { service: Service; user: string | null; method: string; reply: string; client: string; hop: string };
+  /**
+   * A login was refused, or is refused from now on, because of repeated failures (shared/login-throttle.ts):
+   * `scope` says what is locked (the account from this client, or the client address for every account).
+   */
+  'auth-throttled': { service: Service; user: string | null; client: string; scope: 'account' | 'address'; retryAfterMs: number; hop: string };
   /** Accepted on the submission port (587) and queued. */
   submitted: { user?: string; from: string; to: string[]; size: number };
   /** Accepted on port 25 for a local domain and queued. */
@@ -182,6 +187,6 @@ export type MtaContract = { operations: MtaOperations; events: MtaEvents };
 
 export const MTA_EVENT_KINDS = eventKinds<MtaEvents>()([
   ...NODE_EVENT_KINDS,
-  'rejected', 'auth-failed', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed',
+  'rejected', 'auth-failed', 'auth-throttled', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed',
   'relayed', 'delivered', 'deferred', 'bounced', 'expired', 'dsn-created', 'dsn-suppressed',
 ] as const);

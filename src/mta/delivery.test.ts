@@ -365,4 +365,38 @@ describe('deliver: local recipients', () => {
     expect(outcome).toMatchObject({ action: 'defer', status: '4.4.1', via: 'lmtp', remote: false, host: '127.0.0.20', port: 24, hop: 'mta.sender.test -> LMTP 127.0.0.20:24' });
     expect(outcome).not.toHaveProperty('remoteMta');
   });
+
+  it('connects to no address outside labAddresses: skips it for the next MX, bounces with 5.4.4 when none is left', async () => {
+    const smtp = scripted(({ envelope }) => result('127.0.0.7:2525', envelope.to.map((a) => accepted(a))));
+    const { ctx, events } = context({
+      smtp,
+      labAddresses: ['127.0.0.7', '127.0.0.20'],
+      mx: {
+        'split.test': { kind: 'mx', hosts: [host('out.split.test', 10, '10.0.0.1', '::ffff:127.0.0.9'), host('in.split.test', 20, '::ffff:127.0.0.7')] },
+        'evil.test': { kind: 'mx', hosts: [host('mx.evil.test', 10, '10.0.0.1'), host('mx2.evil.test', 20)] },
+      },
+    });
+    const outcomes = await deliver(ctx, MESSAGE, ['a@split.test', 'b@evil.test', 'c@[127.0.0.1]'], DATA);
+    // Only the address inside the lab was connected (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    expect(smtp.calls.map((c) => c.target.host)).toEqual(['::ffff:127.0.0.7']);
+    expect(events.filter(([kind]) => kind === 'connect').map(([, d]) => d.host)).toEqual(['::ffff:127.0.0.7']);
+    expect(outcomes.find((o) => o.address === 'a@split.test')).toMatchObject({ action: 'delivered', mx: 'in.split.test' });
+    expect(outcomes.find((o) => o.address === 'b@evil.test')).toMatchObject({
+      action: 'bounce',
+      status: '5.4.4',
+      remote: false,
+      reply: "550 5.4.4 <b@evil.test>: mail for evil.test would go to mx.evil.test[10.0.0.1], outside the lab: mta.sender.test connects only to the lab's own hosts; mx2.evil.test: no address",
+    });
+    expect(outcomes.find((o) => o.address === 'c@[127.0.0.1]')).toMatchObject({
+      action: 'bounce',
+      status: '5.4.4',
+      reply: "550 5.4.4 <c@[127.0.0.1]>: mail for [127.0.0.1] would go to 127.0.0.1, outside the lab: mta.sender.test connects only to the lab's own hosts",
+    });
+  });
+
+  it('connects anywhere without labAddresses (a node started by hand)', async () => {
+    const smtp = scripted(({ envelope }) => result('10.0.0.1:2525', envelope.to.map((a) => accepted(a))));
+    const { ctx } = context({ smtp, mx: { 'far.test': { kind: 'mx', hosts: [host('mx.far.test', 10, '10.0.0.1')] } } });
+    expect((await deliver(ctx, MESSAGE, ['a@far.test'], DATA)).map((o) => o.action)).toEqual(['delivered']);
+  });
 });

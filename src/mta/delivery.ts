@@ -8,6 +8,10 @@
 //   it has no MX (implicit MX), immediate bounce for a null MX (RFC 7505). Each MX address is connected by IP on
 //   config.relayPort, with the MX name as TLS server name; on a failure before the transaction starts (connection,
 //   greeting, EHLO) the next address / MX is tried. Once a server answered MAIL FROM, its verdict stands.
+// - the lab's own addresses (labAddresses, when given) are the only ones ever connected to: an MX address (or an
+//   address literal) outside them is skipped without a connection, as if it did not answer, and the next address /
+//   MX is tried; when no address inside the lab is left, the recipients bounce (550 5.4.4) with a reply naming the
+//   addresses outside the lab.
 import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import type { Endpoint } from '../shared/config.js';
@@ -27,6 +31,8 @@ export interface DeliveryContext {
   localDomains: string[];
   localDelivery?: Endpoint;
   relayPort: number;
+  /** The only addresses delivery may connect to (the lab's hosts); absent: any (a hand-started node). */
+  labAddresses?: readonly string[];
   lookupMx(domain: string): Promise<MxResolution>;
   smtp: MailSender;
   lmtp: MailSender;
@@ -152,12 +158,17 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
 
   let lastError: { err: unknown; hop: string; where: Where } | undefined;
   const lookupFailures: string[] = [];
+  const outsideLab: string[] = [];
   for (const mx of resolution.hosts) {
     if (mx.addresses.length === 0) {
       lookupFailures.push(mx.error ?? `${mx.exchange}: no address`);
       continue;
     }
     for (const address of mx.addresses) {
+      if (!insideLab(address, ctx.labAddresses)) {
+        outsideLab.push(mx.exchange === address ? address : `${mx.exchange}[${address}]`);
+        continue;
+      }
       const target: SmtpTarget = { host: address, port: ctx.relayPort, servername: mx.exchange };
       const hop = `${ctx.hostname} -> ${describeTarget(target)}`;
       const where: Where = { target: describeTarget(target), host: address, port: ctx.relayPort, mx: mx.exchange, remoteMta: mx.exchange };
@@ -179,8 +190,19 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
   if (lastError) {
     return fromError(lastError.err, rcpts, lastError.hop, 'smtp', lastError.where);
   }
+  if (outsideLab.length) {
+    const why = `mail for ${domain} would go to ${outsideLab.join(', ')}, outside the lab: ${ctx.hostname} connects only to the lab's own hosts`;
+    return localVerdict(rcpts, 'bounce', 550, '5.4.4', lookupFailures.length ? `${why}; ${lookupFailures.join('; ')}` : why, lookupHop);
+  }
   // Every MX host lacked an address, for good (a temporary lookup failure makes the whole resolution temporary).
   return localVerdict(rcpts, 'bounce', 550, '5.4.4', `no MX host of ${domain} has an address: ${lookupFailures.join('; ')}`, lookupHop);
+}
+
+/** Whether `address` is one of the lab's (IPv4-mapped IPv6 counts as the IPv4 address); no list: any address. */
+export function insideLab(address: string, labAddresses: readonly string[] | undefined): boolean {
+  if (!labAddresses) return true;
+  const plain = (a: string) => a.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
+  return labAddresses.some((a) => plain(a) === plain(address));
 }
 
 interface Where {

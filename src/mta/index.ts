@@ -43,6 +43,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       localDomains: config.localDomains,
       ...(config.localDelivery ? { localDelivery: config.localDelivery } : {}),
       relayPort: config.relayPort,
+      ...(config.labAddresses ? { labAddresses: config.labAddresses } : {}),
       lookupMx: (domain) => resolveMxTargets(resolver, domain),
       smtp,
       lmtp,

@@ -14,6 +14,7 @@ import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { startMta, type QueueEntryView } from './index.js';
+import { testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 const ip = (n: number) => `${block}.${n}`;
@@ -130,27 +131,19 @@ beforeAll(async () => {
   await startReceiver('mx2.fallback.test', MX_BACKUP, RELAY_PORT);
   lmtpPort = (await startReceiver('mailbox.sender.test', LMTP, 0, { lmtp: true })).port;
   dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-mta-'));
-  config = {
-    name: 'mta',
-    role: 'mta',
-    hostname: 'mta.sender.test',
+  config = testMtaConfig({
     address: MTA,
     dataDir,
-    controlPort: 0,
     resolver: dns.endpoint,
-    greetingDelayMs: 0,
-    fsync: true,
-    ports: { smtp: 0, submission: 0 },
-    localDomains: ['sender.test'],
     localDelivery: { host: LMTP, port: lmtpPort },
     users: [
       { address: 'alice@sender.test', password: 'alice-secret' },
       { address: 'bert@sender.test', password: 'bert-secret' },
+      // Known to the MTA (so port 25 accepts it at RCPT), refused by the mailbox server: a local delivery that fails.
+      { address: 'ghost@sender.test', password: 'ghost-secret' },
     ],
-    retry: { schedule: [150, 300], maxLifetimeMs: 2500 },
     relayPort: RELAY_PORT,
-    connectTimeoutMs: 1000,
-  };
+  });
   await startTheMta();
 });
 
@@ -162,22 +155,7 @@ afterAll(async () => {
 });
 
 function waitFor(match: (e: LabEvent) => boolean, what: string, timeoutMs = 8000): Promise<LabEvent> {
-  const log = events;
-  const found = log.since(0).find(match);
-  if (found) return Promise.resolve(found);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      unsubscribe();
-      const recent = log.since(0).slice(-15).map((e) => `${e.kind} ${e.queueId ?? ''} ${JSON.stringify(e.detail)}`);
-      reject(new Error(`timed out waiting for ${what}; recent events:\n${recent.join('\n')}`));
-    }, timeoutMs);
-    const unsubscribe = log.subscribe((e) => {
-      if (!match(e)) return;
-      clearTimeout(timer);
-      unsubscribe();
-      resolve(e);
-    });
-  });
+  return waitForEvent(events, match, what, timeoutMs);
 }
 
 const ofQueue = (queueId: string, kind: string, detail: Record<string, unknown> = {}) => (e: LabEvent) =>

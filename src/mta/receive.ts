@@ -6,26 +6,35 @@
 //   refused. The null sender is accepted (bounces of mail we sent come back this way). Messages are not modified
 //   beyond the trace header (RFC 5321 §6.4 §7.9).
 // Both add a Received header (RFC 5321 §4.4) and answer 250 only once the message is durably queued.
+// Hardening (both services unless said): at most limits.maxRecipients RCPTs per transaction (452 4.5.3) and
+// limits.maxConnectionsPerClient connections per client address (421 4.7.0); nothing past the size limit is kept in
+// memory (552 5.3.4); a header section with a bare CR or LF is refused (554 5.6.0, shared/message-guard.ts); an
+// address literal outside the lab's addresses is refused (550 5.7.1); on 25, unknown users of a domain whose users
+// the lab knows are refused at RCPT (550 5.1.1), so no bounce goes to a forged sender (no backscatter); on 587,
+// failed logins are throttled per connection (421 4.7.0) and per account and client address (454 4.7.0).
 // Replies carry RFC 3463 enhanced status codes in their text. ENHANCEDSTATUSCODES is not advertised, because
 // smtp-server would then prefix its own guess (e.g. 5.1.1 for every 550), wrong for relay denials and the like.
 import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { SMTPServer, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { MtaNodeConfig, UserConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type MtaNodeConfig, type UserConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
 import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared/headers.js';
-import { createSmtpServer } from '../shared/smtp-server.js';
+import { createSmtpServer, readMessage } from '../shared/smtp-server.js';
 import { compactDate, type MtaEngine } from './engine.js';
 import type { MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
+import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
+import { LoginThrottle } from '../shared/login-throttle.js';
+import { insideLab } from './delivery.js';
 
-/** Largest message accepted, advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
+/** Largest message accepted by default (config.limits.maxMessageSize overrides it), advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
 export const MESSAGE_SIZE_LIMIT = 25 * 1024 * 1024;
 
 export type Service = 'smtp' | 'submission';
 
 export interface ReceiverOptions {
-  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs'>;
+  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses'>;
   engine: MtaEngine;
   events: EventLog<MtaEvents>;
   log(message: string): void;
@@ -45,9 +54,18 @@ export function sameAddress(a: string, b: string): boolean {
   return a.toLowerCase() === b.toLowerCase();
 }
 
-function clientAddress(session: SMTPServerSession): string {
+function clientAddress(session: Pick<SMTPServerSession, 'remoteAddress'>): string {
   const ip = session.remoteAddress.replace(/^::ffff:(?=\d+\.)/, '');
   return net.isIPv6(ip) ? `IPv6:${ip}` : ip;
+}
+
+/**
+ * The address an address-literal domain names (`[127.0.0.1]`, `[IPv6:::1]`, RFC 5321 §4.1.3), or undefined for an
+ * ordinary domain. (smtp-server already refuses a bracketed domain that is no address with 501.)
+ */
+export function addressLiteral(domain: string): string | undefined {
+  const inner = /^\[(.*)\]$/.exec(domain)?.[1]?.replace(/^ipv6:/i, '');
+  return inner !== undefined && net.isIP(inner) ? inner : undefined;
 }
 
 /** The user a login names: the full address, or the local part when only one user has it. */
@@ -101,9 +119,17 @@ export function createReceivers(options: ReceiverOptions): Record<Service, SMTPS
 
 function createReceiver(options: ReceiverOptions, service: Service): SMTPServer {
   const { config, engine, events } = options;
-  const sizeLimit = options.sizeLimit ?? MESSAGE_SIZE_LIMIT;
+  const sizeLimit = options.sizeLimit ?? config.limits?.maxMessageSize ?? MESSAGE_SIZE_LIMIT;
+  const limits = { ...DEFAULT_SMTP_LIMITS, ...config.limits };
   const localDomains = new Set(config.localDomains.map((d) => d.toLowerCase()));
   const submission = service === 'submission';
+  // Local domains whose users the lab knows: their unknown local parts are refused at RCPT on port 25.
+  const knownDomains = new Set(config.users.map((u) => domainOf(u.address)).filter((d) => localDomains.has(d)));
+  const knownUsers = new Set(config.users.map((u) => u.address.toLowerCase()));
+  const throttleConfig = config.authThrottle ?? DEFAULT_AUTH_THROTTLE;
+  const throttle = new LoginThrottle(throttleConfig);
+  /** Failed logins per connection (the session object lives as long as its connection). */
+  const connectionFailures = new WeakMap<SMTPServerSession, number>();
 
   /** The inbound hop, e.g. `client.test[127.0.0.1] -> mta.sender.test (submission)`. */
   const hopOf = (session: SMTPServerSession) => `${session.hostNameAppearsAs || 'unknown'}[${clientAddress(session)}] -> ${config.hostname} (${service})`;
@@ -130,10 +156,18 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
 
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
+    maxConnectionsPerClient: limits.maxConnectionsPerClient,
+    onConnectionRefused(remoteAddress, reply) {
+      const client = clientAddress({ remoteAddress });
+      events.emit({ kind: 'rejected', detail: { service, stage: 'CONNECT', reply, from: null, to: [], client, helo: null, hop: `unknown[${client}] -> ${config.hostname} (${service})` } });
+    },
+    onSizeRefused(session, reply) {
+      refuse(session, 'MAIL FROM', smtpReply(Number(reply.slice(0, 3)), reply.slice(4)));
+    },
     name: config.hostname,
     banner: `maillab MTA (${service})`,
+    // Not rejectOversized: smtp-server would then answer its own 552 without an enhanced code; receive() does it.
     size: sizeLimit,
-    rejectOversized: true,
     // Authentication is checked in onMailFrom (not by smtp-server), so refusals get our reply and a `rejected` event.
     authOptional: true,
     ...(submission
@@ -146,13 +180,36 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
 
     onAuth(auth, session, callback) {
       const user = findUser(config.users, auth.username ?? '');
+      const client = clientAddress(session);
+      // The throttle's account key: the user's address when the login names one, else the login as given.
+      const account = user ? user.address.toLowerCase() : (auth.username ?? '').trim().toLowerCase();
+      const throttled = (scope: 'account' | 'address', retryAfterMs: number) =>
+        events.emit({ kind: 'auth-throttled', detail: { service, user: auth.username ?? null, client, scope, retryAfterMs, hop: hopOf(session) } });
+      /** Counts a failure on this connection; past failuresPerConnection the reply is 421 and the connection closes. */
+      const failOnConnection = (err: SmtpReply): SmtpReply => {
+        const failures = (connectionFailures.get(session) ?? 0) + 1;
+        connectionFailures.set(session, failures);
+        if (!throttleConfig.enabled || failures < throttleConfig.failuresPerConnection) return err;
+        return smtpReply(421, `4.7.0 ${err.message.replace(/^\d\.\d+\.\d+ /, '')}; too many failed logins on this connection (${failures}), closing it`);
+      };
+
+      const verdict = throttle.check(account, client);
+      if (verdict.throttled) {
+        // Refused before the password is looked at, the right one included: otherwise the guessing would go on.
+        throttled(verdict.scope, verdict.retryAfterMs);
+        const scope = verdict.scope === 'address' ? `from ${client}` : `for ${auth.username ?? ''} from ${client}`;
+        return callback(failOnConnection(smtpReply(454, `4.7.0 Too many failed logins ${scope}, try again in ${Math.ceil(verdict.retryAfterMs / 1000)} s`)));
+      }
       // RFC 4616: an authorization identity other than the user itself would be acting for someone else; refused.
       const authzOk = !auth.authzid || (user !== undefined && sameAddress(auth.authzid, user.address)) || auth.authzid === auth.username;
       if (!user || !authzOk || !passwordMatches(auth.password ?? '', user.password)) {
-        const err = smtpReply(535, '5.7.8 Authentication credentials invalid');
-        events.emit({ kind: 'auth-failed', detail: { service, user: auth.username ?? null, method: auth.method, reply: `535 ${err.message}`, client: clientAddress(session), hop: hopOf(session) } });
+        const err = failOnConnection(smtpReply(535, '5.7.8 Authentication credentials invalid'));
+        events.emit({ kind: 'auth-failed', detail: { service, user: auth.username ?? null, method: auth.method, reply: `${err.responseCode} ${err.message}`, client, hop: hopOf(session) } });
+        const next = throttle.failure(account, client);
+        if (next.throttled) throttled(next.scope, next.retryAfterMs);
         return callback(err);
       }
+      throttle.success(account, client);
       callback(null, { user: user.address });
     },
 
@@ -171,8 +228,20 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {
       const rcpt = address.address;
-      if (!submission && !localDomains.has(domainOf(rcpt))) {
-        return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.7.1 <${rcpt}>: relay access denied (${config.hostname} is not the destination of ${domainOf(rcpt) || 'that address'}; log in on the submission port to relay)`), { attempted: rcpt }));
+      const domain = domainOf(rcpt);
+      if (session.envelope.rcptTo.length >= limits.maxRecipients) {
+        return callback(refuse(session, 'RCPT TO', smtpReply(452, `4.5.3 Too many recipients: at most ${limits.maxRecipients} per message, send the rest in another message`), { attempted: rcpt }));
+      }
+      const literal = addressLiteral(domain);
+      if (literal && !insideLab(literal, config.labAddresses)) {
+        return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.7.1 <${rcpt}>: address literal ${domain} is outside the lab; ${config.hostname} sends only to the lab's own hosts`), { attempted: rcpt }));
+      }
+      if (!submission && !localDomains.has(domain)) {
+        return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.7.1 <${rcpt}>: relay access denied (${config.hostname} is not the destination of ${domain || 'that address'}; log in on the submission port to relay)`), { attempted: rcpt }));
+      }
+      // Port 25 verifies local recipients now, not by a bounce later: a bounce would go to a sender nobody checked.
+      if (!submission && knownDomains.has(domain) && !knownUsers.has(rcpt.toLowerCase())) {
+        return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.1.1 <${rcpt}>: no such user here`), { attempted: rcpt }));
       }
       callback();
     },
@@ -187,15 +256,18 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
   server.on('error', (err) => options.log(`${service}: ${err.message}`));
 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw refuse(session, 'DATA', smtpReply(552, `5.3.4 message exceeds the size limit of ${sizeLimit} octets`), { size: stream.byteLength });
+    // Nothing past the limit is kept; a client far past it is answered at once and disconnected.
+    const received = await readMessage(server, stream, session, sizeLimit, () =>
+      refuse(session, 'DATA', smtpReply(552, `5.3.4 message exceeds the size limit of ${sizeLimit} octets`), { size: stream.byteLength }),
+    );
 
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const to = session.envelope.rcptTo.map((r) => r.address);
     const user = session.user as string | undefined;
     const queueId = engine.queue.newId();
-    let data: Buffer = Buffer.concat(chunks);
+    let data: Buffer = received;
+    const problem = headerSectionProblem(data);
+    if (problem) throw refuse(session, 'DATA', smtpReply(HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`), { size: data.length });
     const now = new Date();
     if (submission) {
       const missing: string[] = [];

@@ -5,8 +5,12 @@ import type { RecipientResult } from '../shared/smtp-client.js';
 export type MxOperations = Record<never, never>;
 
 export type MxEvents = NodeEvents & {
-  /** A recipient was refused at RCPT TO (not a served domain: relay denied; unknown user). */
-  rejected: { stage: 'RCPT TO'; rcpt: string; reply: string; client: string; from: string };
+  /**
+   * A refusal: at CONNECT (too many connections from the client), at MAIL FROM (SIZE= over the limit), at RCPT TO (not a served domain: relay denied;
+   * unknown user; too many recipients) or at DATA (too large, a bare CR or LF in the header). `rcpt`: the refused
+   * recipient at RCPT TO, the transaction's recipients (comma-separated) at DATA, '' at CONNECT and MAIL FROM.
+   */
+  rejected: { stage: 'CONNECT' | 'MAIL FROM' | 'RCPT TO' | 'DATA'; rcpt: string; reply: string; client: string; from: string };
   /** The message data arrived; the MX added its Received header (`size` includes it). */
   received: { from: string; to: string[]; client: string; helo: string; size: number };
   /** The mailbox server answered over LMTP, one result per recipient (`to` names the LMTP hop). */

@@ -1,27 +1,50 @@
 // The receiver MX: accepts mail for its domains on port 25 (no AUTH, no relaying), and answers 250 only after
 // the mailbox server accepted the message over LMTP. When the mailbox server cannot take it, the MX answers
 // 4xx so the sender keeps the message queued: the MX itself queues nothing.
+// An address literal naming the MX itself (`bob@[<its address>]`) is taken as its own domain: the one served
+// recipient with that local part.
+// Limits (config.limits, else DEFAULT_SMTP_LIMITS): recipients per transaction (452 4.5.3), connections per client
+// address (421 4.7.0), message size (552 5.3.4, nothing past it kept in memory); a header section with a bare CR or
+// LF is refused (554 5.6.0, shared/message-guard.ts).
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { MxNodeConfig } from '../shared/config.js';
+import { DEFAULT_SMTP_LIMITS, type MxNodeConfig } from '../shared/config.js';
+import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { MxContract, MxEvents } from './api.js';
 import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { createSmtpServer, listen, readMessage } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
 export interface MxOptions {
-  /** Largest message accepted (advertised as SIZE, RFC 1870), in octets. Default 50 MiB, the mailbox server's limit. */
+  /** Largest message accepted (advertised as SIZE, RFC 1870), in octets. Default config.limits.maxMessageSize, else 50 MiB, the mailbox server's limit. */
   maxMessageSize?: number;
 }
 
 export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEvents>, options: MxOptions = {}): Promise<RunningRole<MxContract>> {
-  const maxSize = options.maxMessageSize ?? MAX_MESSAGE_SIZE;
+  const maxSize = options.maxMessageSize ?? config.limits?.maxMessageSize ?? MAX_MESSAGE_SIZE;
+  const limits = { ...DEFAULT_SMTP_LIMITS, ...config.limits };
+  const refused = (session: Pick<SMTPServerSession, 'remoteAddress' | 'envelope'>, stage: 'RCPT TO' | 'DATA', code: number, text: string, rcpt = session.envelope.rcptTo.map((r) => r.address).join(', ')) => {
+    events.emit({ kind: 'rejected', detail: { stage, rcpt, reply: `${code} ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' } });
+    return smtpReply(code, text);
+  };
   const domains = new Set(config.domains.map((d) => d.toLowerCase()));
   const recipients = new Set(config.recipients.map((r) => r.toLowerCase()));
+  /**
+   * The address `rcpt` stands for: itself, or for `user@[<this MX's address>]` (an address literal naming this host,
+   * RFC 5321 §4.1.3, which Postfix also takes as local) the one served recipient with that local part.
+   */
+  const servedAs = (rcpt: string): { address: string; ownLiteral: boolean } => {
+    const at = rcpt.lastIndexOf('@');
+    const literal = /^\[(?:ipv6:)?(.+)\]$/i.exec(rcpt.slice(at + 1))?.[1]?.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
+    if (literal === undefined || literal !== config.address.toLowerCase()) return { address: rcpt, ownLiteral: false };
+    const local = rcpt.slice(0, at).toLowerCase();
+    const matches = [...recipients].filter((r) => r.slice(0, r.lastIndexOf('@')) === local);
+    return { address: matches.length === 1 ? matches[0]! : rcpt, ownLiteral: true };
+  };
   // LMTP is a local hop: a mailbox server that does not answer within seconds is down (or cut off), and the
   // sender must hear 451 long before its own timeouts expire.
   const lmtp = new SmtpClientPool({
@@ -36,6 +59,13 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
 
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
+    maxConnectionsPerClient: limits.maxConnectionsPerClient,
+    onConnectionRefused(client, reply) {
+      events.emit({ kind: 'rejected', detail: { stage: 'CONNECT', rcpt: '', reply, client, from: '' } });
+    },
+    onSizeRefused(session, reply) {
+      events.emit({ kind: 'rejected', detail: { stage: 'MAIL FROM', rcpt: '', reply, client: session.remoteAddress, from: '' } });
+    },
     name: config.hostname,
     banner: 'maillab MX ready',
     authOptional: true,
@@ -47,13 +77,12 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     closeTimeout: 200,
     onRcptTo(address, session, callback) {
       const rcpt = address.address.toLowerCase();
-      const domain = rcpt.split('@')[1] ?? '';
-      const refuse = (code: number, text: string) => {
-        events.emit({ kind: 'rejected', detail: { stage: 'RCPT TO', rcpt, reply: `${code} ${text}`, client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' } });
-        callback(smtpReply(code, text));
-      };
-      if (!domains.has(domain)) return refuse(550, `5.7.1 <${rcpt}>: relay access denied, ${config.hostname} does not serve ${domain}`);
-      if (!recipients.has(rcpt)) return refuse(550, `5.1.1 <${rcpt}>: no such user here`);
+      const served = servedAs(rcpt);
+      const domain = served.address.split('@')[1] ?? '';
+      const refuse = (code: number, text: string) => callback(refused(session, 'RCPT TO', code, text, rcpt));
+      if (session.envelope.rcptTo.length >= limits.maxRecipients) return refuse(452, `4.5.3 Too many recipients: at most ${limits.maxRecipients} per message, send the rest in another message`);
+      if (!served.ownLiteral && !domains.has(domain)) return refuse(550, `5.7.1 <${rcpt}>: relay access denied, ${config.hostname} does not serve ${domain}`);
+      if (!recipients.has(served.address)) return refuse(550, `5.1.1 <${rcpt}>: no such user here`);
       callback();
     },
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void) {
@@ -65,14 +94,13 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
   });
 
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const chunks: Buffer[] = [];
-    // Past the limit the rest is read (the client sends it anyway) but not kept: a client cannot make us buffer more.
-    for await (const chunk of stream) if (!stream.sizeExceeded) chunks.push(chunk as Buffer);
-    if (stream.sizeExceeded) throw smtpReply(552, `5.3.4 message exceeds the size limit of ${maxSize} octets`);
+    // Nothing past the limit is kept; a client far past it is answered at once and disconnected.
+    const body = await readMessage(server, stream, session, maxSize, () => refused(session, 'DATA', 552, `5.3.4 message exceeds the size limit of ${maxSize} octets`));
     const id = randomBytes(6).toString('hex').toUpperCase();
-    const to = session.envelope.rcptTo.map((r) => r.address);
+    const to = session.envelope.rcptTo.map((r) => servedAs(r.address).address);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const body = Buffer.concat(chunks);
+    const problem = headerSectionProblem(body);
+    if (problem) throw refused(session, 'DATA', HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`);
     const messageId = messageIdOf(body);
     const trace = receivedHeader({
       helo: session.hostNameAppearsAs,

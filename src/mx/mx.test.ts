@@ -56,7 +56,7 @@ async function startLmtpServer(s: MailStore = store): Promise<number> {
 }
 
 /** The MX on 127.0.0.1 (a free port unless `port`), handing off to LMTP on `lmtpPort`. */
-async function startMxServer(lmtpPort: number, options: MxOptions = {}, port = 0, serves: Pick<MxNodeConfig, 'domains' | 'recipients'> = { domains: ['receiver.test', 'Other.Test'], recipients: [BOB, CAROL, GHOST, 'Dave@Other.Test'] }): Promise<number> {
+async function startMxServer(lmtpPort: number, options: MxOptions = {}, port = 0, serves: Pick<MxNodeConfig, 'domains' | 'recipients'> = { domains: ['receiver.test', 'Other.Test'], recipients: [BOB, CAROL, GHOST, 'Dave@Other.Test'] }, limits?: MxNodeConfig['limits']): Promise<number> {
   const config: MxNodeConfig = {
     name: 'mx',
     role: 'mx',
@@ -70,6 +70,7 @@ async function startMxServer(lmtpPort: number, options: MxOptions = {}, port = 0
     ports: { smtp: port },
     ...serves,
     lmtp: { host: '127.0.0.1', port: lmtpPort },
+    ...(limits ? { limits } : {}),
   };
   mxEvents = new EventLog(config.name);
   mx = await startMx({ config, events: mxEvents, log: () => undefined }, options);
@@ -321,5 +322,88 @@ describe('MX: hand-off to the mailbox server', () => {
     expect(await inbox(BOB)).toHaveLength(1);
     expect(emitted('received')).toHaveLength(1);
     expect(emitted('handoff')).toHaveLength(1);
+  });
+
+  it('takes its size limit from config.limits.maxMessageSize', async () => {
+    const port = await startMxServer(await startLmtpServer(), {}, 0, undefined, { maxRecipients: 100, maxConnectionsPerClient: 50, maxMessageSize: 2000 });
+    const { client, ehlo } = await session(port);
+    expect(ehlo).toContainEqual(expect.stringMatching(/^250[- ]SIZE 2000$/));
+    const t = await transaction(client, 'alice@sender.test', [BOB], body('x'.repeat(3000)));
+    expect(t.end).toBe('552 5.3.4 message exceeds the size limit of 2000 octets');
+    expect(emitted('rejected')).toMatchObject([{ detail: { stage: 'DATA', rcpt: BOB, reply: t.end, from: 'alice@sender.test' } }]);
+    client.send('MAIL FROM:<alice@sender.test> SIZE=2001');
+    expect((await client.smtpReply()).text).toBe('552 5.3.4 message exceeds the size limit of 2000 octets (declared with SIZE=)');
+    expect(emitted('rejected')[1]).toMatchObject({ detail: { stage: 'MAIL FROM', reply: '552 5.3.4 message exceeds the size limit of 2000 octets (declared with SIZE=)' } });
+  });
+});
+
+describe('MX: hardening', () => {
+  it('refuses a header section with a bare CR or LF with 554 5.6.0, without handing it off', async () => {
+    const port = await startMxServer(await startLmtpServer());
+    const { client } = await session(port);
+    const injected = 'From: alice@sender.test\r\nSubject: x\rBcc: <carol@receiver.test>\r\nMessage-ID: <bare-cr@sender.test>\r\n\r\nhi';
+    const t = await transaction(client, 'alice@sender.test', [BOB], injected);
+    expect(t.end).toBe('554 5.6.0 message header contains a bare CR (header line 2); header lines must end with CRLF');
+    const lf = await transaction(client, 'alice@sender.test', [BOB], 'Subject: x\nBcc: carol@receiver.test\r\n\r\nhi');
+    expect(lf.end).toMatch(/^554 5\.6\.0 message header contains a bare LF/);
+    expect(emitted('rejected').map((e) => [e.detail.stage, String(e.detail.reply).slice(0, 9)])).toEqual([['DATA', '554 5.6.0'], ['DATA', '554 5.6.0']]);
+    expect(emitted('received')).toEqual([]);
+    expect(await inbox(BOB)).toEqual([]);
+    expect(await inbox(CAROL)).toEqual([]);
+  });
+
+  it('keeps a smuggled `\\n.\\n` or `\\r.\\r` message inside the first: one message stored', async () => {
+    const port = await startMxServer(await startLmtpServer());
+    const { client } = await session(port);
+    const smuggled = 'MAIL FROM:<admin@sender.test>\r\nRCPT TO:<carol@receiver.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n';
+    client.send('MAIL FROM:<alice@sender.test>');
+    expect((await client.smtpReply()).code).toBe(250);
+    client.send(`RCPT TO:<${BOB}>`);
+    expect((await client.smtpReply()).code).toBe(250);
+    client.send('DATA');
+    expect((await client.smtpReply()).code).toBe(354);
+    client.write(`Subject: carrier\r\n\r\nhi\n.\n${smuggled}\r.\r${smuggled}\r\n.\r\n`);
+    expect((await client.smtpReply()).code).toBe(250);
+    client.send('NOOP');
+    expect((await client.smtpReply()).text).toMatch(/^250 /);
+    expect(await inbox(CAROL)).toEqual([]);
+    const stored = await inbox(BOB);
+    expect(stored).toHaveLength(1);
+    expect(stored[0]!.toString('latin1')).toContain('Subject: carrier');
+    expect(emitted('received')).toHaveLength(1);
+  });
+
+  it('takes an address literal naming itself as its own domain (RFC 5321 §4.1.3): user@[127.0.0.1] is that served user', async () => {
+    const port = await startMxServer(await startLmtpServer());
+    const { client } = await session(port);
+    const t = await transaction(client, 'alice@sender.test', ['bob@[127.0.0.1]', 'nobody@[127.0.0.1]', 'bob@[127.0.0.2]'], body());
+    expect(t.rcpt).toEqual([
+      expect.stringMatching(/^250 /),
+      '550 5.1.1 <nobody@[127.0.0.1]>: no such user here',
+      '550 5.7.1 <bob@[127.0.0.2]>: relay access denied, mx.receiver.test does not serve [127.0.0.2]',
+    ]);
+    expect(t.end).toMatch(/^250 /);
+    expect(await inbox(BOB)).toHaveLength(1);
+    expect(emitted('handoff')[0]!.detail.recipients).toMatchObject([{ address: BOB, accepted: true }]);
+  });
+
+  it('answers 452 4.5.3 past maxRecipients, emitting rejected', async () => {
+    const port = await startMxServer(await startLmtpServer(), {}, 0, undefined, { maxRecipients: 2, maxConnectionsPerClient: 50 });
+    const { client } = await session(port);
+    const t = await transaction(client, 'alice@sender.test', [BOB, CAROL, GHOST], body());
+    expect(t.rcpt).toEqual([expect.stringMatching(/^250 /), expect.stringMatching(/^250 /), '452 4.5.3 Too many recipients: at most 2 per message, send the rest in another message']);
+    expect(t.end).toMatch(/^250 /);
+    expect(emitted('rejected')).toMatchObject([{ detail: { stage: 'RCPT TO', rcpt: GHOST, reply: t.rcpt[2] } }]);
+  });
+
+  it('greets a client past maxConnectionsPerClient with 421 4.7.0 and closes the connection', async () => {
+    const port = await startMxServer(await startLmtpServer(), {}, 0, undefined, { maxRecipients: 100, maxConnectionsPerClient: 2 });
+    await session(port);
+    await session(port);
+    const extra = await connectLine(port);
+    clients.push(extra);
+    expect(await extra.line()).toBe('421 4.7.0 Too many connections from 127.0.0.1, try again later');
+    await extra.waitClosed({ timeoutMs: 2000 });
+    expect(emitted('rejected')).toMatchObject([{ detail: { stage: 'CONNECT', rcpt: '', client: '127.0.0.1', reply: '421 4.7.0 Too many connections from 127.0.0.1, try again later' } }]);
   });
 });

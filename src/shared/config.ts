@@ -45,6 +45,12 @@ export interface SmtpLimits {
   maxRecipients: number;
   /** Concurrent connections from one client address; past it the connection gets `421 4.7.0` and is closed. */
   maxConnectionsPerClient: number;
+  /**
+   * Largest message accepted, in octets (advertised as SIZE, RFC 1870); past it `552 5.3.4`, and nothing past it
+   * is kept in memory. Absent: the role's default, 25 MiB on the MTA (25 and 587), 50 MiB on the MX (the mailbox
+   * server's limit).
+   */
+  maxMessageSize?: number;
 }
 
 /** Postfix's smtpd_recipient_limit is 1000, most providers use 50–100; Postfix allows 50 connections per client. */
