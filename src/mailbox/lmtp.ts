@@ -15,6 +15,7 @@ import { messageIdOf } from '../shared/headers.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import type { MailboxService, ServiceOptions } from './service.js';
 import { smtpReply } from '../shared/smtp-reply.js';
+import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 
 export interface LmtpOptions extends ServiceOptions {
   /** Largest message accepted, in octets. */
@@ -95,14 +96,14 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
 
     const body = Buffer.concat(chunks);
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const problem = headerProblem(body);
+    const problem = headerSectionProblem(body);
     if (problem !== undefined) {
       const text = `Message refused: ${problem}`;
       for (const rcpt of recipients) {
-        events.emit({ kind: 'rejected', detail: { stage: 'DATA', rcpt: rcpt.address, reply: `554 5.6.0 ${text}`, client: session.remoteAddress, from } });
+        events.emit({ kind: 'rejected', detail: { stage: 'DATA', rcpt: rcpt.address, reply: `${HEADER_PROBLEM_CODE} ${HEADER_PROBLEM_STATUS} ${text}`, client: session.remoteAddress, from } });
       }
       // smtp-server adds 5.6.0 (RFC 3463: media error) to a 554 after DATA.
-      return recipients.map(() => smtpReply(554, text));
+      return recipients.map(() => smtpReply(HEADER_PROBLEM_CODE, text));
     }
     const messageId = messageIdOf(body);
     // Each user once, even when named twice; the replies of the duplicates repeat the first one's.
@@ -154,23 +155,4 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
 /** An IPv4 address as the allow-list writes it, also when the socket reports it IPv4-mapped (`::ffff:a.b.c.d`). */
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
-// to be replaced by the shared SMTP header guard
-/**
- * Why a message's header section is unacceptable, or undefined when it is not: a CR not followed by LF or an LF
- * not preceded by CR anywhere before the empty CRLF line that ends the header section (so the header section can
- * end nowhere else). A message without that empty line is all header section.
- */
-function headerProblem(data: Buffer): string | undefined {
-  for (let i = 0; i < data.length; i++) {
-    const c = data[i];
-    if (c === 0x0a) return 'bare LF in the header section';
-    if (c !== 0x0d) continue;
-    if (data[i + 1] !== 0x0a) return 'bare CR in the header section';
-    // A CRLF at the start of a line: the empty line, the end of the header section.
-    if (i === 0 || (data[i - 2] === 0x0d && data[i - 1] === 0x0a)) return undefined;
-    i++;
-  }
-  return undefined;
 }
