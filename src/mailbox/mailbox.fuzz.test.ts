@@ -132,7 +132,13 @@ describe('LMTP fuzzing', () => {
         const id = `<lmtp-fuzz-${++seq}-${Date.now()}@sender.test>`;
         const body = [`Subject: fuzz ${seq}`, `Message-ID: ${id}`, '', ...lines];
         const script = [Buffer.from(`LHLO fuzz.test\r\nMAIL FROM:<alice@sender.test>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('')}DATA\r\n`), Buffer.from(`${body.map(stuff).join('\r\n')}\r\n.${end}`)];
-        const { data } = await exchange(lmtp.endpoint.port, script, { greeting: true, quietMs: 80 });
+        // Every reply: greeting, LHLO, MAIL, each RCPT, DATA, and one per accepted recipient after the data.
+        const complete = (data: Buffer) => {
+          const finals = replyLines(data).filter((l) => /^\d{3} /.test(l));
+          const ok = finals.slice(3, 3 + rcpts.length).filter((l) => l.startsWith('250')).length;
+          return finals.length >= 3 + rcpts.length + (ok ? 1 + ok : 0);
+        };
+        const { data } = await exchange(lmtp.endpoint.port, script, { greeting: true, until: end === '\r\n' ? complete : undefined });
         const finals = replyLines(data).filter((l) => /^\d{3} /.test(l));
         for (const line of replyLines(data)) expect(line).toMatch(SMTP_REPLY);
         if (end !== '\r\n') return;

@@ -125,7 +125,10 @@ describe('MX SMTP fuzzing', () => {
           // The session goes on: more commands after the data, on the same connection.
           tail,
         ];
-        const { data } = await exchange(port, script, { greeting: true, quietMs: 60 });
+        // Clean input: wait for the verdict on the data (the greeting, EHLO, MAIL, RCPT, DATA, then the verdict).
+        const clean = !forget && end === '\r\n';
+        const verdictCame = (data: Buffer) => replyLines(data).filter((l) => /^\d{3} /.test(l)).length >= 6;
+        const { data } = await exchange(port, script, { greeting: true, until: clean ? verdictCame : undefined });
         const replies = expectSmtpReplies(data);
         const earlyDot = forget && lines.some((l) => l === '.');
         if (forget || end !== '\r\n' || earlyDot) return;

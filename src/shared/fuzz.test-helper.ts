@@ -39,13 +39,15 @@ export interface ExchangeOptions {
   quietMs?: number;
   /** The exchange ends after this long in any case. */
   maxMs?: number;
-  /** Wait for this many bytes of greeting before writing (a server that talks first). */
+  /** Wait for the greeting before writing (a server that talks first). */
   greeting?: boolean;
+  /** The quiet time only counts once this holds for what the server sent (e.g. the reply to the end of DATA came). */
+  until?: (data: Buffer) => boolean;
 }
 
 /**
  * Connects, (waits for the greeting,) writes `chunks` one write each, then reads until the server has been quiet
- * for `quietMs` or closed, at most `maxMs`. Never throws for what the server does: a reset counts as closed.
+ * for `quietMs` (and `until` holds) or closed, at most `maxMs`. Never throws for what the server does: a reset counts as closed.
  */
 export async function exchange(port: number, chunks: readonly Uint8Array[], options: ExchangeOptions = {}, host = '127.0.0.1'): Promise<Exchange> {
   const quietMs = options.quietMs ?? 40;
@@ -66,9 +68,10 @@ export async function exchange(port: number, chunks: readonly Uint8Array[], opti
     wake?.();
   });
   const started = Date.now();
+  const ready = () => !options.until || options.until(Buffer.concat(parts));
   const waitFor = async (done: () => boolean, quiet: boolean) => {
     while (!done() && !closed && Date.now() - started < maxMs) {
-      if (quiet && Date.now() - last >= quietMs) return;
+      if (quiet && Date.now() - last >= quietMs && ready()) return;
       await new Promise<void>((resolve) => {
         wake = resolve;
         setTimeout(resolve, quiet ? Math.max(1, quietMs - (Date.now() - last)) : 20);
