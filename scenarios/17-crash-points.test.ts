@@ -97,102 +97,110 @@ describe('crash points', () => {
 });
 
 async function run(): Promise<void> {
-    console.log(`crash-points: ${context}; ${COUNT} messages, ${CLIENTS} clients, ${lab().runtimeKind} runtime`);
-    const started = Date.now();
-    const { recipients, faults } = plan(SEED);
-    const owed: OwedMessage[] = [];
-    let accepted = 0;
-    let notAccepted = 0;
-    let failedAttempts = 0;
-    const client = lab().client('alice@sender.test');
+  console.log(`crash-points: ${context}; ${COUNT} messages, ${CLIENTS} clients, ${lab().runtimeKind} runtime`);
+  const started = Date.now();
+  const { recipients, faults } = plan(SEED);
+  const owed: OwedMessage[] = [];
+  let accepted = 0;
+  let notAccepted = 0;
+  let failedAttempts = 0;
+  const client = lab().client('alice@sender.test');
 
-    // The nemesis: waits for each point, kills, keeps the node down for a while, starts it again. While the MTA is
-    // down, clients wait for it instead of hammering a closed port.
-    let mtaUp: Promise<void> = Promise.resolve();
-    const progress = new Set<() => void>();
-    const reached = (n: number) => new Promise<void>((resolve) => {
-      if (accepted >= n) return resolve();
-      const check = () => {
-        if (accepted >= n) {
-          progress.delete(check);
-          resolve();
-        }
-      };
-      progress.add(check);
-    });
-    let submittersDone = false;
-    let finished: (() => void) | undefined;
-    const until = (done: () => boolean) => new Promise<void>((resolve) => {
-      if (done()) return resolve();
-      finished = resolve;
-    });
-    const nemesis = (async (l: StartedLab) => {
-      for (const fault of faults) {
-        await Promise.race([reached(fault.at), until(() => submittersDone)]);
-        const node = l.node(fault.node);
-        let back!: () => void;
-        if (fault.node === 'mta') mtaUp = new Promise<void>((resolve) => (back = resolve));
-        await node.kill();
-        await sleep(fault.downMs);
-        await node.start();
-        if (fault.node === 'mta') back();
-      }
-    })(lab());
-
-    let next = 0;
-    const submitter = async () => {
-      for (let i = next++; i < COUNT; i = next++) {
-        const to = recipients[i]!;
-        let ok = false;
-        for (let attempt = 1; attempt <= SUBMIT_ATTEMPTS && !ok; attempt++) {
-          // A fresh Message-ID per attempt: an attempt that failed after the MTA stored the message (killed between
-          // its fsync and the 250) may still be delivered, but is not owed, and is not counted as a duplicate.
-          const messageId = `<crash-${SEED}-${i}-${attempt}@client.sender.test>`;
-          try {
-            const sent = await client.send({ to, subject: `crash ${i}`, text: `message ${i} of seed ${SEED}, attempt ${attempt}`, messageId });
-            if (/^250[ -]/.test(sent.response)) {
-              ok = true;
-              owed.push({ messageId, from: 'alice@sender.test', to });
-              accepted++;
-              for (const check of [...progress]) check();
-            } else failedAttempts++;
-          } catch {
-            // Connection refused while the MTA is down, a reset when it dies mid-session, or a 4xx: try again once
-            // the MTA is up (the client backs off a little, as a mail app does).
-            failedAttempts++;
-            await mtaUp;
-            await sleep(10 * attempt);
-          }
-        }
-        if (!ok) notAccepted++;
+  // The nemesis: waits for each point, kills, keeps the node down for a while, starts it again. While the MTA is
+  // down, clients wait for it instead of hammering a closed port.
+  let mtaUp: Promise<void> = Promise.resolve();
+  const progress = new Set<() => void>();
+  const reached = (n: number) => new Promise<void>((resolve) => {
+    if (accepted >= n) return resolve();
+    const check = () => {
+      if (accepted >= n) {
+        progress.delete(check);
+        resolve();
       }
     };
-    await Promise.all(Array.from({ length: CLIENTS }, submitter));
-    submittersDone = true;
-    finished?.();
-    await nemesis;
-    const flowMs = Date.now() - started;
-
-    // Everything is up again: retry what waits now instead of at its next retry time.
-    await lab().mta().flush();
-    const kills = lab().history.filter({ kind: 'node-kill', node: NEMESIS, where: (e) => e.detail.error === undefined });
-    const report = await checkNoneLost(lab(), owed, { timeoutMs: DOCKER ? 120_000 : 60_000, context, maxDuplicates: kills.length * MTA_CONCURRENCY * RECIPIENTS_MAX });
-    const rate = report.duplicateCopies / report.owed;
-    console.log(
-      `crash-points: ${context}\n` +
-        `  ${accepted} accepted, ${notAccepted} not accepted, ${failedAttempts} failed submission attempts; ${report.owed} (message, recipient) pairs owed\n` +
-        `  ${kills.length} kills (${faults.map((f) => `${f.node}@${f.at}+${f.downMs}ms`).join(', ')})\n` +
-        `  ${report.delivered} delivered, ${report.bounced} bounced (DSN), 0 lost; ${report.duplicateCopies} duplicate copies ` +
-        `(${(rate * 100).toFixed(2)} % of pairs, ${(report.duplicateCopies / Math.max(1, kills.length)).toFixed(1)} per kill; by node: ` +
-        `${duplicatesByNode(lab(), report.duplicates.map((d) => d.messageId))})\n` +
-        `  flow ${flowMs} ms, total ${Date.now() - started} ms`,
-    );
-
-    // The premise held: every node was killed at least KILLS_EACH times while messages were still being accepted.
-    for (const node of ['mta', 'mx', 'mailbox']) {
-      expect(kills.filter((k) => k.detail.target === node).length, `${context}: kills of ${node}`).toBeGreaterThanOrEqual(KILLS_EACH);
+    progress.add(check);
+  });
+  let submittersDone = false;
+  let finished: (() => void) | undefined;
+  const until = (done: () => boolean) => new Promise<void>((resolve) => {
+    if (done()) return resolve();
+    finished = resolve;
+  });
+  const nemesis = (async (l: StartedLab) => {
+    for (const fault of faults) {
+      await Promise.race([reached(fault.at), until(() => submittersDone)]);
+      const node = l.node(fault.node);
+      let back!: () => void;
+      if (fault.node === 'mta') mtaUp = new Promise<void>((resolve) => (back = resolve));
+      await node.kill();
+      await sleep(fault.downMs);
+      await node.start();
+      if (fault.node === 'mta') back();
     }
-    expect(accepted, `${context}: messages accepted`).toBeGreaterThan(COUNT * 0.95);
+  })(lab());
+
+  let next = 0;
+  const submitter = async () => {
+    for (let i = next++; i < COUNT; i = next++) {
+      const to = recipients[i]!;
+      let ok = false;
+      for (let attempt = 1; attempt <= SUBMIT_ATTEMPTS && !ok; attempt++) {
+        // A fresh Message-ID per attempt: an attempt that failed after the MTA stored the message (killed between
+        // its fsync and the 250) may still be delivered, but is not owed, and is not counted as a duplicate.
+        const messageId = `<crash-${SEED}-${i}-${attempt}@client.sender.test>`;
+        try {
+          const sent = await client.send({ to, subject: `crash ${i}`, text: `message ${i} of seed ${SEED}, attempt ${attempt}`, messageId });
+          if (/^250[ -]/.test(sent.response)) {
+            ok = true;
+            owed.push({ messageId, from: 'alice@sender.test', to });
+            accepted++;
+            for (const check of [...progress]) check();
+          } else failedAttempts++;
+        } catch {
+          // Connection refused while the MTA is down, a reset when it dies mid-session, or a 4xx: try again once
+          // the MTA is up (the client backs off a little, as a mail app does).
+          failedAttempts++;
+          await mtaUp;
+          await sleep(10 * attempt);
+        }
+      }
+      if (!ok) notAccepted++;
+    }
+  };
+  await Promise.all(Array.from({ length: CLIENTS }, submitter));
+  submittersDone = true;
+  finished?.();
+  await nemesis;
+  const flowMs = Date.now() - started;
+
+  // Everything is up again: retry what waits now instead of at its next retry time.
+  await lab().mta().flush();
+  const kills = lab().history.filter({ kind: 'node-kill', node: NEMESIS, where: (e) => e.detail.error === undefined });
+  const report = await checkNoneLost(lab(), owed, { timeoutMs: DOCKER ? 120_000 : 60_000, context, maxDuplicates: kills.length * MTA_CONCURRENCY * RECIPIENTS_MAX });
+  const rate = report.duplicateCopies / report.owed;
+  console.log(
+    `crash-points: ${context}\n` +
+      `  ${accepted} accepted, ${notAccepted} not accepted, ${failedAttempts} failed submission attempts; ${report.owed} (message, recipient) pairs owed\n` +
+      `  ${kills.length} kills (${faults.map((f) => `${f.node}@${f.at}+${f.downMs}ms`).join(', ')})\n` +
+      `  ${report.delivered} delivered, ${report.bounced} bounced (DSN), 0 lost; ${report.duplicateCopies} duplicate copies ` +
+      `(${(rate * 100).toFixed(2)} % of pairs, ${(report.duplicateCopies / Math.max(1, kills.length)).toFixed(1)} per kill; by node: ` +
+      `${duplicatesByNode(lab(), report.duplicates.map((d) => d.messageId))}; ${duplicatesByPath(owed, report.duplicates)})\n` +
+      `  flow ${flowMs} ms, total ${Date.now() - started} ms`,
+  );
+
+  // The premise held: every node was killed at least KILLS_EACH times while messages were still being accepted.
+  for (const node of ['mta', 'mx', 'mailbox']) {
+    expect(kills.filter((k) => k.detail.target === node).length, `${context}: kills of ${node}`).toBeGreaterThanOrEqual(KILLS_EACH);
+  }
+  expect(accepted, `${context}: messages accepted`).toBeGreaterThan(COUNT * 0.95);
+}
+
+/** Duplicates by path (LMTP from the MTA, or through the MX) and how many were in two-recipient messages. */
+function duplicatesByPath(owed: OwedMessage[], duplicates: { messageId: string; rcpt: string; copies: number }[]): string {
+  const recipients = new Map(owed.map((m) => [m.messageId, m.to.length]));
+  const viaLmtp = duplicates.filter((d) => d.rcpt.endsWith('@sender.test')).length;
+  const inPairs = duplicates.filter((d) => (recipients.get(d.messageId) ?? 1) > 1).length;
+  return `by path: mta→lmtp ${viaLmtp}, mta→mx→lmtp ${duplicates.length - viaLmtp}; ${inPairs} in two-recipient messages`;
 }
 
 /** For each duplicated message, the node whose kill came closest to its first store: where duplicates come from. */

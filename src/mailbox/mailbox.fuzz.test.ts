@@ -7,7 +7,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LineClient } from '../harness/clients/line-client.js';
-import { binary, chunked, commandLines, exchange, fuzzParameters, lineEnd, longLine, replyLines, rssMiB } from '../shared/fuzz.test-helper.js';
+import { answered, binary, chunked, commandLines, exchange, fuzzParameters, lineEnd, longLine, replyLines, rssMiB } from '../shared/fuzz.test-helper.js';
 import { startLmtp } from './lmtp.js';
 import { startPop3 } from './pop3.js';
 import type { MailboxService } from './service.js';
@@ -87,8 +87,8 @@ describe('POP3 fuzzing', () => {
     const login = fc.constantFrom<Buffer[]>([], [Buffer.from(`USER ${BOB}\r\nPASS ${BOB_PASSWORD}\r\n`)], [Buffer.from(`AUTH PLAIN ${Buffer.from(`\0${BOB}\0${BOB_PASSWORD}`).toString('base64')}\r\n`)]);
     await fc.assert(
       fc.asyncProperty(login, chunked(commandLines(POP3_VERBS, fc.oneof(binary(300), longLine(100_000)))), async (prefix, chunks) => {
-        const { data, closed } = await exchange(pop3.endpoint.port, [...prefix, ...chunks], { greeting: true });
         const input = Buffer.concat(chunks).toString('latin1');
+        const { data, closed } = await exchange(pop3.endpoint.port, [...prefix, ...chunks], { greeting: true, until: answered(/\n/.test(input), prefix.length) });
         expectPop3Responses(data, input);
         if (/\n/.test(input) && !closed) expect(replyLines(data).length).toBeGreaterThan(1 + prefix.length);
       }),
@@ -115,7 +115,7 @@ describe('LMTP fuzzing', () => {
     await fc.assert(
       fc.asyncProperty(fc.boolean(), chunked(commandLines(LMTP_VERBS, fc.oneof(binary(300), longLine(100_000)))), async (lhlo, chunks) => {
         const first = lhlo ? [Buffer.from('LHLO fuzz.test\r\n')] : [];
-        const { data, closed } = await exchange(lmtp.endpoint.port, [...first, ...chunks], { greeting: true });
+        const { data, closed } = await exchange(lmtp.endpoint.port, [...first, ...chunks], { greeting: true, until: answered(/\n/.test(Buffer.concat(chunks).toString('latin1'))) });
         const lines = replyLines(data);
         expect(lines[0] ?? '', 'the greeting').toMatch(/^220 /);
         for (const line of lines) expect(line, `an LMTP reply to ${JSON.stringify(Buffer.concat(chunks).toString('latin1').slice(0, 1500))}`).toMatch(SMTP_REPLY);

@@ -94,6 +94,14 @@ export async function exchange(port: number, chunks: readonly Uint8Array[], opti
   return { data: Buffer.concat(parts), closed };
 }
 
+/**
+ * For `until`: when a complete line was sent, what the server sent holds more lines than its greeting and the
+ * `prefix` commands' (the first complete line always gets a reply, or the connection closes).
+ */
+export function answered(expectReply: boolean, prefix = 0): ((data: Buffer) => boolean) | undefined {
+  return expectReply ? (data) => replyLines(data).length > 1 + prefix : undefined;
+}
+
 /** The lines of a server's output (CRLF or LF ended; a last line without its end included). */
 export function replyLines(data: Buffer): string[] {
   const lines = data.toString('latin1').split(/\r?\n/);
