@@ -8,7 +8,8 @@
 // (by number of accepted messages) and the down times; it is printed at the start and in every failure. Replay:
 //   MAILLAB_SEED=<seed> npx vitest run scenarios/17-crash-points.test.ts
 // (with MAILLAB_RUNTIME=docker for the docker runtime). The interleaving of processes is the machine's: a replay
-// makes the same plan, not the same schedule to the microsecond.
+// makes the same plan, not the same schedule to the microsecond. MAILLAB_CRASH_VERBOSE=1 prints, for every duplicate,
+// its hops relative to the kill closest to its first store (how the duplicates of a run came about).
 import { describe, expect, it } from 'vitest';
 import { NEMESIS, type StartedLab } from '../src/harness/index.js';
 import { checkNoneLost, type OwedMessage } from '../src/harness/checkers/index.js';
@@ -210,6 +211,10 @@ function duplicatesByNode(l: StartedLab, messageIds: string[]): string {
   for (const id of messageIds) {
     const first = l.history.filter({ kind: 'stored', messageId: id })[0];
     const kill = first && [...kills].sort((a, b) => Math.abs(a.time - first.time) - Math.abs(b.time - first.time))[0];
+    if (process.env.MAILLAB_CRASH_VERBOSE && first && kill) {
+      const relayed = l.history.filter({ messageId: id }).filter((e) => e.kind === 'relayed' || e.kind === 'delivered' || e.kind === 'active' || e.kind === 'stored' || e.kind === 'handoff' || e.kind === 'received').map((e) => `${e.node}:${e.kind}@${(e.time - kill.time).toFixed(0)}`);
+      console.log(`dup ${id} kill ${kill.detail.target}: ${relayed.join(' ')}`);
+    }
     const key = kill?.detail.target ?? 'unknown';
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
