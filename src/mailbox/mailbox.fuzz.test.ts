@@ -110,6 +110,41 @@ const stuff = (line: string) => (line.startsWith('.') ? `.${line}` : line);
 const bodyLine = fc.tuple(fc.constantFrom('', '.', '..'), fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 60 })).map(([d, r]) => d + r);
 let seq = 0;
 
+/**
+ * One LMTP transaction of `lines` to `rcpts`: every reply an SMTP reply, one reply per accepted recipient after the data
+ * (RFC 2033 §4.2), and each stored copy byte for byte what was sent, dots unstuffed.
+ */
+async function storesByteForByte({ lines, rcpts, end }: { lines: string[]; rcpts: string[]; end: string }): Promise<void> {
+  const id = `<lmtp-fuzz-${++seq}-${Date.now()}@sender.test>`;
+  const body = [`Subject: fuzz ${seq}`, `Message-ID: ${id}`, '', ...lines];
+  const script = [Buffer.from(`LHLO fuzz.test\r\nMAIL FROM:<alice@sender.test>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('')}DATA\r\n`), Buffer.from(`${body.map(stuff).join('\r\n')}\r\n.${end}`)];
+  // Every reply: greeting, LHLO, MAIL, each RCPT, DATA, and one per accepted recipient after the data.
+  const complete = (data: Buffer) => {
+    const finals = replyLines(data).filter((l) => /^\d{3} /.test(l));
+    const ok = finals.slice(3, 3 + rcpts.length).filter((l) => l.startsWith('250')).length;
+    return finals.length >= 3 + rcpts.length + (ok ? 1 + ok : 0);
+  };
+  const { data } = await exchange(lmtp.endpoint.port, script, { greeting: true, until: end === '\r\n' ? complete : undefined });
+  const finals = replyLines(data).filter((l) => /^\d{3} /.test(l));
+  for (const line of replyLines(data)) expect(line).toMatch(SMTP_REPLY);
+  if (end !== '\r\n') return;
+  const accepted = finals.slice(3, 3 + rcpts.length).filter((l) => l.startsWith('250'));
+  if (!accepted.length) return;
+  // RFC 2033 §4.2: after the data, one reply per accepted RCPT.
+  const perRecipient = finals.slice(3 + rcpts.length + 1);
+  expect(perRecipient, `replies after the data: ${finals.join(' | ')}`).toHaveLength(accepted.length);
+  const sent = body.join('\r\n') + '\r\n';
+  for (const user of new Set(rcpts.filter((r) => r !== 'nobody@receiver.test'))) {
+    const copies = [];
+    for (const m of await store.messages(user, 'INBOX')) {
+      const raw = await store.read(user, 'INBOX', m.uid);
+      if (raw.includes(id)) copies.push(raw.toString('latin1'));
+    }
+    expect(copies.length, `copies of ${id} for ${user}`).toBeGreaterThanOrEqual(1);
+    for (const copy of copies) expect(copy.endsWith(sent), `stored ${JSON.stringify(copy.slice(-200))}`).toBe(true);
+  }
+}
+
 describe('LMTP fuzzing', () => {
   it('answers arbitrary input with SMTP replies only', async () => {
     await fc.assert(
@@ -127,39 +162,13 @@ describe('LMTP fuzzing', () => {
 
   it('stores DATA accepted with 250 byte for byte (dots unstuffed), one reply per recipient', async () => {
     const input = fc.record({ lines: fc.array(bodyLine, { maxLength: 20 }), rcpts: fc.array(fc.constantFrom(BOB, CAROL, 'nobody@receiver.test'), { minLength: 1, maxLength: 4 }), end: lineEnd });
-    await fc.assert(
-      fc.asyncProperty(input, async ({ lines, rcpts, end }) => {
-        const id = `<lmtp-fuzz-${++seq}-${Date.now()}@sender.test>`;
-        const body = [`Subject: fuzz ${seq}`, `Message-ID: ${id}`, '', ...lines];
-        const script = [Buffer.from(`LHLO fuzz.test\r\nMAIL FROM:<alice@sender.test>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('')}DATA\r\n`), Buffer.from(`${body.map(stuff).join('\r\n')}\r\n.${end}`)];
-        // Every reply: greeting, LHLO, MAIL, each RCPT, DATA, and one per accepted recipient after the data.
-        const complete = (data: Buffer) => {
-          const finals = replyLines(data).filter((l) => /^\d{3} /.test(l));
-          const ok = finals.slice(3, 3 + rcpts.length).filter((l) => l.startsWith('250')).length;
-          return finals.length >= 3 + rcpts.length + (ok ? 1 + ok : 0);
-        };
-        const { data } = await exchange(lmtp.endpoint.port, script, { greeting: true, until: end === '\r\n' ? complete : undefined });
-        const finals = replyLines(data).filter((l) => /^\d{3} /.test(l));
-        for (const line of replyLines(data)) expect(line).toMatch(SMTP_REPLY);
-        if (end !== '\r\n') return;
-        const accepted = finals.slice(3, 3 + rcpts.length).filter((l) => l.startsWith('250'));
-        if (!accepted.length) return;
-        // RFC 2033 §4.2: after the data, one reply per accepted RCPT.
-        const perRecipient = finals.slice(3 + rcpts.length + 1);
-        expect(perRecipient, `replies after the data: ${finals.join(' | ')}`).toHaveLength(accepted.length);
-        const sent = body.join('\r\n') + '\r\n';
-        for (const user of new Set(rcpts.filter((r) => r !== 'nobody@receiver.test'))) {
-          const copies = [];
-          for (const m of await store.messages(user, 'INBOX')) {
-            const raw = await store.read(user, 'INBOX', m.uid);
-            if (raw.includes(id)) copies.push(raw.toString('latin1'));
-          }
-          expect(copies.length, `copies of ${id} for ${user}`).toBeGreaterThanOrEqual(1);
-          for (const copy of copies) expect(copy.endsWith(sent), `stored ${JSON.stringify(copy.slice(-200))}`).toBe(true);
-        }
-      }),
-      fuzzParameters(30, 5000),
-    );
+    await fc.assert(fc.asyncProperty(input, storesByteForByte), fuzzParameters(30, 5000));
+  });
+
+  // A case the fuzzer found (a wrong expectation of the test, not a server bug): the verdict came later than the quiet
+  // time the exchange waited then; it now waits for every reply.
+  it('regression (seed 21): an empty body to one recipient gets its one reply after the data', async () => {
+    await storesByteForByte({ lines: [], rcpts: [CAROL], end: '\r\n' });
   });
 
   it('keeps memory bounded and a well-behaved LMTP client working', async () => {

@@ -135,6 +135,18 @@ function responseLines(data: Buffer): string[] {
 /** Untagged, continuation, or tagged: a tag is ASTRING-CHARs but "+" (RFC 3501 §9; `}` and `]` are allowed). */
 const IMAP_RESPONSE = /^(?:\* |\+(?: |$)|[^\x00-\x20\x7f-\xff(){%*"\\+]+ (?:OK|NO|BAD)(?: |$))/;
 
+/** Sends `prefix` then `chunks` on a fresh session; every line back is an IMAP response, and a complete line got one. */
+async function answersWithResponses(port: number, prefix: Buffer[], chunks: Buffer[]): Promise<void> {
+  const sent = Buffer.concat(chunks).toString('latin1');
+  // A complete line gets a response, unless a literal (which may not have been sent whole) is pending.
+  const expectReply = /\n/.test(sent) && !sent.includes('{');
+  const { data, closed } = await exchange(port, [...prefix, ...chunks], { greeting: true, until: answered(expectReply, prefix.length) });
+  const lines = responseLines(data);
+  expect(lines[0] ?? '', 'the greeting').toMatch(/^\* OK /);
+  for (const line of lines) expect(line, `a response to ${JSON.stringify(sent.slice(0, 1500))}`).toMatch(IMAP_RESPONSE);
+  if (expectReply && !closed) expect(lines.length).toBeGreaterThan(prefix.length + 1);
+}
+
 describe('IMAP server fuzzing', () => {
   let server: RunningImap;
   let store: MaildirStore;
@@ -162,18 +174,18 @@ describe('IMAP server fuzzing', () => {
   it('answers arbitrary input, before and after login, with IMAP responses only', async () => {
     const login = fc.constantFrom<Buffer[]>([], [Buffer.from('L LOGIN bob@example.test secret\r\n')], [Buffer.from('L LOGIN bob@example.test secret\r\nS SELECT INBOX\r\n')]);
     await fc.assert(
-      fc.asyncProperty(login, chunked(imapInput), async (prefix, chunks) => {
-        const sent = Buffer.concat(chunks).toString('latin1');
-        const { data, closed } = await exchange(server.endpoint.port, [...prefix, ...chunks], { greeting: true, until: answered(/\n/.test(sent) && !sent.includes('{'), prefix.length) });
-        const lines = responseLines(data);
-        expect(lines[0] ?? '', 'the greeting').toMatch(/^\* OK /);
-        for (const line of lines) expect(line, `a response to ${JSON.stringify(Buffer.concat(chunks).toString('latin1').slice(0, 1500))}`).toMatch(IMAP_RESPONSE);
-        // A complete line got a response, unless a literal (which may not have been sent whole) is pending.
-        const input = sent;
-        if (/\n/.test(input) && !input.includes('{') && !closed) expect(lines.length).toBeGreaterThan(prefix.length + 1);
-      }),
+      fc.asyncProperty(login, chunked(imapInput), (prefix, chunks) => answersWithResponses(server.endpoint.port, prefix, chunks)),
       fuzzParameters(60, 6000),
     );
+  });
+
+  // Cases the fuzzer found, kept as examples (each was a wrong expectation of the test, not a server bug).
+  it('regression (seed 20261130): "}" is a valid tag, answered with a tagged BAD', async () => {
+    await answersWithResponses(server.endpoint.port, [], [Buffer.from('}\r\n')]);
+  });
+
+  it('regression (seed 11): a non-synchronizing APPEND literal sent short leaves the server waiting, not answering', async () => {
+    await answersWithResponses(server.endpoint.port, [], [Buffer.from(`A1 APPEND INBOX {3003+}\r\n${'x'.repeat(3000)}\r\n\r\n`)]);
   });
 
   it('keeps memory bounded and the bystander session working', async () => {
