@@ -21,8 +21,6 @@ export function fuzzParameters<T>(numRuns: number, timeMs: number): fc.Parameter
     seed: FUZZ_SEED,
     numRuns: Math.max(1, Math.round(numRuns * RUNS_FACTOR)),
     plugins: [fc.interruptAfterTimeLimit(TIME_MS ?? timeMs)],
-    // Shrinking a network case can take long: bound it too, the seed and path still replay it.
-    endOnFailure: false,
     verbose: 1,
   };
 }
