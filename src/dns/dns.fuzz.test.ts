@@ -110,7 +110,7 @@ describe('DNS fuzzing', () => {
             expect(parsed.header.qr, `a reply to ${batch.map((b) => b.toString('hex')).join(' ')}`).toBe(1);
           }
         }),
-        fuzzParameters(80, 4000),
+        fuzzParameters(300, 4000),
       );
     } finally {
       socket.close();
@@ -133,7 +133,7 @@ describe('DNS fuzzing', () => {
         });
         expect(await tcpQuery(server.endpoint.port, 'mx.receiver.test')).toBe(Packet.RCODE.NOERROR);
       }),
-      fuzzParameters(40, 4000),
+      fuzzParameters(150, 4000),
     );
   });
 

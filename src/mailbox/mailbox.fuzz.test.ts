@@ -92,7 +92,7 @@ describe('POP3 fuzzing', () => {
         expectPop3Responses(data, input);
         if (/\n/.test(input) && !closed) expect(replyLines(data).length).toBeGreaterThan(1 + prefix.length);
       }),
-      fuzzParameters(60, 5000),
+      fuzzParameters(120, 5000),
     );
   });
 
@@ -156,13 +156,13 @@ describe('LMTP fuzzing', () => {
         for (const line of lines) expect(line, `an LMTP reply to ${JSON.stringify(Buffer.concat(chunks).toString('latin1').slice(0, 1500))}`).toMatch(SMTP_REPLY);
         if (/\n/.test(Buffer.concat(chunks).toString('latin1')) && !closed) expect(lines.length).toBeGreaterThan(1);
       }),
-      fuzzParameters(50, 5000),
+      fuzzParameters(100, 5000),
     );
   });
 
   it('stores DATA accepted with 250 byte for byte (dots unstuffed), one reply per recipient', async () => {
     const input = fc.record({ lines: fc.array(bodyLine, { maxLength: 20 }), rcpts: fc.array(fc.constantFrom(BOB, CAROL, 'nobody@receiver.test'), { minLength: 1, maxLength: 4 }), end: lineEnd });
-    await fc.assert(fc.asyncProperty(input, storesByteForByte), fuzzParameters(30, 5000));
+    await fc.assert(fc.asyncProperty(input, storesByteForByte), fuzzParameters(60, 5000));
   });
 
   // A case the fuzzer found (a wrong expectation of the test, not a server bug): the verdict came later than the quiet

@@ -93,7 +93,7 @@ describe('MTA receivers fuzzing', () => {
           for (const line of lines) expect(line, `a reply to ${JSON.stringify(sent.slice(0, 1500))}`).toMatch(SMTP_REPLY);
           if (/\n/.test(sent) && !closed) expect(lines.length).toBeGreaterThan(1);
         }),
-        fuzzParameters(50, 5000),
+        fuzzParameters(100, 5000),
       );
     });
   }

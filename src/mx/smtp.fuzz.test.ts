@@ -104,7 +104,7 @@ describe('MX SMTP fuzzing', () => {
     const input = fc.tuple(fc.boolean(), chunked(commandLines(SMTP_VERBS, fc.oneof(binary(300), longLine(200_000)))));
     await fc.assert(
       fc.asyncProperty(input, ([ehlo, chunks]) => answersWithReplies(ehlo, chunks)),
-      fuzzParameters(60, 6000),
+      fuzzParameters(120, 6000),
     );
   });
 
@@ -157,7 +157,7 @@ describe('MX SMTP fuzzing', () => {
         const sent = body.join('\r\n') + '\r\n';
         expect(stored.endsWith(sent), `stored ${JSON.stringify(stored.slice(-300))}\nsent ${JSON.stringify(sent.slice(-300))}`).toBe(true);
       }),
-      fuzzParameters(40, 6000),
+      fuzzParameters(80, 6000),
     );
   });
 

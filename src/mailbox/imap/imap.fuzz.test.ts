@@ -175,7 +175,7 @@ describe('IMAP server fuzzing', () => {
     const login = fc.constantFrom<Buffer[]>([], [Buffer.from('L LOGIN bob@example.test secret\r\n')], [Buffer.from('L LOGIN bob@example.test secret\r\nS SELECT INBOX\r\n')]);
     await fc.assert(
       fc.asyncProperty(login, chunked(imapInput), (prefix, chunks) => answersWithResponses(server.endpoint.port, prefix, chunks)),
-      fuzzParameters(60, 6000),
+      fuzzParameters(120, 6000),
     );
   });
 
