@@ -124,19 +124,63 @@ export class MtaEngine {
     if (due.length === 0) return this.finish(message, false);
     this.emit('active', message, { attempt: message.attempts + 1, recipients: due.map((r) => r.address) });
 
-    let outcomes: RecipientOutcome[];
+    // One delivery per destination (the LMTP hop for the local domains, one per remote domain), all in parallel, each
+    // recorded as soon as it ends: a recipient delivered while another destination is still under way is written to
+    // disk then (see `recordEarly`), so a crash before the slower destination ends does not send it again. The last
+    // destination to end concludes the attempt in the same turn as its events, as a single destination always did.
+    const failed: Failure[] = [];
+    let data: Buffer;
     try {
-      const data = await queue.readMessage(queueId);
-      outcomes = await deliver({ ...this.options.delivery, emit: (kind, detail) => this.emit(kind, message, detail) }, message, due.map((r) => r.address), data);
+      data = await queue.readMessage(queueId);
     } catch (err) {
-      // The message file cannot be read (or delivery threw): keep the message and retry on the schedule.
-      const text = `local error: ${(err as Error)?.message ?? String(err)}`;
-      const hop = `${this.options.config.hostname} (queue)`;
-      outcomes = due.map((r) => ({ address: r.address, action: 'defer', status: '4.3.0', code: 451, reply: `451 4.3.0 ${text}`, remote: false, hop, via: 'none', description: text }));
+      this.record(message, due, this.localFailure(due.map((r) => r.address), err), failed);
+      return this.conclude(message, failed);
     }
+    const groups = byDestination(due.map((r) => r.address), this.options.delivery.localDomains);
+    let open = groups.length;
+    await Promise.all(
+      groups.map(async (rcpts) => {
+        let outcomes: RecipientOutcome[];
+        try {
+          outcomes = await deliver({ ...this.options.delivery, emit: (kind, detail) => this.emit(kind, message, detail) }, message, rcpts, data);
+        } catch (err) {
+          outcomes = this.localFailure(rcpts, err);
+        }
+        this.record(message, due, outcomes, failed);
+        if (--open > 0) {
+          if (outcomes.some((o) => o.action === 'delivered')) await this.recordEarly(queueId);
+          return;
+        }
+        await this.conclude(message, failed);
+      }),
+    );
+  }
 
+  /** Delivery could not even be tried (the message file cannot be read, or delivery threw): defer, retry on the schedule. */
+  private localFailure(rcpts: string[], err: unknown): RecipientOutcome[] {
+    const text = `local error: ${(err as Error)?.message ?? String(err)}`;
+    const hop = `${this.options.config.hostname} (queue)`;
+    return rcpts.map((address) => ({ address, action: 'defer', status: '4.3.0', code: 451, reply: `451 4.3.0 ${text}`, remote: false, hop, via: 'none', description: text }));
+  }
+
+  /**
+   * Ends an attempt whose every recipient has its outcome. The bounce is queued before the original's outcome is
+   * recorded: a crash in between repeats the attempt and may send a second bounce, but never loses one. It also reads
+   * the original's headers while they are still there (settling a message as done removes its file).
+   */
+  private async conclude(message: MessageRecord, failed: Failure[]): Promise<void> {
+    if (failed.length) await this.bounce(message, failed, this.now());
+    await this.finish(message);
+  }
+
+  /**
+   * Records the outcomes of one destination through the queue's transitions (in memory) and emits them; failures
+   * are collected in `failed` for the bounce. Called once per destination, as each ends.
+   */
+  private record(message: MessageRecord, due: readonly RecipientRecord[], outcomes: RecipientOutcome[], failed: Failure[]): void {
+    const { queue } = this;
+    const queueId = message.queueId;
     const now = this.now();
-    const failed: { recipient: RecipientRecord; outcome: RecipientOutcome }[] = [];
     for (const outcome of outcomes) {
       const rcpt = outcome.address;
       const report = toReport(outcome, now);
@@ -166,12 +210,16 @@ export class MtaEngine {
       const recipient = queue.deferRecipient(queueId, rcpt, report, plan.at);
       this.emit('deferred', message, { ...common, error: outcome.description, nextAttempt: plan.at, delay: plan.delay, attempt: recipient.attempts });
     }
+  }
 
-    // The bounce is queued before the original's outcome is recorded: a crash in between repeats the attempt and may
-    // send a second bounce, but never loses one. It also reads the original's headers while they are still there
-    // (settling a message as done removes its file).
-    if (failed.length) await this.bounce(message, failed, now);
-    await this.finish(message);
+  /**
+   * A destination delivered while others of the same attempt are still under way: write the envelope now (durably),
+   * so a crash before the attempt ends repeats only the recipients still open, not those that have their 250. The
+   * window between a remote 250 and our record of it (RFC 5321 §6.1) stays, but it no longer lasts until the slowest
+   * destination ends. Failing to write is not fatal: the end of the attempt records everything anyway.
+   */
+  private async recordEarly(queueId: string): Promise<void> {
+    await this.queue.save(queueId).catch((err: unknown) => this.log(`early record of ${queueId} failed: ${(err as Error)?.message ?? String(err)}`));
   }
 
   private async finish(message: MessageRecord, attempted = true): Promise<void> {
@@ -180,7 +228,7 @@ export class MtaEngine {
     else this.scheduler.cancel(settled.queueId);
   }
 
-  private async bounce(message: MessageRecord, failed: { recipient: RecipientRecord; outcome: RecipientOutcome }[], now: number): Promise<void> {
+  private async bounce(message: MessageRecord, failed: Failure[], now: number): Promise<void> {
     const rcpts = failed.map((f) => f.recipient.address);
     if (message.from === '') {
       // RFC 5321 §4.5.5 / RFC 3464: never bounce a bounce (a null-sender message has nobody to notify).
@@ -223,6 +271,24 @@ export class MtaEngine {
     await this.accept({ queueId: dsnQueueId, from: '', to: [message.from], data: dsn, messageId: dsnMessageId, origin: { kind: 'dsn', protocol: 'local' }, dsnFor: message.queueId });
     this.emit('dsn-created', message, { dsnQueueId, dsnMessageId, for: { queueId: message.queueId, messageId: message.messageId ?? null }, to: message.from, rcpts });
   }
+}
+
+/** A recipient that failed for good in an attempt, with the outcome that says why (for its DSN). */
+interface Failure {
+  recipient: RecipientRecord;
+  outcome: RecipientOutcome;
+}
+
+/** Recipients grouped as `deliver` sends them: one group for all the local domains (LMTP), one per remote domain. */
+function byDestination(recipients: string[], localDomains: readonly string[]): string[][] {
+  const local = new Set(localDomains.map((d) => d.toLowerCase()));
+  const groups = new Map<string, string[]>();
+  for (const rcpt of recipients) {
+    const domain = rcpt.slice(rcpt.lastIndexOf('@') + 1).toLowerCase();
+    const key = local.has(domain) ? '' : domain;
+    groups.set(key, [...(groups.get(key) ?? []), rcpt]);
+  }
+  return [...groups.values()];
 }
 
 function toReport(outcome: RecipientOutcome, at: number): AttemptReport {

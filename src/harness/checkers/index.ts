@@ -9,6 +9,7 @@ import type { RetryConfig } from '../../shared/config.js';
 import { retryDelay } from '../../shared/retry.js';
 import type { HistoryEvent } from '../events.js';
 import { now } from '../../shared/events.js';
+import { messageIdOf } from '../../shared/headers.js';
 import { DEFAULT_WAIT_MS, formatEvent, normalizeMessageId, WaitTimeoutError, type History } from '../history/history.js';
 
 /** What a checker reads: the history, and the mailboxes (a StartedLab is one). */
@@ -169,4 +170,159 @@ export async function checkRetrySchedule(
     }
   }
   return delays;
+}
+
+/** A message a client got `250` for: the sender is owed its delivery to every recipient (or a DSN). */
+export interface OwedMessage {
+  messageId: string;
+  /** The envelope sender: where a DSN goes. */
+  from: string;
+  to: string[];
+}
+
+/** What `checkNoneLost` reads: the history, the mailboxes (all of a folder), and the MTA's queue. */
+export interface NoneLostTarget {
+  history: History;
+  mailbox(user: string): { messages(mailbox?: string): Promise<{ uid: number }[]>; read(uid: number, mailbox?: string): Promise<Buffer> };
+  mta(): { queue(): Promise<unknown[]> };
+}
+
+export interface NoneLostReport {
+  /** Owed (message, recipient) pairs. */
+  owed: number;
+  /** Pairs found in the recipient's INBOX. */
+  delivered: number;
+  /** Pairs not in the mailbox, for which the sender got a DSN. */
+  bounced: number;
+  /** Copies beyond the first, summed over the owed pairs (at-least-once delivery after a crash). */
+  duplicateCopies: number;
+  /** The pairs stored more than once, with their number of copies. */
+  duplicates: { messageId: string; rcpt: string; copies: number }[];
+  /** Owed pairs neither in the mailbox nor bounced: must be empty. */
+  lost: { messageId: string; rcpt: string }[];
+}
+
+/** Outcomes at an MTA that show its queue moving (what `checkNoneLost` waits on between looks at the queue). */
+const QUEUE_PROGRESS = new Set(['active', 'deferred', 'relayed', 'delivered', 'bounced', 'expired', 'queued', 'node-ready']);
+
+/**
+ * No accepted message is lost: every (message, recipient) a client got `250` for is in the recipient's INBOX, or
+ * the sender's INBOX holds a DSN naming the message. Copies beyond the first are counted (at-least-once: a crash
+ * between a remote `250` and our record of it sends the message again, RFC 5321 §6.1) and, with `maxDuplicates`,
+ * bounded.
+ *
+ * Decidable once the MTA's queue is empty: the MX answers `250` only after the mailbox server stored the message,
+ * so an empty queue means every recipient was stored or bounced (the DSN itself queued and delivered) and no retry
+ * can add a copy. It waits for that (on the MTA's events between looks at the queue; events a killed node never
+ * sent cannot block it), then reads every involved INBOX once, whole, through the mailbox control channel.
+ * `context` (e.g. the seed) starts every failure message.
+ */
+export async function checkNoneLost(
+  lab: NoneLostTarget,
+  owed: readonly OwedMessage[],
+  options: CheckOptions & { maxDuplicates?: number; context?: string } = {},
+): Promise<NoneLostReport> {
+  const { history } = lab;
+  const left = deadline(options);
+  const context = options.context ? `${options.context}: ` : '';
+  for (;;) {
+    const since = now();
+    const queue = await lab.mta().queue();
+    if (queue.length === 0) break;
+    try {
+      await history.waitFor({ where: (e) => QUEUE_PROGRESS.has(e.kind) }, { ...left(), after: since, description: `progress of the MTA's queue (${queue.length} messages left)` });
+    } catch (err) {
+      if (!(err instanceof WaitTimeoutError)) throw err;
+      const listing = JSON.stringify(queue.slice(0, 5), null, 1);
+      throw new CheckFailure(`${context}the MTA's queue never emptied: ${queue.length} messages left, the first: ${listing}`, history.events.slice(-40));
+    }
+  }
+
+  const users = new Set<string>();
+  for (const m of owed) {
+    users.add(m.from.toLowerCase());
+    for (const rcpt of m.to) users.add(rcpt.toLowerCase());
+  }
+  // user → normalized Message-ID → copies; and the originals each user got a DSN for.
+  const copies = new Map<string, Map<string, number>>();
+  const dsnFor = new Map<string, Set<string>>();
+  for (const user of users) {
+    const box = lab.mailbox(user);
+    const counts = new Map<string, number>();
+    const bounced = new Set<string>();
+    const list = await box.messages();
+    const raws = await mapLimited(list, 16, (m) => box.read(m.uid));
+    for (const raw of raws) {
+      const ownId = messageIdOf(raw);
+      const own = ownId === undefined ? undefined : normalizeMessageId(ownId);
+      if (own) counts.set(own, (counts.get(own) ?? 0) + 1);
+      // A DSN (multipart/report) carries the original's headers, its Message-ID among them.
+      if (/^content-type:\s*multipart\/report/im.test(headerBlock(raw))) for (const original of messageIdsOf(raw)) if (original !== own) bounced.add(original);
+    }
+    copies.set(user, counts);
+    dsnFor.set(user, bounced);
+  }
+
+  const report: NoneLostReport = { owed: 0, delivered: 0, bounced: 0, duplicateCopies: 0, duplicates: [], lost: [] };
+  for (const m of owed) {
+    const id = normalizeMessageId(m.messageId);
+    for (const to of m.to) {
+      const rcpt = to.toLowerCase();
+      report.owed++;
+      const n = copies.get(rcpt)?.get(id) ?? 0;
+      if (n > 0) {
+        report.delivered++;
+        if (n > 1) {
+          report.duplicateCopies += n - 1;
+          report.duplicates.push({ messageId: m.messageId, rcpt, copies: n });
+        }
+      } else if (dsnFor.get(m.from.toLowerCase())?.has(id)) report.bounced++;
+      else report.lost.push({ messageId: m.messageId, rcpt });
+    }
+  }
+  if (report.lost.length) {
+    const first = report.lost[0]!;
+    throw new CheckFailure(
+      `${context}${report.lost.length} of ${report.owed} accepted (message, recipient) pairs lost: neither in the mailbox nor bounced: ${report.lost
+        .slice(0, 20)
+        .map((l) => `${l.messageId} → ${l.rcpt}`)
+        .join(', ')}${report.lost.length > 20 ? ', …' : ''}; the trace of the first follows`,
+      history.trace(first.messageId),
+    );
+  }
+  if (options.maxDuplicates !== undefined && report.duplicateCopies > options.maxDuplicates) {
+    throw new CheckFailure(
+      `${context}${report.duplicateCopies} duplicate copies (bound ${options.maxDuplicates}) over ${report.owed} pairs: ${report.duplicates
+        .slice(0, 20)
+        .map((d) => `${d.messageId} → ${d.rcpt} ×${d.copies}`)
+        .join(', ')}`,
+      report.duplicates[0] ? history.trace(report.duplicates[0].messageId) : [],
+    );
+  }
+  return report;
+}
+
+/** The header section of a raw message (up to the first empty line). */
+function headerBlock(raw: Buffer): string {
+  const text = raw.toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  return end < 0 ? text : text.slice(0, end);
+}
+
+/** Every Message-ID header line in the message (its own and those of the parts it carries), normalized. */
+function messageIdsOf(raw: Buffer): string[] {
+  return [...raw.toString('latin1').matchAll(/^message-id:[ \t]*(<[^>\r\n]*>)/gim)].map((m) => normalizeMessageId(m[1]!));
+}
+
+async function mapLimited<T, R>(items: readonly T[], limit: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
