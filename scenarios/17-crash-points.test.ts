@@ -11,8 +11,7 @@
 // makes the same plan, not the same schedule to the microsecond. MAILLAB_CRASH_VERBOSE=1 prints, for every duplicate,
 // its hops relative to the kill closest to its first store (how the duplicates of a run came about).
 import { describe, expect, it } from 'vitest';
-import { NEMESIS, type StartedLab } from '../src/harness/index.js';
-import { checkNoneLost, type OwedMessage } from '../src/harness/checkers/index.js';
+import { NEMESIS, checkNoneLost, type OwedMessage, type StartedLab } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const SEED = process.env.MAILLAB_SEED ? Number(process.env.MAILLAB_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;

@@ -26,12 +26,48 @@ export interface ListEntry {
   info?: MailboxInfo;
 }
 
-/** A regular expression for a LIST pattern: `*` matches anything, `%` anything but the delimiter. */
-export function patternRegExp(pattern: string): RegExp {
+/**
+ * A matcher for a LIST pattern: `*` matches anything, `%` anything but the delimiter (RFC 3501 §6.3.8).
+ * Not a regular expression: a pattern of many wildcards that cannot match made a backtracking regex take
+ * exponential time (`LIST "" "<1000 × *>a"` froze the whole server). This walks the pattern as a set of positions,
+ * so a test costs at most name length × pattern length steps.
+ */
+export function patternMatcher(pattern: string): (name: string) => boolean {
   // INBOX is case-insensitive, also as the first level of a pattern.
   const p = /^inbox(?=$|\/)/i.test(pattern) ? 'INBOX' + pattern.slice(5) : pattern;
-  const body = p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/%/g, '[^/]*');
-  return new RegExp(`^${body}$`, 's');
+  // Runs of wildcards match what their widest member matches: `**`, `%*` and `*%` are `*`, `%%` is `%`.
+  const tokens: string[] = [];
+  for (const c of p) {
+    const last = tokens[tokens.length - 1];
+    if ((c === '*' || c === '%') && (last === '*' || last === '%')) tokens[tokens.length - 1] = c === '*' || last === '*' ? '*' : '%';
+    else tokens.push(c);
+  }
+  const m = tokens.length;
+  const wildcard = (t: string | undefined) => t === '*' || t === '%';
+  return (name: string) => {
+    // at[i]: the name read so far can be matched by tokens[0..i).
+    let at = new Uint8Array(m + 1);
+    at[0] = 1;
+    for (let i = 0; i < m && at[i] && wildcard(tokens[i]); i++) at[i + 1] = 1;
+    for (const c of name) {
+      const next = new Uint8Array(m + 1);
+      let any = false;
+      for (let i = 0; i < m; i++) {
+        if (!at[i]) continue;
+        const t = tokens[i]!;
+        if (t === '*' || (t === '%' && c !== DELIMITER)) next[i] = 1;
+        else if (t === c) next[i + 1] = 1;
+      }
+      // A wildcard may also match nothing: whoever reaches it reaches what follows it.
+      for (let i = 0; i < m; i++) {
+        if (next[i] && wildcard(tokens[i])) next[i + 1] = 1;
+        if (next[i] || next[i + 1]) any = true;
+      }
+      if (!any && !next[m]) return false;
+      at = next;
+    }
+    return at[m] === 1;
+  };
 }
 
 export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery): ListEntry[] {
@@ -43,10 +79,10 @@ export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery): ListE
     for (let i = 1; i <= levels.length; i++) names.add(levels.slice(0, i).join(DELIMITER));
   }
   const sorted = [...names].sort((a, b) => (a === 'INBOX' ? -1 : b === 'INBOX' ? 1 : a < b ? -1 : a > b ? 1 : 0));
-  const regexps = query.patterns.map(patternRegExp);
+  const matchers = query.patterns.map(patternMatcher);
   const matchesPattern = (name: string) => {
     const encoded = encodeMailboxName(name);
-    return regexps.some((re) => re.test(encoded));
+    return matchers.some((matches) => matches(encoded));
   };
   const descendants = (name: string) => sorted.filter((n) => n.startsWith(name + DELIMITER));
   const subscribed = (name: string) => existing.get(name)?.subscribed === true;
