@@ -267,3 +267,62 @@ describe('LMTP', () => {
     });
   });
 });
+
+describe('a client that goes away before the replies', () => {
+  // A killed MX (or MTA) never hears the 250s and sends the message again: stored now, it would be stored twice.
+  it('stores nothing that is not yet published when the connection closes, and says so in an error event', async () => {
+    let attempt: Promise<unknown> | undefined;
+    let entered!: () => void;
+    const inDeliver = new Promise<void>((resolve) => (entered = resolve));
+    const gated: MailStore = Object.create(store, {
+      deliver: {
+        value: (user: string, data: Buffer, options: { signal?: AbortSignal } = {}) => {
+          entered();
+          attempt = (async () => {
+            const signal = options.signal!;
+            // Hold the delivery until the server has seen the connection close.
+            if (!signal.aborted) {
+              await new Promise<void>((resolve, reject) => {
+                const timer = setTimeout(() => reject(new Error('the delivery was not told that its client went away within 5 s')), 5000);
+                signal.addEventListener('abort', () => (clearTimeout(timer), resolve()));
+              });
+            }
+            return store.deliver(user, data, options);
+          })();
+          return attempt;
+        },
+      },
+    });
+    const port = await start(gated);
+    const net = await import('node:net');
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    const reply = async (code: string) => {
+      const deadline = Date.now() + 5000;
+      while (!new RegExp(`^${code}[ ]`, 'm').test(received)) {
+        if (Date.now() > deadline) throw new Error(`no ${code} reply; got ${JSON.stringify(received)}`);
+        await new Promise((r) => socket.once('data', r));
+      }
+      received = '';
+    };
+    await reply('220');
+    for (const [line, code] of [
+      ['LHLO mx.receiver.test', '250'],
+      ['MAIL FROM:<alice@sender.test>', '250'],
+      [`RCPT TO:<${BOB}>`, '250'],
+      ['DATA', '354'],
+    ] as const) {
+      socket.write(line + '\r\n');
+      await reply(code);
+    }
+    socket.write('Subject: gone\r\nMessage-ID: <gone-1@sender.test>\r\n\r\nhello\r\n.\r\n');
+    await inDeliver;
+    socket.destroy();
+    await expect(attempt).rejects.toMatchObject({ code: 'ABORTED' });
+    expect(await store.messages(BOB, 'INBOX')).toEqual([]);
+    await expect.poll(() => ctx.emitted('error').map((e) => String((e.detail as { error: string }).error))).toEqual([expect.stringContaining('the client went away')]);
+    expect(ctx.emitted('stored')).toEqual([]);
+  });
+});

@@ -14,6 +14,7 @@ import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerEnvelope, SMTPS
 import { messageIdOf } from '../shared/headers.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import type { MailboxService, ServiceOptions } from './service.js';
+import { MailStoreError } from './store-api.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 
@@ -41,6 +42,14 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
   // replies are built from this list, not from the envelope. Keyed by the envelope, which is new per transaction.
   const accepted = new WeakMap<SMTPServerEnvelope, Recipient[]>();
   const inFlight = new Set<Promise<unknown>>();
+  // Fires when a session's connection closes. A client that went away (killed, cut off) will never read our
+  // replies and will send the message again, so what is not yet stored is dropped rather than stored twice.
+  const gone = new WeakMap<SMTPServerSession, AbortController>();
+  const goneController = (session: SMTPServerSession) => {
+    let controller = gone.get(session);
+    if (!controller) gone.set(session, (controller = new AbortController()));
+    return controller;
+  };
 
   const server = createSmtpServer({
     lmtp: true,
@@ -61,6 +70,9 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       events.emit({ kind: 'rejected', detail: { stage: 'connect', reply: `554 ${text}`, client, from: '' } });
       // smtp-server sends it in place of the greeting (without adding a status code) and closes the connection.
       callback(smtpReply(554, text));
+    },
+    onClose(session: SMTPServerSession) {
+      goneController(session).abort();
     },
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {
       const user = address.address.toLowerCase();
@@ -110,20 +122,24 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
     const outcomes = new Map<string, Promise<string | Error>>();
     for (const rcpt of recipients) {
       if (outcomes.has(rcpt.user)) continue;
-      outcomes.set(rcpt.user, deliverOne(rcpt, body, from, messageId));
+      outcomes.set(rcpt.user, deliverOne(rcpt, body, from, messageId, goneController(session).signal));
     }
     return Promise.all(recipients.map((rcpt) => outcomes.get(rcpt.user)!));
   }
 
-  async function deliverOne(rcpt: Recipient, body: Buffer, from: string, messageId: string | undefined): Promise<string | Error> {
+  async function deliverOne(rcpt: Recipient, body: Buffer, from: string, messageId: string | undefined, signal: AbortSignal): Promise<string | Error> {
     // What a delivery agent adds (RFC 5321 §4.4 Return-Path; Delivered-To as Dovecot and Postfix write it).
     const trace = `Return-Path: <${from}>\r\nDelivered-To: ${rcpt.address}\r\n`;
     try {
-      const stored = await store.deliver(rcpt.user, Buffer.concat([Buffer.from(trace, 'utf8'), body]));
+      const stored = await store.deliver(rcpt.user, Buffer.concat([Buffer.from(trace, 'utf8'), body]), { signal });
       events.emit({ kind: 'stored', messageId, queueId: stored.id, detail: { user: rcpt.user, mailbox: 'INBOX', uid: stored.uid, size: stored.size, from } });
       return `<${rcpt.address}> saved as ${stored.id}`;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
+      if (err instanceof MailStoreError && err.code === 'ABORTED') {
+        events.emit({ kind: 'error', messageId, detail: { stage: 'store', user: rcpt.user, error: why } });
+        return smtpReply(451, `<${rcpt.address}> not stored: ${why}`);
+      }
       ctx.log(`LMTP: storing for ${rcpt.user} failed: ${why}`);
       events.emit({ kind: 'error', messageId, detail: { stage: 'store', user: rcpt.user, error: why } });
       return smtpReply(451, `<${rcpt.address}> temporary failure storing the message, try again later`);

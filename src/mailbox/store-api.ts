@@ -54,7 +54,8 @@ export interface CopyResult {
  * What the store throws for a request it refuses (anything else is an internal failure). The codes follow the
  * IMAP response codes of RFC 5530 where there is one.
  */
-export type MailStoreErrorCode = 'NOUSER' | 'NONEXISTENT' | 'ALREADYEXISTS' | 'CANNOT';
+/** ABORTED: a delivery whose client went away before it was published (nothing stored). */
+export type MailStoreErrorCode = 'NOUSER' | 'NONEXISTENT' | 'ALREADYEXISTS' | 'CANNOT' | 'ABORTED';
 
 export class MailStoreError extends Error {
   readonly code: MailStoreErrorCode;
@@ -65,14 +66,23 @@ export class MailStoreError extends Error {
   }
 }
 
+export interface DeliverOptions {
+  internalDate?: number;
+  signal?: AbortSignal;
+}
+
 export interface MailStore {
   /** Canonical user name (lower-case address) for a login name: full address, or local part when unique. */
   resolveUser(login: string): string | undefined;
   authenticate(login: string, password: string): string | undefined;
   hasUser(address: string): boolean;
 
-  /** Durably stores a delivered message in the user's INBOX (tmp → new, fsynced) before resolving. */
-  deliver(user: string, data: Buffer, options?: { internalDate?: number }): Promise<StoredMessage>;
+  /**
+   * Durably stores a delivered message in the user's INBOX (tmp → new, fsynced) before resolving. When `signal`
+   * has fired by the time the message would be published (the delivering client went away, so it will never
+   * hear the reply and will send the message again), nothing is stored and it rejects with ABORTED.
+   */
+  deliver(user: string, data: Buffer, options?: DeliverOptions): Promise<StoredMessage>;
 
   listMailboxes(user: string): Promise<MailboxInfo[]>;
   mailboxInfo(user: string, mailbox: string): Promise<MailboxInfo>;

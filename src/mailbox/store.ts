@@ -24,6 +24,7 @@ import { UserMaildir } from './maildir/user-maildir.js';
 import {
   MailStoreError,
   type CopyResult,
+  type DeliverOptions,
   type FlagMode,
   type MailboxInfo,
   type MailStore,
@@ -231,7 +232,7 @@ export class MaildirStore implements MailStore {
     });
   }
 
-  async deliver(user: string, data: Buffer, options: { internalDate?: number } = {}): Promise<StoredMessage> {
+  async deliver(user: string, data: Buffer, options: DeliverOptions = {}): Promise<StoredMessage> {
     const u = await this.user(user);
     const inbox = await u.loaded('INBOX');
     const content = toCrlf(data);
@@ -239,6 +240,11 @@ export class MaildirStore implements MailStore {
     // link into new/ and the UID assignment are serialized. INBOX cannot go away, so its tmp/ stays valid.
     const { id, tmp } = await this.ops.files.writeTmp(inbox.dir, content, options.internalDate);
     const message = await u.mutex.run(async () => {
+      // The last moment to stop: a client that went away during the write would resend, and get a duplicate.
+      if (options.signal?.aborted) {
+        await this.ops.files.remove(tmp);
+        throw new MailStoreError('ABORTED', `delivery to ${u.name} abandoned before it was stored: the client went away`);
+      }
       const file = await this.ops.files.publish(tmp, inbox.dir, 'new', id, content.length, '');
       return toMessage(await this.ops.add(inbox, 'new', file, content.length, '', [], options.internalDate ?? Date.now()));
     });

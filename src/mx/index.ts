@@ -57,6 +57,16 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     localAddress: config.address,
   });
 
+  // Fires when a sender's connection closes during its transaction. The sender (killed, cut off) never hears our
+  // reply and will send the message again, so the hand-off to the mailbox server is abandoned: what LMTP had not
+  // stored yet is not stored, and the retry does not make a second copy.
+  const gone = new WeakMap<SMTPServerSession, AbortController>();
+  const senderOf = (session: SMTPServerSession) => {
+    let controller = gone.get(session);
+    if (!controller) gone.set(session, (controller = new AbortController()));
+    return controller;
+  };
+
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
     maxConnectionsPerClient: limits.maxConnectionsPerClient,
@@ -75,6 +85,9 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     logger: false,
     // On stop, idle sessions (a sender's cached connection) are closed after this, not after 30 s.
     closeTimeout: 200,
+    onClose(session: SMTPServerSession) {
+      senderOf(session).abort();
+    },
     onRcptTo(address, session, callback) {
       const rcpt = address.address.toLowerCase();
       const served = servedAs(rcpt);
@@ -115,7 +128,7 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
 
     const hop = `LMTP ${config.lmtp.host}:${config.lmtp.port}`;
     try {
-      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, { from, to }, message);
+      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, { from, to }, message, { signal: senderOf(session).signal });
       const failed = result.recipients.filter((r) => !r.accepted);
       events.emit({ kind: 'handoff', messageId, queueId: id, detail: { to: hop, recipients: result.recipients } });
       if (failed.length === 0) return `2.0.0 Ok: delivered as ${id}`;

@@ -407,3 +407,40 @@ describe('MX: hardening', () => {
     expect(emitted('rejected')).toMatchObject([{ detail: { stage: 'CONNECT', rcpt: '', client: '127.0.0.1', reply: '421 4.7.0 Too many connections from 127.0.0.1, try again later' } }]);
   });
 });
+
+describe('MX: a sender that goes away during the hand-off', () => {
+  // A killed sender never hears our 250 and sends the message again: what LMTP has not stored yet must not be stored.
+  it('abandons the LMTP transaction, so the mailbox server stores nothing of it', async () => {
+    let entered!: () => void;
+    const inDeliver = new Promise<void>((resolve) => (entered = resolve));
+    let attempt: Promise<unknown> | undefined;
+    const gated = storeWith((user, data, options = {}) => {
+      entered();
+      attempt = (async () => {
+        const signal = options.signal!;
+        if (!signal.aborted) {
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error('the LMTP delivery was not abandoned within 5 s of the sender leaving')), 5000);
+            signal.addEventListener('abort', () => (clearTimeout(timer), resolve()));
+          });
+        }
+        return store.deliver(user, data, options);
+      })();
+      return attempt as ReturnType<MailStore['deliver']>;
+    });
+    const port = await startMxServer(await startLmtpServer(gated));
+    const { client } = await session(port);
+    client.send('MAIL FROM:<alice@sender.test>');
+    await client.smtpReply();
+    client.send(`RCPT TO:<${BOB}>`);
+    await client.smtpReply();
+    client.send('DATA');
+    expect((await client.smtpReply()).lines[0]).toMatch(/^354 /);
+    client.write(`${body()}\r\n.\r\n`);
+    await inDeliver;
+    client.close();
+    await expect(attempt).rejects.toMatchObject({ code: 'ABORTED' });
+    expect(await inbox(BOB)).toEqual([]);
+    await expect.poll(() => emitted('handoff-failed').length, { timeout: 8000 }).toBe(1);
+  });
+});

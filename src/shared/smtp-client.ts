@@ -194,8 +194,9 @@ export class SmtpClientPool {
    * Runs one mail transaction. Resolves with per-recipient results whenever the server answered for the recipients
    * (even if it refused all of them); rejects with SmtpClientError when the transaction failed as a whole.
    */
-  async send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource): Promise<SendResult> {
+  async send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource, options: { signal?: AbortSignal } = {}): Promise<SendResult> {
     if (this.closed) throw new Error('SmtpClientPool is closed');
+    const { signal } = options;
     const to = [...new Set(envelope.to)];
     const display = describeTarget(target);
     if (to.length === 0) throw new SmtpClientError({ stage: 'rcpt', target: display, command: 'RCPT TO', description: 'no recipients', temporary: false });
@@ -204,17 +205,17 @@ export class SmtpClientPool {
     if (cached) {
       this.counters.reused++;
       try {
-        return await this.transact(cached, { from: envelope.from, to }, message, true, canRetry);
+        return await this.transact(cached, { from: envelope.from, to }, message, true, canRetry, signal);
       } catch (err) {
         if (!(err instanceof StaleSession)) throw err;
         this.counters.staleRetries++;
       }
       const fresh = await this.open(target);
-      const result = await this.transact(fresh, { from: envelope.from, to }, message, false, false);
+      const result = await this.transact(fresh, { from: envelope.from, to }, message, false, false, signal);
       return { ...result, retried: true };
     }
     const fresh = await this.open(target);
-    return this.transact(fresh, { from: envelope.from, to }, message, false, false);
+    return this.transact(fresh, { from: envelope.from, to }, message, false, false, signal);
   }
 
   /** Closes every cached session (QUIT) and the busy ones once their transaction ends. */
@@ -336,14 +337,30 @@ export class SmtpClientPool {
     });
   }
 
-  private transact(session: Session, envelope: SmtpEnvelope, message: MessageSource, reused: boolean, canRetry: boolean): Promise<SendResult> {
+  /**
+   * `signal` abandons the transaction: the connection is dropped at once, so the server, whatever it had read, sends
+   * nothing on and (an LMTP server of the lab) stores nothing it had not stored yet. The MX uses it when its own
+   * client goes away: that client never hears the reply and sends the message again.
+   */
+  private transact(session: Session, envelope: SmtpEnvelope, message: MessageSource, reused: boolean, canRetry: boolean, signal?: AbortSignal): Promise<SendResult> {
     const { conn } = session;
+    if (signal?.aborted) {
+      this.release(session);
+      return Promise.reject(new SmtpClientError({ stage: 'mail', target: session.target, command: 'MAIL FROM', description: 'transaction abandoned before it began: the sender went away', errno: 'EABORTED' }));
+    }
     let bodyStarted = false;
     const source = toReadable(message, () => (bodyStarted = true));
     const size = Buffer.isBuffer(message) ? message.length : typeof message === 'string' ? Buffer.byteLength(message) : undefined;
     const lmtp = this.options.lmtp ?? false;
     return new Promise<SendResult>((resolve, reject) => {
+      // nodemailer never calls back for a transaction whose connection we close: the abandonment settles it.
+      const abandon = () => {
+        this.discard(session, false);
+        reject(new SmtpClientError({ stage: bodyStarted ? (lmtp ? 'lmtp' : 'data') : 'mail', target: session.target, command: bodyStarted ? 'end of data' : 'MAIL FROM', description: 'transaction abandoned: the sender went away', errno: 'EABORTED' }));
+      };
+      signal?.addEventListener('abort', abandon, { once: true });
       conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}) }, source, (err, info) => {
+        signal?.removeEventListener('abort', abandon);
         if (!err) {
           // The transaction completed (the server answered the data): the session is clean for the next one.
           this.release(session);

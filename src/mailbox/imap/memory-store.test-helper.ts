@@ -1,5 +1,5 @@
 // An in-memory MailStore for the IMAP tests: the contract of store-api.ts without any disk.
-import { MailStoreError, type CopyResult, type FlagMode, type MailboxInfo, type MailStore, type SpecialUse, type StoreChange, type StoredMessage } from '../store-api.js';
+import { MailStoreError, type CopyResult, type DeliverOptions, type FlagMode, type MailboxInfo, type MailStore, type SpecialUse, type StoreChange, type StoredMessage } from '../store-api.js';
 
 interface Mailbox {
   uidValidity: number;
@@ -45,7 +45,8 @@ export class MemoryStore implements MailStore {
     return this.users.has(address.toLowerCase());
   }
 
-  async deliver(user: string, data: Buffer, options?: { internalDate?: number }): Promise<StoredMessage> {
+  async deliver(user: string, data: Buffer, options?: DeliverOptions): Promise<StoredMessage> {
+    if (options?.signal?.aborted) throw new MailStoreError('ABORTED', 'delivery abandoned: the client went away');
     return this.append(user, 'INBOX', data, [], options?.internalDate);
   }
 
