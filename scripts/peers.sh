@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Makes sure the real mail clients the scenarios drive are installed: mbsync (Debian's isync) and fetchmail
+# (scenarios/21-mbsync.test.ts, 22-fetchmail.test.ts). Idempotent and quiet: nothing happens when both are there.
+# Needs root and apt; without them it says so and leaves it to the scenarios, which skip with a printed reason.
+set -euo pipefail
+missing=()
+command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
+if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync and fetchmail are installed"; exit 0; fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "peers: ${missing[*]} missing and no root/apt-get to install them; their scenarios will skip" >&2
+  exit 0
+fi
+echo "peers: installing ${missing[*]} from Debian"
+export DEBIAN_FRONTEND=noninteractive
+install() { apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null; }
+install || { apt-get update -q >/dev/null && install; }
+echo "peers: ready ($(mbsync --version 2>&1 | head -1); $(fetchmail --version 2>/dev/null | head -1 | sed 's/^This is //'))"
