@@ -9,6 +9,7 @@ import nodemailer from 'nodemailer';
 import defaultLab from '../lab/default.js';
 import { Lab, type StartedLab } from '../src/harness/lab.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
+import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
 import { greeting, maildirCount, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
 import { startPeer, type PeerLab } from './peer.js';
 
@@ -16,6 +17,16 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LATENCY_SAMPLES = Number(process.env.BENCH_LATENCY_SAMPLES ?? 20);
 const THROUGHPUT_COUNT = Number(process.env.BENCH_COUNT ?? 2000);
 const CONNECTIONS = 20;
+const IMAP_CLIENTS = Number(process.env.BENCH_IMAP_CLIENTS ?? 10);
+const IMAP_SECONDS = Number(process.env.BENCH_IMAP_SECONDS ?? 10);
+const IMAP_SEED_MESSAGES = 20;
+/** The IMAP cycles' goal: at least this many times Dovecot's cycles per second, with zero state errors. */
+const IMAP_GOAL_RATIO = 1.5;
+/** `BENCH_ONLY=imap`: the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md}). */
+const ONLY = process.env.BENCH_ONLY;
+if (ONLY !== undefined && ONLY !== 'imap') throw new Error(`BENCH_ONLY=${ONLY}: the only partial run is BENCH_ONLY=imap`);
+/** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
+const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
 
 interface Figure {
   id: string;
@@ -30,6 +41,8 @@ interface Figure {
 
 const figures: Figure[] = [];
 const notes: string[] = [];
+/** Goals judged by this run, one line each ("met" / "missed"), printed first among the notes. */
+const goals: string[] = [];
 const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
 /** The flows every system under test offers to the benchmark. */
@@ -180,13 +193,14 @@ function fmt(s: Stats | undefined): string {
 
 /** ours/peer for "higher is better", peer/ours for "lower is better": above 1 means maillab is better. */
 function ratio(f: Figure): string {
-  if (!f.ours || !f.peer) return '—';
+  if (!f.ours || !f.peer || f.ours.median === 0 || f.peer.median === 0) return '—';
   const r = f.better === 'higher' ? f.ours.median / f.peer.median : f.peer.median / f.ours.median;
   return `${r.toFixed(2)}×`;
 }
 
 async function main() {
   const started = new Date();
+  if (ONLY === 'imap') return imapOnly(started);
   const ourLab = await new Lab(defaultLab).withRuntime('local').start();
   const mailboxNode = ourLab.nodes().find((n) => n.role === 'mailbox')!;
   const mxNode = ourLab.nodes().find((n) => n.role === 'mx')!;
@@ -223,6 +237,7 @@ async function main() {
       await measure({ name: p.name, submission: p.submission, mx: p.mx, imap: p.imap, bobMaildir: p.bobMaildir, pids: () => p.pids() }, 'peer');
       if (!p.submission.auth) notes.push('The peer takes submissions on port 25 from loopback without AUTH; maillab submits with AUTH PLAIN on 587.');
     }
+    await imapFigure('skipped' in peer ? undefined : peer);
   } finally {
     await ourLab.stop().catch(() => undefined);
     if (!('skipped' in peer)) await peer.stop().catch(() => undefined);
@@ -230,12 +245,75 @@ async function main() {
   await report(started, 'skipped' in peer ? undefined : peer.name);
 }
 
-async function report(started: Date, peerName?: string) {
+/** `BENCH_ONLY=imap`: the peer and a fresh lab, the IMAP cycles alone. */
+async function imapOnly(started: Date) {
+  log('peer: Postfix + Dovecot');
+  const peer = await startPeer({ log });
+  if ('skipped' in peer) notes.push(`Peer skipped: ${peer.skipped}. Our figures are printed alone.`);
+  try {
+    await imapFigure('skipped' in peer ? undefined : peer);
+  } finally {
+    if (!('skipped' in peer)) await peer.stop().catch(() => undefined);
+  }
+  await report(started, 'skipped' in peer ? undefined : peer.name, '-imap');
+}
+
+/**
+ * IMAP cycles per second under IMAP_CLIENTS concurrent clients, and the state errors they saw, on a fresh lab and
+ * on the peer's Dovecot, both running, in alternating rounds (ours, Dovecot, ours, Dovecot...), so a slow patch of
+ * the shared machine does not fall on one system only.
+ */
+async function imapFigure(peer: PeerLab | undefined) {
+  log(`imap cycles: ${IMAP_CLIENTS} clients, ${RUNS} alternating rounds of ${IMAP_SECONDS} s`);
+  const lab = await new Lab(defaultLab).withRuntime('local').start();
+  try {
+    const systems: { who: 'ours' | 'peer'; name: string; target: ImapTarget; rounds: CycleResult[] }[] = [
+      { who: 'ours', name: 'maillab', target: { ...lab.nodeOf('mailbox').service('imap'), ...IMAP_USER }, rounds: [] },
+    ];
+    if (peer) systems.push({ who: 'peer', name: 'dovecot', target: { ...peer.imap, ...IMAP_USER }, rounds: [] });
+    for (const s of systems) await seedMailbox(s.target, IMAP_SEED_MESSAGES);
+    for (let round = 0; round < RUNS; round++) {
+      for (const s of systems) {
+        const seed = 1000 + round;
+        const r = await runCycles(s.target, IMAP_CLIENTS, IMAP_SECONDS, seed);
+        s.rounds.push(r);
+        log(`imap ${s.name} round ${round + 1}: ${r.cycles} cycles in ${r.seconds.toFixed(1)} s (${(r.cycles / r.seconds).toFixed(0)}/s), state errors ${total(r.errors)} ${JSON.stringify(r.errors)}, failures ${total(r.failures)} ${JSON.stringify(r.failures)}`);
+      }
+    }
+    const title = `IMAP: ${IMAP_CLIENTS} concurrent clients, login→select→fetch→store→expunge→append→logout`;
+    for (const s of systems) {
+      put('imap-cycles', title, 'cycles/s', 'higher', s.who, stats(s.rounds.map((r) => r.cycles / r.seconds)));
+      put('imap-state-errors', `IMAP state errors per ${IMAP_SECONDS} s round (same clients)`, 'count', 'lower', s.who, stats(s.rounds.map((r) => total(r.errors))));
+      const errors = sumCounts(s.rounds.map((r) => r.errors));
+      const failures = sumCounts(s.rounds.map((r) => r.failures));
+      notes.push(`IMAP ${s.name}: ${s.rounds.reduce((a, r) => a + r.cycles, 0)} cycles in ${RUNS} rounds; state errors ${total(errors)}${total(errors) ? ` (${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}; failed commands/connections ${total(failures)}${total(failures) ? ` (${Object.entries(failures).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}.`);
+      const examples = [...new Set(s.rounds.flatMap((r) => r.examples))].slice(0, 6);
+      if (examples.length > 0) notes.push(`IMAP ${s.name}, examples: ${examples.map((e) => '`' + e.replace(/`/g, "'").replace(/\r\n/g, ' ') + '`').join(' · ')}`);
+    }
+    const ours = systems[0]!;
+    const ourErrors = ours.rounds.reduce((a, r) => a + total(r.errors), 0);
+    const fig = figures.find((f) => f.id === 'imap-cycles')!;
+    const r = fig.ours && fig.peer ? fig.ours.median / fig.peer.median : undefined;
+    const met = r !== undefined && r >= IMAP_GOAL_RATIO && ourErrors === 0;
+    const why = r === undefined ? 'no peer to compare with' : [r < IMAP_GOAL_RATIO ? `ratio ${r.toFixed(2)}× < ${IMAP_GOAL_RATIO}×` : '', ourErrors > 0 ? `${ourErrors} state errors` : ''].filter(Boolean).join(', ');
+    goals.push(`IMAP goal (≥ ${IMAP_GOAL_RATIO}× Dovecot's cycles/s with zero state errors): ${met ? 'met' : 'missed'}${r !== undefined ? ` — ratio ${r.toFixed(2)}×` : ''}, state errors maillab ${ourErrors}${systems[1] ? `, Dovecot ${systems[1].rounds.reduce((a, x) => a + total(x.errors), 0)}` : ''}${met ? '' : ` (${why})`}`);
+  } finally {
+    await lab.stop();
+  }
+}
+
+function sumCounts(list: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const counts of list) for (const [k, v] of Object.entries(counts)) out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+async function report(started: Date, peerName?: string, suffix = '') {
   const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
   const dir = path.join(packageRoot(), 'bench', 'results');
   await fs.mkdir(dir, { recursive: true });
-  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures, notes };
-  await fs.writeFile(path.join(dir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures, goals, notes };
+  await fs.writeFile(path.join(dir, `latest${suffix}.json`), JSON.stringify(result, null, 2) + '\n');
   const lines = [
     `# maillab benchmark`,
     ``,
@@ -246,10 +324,12 @@ async function report(started: Date, peerName?: string) {
     `| --- | --- | --- | --- | --- |`,
     ...figures.map((f) => `| ${f.title} | ${f.unit} | ${fmt(f.ours)} | ${fmt(f.peer)} | ${ratio(f)} |`),
     ``,
+    ...goals.map((g) => `**${g}**`),
+    ...(goals.length ? [``] : []),
     ...notes.map((n) => `- ${n}`),
     ``,
   ];
-  await fs.writeFile(path.join(dir, 'latest.md'), lines.join('\n'));
+  await fs.writeFile(path.join(dir, `latest${suffix}.md`), lines.join('\n'));
   process.stdout.write(lines.join('\n'));
 }
 

@@ -475,6 +475,11 @@ service lmtp {
     port = 24
   }
 }
+# Dovecot allows 10 IMAP connections per user and client address by default; the IMAP cycles figure runs 10
+# clients as one user, each reconnecting at once after LOGOUT, so a few sessions still closing would be refused.
+protocol imap {
+  mail_max_userip_connections = 100
+}
 service imap-login {
   inet_listener imap {
     address = ${DOVECOT_IP}
