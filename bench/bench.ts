@@ -274,8 +274,7 @@ async function imapFigure(peer: PeerLab | undefined) {
     for (const s of systems) await seedMailbox(s.target, IMAP_SEED_MESSAGES);
     for (let round = 0; round < RUNS; round++) {
       for (const s of systems) {
-        const seed = 1000 + round;
-        const r = await runCycles(s.target, IMAP_CLIENTS, IMAP_SECONDS, seed);
+        const r = await runCycles(s.target, IMAP_CLIENTS, IMAP_SECONDS);
         s.rounds.push(r);
         log(`imap ${s.name} round ${round + 1}: ${r.cycles} cycles in ${r.seconds.toFixed(1)} s (${(r.cycles / r.seconds).toFixed(0)}/s), state errors ${total(r.errors)} ${JSON.stringify(r.errors)}, failures ${total(r.failures)} ${JSON.stringify(r.failures)}`);
       }
