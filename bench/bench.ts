@@ -185,9 +185,9 @@ function put(idOf: string, title: string, unit: string, better: 'lower' | 'highe
   if (note) figure.note = note;
 }
 
-function fmt(s: Stats | undefined): string {
+function fmt(s: Stats | undefined, unit: string): string {
   if (!s) return '—';
-  const d = s.median >= 100 ? 0 : s.median >= 10 ? 1 : 2;
+  const d = unit === 'count' || s.median >= 100 ? 0 : s.median >= 10 ? 1 : 2;
   return s.samples.length > 1 ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : s.median.toFixed(d);
 }
 
@@ -317,11 +317,11 @@ async function report(started: Date, peerName?: string, suffix = '') {
     `# maillab benchmark`,
     ``,
     `${started.toISOString()} · ${machine.cores} cores (${machine.cpu}) · ${machine.memoryGiB} GiB · Node ${machine.node} · ${machine.platform}`,
-    `Peer: ${peerName ?? 'none'} · median (min–max) of ${RUNS} runs (latency: ${LATENCY_SAMPLES} messages each)`,
+    `Peer: ${peerName ?? 'none'} · median (min–max) of ${RUNS} runs${ONLY === 'imap' ? ` (IMAP: ${IMAP_SECONDS} s rounds, alternating)` : ` (latency: ${LATENCY_SAMPLES} messages each)`}`,
     ``,
     `| figure | unit | maillab | peer | ratio (>1: maillab better) |`,
     `| --- | --- | --- | --- | --- |`,
-    ...figures.map((f) => `| ${f.title} | ${f.unit} | ${fmt(f.ours)} | ${fmt(f.peer)} | ${ratio(f)} |`),
+    ...figures.map((f) => `| ${f.title} | ${f.unit} | ${fmt(f.ours, f.unit)} | ${fmt(f.peer, f.unit)} | ${ratio(f)} |`),
     ``,
     ...goals.map((g) => `**${g}**`),
     ...(goals.length ? [``] : []),
