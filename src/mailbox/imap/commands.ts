@@ -269,7 +269,8 @@ async function list(s: ImapSession, r: Reader) {
     return;
   }
   query.patterns = patterns.filter((p) => p !== '').map((p) => reference + p);
-  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), query);
+  const subscriptions = query.selectSubscribed ? await s.ctx.store.subscriptions(s.user!) : undefined;
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), query, subscriptions);
   for (const entry of entries) {
     const extra = entry.childSubscribed ? ' ("CHILDINFO" ("SUBSCRIBED"))' : '';
     s.send(`* LIST (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}${extra}`);
@@ -286,7 +287,7 @@ async function lsub(s: ImapSession, r: Reader) {
     s.send(`* LSUB (\\Noselect) "${DELIMITER}" ""`);
     return;
   }
-  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true });
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true }, await s.ctx.store.subscriptions(s.user!));
   for (const entry of entries) s.send(`* LSUB (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}`);
 }
 
