@@ -1,7 +1,7 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
 // LIST-STATUS, SPECIAL-USE and CONDSTORE. Each handler parses all its arguments before acting, so a BAD never
 // leaves a half-done change; it returns the text of the tagged OK (or throws ImapError / ParseError).
-import type { FlagMode, MailboxInfo } from '../store-api.js';
+import type { FlagMode, MailboxInfo, SpecialUse } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
 import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
 import type { MimeNode } from './mime.js';
@@ -143,13 +143,35 @@ function validateNewName(name: string): string {
   return trimmed;
 }
 
+/** The special uses CREATE can give a mailbox (RFC 6154 §2); the store keeps one per mailbox. */
+const CREATE_USES: readonly SpecialUse[] = ['\\Archive', '\\Drafts', '\\Junk', '\\Sent', '\\Trash'];
+
 async function create(s: ImapSession, r: Reader) {
   r.sp();
   const name = validateNewName(s.mailboxArg(r));
+  // RFC 6154 §3 (CREATE-SPECIAL-USE), in the create-params of RFC 4466 §2.2: CREATE name (USE (\Sent)).
+  let uses: string[] = [];
+  if (r.trySp()) {
+    r.list(() => {
+      const param = r.atom().toUpperCase();
+      if (param !== 'USE') throw new ParseError(`Unknown CREATE parameter ${param}`);
+      r.sp();
+      uses = r.list(() => r.flag());
+    });
+  }
   r.end();
+  let specialUse: SpecialUse | undefined;
+  for (const use of uses) {
+    const known = CREATE_USES.find((u) => u.toLowerCase() === use.toLowerCase());
+    // Nothing is created when a use cannot be given (RFC 6154 §3): \All and \Flagged (virtual mailboxes here
+    // would be none), unknown ones, and a second use, since a mailbox has one special use in this store.
+    if (!known) throw new ImapError('NO', `${use} not supported`, 'USEATTR');
+    if (specialUse && specialUse !== known) throw new ImapError('NO', 'Only one special use per mailbox', 'USEATTR');
+    specialUse = known;
+  }
   if (await s.findMailbox(name)) throw new ImapError('NO', 'Mailbox already exists', 'ALREADYEXISTS');
   // The store creates missing superior levels (RFC 3501 §6.3.3).
-  await s.ctx.store.createMailbox(s.user!, name);
+  await s.ctx.store.createMailbox(s.user!, name, specialUse);
 }
 
 async function deleteMailbox(s: ImapSession, r: Reader) {

@@ -7,26 +7,12 @@
 //   in the extended syntax, wherever a pattern matches it (example 11 says clients must handle both);
 // - a name listed only for its CHILDINFO is left out when all its subscribed descendants are listed themselves: the
 //   SHOULD of §3.5, which example 9's "*2" part follows and its "*" part does not (we follow it in both).
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { MailStore } from '../store-api.js';
-import { startImap, type RunningImap } from './index.js';
-import { RawClient } from './raw-client.test-helper.js';
+import { beforeEach, describe, expect, test } from 'vitest';
 import { STORES, type StoreFactory } from './stores.test-helper.js';
+import { useWire, type Wire } from './wire.test-helper.js';
 
-const BOB = 'bob@example.test';
-let store: MailStore;
-let cleanup: () => Promise<void>;
-let server: RunningImap;
-let c: RawClient;
-let tag = 0;
-
-/** Sends a command that must succeed; returns its untagged responses. */
-async function ok(command: string): Promise<string[]> {
-  const t = `t${++tag}`;
-  const lines = await c.command(t, command);
-  expect(lines[lines.length - 1], command).toMatch(new RegExp(`^${t} OK`));
-  return lines.slice(0, -1);
-}
+let wire: Wire;
+const ok = (command: string) => wire.ok(command);
 
 /** The untagged responses of a LIST, in the order we send them (INBOX first, then by name). */
 const list = (command: string) => ok(command);
@@ -46,18 +32,9 @@ async function hierarchy(plan: { create?: string[]; subscribe?: string[]; remove
 }
 
 describe.each(STORES)('RFC 5258 section 5 on the %s', (_name, makeStore: StoreFactory) => {
-  beforeEach(async () => {
-    const made = await makeStore([{ address: BOB, password: 'secret' }]);
-    store = made.store;
-    cleanup = made.cleanup;
-    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
-    c = await RawClient.login(server.endpoint.port);
-  });
-
-  afterEach(async () => {
-    c.close();
-    await server.stop();
-    await cleanup();
+  const current = useWire(makeStore);
+  beforeEach(() => {
+    wire = current;
   });
 
   // The hierarchy of examples 1 to 6: "Fruit/Peach" was subscribed, then deleted.
