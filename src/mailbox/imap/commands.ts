@@ -342,10 +342,16 @@ function normalizeLineEnds(data: Buffer): Buffer {
   return Buffer.from(data.toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
 }
 
-async function append(s: ImapSession, r: Reader) {
-  r.sp();
-  const name = s.mailboxArg(r);
-  r.sp();
+interface AppendedMessage {
+  data: Buffer;
+  flags: string[];
+  date?: number;
+  /** Sent as a literal8 (RFC 3516 §4.4). */
+  binary: boolean;
+}
+
+/** One message of APPEND: [flag-list SP] [date-time SP] (literal / literal8). */
+function appendMessage(r: Reader): AppendedMessage {
   let flags: string[] = [];
   let date: number | undefined;
   if (r.peek() === 0x28) {
@@ -358,14 +364,49 @@ async function append(s: ImapSession, r: Reader) {
     if (date === undefined) throw new ParseError(`Invalid date-time ${text}`);
     r.sp();
   }
-  if (!r.atLiteral()) throw new ParseError('Expected the message as a literal');
-  const data = normalizeLineEnds(r.literal());
+  const binary = r.atLiteral8();
+  if (!binary && !r.atLiteral()) throw new ParseError('Expected the message as a literal');
+  const raw = binary ? r.literal8() : r.literal();
+  return { data: binary ? raw : normalizeLineEnds(raw), flags, date, binary };
+}
+
+/** Octets the store cannot keep as they are: it keeps messages as CRLF lines, so a bare CR or LF would change. */
+function storableAsIs(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) {
+    const c = data[i]!;
+    if (c === 0x00) return false;
+    if (c === 0x0d ? data[i + 1] !== 0x0a : c === 0x0a && data[i - 1] !== 0x0d) return false;
+  }
+  return true;
+}
+
+async function append(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  // MULTIAPPEND (RFC 3502): one or more messages, each with its own flags and date; all are read before any is stored.
+  const messages: AppendedMessage[] = [];
+  do {
+    r.sp();
+    messages.push(appendMessage(r));
+  } while (!r.atEnd());
   r.end();
-  if (!data.length) throw new ImapError('NO', 'Empty message');
+  // An empty message cancels the whole APPEND (RFC 3502 §6.3.11).
+  if (messages.some((m) => !m.data.length)) throw new ImapError('NO', 'Empty message');
+  // BINARY (RFC 3516 §4.4): content with NUL or bare CR / LF cannot be kept without loss, which must be refused so.
+  if (messages.some((m) => m.binary && !storableAsIs(m.data))) {
+    throw new ImapError('NO', 'Binary content with NUL or bare CR/LF cannot be stored here', 'UNKNOWN-CTE');
+  }
   const info = await s.findMailbox(name);
   if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'TRYCREATE');
-  const msg = await s.ctx.store.append(s.user!, name, data, flags, date);
-  return `[APPENDUID ${info.uidValidity} ${msg.uid}] APPEND completed`;
+  const uids: number[] = [];
+  try {
+    for (const m of messages) uids.push((await s.ctx.store.append(s.user!, name, m.data, m.flags, m.date)).uid);
+  } catch (err) {
+    // All or none (RFC 3502 §6.3.11): what this APPEND stored is taken away again.
+    if (uids.length) await s.ctx.store.remove(s.user!, name, uids).catch(() => undefined);
+    throw err;
+  }
+  return `[APPENDUID ${info.uidValidity} ${formatUidList(uids)}] APPEND completed`;
 }
 
 async function idle(s: ImapSession, r: Reader) {
