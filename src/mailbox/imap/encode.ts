@@ -6,9 +6,15 @@ export class Atom {
   constructor(readonly text: string) {}
 }
 
-/** A string that must go out as a literal even when it would fit a quoted string (message data). */
+/**
+ * A string that must go out as a literal even when it would fit a quoted string (message data); `binary` makes it a
+ * literal8 (`~{n}`, RFC 3516), which may hold NUL.
+ */
 export class Literal {
-  constructor(readonly data: Buffer) {}
+  constructor(
+    readonly data: Buffer,
+    readonly binary = false,
+  ) {}
 }
 
 /** Values written back to back without separating spaces (the parts of a multipart BODYSTRUCTURE). */
@@ -35,7 +41,7 @@ export class ResponseBuilder {
     if (v === null) return this.raw('NIL');
     if (typeof v === 'number') return this.raw(String(v));
     if (v instanceof Atom) return this.raw(v.text);
-    if (v instanceof Literal) return this.literal(v.data);
+    if (v instanceof Literal) return this.literal(v.data, v.binary);
     if (v instanceof Joined) {
       for (const item of v.items) this.value(item);
       return this;
@@ -52,8 +58,8 @@ export class ResponseBuilder {
     return canQuote(bytes) ? this.raw(quote(bytes)) : this.literal(bytes);
   }
 
-  literal(data: Buffer): this {
-    this.raw(`{${data.length}}\r\n`);
+  literal(data: Buffer, binary = false): this {
+    this.raw(`${binary ? '~' : ''}{${data.length}}\r\n`);
     this.flushText();
     if (data.length) this.chunks.push(data);
     return this;
