@@ -454,6 +454,9 @@ describe('boundaries of the API', () => {
     expect(junk.subscribed).toBe(true);
     expect(junk.specialUse).toBeUndefined();
     await again.deleteMailbox(ALICE, 'Junk');
+    // A subscribed mailbox renamed onto the kept subscription is subscribed once.
+    await again.renameMailbox(ALICE, 'Sent', 'Junk');
+    expect((await again.subscriptions(ALICE)).filter((name) => name === 'Junk')).toEqual(['Junk']);
     await again.setSubscribed(ALICE, 'Junk', false);
     expect(await again.subscriptions(ALICE)).not.toContain('Junk');
   });

@@ -142,9 +142,15 @@ export function formatUidList(uids: readonly number[]): string {
   return parts.join(',');
 }
 
+// UTF8=ACCEPT (RFC 6855) is not offered. After ENABLE UTF8=ACCEPT a session must write every mailbox name as UTF-8
+// and read the names it is sent as UTF-8 instead of modified UTF-7 (§3), which makes the name codec a per-session
+// mode: the ENABLE handler would set it, and session.ts's mailboxArg / quoteMailbox (every name in and out: LIST,
+// LSUB, STATUS, SELECT, COPY, ...) and list.ts's pattern matching would follow it. session.ts and ENABLE are being
+// changed by other work (QRESYNC) at the time of this note, so the mode was not added; APPEND's `UTF8 (literal8)`
+// data item (§4) would then also be needed. The functions below are the one place to give a `utf8` switch.
+
 // Modified UTF-7: printable ASCII stands for itself ("&" as "&-"), everything else is base64 of UTF-16BE
 // with "," instead of "/" between "&" and "-".
-
 export function encodeMailboxName(name: string): string {
   let out = '';
   let pending = '';

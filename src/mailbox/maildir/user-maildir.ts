@@ -174,7 +174,8 @@ export class UserMaildir {
         delete this.meta.specialUse[oldName];
         this.meta.specialUse[newName] = use;
       }
-      this.meta.subscribed = this.meta.subscribed.map((s) => (s === oldName ? newName : s));
+      // The new name may be subscribed already (a deleted mailbox keeps its subscription): keep it once.
+      this.meta.subscribed = [...new Set(this.meta.subscribed.map((s) => (s === oldName ? newName : s)))];
     }
     await this.syncMaildir();
     await this.saveMeta();
