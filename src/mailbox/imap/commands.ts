@@ -296,7 +296,8 @@ async function list(s: ImapSession, r: Reader) {
   for (const entry of entries) {
     const extra = entry.childSubscribed ? ' ("CHILDINFO" ("SUBSCRIBED"))' : '';
     s.send(`* LIST (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}${extra}`);
-    if (statusItems && entry.info) s.send(await statusLine(s, entry.info, statusItems));
+    // STATUS only for a mailbox that matches the selection (RFC 5819 §2), not one listed for its CHILDINFO alone.
+    if (statusItems && entry.info && !entry.childInfoOnly) s.send(await statusLine(s, entry.info, statusItems));
   }
   if (statusItems?.includes('HIGHESTMODSEQ')) s.condstore = true;
 }

@@ -212,6 +212,16 @@ describe.each(STORES)('RFC 5258 section 5 on the %s', (_name, makeStore: StoreFa
     expect(await list('LIST (SUBSCRIBED RECURSIVEMATCH) "" foo RETURN (CHILDREN)')).toEqual([L('\\HasNoChildren', 'foo', true)]);
   });
 
+  // RFC 5819 §3, second example (LIST-STATUS with LIST-EXTENDED): no STATUS for a name listed for its CHILDINFO alone.
+  test('RETURN (STATUS) skips a mailbox listed only for its CHILDINFO', async () => {
+    await hierarchy({ create: ['foo/bar'], subscribe: ['INBOX', 'foo/bar'] });
+    expect(await list('LIST (SUBSCRIBED RECURSIVEMATCH) "" % RETURN (STATUS (MESSAGES))')).toEqual([
+      L('\\HasNoChildren \\Subscribed', 'INBOX'),
+      '* STATUS "INBOX" (MESSAGES 0)',
+      L('\\HasChildren', 'foo', true),
+    ]);
+  });
+
   test('example 11: a missing level is \\NonExistent \\HasChildren', async () => {
     await hierarchy({ create: ['music/rock'], remove: ['music'] });
     expect(await list('LIST (REMOTE) "" *')).toEqual([L('\\HasNoChildren', 'INBOX'), L('\\NonExistent \\HasChildren', 'music'), L('\\HasNoChildren', 'music/rock')]);

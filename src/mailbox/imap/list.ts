@@ -21,8 +21,10 @@ export interface ListEntry {
   /** Mailbox name as the store spells it (Unicode). */
   name: string;
   attributes: string[];
-  /** RECURSIVEMATCH: the name is listed because a child is subscribed. */
+  /** RECURSIVEMATCH: a descendant is subscribed (CHILDINFO). */
   childSubscribed?: boolean;
+  /** Listed only for its CHILDINFO: the name itself does not meet the selection criteria (so no STATUS, RFC 5819 §2). */
+  childInfoOnly?: boolean;
   info?: MailboxInfo;
 }
 
@@ -118,12 +120,14 @@ export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery, subscr
     // itself subscribed is listed for it only when one such descendant is not listed itself (it does not match the
     // patterns): otherwise the CHILDINFO would be redundant, which servers SHOULD suppress.
     let childSubscribed = false;
+    let childInfoOnly = false;
     if (query.selectSubscribed) {
       const below = subscribedBelow(name);
       if (subscribed(name)) childSubscribed = !!query.recursiveMatch && below.length > 0;
       else {
         childSubscribed = !!query.recursiveMatch && below.some((n) => !matchesPattern(n));
         if (!childSubscribed) continue;
+        childInfoOnly = true;
       }
     }
     if (query.selectSpecialUse && !info?.specialUse) continue;
@@ -131,7 +135,7 @@ export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery, subscr
     attributes.push(hasChildren(name) ? '\\HasChildren' : '\\HasNoChildren');
     if ((query.returnSubscribed || query.selectSubscribed) && subscribed(name)) attributes.push('\\Subscribed');
     if (info?.specialUse) attributes.push(info.specialUse);
-    out.push({ name, attributes, ...(childSubscribed ? { childSubscribed } : {}), ...(info ? { info } : {}) });
+    out.push({ name, attributes, ...(childSubscribed ? { childSubscribed } : {}), ...(childInfoOnly ? { childInfoOnly } : {}), ...(info ? { info } : {}) });
   }
   return out;
 }
