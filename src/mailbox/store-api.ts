@@ -90,6 +90,11 @@ export interface MailStore {
   deleteMailbox(user: string, mailbox: string): Promise<void>;
   renameMailbox(user: string, from: string, to: string): Promise<void>;
   setSubscribed(user: string, mailbox: string, subscribed: boolean): Promise<void>;
+  /**
+   * Every subscribed name, whether or not a mailbox of that name exists: deleting a mailbox keeps its
+   * subscription (RFC 3501 §6.3.6), which LIST (SUBSCRIBED) then shows as \NonExistent (RFC 5258 §3.1).
+   */
+  subscriptions(user: string): Promise<string[]>;
 
   /** Messages of a mailbox, ascending by UID. */
   messages(user: string, mailbox: string): Promise<StoredMessage[]>;

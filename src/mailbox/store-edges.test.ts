@@ -442,13 +442,23 @@ describe('boundaries of the API', () => {
     expect(names).not.toContain('A/B');
   });
 
-  it('deleting a mailbox forgets its subscription and special use', async () => {
+  it('deleting a mailbox forgets its special use but keeps its subscription, durably (RFC 3501 §6.3.6)', async () => {
     const store = await open();
     await store.deleteMailbox(ALICE, 'Junk');
-    await store.createMailbox(ALICE, 'Junk');
-    const junk = await store.mailboxInfo(ALICE, 'Junk');
-    expect(junk.subscribed).toBe(false);
+    await store.close();
+    const again = await open();
+    // LIST (SUBSCRIBED) shows it as \NonExistent (RFC 5258 §3.1); UNSUBSCRIBE can still remove it.
+    expect(await again.subscriptions(ALICE)).toContain('Junk');
+    await again.createMailbox(ALICE, 'Junk');
+    const junk = await again.mailboxInfo(ALICE, 'Junk');
+    expect(junk.subscribed).toBe(true);
     expect(junk.specialUse).toBeUndefined();
+    await again.deleteMailbox(ALICE, 'Junk');
+    // A subscribed mailbox renamed onto the kept subscription is subscribed once.
+    await again.renameMailbox(ALICE, 'Sent', 'Junk');
+    expect((await again.subscriptions(ALICE)).filter((name) => name === 'Junk')).toEqual(['Junk']);
+    await again.setSubscribed(ALICE, 'Junk', false);
+    expect(await again.subscriptions(ALICE)).not.toContain('Junk');
   });
 
   it('announces subscription changes only when something changed', async () => {

@@ -203,6 +203,11 @@ export class MaildirStore implements MailStore {
     if (changed) this.emit({ type: 'mailboxes', user: u.name });
   }
 
+  async subscriptions(user: string): Promise<string[]> {
+    const u = await this.user(user);
+    return [...u.meta.subscribed].sort(compareMailboxNames);
+  }
+
   // ---- messages ----
 
   async messages(user: string, mailbox: string): Promise<StoredMessage[]> {

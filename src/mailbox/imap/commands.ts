@@ -1,7 +1,7 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
 // LIST-STATUS, SPECIAL-USE and CONDSTORE. Each handler parses all its arguments before acting, so a BAD never
 // leaves a half-done change; it returns the text of the tagged OK (or throws ImapError / ParseError).
-import type { FlagMode, MailboxInfo } from '../store-api.js';
+import type { FlagMode, MailboxInfo, SpecialUse } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
 import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
 import type { MimeNode } from './mime.js';
@@ -143,13 +143,35 @@ function validateNewName(name: string): string {
   return trimmed;
 }
 
+/** The special uses CREATE can give a mailbox (RFC 6154 §2); the store keeps one per mailbox. */
+const CREATE_USES: readonly SpecialUse[] = ['\\Archive', '\\Drafts', '\\Junk', '\\Sent', '\\Trash'];
+
 async function create(s: ImapSession, r: Reader) {
   r.sp();
   const name = validateNewName(s.mailboxArg(r));
+  // RFC 6154 §3 (CREATE-SPECIAL-USE), in the create-params of RFC 4466 §2.2: CREATE name (USE (\Sent)).
+  let uses: string[] = [];
+  if (r.trySp()) {
+    r.list(() => {
+      const param = r.atom().toUpperCase();
+      if (param !== 'USE') throw new ParseError(`Unknown CREATE parameter ${param}`);
+      r.sp();
+      uses = r.list(() => r.flag());
+    });
+  }
   r.end();
+  let specialUse: SpecialUse | undefined;
+  for (const use of uses) {
+    const known = CREATE_USES.find((u) => u.toLowerCase() === use.toLowerCase());
+    // Nothing is created when a use cannot be given (RFC 6154 §3): \All and \Flagged (virtual mailboxes here
+    // would be none), unknown ones, and a second use, since a mailbox has one special use in this store.
+    if (!known) throw new ImapError('NO', `${use} not supported`, 'USEATTR');
+    if (specialUse && specialUse !== known) throw new ImapError('NO', 'Only one special use per mailbox', 'USEATTR');
+    specialUse = known;
+  }
   if (await s.findMailbox(name)) throw new ImapError('NO', 'Mailbox already exists', 'ALREADYEXISTS');
   // The store creates missing superior levels (RFC 3501 §6.3.3).
-  await s.ctx.store.createMailbox(s.user!, name);
+  await s.ctx.store.createMailbox(s.user!, name, specialUse);
 }
 
 async function deleteMailbox(s: ImapSession, r: Reader) {
@@ -269,11 +291,13 @@ async function list(s: ImapSession, r: Reader) {
     return;
   }
   query.patterns = patterns.filter((p) => p !== '').map((p) => reference + p);
-  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), query);
+  const subscriptions = query.selectSubscribed ? await s.ctx.store.subscriptions(s.user!) : undefined;
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), query, subscriptions);
   for (const entry of entries) {
     const extra = entry.childSubscribed ? ' ("CHILDINFO" ("SUBSCRIBED"))' : '';
     s.send(`* LIST (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}${extra}`);
-    if (statusItems && entry.info) s.send(await statusLine(s, entry.info, statusItems));
+    // STATUS only for a mailbox that matches the selection (RFC 5819 §2), not one listed for its CHILDINFO alone.
+    if (statusItems && entry.info && !entry.childInfoOnly) s.send(await statusLine(s, entry.info, statusItems));
   }
   if (statusItems?.includes('HIGHESTMODSEQ')) s.condstore = true;
 }
@@ -286,7 +310,7 @@ async function lsub(s: ImapSession, r: Reader) {
     s.send(`* LSUB (\\Noselect) "${DELIMITER}" ""`);
     return;
   }
-  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true });
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true }, await s.ctx.store.subscriptions(s.user!));
   for (const entry of entries) s.send(`* LSUB (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}`);
 }
 
@@ -319,10 +343,16 @@ function normalizeLineEnds(data: Buffer): Buffer {
   return Buffer.from(data.toString('latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
 }
 
-async function append(s: ImapSession, r: Reader) {
-  r.sp();
-  const name = s.mailboxArg(r);
-  r.sp();
+interface AppendedMessage {
+  data: Buffer;
+  flags: string[];
+  date?: number;
+  /** Sent as a literal8 (RFC 3516 §4.4). */
+  binary: boolean;
+}
+
+/** One message of APPEND: [flag-list SP] [date-time SP] (literal / literal8). */
+function appendMessage(r: Reader): AppendedMessage {
   let flags: string[] = [];
   let date: number | undefined;
   if (r.peek() === 0x28) {
@@ -335,14 +365,49 @@ async function append(s: ImapSession, r: Reader) {
     if (date === undefined) throw new ParseError(`Invalid date-time ${text}`);
     r.sp();
   }
-  if (!r.atLiteral()) throw new ParseError('Expected the message as a literal');
-  const data = normalizeLineEnds(r.literal());
+  const binary = r.atLiteral8();
+  if (!binary && !r.atLiteral()) throw new ParseError('Expected the message as a literal');
+  const raw = binary ? r.literal8() : r.literal();
+  return { data: binary ? raw : normalizeLineEnds(raw), flags, date, binary };
+}
+
+/** Octets the store cannot keep as they are: it keeps messages as CRLF lines, so a bare CR or LF would change. */
+function storableAsIs(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) {
+    const c = data[i]!;
+    if (c === 0x00) return false;
+    if (c === 0x0d ? data[i + 1] !== 0x0a : c === 0x0a && data[i - 1] !== 0x0d) return false;
+  }
+  return true;
+}
+
+async function append(s: ImapSession, r: Reader) {
+  r.sp();
+  const name = s.mailboxArg(r);
+  // MULTIAPPEND (RFC 3502): one or more messages, each with its own flags and date; all are read before any is stored.
+  const messages: AppendedMessage[] = [];
+  do {
+    r.sp();
+    messages.push(appendMessage(r));
+  } while (!r.atEnd());
   r.end();
-  if (!data.length) throw new ImapError('NO', 'Empty message');
+  // An empty message cancels the whole APPEND (RFC 3502 §6.3.11).
+  if (messages.some((m) => !m.data.length)) throw new ImapError('NO', 'Empty message');
+  // BINARY (RFC 3516 §4.4): content with NUL or bare CR / LF cannot be kept without loss, which must be refused so.
+  if (messages.some((m) => m.binary && !storableAsIs(m.data))) {
+    throw new ImapError('NO', 'Binary content with NUL or bare CR/LF cannot be stored here', 'UNKNOWN-CTE');
+  }
   const info = await s.findMailbox(name);
   if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'TRYCREATE');
-  const msg = await s.ctx.store.append(s.user!, name, data, flags, date);
-  return `[APPENDUID ${info.uidValidity} ${msg.uid}] APPEND completed`;
+  const uids: number[] = [];
+  try {
+    for (const m of messages) uids.push((await s.ctx.store.append(s.user!, name, m.data, m.flags, m.date)).uid);
+  } catch (err) {
+    // All or none (RFC 3502 §6.3.11): what this APPEND stored is taken away again.
+    if (uids.length) await s.ctx.store.remove(s.user!, name, uids).catch(() => undefined);
+    throw err;
+  }
+  return `[APPENDUID ${info.uidValidity} ${formatUidList(uids)}] APPEND completed`;
 }
 
 async function idle(s: ImapSession, r: Reader) {

@@ -1,15 +1,22 @@
 // FETCH: the attribute grammar (RFC 3501 §6.4.5, CONDSTORE's MODSEQ and CHANGEDSINCE) and the rendering of
 // one message's FETCH response.
 import { Literal, ResponseBuilder, atom, formatInternalDate, type ImapValue } from './encode.js';
-import { bodyStructure, envelope, sectionData, loadedParts, type MimeNode, type Section } from './mime.js';
-import { ParseError } from './errors.js';
+import { bodyStructure, decodeTransfer, envelope, sectionData, loadedParts, resolvePart, type MimeNode, type Section } from './mime.js';
+import { ImapError, ParseError } from './errors.js';
 import type { Reader } from './parser.js';
 
 type SimpleItem = 'UID' | 'FLAGS' | 'INTERNALDATE' | 'RFC822.SIZE' | 'ENVELOPE' | 'BODYSTRUCTURE' | 'BODY' | 'MODSEQ' | 'RFC822' | 'RFC822.HEADER' | 'RFC822.TEXT';
 
 export type FetchItem =
   | { kind: SimpleItem }
-  | { kind: 'section'; section: Section; peek: boolean; partial?: { origin: number; length: number }; label: string };
+  | { kind: 'section'; section: Section; peek: boolean; partial?: Partial; label: string }
+  /** BINARY[path], BINARY.PEEK[path], BINARY.SIZE[path] (RFC 3516 §4.2): a part with its transfer encoding undone. */
+  | { kind: 'binary'; path: number[]; peek: boolean; size: boolean; partial?: Partial; label: string };
+
+interface Partial {
+  origin: number;
+  length: number;
+}
 
 export interface FetchRequest {
   items: FetchItem[];
@@ -59,19 +66,34 @@ function parseItem(r: Reader): FetchItem {
   if (!name) throw new ParseError(`Expected a fetch attribute at: ${r.rest()}`);
   if ((name === 'BODY' || name === 'BODY.PEEK') && r.peek() === 0x5b) {
     const { section, text } = parseSection(r);
-    let partial: { origin: number; length: number } | undefined;
-    if (r.tryChar('<')) {
-      const origin = r.number();
-      r.char('.');
-      const length = r.nzNumber();
-      r.char('>');
-      partial = { origin, length };
-    }
+    const partial = parsePartial(r);
     const label = `BODY[${text}]${partial ? `<${partial.origin}>` : ''}`;
     return { kind: 'section', section, peek: name === 'BODY.PEEK', label, ...(partial ? { partial } : {}) };
   }
+  if (name === 'BINARY' || name === 'BINARY.PEEK' || name === 'BINARY.SIZE') {
+    // section-binary = "[" [section-part] "]": part numbers only (RFC 3516 §7).
+    r.char('[');
+    const spec = r.readWhile((c) => (c >= 0x30 && c <= 0x39) || c === 0x2e);
+    r.char(']');
+    if (spec && !/^[1-9]\d*(\.[1-9]\d*)*$/.test(spec)) throw new ParseError(`Invalid binary section ${spec}`);
+    const path = spec ? spec.split('.').map(Number) : [];
+    const size = name === 'BINARY.SIZE';
+    const partial = size ? undefined : parsePartial(r);
+    const label = `${size ? 'BINARY.SIZE' : 'BINARY'}[${spec}]${partial ? `<${partial.origin}>` : ''}`;
+    return { kind: 'binary', path, peek: name !== 'BINARY', size, label, ...(partial ? { partial } : {}) };
+  }
   if (!SIMPLE.has(name)) throw new ParseError(`Unknown fetch attribute ${name}`);
   return { kind: name as SimpleItem };
+}
+
+/** partial = "<" number "." nz-number ">" */
+function parsePartial(r: Reader): Partial | undefined {
+  if (!r.tryChar('<')) return undefined;
+  const origin = r.number();
+  r.char('.');
+  const length = r.nzNumber();
+  r.char('>');
+  return { origin, length };
 }
 
 /** section = "[" [section-spec] "]" — returns the parsed section and its canonical text for the response. */
@@ -103,22 +125,26 @@ function parseSection(r: Reader): { section: Section; text: string } {
 }
 
 export function needsRaw(req: FetchRequest): boolean {
-  return req.items.some((i) => i.kind === 'section' || i.kind === 'RFC822' || i.kind === 'RFC822.HEADER' || i.kind === 'RFC822.TEXT');
+  return req.items.some((i) => i.kind === 'section' || i.kind === 'binary' || i.kind === 'RFC822' || i.kind === 'RFC822.HEADER' || i.kind === 'RFC822.TEXT');
 }
 
 export function needsTree(req: FetchRequest): boolean {
-  return req.items.some((i) => i.kind === 'section' || i.kind === 'ENVELOPE' || i.kind === 'BODY' || i.kind === 'BODYSTRUCTURE' || i.kind === 'RFC822.HEADER' || i.kind === 'RFC822.TEXT');
+  return req.items.some((i) => i.kind === 'section' || i.kind === 'binary' || i.kind === 'ENVELOPE' || i.kind === 'BODY' || i.kind === 'BODYSTRUCTURE' || i.kind === 'RFC822.HEADER' || i.kind === 'RFC822.TEXT');
 }
 
 /** Items that set \Seen on a read-write mailbox. */
 export function setsSeen(req: FetchRequest): boolean {
-  return req.items.some((i) => (i.kind === 'section' && !i.peek) || i.kind === 'RFC822' || i.kind === 'RFC822.TEXT');
+  return req.items.some((i) => ((i.kind === 'section' || i.kind === 'binary') && !i.peek) || i.kind === 'RFC822' || i.kind === 'RFC822.TEXT');
 }
 
 /** Whether the response carries the whole message or its whole text, for 'retrieved' events. */
 export function retrievesContent(req: FetchRequest): boolean {
   return req.items.some(
-    (i) => (i.kind === 'section' && !i.section.path.length && !i.partial && (i.section.kind === '' || i.section.kind === 'TEXT')) || i.kind === 'RFC822' || i.kind === 'RFC822.TEXT',
+    (i) =>
+      (i.kind === 'section' && !i.section.path.length && !i.partial && (i.section.kind === '' || i.section.kind === 'TEXT')) ||
+      (i.kind === 'binary' && !i.size && !i.path.length && !i.partial) ||
+      i.kind === 'RFC822' ||
+      i.kind === 'RFC822.TEXT',
   );
 }
 
@@ -185,12 +211,35 @@ function renderItem(item: FetchItem, m: FetchMessage): [string, ImapValue] {
     case 'RFC822.TEXT':
       return ['RFC822.TEXT', content(sectionData(raw(), tree(), { path: [], kind: 'TEXT' }))];
     case 'section': {
-      let data = sectionData(raw(), tree(), item.section);
-      if (data && item.partial) {
-        const { origin, length } = item.partial;
-        data = origin >= data.length ? Buffer.alloc(0) : data.subarray(origin, origin + length);
-      }
-      return [item.label, content(data)];
+      const data = sectionData(raw(), tree(), item.section);
+      return [item.label, content(data && cut(data, item.partial))];
+    }
+    case 'binary': {
+      const data = binarySection(raw(), tree(), item.path);
+      if (item.size) return [item.label, data ? data.length : 0];
+      if (!data) return [item.label, null];
+      const part = cut(data, item.partial);
+      // A literal8 only where NUL needs one; 8-bit data without NUL goes as a plain literal (RFC 3516 §4.3).
+      return [item.label, part.length ? new Literal(part, part.includes(0)) : ''];
     }
   }
+}
+
+function cut(data: Buffer, partial: Partial | undefined): Buffer {
+  if (!partial) return data;
+  return partial.origin >= data.length ? Buffer.alloc(0) : data.subarray(partial.origin, partial.origin + partial.length);
+}
+
+/**
+ * The decoded octets of BINARY[path] (RFC 3516): the whole message as stored for [], else the part's body with its
+ * content-transfer-encoding undone; null when there is no such part. An encoding we cannot undo fails the FETCH
+ * with NO [UNKNOWN-CTE] (§4.3).
+ */
+function binarySection(raw: Buffer, tree: MimeNode, path: number[]): Buffer | null {
+  if (!path.length) return raw;
+  const part = resolvePart(tree, path);
+  if (!part) return null;
+  const decoded = decodeTransfer(raw, part);
+  if (!decoded) throw new ImapError('NO', `Unknown content-transfer-encoding ${part.encoding} in part ${path.join('.')}`, 'UNKNOWN-CTE');
+  return decoded;
 }

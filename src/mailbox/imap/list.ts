@@ -21,8 +21,10 @@ export interface ListEntry {
   /** Mailbox name as the store spells it (Unicode). */
   name: string;
   attributes: string[];
-  /** RECURSIVEMATCH: the name is listed because a child is subscribed. */
+  /** RECURSIVEMATCH: a descendant is subscribed (CHILDINFO). */
   childSubscribed?: boolean;
+  /** Listed only for its CHILDINFO: the name itself does not meet the selection criteria (so no STATUS, RFC 5819 §2). */
+  childInfoOnly?: boolean;
   info?: MailboxInfo;
 }
 
@@ -70,52 +72,70 @@ export function patternMatcher(pattern: string): (name: string) => boolean {
   };
 }
 
-export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery): ListEntry[] {
+/**
+ * The LIST / LSUB responses for `mailboxes` (the existing ones) and `subscriptions` (every subscribed name, existing
+ * or not; by default those of `mailboxes` marked subscribed).
+ */
+export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery, subscriptions?: readonly string[]): ListEntry[] {
   const existing = new Map(mailboxes.map((m) => [m.name, m]));
-  // Every level of every name, so that `%` can stop at parents that exist only through their children.
+  const subs = new Set(subscriptions ?? mailboxes.filter((m) => m.subscribed).map((m) => m.name));
+  const subscribed = (name: string) => subs.has(name);
+  // Every level of every name, so that `%` can stop at parents that exist only through their children. Subscribed
+  // names count only where subscriptions are asked for: a plain LIST never shows a name that does not exist.
+  const existingLevels = new Set<string>();
   const names = new Set<string>();
-  for (const m of mailboxes) {
-    const levels = m.name.split(DELIMITER);
-    for (let i = 1; i <= levels.length; i++) names.add(levels.slice(0, i).join(DELIMITER));
-  }
+  const addLevels = (name: string, into: Set<string>) => {
+    const levels = name.split(DELIMITER);
+    for (let i = 1; i <= levels.length; i++) into.add(levels.slice(0, i).join(DELIMITER));
+  };
+  for (const m of mailboxes) addLevels(m.name, existingLevels);
+  for (const n of existingLevels) names.add(n);
+  if (query.lsub || query.selectSubscribed) for (const n of subs) addLevels(n, names);
   const sorted = [...names].sort((a, b) => (a === 'INBOX' ? -1 : b === 'INBOX' ? 1 : a < b ? -1 : a > b ? 1 : 0));
   const matchers = query.patterns.map(patternMatcher);
   const matchesPattern = (name: string) => {
     const encoded = encodeMailboxName(name);
     return matchers.some((matches) => matches(encoded));
   };
-  const descendants = (name: string) => sorted.filter((n) => n.startsWith(name + DELIMITER));
-  const subscribed = (name: string) => existing.get(name)?.subscribed === true;
+  const isBelow = (name: string) => (n: string) => n.startsWith(name + DELIMITER);
+  const hasChildren = (name: string) => [...existingLevels].some(isBelow(name));
+  const subscribedBelow = (name: string) => [...subs].filter(isBelow(name));
 
   const out: ListEntry[] = [];
   for (const name of sorted) {
     if (!matchesPattern(name)) continue;
     const info = existing.get(name);
-    const children = descendants(name);
     const attributes: string[] = [];
     if (query.lsub) {
       // RFC 3501 §6.3.9: a parent matched by `%` whose child is subscribed is listed as \Noselect.
       if (!subscribed(name)) {
-        const subscribedChildren = children.filter(subscribed);
+        const subscribedChildren = subscribedBelow(name);
         if (!subscribedChildren.length || subscribedChildren.some(matchesPattern)) continue;
         attributes.push('\\Noselect');
       }
       out.push({ name, attributes, ...(info ? { info } : {}) });
       continue;
     }
+    // RFC 5258 §3.5, CHILDINFO: only with RECURSIVEMATCH, for a name with a subscribed descendant. A name that is not
+    // itself subscribed is listed for it only when one such descendant is not listed itself (it does not match the
+    // patterns): otherwise the CHILDINFO would be redundant, which servers SHOULD suppress.
     let childSubscribed = false;
-    if (query.selectSubscribed && !subscribed(name)) {
-      childSubscribed = !!query.recursiveMatch && children.some(subscribed);
-      if (!childSubscribed) continue;
+    let childInfoOnly = false;
+    if (query.selectSubscribed) {
+      const below = subscribedBelow(name);
+      if (subscribed(name)) childSubscribed = !!query.recursiveMatch && below.length > 0;
+      else {
+        childSubscribed = !!query.recursiveMatch && below.some((n) => !matchesPattern(n));
+        if (!childSubscribed) continue;
+        childInfoOnly = true;
+      }
     }
     if (query.selectSpecialUse && !info?.specialUse) continue;
     if (!info) attributes.push(query.extended ? '\\NonExistent' : '\\Noselect');
-    if (childSubscribed || !query.selectSubscribed || subscribed(name)) {
-      attributes.push(children.length ? '\\HasChildren' : '\\HasNoChildren');
-    }
+    attributes.push(hasChildren(name) ? '\\HasChildren' : '\\HasNoChildren');
     if ((query.returnSubscribed || query.selectSubscribed) && subscribed(name)) attributes.push('\\Subscribed');
     if (info?.specialUse) attributes.push(info.specialUse);
-    out.push({ name, attributes, ...(childSubscribed ? { childSubscribed } : {}), ...(info ? { info } : {}) });
+    out.push({ name, attributes, ...(childSubscribed ? { childSubscribed } : {}), ...(childInfoOnly ? { childInfoOnly } : {}), ...(info ? { info } : {}) });
   }
   return out;
 }

@@ -6,7 +6,6 @@ interface Mailbox {
   uidNext: number;
   highestModseq: number;
   specialUse?: SpecialUse;
-  subscribed: boolean;
   messages: Array<{ meta: StoredMessage; data: Buffer }>;
 }
 
@@ -16,16 +15,17 @@ let validity = 1000;
 let ids = 0;
 
 export class MemoryStore implements MailStore {
-  private readonly users = new Map<string, { password: string; mailboxes: Map<string, Mailbox> }>();
+  /** Subscriptions are names, kept when a mailbox is deleted (RFC 3501 §6.3.6), and follow a rename. */
+  private readonly users = new Map<string, { password: string; mailboxes: Map<string, Mailbox>; subscribed: Set<string> }>();
   private readonly listeners = new Set<(c: StoreChange) => void>();
   private readonly locks = new Set<string>();
 
   constructor(users: Array<{ address: string; password: string }>) {
     for (const u of users) {
       const mailboxes = new Map<string, Mailbox>();
-      this.users.set(u.address.toLowerCase(), { password: u.password, mailboxes });
-      mailboxes.set('INBOX', newMailbox(undefined, true));
-      for (const [name, use] of SPECIAL) mailboxes.set(name, newMailbox(use, true));
+      this.users.set(u.address.toLowerCase(), { password: u.password, mailboxes, subscribed: new Set(['INBOX', ...SPECIAL.map(([name]) => name)]) });
+      mailboxes.set('INBOX', newMailbox(undefined));
+      for (const [name, use] of SPECIAL) mailboxes.set(name, newMailbox(use));
     }
   }
 
@@ -64,9 +64,9 @@ export class MemoryStore implements MailStore {
     const levels = mailbox.split('/');
     for (let i = 1; i < levels.length; i++) {
       const parent = levels.slice(0, i).join('/');
-      if (!boxes.has(parent)) boxes.set(parent, newMailbox(undefined, false));
+      if (!boxes.has(parent)) boxes.set(parent, newMailbox(undefined));
     }
-    boxes.set(mailbox, newMailbox(specialUse, false));
+    boxes.set(mailbox, newMailbox(specialUse));
     this.emit({ type: 'mailboxes', user });
   }
 
@@ -85,17 +85,25 @@ export class MemoryStore implements MailStore {
       await this.move(user, 'INBOX', (await this.messages(user, 'INBOX')).map((m) => m.uid), to);
       return;
     }
+    const subscribed = this.user(user).subscribed;
     for (const [name, box] of [...boxes]) {
       if (name === from || name.startsWith(from + '/')) {
         boxes.delete(name);
         boxes.set(to + name.slice(from.length), box);
+        if (subscribed.delete(name)) subscribed.add(to + name.slice(from.length));
       }
     }
     this.emit({ type: 'mailboxes', user });
   }
 
   async setSubscribed(user: string, mailbox: string, subscribed: boolean): Promise<void> {
-    this.box(user, mailbox).subscribed = subscribed;
+    const set = this.user(user).subscribed;
+    if (subscribed) set.add(mailbox);
+    else set.delete(mailbox);
+  }
+
+  async subscriptions(user: string): Promise<string[]> {
+    return [...this.user(user).subscribed].sort();
   }
 
   async messages(user: string, mailbox: string): Promise<StoredMessage[]> {
@@ -209,7 +217,7 @@ export class MemoryStore implements MailStore {
       uidNext: box.uidNext,
       highestModseq: box.highestModseq,
       ...(box.specialUse ? { specialUse: box.specialUse } : {}),
-      subscribed: box.subscribed,
+      subscribed: this.user(user).subscribed.has(name),
       exists: box.messages.length,
       unseen: box.messages.filter((m) => !m.meta.flags.includes('\\Seen')).length,
     };
@@ -226,6 +234,6 @@ function canonicalOrder(flags: string[]): string[] {
   return flags.map((f, i) => [f, i] as const).sort(([a, i], [b, j]) => rank(a) - rank(b) || i - j).map(([f]) => f);
 }
 
-function newMailbox(specialUse: SpecialUse | undefined, subscribed: boolean): Mailbox {
-  return { uidValidity: ++validity, uidNext: 1, highestModseq: 0, subscribed, messages: [], ...(specialUse ? { specialUse } : {}) };
+function newMailbox(specialUse: SpecialUse | undefined): Mailbox {
+  return { uidValidity: ++validity, uidNext: 1, highestModseq: 0, messages: [], ...(specialUse ? { specialUse } : {}) };
 }

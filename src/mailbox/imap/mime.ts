@@ -520,6 +520,27 @@ export function decodeQuotedPrintable(text: string, soft = true): Buffer {
   return Buffer.from(out);
 }
 
+/**
+ * The body of an entity with its content-transfer-encoding undone (RFC 2045 §6; FETCH BINARY, RFC 3516), or
+ * undefined for an encoding we do not know. Quoted-printable drops the transport padding at line ends (§6.7 rule 3).
+ */
+export function decodeTransfer(raw: Buffer, node: MimeNode): Buffer | undefined {
+  const body = raw.subarray(node.bodyStart, node.end);
+  switch (node.encoding) {
+    case '':
+    case '7bit':
+    case '8bit':
+    case 'binary':
+      return body;
+    case 'base64':
+      return Buffer.from(body.toString('latin1'), 'base64');
+    case 'quoted-printable':
+      return decodeQuotedPrintable(body.toString('latin1').replace(/[ \t]+(?=\r?\n|$)/g, ''));
+    default:
+      return undefined;
+  }
+}
+
 function decodeBody(raw: Buffer, node: MimeNode): Buffer {
   const body = raw.subarray(node.bodyStart, node.end);
   if (node.encoding === 'base64') return Buffer.from(body.toString('latin1'), 'base64');

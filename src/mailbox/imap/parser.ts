@@ -354,6 +354,20 @@ export class Reader {
     return data;
   }
 
+  /**
+   * literal8 = "~{" number ["+"] "}" CRLF *OCTET (RFC 3516 §7), in APPEND only: the framer reads it as any literal
+   * (with the same limits) and leaves the "~" at the end of the line before it.
+   */
+  atLiteral8(): boolean {
+    return this.pos === this.line.length - 1 && this.peek() === 0x7e && this.li < this.frame.literals.length;
+  }
+
+  literal8(): Buffer {
+    if (!this.atLiteral8()) throw new ParseError('Expected a literal8');
+    this.pos++;
+    return this.literal();
+  }
+
   /** string = quoted / literal */
   stringBuf(): Buffer {
     if (this.atLiteral()) return this.literal();

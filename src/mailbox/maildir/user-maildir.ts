@@ -140,14 +140,17 @@ export class UserMaildir {
     this.mailboxes.set(name, undefined);
   }
 
-  /** Removes a folder: out of sight first (one atomic rename), then its files. Inferiors stay (RFC 3501 §6.3.4). */
+  /**
+   * Removes a folder: out of sight first (one atomic rename), then its files. Inferiors stay (RFC 3501 §6.3.4).
+   * Its subscription stays too: a server must not remove a name from the subscriptions on its own (RFC 3501
+   * §6.3.6), and LIST (SUBSCRIBED) shows it as \NonExistent (RFC 5258 §3.1).
+   */
   async deleteFolder(name: string): Promise<void> {
     const doomed = path.join(this.home, `deleted-${Date.now()}-${Math.random().toString(36).slice(2)}`);
     await this.files.fs.rename(this.folderDir(name), doomed);
     await this.syncMaildir();
     this.mailboxes.delete(name);
     delete this.meta.specialUse[name];
-    this.meta.subscribed = this.meta.subscribed.filter((s) => s !== name);
     await this.saveMeta();
     await this.files.fs.rm(doomed, { recursive: true, force: true });
   }
@@ -171,7 +174,8 @@ export class UserMaildir {
         delete this.meta.specialUse[oldName];
         this.meta.specialUse[newName] = use;
       }
-      this.meta.subscribed = this.meta.subscribed.map((s) => (s === oldName ? newName : s));
+      // The new name may be subscribed already (a deleted mailbox keeps its subscription): keep it once.
+      this.meta.subscribed = [...new Set(this.meta.subscribed.map((s) => (s === oldName ? newName : s)))];
     }
     await this.syncMaildir();
     await this.saveMeta();
