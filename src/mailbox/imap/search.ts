@@ -1,6 +1,6 @@
 // SEARCH: the search-key grammar of RFC 3501 §6.4.4 (plus CONDSTORE's MODSEQ) and its evaluation.
 import { monthIndex } from './encode.js';
-import { bodyText, decodeHeaderValue, headerText, loadedParts, sentDay, type MimeNode } from './mime.js';
+import { bodyText, decodeHeaderValue, headerText, loadedParts, parseAddresses, sentDay, type MimeNode } from './mime.js';
 import { BadCharsetError, ParseError } from './errors.js';
 import { STAR, type Reader, type SeqSet } from './parser.js';
 
@@ -200,6 +200,35 @@ function inSet(set: SeqSet, n: number, max: number): boolean {
 
 const lower = (s: string) => s.toLowerCase();
 
+/** Fields holding address lists (RFC 5322 §3.6.2, §3.6.3), searched also by their parsed addresses. */
+const ADDRESS_FIELDS = new Set(['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-bcc']);
+
+/**
+ * What a header key's substring is looked for in (RFC 3501 §6.4.4): the decoded field value (encoded words
+ * decoded, folding removed) and, for address fields, each address as a client shows it: display name, group
+ * name, `local@domain` and `Name <local@domain>`, with comments and the spaces around them gone, so that
+ * `<user (comment)@ (comment) domain.org>` is found by `user@domain.org`. The forms are separated by line
+ * breaks, which a search string cannot usefully contain.
+ */
+export function headerSearchText(field: string, value: string): string {
+  const decoded = decodeHeaderValue(value);
+  if (!ADDRESS_FIELDS.has(field)) return decoded;
+  const forms = [decoded];
+  for (const a of parseAddresses(value)) {
+    if (a.group !== undefined) {
+      if (a.group) forms.push(decodeHeaderValue(a.group));
+      continue;
+    }
+    // parseAddresses fills missing parts with placeholders for ENVELOPE; a search must not find those.
+    const local = a.mailbox === 'MISSING_MAILBOX' ? '' : (a.mailbox ?? '');
+    const address = a.host === 'MISSING_DOMAIN' || a.host === undefined ? local : `${local}@${a.host}`;
+    const name = a.name ? decodeHeaderValue(a.name) : '';
+    forms.push(address);
+    if (name) forms.push(name, `${name} <${address}>`);
+  }
+  return forms.join('\n');
+}
+
 /** Evaluates a key; decoded texts are computed once per message and shared across keys. */
 export function matches(key: SearchKey, m: SearchMessage, ctx: SearchContext): boolean {
   const texts: { header?: string; body?: string } = {};
@@ -217,7 +246,7 @@ export function matches(key: SearchKey, m: SearchMessage, ctx: SearchContext): b
         return m.recent === k.present;
       case 'header': {
         const wanted = lower(k.value);
-        return tree().headers.some((h) => h.name === k.field && (wanted === '' || lower(decodeHeaderValue(h.value)).includes(wanted)));
+        return tree().headers.some((h) => h.name === k.field && (wanted === '' || lower(headerSearchText(h.name, h.value)).includes(wanted)));
       }
       case 'body':
         return body().includes(lower(k.value));

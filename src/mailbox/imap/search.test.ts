@@ -1,0 +1,206 @@
+// SEARCH: header keys as RFC 3501 §6.4.4 defines them (case-insensitive substrings of the field, addresses in
+// every form a client shows them, encoded words decoded), CHARSET, and ESEARCH (RFC 4731).
+import iconv from 'iconv-lite';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parseMessage } from './mime.js';
+import { Reader, type Frame } from './parser.js';
+import { matches, parseSearch, type SearchMessage } from './search.js';
+import { startImap, type RunningImap } from './index.js';
+import { MemoryStore } from './memory-store.test-helper.js';
+import { RawClient } from './raw-client.test-helper.js';
+
+const crlf = (lines: string[]) => Buffer.from(lines.join('\r\n') + '\r\n', 'utf8');
+const message = (headers: string[], body = 'body') => crlf([...headers, '', body]);
+
+/** Runs a search program (the text after `SEARCH `, literals as extra arguments) over messages; returns sequence numbers. */
+function search(messages: Buffer[], program: string, ...literals: Buffer[]): number[] {
+  const lines = program.split(/\{\d+\+?\}/).map((l) => Buffer.from(l, 'utf8'));
+  const frame: Frame = { lines, literals };
+  const key = parseSearch(new Reader(frame));
+  const ctx = { maxSeq: messages.length, maxUid: messages.length };
+  return messages.flatMap((raw, i) => {
+    const m: SearchMessage = { seq: i + 1, uid: i + 1, flags: [], recent: false, size: raw.length, internalDate: 0, modseq: 1, raw, tree: parseMessage(raw) };
+    return matches(key, m, ctx) ? [i + 1] : [];
+  });
+}
+
+// Dovecot imaptest's search-addresses mailbox (src/tests/search-addresses.mbox), the reference suite that found it.
+const ADDRESSES = [
+  message(['From: user-from@domain.org', 'To: user-to@domain.org', 'Cc: user-cc@domain.org', 'Bcc: user-bcc@domain.org']),
+  message(['From: RealFrom <user-from@domain.org>', 'To: RealTo <user-to@domain.org>', 'Cc: RealCc <user-cc@domain.org>', 'Bcc: RealBcc <user-bcc@domain.org>']),
+  message(['From: <user-from (comment)@ (comment) domain.org>', 'To: <user-to@domain.org>', 'Cc: <user-cc@domain.org>', 'Bcc: <user-bcc@domain.org>']),
+  message(['From: user-from@domain.org (RealFrom)', 'To: user-to@domain.org (RealTo)', 'Cc: user-cc@domain.org (RealCc)', 'Bcc: user-bcc@domain.org (RealBcc)']),
+  message(['From: user-from1@domain.org, user-from2@domain.org', 'Cc: user-cc@domain.org']),
+  message(['To: groupname: groupuser1@domain.org, groupuser2@domain.org;,', '  groupname2: groupuser3@domain.org;']),
+];
+
+describe('SEARCH by address (issue 10, finding 4)', () => {
+  test('SEARCH FROM user-from@domain.org finds the address written with comments inside', () => {
+    // Before the fix: [1, 2, 4] — message 3's From is `<user-from (comment)@ (comment) domain.org>`.
+    expect(search(ADDRESSES, 'FROM user-from@domain.org')).toEqual([1, 2, 3, 4]);
+  });
+
+  test("imaptest's search-addresses script, every query", () => {
+    const cases: Array<[string, number[]]> = [
+      ['FROM user-from@domain.org', [1, 2, 3, 4]],
+      ['TO user-to@domain.org', [1, 2, 3, 4]],
+      ['CC user-cc@domain.org', [1, 2, 3, 4, 5]],
+      ['BCC user-bcc@domain.org', [1, 2, 3, 4]],
+      ['FROM realfrom', [2, 4]],
+      ['TO realto', [2, 4]],
+      ['CC realcc', [2, 4]],
+      ['BCC realbcc', [2, 4]],
+      ['HEADER from ""', [1, 2, 3, 4, 5]],
+      ['HEADER to ""', [1, 2, 3, 4, 6]],
+      ['HEADER cc ""', [1, 2, 3, 4, 5]],
+      ['HEADER bcc ""', [1, 2, 3, 4]],
+      ['FROM ser-fro', [1, 2, 3, 4, 5]],
+      ['TO ser-t', [1, 2, 3, 4]],
+      ['CC ser-c', [1, 2, 3, 4, 5]],
+      ['BCC ser-bc', [1, 2, 3, 4]],
+      ['FROM ealfro', [2, 4]],
+      ['TO ealt', [2, 4]],
+      ['CC ealc', [2, 4]],
+      ['BCC ealbc', [2, 4]],
+      ['FROM user-from1', [5]],
+      ['FROM user-from2', [5]],
+      ['TO groupname', [6]],
+      ['TO groupname2', [6]],
+      ['TO groupuser1', [6]],
+      ['TO groupuser2', [6]],
+      ['TO groupuser3', [6]],
+      ['TO groupuser4', []],
+    ];
+    for (const [program, expected] of cases) expect(search(ADDRESSES, program), program).toEqual(expected);
+  });
+
+  test('display names, addresses and both together, in any case', () => {
+    const msgs = [
+      message(['From: "Doe, Jane" <Jane.Doe@Example.ORG>']),
+      message(['From: jane.doe@example.org']),
+      message(['From: John Roe <john@example.org>']),
+    ];
+    expect(search(msgs, 'FROM jane.doe@example.org')).toEqual([1, 2]);
+    expect(search(msgs, 'FROM "JANE.DOE@EXAMPLE.ORG"')).toEqual([1, 2]);
+    expect(search(msgs, 'FROM "doe, jane"')).toEqual([1]);
+    expect(search(msgs, 'FROM "Doe, Jane <jane.doe@"')).toEqual([1]);
+    expect(search(msgs, 'FROM "John Roe <john@example.org>"')).toEqual([3]);
+    expect(search(msgs, 'FROM example.org')).toEqual([1, 2, 3]);
+    expect(search(msgs, 'NOT FROM jane')).toEqual([3]);
+  });
+
+  test('group syntax: the group name and its members; an empty group', () => {
+    const msgs = [message(['To: Friends: a@x.test, "B B" <b@y.test>;, c@z.test']), message(['Cc: undisclosed-recipients:;'])];
+    expect(search(msgs, 'TO friends')).toEqual([1]);
+    expect(search(msgs, 'TO "b b <b@y.test>"')).toEqual([1]);
+    expect(search(msgs, 'TO c@z.test')).toEqual([1]);
+    expect(search(msgs, 'CC undisclosed-recipients')).toEqual([2]);
+    expect(search(msgs, 'CC MISSING')).toEqual([]);
+  });
+
+  test('folded lines are unfolded', () => {
+    const msgs = [message(['To: Alice Example', ' <alice@example.test>,', '\tBob <bob@example.test>', 'Subject: a long', '  subject line'])];
+    expect(search(msgs, 'TO "Alice Example <alice@example.test>"')).toEqual([1]);
+    expect(search(msgs, 'TO "bob@example.test"')).toEqual([1]);
+    expect(search(msgs, 'SUBJECT "long  subject"')).toEqual([1]);
+  });
+
+  test('RFC 2047 encoded words, B and Q, in display names, quoted strings and subjects', () => {
+    const msgs = [
+      message(['From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.de>']),
+      message(['From: =?iso-8859-1?q?Fran=E7ois?= <f@example.fr>']),
+      message(['From: "=?UTF-8?B?5bGx55Sw?=" <yamada@example.jp>']),
+      // One character split over two encoded words (é = C3 A9), the space between them dropped (§6.2).
+      message(['Subject: =?UTF-8?B?Y2Fmw6k=?= =?utf-8?Q?_cr=C3?=', ' =?UTF-8?Q?=A8me?=']),
+      message(['Subject: =?UTF-8*fr?Q?d=C3=A9j=C3=A0?= vu']),
+    ];
+    expect(search(msgs, 'FROM "jürgen müller"')).toEqual([1]);
+    expect(search(msgs, 'FROM "JÜRGEN"')).toEqual([1]);
+    expect(search(msgs, 'FROM "Jürgen Müller <juergen@example.de>"')).toEqual([1]);
+    expect(search(msgs, 'FROM françois')).toEqual([2]);
+    expect(search(msgs, 'FROM 山田')).toEqual([3]);
+    expect(search(msgs, 'SUBJECT "café crème"')).toEqual([4]);
+    expect(search(msgs, 'SUBJECT "déjà vu"')).toEqual([5]);
+  });
+
+  test('encoded words in other charsets (TextDecoder and iconv-lite)', () => {
+    const word = (charset: string, text: string) => `=?${charset}?B?${iconv.encode(text, charset).toString('base64')}?=`;
+    const msgs = [
+      message([`From: ${word('KOI8-R', 'Иван Петров')} <ivan@example.ru>`]),
+      // 鈴木 in ISO-2022-JP (Python's codec; iconv-lite cannot encode it).
+      message(['From: =?ISO-2022-JP?B?GyRCTmtMWhsoQg==?= <suzuki@example.jp>']),
+      message([`From: ${word('Shift_JIS', '佐藤')} <sato@example.jp>`]),
+      message([`Subject: ${word('windows-1252', '€uro')}`]),
+      message(['Subject: =?UTF-7?Q?caf+AOk-?=']),
+      message([`Subject: ${word('GB18030', '你好')}`]),
+      message(['Subject: =?x-unknown?Q?plain?=']),
+    ];
+    expect(search(msgs, 'FROM "иван петров"')).toEqual([1]);
+    expect(search(msgs, 'FROM 鈴木')).toEqual([2]);
+    expect(search(msgs, 'FROM 佐藤')).toEqual([3]);
+    expect(search(msgs, 'SUBJECT €uro')).toEqual([4]);
+    expect(search(msgs, 'SUBJECT café')).toEqual([5]);
+    expect(search(msgs, 'SUBJECT 你好')).toEqual([6]);
+    expect(search(msgs, 'SUBJECT plain')).toEqual([7]);
+  });
+
+  test('raw 8-bit headers: UTF-8 when valid, else as Latin-1', () => {
+    const msgs = [
+      Buffer.from('From: Zoë <zoe@example.test>\r\n\r\nx\r\n', 'utf8'),
+      Buffer.from('From: Zo\xeb <zoe@example.test>\r\n\r\nx\r\n', 'latin1'),
+    ];
+    expect(search(msgs, 'FROM zoë')).toEqual([1, 2]);
+  });
+
+  test('HEADER on an address field finds the same forms; other fields by their decoded value', () => {
+    expect(search(ADDRESSES, 'HEADER From user-from@domain.org')).toEqual([1, 2, 3, 4]);
+    const msgs = [message(['X-Note: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=', 'Reply-To: <list (the list)@ lists.example>'])];
+    expect(search(msgs, 'HEADER x-note grüße')).toEqual([1]);
+    expect(search(msgs, 'HEADER Reply-To list@lists.example')).toEqual([1]);
+  });
+
+  test('CHARSET: UTF-8 and US-ASCII, quoted or not, any case; a literal search string', () => {
+    const msgs = [message(['From: =?UTF-8?Q?J=C3=BCrgen?= <j@example.de>']), message(['From: plain@example.test'])];
+    const juergen = Buffer.from('jürgen', 'utf8');
+    expect(search(msgs, `CHARSET UTF-8 FROM {${juergen.length}}`, juergen)).toEqual([1]);
+    expect(search(msgs, `CHARSET "utf-8" FROM {${juergen.length}+}`, juergen)).toEqual([1]);
+    expect(search(msgs, 'CHARSET us-ascii FROM plain')).toEqual([2]);
+    expect(() => search(msgs, 'CHARSET ISO-8859-1 FROM x')).toThrow(/ISO-8859-1/);
+  });
+});
+
+describe('SEARCH on the wire', () => {
+  const BOB = 'bob@example.test';
+  let server: RunningImap;
+  let c: RawClient;
+
+  beforeAll(async () => {
+    const store = new MemoryStore([{ address: BOB, password: 'secret' }]);
+    for (const raw of ADDRESSES) await store.deliver(BOB, raw, {});
+    await store.deliver(BOB, message(['From: =?UTF-8?Q?J=C3=BCrgen?= <j@example.de>']), {});
+    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
+    c = await RawClient.login(server.endpoint.port);
+    expect((await c.command('s', 'SELECT INBOX')).pop()).toMatch(/^s OK/);
+  });
+
+  afterAll(async () => {
+    c.close();
+    await server.stop();
+  });
+
+  test('SEARCH FROM user-from@domain.org', async () => {
+    expect(await c.command('a', 'SEARCH FROM user-from@domain.org')).toEqual(['* SEARCH 1 2 3 4', 'a OK SEARCH completed']);
+    expect(await c.command('b', 'UID SEARCH FROM "user-from@domain.org"')).toEqual(['* SEARCH 1 2 3 4', 'b OK UID SEARCH completed']);
+  });
+
+  test('SEARCH CHARSET UTF-8 with a literal, synchronizing and not; an unknown charset is NO [BADCHARSET]', async () => {
+    c.send('l1 SEARCH CHARSET UTF-8 FROM {7}\r\n');
+    expect(await c.line()).toMatch(/^\+ /);
+    c.send(Buffer.from('jürgen\r\n', 'utf8'));
+    expect(await c.until('l1')).toEqual(['* SEARCH 7', 'l1 OK SEARCH completed']);
+    c.send(Buffer.concat([Buffer.from('l2 UID SEARCH CHARSET "utf-8" FROM {7+}\r\n'), Buffer.from('JÜRGEN\r\n', 'utf8').subarray(0, 7), Buffer.from('\r\n')]));
+    expect(await c.until('l2')).toEqual(['* SEARCH 7', 'l2 OK UID SEARCH completed']);
+    expect(await c.command('l3', 'SEARCH CHARSET KOI8-R FROM x')).toEqual(['l3 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset KOI8-R']);
+    expect(await c.command('l4', 'SEARCH CHARSET US-ASCII FROM realfrom')).toEqual(['* SEARCH 2 4', 'l4 OK SEARCH completed']);
+  });
+});
