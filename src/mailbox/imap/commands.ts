@@ -6,11 +6,11 @@ import { formatUidList, parseDateTime } from './encode.js';
 import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
 import type { MimeNode } from './mime.js';
 import { DELIMITER, listMailboxes, type ListQuery } from './list.js';
-import { SYSTEM_FLAGS } from './mailbox-view.js';
+import { SYSTEM_FLAGS, type ViewEntry } from './mailbox-view.js';
 import type { Command as CommandOf, CommandState } from './command.js';
 import { BadCharsetError, ImapError, ParseError } from './errors.js';
-import type { Reader } from './parser.js';
-import { SUPPORTED_CHARSETS, matches, parseSearch, usesBody, usesContent, usesModseq } from './search.js';
+import { parseHead, type Reader } from './parser.js';
+import { SUPPORTED_CHARSETS, esearchResponse, matches, parseSearch, parseSearchReturn, usesBody, usesContent, usesModseq, type SearchKey } from './search.js';
 import type { ImapSession } from './session.js';
 
 type Command = CommandOf<ImapSession>;
@@ -413,27 +413,34 @@ async function expunge(s: ImapSession, r: Reader, uid: boolean) {
   for (const seq of s.view!.removeOwn(removed)) s.send(`* ${seq} EXPUNGE`);
 }
 
-async function search(s: ImapSession, r: Reader, uid: boolean) {
-  r.sp();
-  let key;
+/** A charset or search program the server cannot handle: NO [BADCHARSET (...)] (RFC 3501 §6.4.4). */
+function parseWithCharset<T>(parse: () => T): T {
   try {
-    key = parseSearch(r);
+    return parse();
   } catch (err) {
     if (err instanceof BadCharsetError) throw new ImapError('NO', `Unsupported charset ${err.message}`, `BADCHARSET (${SUPPORTED_CHARSETS.join(' ')})`);
     throw err;
   }
+}
+
+interface Matched {
+  entry: ViewEntry;
+  seq: number;
+  tree?: MimeNode;
+}
+
+/** The selected messages a search program matches, in sequence order; `withTree` loads their structure too. */
+async function matching(s: ImapSession, key: SearchKey, withTree = false): Promise<Matched[]> {
   const view = s.view!;
-  const content = usesContent(key);
+  const content = withTree || usesContent(key);
   const body = usesBody(key);
-  const modseq = usesModseq(key);
-  if (modseq) s.condstore = true;
+  if (usesModseq(key)) s.condstore = true;
   const ctx = { maxSeq: view.exists, maxUid: view.entries[view.exists - 1]?.msg.uid ?? 0 };
-  const results: number[] = [];
-  let highest = 0;
+  const results: Matched[] = [];
   for (let i = 0; i < view.entries.length; i++) {
     const e = view.entries[i]!;
     if (e.gone) continue;
-    let data = {};
+    let data: { raw?: Buffer; tree?: MimeNode } = {};
     if (content) {
       try {
         data = await s.loadMessage(e, body);
@@ -442,13 +449,27 @@ async function search(s: ImapSession, r: Reader, uid: boolean) {
       }
     }
     const m = { seq: i + 1, uid: e.msg.uid, flags: e.msg.flags, recent: e.recent, size: e.msg.size, internalDate: e.msg.internalDate, modseq: e.msg.modseq, ...data };
-    if (matches(key, m, ctx)) {
-      results.push(uid ? e.msg.uid : i + 1);
-      highest = Math.max(highest, e.msg.modseq);
-    }
+    if (matches(key, m, ctx)) results.push({ entry: e, seq: i + 1, ...(data.tree ? { tree: data.tree } : {}) });
   }
-  const modseqText = modseq && results.length ? ` (MODSEQ ${highest})` : '';
-  s.send(`* SEARCH${results.map((n) => ' ' + n).join('')}${modseqText}`);
+  return results;
+}
+
+/** The command's tag, for ESEARCH's correlator. */
+const commandTag = (r: Reader): string => parseHead(r.frame.lines[0]!).tag ?? '';
+
+async function search(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const options = parseSearchReturn(r);
+  const key = parseWithCharset(() => parseSearch(r));
+  const modseq = usesModseq(key);
+  const hits = (await matching(s, key)).map((m) => ({ n: uid ? m.entry.msg.uid : m.seq, modseq: m.entry.msg.modseq }));
+  if (options) {
+    s.send(esearchResponse(commandTag(r), uid, options, hits, modseq));
+    return;
+  }
+  const highest = hits.reduce((max, h) => Math.max(max, h.modseq), 0);
+  const modseqText = modseq && hits.length ? ` (MODSEQ ${highest})` : '';
+  s.send(`* SEARCH${hits.map((h) => ' ' + h.n).join('')}${modseqText}`);
 }
 
 async function fetch(s: ImapSession, r: Reader, uid: boolean) {

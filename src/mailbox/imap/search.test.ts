@@ -4,7 +4,7 @@ import iconv from 'iconv-lite';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseMessage } from './mime.js';
 import { Reader, type Frame } from './parser.js';
-import { matches, parseSearch, type SearchMessage } from './search.js';
+import { esearchResponse, matches, parseSearch, type SearchMessage } from './search.js';
 import { startImap, type RunningImap } from './index.js';
 import { MemoryStore } from './memory-store.test-helper.js';
 import { RawClient } from './raw-client.test-helper.js';
@@ -203,4 +203,82 @@ describe('SEARCH on the wire', () => {
     expect(await c.command('l3', 'SEARCH CHARSET KOI8-R FROM x')).toEqual(['l3 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset KOI8-R']);
     expect(await c.command('l4', 'SEARCH CHARSET US-ASCII FROM realfrom')).toEqual(['* SEARCH 2 4', 'l4 OK SEARCH completed']);
   });
+});
+
+describe('ESEARCH (RFC 4731)', () => {
+  const BOB = 'bob@example.test';
+  let server: RunningImap;
+  let c: RawClient;
+  const DAY = 86_400_000;
+
+  // RFC 4731 §3.1's mailbox: FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith" matches 2, 10 and 11 of eleven messages.
+  beforeAll(async () => {
+    const store = new MemoryStore([{ address: BOB, password: 'secret' }]);
+    for (let n = 1; n <= 11; n++) {
+      const from = n === 3 || n === 7 ? 'John Smith <smith@example.test>' : `Sender ${n} <s${n}@example.test>`;
+      const internalDate = n === 5 ? Date.UTC(1994, 0, 31) : Date.UTC(1994, 1, 1) + n * DAY;
+      await store.deliver(BOB, message([`From: ${from}`, `Subject: message ${n}`]), { internalDate });
+    }
+    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
+    c = await RawClient.login(server.endpoint.port);
+    expect((await c.command('s', 'SELECT INBOX')).pop()).toMatch(/^s OK/);
+    expect((await c.command('f', 'STORE 2,3,5,10,11 +FLAGS.SILENT (\\Flagged)')).pop()).toMatch(/^f OK/);
+  });
+
+  afterAll(async () => {
+    c.close();
+    await server.stop();
+  });
+
+  test('RFC 4731 §3.1: RETURN (MIN COUNT), RETURN () and RETURN (MIN)', async () => {
+    const criteria = 'FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"';
+    expect(await c.command('A282', `SEARCH RETURN (MIN COUNT) ${criteria}`)).toEqual(['* ESEARCH (TAG "A282") MIN 2 COUNT 3', 'A282 OK SEARCH completed']);
+    expect(await c.command('A283', `SEARCH RETURN () ${criteria}`)).toEqual(['* ESEARCH (TAG "A283") ALL 2,10:11', 'A283 OK SEARCH completed']);
+    expect(await c.command('A284', `SEARCH RETURN (MIN) ${criteria}`)).toEqual(['* ESEARCH (TAG "A284") MIN 2', 'A284 OK SEARCH completed']);
+    expect(await c.command('A285', 'UID SEARCH RETURN (MIN MAX) 1:5000')).toEqual(['* ESEARCH (TAG "A285") UID MIN 1 MAX 11', 'A285 OK UID SEARCH completed']);
+  });
+
+  test('RFC 4731 §3.1: UID SEARCH RETURN (MIN MAX) gives UIDs (the example: MIN 7 MAX 3800)', () => {
+    const hits = [7, 100, 3800].map((n) => ({ n, modseq: 1 }));
+    expect(esearchResponse('A285', true, ['MIN', 'MAX'], hits, false)).toBe('* ESEARCH (TAG "A285") UID MIN 7 MAX 3800');
+  });
+
+  test('all four options, their order fixed; ALL compressed; UID form', async () => {
+    expect(await c.command('a', 'SEARCH RETURN (ALL COUNT MAX MIN) FLAGGED')).toEqual(['* ESEARCH (TAG "a") MIN 2 MAX 11 ALL 2:3,5,10:11 COUNT 5', 'a OK SEARCH completed']);
+    expect(await c.command('b', 'UID SEARCH RETURN (ALL) 1:3,5,6:8 NOT 7')).toEqual(['* ESEARCH (TAG "b") UID ALL 1:3,5:6,8', 'b OK UID SEARCH completed']);
+    expect(await c.command('c', 'SEARCH RETURN (COUNT) ALL')).toEqual(['* ESEARCH (TAG "c") COUNT 11', 'c OK SEARCH completed']);
+  });
+
+  test('no match: MIN, MAX and ALL left out, COUNT 0', async () => {
+    expect(await c.command('d', 'SEARCH RETURN (MIN MAX ALL COUNT) FROM nobody')).toEqual(['* ESEARCH (TAG "d") COUNT 0', 'd OK SEARCH completed']);
+    expect(await c.command('e', 'UID SEARCH RETURN () FROM nobody')).toEqual(['* ESEARCH (TAG "e") UID', 'e OK UID SEARCH completed']);
+  });
+
+  test('RETURN with CHARSET, and CONDSTORE MODSEQ', async () => {
+    expect(await c.command('f', 'SEARCH RETURN (COUNT) CHARSET UTF-8 FROM smith')).toEqual(['* ESEARCH (TAG "f") COUNT 2', 'f OK SEARCH completed']);
+    const res = await c.command('g', 'SEARCH RETURN (MIN MAX) MODSEQ 1 FLAGGED');
+    expect(res[0]).toMatch(/^\* ESEARCH \(TAG "g"\) MIN 2 MAX 11 MODSEQ \d+$/);
+    expect(await c.command('h', 'SEARCH RETURN (COUNT) CHARSET KOI8-R ALL')).toEqual(['h NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset KOI8-R']);
+  });
+
+  test('bad RETURN syntax is BAD', async () => {
+    expect((await c.command('i', 'SEARCH RETURN (SAVE) ALL')).pop()).toMatch(/^i BAD .*SAVE/);
+    expect((await c.command('j', 'SEARCH RETURN MIN ALL')).pop()).toMatch(/^j BAD/);
+    expect((await c.command('k', 'SEARCH RETURN (MIN)')).pop()).toMatch(/^k BAD/);
+  });
+
+  test('the plain SEARCH response is unchanged without RETURN', async () => {
+    expect(await c.command('l', 'SEARCH FLAGGED')).toEqual(['* SEARCH 2 3 5 10 11', 'l OK SEARCH completed']);
+  });
+});
+
+test('CAPABILITY advertises ESEARCH', async () => {
+  const server = await startImap({ store: new MemoryStore([]), host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
+  const c = await RawClient.connect(server.endpoint.port);
+  try {
+    expect((await c.line()).split(/[ \]]/)).toContain('ESEARCH');
+  } finally {
+    c.close();
+    await server.stop();
+  }
 });
