@@ -10,7 +10,8 @@ import { SYSTEM_FLAGS, type ViewEntry } from './mailbox-view.js';
 import type { Command as CommandOf, CommandState } from './command.js';
 import { BadCharsetError, ImapError, ParseError } from './errors.js';
 import { parseHead, type Reader } from './parser.js';
-import { SUPPORTED_CHARSETS, esearchResponse, matches, parseSearch, parseSearchReturn, usesBody, usesContent, usesModseq, type SearchKey } from './search.js';
+import { SUPPORTED_CHARSETS, esearchResponse, matches, parseCharset, parseCriteria, parseSearch, parseSearchReturn, usesBody, usesContent, usesModseq, type SearchKey } from './search.js';
+import { parseSortCriteria, sortMessages, sortNeedsHeader } from './sort.js';
 import type { ImapSession } from './session.js';
 
 type Command = CommandOf<ImapSession>;
@@ -461,15 +462,37 @@ async function search(s: ImapSession, r: Reader, uid: boolean) {
   r.sp();
   const options = parseSearchReturn(r);
   const key = parseWithCharset(() => parseSearch(r));
-  const modseq = usesModseq(key);
-  const hits = (await matching(s, key)).map((m) => ({ n: uid ? m.entry.msg.uid : m.seq, modseq: m.entry.msg.modseq }));
+  const matched = await matching(s, key);
+  const hits = matched.map((m) => ({ n: uid ? m.entry.msg.uid : m.seq, modseq: m.entry.msg.modseq }));
   if (options) {
-    s.send(esearchResponse(commandTag(r), uid, options, hits, modseq));
+    s.send(esearchResponse(commandTag(r), uid, options, hits, usesModseq(key)));
     return;
   }
-  const highest = hits.reduce((max, h) => Math.max(max, h.modseq), 0);
-  const modseqText = modseq && hits.length ? ` (MODSEQ ${highest})` : '';
-  s.send(`* SEARCH${hits.map((h) => ' ' + h.n).join('')}${modseqText}`);
+  s.send(`* SEARCH${hits.map((h) => ' ' + h.n).join('')}${modseqSuffix(key, matched)}`);
+}
+
+/** `* SORT ...` and `* SEARCH ...` end with the highest modseq when the program used MODSEQ (RFC 7162 §3.1.5). */
+function modseqSuffix(key: SearchKey, matched: readonly Matched[]): string {
+  if (!usesModseq(key) || !matched.length) return '';
+  return ` (MODSEQ ${matched.reduce((max, m) => Math.max(max, m.entry.msg.modseq), 0)})`;
+}
+
+/** `SORT (criteria) charset search-key...` (RFC 5256 §3); UID SORT answers with UIDs. */
+async function sort(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const criteria = parseSortCriteria(r);
+  r.sp();
+  const key = parseWithCharset(() => {
+    parseCharset(r);
+    r.sp();
+    return parseCriteria(r);
+  });
+  const matched = await matching(s, key, sortNeedsHeader(criteria));
+  const sorted = sortMessages(
+    matched.map((m) => ({ seq: m.seq, internalDate: m.entry.msg.internalDate, size: m.entry.msg.size, m, ...(m.tree ? { tree: m.tree } : {}) })),
+    criteria,
+  );
+  s.send(`* SORT${sorted.map((x) => ' ' + (uid ? x.m.entry.msg.uid : x.seq)).join('')}${modseqSuffix(key, matched)}`);
 }
 
 async function fetch(s: ImapSession, r: Reader, uid: boolean) {
@@ -629,6 +652,7 @@ export const COMMANDS: Record<string, Command> = {
   UNSELECT: { states: SELECTED, run: unselect },
   EXPUNGE: { states: SELECTED, uid: true, run: expunge },
   SEARCH: { states: SELECTED, uid: true, run: search },
+  SORT: { states: SELECTED, uid: true, run: sort },
   FETCH: { states: SELECTED, uid: true, run: fetch },
   STORE: { states: SELECTED, uid: true, run: store },
   COPY: { states: SELECTED, uid: true, run: (s, r, uid) => copyOrMove(s, r, uid, false) },
