@@ -12,6 +12,7 @@ import { BadCharsetError, ImapError, ParseError } from './errors.js';
 import { parseHead, type Reader } from './parser.js';
 import { SUPPORTED_CHARSETS, esearchResponse, matches, parseCharset, parseCriteria, parseSearch, parseSearchReturn, usesBody, usesContent, usesModseq, type SearchKey } from './search.js';
 import { parseSortCriteria, sortMessages, sortNeedsHeader } from './sort.js';
+import { formatThreads, orderedSubject, parseThreadAlgorithm, references, threadMessage } from './thread.js';
 import type { ImapSession } from './session.js';
 
 type Command = CommandOf<ImapSession>;
@@ -477,22 +478,39 @@ function modseqSuffix(key: SearchKey, matched: readonly Matched[]): string {
   return ` (MODSEQ ${matched.reduce((max, m) => Math.max(max, m.entry.msg.modseq), 0)})`;
 }
 
+/** SORT's and THREAD's `search-charset 1*(SP search-key)`: the charset is required there. */
+function charsetAndCriteria(r: Reader): SearchKey {
+  parseCharset(r);
+  r.sp();
+  return parseCriteria(r);
+}
+
 /** `SORT (criteria) charset search-key...` (RFC 5256 §3); UID SORT answers with UIDs. */
 async function sort(s: ImapSession, r: Reader, uid: boolean) {
   r.sp();
   const criteria = parseSortCriteria(r);
   r.sp();
-  const key = parseWithCharset(() => {
-    parseCharset(r);
-    r.sp();
-    return parseCriteria(r);
-  });
+  const key = parseWithCharset(() => charsetAndCriteria(r));
   const matched = await matching(s, key, sortNeedsHeader(criteria));
   const sorted = sortMessages(
     matched.map((m) => ({ seq: m.seq, internalDate: m.entry.msg.internalDate, size: m.entry.msg.size, m, ...(m.tree ? { tree: m.tree } : {}) })),
     criteria,
   );
   s.send(`* SORT${sorted.map((x) => ' ' + (uid ? x.m.entry.msg.uid : x.seq)).join('')}${modseqSuffix(key, matched)}`);
+}
+
+/** `THREAD algorithm charset search-key...` (RFC 5256 §4); UID THREAD answers with UIDs. */
+async function thread(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const algorithm = parseThreadAlgorithm(r);
+  r.sp();
+  const key = parseWithCharset(() => charsetAndCriteria(r));
+  const messages = (await matching(s, key, true)).map((m) =>
+    threadMessage({ n: uid ? m.entry.msg.uid : m.seq, seq: m.seq, internalDate: m.entry.msg.internalDate, tree: m.tree! }),
+  );
+  const threads = algorithm === 'REFERENCES' ? references(messages) : orderedSubject(messages);
+  const text = formatThreads(threads);
+  s.send(`* THREAD${text ? ' ' + text : ''}`);
 }
 
 async function fetch(s: ImapSession, r: Reader, uid: boolean) {
@@ -653,6 +671,7 @@ export const COMMANDS: Record<string, Command> = {
   EXPUNGE: { states: SELECTED, uid: true, run: expunge },
   SEARCH: { states: SELECTED, uid: true, run: search },
   SORT: { states: SELECTED, uid: true, run: sort },
+  THREAD: { states: SELECTED, uid: true, run: thread },
   FETCH: { states: SELECTED, uid: true, run: fetch },
   STORE: { states: SELECTED, uid: true, run: store },
   COPY: { states: SELECTED, uid: true, run: (s, r, uid) => copyOrMove(s, r, uid, false) },

@@ -1,13 +1,12 @@
 // SEARCH: header keys as RFC 3501 §6.4.4 defines them (case-insensitive substrings of the field, addresses in
 // every form a client shows them, encoded words decoded), CHARSET, and ESEARCH (RFC 4731).
 import iconv from 'iconv-lite';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeEach, describe, expect, test } from 'vitest';
 import { parseMessage } from './mime.js';
 import { Reader, type Frame } from './parser.js';
 import { esearchResponse, matches, parseSearch, type SearchMessage } from './search.js';
-import { startImap, type RunningImap } from './index.js';
-import { MemoryStore } from './memory-store.test-helper.js';
-import { RawClient } from './raw-client.test-helper.js';
+import { useMemoryServer } from './memory-server.test-helper.js';
+import type { RawClient } from './raw-client.test-helper.js';
 
 const crlf = (lines: string[]) => Buffer.from(lines.join('\r\n') + '\r\n', 'utf8');
 const message = (headers: string[], body = 'body') => crlf([...headers, '', body]);
@@ -170,22 +169,14 @@ describe('SEARCH by address (issue 10, finding 4)', () => {
 });
 
 describe('SEARCH on the wire', () => {
-  const BOB = 'bob@example.test';
-  let server: RunningImap;
-  let c: RawClient;
-
-  beforeAll(async () => {
-    const store = new MemoryStore([{ address: BOB, password: 'secret' }]);
-    for (const raw of ADDRESSES) await store.deliver(BOB, raw, {});
-    await store.deliver(BOB, message(['From: =?UTF-8?Q?J=C3=BCrgen?= <j@example.de>']), {});
-    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
-    c = await RawClient.login(server.endpoint.port);
-    expect((await c.command('s', 'SELECT INBOX')).pop()).toMatch(/^s OK/);
+  const client = useMemoryServer(async (store, user) => {
+    for (const raw of ADDRESSES) await store.deliver(user, raw, {});
+    await store.deliver(user, message(['From: =?UTF-8?Q?J=C3=BCrgen?= <j@example.de>']), {});
   });
-
-  afterAll(async () => {
-    c.close();
-    await server.stop();
+  let c: RawClient;
+  beforeEach(async () => {
+    c = client();
+    expect((await c.command('s', 'SELECT INBOX')).pop()).toMatch(/^s OK/);
   });
 
   test('SEARCH FROM user-from@domain.org', async () => {
@@ -206,28 +197,24 @@ describe('SEARCH on the wire', () => {
 });
 
 describe('ESEARCH (RFC 4731)', () => {
-  const BOB = 'bob@example.test';
-  let server: RunningImap;
-  let c: RawClient;
   const DAY = 86_400_000;
-
   // RFC 4731 §3.1's mailbox: FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith" matches 2, 10 and 11 of eleven messages.
-  beforeAll(async () => {
-    const store = new MemoryStore([{ address: BOB, password: 'secret' }]);
+  const client = useMemoryServer(async (store, user) => {
     for (let n = 1; n <= 11; n++) {
       const from = n === 3 || n === 7 ? 'John Smith <smith@example.test>' : `Sender ${n} <s${n}@example.test>`;
       const internalDate = n === 5 ? Date.UTC(1994, 0, 31) : Date.UTC(1994, 1, 1) + n * DAY;
-      await store.deliver(BOB, message([`From: ${from}`, `Subject: message ${n}`]), { internalDate });
+      const msg = await store.deliver(user, message([`From: ${from}`, `Subject: message ${n}`]), { internalDate });
+      if ([2, 3, 5, 10, 11].includes(n)) await store.setFlags(user, 'INBOX', [msg.uid], ['\\Flagged'], 'add');
     }
-    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
-    c = await RawClient.login(server.endpoint.port);
+  });
+  let c: RawClient;
+  beforeEach(async () => {
+    c = client();
     expect((await c.command('s', 'SELECT INBOX')).pop()).toMatch(/^s OK/);
-    expect((await c.command('f', 'STORE 2,3,5,10,11 +FLAGS.SILENT (\\Flagged)')).pop()).toMatch(/^f OK/);
   });
 
-  afterAll(async () => {
-    c.close();
-    await server.stop();
+  test('CAPABILITY advertises ESEARCH', async () => {
+    expect((await c.command('k', 'CAPABILITY'))[0]!.split(' ')).toContain('ESEARCH');
   });
 
   test('RFC 4731 §3.1: RETURN (MIN COUNT), RETURN () and RETURN (MIN)', async () => {
@@ -270,15 +257,4 @@ describe('ESEARCH (RFC 4731)', () => {
   test('the plain SEARCH response is unchanged without RETURN', async () => {
     expect(await c.command('l', 'SEARCH FLAGGED')).toEqual(['* SEARCH 2 3 5 10 11', 'l OK SEARCH completed']);
   });
-});
-
-test('CAPABILITY advertises ESEARCH', async () => {
-  const server = await startImap({ store: new MemoryStore([]), host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
-  const c = await RawClient.connect(server.endpoint.port);
-  try {
-    expect((await c.line()).split(/[ \]]/)).toContain('ESEARCH');
-  } finally {
-    c.close();
-    await server.stop();
-  }
 });

@@ -1,14 +1,13 @@
 // SORT (RFC 5256 §3): base subjects (§2.1), sent dates (§2.2), each sort key, the RFC's examples on the wire,
 // and properties: a sort is a permutation of the search result, ties keep mailbox order, REVERSE reverses.
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeEach, describe, expect, test } from 'vitest';
 import { fuzzParameters } from '../../shared/fuzz.test-helper.js';
 import { parseMessage } from './mime.js';
 import { Reader } from './parser.js';
 import { baseSubject, parseSentDate, parseSortCriteria, sortMessages, type SortCriterion, type SortKey } from './sort.js';
-import { startImap, type RunningImap } from './index.js';
-import { MemoryStore } from './memory-store.test-helper.js';
-import { RawClient } from './raw-client.test-helper.js';
+import { useMemoryServer } from './memory-server.test-helper.js';
+import type { RawClient } from './raw-client.test-helper.js';
 
 const message = (headers: string[], body = 'body') => Buffer.from([...headers, '', body, ''].join('\r\n'), 'utf8');
 const criteria = (text: string): SortCriterion[] => parseSortCriteria(new Reader({ lines: [Buffer.from(text)], literals: [] }));
@@ -165,20 +164,15 @@ describe('properties', () => {
 });
 
 describe('SORT on the wire', () => {
-  const BOB = 'bob@example.test';
-  let server: RunningImap;
-  let c: RawClient;
-
-  beforeAll(async () => {
-    const store = new MemoryStore([{ address: BOB, password: 'secret' }]);
+  const client = useMemoryServer(async (store, user) => {
     // RFC 5256 §3, A282: of 882 messages, 2, 84 and 882 arrived since 1-Feb-1994.
     const since = new Map([[2, 'Re: [list] alpha'], [84, 'Beta (fwd)'], [882, 'gamma']]);
     for (let n = 1; n <= 882; n++) {
       const subject = since.get(n) ?? `aardvark ${n}`;
-      await store.deliver(BOB, message([`Subject: ${subject}`, `Date: 1 Jan 1994 00:00:00 +0000`]), { internalDate: since.has(n) ? Date.UTC(1994, 1, 1, 0, 1) : Date.UTC(1994, 0, 31, 23, 59) });
+      await store.deliver(user, message([`Subject: ${subject}`, `Date: 1 Jan 1994 00:00:00 +0000`]), { internalDate: since.has(n) ? Date.UTC(1994, 1, 1, 0, 1) : Date.UTC(1994, 0, 31, 23, 59) });
     }
     // A283's mailbox: SORT (SUBJECT REVERSE DATE) gives 5 3 4 1 2.
-    await store.createMailbox(BOB, 'A283');
+    await store.createMailbox(user, 'A283');
     const a283: Array<[string, string]> = [
       ['Re: Re: banana', 'Thu, 4 Jan 2024 10:00:00 +0000'],
       ['banana', 'Mon, 1 Jan 2024 10:00:00 +0000'],
@@ -186,14 +180,11 @@ describe('SORT on the wire', () => {
       ['[list] Fwd: apple (fwd)', 'Tue, 2 Jan 2024 23:00:00 -0200'],
       ['Re: APPLE', 'Fri, 5 Jan 2024 10:00:00 +0000'],
     ];
-    for (const [subject, date] of a283) await store.append(BOB, 'A283', message([`Subject: ${subject}`, `Date: ${date}`]));
-    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test' });
-    c = await RawClient.login(server.endpoint.port);
+    for (const [subject, date] of a283) await store.append(user, 'A283', message([`Subject: ${subject}`, `Date: ${date}`]));
   });
-
-  afterAll(async () => {
-    c.close();
-    await server.stop();
+  let c: RawClient;
+  beforeEach(() => {
+    c = client();
   });
 
   test('CAPABILITY advertises SORT', async () => {
@@ -210,11 +201,15 @@ describe('SORT on the wire', () => {
 
   test('UID SORT answers with UIDs; search keys and a literal after the charset; MODSEQ', async () => {
     expect((await c.command('s', 'SELECT A283')).pop()).toMatch(/^s OK/);
-    expect(await c.command('a', 'STORE 3 +FLAGS.SILENT (\\Seen)')).toEqual(['a OK STORE completed']);
-    expect(await c.command('b', 'UID SORT (REVERSE SUBJECT DATE) UTF-8 1:*')).toEqual(['* SORT 2 1 4 3 5', 'b OK UID SORT completed']);
+    // Message 1 expunged: UIDs 2..5 are now sequence numbers 1..4.
+    expect(await c.command('a', 'STORE 1 +FLAGS.SILENT (\\Deleted)')).toEqual(['a OK STORE completed']);
+    expect((await c.command('e', 'EXPUNGE')).pop()).toMatch(/^e OK/);
+    expect(await c.command('a', 'STORE 2 +FLAGS.SILENT (\\Seen)')).toEqual(['a OK STORE completed']);
+    expect(await c.command('b', 'UID SORT (REVERSE SUBJECT DATE) UTF-8 1:*')).toEqual(['* SORT 2 4 3 5', 'b OK UID SORT completed']);
+    expect(await c.command('b', 'SORT (REVERSE SUBJECT DATE) UTF-8 1:*')).toEqual(['* SORT 1 3 2 4', 'b OK SORT completed']);
     c.send('c SORT (ARRIVAL) UTF-8 SUBJECT {5+}\r\napple UNSEEN\r\n');
-    expect(await c.until('c')).toEqual(['* SORT 4 5', 'c OK SORT completed']);
-    expect((await c.command('d', 'SORT (DATE) UTF-8 MODSEQ 1 SEEN')).slice(0, 1)).toEqual([expect.stringMatching(/^\* SORT 3 \(MODSEQ \d+\)$/)]);
+    expect(await c.until('c')).toEqual(['* SORT 3 4', 'c OK SORT completed']);
+    expect((await c.command('d', 'SORT (DATE) UTF-8 MODSEQ 1 SEEN')).slice(0, 1)).toEqual([expect.stringMatching(/^\* SORT 2 \(MODSEQ \d+\)$/)]);
   });
 
   test('errors: unknown charset NO [BADCHARSET]; missing charset, bad criteria BAD; not selected', async () => {
