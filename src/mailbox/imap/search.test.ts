@@ -239,6 +239,9 @@ describe('ESEARCH (RFC 4731)', () => {
   test('no match: MIN, MAX and ALL left out, COUNT 0', async () => {
     expect(await c.command('d', 'SEARCH RETURN (MIN MAX ALL COUNT) FROM nobody')).toEqual(['* ESEARCH (TAG "d") COUNT 0', 'd OK SEARCH completed']);
     expect(await c.command('e', 'UID SEARCH RETURN () FROM nobody')).toEqual(['* ESEARCH (TAG "e") UID', 'e OK UID SEARCH completed']);
+    // A sequence number past the end matches nothing and is no error (imaptest's esearch script).
+    expect(await c.command('e2', 'SEARCH RETURN (MAX) 1000')).toEqual(['* ESEARCH (TAG "e2")', 'e2 OK SEARCH completed']);
+    expect(await c.command('e3', 'UID SEARCH RETURN (COUNT) 1000')).toEqual(['* ESEARCH (TAG "e3") UID COUNT 0', 'e3 OK UID SEARCH completed']);
   });
 
   test('RETURN with CHARSET, and CONDSTORE MODSEQ', async () => {

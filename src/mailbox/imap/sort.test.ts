@@ -91,6 +91,21 @@ describe('sort keys', () => {
   });
 });
 
+describe("Dovecot imaptest's sort-subject script (src/tests/sort-subject, sort-subject.mbox)", () => {
+  const subjects = ['a', 'C', 'b', '_', '[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)', 'b (a)', 'Re: [FWD: c]', '[xyz]', undefined];
+  const bodies = ['1', '2', '3', '4', '55', '66', '77', '88', '9'];
+  const msgs = subjects.map((subject, i) => {
+    const raw = message(subject === undefined ? [] : [`Subject: ${subject}`], bodies[i]);
+    return { seq: i + 1, size: raw.length, internalDate: 0, tree: parseMessage(raw) };
+  });
+  const order = (text: string) => sortMessages(msgs, criteria(text)).map((m) => m.seq).join(' ');
+  test('(SUBJECT), (REVERSE SUBJECT), (SUBJECT REVERSE SIZE)', () => {
+    expect(order('(SUBJECT)')).toBe('9 1 3 5 6 2 7 8 4');
+    expect(order('(REVERSE SUBJECT)')).toBe('4 8 2 7 6 3 5 1 9');
+    expect(order('(SUBJECT REVERSE SIZE)')).toBe('9 1 5 3 6 7 2 8 4');
+  });
+});
+
 describe('properties', () => {
   const KEYS: SortKey[] = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO'];
   const people = ['ann@x.test', 'Bob <bob@x.test>', 'ANN@y.test', 'carl@x.test'];

@@ -119,6 +119,21 @@ describe('REFERENCES', () => {
   });
 });
 
+describe("Dovecot imaptest's thread script (src/tests/thread, thread.mbox)", () => {
+  // No Date headers: the sent dates are the internal dates (the mbox From lines).
+  const mbox: Array<[string[], number]> = [
+    [['Message-ID: <a@b>'], Date.UTC(2008, 1, 22, 17, 6, 23)],
+    [['Message-Id: <b@b>', 'References: <c@b> <a@b>'], Date.UTC(2008, 1, 22, 15, 6, 23)],
+    [['Message-Id: <c@b>', 'References: <b@b>'], Date.UTC(2008, 1, 22, 16, 6, 25)],
+  ];
+  const thread = (list: Array<[string[], number]>) =>
+    formatThreads(references(list.map(([headers, internalDate], i) => threadMessage({ n: i + 1, seq: i + 1, internalDate, tree: parseMessage(message(headers)) }))));
+  test('THREAD REFERENCES: (3 1 2); after message 1 is expunged: (2 1)', () => {
+    expect(thread(mbox)).toBe('(3 1 2)');
+    expect(thread(mbox.slice(1))).toBe('(2 1)');
+  });
+});
+
 describe('THREAD on the wire: RFC 5256 §4 examples', () => {
   // The order of the sent dates of messages 166..208: ORDEREDSUBJECT's answer, read left to right.
   const ORDER = [166, 167, 168, 169, 172, 170, 171, 173, 174, 175, 176, 178, 181, 180, 179, 177, 183, 182, 188, 184, 185, 186, 187, 189, 190, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200, 202, 201, 203, 204, 205, 206, 207, 208];
