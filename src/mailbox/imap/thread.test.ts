@@ -119,6 +119,20 @@ describe('REFERENCES', () => {
   });
 });
 
+describe('deep threads', () => {
+  test('20,000 References in one message, and a reply chain 20,000 deep: no stack overflow, no quadratic time', () => {
+    const ids = Array.from({ length: 20_000 }, (_, i) => `<r${i}@x>`).join(' ');
+    expect(refs(['Subject: a', `References: ${ids}`])).toBe('(1)');
+    const chain = Array.from({ length: 20_000 }, (_, i) => {
+      const headers = ['Subject: a', `Message-ID: <m${i}@x>`, ...(i ? [`In-Reply-To: <m${i - 1}@x>`] : [])];
+      return threadMessage({ n: i + 1, seq: i + 1, internalDate: i, tree: parseMessage(message(headers)) });
+    });
+    const expected = `(${chain.map((m) => m.n).join(' ')})`;
+    expect(formatThreads(references(chain))).toBe(expected);
+    expect(formatThreads(orderedSubject(chain))).toBe(`(1 ${chain.slice(1).map((m) => `(${m.n})`).join('')})`);
+  });
+});
+
 describe("Dovecot imaptest's thread script (src/tests/thread, thread.mbox)", () => {
   // No Date headers: the sent dates are the internal dates (the mbox From lines).
   const mbox: Array<[string[], number]> = [

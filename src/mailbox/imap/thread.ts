@@ -88,6 +88,8 @@ export function orderedSubject(messages: readonly ThreadMessage[]): ThreadNode[]
 
 /** Whether `node` is `ancestor` or lies below it. */
 function within(node: ThreadNode, ancestor: ThreadNode): boolean {
+  // The usual case, a message linked below its parent as it arrives: nothing lies below it yet.
+  if (!ancestor.children.length) return node === ancestor;
   for (let n: ThreadNode | undefined = node; n; n = n.parent) if (n === ancestor) return true;
   return false;
 }
@@ -144,17 +146,17 @@ export function references(messages: readonly ThreadMessage[]): ThreadNode[] {
   // (2) The messages without a parent are the roots.
   let roots = all.filter((n) => !n.parent);
   // (3) Dummies pruned: childless ones dropped, the others replaced by their children, except at the top where a
-  // dummy with two or more children stays.
-  const prune = (nodes: ThreadNode[], top: boolean): ThreadNode[] =>
-    nodes.flatMap((n) => {
-      n.children = prune(n.children, false);
-      for (const c of n.children) c.parent = n;
-      if (n.msg) return [n];
-      if (!n.children.length) return [];
-      if (!top || n.children.length === 1) return n.children;
-      return [n];
-    });
-  roots = prune(roots, true);
+  // dummy with two or more children stays. Bottom-up, without recursion: References chains can be very deep.
+  const replacement = new Map<ThreadNode, ThreadNode[]>();
+  const top = new Set(roots);
+  for (const n of postOrder(roots)) {
+    n.children = n.children.flatMap((c) => replacement.get(c)!);
+    for (const c of n.children) c.parent = n;
+    if (n.msg) replacement.set(n, [n]);
+    else if (!n.children.length) replacement.set(n, []);
+    else replacement.set(n, !top.has(n) || n.children.length === 1 ? n.children : [n]);
+  }
+  roots = roots.flatMap((r) => replacement.get(r)!);
   for (const r of roots) delete r.parent;
   // (4) Roots by sent date (a dummy by its earliest child).
   for (const r of roots) if (!r.msg) r.children.sort(compareNodes);
@@ -192,22 +194,43 @@ export function references(messages: readonly ThreadMessage[]): ThreadNode[] {
   }
   roots = merged.filter((r): r is ThreadNode => r !== undefined);
   // (6) Every set of siblings by sent date, the deepest first.
-  const sortTree = (nodes: ThreadNode[]) => {
-    for (const n of nodes) sortTree(n.children);
-    nodes.sort(compareNodes);
-  };
-  sortTree(roots);
+  for (const n of postOrder(roots)) n.children.sort(compareNodes);
+  roots.sort(compareNodes);
   return roots;
+}
+
+/** Every node below and including the roots, each after all of its descendants (iterative: trees can be deep). */
+function postOrder(roots: readonly ThreadNode[]): ThreadNode[] {
+  const out: ThreadNode[] = [];
+  const stack: Array<[ThreadNode, boolean]> = roots.map((r) => [r, false]);
+  while (stack.length) {
+    const [node, expanded] = stack.pop()!;
+    if (expanded) {
+      out.push(node);
+      continue;
+    }
+    stack.push([node, true]);
+    for (const c of node.children) stack.push([c, false]);
+  }
+  return out;
 }
 
 /** thread-list: `(n n (n n)(n))` for a thread, `((n)(n))` for one under a dummy; threads follow without spaces. */
 export function formatThreads(threads: readonly ThreadNode[]): string {
-  const members = (node: ThreadNode): string => {
-    const own = node.msg ? String(node.msg.n) : '';
-    const kids = node.children;
-    if (!kids.length) return own;
-    const rest = node.msg && kids.length === 1 ? members(kids[0]!) : kids.map((k) => `(${members(k)})`).join('');
-    return own ? `${own} ${rest}` : rest;
-  };
-  return threads.map((t) => `(${members(t)})`).join('');
+  const out: string[] = [];
+  // Iterative, as deep as a thread goes: a stack of nodes still to write and of text to write after them.
+  const stack: Array<ThreadNode | string> = [];
+  for (let i = threads.length - 1; i >= 0; i--) stack.push(')', threads[i]!, '(');
+  while (stack.length) {
+    const item = stack.pop()!;
+    if (typeof item === 'string') {
+      out.push(item);
+      continue;
+    }
+    const kids = item.children;
+    if (item.msg) out.push(String(item.msg.n), kids.length ? ' ' : '');
+    if (item.msg && kids.length === 1) stack.push(kids[0]!);
+    else for (let i = kids.length - 1; i >= 0; i--) stack.push(')', kids[i]!, '(');
+  }
+  return out.join('');
 }
