@@ -1,6 +1,7 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
-// LIST-STATUS, SPECIAL-USE and CONDSTORE. Each handler parses all its arguments before acting, so a BAD never
-// leaves a half-done change; it returns the text of the tagged OK (or throws ImapError / ParseError).
+// LIST-STATUS, SPECIAL-USE, CONDSTORE, ESEARCH, SORT and THREAD. Each handler parses all its arguments before
+// acting, so a BAD never leaves a half-done change; it returns the text of the tagged OK (or throws ImapError /
+// ParseError).
 import type { FlagMode, MailboxInfo } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
 import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
