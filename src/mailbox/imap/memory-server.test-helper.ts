@@ -8,7 +8,7 @@ import { RawClient } from './raw-client.test-helper.js';
 export const USER = 'bob@example.test';
 
 /** Registers beforeAll/afterAll in the calling describe block; the returned function gives the client. */
-export function useMemoryServer(fill: (store: MemoryStore, user: string) => Promise<void>): () => RawClient {
+export function useMemoryServer(fill: (store: MemoryStore, user: string) => Promise<void>): (() => RawClient) & { port: () => number } {
   let server: RunningImap | undefined;
   let client: RawClient | undefined;
   beforeAll(async () => {
@@ -21,8 +21,9 @@ export function useMemoryServer(fill: (store: MemoryStore, user: string) => Prom
     client?.close();
     await server?.stop();
   });
-  return () => {
-    if (!client) throw new Error('the server is not started');
-    return client;
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the server is not started');
+    return value;
   };
+  return Object.assign(() => started(client), { port: () => started(server).endpoint.port });
 }

@@ -5,7 +5,8 @@ import { beforeEach, describe, expect, test } from 'vitest';
 import { parseMessage } from './mime.js';
 import { Reader, type Frame } from './parser.js';
 import { esearchResponse, matches, parseSearch, type SearchMessage } from './search.js';
-import { useMemoryServer } from './memory-server.test-helper.js';
+import { ImapFlow } from 'imapflow';
+import { USER, useMemoryServer } from './memory-server.test-helper.js';
 import type { RawClient } from './raw-client.test-helper.js';
 
 const crlf = (lines: string[]) => Buffer.from(lines.join('\r\n') + '\r\n', 'utf8');
@@ -255,6 +256,20 @@ describe('ESEARCH (RFC 4731)', () => {
     expect((await c.command('i', 'SEARCH RETURN (SAVE) ALL')).pop()).toMatch(/^i BAD .*SAVE/);
     expect((await c.command('j', 'SEARCH RETURN MIN ALL')).pop()).toMatch(/^j BAD/);
     expect((await c.command('k', 'SEARCH RETURN (MIN)')).pop()).toMatch(/^k BAD/);
+  });
+
+  test('imapflow asks for and reads ESEARCH results', async () => {
+    const flow = new ImapFlow({ host: '127.0.0.1', port: client.port(), secure: false, auth: { user: USER, pass: 'secret' }, logger: false, disableAutoIdle: true });
+    flow.on('error', () => undefined);
+    await flow.connect();
+    try {
+      await flow.mailboxOpen('INBOX');
+      expect(await flow.search({ flagged: true, since: new Date(Date.UTC(1994, 1, 1)) }, { returnOptions: ['MIN', 'MAX', 'COUNT', 'ALL'] })).toMatchObject({ min: 2, max: 11, count: 4, all: '2:3,10:11' });
+      expect(await flow.search({ from: 'smith' }, { uid: true, returnOptions: ['COUNT'] })).toMatchObject({ count: 2 });
+      expect(await flow.search({ flagged: true })).toEqual([2, 3, 5, 10, 11]);
+    } finally {
+      await flow.logout();
+    }
   });
 
   test('the plain SEARCH response is unchanged without RETURN', async () => {
