@@ -1,16 +1,19 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
-// LIST-STATUS, SPECIAL-USE and CONDSTORE. Each handler parses all its arguments before acting, so a BAD never
-// leaves a half-done change; it returns the text of the tagged OK (or throws ImapError / ParseError).
+// LIST-STATUS, SPECIAL-USE (with CREATE-SPECIAL-USE), MULTIAPPEND, BINARY, CONDSTORE, ESEARCH, SORT and THREAD. Each
+// handler parses all its arguments before acting, so a BAD never leaves a half-done change; it returns the text of
+// the tagged OK (or throws ImapError / ParseError).
 import type { FlagMode, MailboxInfo, SpecialUse } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
 import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
 import type { MimeNode } from './mime.js';
 import { DELIMITER, listMailboxes, type ListQuery } from './list.js';
-import { SYSTEM_FLAGS } from './mailbox-view.js';
+import { SYSTEM_FLAGS, type ViewEntry } from './mailbox-view.js';
 import type { Command as CommandOf, CommandState } from './command.js';
 import { BadCharsetError, ImapError, ParseError } from './errors.js';
-import type { Reader } from './parser.js';
-import { SUPPORTED_CHARSETS, matches, parseSearch, usesBody, usesContent, usesModseq } from './search.js';
+import { parseHead, type Reader } from './parser.js';
+import { SUPPORTED_CHARSETS, esearchResponse, matches, parseCharset, parseCriteria, parseSearch, parseSearchReturn, usesBody, usesContent, usesModseq, type SearchKey } from './search.js';
+import { parseSortCriteria, sortMessages, sortNeedsHeader } from './sort.js';
+import { formatThreads, orderedSubject, parseThreadAlgorithm, references, threadMessage } from './thread.js';
 import type { ImapSession } from './session.js';
 
 type Command = CommandOf<ImapSession>;
@@ -478,27 +481,34 @@ async function expunge(s: ImapSession, r: Reader, uid: boolean) {
   for (const seq of s.view!.removeOwn(removed)) s.send(`* ${seq} EXPUNGE`);
 }
 
-async function search(s: ImapSession, r: Reader, uid: boolean) {
-  r.sp();
-  let key;
+/** A charset or search program the server cannot handle: NO [BADCHARSET (...)] (RFC 3501 §6.4.4). */
+function parseWithCharset<T>(parse: () => T): T {
   try {
-    key = parseSearch(r);
+    return parse();
   } catch (err) {
     if (err instanceof BadCharsetError) throw new ImapError('NO', `Unsupported charset ${err.message}`, `BADCHARSET (${SUPPORTED_CHARSETS.join(' ')})`);
     throw err;
   }
+}
+
+interface Matched {
+  entry: ViewEntry;
+  seq: number;
+  tree?: MimeNode;
+}
+
+/** The selected messages a search program matches, in sequence order; `withTree` loads their structure too. */
+async function matching(s: ImapSession, key: SearchKey, withTree = false): Promise<Matched[]> {
   const view = s.view!;
-  const content = usesContent(key);
+  const content = withTree || usesContent(key);
   const body = usesBody(key);
-  const modseq = usesModseq(key);
-  if (modseq) s.condstore = true;
+  if (usesModseq(key)) s.condstore = true;
   const ctx = { maxSeq: view.exists, maxUid: view.entries[view.exists - 1]?.msg.uid ?? 0 };
-  const results: number[] = [];
-  let highest = 0;
+  const results: Matched[] = [];
   for (let i = 0; i < view.entries.length; i++) {
     const e = view.entries[i]!;
     if (e.gone) continue;
-    let data = {};
+    let data: { raw?: Buffer; tree?: MimeNode } = {};
     if (content) {
       try {
         data = await s.loadMessage(e, body);
@@ -507,13 +517,66 @@ async function search(s: ImapSession, r: Reader, uid: boolean) {
       }
     }
     const m = { seq: i + 1, uid: e.msg.uid, flags: e.msg.flags, recent: e.recent, size: e.msg.size, internalDate: e.msg.internalDate, modseq: e.msg.modseq, ...data };
-    if (matches(key, m, ctx)) {
-      results.push(uid ? e.msg.uid : i + 1);
-      highest = Math.max(highest, e.msg.modseq);
-    }
+    if (matches(key, m, ctx)) results.push({ entry: e, seq: i + 1, ...(data.tree ? { tree: data.tree } : {}) });
   }
-  const modseqText = modseq && results.length ? ` (MODSEQ ${highest})` : '';
-  s.send(`* SEARCH${results.map((n) => ' ' + n).join('')}${modseqText}`);
+  return results;
+}
+
+/** The command's tag, for ESEARCH's correlator. */
+const commandTag = (r: Reader): string => parseHead(r.frame.lines[0]!).tag ?? '';
+
+async function search(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const options = parseSearchReturn(r);
+  const key = parseWithCharset(() => parseSearch(r));
+  const matched = await matching(s, key);
+  const hits = matched.map((m) => ({ n: uid ? m.entry.msg.uid : m.seq, modseq: m.entry.msg.modseq }));
+  if (options) {
+    s.send(esearchResponse(commandTag(r), uid, options, hits, usesModseq(key)));
+    return;
+  }
+  s.send(`* SEARCH${hits.map((h) => ' ' + h.n).join('')}${modseqSuffix(key, matched)}`);
+}
+
+/** `* SORT ...` and `* SEARCH ...` end with the highest modseq when the program used MODSEQ (RFC 7162 §3.1.5). */
+function modseqSuffix(key: SearchKey, matched: readonly Matched[]): string {
+  if (!usesModseq(key) || !matched.length) return '';
+  return ` (MODSEQ ${matched.reduce((max, m) => Math.max(max, m.entry.msg.modseq), 0)})`;
+}
+
+/** SORT's and THREAD's `search-charset 1*(SP search-key)`: the charset is required there. */
+function charsetAndCriteria(r: Reader): SearchKey {
+  parseCharset(r);
+  r.sp();
+  return parseCriteria(r);
+}
+
+/** `SORT (criteria) charset search-key...` (RFC 5256 §3); UID SORT answers with UIDs. */
+async function sort(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const criteria = parseSortCriteria(r);
+  r.sp();
+  const key = parseWithCharset(() => charsetAndCriteria(r));
+  const matched = await matching(s, key, sortNeedsHeader(criteria));
+  const sorted = sortMessages(
+    matched.map((m) => ({ seq: m.seq, internalDate: m.entry.msg.internalDate, size: m.entry.msg.size, m, ...(m.tree ? { tree: m.tree } : {}) })),
+    criteria,
+  );
+  s.send(`* SORT${sorted.map((x) => ' ' + (uid ? x.m.entry.msg.uid : x.seq)).join('')}${modseqSuffix(key, matched)}`);
+}
+
+/** `THREAD algorithm charset search-key...` (RFC 5256 §4); UID THREAD answers with UIDs. */
+async function thread(s: ImapSession, r: Reader, uid: boolean) {
+  r.sp();
+  const algorithm = parseThreadAlgorithm(r);
+  r.sp();
+  const key = parseWithCharset(() => charsetAndCriteria(r));
+  const messages = (await matching(s, key, true)).map((m) =>
+    threadMessage({ n: uid ? m.entry.msg.uid : m.seq, seq: m.seq, internalDate: m.entry.msg.internalDate, tree: m.tree! }),
+  );
+  const threads = algorithm === 'REFERENCES' ? references(messages) : orderedSubject(messages);
+  const text = formatThreads(threads);
+  s.send(`* THREAD${text ? ' ' + text : ''}`);
 }
 
 async function fetch(s: ImapSession, r: Reader, uid: boolean) {
@@ -673,6 +736,8 @@ export const COMMANDS: Record<string, Command> = {
   UNSELECT: { states: SELECTED, run: unselect },
   EXPUNGE: { states: SELECTED, uid: true, run: expunge },
   SEARCH: { states: SELECTED, uid: true, run: search },
+  SORT: { states: SELECTED, uid: true, run: sort },
+  THREAD: { states: SELECTED, uid: true, run: thread },
   FETCH: { states: SELECTED, uid: true, run: fetch },
   STORE: { states: SELECTED, uid: true, run: store },
   COPY: { states: SELECTED, uid: true, run: (s, r, uid) => copyOrMove(s, r, uid, false) },

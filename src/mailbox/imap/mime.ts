@@ -1,6 +1,7 @@
 // A small MIME parser for what IMAP needs from raw message bytes: the entity tree with byte offsets (for
 // BODY[section]), ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2), and decoded text for SEARCH.
 // Header values are kept as latin1 strings so that every octet survives unchanged into responses.
+import iconv from 'iconv-lite';
 import { Joined, type ImapValue } from './encode.js';
 
 export interface HeaderField {
@@ -484,9 +485,14 @@ export function sectionData(raw: Buffer, root: MimeNode, section: Section): Buff
 
 // ---- Decoding, for SEARCH ----
 
+/**
+ * Text in a charset: iconv-lite first (Node's TextDecoder decodes windows-1252 as Latin-1), then TextDecoder for
+ * what iconv-lite lacks (ISO-2022-JP); an unknown charset leaves the octets as Latin-1.
+ */
 export function decodeCharset(data: Buffer, charset: string | undefined): string {
   const label = (charset ?? 'us-ascii').trim().toLowerCase();
   if (label === 'us-ascii' || label === 'ascii') return data.toString('utf8');
+  if (iconv.encodingExists(label)) return iconv.decode(data, label);
   try {
     return new TextDecoder(label).decode(data);
   } catch {
@@ -494,15 +500,50 @@ export function decodeCharset(data: Buffer, charset: string | undefined): string
   }
 }
 
-/** RFC 2047 encoded words in a (latin1) header value; raw 8-bit text is taken as UTF-8. */
+const ENCODED_WORD = /=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g;
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true });
+
+/** Raw 8-bit header text (kept as latin1): UTF-8 when it is valid UTF-8 (RFC 6532), else Latin-1 as it stands. */
+function rawHeaderText(latin1: string): string {
+  if (!/[\x80-\xff]/.test(latin1)) return latin1;
+  try {
+    return UTF8_STRICT.decode(Buffer.from(latin1, 'latin1'));
+  } catch {
+    return latin1;
+  }
+}
+
+/**
+ * RFC 2047 encoded words (B and Q, any charset decodeCharset knows; RFC 2231 language tags dropped) in a (latin1)
+ * header value. Whitespace between adjacent encoded words is dropped (§6.2), and adjacent words in one charset are
+ * decoded together, so a character split across two words survives. Raw 8-bit text is taken as UTF-8 if it is.
+ */
 export function decodeHeaderValue(value: string): string {
-  const utf8 = Buffer.from(value, 'latin1').toString('utf8');
-  return utf8
-    .replace(/(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)\s+(?==\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)/g, '$1')
-    .replace(/=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g, (_all, charset: string, enc: string, text: string) => {
-      const bytes = enc.toUpperCase() === 'B' ? Buffer.from(text, 'base64') : decodeQuotedPrintable(text.replace(/_/g, ' '), false);
-      return decodeCharset(bytes, charset.split('*')[0]);
-    });
+  let out = '';
+  let pending: { charset: string; bytes: Buffer[] } | undefined;
+  const flush = () => {
+    if (pending) out += decodeCharset(Buffer.concat(pending.bytes), pending.charset);
+    pending = undefined;
+  };
+  let last = 0;
+  for (const m of value.matchAll(ENCODED_WORD)) {
+    const between = value.slice(last, m.index);
+    if (!pending || !/^[ \t\r\n]*$/.test(between)) {
+      flush();
+      out += rawHeaderText(between);
+    }
+    const charset = m[1]!.split('*')[0]!.toLowerCase();
+    const text = m[3]!;
+    const bytes = m[2]!.toUpperCase() === 'B' ? Buffer.from(text, 'base64') : decodeQuotedPrintable(text.replace(/_/g, ' '), false);
+    if (pending?.charset !== charset) {
+      flush();
+      pending = { charset, bytes: [] };
+    }
+    pending.bytes.push(bytes);
+    last = m.index + m[0].length;
+  }
+  flush();
+  return out + rawHeaderText(value.slice(last));
 }
 
 export function decodeQuotedPrintable(text: string, soft = true): Buffer {

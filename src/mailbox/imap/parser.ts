@@ -228,7 +228,8 @@ export class Reader {
   private li = 0;
   private pos = 0;
 
-  constructor(private readonly frame: Frame) {}
+  /** The frame is public so that a handler can read its command's tag (ESEARCH's correlator). */
+  constructor(readonly frame: Frame) {}
 
   private get line(): Buffer {
     return this.frame.lines[this.li]!;

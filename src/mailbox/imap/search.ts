@@ -1,6 +1,7 @@
-// SEARCH: the search-key grammar of RFC 3501 §6.4.4 (plus CONDSTORE's MODSEQ) and its evaluation.
-import { monthIndex } from './encode.js';
-import { bodyText, decodeHeaderValue, headerText, loadedParts, sentDay, type MimeNode } from './mime.js';
+// SEARCH: the search-key grammar of RFC 3501 §6.4.4 (plus CONDSTORE's MODSEQ), its evaluation, and ESEARCH's
+// result options (RFC 4731).
+import { formatUidList, monthIndex } from './encode.js';
+import { bodyText, decodeHeaderValue, headerText, loadedParts, parseAddresses, sentDay, type MimeNode } from './mime.js';
 import { BadCharsetError, ParseError } from './errors.js';
 import { STAR, type Reader, type SeqSet } from './parser.js';
 
@@ -25,10 +26,20 @@ export function parseSearch(r: Reader): SearchKey {
   if (r.peekAtom() === 'CHARSET') {
     r.atom();
     r.sp();
-    const charset = r.astring().toUpperCase();
-    if (!SUPPORTED_CHARSETS.includes(charset)) throw new BadCharsetError(charset);
+    parseCharset(r);
     r.sp();
   }
+  return parseCriteria(r);
+}
+
+/** A search charset (SEARCH's CHARSET argument, SORT's and THREAD's required one): BadCharsetError unless supported. */
+export function parseCharset(r: Reader): void {
+  const charset = r.astring().toUpperCase();
+  if (!SUPPORTED_CHARSETS.includes(charset)) throw new BadCharsetError(charset);
+}
+
+/** `search-key *(SP search-key)` up to the end of the command. */
+export function parseCriteria(r: Reader): SearchKey {
   const keys: SearchKey[] = [parseKey(r, 0)];
   while (r.trySp()) keys.push(parseKey(r, 0));
   r.end();
@@ -200,6 +211,35 @@ function inSet(set: SeqSet, n: number, max: number): boolean {
 
 const lower = (s: string) => s.toLowerCase();
 
+/** Fields holding address lists (RFC 5322 §3.6.2, §3.6.3), searched also by their parsed addresses. */
+const ADDRESS_FIELDS = new Set(['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-bcc']);
+
+/**
+ * What a header key's substring is looked for in (RFC 3501 §6.4.4): the decoded field value (encoded words
+ * decoded, folding removed) and, for address fields, each address as a client shows it: display name, group
+ * name, `local@domain` and `Name <local@domain>`, with comments and the spaces around them gone, so that
+ * `<user (comment)@ (comment) domain.org>` is found by `user@domain.org`. The forms are separated by line
+ * breaks, which a search string cannot usefully contain.
+ */
+export function headerSearchText(field: string, value: string): string {
+  const decoded = decodeHeaderValue(value);
+  if (!ADDRESS_FIELDS.has(field)) return decoded;
+  const forms = [decoded];
+  for (const a of parseAddresses(value)) {
+    if (a.group !== undefined) {
+      if (a.group) forms.push(decodeHeaderValue(a.group));
+      continue;
+    }
+    // parseAddresses fills missing parts with placeholders for ENVELOPE; a search must not find those.
+    const local = a.mailbox === 'MISSING_MAILBOX' ? '' : (a.mailbox ?? '');
+    const address = a.host === 'MISSING_DOMAIN' || a.host === undefined ? local : `${local}@${a.host}`;
+    const name = a.name ? decodeHeaderValue(a.name) : '';
+    forms.push(address);
+    if (name) forms.push(name, `${name} <${address}>`);
+  }
+  return forms.join('\n');
+}
+
 /** Evaluates a key; decoded texts are computed once per message and shared across keys. */
 export function matches(key: SearchKey, m: SearchMessage, ctx: SearchContext): boolean {
   const texts: { header?: string; body?: string } = {};
@@ -217,7 +257,7 @@ export function matches(key: SearchKey, m: SearchMessage, ctx: SearchContext): b
         return m.recent === k.present;
       case 'header': {
         const wanted = lower(k.value);
-        return tree().headers.some((h) => h.name === k.field && (wanted === '' || lower(decodeHeaderValue(h.value)).includes(wanted)));
+        return tree().headers.some((h) => h.name === k.field && (wanted === '' || lower(headerSearchText(h.name, h.value)).includes(wanted)));
       }
       case 'body':
         return body().includes(lower(k.value));
@@ -247,4 +287,59 @@ export function matches(key: SearchKey, m: SearchMessage, ctx: SearchContext): b
     }
   };
   return test(key);
+}
+
+// ---- ESEARCH (RFC 4731) ----
+
+export type ReturnOption = 'MIN' | 'MAX' | 'ALL' | 'COUNT';
+const RETURN_OPTIONS: readonly string[] = ['MIN', 'MAX', 'ALL', 'COUNT'];
+
+/**
+ * `RETURN (option ...) SP` before the criteria (RFC 4466 search-return-opts); undefined without it, when the
+ * answer is the plain SEARCH response. `RETURN ()` means ALL (RFC 4731 §3.1).
+ */
+export function parseSearchReturn(r: Reader): ReturnOption[] | undefined {
+  if (r.peekAtom() !== 'RETURN') return undefined;
+  r.atom();
+  r.sp();
+  const options = r.list(() => {
+    const option = r.atom().toUpperCase();
+    if (!RETURN_OPTIONS.includes(option)) throw new ParseError(`Unknown SEARCH return option ${option}`);
+    return option as ReturnOption;
+  });
+  r.sp();
+  return options.length ? options : ['ALL'];
+}
+
+export interface SearchHit {
+  /** Sequence number or UID, as the command asked; hits come in ascending order. */
+  n: number;
+  modseq: number;
+}
+
+/**
+ * `* ESEARCH (TAG "tag") [UID] ...`: MIN, MAX and ALL only when something matched, COUNT always, ALL as a
+ * compressed sequence set; with CONDSTORE (a MODSEQ key) the highest modseq of the messages returned, which for
+ * MIN/MAX alone are just those two (RFC 7162 §3.1.10).
+ */
+export function esearchResponse(tag: string, uid: boolean, options: readonly ReturnOption[], hits: readonly SearchHit[], withModseq: boolean): string {
+  let text = `* ESEARCH (TAG ${JSON.stringify(tag)})${uid ? ' UID' : ''}`;
+  const first = hits[0];
+  const last = hits[hits.length - 1];
+  const returned: SearchHit[] = [];
+  if (first && last) {
+    if (options.includes('MIN')) {
+      text += ` MIN ${first.n}`;
+      returned.push(first);
+    }
+    if (options.includes('MAX')) {
+      text += ` MAX ${last.n}`;
+      returned.push(last);
+    }
+    if (options.includes('ALL')) text += ` ALL ${formatUidList(hits.map((h) => h.n))}`;
+  }
+  if (options.includes('COUNT')) text += ` COUNT ${hits.length}`;
+  if (options.includes('ALL') || options.includes('COUNT')) returned.push(...hits);
+  if (withModseq && returned.length) text += ` MODSEQ ${returned.reduce((max, h) => Math.max(max, h.modseq), 0)}`;
+  return text;
 }

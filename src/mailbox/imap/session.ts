@@ -119,7 +119,7 @@ export class ImapSession {
   }
 
   capabilities(): string {
-    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
+    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', 'ESEARCH', 'SORT', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
     // STARTTLS and LOGINDISABLED would go here once TLS exists; plain-text LOGIN is allowed meanwhile.
     if (this.state === 'notauth') caps.push('AUTH=PLAIN');
     return caps.join(' ');
