@@ -32,8 +32,7 @@ async function noop(_s: ImapSession, r: Reader) {
 
 async function logout(s: ImapSession, r: Reader) {
   r.end();
-  s.send(`* BYE ${s.ctx.hostname} logging out`);
-  s.loggingOut = true;
+  s.logout();
   return 'LOGOUT completed';
 }
 
@@ -472,6 +471,8 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
       }
     }
   }
+  // Keywords the client has not heard of (set here or by another session) are announced before any FETCH shows them.
+  s.announceKeywords();
   const raw = needsRaw(req);
   const tree = needsTree(req);
   const retrieves = retrievesContent(req);
@@ -539,8 +540,9 @@ async function store(s: ImapSession, r: Reader, uid: boolean) {
   const modified = unchangedSince === undefined ? [] : entries.filter((e) => e.msg.modseq > unchangedSince!);
   const targets = entries.filter((e) => !modified.includes(e));
   const updated = targets.length ? await s.ctx.store.setFlags(s.user!, view.name, targets.map((e) => e.msg.uid), flags, mode) : [];
+  for (const m of updated) view.noteFlags(m);
+  s.announceKeywords();
   for (const m of updated) {
-    view.noteFlags(m);
     const entry = view.byUidEntry(m.uid);
     if (!entry || (silent && !s.condstore)) continue;
     const parts: string[] = [];

@@ -187,12 +187,7 @@ export class MailboxView {
       this.arrived = [];
       lines.push(`${this.entries.length} EXISTS`, `${this.recentCount} RECENT`);
     }
-    if (this.newKeywords.size) {
-      for (const k of this.newKeywords) this.keywords.add(k);
-      this.newKeywords.clear();
-      lines.push(`FLAGS (${this.flagsResponse()})`);
-      if (!this.readOnly) lines.push(`OK [PERMANENTFLAGS (${this.flagsResponse()} \\*)] Flags permitted`);
-    }
+    lines.push(...this.keywordLines());
     for (const uid of this.changed) {
       const entry = this.byUid.get(uid);
       if (!entry || entry.gone || entry.told === flagsKey(entry.msg)) continue;
@@ -201,6 +196,19 @@ export class MailboxView {
       lines.push(`${this.seqOf(entry)} FETCH (UID ${uid} FLAGS (${this.flagsOf(entry).join(' ')})${modseq})`);
     }
     this.changed.clear();
+    return lines;
+  }
+
+  /**
+   * FLAGS and PERMANENTFLAGS when keywords the client has not been told of are in use (RFC 3501 §7.2.6): these
+   * must reach the client before any FETCH that shows such a keyword.
+   */
+  keywordLines(): string[] {
+    if (!this.newKeywords.size) return [];
+    for (const k of this.newKeywords) this.keywords.add(k);
+    this.newKeywords.clear();
+    const lines = [`FLAGS (${this.flagsResponse()})`];
+    if (!this.readOnly) lines.push(`OK [PERMANENTFLAGS (${this.flagsResponse()} \\*)] Flags permitted`);
     return lines;
   }
 

@@ -60,6 +60,8 @@ export class ImapSession {
   /** BYE text to send before that end (shutdown). */
   private pendingBye: string | undefined;
   idling = false;
+  /** A BYE has been sent: nothing untagged follows it. */
+  private byeSent = false;
   /** The client's address, as the other services report it in events. */
   readonly client: string;
   private readonly remote: string;
@@ -131,7 +133,21 @@ export class ImapSession {
 
   send(line: string): void {
     if (this.closed) return;
+    // After BYE the client hears nothing but the tagged response of the command that ended the session.
+    if (this.byeSent && (line.startsWith('*') || line.startsWith('+'))) return;
+    if (line.startsWith('* BYE ')) this.byeSent = true;
     this.socket.write(line + '\r\n');
+  }
+
+  /**
+   * LOGOUT: the client has left the mailbox, so pending updates (EXPUNGE, FETCH, EXISTS) would name messages by
+   * numbers that refer to nothing: the view is dropped, and only BYE and the tagged OK follow.
+   */
+  logout(): void {
+    this.view = undefined;
+    this.idling = false;
+    this.loggingOut = true;
+    this.send(`* BYE ${this.ctx.hostname} logging out`);
   }
 
   sendChunks(chunks: Buffer[]): void {
@@ -304,6 +320,13 @@ export class ImapSession {
       return;
     }
     for (const line of view.flush({ expunge, condstore: this.condstore })) this.send(`* ${line}`);
+  }
+
+  /** FLAGS and PERMANENTFLAGS for keywords not yet announced: called before sending any FETCH with flags. */
+  announceKeywords(): void {
+    const view = this.view;
+    if (!view || this.closed) return;
+    for (const line of view.keywordLines()) this.send(`* ${line}`);
   }
 
   private expungeAllowed(name: string, uid: boolean): boolean {
