@@ -5,9 +5,9 @@ import type { Socket } from 'node:net';
 import type { EventLog } from '../../shared/events.js';
 import { MailStoreError, type MailboxInfo, type MailStore, type StoreChange } from '../store-api.js';
 import type { Command, CommandState } from './command.js';
-import { decodeMailboxName, quoteText, encodeMailboxName } from './encode.js';
+import { decodeMailboxName, formatUidList, quoteText, encodeMailboxName } from './encode.js';
 import { header, type MimeNode } from './mime.js';
-import { MailboxView, type ViewEntry } from './mailbox-view.js';
+import { MailboxView, subtractUids, uidRanges, type ViewEntry } from './mailbox-view.js';
 import { ImapError, ParseError } from './errors.js';
 import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
@@ -55,6 +55,8 @@ export class ImapSession {
   view: MailboxView | undefined;
   /** CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), or a command using it): MODSEQ in unsolicited FETCH. */
   condstore = false;
+  /** QRESYNC enabled (ENABLE QRESYNC; implies CONDSTORE): VANISHED instead of EXPUNGE. */
+  qresync = false;
   /** Set by LOGOUT (and shutdown): the connection ends after the tagged response. */
   loggingOut = false;
   /** BYE text to send before that end (shutdown). */
@@ -121,7 +123,7 @@ export class ImapSession {
   }
 
   capabilities(): string {
-    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CONDSTORE', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
+    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CONDSTORE', 'QRESYNC', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
     // STARTTLS and LOGINDISABLED would go here once TLS exists; plain-text LOGIN is allowed meanwhile.
     if (this.state === 'notauth') caps.push('AUTH=PLAIN');
     return caps.join(' ');
@@ -319,7 +321,39 @@ export class ImapSession {
       this.close('Selected mailbox was deleted, have to disconnect');
       return;
     }
-    for (const line of view.flush({ expunge, condstore: this.condstore })) this.send(`* ${line}`);
+    for (const line of view.flush({ expunge, condstore: this.condstore, qresync: this.qresync })) this.send(`* ${line}`);
+    // Expunges held back: a QRESYNC client must not take a later MODSEQ it saw as its resync point (RFC 7162 §3.2).
+    if (this.qresync && view.modseqBeforeExpunge !== undefined) this.send(`* OK [HIGHESTMODSEQ ${view.modseqBeforeExpunge}] Expunges pending`);
+  }
+
+  /** Messages this session expunged or moved away: EXPUNGE responses, or VANISHED once QRESYNC is enabled. */
+  expunged(uids: number[]): void {
+    const view = this.view!;
+    const known = uids.filter((u) => view.byUidEntry(u)).sort((a, b) => a - b);
+    const seqs = view.removeOwn(known);
+    if (!this.qresync) for (const seq of seqs) this.send(`* ${seq} EXPUNGE`);
+    else if (known.length) this.send(`* VANISHED ${formatUidList(known)}`);
+  }
+
+  /**
+   * QRESYNC's VANISHED (EARLIER) set (RFC 7162 §3.2.5.1, §3.2.6): the UIDs within `within` (a UID set; all when
+   * absent) expunged after `modseq`, as a UID set ('' when none). When the store's history does not reach back that
+   * far, every UID below UIDNEXT that is not in the mailbox is reported, which the RFC allows. UIDs this session
+   * still holds (expunges not yet announced) are left out: they will go as VANISHED, which moves the numbers.
+   */
+  async vanishedEarlier(modseq: number, within?: SeqSet): Promise<string> {
+    const view = this.view!;
+    const { uids, complete } = await this.ctx.store.expungedSince(this.user!, view.name, modseq);
+    const maxUid = view.uidNext - 1;
+    const ranges = uidRanges(within ?? [[1, STAR]], maxUid);
+    const held = view.knownUids();
+    if (complete) {
+      const inView = new Set(held);
+      return formatUidList(uids.filter((u) => !inView.has(u) && ranges.some(([lo, hi]) => u >= lo && u <= hi)));
+    }
+    return subtractUids(ranges, held)
+      .map(([lo, hi]) => (lo === hi ? `${lo}` : `${lo}:${hi}`))
+      .join(',');
   }
 
   /** FLAGS and PERMANENTFLAGS for keywords not yet announced: called before sending any FETCH with flags. */

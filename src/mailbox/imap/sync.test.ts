@@ -1,21 +1,11 @@
 // What a client that tracks the protocol's state may see (issue 10): keywords announced by FLAGS before any FETCH
 // shows them (RFC 3501 §7.2.6, §2.3.2), nothing but BYE and the tagged OK once LOGOUT is received, and the other
 // sessions' updates (EXISTS before FETCH of new messages, EXPUNGE numbers, no EXPUNGE during sequence commands).
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { MailStore } from '../store-api.js';
+import { beforeEach, describe, expect, test } from 'vitest';
 import { FORWARD, MULTIPART, SIMPLE } from './fixtures.test-helper.js';
-import { startImap, type RunningImap } from './index.js';
+import { BOB, last, useImapServer } from './imap-fixture.test-helper.js';
 import { RawClient } from './raw-client.test-helper.js';
 import { STORES, type StoreFactory } from './stores.test-helper.js';
-
-const BOB = 'bob@example.test';
-let store: MailStore;
-const cleanups: Array<() => Promise<void>> = [];
-let server: RunningImap;
-let port: number;
-const clients: RawClient[] = [];
-
-const last = (lines: string[]) => lines[lines.length - 1]!;
 
 /**
  * A client's model of the defined flags: every keyword a FETCH shows must have been announced by FLAGS (with a
@@ -54,19 +44,8 @@ class FlagModel {
 }
 
 describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
-  async function start(options: { idleTimeoutMs?: number } = {}) {
-    const made = await makeStore([{ address: BOB, password: 'secret' }]);
-    store = made.store;
-    cleanups.push(made.cleanup);
-    server = await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'imap.example.test', ...options });
-    port = server.endpoint.port;
-  }
-
-  async function login(): Promise<RawClient> {
-    const c = await RawClient.login(port);
-    clients.push(c);
-    return c;
-  }
+  const f = useImapServer(makeStore);
+  const login = () => f.login();
 
   /** A session with INBOX selected, and its flag model fed with the SELECT responses. */
   async function selected(command = 'SELECT INBOX'): Promise<{ c: RawClient; model: FlagModel }> {
@@ -78,16 +57,9 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
   }
 
   beforeEach(async () => {
-    await start();
-    await store.deliver(BOB, SIMPLE);
-    await store.deliver(BOB, MULTIPART);
-    await store.deliver(BOB, FORWARD);
-  });
-
-  afterEach(async () => {
-    for (const c of clients.splice(0)) c.close();
-    await server.stop();
-    for (const cleanup of cleanups.splice(0)) await cleanup();
+    await f.store.deliver(BOB, SIMPLE);
+    await f.store.deliver(BOB, MULTIPART);
+    await f.store.deliver(BOB, FORWARD);
   });
 
   describe('keywords are announced before a FETCH shows them', () => {
@@ -168,7 +140,7 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
       await b.command('x', 'STORE 1 +FLAGS (\\Deleted)');
       await b.command('y', 'STORE 2 +FLAGS ($Gone)');
       await b.command('z', 'EXPUNGE');
-      await store.deliver(BOB, SIMPLE);
+      await f.store.deliver(BOB, SIMPLE);
       expect(await a.command('l', 'LOGOUT')).toEqual(['* BYE imap.example.test logging out', 'l OK LOGOUT completed']);
       await a.waitClosed();
     });
@@ -199,12 +171,11 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
     });
 
     test('autologout: BYE is the last thing sent, whatever changes after it', async () => {
-      await server.stop();
-      await start({ idleTimeoutMs: 200 });
+      await f.restart({ idleTimeoutMs: 200 });
       const { c: a } = await selected();
       expect(await a.line(3000)).toBe('* BYE Autologout; idle for too long');
-      await store.setFlags(BOB, 'INBOX', [1], ['$After'], 'add');
-      await store.remove(BOB, 'INBOX', [2]);
+      await f.store.setFlags(BOB, 'INBOX', [1], ['$After'], 'add');
+      await f.store.remove(BOB, 'INBOX', [2]);
       await a.waitClosed();
       await expect(a.line(500)).rejects.toThrow(/closed/);
     });
