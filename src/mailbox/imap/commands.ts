@@ -179,6 +179,7 @@ async function select(s: ImapSession, r: Reader, readOnly: boolean) {
     const { modseq, knownUids } = qresync;
     const vanished = await s.vanishedEarlier(modseq, knownUids);
     if (vanished) s.send(`* VANISHED (EARLIER) ${vanished}`);
+    s.announceKeywords();
     const ranges = uidRanges(knownUids ?? [[1, STAR]], view.uidNext - 1);
     for (const e of view.entries) {
       const uid = e.msg.uid;
@@ -535,8 +536,6 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
       }
     }
   }
-  // Keywords the client has not heard of (set here or by another session) are announced before any FETCH shows them.
-  s.announceKeywords();
   const raw = needsRaw(req);
   const tree = needsTree(req);
   const retrieves = retrievesContent(req);
@@ -555,6 +554,9 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
         continue;
       }
     }
+    // Keywords the client has not heard of (set here, or by another session, also while this one read the
+    // message) are announced before the FETCH that shows them.
+    s.announceKeywords();
     const m = { seq: view.seqOf(e), uid: e.msg.uid, flags: view.flagsOf(e), internalDate: e.msg.internalDate, size: e.msg.size, modseq: e.msg.modseq, ...data };
     // RFC 7162 §3.1: with CONDSTORE on, a FETCH that changed flags carries UID and MODSEQ.
     const changed = seenNow.has(e.msg.uid);

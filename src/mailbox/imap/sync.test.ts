@@ -106,6 +106,25 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
       expect([...model.defined]).toEqual(expect.arrayContaining(['$Theirs', '$Mine']));
     });
 
+    test('a keyword set elsewhere while FETCH is reading messages is announced before the next FETCH shows it', async () => {
+      const { c, model } = await selected();
+      // The store is read for message 1's body; meanwhile another session sets a new keyword on message 3.
+      const read = f.store.read.bind(f.store);
+      let raced = false;
+      f.store.read = async (user, mailbox, uid) => {
+        const data = await read(user, mailbox, uid);
+        if (uid === 1 && !raced) {
+          raced = true;
+          await f.store.setFlags(BOB, 'INBOX', [3], ['$Race'], 'add');
+        }
+        return data;
+      };
+      model.feed(await c.command('f', 'FETCH 1:3 (FLAGS BODY.PEEK[HEADER])'));
+      expect(raced).toBe(true);
+      expect(model.violations).toEqual([]);
+      expect(model.defined.has('$Race')).toBe(true);
+    });
+
     test('EXAMINE: a keyword set elsewhere is announced by FLAGS before FETCH', async () => {
       const { c: a, model } = await selected('EXAMINE INBOX');
       const { c: b } = await selected();
