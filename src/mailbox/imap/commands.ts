@@ -1,5 +1,5 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
-// LIST-STATUS, SPECIAL-USE, CONDSTORE and QRESYNC. Each handler parses all its arguments before acting, so a BAD never
+// LIST-STATUS, SPECIAL-USE and CONDSTORE. Each handler parses all its arguments before acting, so a BAD never
 // leaves a half-done change; it returns the text of the tagged OK (or throws ImapError / ParseError).
 import type { FlagMode, MailboxInfo } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
