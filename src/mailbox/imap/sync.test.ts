@@ -225,5 +225,86 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
       }
       expect(await a.command('u', 'UID SEARCH ALL')).toEqual(['* SEARCH 2 3', '* 1 EXPUNGE', 'u OK UID SEARCH completed']);
     });
+
+    test('concurrent sessions (seeded, two with QRESYNC): every untagged response fits each client\'s view, and the views converge', async () => {
+      const seed = Number(process.env.IMAP_SYNC_SEED ?? 10_2026);
+      const random = mulberry32(seed);
+      const pick = <T>(xs: T[]) => xs[Math.floor(random() * xs.length)]!;
+      const sessions = await Promise.all(
+        [false, false, true, true].map(async (qresync) => {
+          const c = await login();
+          if (qresync) await c.command('e', 'ENABLE QRESYNC');
+          const model = new FlagModel();
+          expect(last(model.feed(await c.command('S', 'SELECT INBOX')))).toMatch(/^S OK/);
+          return { c, model, qresync, exists: 3 };
+        }),
+      );
+      const violations: string[] = [];
+      let operations = 0;
+
+      /** Sends one command and checks its responses against the session's view (sequence numbers, EXPUNGE rules). */
+      async function run(s: (typeof sessions)[number], tag: string, command: string): Promise<void> {
+        const lines = s.model.feed(await s.c.command(tag, command, 5000));
+        operations++;
+        const sequenceCommand = /^(FETCH|STORE|SEARCH|COPY)\b/.test(command);
+        for (const line of lines) {
+          let m: RegExpExecArray | null;
+          if ((m = /^\* (\d+) EXPUNGE$/.exec(line))) {
+            if (sequenceCommand) violations.push(`${line} during ${command}`);
+            if (s.qresync) violations.push(`${line}: EXPUNGE after ENABLE QRESYNC`);
+            if (Number(m[1]) > s.exists) violations.push(`${line} beyond ${s.exists} EXISTS`);
+            s.exists--;
+          } else if ((m = /^\* VANISHED (?!\(EARLIER\))(\S+)$/.exec(line))) {
+            if (sequenceCommand) violations.push(`${line} during ${command}`);
+            if (!s.qresync) violations.push(`${line} without ENABLE QRESYNC`);
+            s.exists -= m[1]!.split(',').reduce((n, r) => n + (r.includes(':') ? Number(r.split(':')[1]) - Number(r.split(':')[0]) + 1 : 1), 0);
+          } else if ((m = /^\* (\d+) EXISTS$/.exec(line))) {
+            if (Number(m[1]) < s.exists) violations.push(`${line} shrinks ${s.exists} without EXPUNGE`);
+            s.exists = Number(m[1]);
+          } else if ((m = /^\* (\d+) FETCH /.exec(line))) {
+            if (Number(m[1]) > s.exists || Number(m[1]) < 1) violations.push(`${line} outside 1..${s.exists}`);
+          }
+        }
+        if (!last(lines).startsWith(`${tag} OK`)) violations.push(`${command}: ${last(lines)}`);
+      }
+
+      const delivering = (async () => {
+        for (let i = 0; i < 10; i++) await f.store.deliver(BOB, SIMPLE);
+      })();
+      await Promise.all(
+        sessions.map(async (s, n) => {
+          for (let i = 0; i < 40; i++) {
+            const seq = s.exists ? 1 + Math.floor(random() * s.exists) : 0;
+            const keyword = `$k${Math.floor(random() * 12)}`;
+            const choices = ['NOOP', 'FETCH 1:* (FLAGS)', 'UID FETCH 1:* (UID FLAGS)', 'SEARCH ALL', 'UID SEARCH ALL', `APPEND INBOX (${keyword}) {5+}\r\nhello`, 'EXPUNGE'];
+            if (seq) choices.push(`STORE ${seq} +FLAGS (${keyword})`, `STORE ${seq} -FLAGS (${keyword})`, `STORE ${seq} +FLAGS.SILENT (\\Deleted)`, `FETCH ${seq} (UID FLAGS)`);
+            await run(s, `c${n}-${i}`, pick(choices));
+          }
+        }),
+      );
+      await delivering;
+      const stored = await f.store.messages(BOB, 'INBOX');
+      for (const [n, s] of sessions.entries()) {
+        await run(s, `n${n}`, 'NOOP');
+        const lines = await s.c.command(`v${n}`, 'FETCH 1:* (UID FLAGS)');
+        const view = lines.slice(0, -1).map((l) => /UID (\d+) FLAGS \(([^)]*)\)/.exec(l)!).map((m) => [Number(m[1]), m[2]!.split(' ').filter((x) => x && x !== '\\Recent').sort()]);
+        expect(view, `session ${n} converges (seed ${seed})`).toEqual(stored.map((m) => [m.uid, [...m.flags].sort()]));
+        expect(s.exists).toBe(stored.length);
+        expect(await s.c.command(`l${n}`, 'LOGOUT')).toEqual(['* BYE imap.example.test logging out', `l${n} OK LOGOUT completed`]);
+      }
+      expect({ seed, operations, violations: [...violations, ...sessions.flatMap((s) => s.model.violations)] }).toEqual({ seed, operations: 4 * 41, violations: [] });
+    });
   });
 });
+
+/** A small seeded PRNG, so that a failing run can be replayed. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
