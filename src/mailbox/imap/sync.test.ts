@@ -1,6 +1,7 @@
 // What a client that tracks the protocol's state may see (issue 10): keywords announced by FLAGS before any FETCH
 // shows them (RFC 3501 §7.2.6, §2.3.2), nothing but BYE and the tagged OK once LOGOUT is received, and the other
 // sessions' updates (EXISTS before FETCH of new messages, EXPUNGE numbers, no EXPUNGE during sequence commands).
+import fc from 'fast-check';
 import { beforeEach, describe, expect, test } from 'vitest';
 import { FORWARD, MULTIPART, SIMPLE } from './fixtures.test-helper.js';
 import { BOB, last, useImapServer } from './imap-fixture.test-helper.js';
@@ -228,7 +229,10 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
 
     test('concurrent sessions (seeded, two with QRESYNC): every untagged response fits each client\'s view, and the views converge', async () => {
       const seed = Number(process.env.IMAP_SYNC_SEED ?? 10_2026);
-      const random = mulberry32(seed);
+      // fast-check's generator, seeded: the same choices on every machine.
+      const draws = fc.sample(fc.nat({ max: 1_000_000 }), { seed, numRuns: 1000 });
+      let next = 0;
+      const random = () => draws[next++ % draws.length]! / 1_000_001;
       const pick = <T>(xs: T[]) => xs[Math.floor(random() * xs.length)]!;
       const sessions = await Promise.all(
         [false, false, true, true].map(async (qresync) => {
@@ -296,15 +300,3 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
     });
   });
 });
-
-/** A small seeded PRNG, so that a failing run can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
