@@ -160,14 +160,19 @@ export class IndexLog {
 /** Adds an expunge to the folder's history, dropping the oldest (and raising the floor) beyond EXPUNGE_HISTORY UIDs. */
 export function noteExpunged(folder: Pick<Folder, 'expunged' | 'expungedFloor'>, event: ExpungeEvent): void {
   if (!event.uids.length) return;
-  folder.expunged.push(event);
-  let kept = folder.expunged.reduce((n, e) => n + e.uids.length, 0);
-  while (kept > EXPUNGE_HISTORY && folder.expunged.length > 1) {
-    const dropped = folder.expunged.shift()!;
+  const history = folder.expunged;
+  // The count is kept beside the list, so that reading a long log stays linear.
+  let kept = (historySize.get(history) ?? history.reduce((n, e) => n + e.uids.length, 0)) + event.uids.length;
+  history.push(event);
+  while (kept > EXPUNGE_HISTORY && history.length > 1) {
+    const dropped = history.shift()!;
     kept -= dropped.uids.length;
     folder.expungedFloor = Math.max(folder.expungedFloor, dropped.modseq);
   }
+  historySize.set(history, kept);
 }
+
+const historySize = new WeakMap<ExpungeEvent[], number>();
 
 /** Whether a log of `records` records for `live` messages is long enough to be rewritten. */
 export function needsCompaction(records: number, live: number): boolean {
