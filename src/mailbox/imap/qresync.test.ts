@@ -127,6 +127,18 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
       expect(last(await c.command('B08', `SELECT INBOX (QRESYNC (${uidValidity} ${since} 1:* (1)))`))).toMatch(/^B08 BAD /);
     });
 
+    test('a store history that does not reach back far enough: every UID within the known ones not in the mailbox', async () => {
+      await fill(10);
+      await f.store.remove(BOB, 'INBOX', [3, 4, 7]);
+      const { uidValidity } = await info();
+      f.store.expungedSince = async () => ({ uids: [], complete: false });
+      const c = await qresyncClient();
+      const res = await c.command('a', `SELECT INBOX (QRESYNC (${uidValidity} 1 2:9))`);
+      expect(res.filter((l) => /VANISHED/.test(l))).toEqual(['* VANISHED (EARLIER) 3:4,7']);
+      const all = await c.command('b', `UID FETCH 1:* (UID) (CHANGEDSINCE ${(await info()).highestModseq} VANISHED)`);
+      expect(all).toEqual(['* VANISHED (EARLIER) 3:4,7', 'b OK UID FETCH completed']);
+    });
+
     test('CLOSED: sent when a selected mailbox is left by SELECT/EXAMINE, also a failing one; not on the first', async () => {
       const c = await login();
       expect((await c.command('a', 'SELECT INBOX'))[0]).not.toMatch(/CLOSED/);
