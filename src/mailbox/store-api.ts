@@ -41,6 +41,17 @@ export type StoreChange =
 
 export type FlagMode = 'set' | 'add' | 'remove';
 
+/** Messages expunged after a modseq (QRESYNC's VANISHED (EARLIER), RFC 7162 §3.2.5.1, §3.2.6). */
+export interface ExpungedSince {
+  /** UIDs expunged after the modseq, ascending. */
+  uids: number[];
+  /**
+   * False when the store's history does not reach back to that modseq: then any UID below uidNext that is not in
+   * the mailbox may have been expunged since (RFC 7162 allows reporting such UIDs as vanished).
+   */
+  complete: boolean;
+}
+
 export interface CopyResult {
   /** UIDVALIDITY of the destination. */
   uidValidity: number;
@@ -114,6 +125,12 @@ export interface MailStore {
   move(user: string, from: string, uids: number[], to: string): Promise<CopyResult>;
   /** Removes messages for good (IMAP EXPUNGE of \Deleted ones, POP3 UPDATE); returns the removed UIDs. */
   remove(user: string, mailbox: string, uids: number[]): Promise<number[]>;
+
+  /**
+   * The messages expunged (removed, moved away) after `modseq`: every expunge takes a new modseq, kept with its UIDs
+   * durably, across restarts, as long as the history is kept (see ExpungedSince.complete).
+   */
+  expungedSince(user: string, mailbox: string, modseq: number): Promise<ExpungedSince>;
 
   /** Change notifications for sessions on the same mailbox (IMAP untagged EXISTS/EXPUNGE/FETCH, IDLE). */
   onChange(listener: (change: StoreChange) => void): () => void;

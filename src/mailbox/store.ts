@@ -25,6 +25,7 @@ import {
   MailStoreError,
   type CopyResult,
   type DeliverOptions,
+  type ExpungedSince,
   type FlagMode,
   type MailboxInfo,
   type MailStore,
@@ -301,6 +302,14 @@ export class MaildirStore implements MailStore {
     });
     if (removed.length) this.emit({ type: 'expunge', user: u.name, mailbox: name, uids: removed });
     return removed;
+  }
+
+  async expungedSince(user: string, mailbox: string, modseq: number): Promise<ExpungedSince> {
+    const u = await this.user(user);
+    const folder = await u.loaded(normalizeName(mailbox));
+    const uids = new Set<number>();
+    for (const e of folder.expunged) if (e.modseq > modseq) for (const uid of e.uids) uids.add(uid);
+    return { uids: [...uids].sort((a, b) => a - b), complete: modseq >= folder.expungedFloor };
   }
 
   // ---- internals ----

@@ -4,13 +4,13 @@
 // the tagged OK (or throws ImapError / ParseError).
 import type { FlagMode, MailboxInfo, SpecialUse } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
-import { needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
+import { modseqValue, needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
 import type { MimeNode } from './mime.js';
 import { DELIMITER, listMailboxes, type ListQuery } from './list.js';
-import { SYSTEM_FLAGS, type ViewEntry } from './mailbox-view.js';
+import { SYSTEM_FLAGS, uidRanges, type ViewEntry } from './mailbox-view.js';
 import type { Command as CommandOf, CommandState } from './command.js';
 import { BadCharsetError, ImapError, ParseError } from './errors.js';
-import { parseHead, type Reader } from './parser.js';
+import { STAR, parseHead, type Reader, type SeqSet } from './parser.js';
 import { SUPPORTED_CHARSETS, esearchResponse, matches, parseCharset, parseCriteria, parseSearch, parseSearchReturn, usesBody, usesContent, usesModseq, type SearchKey } from './search.js';
 import { parseSortCriteria, sortMessages, sortNeedsHeader } from './sort.js';
 import { formatThreads, orderedSubject, parseThreadAlgorithm, references, threadMessage } from './thread.js';
@@ -35,8 +35,7 @@ async function noop(_s: ImapSession, r: Reader) {
 
 async function logout(s: ImapSession, r: Reader) {
   r.end();
-  s.send(`* BYE ${s.ctx.hostname} logging out`);
-  s.loggingOut = true;
+  s.logout();
   return 'LOGOUT completed';
 }
 
@@ -98,6 +97,12 @@ async function enable(s: ImapSession, r: Reader) {
       s.condstore = true;
       enabled.push(cap);
     }
+    // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
+    if (cap === 'QRESYNC' && !enabled.includes(cap)) {
+      s.qresync = true;
+      s.condstore = true;
+      enabled.push(cap);
+    }
   } while (!r.atEnd());
   s.send(`* ENABLED${enabled.map((c) => ' ' + c).join('')}`);
 }
@@ -107,20 +112,57 @@ async function namespace(s: ImapSession, r: Reader) {
   s.send(`* NAMESPACE (("" "${DELIMITER}")) NIL NIL`);
 }
 
+/** QRESYNC's SELECT parameter (RFC 7162 §3.2.5): what the client knew when it last had the mailbox. */
+interface QresyncParams {
+  uidValidity: number;
+  modseq: number;
+  knownUids?: SeqSet;
+}
+
+function parseQresync(r: Reader): QresyncParams {
+  r.char('(');
+  const uidValidity = r.nzNumber();
+  r.sp();
+  const params: QresyncParams = { uidValidity, modseq: modseqValue(r) };
+  if (r.trySp() && r.peek() !== 0x28) {
+    params.knownUids = r.seqSet();
+    r.trySp();
+  }
+  if (r.peek() === 0x28) {
+    // seq-match-data (§3.2.5.2) only helps a server without expunge history narrow VANISHED; this one reports every
+    // UID not in the mailbox then, which the RFC allows, so it is read and not used.
+    r.char('(');
+    r.seqSet();
+    r.sp();
+    r.seqSet();
+    r.char(')');
+  }
+  r.char(')');
+  return params;
+}
+
 async function select(s: ImapSession, r: Reader, readOnly: boolean) {
   r.sp();
   const name = s.mailboxArg(r);
   let condstore = false;
+  let qresync: QresyncParams | undefined;
   if (r.trySp()) {
     r.list(() => {
       const p = r.atom().toUpperCase();
-      if (p !== 'CONDSTORE') throw new ParseError(`Unknown SELECT parameter ${p}`);
-      condstore = true;
+      if (p === 'CONDSTORE') condstore = true;
+      else if (p === 'QRESYNC') {
+        r.sp();
+        qresync = parseQresync(r);
+      } else throw new ParseError(`Unknown SELECT parameter ${p}`);
     });
   }
   r.end();
-  // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
+  if (qresync && !s.qresync) throw new ImapError('BAD', 'QRESYNC parameter without ENABLE QRESYNC', 'CLIENTBUG');
+  // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1). The CLOSED response code separates what was
+  // about the mailbox that was selected from what follows (RFC 7162 §3.2.11).
+  const wasSelected = s.view !== undefined;
   s.closeMailbox();
+  if (wasSelected) s.send('* OK [CLOSED] Previous mailbox closed');
   const info = await s.findMailbox(name);
   if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'NONEXISTENT');
   if (condstore) s.condstore = true;
@@ -134,6 +176,20 @@ async function select(s: ImapSession, r: Reader, readOnly: boolean) {
   s.send(`* OK [UIDVALIDITY ${view.uidValidity}] UIDs valid`);
   s.send(`* OK [UIDNEXT ${view.uidNext}] Predicted next UID`);
   s.send(`* OK [HIGHESTMODSEQ ${view.highestModseq}] Highest`);
+  // QRESYNC (RFC 7162 §3.2.5.1): what vanished and what changed since the client's modseq, within the UIDs it
+  // knows; nothing when the UIDVALIDITY changed (the client must then start over).
+  if (qresync && qresync.uidValidity === view.uidValidity) {
+    const { modseq, knownUids } = qresync;
+    const vanished = await s.vanishedEarlier(modseq, knownUids);
+    if (vanished) s.send(`* VANISHED (EARLIER) ${vanished}`);
+    s.announceKeywords();
+    const ranges = uidRanges(knownUids ?? [[1, STAR]], view.uidNext - 1);
+    for (const e of view.entries) {
+      const uid = e.msg.uid;
+      if (e.gone || e.msg.modseq <= modseq || !ranges.some(([lo, hi]) => uid >= lo && uid <= hi)) continue;
+      s.send(`* ${view.seqOf(e)} FETCH (UID ${uid} FLAGS (${view.flagsOf(e).join(' ')}) MODSEQ (${e.msg.modseq}))`);
+    }
+  }
   return `[${readOnly ? 'READ-ONLY' : 'READ-WRITE'}] ${readOnly ? 'EXAMINE' : 'SELECT'} completed`;
 }
 
@@ -477,8 +533,7 @@ async function expunge(s: ImapSession, r: Reader, uid: boolean) {
   }
   r.end();
   writable(s);
-  const removed = await expungeDeleted(s, only);
-  for (const seq of s.view!.removeOwn(removed)) s.send(`* ${seq} EXPUNGE`);
+  s.expunged(await expungeDeleted(s, only));
 }
 
 /** A charset or search program the server cannot handle: NO [BADCHARSET (...)] (RFC 3501 §6.4.4). */
@@ -586,8 +641,17 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
   const view = s.view!;
   let entries = s.resolveSet(set, uid);
   const changedSince = req.changedSince;
+  if (req.vanished) {
+    // RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE, once QRESYNC is enabled.
+    if (!uid || changedSince === undefined) throw new ParseError('VANISHED needs UID FETCH with CHANGEDSINCE');
+    if (!s.qresync) throw new ImapError('BAD', 'VANISHED without ENABLE QRESYNC', 'CLIENTBUG');
+  }
   if (changedSince !== undefined) entries = entries.filter((e) => e.msg.modseq > changedSince);
   if (changedSince !== undefined || req.items.some((i) => i.kind === 'MODSEQ')) s.condstore = true;
+  if (req.vanished) {
+    const vanished = await s.vanishedEarlier(changedSince!, set);
+    if (vanished) s.send(`* VANISHED (EARLIER) ${vanished}`);
+  }
 
   // Reading a body sets \Seen (RFC 3501 §6.4.5); the new flags then go out with the data.
   const seenNow = new Set<number>();
@@ -618,6 +682,9 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
         continue;
       }
     }
+    // Keywords the client has not heard of (set here, or by another session, also while this one read the
+    // message) are announced before the FETCH that shows them.
+    s.announceKeywords();
     const m = { seq: view.seqOf(e), uid: e.msg.uid, flags: view.flagsOf(e), internalDate: e.msg.internalDate, size: e.msg.size, modseq: e.msg.modseq, ...data };
     // RFC 7162 §3.1: with CONDSTORE on, a FETCH that changed flags carries UID and MODSEQ.
     const changed = seenNow.has(e.msg.uid);
@@ -640,7 +707,7 @@ async function store(s: ImapSession, r: Reader, uid: boolean) {
       const name = r.atom().toUpperCase();
       if (name !== 'UNCHANGEDSINCE') throw new ParseError(`Unknown STORE modifier ${name}`);
       r.sp();
-      unchangedSince = r.number();
+      unchangedSince = modseqValue(r);
     });
     r.sp();
   }
@@ -667,8 +734,9 @@ async function store(s: ImapSession, r: Reader, uid: boolean) {
   const modified = unchangedSince === undefined ? [] : entries.filter((e) => e.msg.modseq > unchangedSince!);
   const targets = entries.filter((e) => !modified.includes(e));
   const updated = targets.length ? await s.ctx.store.setFlags(s.user!, view.name, targets.map((e) => e.msg.uid), flags, mode) : [];
+  for (const m of updated) view.noteFlags(m);
+  s.announceKeywords();
   for (const m of updated) {
-    view.noteFlags(m);
     const entry = view.byUidEntry(m.uid);
     if (!entry || (silent && !s.condstore)) continue;
     const parts: string[] = [];
@@ -706,7 +774,7 @@ async function copyOrMove(s: ImapSession, r: Reader, uid: boolean, move: boolean
   const copyUid = sources && result.uids.length ? `[COPYUID ${result.uidValidity} ${formatUidList(sources)} ${formatUidList(result.uids)}] ` : '';
   if (!move) return `${copyUid}COPY completed`;
   s.send(`* OK ${copyUid}Moved`);
-  for (const seq of view.removeOwn(sources ?? uids)) s.send(`* ${seq} EXPUNGE`);
+  s.expunged(sources ?? uids);
   return 'MOVE completed';
 }
 

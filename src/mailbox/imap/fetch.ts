@@ -21,6 +21,7 @@ interface Partial {
 export interface FetchRequest {
   items: FetchItem[];
   changedSince?: number;
+  vanished?: boolean;
 }
 
 const SIMPLE = new Set<string>(['UID', 'FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE', 'BODYSTRUCTURE', 'BODY', 'MODSEQ', 'RFC822', 'RFC822.HEADER', 'RFC822.TEXT']);
@@ -50,13 +51,29 @@ export function parseFetchRequest(r: Reader): FetchRequest {
   if (r.trySp()) {
     r.list(() => {
       const name = r.atom().toUpperCase();
-      if (name !== 'CHANGEDSINCE') throw new ParseError(`Unknown FETCH modifier ${name}`);
-      r.sp();
-      request.changedSince = r.number();
+      // QRESYNC's VANISHED (RFC 7162 §3.2.6): checked by the FETCH handler (UID FETCH, CHANGEDSINCE, enabled).
+      if (name === 'VANISHED') {
+        request.vanished = true;
+      } else if (name === 'CHANGEDSINCE') {
+        r.sp();
+        request.changedSince = modseqValue(r);
+      } else {
+        throw new ParseError(`Unknown FETCH modifier ${name}`);
+      }
     });
   }
   r.end();
   return request;
+}
+
+/**
+ * A mod-sequence-value (RFC 7162: up to 2^63-1). Ours never get near 2^53, so a larger one is read as the
+ * largest safe integer: above every modseq here, which is all a comparison needs.
+ */
+export function modseqValue(r: Reader): number {
+  const digits = r.readWhile((c) => c >= 0x30 && c <= 0x39);
+  if (!digits) throw new ParseError(`Expected a mod-sequence at: ${r.rest()}`);
+  return Math.min(Number(digits), Number.MAX_SAFE_INTEGER);
 }
 
 const isNameChar = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2e;

@@ -1,6 +1,8 @@
 // The selected mailbox as one session sees it: its own message sequence numbers, and the store changes that
 // still have to be announced (EXISTS/RECENT, FLAGS, EXPUNGE) at the points where RFC 3501 §7 allows them.
 import type { StoreChange, StoredMessage } from '../store-api.js';
+import { formatUidList } from './encode.js';
+import { STAR, type SeqSet } from './parser.js';
 
 export const SYSTEM_FLAGS = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
 
@@ -29,6 +31,12 @@ export class MailboxView {
   private early: StoreChange[] | undefined = [];
   uidNext = 1;
   highestModseq = 0;
+  /**
+   * While expunges wait to be announced: the highest modseq before the first of them. A QRESYNC client told of
+   * later modseqs meanwhile is told this one as HIGHESTMODSEQ, so that it never resynchronizes past the expunge
+   * (RFC 7162 §3.2).
+   */
+  modseqBeforeExpunge: number | undefined;
   /** Set when the mailbox disappeared under the session. */
   deleted = false;
 
@@ -82,6 +90,11 @@ export class MailboxView {
     return 0;
   }
 
+  /** Every UID the view holds, announced or not (gone ones too: the client has not been told), ascending. */
+  knownUids(): number[] {
+    return [...this.entries.map((e) => e.msg.uid), ...this.arrived.map((m) => m.uid)];
+  }
+
   /** First index whose UID is >= uid. */
   lowerBound(uid: number): number {
     let lo = 0;
@@ -133,6 +146,7 @@ export class MailboxView {
       for (const uid of change.uids) {
         const entry = this.byUid.get(uid);
         if (entry && !entry.gone) {
+          this.modseqBeforeExpunge ??= this.highestModseq;
           entry.gone = true;
           this.goneCount++;
           any = true;
@@ -173,26 +187,27 @@ export class MailboxView {
    * The untagged responses now due. EXPUNGE only when `expunge` (never during FETCH, STORE, SEARCH);
    * EXISTS/RECENT and flag changes always.
    */
-  flush(options: { expunge: boolean; condstore: boolean }): string[] {
+  flush(options: { expunge: boolean; condstore: boolean; qresync?: boolean }): string[] {
     const lines: string[] = [];
     if (options.expunge && this.goneCount) {
+      const vanished: number[] = [];
       for (let i = this.entries.length - 1; i >= 0; i--) {
-        if (!this.entries[i]!.gone) continue;
-        lines.push(`${i + 1} EXPUNGE`);
+        const entry = this.entries[i]!;
+        if (!entry.gone) continue;
+        // Once QRESYNC is enabled, VANISHED with UIDs replaces EXPUNGE (RFC 7162 §3.2.10).
+        if (options.qresync) vanished.unshift(entry.msg.uid);
+        else lines.push(`${i + 1} EXPUNGE`);
         this.remove(i);
       }
+      if (vanished.length) lines.push(`VANISHED ${formatUidList(vanished)}`);
+      this.modseqBeforeExpunge = undefined;
     }
     if (this.arrived.length) {
       for (const msg of this.arrived) this.add(msg, this.claimRecent(msg.uid));
       this.arrived = [];
       lines.push(`${this.entries.length} EXISTS`, `${this.recentCount} RECENT`);
     }
-    if (this.newKeywords.size) {
-      for (const k of this.newKeywords) this.keywords.add(k);
-      this.newKeywords.clear();
-      lines.push(`FLAGS (${this.flagsResponse()})`);
-      if (!this.readOnly) lines.push(`OK [PERMANENTFLAGS (${this.flagsResponse()} \\*)] Flags permitted`);
-    }
+    lines.push(...this.keywordLines());
     for (const uid of this.changed) {
       const entry = this.byUid.get(uid);
       if (!entry || entry.gone || entry.told === flagsKey(entry.msg)) continue;
@@ -201,6 +216,19 @@ export class MailboxView {
       lines.push(`${this.seqOf(entry)} FETCH (UID ${uid} FLAGS (${this.flagsOf(entry).join(' ')})${modseq})`);
     }
     this.changed.clear();
+    return lines;
+  }
+
+  /**
+   * FLAGS and PERMANENTFLAGS when keywords the client has not been told of are in use (RFC 3501 §7.2.6): these
+   * must reach the client before any FETCH that shows such a keyword.
+   */
+  keywordLines(): string[] {
+    if (!this.newKeywords.size) return [];
+    for (const k of this.newKeywords) this.keywords.add(k);
+    this.newKeywords.clear();
+    const lines = [`FLAGS (${this.flagsResponse()})`];
+    if (!this.readOnly) lines.push(`OK [PERMANENTFLAGS (${this.flagsResponse()} \\*)] Flags permitted`);
     return lines;
   }
 
@@ -230,7 +258,43 @@ export class MailboxView {
     const [entry] = this.entries.splice(index, 1);
     if (!entry) return;
     this.byUid.delete(entry.msg.uid);
-    if (entry.gone) this.goneCount--;
+    if (entry.gone && --this.goneCount === 0) this.modseqBeforeExpunge = undefined;
     if (entry.recent) this.recentCount--;
   }
+}
+
+/** A UID set as sorted, disjoint ranges within 1..maxUid (`*` is maxUid). */
+export function uidRanges(set: SeqSet, maxUid: number): Array<[number, number]> {
+  const ranges = set
+    .map(([a, b]): [number, number] => {
+      const x = a === STAR ? maxUid : a;
+      const y = b === STAR ? maxUid : b;
+      return [Math.max(1, Math.min(x, y)), Math.min(Math.max(x, y), maxUid)];
+    })
+    .filter(([lo, hi]) => lo <= hi)
+    .sort((p, q) => p[0] - q[0]);
+  const merged: Array<[number, number]> = [];
+  for (const r of ranges) {
+    const top = merged[merged.length - 1];
+    if (top && r[0] <= top[1] + 1) top[1] = Math.max(top[1], r[1]);
+    else merged.push([r[0], r[1]]);
+  }
+  return merged;
+}
+
+/** The ranges without the given UIDs (ascending). */
+export function subtractUids(ranges: Array<[number, number]>, uids: number[]): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let i = 0;
+  for (const [lo, hi] of ranges) {
+    let from = lo;
+    while (i < uids.length && uids[i]! < lo) i++;
+    while (i < uids.length && uids[i]! <= hi) {
+      if (uids[i]! > from) out.push([from, uids[i]! - 1]);
+      from = uids[i]! + 1;
+      i++;
+    }
+    if (from <= hi) out.push([from, hi]);
+  }
+  return out;
 }

@@ -1,5 +1,5 @@
 // An in-memory MailStore for the IMAP tests: the contract of store-api.ts without any disk.
-import { MailStoreError, type CopyResult, type DeliverOptions, type FlagMode, type MailboxInfo, type MailStore, type SpecialUse, type StoreChange, type StoredMessage } from '../store-api.js';
+import { MailStoreError, type CopyResult, type DeliverOptions, type ExpungedSince, type FlagMode, type MailboxInfo, type MailStore, type SpecialUse, type StoreChange, type StoredMessage } from '../store-api.js';
 
 interface Mailbox {
   uidValidity: number;
@@ -7,6 +7,8 @@ interface Mailbox {
   highestModseq: number;
   specialUse?: SpecialUse;
   messages: Array<{ meta: StoredMessage; data: Buffer }>;
+  /** Every expunge with its modseq (a test store keeps all of its history). */
+  expunged: Array<{ uids: number[]; modseq: number }>;
 }
 
 const SPECIAL: Array<[string, SpecialUse]> = [['Sent', '\\Sent'], ['Drafts', '\\Drafts'], ['Trash', '\\Trash'], ['Junk', '\\Junk']];
@@ -176,10 +178,16 @@ export class MemoryStore implements MailStore {
     const removed = box.messages.filter((m) => uids.includes(m.meta.uid)).map((m) => m.meta.uid);
     box.messages = box.messages.filter((m) => !removed.includes(m.meta.uid));
     if (removed.length) {
-      box.highestModseq++;
+      box.expunged.push({ uids: [...removed].sort((a, b) => a - b), modseq: ++box.highestModseq });
       this.emit({ type: 'expunge', user, mailbox, uids: removed });
     }
     return removed;
+  }
+
+  async expungedSince(user: string, mailbox: string, modseq: number): Promise<ExpungedSince> {
+    const box = this.box(user, mailbox);
+    const uids = new Set(box.expunged.filter((e) => e.modseq > modseq).flatMap((e) => e.uids));
+    return { uids: [...uids].sort((a, b) => a - b), complete: true };
   }
 
   onChange(listener: (change: StoreChange) => void): () => void {
@@ -235,5 +243,5 @@ function canonicalOrder(flags: string[]): string[] {
 }
 
 function newMailbox(specialUse: SpecialUse | undefined): Mailbox {
-  return { uidValidity: ++validity, uidNext: 1, highestModseq: 0, messages: [], ...(specialUse ? { specialUse } : {}) };
+  return { uidValidity: ++validity, uidNext: 1, highestModseq: 0, messages: [], expunged: [], ...(specialUse ? { specialUse } : {}) };
 }

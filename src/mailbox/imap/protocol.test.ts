@@ -400,10 +400,11 @@ describe.each(STORES)('on the %s', (_name, makeStore: StoreFactory) => {
       expect(await c.command('b', 'STORE 1 -FLAGS \\Flagged')).toEqual(['* 1 FETCH (FLAGS (\\Seen \\Recent))', 'b OK STORE completed']);
       expect(await c.command('c', 'UID STORE 2:3 FLAGS.SILENT (\\Answered)')).toEqual(['c OK UID STORE completed']);
       const kw = await c.command('d', 'STORE 3 +FLAGS ($Label1 \\recent)');
+      // The new keyword is announced (FLAGS, PERMANENTFLAGS) before the FETCH that shows it (RFC 3501 §7.2.6).
       expect(kw).toEqual([
-        '* 3 FETCH (FLAGS (\\Answered $Label1 \\Recent))',
         '* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)',
         '* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted',
+        '* 3 FETCH (FLAGS (\\Answered $Label1 \\Recent))',
         'd OK STORE completed',
       ]);
       const modseq = (await store.messages(BOB, 'INBOX'))[0]!.modseq;

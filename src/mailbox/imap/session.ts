@@ -5,9 +5,9 @@ import type { Socket } from 'node:net';
 import type { EventLog } from '../../shared/events.js';
 import { MailStoreError, type MailboxInfo, type MailStore, type StoreChange } from '../store-api.js';
 import type { Command, CommandState } from './command.js';
-import { decodeMailboxName, quoteText, encodeMailboxName } from './encode.js';
+import { decodeMailboxName, formatUidList, quoteText, encodeMailboxName } from './encode.js';
 import { header, type MimeNode } from './mime.js';
-import { MailboxView, type ViewEntry } from './mailbox-view.js';
+import { MailboxView, subtractUids, uidRanges, type ViewEntry } from './mailbox-view.js';
 import { ImapError, ParseError } from './errors.js';
 import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
@@ -40,9 +40,9 @@ export interface ServerContext {
 }
 
 /** Commands with message sequence numbers: no EXPUNGE while they run, nor while one is queued behind. */
-const SEQUENCE_COMMANDS = new Set(['FETCH', 'STORE', 'SEARCH', 'COPY', 'MOVE']);
-/** Commands during which EXPUNGE responses are forbidden (RFC 3501 §7.4.1; COPY for the same reason). */
-const NO_EXPUNGE_DURING = new Set(['FETCH', 'STORE', 'SEARCH', 'COPY']);
+const SEQUENCE_COMMANDS = new Set(['FETCH', 'STORE', 'SEARCH', 'SORT', 'THREAD', 'COPY', 'MOVE']);
+/** Commands during which EXPUNGE responses are forbidden (RFC 3501 §7.4.1; SORT and THREAD answer sequence numbers as SEARCH does, RFC 5256; COPY for the same reason). */
+const NO_EXPUNGE_DURING = new Set(['FETCH', 'STORE', 'SEARCH', 'SORT', 'THREAD', 'COPY']);
 
 /** Queued commands beyond which the socket stops being read (back-pressure against flooding). */
 const MAX_QUEUED = 64;
@@ -55,11 +55,15 @@ export class ImapSession {
   view: MailboxView | undefined;
   /** CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), or a command using it): MODSEQ in unsolicited FETCH. */
   condstore = false;
+  /** QRESYNC enabled (ENABLE QRESYNC; implies CONDSTORE): VANISHED instead of EXPUNGE. */
+  qresync = false;
   /** Set by LOGOUT (and shutdown): the connection ends after the tagged response. */
   loggingOut = false;
   /** BYE text to send before that end (shutdown). */
   private pendingBye: string | undefined;
   idling = false;
+  /** A BYE has been sent: nothing untagged follows it. */
+  private byeSent = false;
   /** The client's address, as the other services report it in events. */
   readonly client: string;
   private readonly remote: string;
@@ -119,7 +123,7 @@ export class ImapSession {
   }
 
   capabilities(): string {
-    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', 'ESEARCH', 'SORT', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
+    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', 'QRESYNC', 'ESEARCH', 'SORT', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
     // STARTTLS and LOGINDISABLED would go here once TLS exists; plain-text LOGIN is allowed meanwhile.
     if (this.state === 'notauth') caps.push('AUTH=PLAIN');
     return caps.join(' ');
@@ -131,7 +135,21 @@ export class ImapSession {
 
   send(line: string): void {
     if (this.closed) return;
+    // After BYE the client hears nothing but the tagged response of the command that ended the session.
+    if (this.byeSent && (line.startsWith('*') || line.startsWith('+'))) return;
+    if (line.startsWith('* BYE ')) this.byeSent = true;
     this.socket.write(line + '\r\n');
+  }
+
+  /**
+   * LOGOUT: the client has left the mailbox, so pending updates (EXPUNGE, FETCH, EXISTS) would name messages by
+   * numbers that refer to nothing: the view is dropped, and only BYE and the tagged OK follow.
+   */
+  logout(): void {
+    this.view = undefined;
+    this.idling = false;
+    this.loggingOut = true;
+    this.send(`* BYE ${this.ctx.hostname} logging out`);
   }
 
   sendChunks(chunks: Buffer[]): void {
@@ -303,7 +321,46 @@ export class ImapSession {
       this.close('Selected mailbox was deleted, have to disconnect');
       return;
     }
-    for (const line of view.flush({ expunge, condstore: this.condstore })) this.send(`* ${line}`);
+    for (const line of view.flush({ expunge, condstore: this.condstore, qresync: this.qresync })) this.send(`* ${line}`);
+    // Expunges held back: a QRESYNC client must not take a later MODSEQ it saw as its resync point (RFC 7162 §3.2).
+    if (this.qresync && view.modseqBeforeExpunge !== undefined) this.send(`* OK [HIGHESTMODSEQ ${view.modseqBeforeExpunge}] Expunges pending`);
+  }
+
+  /** Messages this session expunged or moved away: EXPUNGE responses, or VANISHED once QRESYNC is enabled. */
+  expunged(uids: number[]): void {
+    const view = this.view!;
+    const known = uids.filter((u) => view.byUidEntry(u)).sort((a, b) => a - b);
+    const seqs = view.removeOwn(known);
+    if (!this.qresync) for (const seq of seqs) this.send(`* ${seq} EXPUNGE`);
+    else if (known.length) this.send(`* VANISHED ${formatUidList(known)}`);
+  }
+
+  /**
+   * QRESYNC's VANISHED (EARLIER) set (RFC 7162 §3.2.5.1, §3.2.6): the UIDs within `within` (a UID set; all when
+   * absent) expunged after `modseq`, as a UID set ('' when none). When the store's history does not reach back that
+   * far, every UID below UIDNEXT that is not in the mailbox is reported, which the RFC allows. UIDs this session
+   * still holds (expunges not yet announced) are left out: they will go as VANISHED, which moves the numbers.
+   */
+  async vanishedEarlier(modseq: number, within?: SeqSet): Promise<string> {
+    const view = this.view!;
+    const { uids, complete } = await this.ctx.store.expungedSince(this.user!, view.name, modseq);
+    const maxUid = view.uidNext - 1;
+    const ranges = uidRanges(within ?? [[1, STAR]], maxUid);
+    const held = view.knownUids();
+    if (complete) {
+      const inView = new Set(held);
+      return formatUidList(uids.filter((u) => !inView.has(u) && ranges.some(([lo, hi]) => u >= lo && u <= hi)));
+    }
+    return subtractUids(ranges, held)
+      .map(([lo, hi]) => (lo === hi ? `${lo}` : `${lo}:${hi}`))
+      .join(',');
+  }
+
+  /** FLAGS and PERMANENTFLAGS for keywords not yet announced: called before sending any FETCH with flags. */
+  announceKeywords(): void {
+    const view = this.view;
+    if (!view || this.closed) return;
+    for (const line of view.keywordLines()) this.send(`* ${line}`);
   }
 
   private expungeAllowed(name: string, uid: boolean): boolean {

@@ -43,7 +43,20 @@ export interface Folder {
   byUid: Map<number, Entry>;
   /** Records in the index file, for deciding when to compact it. */
   logRecords: number;
+  /** Expunges after expungedFloor, ascending by modseq, each with its UIDs (QRESYNC's VANISHED). */
+  expunged: ExpungeEvent[];
+  /** The history is complete after this modseq: what was expunged at or before it is not known. */
+  expungedFloor: number;
 }
+
+export interface ExpungeEvent {
+  modseq: number;
+  /** Ascending. */
+  uids: number[];
+}
+
+/** Expunged UIDs kept in the history (in memory and in the index header); older expunges raise the floor. */
+export const EXPUNGE_HISTORY = 20000;
 
 /** Index records, one JSON object a line: add, flags (keywords; system flags are in the file name), expunge. */
 export type IndexRecord =
@@ -56,6 +69,10 @@ export interface IndexHeader {
   uidValidity: number;
   uidNext: number;
   modseq: number;
+  /** The expunge history's floor (absent in older files: the header's modseq, that of the last compaction). */
+  xfloor?: number;
+  /** The expunge history up to the compaction: [modseq, ...uids] each. */
+  xh?: number[][];
 }
 
 export interface IndexContents {
@@ -64,6 +81,8 @@ export interface IndexContents {
   uidNext: number;
   modseq: number;
   records: number;
+  expunged: ExpungeEvent[];
+  expungedFloor: number;
   /** Unparsable lines or a torn last line: the file must be rewritten before anything is appended to it. */
   damaged: boolean;
 }
@@ -98,7 +117,15 @@ export class IndexLog {
 
   /** Rewrites the index with one record per live message (atomic + durable). */
   async compact(folder: Folder): Promise<void> {
-    const header: IndexHeader = { v: INDEX_VERSION, uidValidity: folder.uidValidity, uidNext: folder.uidNext, modseq: folder.highestModseq };
+    const header: IndexHeader = {
+      v: INDEX_VERSION,
+      uidValidity: folder.uidValidity,
+      uidNext: folder.uidNext,
+      modseq: folder.highestModseq,
+      // The expunge history survives compaction: QRESYNC clients ask what vanished since their last modseq.
+      xfloor: folder.expungedFloor,
+      ...(folder.expunged.length ? { xh: folder.expunged.map((e) => [e.modseq, ...e.uids]) } : {}),
+    };
     const lines = [JSON.stringify(header), ...folder.entries.map((e) => JSON.stringify(addRecord(e)))];
     await writeFileDurable(path.join(folder.dir, INDEX_FILE), lines.join('\n') + '\n', this.sync, this.fs);
     folder.logRecords = folder.entries.length;
@@ -124,10 +151,28 @@ export class IndexLog {
     for (const uid of uids) folder.byUid.delete(uid);
     const modseq = ++folder.highestModseq;
     const list = [...uids].sort((a, b) => a - b);
+    noteExpunged(folder, { modseq, uids: list });
     await this.append(folder, [{ x: list, m: modseq }]);
     return list;
   }
 }
+
+/** Adds an expunge to the folder's history, dropping the oldest (and raising the floor) beyond EXPUNGE_HISTORY UIDs. */
+export function noteExpunged(folder: Pick<Folder, 'expunged' | 'expungedFloor'>, event: ExpungeEvent): void {
+  if (!event.uids.length) return;
+  const history = folder.expunged;
+  // The count is kept beside the list, so that reading a long log stays linear.
+  let kept = (historySize.get(history) ?? history.reduce((n, e) => n + e.uids.length, 0)) + event.uids.length;
+  history.push(event);
+  while (kept > EXPUNGE_HISTORY && history.length > 1) {
+    const dropped = history.shift()!;
+    kept -= dropped.uids.length;
+    folder.expungedFloor = Math.max(folder.expungedFloor, dropped.modseq);
+  }
+  historySize.set(history, kept);
+}
+
+const historySize = new WeakMap<ExpungeEvent[], number>();
 
 /** Whether a log of `records` records for `live` messages is long enough to be rewritten. */
 export function needsCompaction(records: number, live: number): boolean {
@@ -135,7 +180,7 @@ export function needsCompaction(records: number, live: number): boolean {
 }
 
 export function parseIndex(text: string): IndexContents {
-  const contents: IndexContents = { known: new Map(), uidNext: 1, modseq: 1, records: 0, damaged: false };
+  const contents: IndexContents = { known: new Map(), uidNext: 1, modseq: 1, records: 0, expunged: [], expungedFloor: 0, damaged: false };
   if (text.length && !text.endsWith('\n')) contents.damaged = true;
   const lines = text.split('\n').filter((line) => line.length);
   let header: IndexHeader | undefined;
@@ -152,6 +197,10 @@ export function parseIndex(text: string): IndexContents {
   contents.header = header;
   let maxUid = 0;
   let modseq = Number(header.modseq) || 1;
+  const history = { expunged: [] as ExpungeEvent[], expungedFloor: Number(header.xfloor ?? header.modseq) || 1 };
+  if (Array.isArray(header.xh)) {
+    for (const [m, ...uids] of header.xh) if (typeof m === 'number') noteExpunged(history, { modseq: m, uids: uids.filter(Number.isInteger) });
+  }
   const idOf = new Map<number, string>();
   for (const line of lines.slice(1)) {
     let record: IndexRecord;
@@ -174,6 +223,7 @@ export function parseIndex(text: string): IndexContents {
         known.modseq = record.m;
       }
     } else if ('x' in record) {
+      if (Array.isArray(record.x)) noteExpunged(history, { modseq: record.m, uids: [...record.x].sort((a, b) => a - b) });
       for (const uid of record.x) {
         const id = idOf.get(uid);
         if (id !== undefined && contents.known.get(id)?.uid === uid) contents.known.delete(id);
@@ -183,6 +233,9 @@ export function parseIndex(text: string): IndexContents {
   // UIDs handed out are never handed out again, even those of messages gone since.
   contents.uidNext = Math.max(Number(header.uidNext) || 1, maxUid + 1);
   contents.modseq = modseq;
+  contents.expunged = history.expunged;
+  // A damaged log may have lost expunge records: nothing before now is known for sure.
+  contents.expungedFloor = contents.damaged ? modseq : history.expungedFloor;
   return contents;
 }
 

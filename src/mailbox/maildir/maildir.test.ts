@@ -174,7 +174,7 @@ describe('index log', () => {
   });
 
   it('gives new entries ascending UIDs and finds existing ones once, in the order asked', () => {
-    const folder: Folder = { name: 'F', dir: '/f', uidValidity: 1, uidNext: 5, highestModseq: 1, entries: [], byUid: new Map(), logRecords: 0 };
+    const folder: Folder = { name: 'F', dir: '/f', uidValidity: 1, uidNext: 5, highestModseq: 1, entries: [], byUid: new Map(), logRecords: 0, expunged: [], expungedFloor: 1 };
     const fields = { id: 'x', sub: 'new' as const, file: 'x', letters: '', keywords: [], size: 1, internalDate: 0 };
     const a = addEntry(folder, fields, 2);
     const b = addEntry(folder, { ...fields, id: 'y' }, 3);

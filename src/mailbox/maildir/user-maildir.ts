@@ -13,7 +13,7 @@ import { writeFileDurable } from '../../shared/fsutil.js';
 import { MailStoreError, type MailboxInfo, type SpecialUse } from '../store-api.js';
 import { baseOf, compareNames, isCode, lettersOf, sizeOf, type MaildirFiles, type Sub } from './files.js';
 import { SEEN_LETTER } from './flags.js';
-import { addEntry, emptyHeader, needsCompaction, type Entry, type Folder, type IndexLog } from './index-log.js';
+import { addEntry, emptyHeader, needsCompaction, noteExpunged, type Entry, type Folder, type IndexLog } from './index-log.js';
 import { DEFAULT_MAILBOXES, MAX_FOLDER_DIR_BYTES, decodeFolderName, encodeFolderName } from './names.js';
 
 const USER_FILE = 'maillab-user.json';
@@ -229,6 +229,8 @@ export class UserMaildir {
       entries: [],
       byUid: new Map(),
       logRecords: index.records,
+      expunged: index.expunged,
+      expungedFloor: index.expungedFloor,
     };
 
     const unknown: Array<{ sub: Sub; file: string }> = [];
@@ -252,8 +254,11 @@ export class UserMaildir {
     }
     folder.entries.sort((a, b) => a.uid - b.uid);
     if (folder.entries.length !== index.known.size) {
-      // Files removed behind our back (or a crash between unlink and index update): a change for CONDSTORE.
+      // Files removed behind our back (or a crash between unlink and index update): a change for CONDSTORE, and an
+      // expunge for QRESYNC (kept by the compaction below).
       folder.highestModseq++;
+      const vanished = [...index.known.values()].map((k) => k.uid).filter((uid) => !folder.byUid.has(uid));
+      noteExpunged(folder, { modseq: folder.highestModseq, uids: vanished.sort((a, b) => a - b) });
       rewrite = true;
     }
     if (unknown.length) {
