@@ -1,5 +1,5 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
-// LIST-STATUS, SPECIAL-USE (with CREATE-SPECIAL-USE), MULTIAPPEND, BINARY, CONDSTORE, ESEARCH, SORT and THREAD. Each
+// LIST-STATUS, SPECIAL-USE (with CREATE-SPECIAL-USE), MULTIAPPEND, BINARY, CONDSTORE, QRESYNC, ESEARCH, SORT and THREAD. Each
 // handler parses all its arguments before acting, so a BAD never leaves a half-done change; it returns the text of
 // the tagged OK (or throws ImapError / ParseError).
 import type { FlagMode, MailboxInfo, SpecialUse } from '../store-api.js';
