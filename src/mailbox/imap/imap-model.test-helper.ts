@@ -15,7 +15,11 @@ import { LineClient, LineClientError } from '../../harness/clients/line-client.j
 
 /** Deadline for any one response (ms): a command without its tagged response by then is a violation. */
 export const RESPONSE_TIMEOUT_MS = 8000;
-const CONTEXT_LINES = 30;
+/** Traffic kept per client for the context of a violation, and how much of it a violation shows. */
+const HISTORY_LINES = 400;
+const CONTEXT_COMMANDS = 6;
+const CONTEXT_HEAD = 12;
+const CONTEXT_TAIL = 30;
 
 export interface Violation {
   kind: string;
@@ -45,12 +49,14 @@ export class ViolationLog {
     return Object.fromEntries([...this.byKind].map(([k, v]) => [k, v.length]).sort());
   }
 
-  /** Counts and the first example of each kind, with its context. */
-  report(): string {
+  /** Counts and the first `examples` of each kind, each with its context. */
+  report(examples = 1): string {
     const out: string[] = [];
     for (const [kind, list] of [...this.byKind].sort(([a], [b]) => a.localeCompare(b))) {
-      const v = list[0]!;
-      out.push(`=== ${kind}: ${list.length} (first: ${v.client}: ${v.message})`, `    offending: ${v.line}`, ...v.context.map((l) => `    ${l}`));
+      out.push(`=== ${kind}: ${list.length}`);
+      for (const v of list.slice(0, examples)) {
+        out.push(`  --- ${v.client}: ${v.message}`, `    offending: ${v.line}`, ...v.context.map((l) => `    ${l}`));
+      }
     }
     return out.join('\n');
   }
@@ -200,11 +206,20 @@ export class ModelClient {
 
   private note(line: string): void {
     this.history.push(line.length > 300 ? line.slice(0, 300) + '…' : line);
-    if (this.history.length > CONTEXT_LINES) this.history.shift();
+    if (this.history.length > HISTORY_LINES) this.history.shift();
+  }
+
+  /** The traffic since the last CONTEXT_COMMANDS commands, its middle elided when long. */
+  private context(): string[] {
+    let from = this.history.length;
+    for (let n = 0; n < CONTEXT_COMMANDS && from > 0; ) if (this.history[--from]!.startsWith('C: ')) n++;
+    const lines = this.history.slice(from);
+    if (lines.length <= CONTEXT_HEAD + CONTEXT_TAIL) return lines;
+    return [...lines.slice(0, CONTEXT_HEAD), `… (${lines.length - CONTEXT_HEAD - CONTEXT_TAIL} lines)`, ...lines.slice(-CONTEXT_TAIL)];
   }
 
   violation(kind: string, message: string, line: string): void {
-    this.log.add({ kind, client: this.name, message, line, context: [...this.history] });
+    this.log.add({ kind, client: this.name, message, line, context: this.context() });
   }
 
   private resetMailbox(): void {
@@ -237,20 +252,21 @@ export class ModelClient {
     this.resetMailbox();
   }
 
+  /** A line the server has already sent, without waiting; undefined when there is none. */
+  private async buffered(): Promise<string | undefined> {
+    try {
+      const line = await this.conn!.imapLine({ timeoutMs: 0 });
+      this.note(`S: ${line}`);
+      return line;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Reads whatever the server sent while no command was under way (never waits). */
   private async drain(): Promise<void> {
-    const conn = this.conn;
-    if (!conn) return;
-    for (;;) {
-      let line: string;
-      try {
-        line = await conn.imapLine({ timeoutMs: 0 });
-      } catch {
-        return;
-      }
-      this.note(`S: ${line}`);
-      this.handleLine(line);
-    }
+    if (!this.conn) return;
+    for (let line = await this.buffered(); line !== undefined; line = await this.buffered()) this.handleLine(line);
   }
 
   /** Sends a command and reads up to its tagged response; undefined when the connection failed (recorded). */
@@ -393,6 +409,8 @@ export class ModelClient {
   }
 
   async select(mailbox: string, condstore: boolean): Promise<boolean> {
+    // What the server sent about the previous mailbox belongs to it.
+    await this.drain();
     this.resetMailbox();
     this.state = 'auth';
     this.mailbox = mailbox;
@@ -423,14 +441,7 @@ export class ModelClient {
       } catch {
         this.violation('open-after-logout', 'connection still open after LOGOUT', '(none)');
       }
-      for (;;) {
-        let line: string;
-        try {
-          line = await conn.imapLine({ timeoutMs: 0 });
-        } catch {
-          break;
-        }
-        this.note(`S: ${line}`);
+      for (let line = await this.buffered(); line !== undefined; line = await this.buffered()) {
         this.violation('response-after-logout', 'data after the tagged OK of LOGOUT', line);
       }
     }
