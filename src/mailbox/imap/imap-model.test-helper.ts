@@ -184,7 +184,14 @@ export class ModelClient {
   /** Flags of the last FLAGS response, lower-cased. */
   defined = new Set<string>();
   private expunged = new Set<number>();
-  private modseqs = new Map<number, number>();
+  /** Where the flags the model holds for a UID were learnt: the command under way and the response. */
+  readonly flagSource = new Map<number, string>();
+  /** The highest MODSEQ seen per UID, with the flags reported with it (when they were). */
+  private modseqs = new Map<number, { modseq: number; flags?: string }>();
+  /** Highest MODSEQ seen per mailbox (all sessions of this client); a later HIGHESTMODSEQ must not be below it. */
+  private readonly maxModseq = new Map<string, number>();
+  /** The slowest command so far: its text and how long its tagged response took (ms). */
+  slowest = { text: '', ms: 0 };
   /** Highest UID seen per mailbox (all sessions of this client); a later UIDNEXT must exceed it. */
   private readonly maxUid = new Map<string, number>();
   /** Commands sent, all sessions. */
@@ -229,6 +236,7 @@ export class ModelClient {
     this.defined = new Set();
     this.expunged = new Set();
     this.modseqs = new Map();
+    this.flagSource.clear();
   }
 
   /** Connects and reads the greeting. */
@@ -289,10 +297,13 @@ export class ModelClient {
       this.note(`C: ${tag} ${text}`);
       conn.send(`${tag} ${text}`);
     }
+    const sent = Date.now();
     try {
       return await this.readTagged(tag);
     } finally {
       this.inFlight = undefined;
+      const ms = Date.now() - sent;
+      if (ms > this.slowest.ms) this.slowest = { text, ms };
     }
   }
 
@@ -462,7 +473,8 @@ export class ModelClient {
     if (!this.inFlight && !this.idling && !/^\* \d+ EXPUNGE/.test(line)) {
       // RFC 3501 §5.3: allowed, except EXPUNGE (below); nothing to check here beyond the model.
     }
-    const num = /^\* (\d+) (EXISTS|RECENT|EXPUNGE|FETCH)(?: (.*))?$/i.exec(line);
+    // `s`: a FETCH response holds its literals inline, CRLF included.
+    const num = /^\* (\d+) (EXISTS|RECENT|EXPUNGE|FETCH)(?: (.*))?$/is.exec(line);
     try {
       if (num) {
         const n = Number(num[1]);
@@ -497,11 +509,17 @@ export class ModelClient {
         return;
       }
       const search = /^\* SEARCH((?: \d+)*)/i.exec(line);
-      if (search && this.inFlight && !this.inFlight.uid) {
-        for (const n of search[1]!.trim().split(' ').filter(Boolean).map(Number)) {
-          if (n < 1 || n > this.exists) this.violation('search-seq-out-of-range', `SEARCH result ${n} outside 1..${this.exists}`, line);
+      if (search) {
+        if (this.inFlight?.verb !== 'SEARCH') this.violation('unexpected-search', `SEARCH response during ${this.inFlight?.text ?? 'no command'}`, line);
+        if (this.inFlight && !this.inFlight.uid) {
+          for (const n of search[1]!.trim().split(' ').filter(Boolean).map(Number)) {
+            if (n < 1 || n > this.exists) this.violation('search-seq-out-of-range', `SEARCH result ${n} outside 1..${this.exists}`, line);
+          }
         }
+        return;
       }
+      // The other responses the commands sent may bring; anything else is not in the model.
+      if (!/^\* (?:OK|NO|BAD|CAPABILITY|ENABLED|LIST|LSUB|ID|NAMESPACE)(?: |$)/i.test(line)) this.violation('unknown-response', 'an untagged response the model does not know', line);
     } catch (err) {
       this.violation('unparsable-response', (err as Error).message, line);
     }
@@ -561,6 +579,7 @@ export class ModelClient {
         }
       }
       this.flags[n - 1] = new Set(flags.map((f) => f.toLowerCase()).filter((f) => f !== '\\recent'));
+      if (uid !== undefined) this.flagSource.set(uid, `${this.inFlight?.text ?? (this.idling ? 'IDLE' : 'no command')} → ${line.slice(0, 200)}`);
       const f = this.inFlight;
       if (this.condstore && (!f || f.verb !== 'FETCH') && (uidItem === undefined || !items.has('MODSEQ'))) {
         this.violation('condstore-fetch-without-uid-modseq', `flag change reported without UID and MODSEQ while CONDSTORE is on (RFC 7162 §3.2), during ${f?.text ?? (this.idling ? 'IDLE' : 'no command')}`, line);
@@ -569,9 +588,15 @@ export class ModelClient {
     const modseqItem = items.get('MODSEQ');
     if (modseqItem !== undefined && uid !== undefined) {
       const modseq = Number(atoms(modseqItem)[0]);
+      const flags = flagsItem === undefined ? undefined : [...this.flags[n - 1]!].sort().join(' ');
       const before = this.modseqs.get(uid);
-      if (before !== undefined && modseq < before) this.violation('modseq-decreased', `MODSEQ of UID ${uid} went from ${before} to ${modseq}`, line);
-      this.modseqs.set(uid, Math.max(modseq, before ?? 0));
+      if (before && modseq < before.modseq) this.violation('modseq-decreased', `MODSEQ of UID ${uid} went from ${before.modseq} to ${modseq}`, line);
+      else if (before && modseq === before.modseq && flags !== undefined && before.flags !== undefined && flags !== before.flags) {
+        this.violation('modseq-not-increased', `flags of UID ${uid} changed from (${before.flags}) to (${flags}) with the same MODSEQ ${modseq} (RFC 7162 §3)`, line);
+      }
+      if (!before || modseq > before.modseq) this.modseqs.set(uid, { modseq, ...(flags !== undefined ? { flags } : {}) });
+      else if (modseq === before.modseq && before.flags === undefined && flags !== undefined) before.flags = flags;
+      this.maxModseq.set(this.mailbox!, Math.max(this.maxModseq.get(this.mailbox!) ?? 0, modseq));
     }
   }
 
@@ -601,6 +626,10 @@ export class ModelClient {
   private onCode(code: string, args: string, line: string): void {
     if (code === 'UIDVALIDITY' && this.mailbox) this.checkUidValidity(this.mailbox, Number(args), line);
     if (code === 'UIDNEXT' && this.mailbox) this.checkUidNext(this.mailbox, Number(args), line);
+    if (code === 'HIGHESTMODSEQ' && this.mailbox) {
+      const max = this.maxModseq.get(this.mailbox) ?? 0;
+      if (Number(args) < max) this.violation('highestmodseq-below-seen', `HIGHESTMODSEQ ${args} of ${this.mailbox}, but MODSEQ ${max} was seen before`, line);
+    }
     if (code === 'COPYUID') {
       const [validity, , uids] = args.split(' ');
       this.sawCopied(Number(validity), uids ?? '', line);
