@@ -31,30 +31,34 @@ export interface Violation {
   context: string[];
 }
 
-/** Every violation seen, by kind, and the figures of the run. */
+/** Examples kept per kind (the count goes on): enough to read, bounded in memory whatever the server does. */
+const EXAMPLES_KEPT = 20;
+
+/** Every violation seen, by kind (counted, the first EXAMPLES_KEPT kept), and the figures of the run. */
 export class ViolationLog {
-  readonly byKind = new Map<string, Violation[]>();
+  readonly byKind = new Map<string, { count: number; examples: Violation[] }>();
   /** UIDVALIDITY per `user\0mailbox`, as first reported to any client. */
   readonly uidValidity = new Map<string, number>();
   /** Tagged NO responses by their response code (legitimate under concurrency, reported as figures). */
   readonly refusals = new Map<string, number>();
 
   add(v: Violation): void {
-    const list = this.byKind.get(v.kind) ?? [];
-    list.push(v);
-    this.byKind.set(v.kind, list);
+    let kind = this.byKind.get(v.kind);
+    if (!kind) this.byKind.set(v.kind, (kind = { count: 0, examples: [] }));
+    kind.count++;
+    if (kind.examples.length < EXAMPLES_KEPT) kind.examples.push(v);
   }
 
   counts(): Record<string, number> {
-    return Object.fromEntries([...this.byKind].map(([k, v]) => [k, v.length]).sort());
+    return Object.fromEntries([...this.byKind].map(([k, v]) => [k, v.count]).sort());
   }
 
   /** Counts and the first `examples` of each kind, each with its context. */
   report(examples = 1): string {
     const out: string[] = [];
-    for (const [kind, list] of [...this.byKind].sort(([a], [b]) => a.localeCompare(b))) {
-      out.push(`=== ${kind}: ${list.length}`);
-      for (const v of list.slice(0, examples)) {
+    for (const [kind, { count, examples: kept }] of [...this.byKind].sort(([a], [b]) => a.localeCompare(b))) {
+      out.push(`=== ${kind}: ${count}`);
+      for (const v of kept.slice(0, examples)) {
         out.push(`  --- ${v.client}: ${v.message}`, `    offending: ${v.line}`, ...v.context.map((l) => `    ${l}`));
       }
     }
