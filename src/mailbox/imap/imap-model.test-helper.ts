@@ -380,8 +380,9 @@ export class ModelClient {
   /** Starts IDLE: returns once the continuation came (false: the command failed instead). */
   async idleStart(): Promise<boolean> {
     const r = await this.command('IDLE');
-    this.inFlight = { tag: r?.tag ?? '', verb: 'IDLE', uid: false, text: 'IDLE' };
-    return !!r && r.text === '+' && this.idling;
+    if (!r || r.text !== '+' || !this.idling) return false;
+    this.inFlight = { tag: r.tag, verb: 'IDLE', uid: false, text: 'IDLE' };
+    return true;
   }
 
   /** While idling: reads untagged responses until `done` holds after one; false on timeout (recorded by the caller). */
@@ -473,9 +474,6 @@ export class ModelClient {
     if (!line.startsWith('* ')) {
       this.violation('unsolicited', 'a non-untagged line while no command is under way', line);
       return;
-    }
-    if (!this.inFlight && !this.idling && !/^\* \d+ EXPUNGE/.test(line)) {
-      // RFC 3501 §5.3: allowed, except EXPUNGE (below); nothing to check here beyond the model.
     }
     // `s`: a FETCH response holds its literals inline, CRLF included.
     const num = /^\* (\d+) (EXISTS|RECENT|EXPUNGE|FETCH)(?: (.*))?$/is.exec(line);
