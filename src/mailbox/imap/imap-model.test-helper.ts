@@ -14,7 +14,7 @@
 import { LineClient, LineClientError } from '../../harness/clients/line-client.js';
 
 /** Deadline for any one response (ms): a command without its tagged response by then is a violation. */
-export const RESPONSE_TIMEOUT_MS = 8000;
+export const RESPONSE_TIMEOUT_MS = 10_000;
 /** Traffic kept per client for the context of a violation, and how much of it a violation shows. */
 const HISTORY_LINES = 400;
 const CONTEXT_COMMANDS = 6;

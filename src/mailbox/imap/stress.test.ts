@@ -68,7 +68,8 @@ class Rng {
 class Progress {
   ops = 0;
   private waiters: Array<{ at: number; resolve: () => void }> = [];
-  private finished = false;
+  /** Set once the clients are done: deliveries and POP3 sessions not yet made are not made. */
+  finished = false;
   tick(): void {
     this.ops++;
     this.waiters = this.waiters.filter((w) => (w.at <= this.ops ? (w.resolve(), false) : true));
@@ -169,6 +170,7 @@ describe('IMAP state-tracking stress', () => {
     const feeder = (async () => {
       for (let k = 1; k <= LMTP_DELIVERIES; k++) {
         await progress.reach(Math.floor((k * totalOps) / (LMTP_DELIVERIES + 1)));
+        if (progress.finished) break;
         const rcpts = lmtpRng.chance(0.3) ? USERS : [lmtpRng.pick(USERS)];
         const problems = await lmtpDeliver(lmtpPort, rcpts, message(`lmtp-${++messageNo}`, rcpts.join(', ')));
         for (const p of problems) harness('lmtp-failed', p);
@@ -181,6 +183,7 @@ describe('IMAP state-tracking stress', () => {
     const popper = (async () => {
       for (let k = 1; k <= POP3_SESSIONS; k++) {
         await progress.reach(Math.floor((k * totalOps) / (POP3_SESSIONS + 1)));
+        if (progress.finished) break;
         const user = popRng.pick(USERS);
         const client = new Pop3Client(pop3.endpoint, RESPONSE_TIMEOUT_MS);
         try {
