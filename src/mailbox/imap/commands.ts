@@ -688,7 +688,9 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
     const m = { seq: view.seqOf(e), uid: e.msg.uid, flags: view.flagsOf(e), internalDate: e.msg.internalDate, size: e.msg.size, modseq: e.msg.modseq, ...data };
     // RFC 7162 §3.1: with CONDSTORE on, a FETCH that changed flags carries UID and MODSEQ.
     const changed = seenNow.has(e.msg.uid);
+    const showsFlags = req.items.some((item) => item.kind === 'FLAGS');
     s.sendChunks(renderFetch(req, m, { uid: uid || (changed && s.condstore), flags: changed, modseq: changedSince !== undefined || (changed && s.condstore) }));
+    if (changed || showsFlags) view.shownFlags(e);
     if (retrieves) {
       const messageId = s.messageId(e, data.tree);
       s.emit('retrieved', { user: s.user!, mailbox: view.name, protocol: 'imap', uid: e.msg.uid, size: e.msg.size }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });

@@ -160,6 +160,14 @@ export class MailboxView {
     return false;
   }
 
+  /**
+   * A FETCH response just showed the entry's flags: that is what the client knows now. Without this, flags that
+   * changed and changed back while a FETCH was under way would never be announced (the client keeps the middle state).
+   */
+  shownFlags(entry: ViewEntry): void {
+    entry.told = flagsKey(entry.msg);
+  }
+
   /** A change this session made and reports itself (STORE, FETCH setting \Seen). */
   noteFlags(msg: StoredMessage): void {
     const entry = this.byUid.get(msg.uid);
