@@ -1,7 +1,7 @@
 // The IMAP commands: RFC 3501 plus IDLE, UIDPLUS, MOVE, NAMESPACE, ID, ENABLE, UNSELECT, LIST-EXTENDED,
-// LIST-STATUS, SPECIAL-USE (with CREATE-SPECIAL-USE), MULTIAPPEND, BINARY, CONDSTORE, QRESYNC, ESEARCH, SORT and THREAD. Each
-// handler parses all its arguments before acting, so a BAD never leaves a half-done change; it returns the text of
-// the tagged OK (or throws ImapError / ParseError).
+// LIST-STATUS, SPECIAL-USE (with CREATE-SPECIAL-USE), MULTIAPPEND, BINARY, CONDSTORE, QRESYNC, ESEARCH, SORT, THREAD
+// and UTF8=ACCEPT. Each handler parses all its arguments before acting, so a BAD never leaves a half-done change; it
+// returns the text of the tagged OK (or throws ImapError / ParseError).
 import type { FlagMode, MailboxInfo, SpecialUse } from '../store-api.js';
 import { formatUidList, parseDateTime } from './encode.js';
 import { modseqValue, needsRaw, needsTree, parseFetchRequest, renderFetch, retrievesContent, setsSeen } from './fetch.js';
@@ -101,6 +101,12 @@ async function enable(s: ImapSession, r: Reader) {
     if (cap === 'QRESYNC' && !enabled.includes(cap)) {
       s.qresync = true;
       s.condstore = true;
+      enabled.push(cap);
+    }
+    // UTF8=ACCEPT (RFC 6855 §3) changes how mailbox names are written, so it is taken only where RFC 5161 §3.1 allows
+    // ENABLE, before a mailbox is selected: in the selected state it is not enabled (and so not listed in ENABLED).
+    if (cap === 'UTF8=ACCEPT' && !enabled.includes(cap) && s.state === 'auth') {
+      s.utf8 = true;
       enabled.push(cap);
     }
   } while (!r.atEnd());
@@ -350,6 +356,7 @@ async function list(s: ImapSession, r: Reader) {
     return;
   }
   query.patterns = patterns.filter((p) => p !== '').map((p) => reference + p);
+  if (s.utf8) query.utf8 = true;
   const subscriptions = query.selectSubscribed ? await s.ctx.store.subscriptions(s.user!) : undefined;
   const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), query, subscriptions);
   for (const entry of entries) {
@@ -369,7 +376,7 @@ async function lsub(s: ImapSession, r: Reader) {
     s.send(`* LSUB (\\Noselect) "${DELIMITER}" ""`);
     return;
   }
-  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true }, await s.ctx.store.subscriptions(s.user!));
+  const entries = listMailboxes(await s.ctx.store.listMailboxes(s.user!), { patterns: [reference + pattern], lsub: true, utf8: s.utf8 }, await s.ctx.store.subscriptions(s.user!));
   for (const entry of entries) s.send(`* LSUB (${entry.attributes.join(' ')}) "${DELIMITER}" ${s.quoteMailbox(entry.name)}`);
 }
 
@@ -410,8 +417,12 @@ interface AppendedMessage {
   binary: boolean;
 }
 
-/** One message of APPEND: [flag-list SP] [date-time SP] (literal / literal8). */
-function appendMessage(r: Reader): AppendedMessage {
+/**
+ * One message of APPEND: [flag-list SP] [date-time SP] (literal / literal8 / "UTF8" SP "(" literal8 ")"). The UTF8
+ * form (RFC 6855 §4, a message with UTF-8 headers, RFC 6532) is BAD unless the session enabled UTF8=ACCEPT; its
+ * octets are kept as they are, like a BINARY literal8's.
+ */
+function appendMessage(r: Reader, utf8Enabled: boolean): AppendedMessage {
   let flags: string[] = [];
   let date: number | undefined;
   if (r.peek() === 0x28) {
@@ -423,6 +434,15 @@ function appendMessage(r: Reader): AppendedMessage {
     date = parseDateTime(text);
     if (date === undefined) throw new ParseError(`Invalid date-time ${text}`);
     r.sp();
+  }
+  if (r.peekAtom() === 'UTF8') {
+    if (!utf8Enabled) throw new ImapError('BAD', 'APPEND UTF8 without ENABLE UTF8=ACCEPT', 'CLIENTBUG');
+    r.atom();
+    r.sp();
+    r.char('(');
+    const data = r.literal8();
+    r.char(')');
+    return { data, flags, date, binary: true };
   }
   const binary = r.atLiteral8();
   if (!binary && !r.atLiteral()) throw new ParseError('Expected the message as a literal');
@@ -447,7 +467,7 @@ async function append(s: ImapSession, r: Reader) {
   const messages: AppendedMessage[] = [];
   do {
     r.sp();
-    messages.push(appendMessage(r));
+    messages.push(appendMessage(r, s.utf8));
   } while (!r.atEnd());
   r.end();
   // An empty message cancels the whole APPEND (RFC 3502 §6.3.11).
@@ -583,6 +603,8 @@ const commandTag = (r: Reader): string => parseHead(r.frame.lines[0]!).tag ?? ''
 async function search(s: ImapSession, r: Reader, uid: boolean) {
   r.sp();
   const options = parseSearchReturn(r);
+  // RFC 6855 §3: after ENABLE UTF8=ACCEPT a SEARCH must not name a charset (everything is UTF-8); one that does is BAD.
+  if (s.utf8 && r.peekAtom() === 'CHARSET') throw new ImapError('BAD', 'SEARCH with CHARSET after ENABLE UTF8=ACCEPT', 'CLIENTBUG');
   const key = parseWithCharset(() => parseSearch(r));
   const matched = await matching(s, key);
   const hits = matched.map((m) => ({ n: uid ? m.entry.msg.uid : m.seq, modseq: m.entry.msg.modseq }));

@@ -1,5 +1,5 @@
 // Server-side IMAP data encoding: values as IMAP strings (quoted or literal), NIL, lists; dates, UID sets and
-// mailbox names in modified UTF-7 (RFC 3501 §5.1.3).
+// mailbox names in modified UTF-7 (RFC 3501 §5.1.3), or as UTF-8 once a session enabled UTF8=ACCEPT (RFC 6855).
 
 /** A bare token written as-is (flags, keywords in upper case, numbers as text). */
 export class Atom {
@@ -142,12 +142,39 @@ export function formatUidList(uids: readonly number[]): string {
   return parts.join(',');
 }
 
-// UTF8=ACCEPT (RFC 6855) is not offered. After ENABLE UTF8=ACCEPT a session must write every mailbox name as UTF-8
-// and read the names it is sent as UTF-8 instead of modified UTF-7 (§3), which makes the name codec a per-session
-// mode: the ENABLE handler would set it, and session.ts's mailboxArg / quoteMailbox (every name in and out: LIST,
-// LSUB, STATUS, SELECT, COPY, ...) and list.ts's pattern matching would follow it. session.ts and ENABLE are being
-// changed by other work (QRESYNC) at the time of this note, so the mode was not added; APPEND's `UTF8 (literal8)`
-// data item (§4) would then also be needed. The functions below are the one place to give a `utf8` switch.
+// UTF8=ACCEPT (RFC 6855) is a per-session mode, set by `ENABLE UTF8=ACCEPT` (commands.ts). Until then mailbox names
+// travel in modified UTF-7 (below). Once it is on, session.ts's mailboxArg / quoteMailbox and list.ts's pattern
+// matching take and give names as UTF-8 (§3): every name sent is the store's name itself, quoted (8-bit allowed in
+// quoted strings from then on) or a literal; every name received is read as UTF-8 and never decoded as modified
+// UTF-7, so "&" is an ordinary character then ("&AOQ-" names a mailbox of those five characters, which a session
+// without UTF-8 sees as "&-AOQ-"). A name received must be valid UTF-8 without the characters §3 forbids
+// (utf8MailboxName). APPEND's `UTF8 (literal8)` data item (§4) is accepted only in this mode.
+
+/** RFC 6855 §3: control characters (C0, DEL, C1), LINE SEPARATOR and PARAGRAPH SEPARATOR are not allowed in names. */
+const FORBIDDEN_IN_NAME = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true });
+
+/** The octets as UTF-8 text; undefined when they are not valid UTF-8. */
+export function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return UTF8_STRICT.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A mailbox name sent by a UTF8=ACCEPT session: valid UTF-8 without forbidden characters; undefined otherwise. */
+export function utf8MailboxName(bytes: Uint8Array): string | undefined {
+  const name = decodeUtf8(bytes);
+  return name === undefined || FORBIDDEN_IN_NAME.test(name) ? undefined : name;
+}
+
+/** A mailbox name for a UTF8=ACCEPT session: a quoted string (with UTF-8 in it), or a literal when it cannot be quoted. */
+export function quoteUtf8Text(name: string): string {
+  if (!/[\0\r\n]/.test(name) && name.length <= 1024) return quoteText(name);
+  return `{${Buffer.byteLength(name, 'utf8')}}\r\n${name}`;
+}
 
 // Modified UTF-7: printable ASCII stands for itself ("&" as "&-"), everything else is base64 of UTF-16BE
 // with "," instead of "/" between "&" and "-".

@@ -6,8 +6,10 @@ import { encodeMailboxName } from './encode.js';
 export const DELIMITER = '/';
 
 export interface ListQuery {
-  /** Patterns with the reference already prefixed, in modified UTF-7 as the client sent them. */
+  /** Patterns with the reference already prefixed, in modified UTF-7 as the client sent them (UTF-8 when `utf8`). */
   patterns: string[];
+  /** The session enabled UTF8=ACCEPT (RFC 6855): patterns match the names themselves, not their modified UTF-7. */
+  utf8?: boolean;
   lsub?: boolean;
   selectSubscribed?: boolean;
   selectSpecialUse?: boolean;
@@ -94,7 +96,7 @@ export function listMailboxes(mailboxes: MailboxInfo[], query: ListQuery, subscr
   const sorted = [...names].sort((a, b) => (a === 'INBOX' ? -1 : b === 'INBOX' ? 1 : a < b ? -1 : a > b ? 1 : 0));
   const matchers = query.patterns.map(patternMatcher);
   const matchesPattern = (name: string) => {
-    const encoded = encodeMailboxName(name);
+    const encoded = query.utf8 ? name : encodeMailboxName(name);
     return matchers.some((matches) => matches(encoded));
   };
   const isBelow = (name: string) => (n: string) => n.startsWith(name + DELIMITER);

@@ -1,6 +1,7 @@
 // Command input: an incremental framer that cuts the byte stream into complete commands (lines plus literals,
 // RFC 3501 §7.5 / RFC 7888 LITERAL+), and a reader that parses the grammar of one complete command.
 
+import { isUtf8 } from 'node:buffer';
 import { ParseError } from './errors.js';
 
 /**
@@ -228,8 +229,14 @@ export class Reader {
   private li = 0;
   private pos = 0;
 
-  /** The frame is public so that a handler can read its command's tag (ESEARCH's correlator). */
-  constructor(readonly frame: Frame) {}
+  /**
+   * The frame is public so that a handler can read its command's tag (ESEARCH's correlator). `utf8`: the session
+   * enabled UTF8=ACCEPT, so 8-bit octets in a quoted string must be UTF-8 (RFC 6855 §3).
+   */
+  constructor(
+    readonly frame: Frame,
+    readonly utf8 = false,
+  ) {}
 
   private get line(): Buffer {
     return this.frame.lines[this.li]!;
@@ -330,6 +337,7 @@ export class Reader {
     if (this.peek() !== Ch.DQUOTE) throw new ParseError('Expected a quoted string');
     this.pos++;
     const out: number[] = [];
+    let eightBit = false;
     for (;;) {
       const c = this.peek();
       if (c < 0) throw new ParseError('Unterminated quoted string');
@@ -342,9 +350,15 @@ export class Reader {
         this.pos++;
       } else {
         out.push(c);
+        if (c > 0x7f) eightBit = true;
       }
     }
-    return Buffer.from(out);
+    const data = Buffer.from(out);
+    // RFC 6855 §3: once UTF8=ACCEPT is enabled, a quoted string with 8-bit octets that are not UTF-8 is BAD. Before
+    // that, 8-bit octets are tolerated as they always were here (RFC 3501 has none in quoted strings, but clients send
+    // raw UTF-8 search words); what they mean is up to the argument (a mailbox name refuses them).
+    if (eightBit && this.utf8 && !isUtf8(data)) throw new ParseError('Invalid UTF-8 in quoted string');
+    return data;
   }
 
   literal(): Buffer {

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import type { EventLog } from '../../shared/events.js';
 import { MailStoreError, type MailboxInfo, type MailStore, type StoreChange } from '../store-api.js';
 import type { Command, CommandState } from './command.js';
-import { decodeMailboxName, formatUidList, quoteText, encodeMailboxName } from './encode.js';
+import { decodeMailboxName, formatUidList, quoteText, encodeMailboxName, quoteUtf8Text, utf8MailboxName } from './encode.js';
 import { header, type MimeNode } from './mime.js';
 import { MailboxView, subtractUids, uidRanges, type ViewEntry } from './mailbox-view.js';
 import { ImapError, ParseError } from './errors.js';
@@ -57,6 +57,11 @@ export class ImapSession {
   condstore = false;
   /** QRESYNC enabled (ENABLE QRESYNC; implies CONDSTORE): VANISHED instead of EXPUNGE. */
   qresync = false;
+  /**
+   * UTF8=ACCEPT enabled (RFC 6855): mailbox names in and out as UTF-8 instead of modified UTF-7, UTF-8 in quoted
+   * strings, APPEND's UTF8 data item, SEARCH without CHARSET.
+   */
+  utf8 = false;
   /** Set by LOGOUT (and shutdown): the connection ends after the tagged response. */
   loggingOut = false;
   /** BYE text to send before that end (shutdown). */
@@ -123,7 +128,7 @@ export class ImapSession {
   }
 
   capabilities(): string {
-    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', 'QRESYNC', 'ESEARCH', 'SORT', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
+    const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', 'QRESYNC', 'ESEARCH', 'SORT', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES', 'UTF8=ACCEPT', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
     // STARTTLS and LOGINDISABLED would go here once TLS exists; plain-text LOGIN is allowed meanwhile.
     if (this.state === 'notauth') caps.push('AUTH=PLAIN');
     return caps.join(' ');
@@ -240,7 +245,7 @@ export class ImapSession {
       if (item.fatal) this.close('Too much data');
       return;
     }
-    const r = new Reader(item.frame);
+    const r = new Reader(item.frame, this.utf8);
     if (r.atEnd()) return this.send('* BAD Empty command line');
     let tag: string;
     try {
@@ -423,17 +428,26 @@ export class ImapSession {
 
   // ---- helpers for commands ----
 
-  /** A mailbox name argument: modified UTF-7 decoded, INBOX in any case made canonical (also as first level). */
+  /**
+   * A mailbox name argument: modified UTF-7 decoded, or after ENABLE UTF8=ACCEPT taken as UTF-8 as it is ("&" is then
+   * an ordinary character, RFC 6855 §3); INBOX in any case made canonical (also as first level).
+   */
   mailboxArg(r: Reader): string {
-    const encoded = r.astring();
-    const name = decodeMailboxName(encoded);
-    if (name === undefined) throw new ImapError('NO', 'Invalid mailbox name (not modified UTF-7)', 'CANNOT');
+    let name: string | undefined;
+    if (this.utf8) {
+      name = utf8MailboxName(r.astringBuf());
+      if (name === undefined) throw new ImapError('NO', 'Invalid mailbox name (not UTF-8, or with control characters)', 'CANNOT');
+    } else {
+      name = decodeMailboxName(r.astring());
+      if (name === undefined) throw new ImapError('NO', 'Invalid mailbox name (not modified UTF-7)', 'CANNOT');
+    }
     const first = name.split('/', 1)[0]!;
     return first.toUpperCase() === 'INBOX' ? 'INBOX' + name.slice(first.length) : name;
   }
 
+  /** A mailbox name as this session reads them: modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT (never UTF-7 then). */
   quoteMailbox(name: string): string {
-    return quoteText(encodeMailboxName(name));
+    return this.utf8 ? quoteUtf8Text(name) : quoteText(encodeMailboxName(name));
   }
 
   /** The mailbox's current info, or undefined when there is no such (selectable) mailbox. */
