@@ -711,8 +711,10 @@ async function fetch(s: ImapSession, r: Reader, uid: boolean) {
     // RFC 7162 §3.1: with CONDSTORE on, a FETCH that changed flags carries UID and MODSEQ.
     const changed = seenNow.has(e.msg.uid);
     const showsFlags = req.items.some((item) => item.kind === 'FLAGS');
-    s.sendChunks(renderFetch(req, m, { uid: uid || (changed && s.condstore), flags: changed, modseq: changedSince !== undefined || (changed && s.condstore) }));
-    if (changed || showsFlags) view.shownFlags(e);
+    const showsModseq = changedSince !== undefined || (changed && s.condstore) || req.items.some((item) => item.kind === 'MODSEQ');
+    s.sendChunks(renderFetch(req, m, { uid: uid || (changed && s.condstore), flags: changed, modseq: showsModseq }));
+    // A CONDSTORE client also needs the change's MODSEQ (RFC 7162 §3.2): without it, the update still follows.
+    if ((changed || showsFlags) && (showsModseq || !s.condstore)) view.shownFlags(e);
     if (retrieves) {
       const messageId = s.messageId(e, data.tree);
       s.emit('retrieved', { user: s.user!, mailbox: view.name, protocol: 'imap', uid: e.msg.uid, size: e.msg.size }, { queueId: e.msg.id, ...(messageId ? { messageId } : {}) });
