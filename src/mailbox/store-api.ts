@@ -77,6 +77,12 @@ export class MailStoreError extends Error {
   }
 }
 
+export interface AppendItem {
+  data: Buffer;
+  flags?: string[];
+  internalDate?: number;
+}
+
 export interface DeliverOptions {
   internalDate?: number;
   signal?: AbortSignal;
@@ -111,6 +117,11 @@ export interface MailStore {
   messages(user: string, mailbox: string): Promise<StoredMessage[]>;
   read(user: string, mailbox: string, uid: number): Promise<Buffer>;
   append(user: string, mailbox: string, data: Buffer, flags?: string[], internalDate?: number): Promise<StoredMessage>;
+  /**
+   * Appends several messages as one change (IMAP MULTIAPPEND, RFC 3502): other sessions hear of all of them or of
+   * none, and when one cannot be stored the ones before it are taken away again before anyone heard of them.
+   */
+  appendMany(user: string, mailbox: string, messages: AppendItem[]): Promise<StoredMessage[]>;
   /**
    * Changes flags; UIDs that no longer exist are skipped. Returns the current state of every existing message
    * among `uids` (changed ones carry a new modseq; a 'flags' change is emitted only for those). `\Recent` and

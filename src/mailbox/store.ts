@@ -17,12 +17,13 @@ import { defaultFileSystem, type FileSystem } from '../shared/fsutil.js';
 import { toCrlf } from './message.js';
 import { MaildirFiles, isCode } from './maildir/files.js';
 import { applyFlags } from './maildir/flags.js';
-import { IndexLog, toMessage, uniqueExisting } from './maildir/index-log.js';
+import { IndexLog, toMessage, uniqueExisting, type Entry } from './maildir/index-log.js';
 import { MessageOps, filePath } from './maildir/messages.js';
 import { compareMailboxNames, isInferior, normalizeName, superiors } from './maildir/names.js';
 import { UserMaildir } from './maildir/user-maildir.js';
 import {
   MailStoreError,
+  type AppendItem,
   type CopyResult,
   type DeliverOptions,
   type ExpungedSince,
@@ -270,6 +271,30 @@ export class MaildirStore implements MailStore {
     });
     this.emit({ type: 'exists', user: u.name, mailbox: name, message });
     return message;
+  }
+
+  async appendMany(user: string, mailbox: string, items: AppendItem[]): Promise<StoredMessage[]> {
+    const u = await this.user(user);
+    const name = normalizeName(mailbox);
+    const messages = await u.mutex.run(async () => {
+      const folder = await u.load(name);
+      const added: Entry[] = [];
+      try {
+        for (const item of items) {
+          const content = toCrlf(item.data);
+          const { letters, keywords } = applyFlags('', [], item.flags ?? [], 'set');
+          const file = await this.ops.files.store(folder.dir, 'cur', content, letters, item.internalDate);
+          added.push(await this.ops.add(folder, 'cur', file, content.length, letters, keywords, item.internalDate ?? Date.now()));
+        }
+      } catch (err) {
+        // Nobody has heard of these yet (the changes are published below, after the lock): take them back.
+        if (added.length) await this.ops.remove(folder, added).catch(() => undefined);
+        throw err;
+      }
+      return added.map(toMessage);
+    });
+    for (const message of messages) this.emit({ type: 'exists', user: u.name, mailbox: name, message });
+    return messages;
   }
 
   async setFlags(user: string, mailbox: string, uids: number[], flags: string[], mode: FlagMode): Promise<StoredMessage[]> {

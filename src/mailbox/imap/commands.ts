@@ -478,14 +478,9 @@ async function append(s: ImapSession, r: Reader) {
   }
   const info = await s.findMailbox(name);
   if (!info) throw new ImapError('NO', 'Mailbox does not exist', 'TRYCREATE');
-  const uids: number[] = [];
-  try {
-    for (const m of messages) uids.push((await s.ctx.store.append(s.user!, name, m.data, m.flags, m.date)).uid);
-  } catch (err) {
-    // All or none (RFC 3502 §6.3.11): what this APPEND stored is taken away again.
-    if (uids.length) await s.ctx.store.remove(s.user!, name, uids).catch(() => undefined);
-    throw err;
-  }
+  // All or none (RFC 3502 §6.3.11): one change of the store, which takes back what it stored when one fails.
+  const stored = await s.ctx.store.appendMany(s.user!, name, messages.map((m) => ({ data: m.data, flags: m.flags, ...(m.date !== undefined ? { internalDate: m.date } : {}) })));
+  const uids = stored.map((m) => m.uid);
   return `[APPENDUID ${info.uidValidity} ${formatUidList(uids)}] APPEND completed`;
 }
 

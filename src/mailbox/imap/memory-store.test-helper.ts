@@ -1,5 +1,5 @@
 // An in-memory MailStore for the IMAP tests: the contract of store-api.ts without any disk.
-import { MailStoreError, type CopyResult, type DeliverOptions, type ExpungedSince, type FlagMode, type MailboxInfo, type MailStore, type SpecialUse, type StoreChange, type StoredMessage } from '../store-api.js';
+import { MailStoreError, type AppendItem, type CopyResult, type DeliverOptions, type ExpungedSince, type FlagMode, type MailboxInfo, type MailStore, type SpecialUse, type StoreChange, type StoredMessage } from '../store-api.js';
 
 interface Mailbox {
   uidValidity: number;
@@ -118,6 +118,26 @@ export class MemoryStore implements MailStore {
     return m.data;
   }
 
+  async appendMany(user: string, mailbox: string, items: AppendItem[]): Promise<StoredMessage[]> {
+    // As the Maildir store: one change, announced after the last message is in; on a failure nothing stays.
+    const box = this.box(user, mailbox);
+    const before = { uidNext: box.uidNext, highestModseq: box.highestModseq, count: box.messages.length };
+    const held: StoreChange[] = [];
+    this.held = held;
+    const out: StoredMessage[] = [];
+    try {
+      for (const item of items) out.push(await this.append(user, mailbox, item.data, item.flags ?? [], item.internalDate));
+    } catch (err) {
+      box.messages.length = before.count;
+      Object.assign(box, { uidNext: before.uidNext, highestModseq: before.highestModseq });
+      throw err;
+    } finally {
+      this.held = undefined;
+    }
+    for (const change of held) this.emit(change);
+    return out;
+  }
+
   async append(user: string, mailbox: string, data: Buffer, flags: string[] = [], internalDate?: number): Promise<StoredMessage> {
     const box = this.box(user, mailbox);
     const meta: StoredMessage = {
@@ -201,7 +221,11 @@ export class MemoryStore implements MailStore {
     return () => this.locks.delete(user);
   }
 
+  /** Changes held back while an appendMany runs. */
+  private held: StoreChange[] | undefined;
+
   private emit(change: StoreChange): void {
+    if (this.held) return void this.held.push(change);
     for (const l of this.listeners) l(change);
   }
 

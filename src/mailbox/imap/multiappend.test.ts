@@ -1,4 +1,5 @@
 // MULTIAPPEND (RFC 3502) with UIDPLUS's APPENDUID, and APPEND of a literal8 (RFC 3516 §4.4).
+import { RawClient } from './raw-client.test-helper.js';
 import { describe, expect, test } from 'vitest';
 import { STORES, type StoreFactory } from './stores.test-helper.js';
 import { BOB, useWire } from './wire.test-helper.js';
@@ -79,17 +80,26 @@ describe.each(STORES)('MULTIAPPEND on the %s', (_name, makeStore: StoreFactory) 
     expect(last(await wire.run(`APPEND INBOX {${FIRST.length}+}\r\n${FIRST} (\\Bogus) {${SECOND.length}+}\r\n${SECOND}`))).toMatch(/^t\d+ BAD /);
     expect(last(await wire.run(`APPEND INBOX {${FIRST.length}+}\r\n${FIRST} "31-Feb-2020 x" {${SECOND.length}+}\r\n${SECOND}`))).toMatch(/^t\d+ BAD /);
     expect(last(await wire.run(`APPEND INBOX {${FIRST.length}+}\r\n${FIRST} junk`))).toMatch(/^t\d+ BAD /);
-    // The store fails on the third message: the first two are taken away again.
+    // The store fails on the third message: the first two are taken away again, and no other session hears of them.
     const store = wire.store;
-    const append = store.append.bind(store);
+    // Where each store writes one message: the Maildir store's file writer, the memory store's append.
+    const writer: { store: (...args: never[]) => Promise<unknown> } | undefined = (store as unknown as { ops?: { files: { store: (...args: never[]) => Promise<unknown> } } }).ops?.files;
+    const target = writer ?? (store as unknown as { store: (...args: never[]) => Promise<unknown> });
+    const key = writer ? 'store' : ('append' as 'store');
+    const original = target[key].bind(target);
     let calls = 0;
-    store.append = async (...args) => {
+    target[key] = async (...args: never[]) => {
       if (++calls === 3) throw new Error('disk full');
-      return append(...args);
+      return original(...args);
     };
+    const watcher = await RawClient.login(wire.server.endpoint.port);
+    await watcher.command('s', 'SELECT INBOX');
     const three = `APPEND INBOX {${FIRST.length}+}\r\n${FIRST} {${SECOND.length}+}\r\n${SECOND} {${FIRST.length}+}\r\n${FIRST}`;
     expect(last(await wire.run(three))).toMatch(/^t\d+ (NO|BAD) /);
-    store.append = append;
+    target[key] = original;
+    expect(calls).toBe(3);
+    expect(await watcher.command('n', 'NOOP')).toEqual([expect.stringMatching(/^n OK/)]);
+    watcher.close();
     expect((await store.messages(BOB, 'INBOX')).length).toBe(before.exists);
     expect(last(await wire.run(three))).toMatch(/^t\d+ OK /);
   });
