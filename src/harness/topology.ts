@@ -71,7 +71,7 @@ export function validateLab(lab: LabDefinition): void {
   if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
 }
 
-export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, lmtp: 24, pop3: 110, imap: 143 } as const;
+export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993 } as const;
 export const CONTROL_PORT = 7070;
 
 export interface LabPlan {

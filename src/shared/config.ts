@@ -86,6 +86,26 @@ export const DEFAULT_AUTH_THROTTLE: AuthThrottleConfig = {
   maxBackoffMs: 5 * 60_000,
 };
 
+/**
+ * TLS of a node (issue 11): its certificate from the lab CA, and the CA to verify peers with. Absent: the node
+ * speaks plaintext only (a hand-started node without certificates).
+ */
+export interface TlsConfig {
+  /** PEM certificate of this host (leaf first, then any intermediates). */
+  cert: string;
+  /** PEM private key of `cert`. */
+  key: string;
+  /** PEM certificate of the lab CA: what this node trusts when it verifies a peer. */
+  ca: string;
+  /** Lowest protocol version offered or accepted; TLS 1.2 unless set (RFC 8996 retired 1.0 and 1.1). */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /**
+   * Accept passwords (SMTP AUTH, IMAP LOGIN/AUTHENTICATE, POP3 USER/PASS/AUTH) over a connection without TLS.
+   * RFC 8314 says no, and that is the default; a lab may allow it to show why it is dangerous.
+   */
+  allowPlaintextAuth?: boolean;
+}
+
 interface BaseNodeConfig {
   /** The node's (host's) name in the lab, e.g. `mta`. */
   name: string;
@@ -104,6 +124,8 @@ interface BaseNodeConfig {
    * one and writes it to `<dataDir>/control-token` (mode 0600).
    */
   controlToken?: string;
+  /** Certificates: STARTTLS and implicit TLS on the node's services. Absent: plaintext only. */
+  tls?: TlsConfig;
   /** The lab DNS server; nodes never use the system resolver. */
   resolver: Endpoint;
   /** Delay before SMTP/LMTP greetings, the early-talker check. smtp-server hard-codes 100 ms; the lab uses 0. */
@@ -120,7 +142,8 @@ export interface DnsNodeConfig extends BaseNodeConfig {
 
 export interface MtaNodeConfig extends BaseNodeConfig {
   role: 'mta';
-  ports: { smtp: number; submission: number };
+  /** `submissions`: implicit TLS submission (RFC 8314, port 465), offered when `tls` is set. */
+  ports: { smtp: number; submission: number; submissions?: number };
   /** Domains this MTA is final destination for (mail to them goes to `localDelivery` over LMTP). */
   localDomains: string[];
   /** LMTP endpoint of the mailbox server for local domains. */
@@ -156,7 +179,8 @@ export interface MxNodeConfig extends BaseNodeConfig {
 
 export interface MailboxNodeConfig extends BaseNodeConfig {
   role: 'mailbox';
-  ports: { lmtp: number; pop3?: number; imap?: number };
+  /** `imaps` (993) and `pop3s` (995): implicit TLS (RFC 8314), offered when `tls` is set. */
+  ports: { lmtp: number; pop3?: number; imap?: number; pop3s?: number; imaps?: number };
   users: UserConfig[];
   authThrottle?: AuthThrottleConfig;
   /** Client addresses allowed to deliver over LMTP (the lab's MX and MTA); others get `550 5.7.1`. Absent: any. */
