@@ -1,6 +1,7 @@
 // The `mta` role's contract with the harness: its control operations, its events, and the queue's record shapes
 // (what `message` returns and what the queue keeps on disk are the same shapes, declared once, here).
 import type { MxResolution } from '../dns/api.js';
+import type { TlsInfo } from '../shared/tls-session.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
@@ -154,10 +155,13 @@ export type MtaEvents = NodeEvents & {
    * `scope` says what is locked (the account from this client, or the client address for every account).
    */
   'auth-throttled': { service: Service; user: string | null; client: string; scope: 'account' | 'address'; retryAfterMs: number; hop: string };
-  /** Accepted on the submission port (587) and queued. */
-  submitted: { user?: string; from: string; to: string[]; size: number };
-  /** Accepted on port 25 for a local domain and queued. */
-  received: { from: string; to: string[]; size: number; client?: string; helo: string };
+  /**
+   * Accepted on the submission port (587, or 465 with implicit TLS) and queued. `tls`: the version and cipher of the
+   * client's connection (STARTTLS or implicit TLS), null when it was plaintext.
+   */
+  submitted: { user?: string; from: string; to: string[]; size: number; tls: TlsInfo | null };
+  /** Accepted on port 25 for a local domain and queued; `tls` as for `submitted`. */
+  received: { from: string; to: string[]; size: number; client?: string; helo: string; tls: TlsInfo | null };
   /** Something went wrong inside the MTA; `error` says what. */
   error: { error: string; service?: Service; from?: string; to?: string[]; retryAt?: number };
   queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string };

@@ -1,4 +1,5 @@
-// The `mta` role: the sender MTA. Submission (587, AUTH) and SMTP (25, for its local domains) in front of a
+// The `mta` role: the sender MTA. Submission (587, AUTH; and 465 with implicit TLS when the node has `tls`) and SMTP
+// (25, for its local domains; both with STARTTLS when the node has `tls`) in front of a
 // durable queue; delivery over SMTP to MX hosts found in the lab DNS, and over LMTP to the mailbox server for local
 // domains; retries, expiry and bounces.
 //
@@ -58,6 +59,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   const servers = createReceivers({ config, engine, events, log });
   await listen(servers.smtp, config.address, config.ports.smtp, 'smtp');
   await listen(servers.submission, config.address, config.ports.submission, 'submission');
+  if (servers.submissions) await listen(servers.submissions, config.address, config.ports.submissions!, 'submissions');
   const boundPort = (server: typeof servers.smtp, fallback: number): number => {
     const address = server.server.address();
     return typeof address === 'object' && address ? address.port : fallback;
@@ -65,6 +67,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   const services: Record<string, Endpoint> = {
     smtp: { host: config.address, port: boundPort(servers.smtp, config.ports.smtp) },
     submission: { host: config.address, port: boundPort(servers.submission, config.ports.submission) },
+    // Implicit TLS (RFC 8314 §3.3), only with the node's `tls`.
+    ...(servers.submissions ? { submissions: { host: config.address, port: boundPort(servers.submissions, config.ports.submissions!) } } : {}),
   };
 
   return {

@@ -20,7 +20,7 @@ import type { SMTPServer, SMTPServerAddress, SMTPServerDataStream, SMTPServerSes
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type MtaNodeConfig, type UserConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
 import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared/headers.js';
-import { createSmtpServer, readMessage } from '../shared/smtp-server.js';
+import { createSmtpServer, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { compactDate, type MtaEngine } from './engine.js';
 import type { MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
@@ -32,9 +32,11 @@ import { insideLab } from './delivery.js';
 export const MESSAGE_SIZE_LIMIT = 25 * 1024 * 1024;
 
 export type Service = 'smtp' | 'submission';
+/** The servers of the MTA: `submissions` (implicit TLS, RFC 8314) only when the node has `tls` and a port for it. */
+export type Receivers = Record<Service, SMTPServer> & { submissions?: SMTPServer };
 
 export interface ReceiverOptions {
-  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses'>;
+  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses' | 'tls'> & { ports?: Partial<MtaNodeConfig['ports']> };
   engine: MtaEngine;
   events: EventLog<MtaEvents>;
   log(message: string): void;
@@ -113,11 +115,18 @@ function receivedProtocol(session: SMTPServerSession): ReceivedProtocol {
   return suffix === 'S' ? 'ESMTPS' : suffix === 'A' ? 'ESMTPA' : suffix === 'SA' ? 'ESMTPSA' : 'ESMTP';
 }
 
-export function createReceivers(options: ReceiverOptions): Record<Service, SMTPServer> {
-  return { smtp: createReceiver(options, 'smtp'), submission: createReceiver(options, 'submission') };
+export function createReceivers(options: ReceiverOptions): Receivers {
+  const receivers: Receivers = { smtp: createReceiver(options, 'smtp'), submission: createReceiver(options, 'submission') };
+  if (options.config.tls && options.config.ports?.submissions !== undefined) receivers.submissions = createReceiver(options, 'submission', true);
+  return receivers;
 }
 
-function createReceiver(options: ReceiverOptions, service: Service): SMTPServer {
+/**
+ * One SMTP service. With the node's `tls`: STARTTLS (RFC 3207) on 25 and 587, or implicit TLS (`implicit`, the
+ * `submissions` port, RFC 8314 §3.3), TLS 1.2 at least; AUTH only over TLS unless tls.allowPlaintextAuth.
+ * Events name the implicit-TLS port's service `submission` too (it is the same service); their `tls` tells them apart.
+ */
+function createReceiver(options: ReceiverOptions, service: Service, implicit = false): SMTPServer {
   const { config, engine, events } = options;
   const sizeLimit = options.sizeLimit ?? config.limits?.maxMessageSize ?? MESSAGE_SIZE_LIMIT;
   const limits = { ...DEFAULT_SMTP_LIMITS, ...config.limits };
@@ -132,7 +141,10 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
   const connectionFailures = new WeakMap<SMTPServerSession, number>();
 
   /** The inbound hop, e.g. `client.test[127.0.0.1] -> mta.sender.test (submission)`. */
-  const hopOf = (session: SMTPServerSession) => `${session.hostNameAppearsAs || 'unknown'}[${clientAddress(session)}] -> ${config.hostname} (${service})`;
+  const serviceName = implicit ? 'submissions' : service;
+  const hopOf = (session: SMTPServerSession) => `${session.hostNameAppearsAs || 'unknown'}[${clientAddress(session)}] -> ${config.hostname} (${serviceName})`;
+  const tlsConfig = config.tls;
+  const plaintextAuth = !tlsConfig || tlsConfig.allowPlaintextAuth === true;
 
   const refuse = (session: SMTPServerSession, stage: string, err: SmtpReply, extra: Record<string, unknown> = {}) => {
     const envelope = session.envelope;
@@ -159,22 +171,23 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
     maxConnectionsPerClient: limits.maxConnectionsPerClient,
     onConnectionRefused(remoteAddress, reply) {
       const client = clientAddress({ remoteAddress });
-      events.emit({ kind: 'rejected', detail: { service, stage: 'CONNECT', reply, from: null, to: [], client, helo: null, hop: `unknown[${client}] -> ${config.hostname} (${service})` } });
+      events.emit({ kind: 'rejected', detail: { service, stage: 'CONNECT', reply, from: null, to: [], client, helo: null, hop: `unknown[${client}] -> ${config.hostname} (${serviceName})` } });
     },
     onSizeRefused(session, reply) {
       refuse(session, 'MAIL FROM', smtpReply(Number(reply.slice(0, 3)), reply.slice(4)));
     },
     name: config.hostname,
-    banner: `maillab MTA (${service})`,
+    banner: `maillab MTA (${serviceName})`,
     // Not rejectOversized: smtp-server would then answer its own 552 without an enhanced code; receive() does it.
     size: sizeLimit,
     // Authentication is checked in onMailFrom (not by smtp-server), so refusals get our reply and a `rejected` event.
     authOptional: true,
     ...(submission
-      ? // No TLS yet, so AUTH in plaintext must be allowed; STARTTLS (RFC 3207) will come with certificates.
-        { authMethods: ['PLAIN', 'LOGIN'], allowInsecureAuth: true, disabledCommands: ['STARTTLS'] }
-      : { disabledCommands: ['AUTH', 'STARTTLS'] }),
-    hideSTARTTLS: true,
+      ? // Without TLS, AUTH in plaintext must be allowed (there is nothing else); with it, only if the lab says so.
+        { authMethods: ['PLAIN', 'LOGIN'], allowInsecureAuth: plaintextAuth, disabledCommands: tlsConfig ? [] : ['STARTTLS'] }
+      : { disabledCommands: tlsConfig ? ['AUTH'] : ['AUTH', 'STARTTLS'] }),
+    ...smtpTlsOptions(tlsConfig, implicit),
+    authNeedsTls: submission && !plaintextAuth,
     logger: false,
     closeTimeout: 1000,
 
@@ -276,6 +289,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
       data = appendHeaders(data, missing);
     }
     const helo = session.hostNameAppearsAs || 'unknown';
+    const tls = sessionTls(server, session);
     const protocol = receivedProtocol(session);
     const trace = receivedHeader({ helo, clientAddress: clientAddress(session), by: config.hostname, protocol, id: queueId, ...(to.length === 1 ? { for: to[0] } : {}), date: now });
     data = Buffer.concat([Buffer.from(trace, 'latin1'), data]);
@@ -284,7 +298,7 @@ function createReceiver(options: ReceiverOptions, service: Service): SMTPServer 
 
     try {
       await engine.accept({ queueId, from, to, data, ...(messageId ? { messageId } : {}), origin }, () => {
-        const detail = submission ? { user, from, to, size: data.length } : { from, to, size: data.length, client: origin.client, helo };
+        const detail = submission ? { user, from, to, size: data.length, tls } : { from, to, size: data.length, client: origin.client, helo, tls };
         events.emit({ kind: submission ? 'submitted' : 'received', queueId, ...(messageId ? { messageId } : {}), detail });
       });
     } catch (err) {

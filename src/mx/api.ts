@@ -1,6 +1,7 @@
 // The `mx` role's contract with the harness: no control operations, and the events of the receiving hop.
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents } from '../shared/contract.js';
 import type { RecipientResult } from '../shared/smtp-client.js';
+import type { TlsInfo } from '../shared/tls-session.js';
 
 export type MxOperations = Record<never, never>;
 
@@ -11,8 +12,11 @@ export type MxEvents = NodeEvents & {
    * recipient at RCPT TO, the transaction's recipients (comma-separated) at DATA, '' at CONNECT and MAIL FROM.
    */
   rejected: { stage: 'CONNECT' | 'MAIL FROM' | 'RCPT TO' | 'DATA'; rcpt: string; reply: string; client: string; from: string };
-  /** The message data arrived; the MX added its Received header (`size` includes it). */
-  received: { from: string; to: string[]; client: string; helo: string; size: number };
+  /**
+   * The message data arrived; the MX added its Received header (`size` includes it). `tls`: the version and cipher
+   * of the sender's connection after STARTTLS, null when it stayed plaintext.
+   */
+  received: { from: string; to: string[]; client: string; helo: string; size: number; tls: TlsInfo | null };
   /** The mailbox server answered over LMTP, one result per recipient (`to` names the LMTP hop). */
   handoff: { to: string; recipients: RecipientResult[] };
   /** The mailbox server could not be reached or broke off: the sender got 451. */

@@ -1,4 +1,4 @@
-// The receiver MX: accepts mail for its domains on port 25 (no AUTH, no relaying), and answers 250 only after
+// The receiver MX: accepts mail for its domains on port 25 (no AUTH, no relaying; STARTTLS when the node has `tls`), and answers 250 only after
 // the mailbox server accepted the message over LMTP. When the mailbox server cannot take it, the MX answers
 // 4xx so the sender keeps the message queued: the MX itself queues nothing.
 // An address literal naming the MX itself (`bob@[<its address>]`) is taken as its own domain: the one served
@@ -14,7 +14,7 @@ import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { MxContract, MxEvents } from './api.js';
 import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
-import { createSmtpServer, listen, readMessage } from '../shared/smtp-server.js';
+import { createSmtpServer, listen, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
@@ -79,8 +79,9 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     name: config.hostname,
     banner: 'maillab MX ready',
     authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    hideSTARTTLS: true,
+    // STARTTLS (RFC 3207) with the node's certificate when it has `tls`, TLS 1.2 at least; never AUTH.
+    disabledCommands: config.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+    ...smtpTlsOptions(config.tls),
     size: maxSize,
     logger: false,
     // On stop, idle sessions (a sender's cached connection) are closed after this, not after 30 s.
@@ -115,16 +116,18 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     const problem = headerSectionProblem(body);
     if (problem) throw refused(session, 'DATA', HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`);
     const messageId = messageIdOf(body);
+    const tls = sessionTls(server, session);
     const trace = receivedHeader({
       helo: session.hostNameAppearsAs,
       clientAddress: session.remoteAddress,
       by: config.hostname,
-      protocol: 'ESMTP',
+      // RFC 3848: ESMTPS when the session ran over TLS (STARTTLS).
+      protocol: tls ? 'ESMTPS' : 'ESMTP',
       id,
       ...(to.length === 1 ? { for: to[0] } : {}),
     });
     const message = Buffer.concat([Buffer.from(trace, 'latin1'), body]);
-    events.emit({ kind: 'received', messageId, queueId: id, detail: { from, to, client: session.remoteAddress, helo: session.hostNameAppearsAs, size: message.length } });
+    events.emit({ kind: 'received', messageId, queueId: id, detail: { from, to, client: session.remoteAddress, helo: session.hostNameAppearsAs, size: message.length, tls } });
 
     const hop = `LMTP ${config.lmtp.host}:${config.lmtp.port}`;
     try {

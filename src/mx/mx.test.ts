@@ -197,7 +197,7 @@ describe('MX: hand-off to the mailbox server', () => {
     expect(text.endsWith('Hi Bob.\r\n.a line with a leading dot\r\n')).toBe(true);
 
     expect(received).toMatchObject({ kind: 'received', messageId: MESSAGE_ID, queueId: expect.stringMatching(/^[0-9A-F]{12}$/) });
-    expect(received!.detail).toEqual({ from: 'alice@sender.test', to: [BOB], client: '127.0.0.1', helo: 'client.sender.test', size: stored!.length - `Return-Path: <alice@sender.test>\r\nDelivered-To: ${BOB}\r\n`.length });
+    expect(received!.detail).toEqual({ from: 'alice@sender.test', to: [BOB], client: '127.0.0.1', helo: 'client.sender.test', size: stored!.length - `Return-Path: <alice@sender.test>\r\nDelivered-To: ${BOB}\r\n`.length, tls: null });
     const [handoff] = emitted('handoff');
     expect(handoff).toMatchObject({ messageId: MESSAGE_ID, queueId: received!.queueId });
     expect(handoff!.detail).toEqual({

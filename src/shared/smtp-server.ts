@@ -7,6 +7,8 @@ import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMT
 import type { SmtpReply } from './smtp-reply.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import net from 'node:net';
+import type { TlsConfig } from './config.js';
+import { minTlsVersion, tlsInfo, type TlsInfo } from './tls-session.js';
 
 export interface LabSmtpServerOptions extends SMTPServerOptions {
   /** Milliseconds to wait before the greeting; a client that talks earlier is refused (RFC 5321 §4.3.1). */
@@ -20,6 +22,13 @@ export interface LabSmtpServerOptions extends SMTPServerOptions {
   onConnectionRefused?(remoteAddress: string, reply: string): void;
   /** Told of a MAIL FROM refused by smtp-server because its SIZE= is over `size`, with the reply it got. */
   onSizeRefused?(session: SMTPServerSession, reply: string): void;
+  /**
+   * AUTH only over TLS (RFC 8314 §4.2, RFC 3207 §4): before STARTTLS, EHLO does not list AUTH (RFC 4954 §4 lets a
+   * server hide mechanisms it would not accept now, as Postfix's smtpd_tls_auth_only does) and AUTH gets
+   * `530 5.7.0 Must issue a STARTTLS command first` (RFC 3207 §4; smtp-server's own is a non-standard 538).
+   * Only meaningful with STARTTLS offered and allowInsecureAuth off.
+   */
+  authNeedsTls?: boolean;
 }
 
 class LabSmtpServer extends SMTPServer {
@@ -37,7 +46,13 @@ class LabSmtpServer extends SMTPServer {
     // smtp-server's own refusal of a SIZE= over the limit carries no enhanced code (ENHANCEDSTATUSCODES is not
     // advertised): give it ours, as the refusal at the end of DATA has, and tell the role (for a `rejected` event).
     const send = connection.send.bind(connection);
+    const authNeedsTls = this.labOptions.authNeedsTls === true;
     connection.send = (code: number, data: unknown, context?: unknown) => {
+      if (authNeedsTls && !connection.secure) {
+        if (code === 538) return send(530, '5.7.0 Must issue a STARTTLS command first', false);
+        // The EHLO reply (the only multi-line 250): no AUTH line before TLS.
+        if (code === 250 && Array.isArray(data)) return send(code, data.filter((line) => !/^AUTH\b/i.test(String(line))), context);
+      }
       if (context !== 'MESSAGE_TOO_BIG') return send(code, data, context);
       const text = `5.3.4 message exceeds the size limit of ${this.labOptions.size} octets (declared with SIZE=)`;
       this.labOptions.onSizeRefused?.(connection.session, `${code} ${text}`);
@@ -110,6 +125,22 @@ function hangUp(server: SMTPServer, session: SMTPServerSession, reply: SmtpReply
   connection.send(reply.responseCode, reply.message);
   socket.end();
   setTimeout(() => socket.destroy(), HANG_UP_LINGER_MS).unref();
+}
+
+/** The TLS version and cipher of the connection `session` belongs to, null when it is plaintext (or gone). */
+export function sessionTls(server: SMTPServer, session: SMTPServerSession): TlsInfo | null {
+  const connections: Set<any> = (server as any).connections;
+  for (const connection of connections) if (connection.session === session) return tlsInfo(connection._socket);
+  return null;
+}
+
+/**
+ * The TLS options of an SMTP server of a node with `tls`: STARTTLS offered (RFC 3207) with the node's certificate and
+ * TLS 1.2 at least, or implicit TLS (`implicit`, RFC 8314 port 465). Without `tls`: STARTTLS disabled, as before.
+ */
+export function smtpTlsOptions(tls: TlsConfig | undefined, implicit = false): Partial<SMTPServerOptions> {
+  if (!tls) return { hideSTARTTLS: true };
+  return { key: tls.key, cert: tls.cert, minVersion: minTlsVersion(tls), ...(implicit ? { secure: true } : {}) } as Partial<SMTPServerOptions>;
 }
 
 export function createSmtpServer(options: LabSmtpServerOptions): SMTPServer {
