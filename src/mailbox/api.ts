@@ -2,6 +2,7 @@
 // of LMTP delivery and of POP3 and IMAP access.
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type Operation } from '../shared/contract.js';
 import type { MailboxInfo, StoredMessage } from './store-api.js';
+import type { TlsInfo } from '../shared/tls-session.js';
 
 export type { MailboxInfo, StoredMessage };
 
@@ -29,8 +30,11 @@ export type MailboxEvents = NodeEvents & {
   stored: { user: string; mailbox: string; uid: number; size: number; from: string };
   /** Storing failed; the recipient got 451. */
   error: { stage: string; user: string; error: string };
-  /** A user logged in. */
-  session: { user: string; protocol: Protocol; method: string; client: string };
+  /**
+   * A user logged in. `tls`: the version and cipher of the connection (implicit TLS, or after STARTTLS/STLS), null
+   * when it is plaintext.
+   */
+  session: { user: string; protocol: Protocol; method: string; client: string; tls: TlsInfo | null };
   'auth-failed': { protocol: Protocol; login: string; method?: string; client: string };
   /**
    * A failed login locked a throttle key (one login throttle for IMAP and POP3 together): until retryAfterMs has

@@ -1,5 +1,6 @@
-// The mailbox server: the Maildir store, fed over LMTP, read over POP3 (and IMAP), plus the harness's view of
-// the mailboxes over the control channel.
+// The mailbox server: the Maildir store, fed over LMTP (plaintext, inside the lab), read over POP3 (and IMAP), with
+// STLS/STARTTLS and pop3s/imaps when the node has `tls`, plus the harness's view of the mailboxes over the control
+// channel.
 import { DEFAULT_AUTH_THROTTLE, type Endpoint, type MailboxNodeConfig } from '../shared/config.js';
 import { LoginThrottle } from '../shared/login-throttle.js';
 import type { RoleStarter } from '../shared/node.js';
@@ -32,6 +33,9 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
     register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp }));
     if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3, throttle }));
     if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap, throttle }));
+    // Implicit TLS (RFC 8314 §3.3) only on a node with `tls`; the plaintext ports then offer STLS/STARTTLS.
+    if (config.tls && config.ports.pop3s !== undefined) register('pop3s', await startPop3({ store, ctx, host, port: config.ports.pop3s, throttle, implicitTls: true }));
+    if (config.tls && config.ports.imaps !== undefined) register('imaps', await startImap({ store, ctx, host, port: config.ports.imaps, throttle, implicitTls: true }));
   } catch (err) {
     await Promise.allSettled(running.map((s) => s.close()));
     throw err;

@@ -1,4 +1,6 @@
 // POP3 (RFC 1939) with CAPA and response codes (RFC 2449) and SASL PLAIN (RFC 5034), on the user's INBOX.
+// With the node's `tls`: STLS (RFC 2595 §4), or implicit TLS on the pop3s port (`implicitTls`, RFC 8314 §3.3); before
+// TLS, USER/PASS/AUTH are refused (`-ERR [AUTH]`) and not advertised, unless the lab allows plaintext logins.
 //
 // A session sees the maildrop as it was when it logged in (message numbers are fixed for the session), marks
 // deletions, and removes the marked messages only in the UPDATE state, after QUIT: a connection that drops,
@@ -6,6 +8,9 @@
 // Commands are processed strictly in order, one at a time, so pipelined commands (RFC 2449 PIPELINING) get
 // their replies in order.
 import net from 'node:net';
+import tls, { type SecureContext } from 'node:tls';
+import type { TlsConfig } from '../shared/config.js';
+import { serverContext, startServerTls, tlsInfo, tlsServerOptions } from '../shared/tls-session.js';
 import { createHash } from 'node:crypto';
 import { messageIdOf } from '../shared/headers.js';
 import { headerLength } from './message.js';
@@ -18,6 +23,15 @@ export interface Pop3Options extends ServiceOptions {
   idleTimeoutMs?: number;
   /** Longest command line accepted, CRLF included (RFC 2449 §4 allows 255 octets; SASL responses are longer). */
   maxLineLength?: number;
+  /** TLS of the server (default: the node's `tls`). */
+  tls?: TlsConfig;
+  /** Implicit TLS on this port (pop3s, RFC 8314): the handshake comes first. Needs `tls`. */
+  implicitTls?: boolean;
+}
+
+interface Pop3Tls {
+  context: SecureContext;
+  allowPlaintextAuth: boolean;
 }
 
 const CRLF = '\r\n';
@@ -30,11 +44,17 @@ const CAPABILITIES = ['TOP', 'UIDL', 'USER', 'RESP-CODES', 'AUTH-RESP-CODE', 'PI
 export async function startPop3(options: Pop3Options): Promise<MailboxService> {
   const sessions = new Set<Pop3Session>();
   const guard = new LoginGuard(options.store, throttleFor(options.throttle, options.ctx.config.authThrottle), options.ctx.events);
-  const server = net.createServer((socket) => {
-    const session = new Pop3Session(socket, options, guard);
+  const tlsConfig = options.tls ?? options.ctx.config.tls;
+  if (options.implicitTls && !tlsConfig) throw new Error("pop3s needs the node's tls configuration");
+  const secure: Pop3Tls | undefined = tlsConfig ? { context: serverContext(tlsConfig), allowPlaintextAuth: tlsConfig.allowPlaintextAuth === true } : undefined;
+  const accept = (socket: net.Socket) => {
+    const session = new Pop3Session(socket, options, guard, secure);
     sessions.add(session);
-    socket.on('close', () => sessions.delete(session));
-  });
+    void session.closed.then(() => sessions.delete(session));
+  };
+  const server = options.implicitTls ? tls.createServer(tlsServerOptions(tlsConfig!), accept) : net.createServer(accept);
+  // A failed handshake on pop3s (TLS 1.1, a client that does not trust the certificate) only ends that connection.
+  server.on('tlsClientError', (err: Error) => options.ctx.log(`pop3s: TLS handshake failed: ${err.message}`));
   server.on('error', (err) => options.ctx.log(`POP3: ${err.message}`));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new Error(`cannot listen for pop3 on ${options.host}:${options.port}: ${err.message}`)));
@@ -62,7 +82,8 @@ class Pop3Session {
   private closing = false;
   /** A line over the limit arrived: answer what came before it, then close. */
   private overflow = false;
-  private readonly closed: Promise<void>;
+  readonly closed: Promise<void>;
+  private markClosed!: () => void;
   /** Name given with USER, waiting for PASS. */
   private login?: string;
   /** AUTH PLAIN sent without an initial response: the next line is the response. */
@@ -80,26 +101,83 @@ class Pop3Session {
   private readonly client: string;
 
   constructor(
-    private readonly socket: net.Socket,
+    private socket: net.Socket,
     private readonly options: Pop3Options,
     private readonly guard: LoginGuard,
+    private readonly tls?: Pop3Tls,
   ) {
     this.maxLine = options.maxLineLength ?? 1024;
     this.client = socket.remoteAddress ?? '';
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.closed = new Promise((resolve) => (this.markClosed = resolve));
     socket.setNoDelay(true);
-    socket.setTimeout(options.idleTimeoutMs ?? 10 * 60_000, () => {
+    this.attach(socket);
+    this.write(`+OK ${options.ctx.config.hostname} POP3 server ready${CRLF}`);
+  }
+
+  private attach(socket: net.Socket) {
+    socket.setTimeout(this.options.idleTimeoutMs ?? 10 * 60_000, () => {
       // Autologout: the session ends without UPDATE, so nothing is deleted (RFC 1939 §3).
       this.write(`-ERR [SYS/TEMP] autologout, idle for too long${CRLF}`);
       this.end();
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined); // a reset connection just closes
-    socket.on('close', () => {
-      this.release?.();
-      this.release = undefined;
-    });
-    this.write(`+OK ${options.ctx.config.hostname} POP3 server ready${CRLF}`);
+    socket.on('close', () => this.onClose());
+  }
+
+  private onClose() {
+    this.release?.();
+    this.release = undefined;
+    this.markClosed();
+  }
+
+  /** Whether the connection is encrypted (implicit TLS, or after STLS). */
+  private get secure(): boolean {
+    return tlsInfo(this.socket) !== null;
+  }
+
+  /** Passwords are accepted: over TLS, on a node without TLS, or where the lab allows plaintext logins. */
+  private get loginAllowed(): boolean {
+    return !this.tls || this.tls.allowPlaintextAuth || this.secure;
+  }
+
+  private capabilities(): string[] {
+    const caps = CAPABILITIES.filter((c) => this.loginAllowed || (c !== 'USER' && c !== 'SASL PLAIN'));
+    if (this.tls && !this.secure && this.state === 'authorization') caps.push('STLS');
+    return caps;
+  }
+
+  /**
+   * STLS (RFC 2595 §4): +OK, then the handshake on the same socket. Everything the client pipelined after the command
+   * in plaintext is dropped, read or not yet read (the STARTTLS command injection, CVE-2011-0411); the session goes on
+   * over the TLS socket in the AUTHORIZATION state; a failed handshake ends it.
+   */
+  private async stls() {
+    if (!this.tls) return this.error('unknown command "STLS"');
+    if (this.secure) return this.error('command not permitted when TLS active');
+    await this.ok('Begin TLS negotiation');
+    const raw = this.socket;
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('timeout');
+    raw.setTimeout(0);
+    this.queue.length = 0;
+    this.pending = Buffer.alloc(0);
+    this.login = undefined;
+    try {
+      const secure = await startServerTls(raw, this.tls.context);
+      this.socket = secure;
+      this.attach(secure);
+      if (this.closing) this.end();
+    } catch (err) {
+      this.options.ctx.log(`POP3: STLS failed: ${(err as Error).message}`);
+      this.onClose();
+    }
+  }
+
+  /** USER, PASS, AUTH before TLS where plaintext logins are refused (RFC 8314 §4.2; Dovecot answers the same). */
+  private privacyRequired() {
+    this.login = undefined;
+    return this.error('[AUTH] Plaintext authentication disallowed without TLS, use STLS first');
   }
 
   /** Ends the session after the command under way, if any, without UPDATE. */
@@ -202,10 +280,13 @@ class Pop3Session {
     const args = rest.split(' ').filter(Boolean);
 
     if (command === 'QUIT') return this.quit();
-    if (command === 'CAPA') return this.write(['+OK capability list follows', ...CAPABILITIES, '.', ''].join(CRLF));
+    if (command === 'CAPA') return this.write(['+OK capability list follows', ...this.capabilities(), '.', ''].join(CRLF));
 
     if (this.state === 'authorization') {
+      if ((command === 'USER' || command === 'PASS' || command === 'AUTH') && !this.loginAllowed) return this.privacyRequired();
       switch (command) {
+        case 'STLS':
+          return this.stls();
         case 'USER':
           if (!rest) return this.error('USER needs a name');
           this.login = rest;
@@ -266,6 +347,8 @@ class Pop3Session {
         return this.ok('');
       case 'USER': case 'PASS': case 'AUTH': case 'APOP':
         return this.error('already logged in');
+      case 'STLS':
+        return this.error('STLS is only valid before login');
       default:
         return this.error(`unknown command ${JSON.stringify(command.slice(0, 20))}`);
     }
@@ -322,6 +405,7 @@ class Pop3Session {
     this.user = user;
     this.release = release;
     this.state = 'transaction';
+    this.options.ctx.events.emit({ kind: 'session', detail: { user, protocol: 'pop3', method, client: this.client, tls: tlsInfo(this.socket) } });
     return this.ok(`maildrop has ${this.messages.length} messages (${sum(this.messages)} octets)`);
   }
 

@@ -26,6 +26,11 @@ export function serverContext(config: TlsConfig): tls.SecureContext {
   return tls.createSecureContext({ cert: config.cert, key: config.key, minVersion: minTlsVersion(config) });
 }
 
+/** The options of a tls.Server with implicit TLS (tls.Server ignores a `secureContext` option: it builds its own). */
+export function tlsServerOptions(config: TlsConfig): tls.TlsOptions {
+  return { cert: config.cert, key: config.key, minVersion: minTlsVersion(config) };
+}
+
 /** The version and cipher of `socket` once its handshake is done, null for a plaintext socket. */
 export function tlsInfo(socket: net.Socket | undefined): TlsInfo | null {
   if (!socket || !(socket instanceof tls.TLSSocket) || !socket.encrypted) return null;

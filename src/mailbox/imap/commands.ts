@@ -50,10 +50,32 @@ async function id(s: ImapSession, r: Reader) {
 
 // ---- not authenticated ----
 
+/**
+ * LOGIN and AUTHENTICATE while LOGINDISABLED (no TLS yet on a node that has it): NO with PRIVACYREQUIRED (RFC 5530
+ * §3: not permitted for lack of privacy, STARTTLS first), as Dovecot answers. The password is not looked at, so the
+ * attempt counts against no throttle. NO, not BAD: the command is valid, only refused in this state.
+ */
+function requirePrivacy(s: ImapSession): void {
+  if (!s.loginAllowed) throw new ImapError('NO', 'Plaintext authentication disallowed without TLS, use STARTTLS first', 'PRIVACYREQUIRED');
+}
+
+/**
+ * STARTTLS (RFC 3501 §6.2.1), only on a node with TLS and before TLS: the tagged OK, then the handshake (the
+ * session starts it after sending the OK, dropping whatever the client pipelined behind the command).
+ */
+async function starttls(s: ImapSession, r: Reader) {
+  if (!s.ctx.tls) throw new ParseError('Unknown command STARTTLS');
+  r.end();
+  if (s.secure) throw new ImapError('BAD', 'TLS is already active');
+  s.tlsPending = true;
+  return 'Begin TLS negotiation now';
+}
+
 async function login(s: ImapSession, r: Reader) {
   const name = r.arg(() => r.astring());
   const password = r.arg(() => r.astring());
   r.end();
+  requirePrivacy(s);
   s.login(s.checkLogin(name, password, 'LOGIN'), 'LOGIN');
   return `[CAPABILITY ${s.capabilities()}] Logged in`;
 }
@@ -63,6 +85,7 @@ async function authenticate(s: ImapSession, r: Reader) {
   let initial: string | undefined;
   if (r.trySp()) initial = r.atom();
   r.end();
+  requirePrivacy(s);
   if (mechanism !== 'PLAIN') throw new ImapError('NO', `Unsupported authentication mechanism ${mechanism}`);
   if (initial === undefined) {
     // RFC 3501 §6.2.2: an empty challenge, then one line of base64 (or "*" to cancel).
@@ -806,6 +829,7 @@ export const COMMANDS: Record<string, Command> = {
   ID: { states: ANY, run: id },
   LOGIN: { states: ['notauth'], run: login },
   AUTHENTICATE: { states: ['notauth'], run: authenticate },
+  STARTTLS: { states: ['notauth'], run: starttls },
   ENABLE: { states: AUTHED, run: enable },
   NAMESPACE: { states: AUTHED, run: namespace },
   SELECT: { states: AUTHED, run: (s, r) => select(s, r, false) },

@@ -1,7 +1,10 @@
 // The IMAP4rev1 server of the mailbox node (RFC 3501 and the extensions listed in session.ts's CAPABILITY),
-// on top of the MailStore. Plain TCP for now; STARTTLS would wrap the socket inside a session.
+// on top of the MailStore. Plain TCP with STARTTLS when the node has `tls` (the session wraps its socket), or implicit
+// TLS (`implicitTls`, the imaps port, RFC 8314 §3.3).
 import net, { type AddressInfo } from 'node:net';
-import type { AuthThrottleConfig, Endpoint, MailboxNodeConfig } from '../../shared/config.js';
+import tls from 'node:tls';
+import type { AuthThrottleConfig, Endpoint, MailboxNodeConfig, TlsConfig } from '../../shared/config.js';
+import { serverContext, tlsServerOptions } from '../../shared/tls-session.js';
 import type { LoginThrottle } from '../../shared/login-throttle.js';
 import { LoginGuard, throttleFor } from '../login-guard.js';
 import type { EventLog } from '../../shared/events.js';
@@ -33,6 +36,10 @@ export interface ImapOptions {
   throttle?: LoginThrottle;
   /** Login throttling when no `throttle` is given; default: the node's config, else DEFAULT_AUTH_THROTTLE. */
   authThrottle?: AuthThrottleConfig;
+  /** TLS of the server (default: the node's `tls`): STARTTLS, LOGINDISABLED before it unless plaintext logins are allowed. */
+  tls?: TlsConfig;
+  /** Implicit TLS on this port (imaps, RFC 8314): the handshake comes first. Needs `tls`. */
+  implicitTls?: boolean;
 }
 
 export interface RunningImap {
@@ -51,6 +58,9 @@ export async function startImap(options: ImapOptions): Promise<RunningImap> {
     idleTimeoutMs: options.idleTimeoutMs ?? 30 * 60 * 1000,
   };
   const events = options.events ?? options.ctx?.events;
+  const tlsConfig = options.tls ?? options.ctx?.config.tls;
+  if (options.implicitTls && !tlsConfig) throw new Error('imaps needs the node\'s tls configuration');
+  const secureContext = tlsConfig ? serverContext(tlsConfig) : undefined;
   const ctx: ServerContext = {
     store: options.store,
     hostname: options.hostname ?? options.ctx?.config.hostname ?? 'localhost',
@@ -61,6 +71,7 @@ export async function startImap(options: ImapOptions): Promise<RunningImap> {
     recent: new RecentRegistry(),
     cache: new MessageCache(options.store),
     commands: COMMANDS,
+    ...(tlsConfig ? { tls: { context: secureContext!, allowPlaintextAuth: tlsConfig.allowPlaintextAuth === true } } : {}),
   };
   const sessions = new Set<ImapSession>();
   // One store subscription for the whole server, fanned out to the sessions of the user concerned.
@@ -74,11 +85,14 @@ export async function startImap(options: ImapOptions): Promise<RunningImap> {
       }
     }
   });
-  const server = net.createServer((socket) => {
+  const accept = (socket: net.Socket) => {
     const session = new ImapSession(ctx, socket, () => sessions.delete(session));
     sessions.add(session);
     session.start();
-  });
+  };
+  const server = options.implicitTls ? tls.createServer(tlsServerOptions(tlsConfig!), accept) : net.createServer(accept);
+  // A failed handshake on imaps (TLS 1.1, a client that does not trust the certificate) only ends that connection.
+  server.on('tlsClientError', (err: Error) => ctx.log(`imaps: TLS handshake failed: ${err.message}`));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new Error(`cannot listen for imap on ${options.host}:${options.port}: ${err.message}`)));
     server.listen(options.port, options.host, () => resolve());

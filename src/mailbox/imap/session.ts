@@ -2,6 +2,8 @@
 // (not authenticated / authenticated / selected), authentication, and the announcement of other sessions'
 // changes to the selected mailbox at the points RFC 3501 §7.4.1 and §5.5 allow.
 import type { Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import { startServerTls, tlsInfo } from '../../shared/tls-session.js';
 import type { EventLog } from '../../shared/events.js';
 import { MailStoreError, type MailboxInfo, type MailStore, type StoreChange } from '../store-api.js';
 import type { Command, CommandState } from './command.js';
@@ -37,6 +39,11 @@ export interface ServerContext {
   guard: LoginGuard;
   /** The commands by name (commands.ts), handed in so that the session and the handlers need not import each other. */
   commands: Readonly<Record<string, Command<ImapSession>>>;
+  /**
+   * TLS of the node, when it has it: STARTTLS offered on plaintext connections (RFC 3501 §6.2.1), and, unless
+   * `allowPlaintextAuth`, LOGINDISABLED and no AUTH= before it (RFC 3501 §7.2.1, RFC 8314 §4.2).
+   */
+  tls?: { context: SecureContext; allowPlaintextAuth: boolean };
 }
 
 /** Commands with message sequence numbers: no EXPUNGE while they run, nor while one is queued behind. */
@@ -73,7 +80,9 @@ export class ImapSession {
   readonly client: string;
   private readonly remote: string;
 
-  private readonly framer: CommandFramer;
+  private framer: CommandFramer;
+  /** STARTTLS has been answered OK: the TLS handshake starts right after the tagged response. */
+  tlsPending = false;
   private readonly queue: FramerItem[] = [];
   private running = false;
   private waiter: ((item: FramerItem | undefined) => void) | undefined;
@@ -90,13 +99,17 @@ export class ImapSession {
 
   constructor(
     readonly ctx: ServerContext,
-    private readonly socket: Socket,
+    private socket: Socket,
     private readonly onClose: () => void,
   ) {
     this.client = socket.remoteAddress ?? '';
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    const limits = ctx.limits;
-    this.framer = new CommandFramer({
+    this.framer = this.newFramer();
+  }
+
+  private newFramer(): CommandFramer {
+    const limits = this.ctx.limits;
+    return new CommandFramer({
       maxLineLength: limits.maxLineLength,
       maxDiscard: limits.maxAppendSize * 2,
       // Before authentication nothing over a limit is read, not even to skip it: the connection ends instead.
@@ -107,12 +120,51 @@ export class ImapSession {
     });
   }
 
-  // STARTTLS (later): after its tagged OK, drop any input already framed (RFC 3501 §6.2.1), wrap the socket in
-  // a server-side tls.TLSSocket, and attach the listeners below to that instead; the rest stays as it is.
   start(): void {
-    const socket = this.socket;
-    socket.setNoDelay(true);
+    this.socket.setNoDelay(true);
     this.resetTimer();
+    this.attach(this.socket);
+    this.send(`* OK [CAPABILITY ${this.capabilities()}] ${this.ctx.hostname} IMAP4rev1 maillab ready`);
+  }
+
+  /** Whether the connection is encrypted (implicit TLS, or after STARTTLS). */
+  get secure(): boolean {
+    return tlsInfo(this.socket) !== null;
+  }
+
+  /** Passwords are accepted: over TLS, on a node without TLS, or where the lab allows plaintext logins. */
+  get loginAllowed(): boolean {
+    return !this.ctx.tls || this.ctx.tls.allowPlaintextAuth || this.secure;
+  }
+
+  /**
+   * After STARTTLS's tagged OK (RFC 3501 §6.2.1): everything the client sent after the command in plaintext, framed
+   * or not, is dropped (the STARTTLS command injection, CVE-2011-0411), the socket is read no more in plaintext,
+   * and the TLS handshake starts on it. The session goes on over the TLS socket; a failed handshake ends it.
+   */
+  private beginTls(): void {
+    this.tlsPending = false;
+    const raw = this.socket;
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('drain');
+    this.queue.length = 0;
+    this.framer = this.newFramer();
+    if (this.paused) this.paused = false;
+    startServerTls(raw, this.ctx.tls!.context).then(
+      (secure) => {
+        if (this.closed) return secure.destroy();
+        this.socket = secure;
+        this.attach(secure);
+        this.resetTimer();
+      },
+      (err: Error) => {
+        this.ctx.log(`imap ${this.remote}: STARTTLS failed: ${err.message}`);
+        this.cleanup();
+      },
+    );
+  }
+
+  private attach(socket: Socket): void {
     socket.on('data', (chunk: Buffer) => {
       this.resetTimer();
       try {
@@ -124,13 +176,15 @@ export class ImapSession {
     socket.on('error', (err) => this.ctx.log(`imap ${this.remote}: ${err.message}`));
     socket.on('close', () => this.cleanup());
     socket.on('drain', () => this.drainWaiters.splice(0).forEach((f) => f()));
-    this.send(`* OK [CAPABILITY ${this.capabilities()}] ${this.ctx.hostname} IMAP4rev1 maillab ready`);
   }
 
   capabilities(): string {
     const caps = ['IMAP4rev1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN', 'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'MULTIAPPEND', 'BINARY', 'CONDSTORE', 'QRESYNC', 'ESEARCH', 'SORT', 'THREAD=ORDEREDSUBJECT', 'THREAD=REFERENCES', 'UTF8=ACCEPT', `APPENDLIMIT=${this.ctx.limits.maxAppendSize}`];
-    // STARTTLS and LOGINDISABLED would go here once TLS exists; plain-text LOGIN is allowed meanwhile.
-    if (this.state === 'notauth') caps.push('AUTH=PLAIN');
+    if (this.state === 'notauth') {
+      // RFC 3501 §6.2.1: STARTTLS only before TLS; §7.2.1: LOGINDISABLED (and no mechanism) while logins are refused.
+      if (this.ctx.tls && !this.secure) caps.push('STARTTLS');
+      caps.push(this.loginAllowed ? 'AUTH=PLAIN' : 'LOGINDISABLED');
+    }
     return caps.join(' ');
   }
 
@@ -271,6 +325,7 @@ export class ImapSession {
       if (this.closed) return;
       this.announce(this.expungeAllowed(name, uid));
       this.send(`${tag} OK ${text ?? `${uid ? 'UID ' : ''}${name} completed`}`);
+      if (this.tlsPending) this.beginTls();
     } catch (err) {
       if (this.closed) return;
       let status = 'NO';
@@ -400,7 +455,7 @@ export class ImapSession {
   login(user: string, method: string): void {
     this.user = user;
     this.state = 'auth';
-    this.emit('session', { user, protocol: 'imap', method, client: this.client });
+    this.emit('session', { user, protocol: 'imap', method, client: this.client, tls: tlsInfo(this.socket) });
   }
 
   async openMailbox(info: MailboxInfo, readOnly: boolean): Promise<MailboxView> {
