@@ -131,6 +131,8 @@ interface SessionDetail {
   port?: number;
   /** The transaction ran on a cached connection. */
   reused: boolean;
+  /** The TLS version and cipher of the outbound connection (opportunistic STARTTLS), null when it was plaintext. */
+  tls: TlsInfo | null;
 }
 
 export type MtaEvents = NodeEvents & {

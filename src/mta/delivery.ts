@@ -15,6 +15,7 @@
 import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import type { Endpoint } from '../shared/config.js';
+import type { TlsInfo } from '../shared/tls-session.js';
 import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
 import type { MxResolution } from '../dns/api.js';
 import type { MtaEvents } from './api.js';
@@ -66,6 +67,8 @@ export interface RecipientOutcome {
   via: 'smtp' | 'lmtp' | 'none';
   /** The transaction ran on a cached session (no new connection). */
   reused?: boolean;
+  /** TLS of the session (STARTTLS): version and cipher; null in plaintext. Absent for local verdicts. */
+  tls?: TlsInfo | null;
   /** One line for humans: what happened, where, with which reply. */
   description: string;
 }
@@ -228,6 +231,7 @@ function fromRecipientResult(r: RecipientResult, hop: string, via: 'smtp' | 'lmt
     via,
     ...where,
     reused: result.reused,
+    ...(result.tls ? { tls: result.tls } : {}),
     description: action === 'delivered' ? `delivered to ${target}: ${oneLine(r.reply)}` : `${target} said: ${oneLine(r.reply)} (in reply to ${r.command})`,
   };
 }

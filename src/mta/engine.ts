@@ -187,7 +187,7 @@ export class MtaEngine {
       const common = { rcpt, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status };
       if (outcome.action === 'delivered') {
         queue.deliverRecipient(queueId, rcpt, report);
-        const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false };
+        const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false, tls: outcome.tls ?? null };
         if (outcome.via === 'lmtp') this.emit('delivered', message, { ...common, ...session });
         else this.emit('relayed', message, { ...common, mx: outcome.mx, ...session });
         continue;

@@ -13,6 +13,7 @@
 // Targets are connected by address: pass an IP as `host` (a host name would go through the system resolver, which
 // lab nodes never use) and the server's name as `servername` (TLS SNI, and how the target is named in messages).
 import net from 'node:net';
+import { tlsInfo, type TlsInfo } from './tls-session.js';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 
@@ -69,6 +70,8 @@ export interface SendResult {
   reused: boolean;
   /** A cached connection turned out dead and the transaction went over a fresh one. */
   retried: boolean;
+  /** The TLS version and cipher of the connection (after STARTTLS), null when it was plaintext. */
+  tls?: TlsInfo | null;
 }
 
 /** What ended a transaction as a whole (no per-recipient answer): connection, greeting, EHLO, MAIL, lost session. */
@@ -363,8 +366,9 @@ export class SmtpClientPool {
         signal?.removeEventListener('abort', abandon);
         if (!err) {
           // The transaction completed (the server answered the data): the session is clean for the next one.
+          const tls = tlsInfo((conn as unknown as { _socket?: net.Socket })._socket);
           this.release(session);
-          return resolve(successResult(session.target, envelope, info, lmtp, reused));
+          return resolve({ ...successResult(session.target, envelope, info, lmtp, reused), tls });
         }
         const state = envelopeState(conn);
         if (isAnsweredPerRecipient(err)) {
