@@ -14,9 +14,9 @@ export interface TestPki {
   tls: TlsConfig;
 }
 
-let cached: Promise<TestPki> | undefined;
+let cachedCa: Promise<{ cert: string; private: string; caFile: string }> | undefined;
 
-async function make(): Promise<TestPki> {
+async function makeCa() {
   const ca = await selfsigned.generate([{ name: 'commonName', value: 'maillab test CA' }], {
     keyType: 'ec',
     algorithm: 'sha256',
@@ -25,6 +25,14 @@ async function make(): Promise<TestPki> {
       { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
     ],
   } as any);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'maillab-pki-'));
+  const caFile = path.join(dir, 'ca.pem');
+  writeFileSync(caFile, ca.cert);
+  return { cert: ca.cert, private: ca.private, caFile };
+}
+
+async function make(ips: string[]): Promise<TestPki> {
+  const ca = await (cachedCa ??= makeCa());
   const leaf = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], {
     keyType: 'ec',
     algorithm: 'sha256',
@@ -33,16 +41,16 @@ async function make(): Promise<TestPki> {
       { name: 'basicConstraints', cA: false, critical: true },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
       { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] },
+      { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, ...ips.map((ip) => ({ type: 7, ip }))] },
     ],
   } as any);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'maillab-pki-'));
-  const caFile = path.join(dir, 'ca.pem');
-  writeFileSync(caFile, ca.cert);
-  return { ca: ca.cert, caFile, tls: { cert: leaf.cert, key: leaf.private, ca: ca.cert } };
+  return { ca: ca.cert, caFile: ca.caFile, tls: { cert: leaf.cert, key: leaf.private, ca: ca.cert } };
 }
 
-/** One CA and leaf per test process (issuing takes a few milliseconds, but there is no need to repeat it). */
-export function testPki(): Promise<TestPki> {
-  return (cached ??= make());
+/**
+ * One CA per test process, and a leaf from it naming localhost, 127.0.0.1 and `ips` (the 127.x.y.z addresses a test
+ * binds its servers to, so that clients that check the address, such as Python's ssl, can).
+ */
+export function testPki(ips: string[] = []): Promise<TestPki> {
+  return make(ips);
 }
