@@ -71,7 +71,7 @@ describe('IMAP', () => {
     const c = await open('imap');
     await c.line();
     // One write: the STARTTLS and an injected command (CVE-2011-0411 style).
-    c.write('a STARTTLS\r\nx LOGIN bob@receiver.test bob-secret\r\ny CAPABILITY\r\n');
+    c.write('a STARTTLS\r\nx LOGIN bob@receiver.test bob-secret\r\ny CAPABILITY\r\n' + 'z1 NOOP\r\nz2 NOOP\r\nz3 NOOP\r\nz4 NOOP\r\nz5 NOOP\r\n');
     expect(await c.line()).toMatch(/^a OK /);
     expect(c.unread).toBe('');
     expect(await c.startTls(pki.ca)).toMatch(TLS_VERSION);
