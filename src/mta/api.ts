@@ -136,7 +136,7 @@ interface SessionDetail {
 }
 
 export type MtaEvents = NodeEvents & {
-  /** A command was refused on port 25 or 587. */
+  /** A command was refused on port 25, 587 or 465 (stage AUTH: AUTH before STARTTLS where plaintext AUTH is not allowed). */
   rejected: {
     service: Service;
     stage: string;

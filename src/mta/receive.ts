@@ -173,6 +173,9 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
       const client = clientAddress({ remoteAddress });
       events.emit({ kind: 'rejected', detail: { service, stage: 'CONNECT', reply, from: null, to: [], client, helo: null, hop: `unknown[${client}] -> ${config.hostname} (${serviceName})` } });
     },
+    onAuthNeedsTls(session, reply) {
+      refuse(session, 'AUTH', smtpReply(530, reply.slice(4)));
+    },
     onSizeRefused(session, reply) {
       refuse(session, 'MAIL FROM', smtpReply(Number(reply.slice(0, 3)), reply.slice(4)));
     },

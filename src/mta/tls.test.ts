@@ -158,6 +158,7 @@ describe('submission', () => {
     expect(ehlo.some((l) => /AUTH/.test(l))).toBe(false);
     c.write(`AUTH PLAIN ${Buffer.from(`\0${ALICE.address}\0${ALICE.password}`).toString('base64')}\r\n`);
     expect(await reply(c)).toEqual(['530 5.7.0 Must issue a STARTTLS command first']);
+    await waitForEvent(mtaEvents, (e) => e.kind === 'rejected' && (e.detail as { stage: string }).stage === 'AUTH', 'rejected at AUTH');
     c.write(`MAIL FROM:<${ALICE.address}>\r\n`);
     expect((await reply(c))[0]).toMatch(/^530 5\.7\.0 Authentication required/);
     c.write('STARTTLS\r\n');

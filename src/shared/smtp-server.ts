@@ -29,6 +29,8 @@ export interface LabSmtpServerOptions extends SMTPServerOptions {
    * Only meaningful with STARTTLS offered and allowInsecureAuth off.
    */
   authNeedsTls?: boolean;
+  /** Told of an AUTH refused because the connection has no TLS yet (authNeedsTls), with the reply it got. */
+  onAuthNeedsTls?(session: SMTPServerSession, reply: string): void;
 }
 
 class LabSmtpServer extends SMTPServer {
@@ -49,7 +51,11 @@ class LabSmtpServer extends SMTPServer {
     const authNeedsTls = this.labOptions.authNeedsTls === true;
     connection.send = (code: number, data: unknown, context?: unknown) => {
       if (authNeedsTls && !connection.secure) {
-        if (code === 538) return send(530, '5.7.0 Must issue a STARTTLS command first', false);
+        if (code === 538) {
+          const text = '5.7.0 Must issue a STARTTLS command first';
+          this.labOptions.onAuthNeedsTls?.(connection.session, `530 ${text}`);
+          return send(530, text, false);
+        }
         // The EHLO reply (the only multi-line 250): no AUTH line before TLS.
         if (code === 250 && Array.isArray(data)) return send(code, data.filter((line) => !/^AUTH\b/i.test(String(line))), context);
       }
