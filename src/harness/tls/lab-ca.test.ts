@@ -1,12 +1,18 @@
 // Lab.start and the lab CA (issue 11): a new CA per start, a certificate per node in its config before it starts
 // (the host name and the node's address as SANs), the faults the definition sets, and the CA's certificate in a
-// file of the lab (`lab.caFile`, `up --json`'s `ca`) that goes with the lab. On the local runtime.
+// file of the lab (`lab.caFile`, `up --json`'s `ca`) that goes with the lab. On the local runtime, and on docker
+// where an engine answers (skipped with the reason otherwise).
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import defaultLab from '../../../lab/default.js';
 import { Lab, type StartedLab } from '../lab.js';
+import { getContainerRuntimeClient } from 'testcontainers';
+import { dockerEngine } from '../runtime/docker.js';
+
+const engine = await dockerEngine();
+if (!engine.available) console.warn(`[tls/lab-ca.test] skipping the docker test: no Docker engine answers at ${engine.where} (${engine.reason})`);
 
 describe('Lab.start with the lab CA', () => {
   let lab: StartedLab;
@@ -81,4 +87,34 @@ describe('the lab CA file', () => {
     expect(existsSync(first.caFile)).toBe(false);
     expect(existsSync(second.caFile)).toBe(false);
   });
+});
+
+describe('the lab CA on the docker runtime', () => {
+  it.skipIf(!engine.available)(
+    "names each node's lab address, publishes the implicit-TLS ports though nothing serves them yet, and keeps ca.pem on the host",
+    { timeout: 240_000 },
+    async () => {
+      const lab = await new Lab(defaultLab).withRuntime('docker').start();
+      try {
+        expect(path.isAbsolute(lab.caFile)).toBe(true);
+        expect(await fs.readFile(lab.caFile, 'utf8')).toBe(lab.ca);
+        for (const node of lab.nodes()) {
+          expect(node.config.address, node.name).toMatch(/^198\.1[89]\./);
+          expect(new X509Certificate(node.config.tls!.cert).subjectAltName).toBe(`DNS:${node.config.hostname}, IP Address:${node.config.address}`);
+          expect(node.isRunning, node.name).toBe(true);
+        }
+        const docker = (await getContainerRuntimeClient()).container.dockerode;
+        const published = async (node: string) => Object.keys((await docker.getContainer(`maillab-${lab.id}-${node}`).inspect()).NetworkSettings.Ports ?? {});
+        expect(await published('mta')).toEqual(expect.arrayContaining(['25/tcp', '587/tcp', '465/tcp']));
+        expect(await published('mailbox')).toEqual(expect.arrayContaining(['24/tcp', '110/tcp', '143/tcp', '993/tcp', '995/tcp']));
+        // The node's services are what its READY line lists: not the configured ports nobody serves yet.
+        const described = lab.describe().nodes;
+        expect(Object.keys(described.mta!.services)).not.toContain('submissions');
+        expect(Object.keys(described.mailbox!.services)).not.toContain('imaps');
+      } finally {
+        await lab.stop();
+      }
+      expect(existsSync(lab.caFile)).toBe(false);
+    },
+  );
 });
