@@ -1,6 +1,7 @@
-// The CLI as a user runs it: `maillab up --json` prints one line of endpoints, the lab answers on them, and
-// SIGTERM stops every node; `maillab node dns --config` runs one node on its own.
+// The CLI as a user runs it: `maillab up --json` prints one line of endpoints and the lab CA's file, the lab
+// answers on them, and SIGTERM stops every node; `maillab node dns --config` runs one node on its own.
 import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +43,7 @@ describe('maillab up --json', () => {
       nodes: Record<string, { host: string; services: Record<string, { host: string; port: number }>; control: { host: string; port: number } }>;
       controlToken: string;
       users: { address: string; password: string }[];
+      ca: string;
     };
     expect(description.runtime).toBe('local');
     expect(description.id).toMatch(/^default-[0-9a-f]{6}$/);
@@ -65,8 +67,15 @@ describe('maillab up --json', () => {
       expect(await health.json()).toMatchObject({ name });
     }
 
+    // The lab CA's certificate: an absolute path to a PEM of a CA, which the MX's certificate chains to.
+    expect(path.isAbsolute(description.ca)).toBe(true);
+    const ca = new X509Certificate(await fs.readFile(description.ca));
+    expect(ca.ca).toBe(true);
+
     child.kill('SIGTERM');
     expect(await exited(child)).toBe(0);
+    // The CA file went with the lab.
+    await expect(fs.stat(description.ca)).rejects.toThrow(/ENOENT/);
     // Every node is gone: the MX no longer accepts connections.
     await expect(smtpDialogue(description.nodes.mx!.services.smtp!, [], 1000)).rejects.toThrow();
   });

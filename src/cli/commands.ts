@@ -13,6 +13,7 @@ const USAGE = `usage: maillab <command>
 
   up [--lab <file>] [--runtime local|docker|auto] [--json]
         start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint
+        and the path of the lab CA's certificate (ca)
   run [filter...]
         run the scenarios (scenarios/*.test.ts) with a line per scenario and a summary
   images [--list]
@@ -110,6 +111,7 @@ async function up(args: string[]): Promise<number> {
       process.stdout.write(`  ${name.padEnd(8)} ${node.host.padEnd(16)} ${services.join('  ')}\n`);
     }
     process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\n`);
+    process.stdout.write(`lab CA (trust it in your client, never system-wide): ${description.ca}\n`);
     process.stdout.write(`control channels: "Authorization: Bearer <token>"; --json prints the token (controlToken)\nCtrl-C stops the lab.\n`);
   }
   await new Promise<void>((resolve) => {

@@ -1,7 +1,8 @@
 // The harness's public entry: everything a scenario uses comes from here.
 export { Lab, StartedLab, type SendOptions, type SendResult } from './lab.js';
 export { NodeHandle } from './node-handle.js';
-export { defineLab, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
+export { defineLab, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type LabTlsDefinition, type MxTarget } from './topology.js';
+export { CERTIFICATE_FAULTS, WRONG_NAME, type CertificateFault } from './tls/ca.js';
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export { History, WaitTimeoutError, formatEvent, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 export { NEMESIS, allEventKinds, type EventKind, type EventOf, type HarnessEvents, type HistoryEvent } from './events.js';

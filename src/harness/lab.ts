@@ -1,5 +1,7 @@
 // Lab (a builder, like testcontainers' GenericContainer) and StartedLab (the handle a scenario drives).
 import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { newControlToken } from '../shared/control.js';
 import { headerValue } from '../shared/headers.js';
@@ -12,7 +14,8 @@ import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from
 import { NodeHandle } from './node-handle.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 import type { Runtime } from './runtime/types.js';
-import { planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
+import { issueLabCertificates } from './tls/ca.js';
+import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type { SendOptions, SendResult };
 
@@ -68,11 +71,19 @@ export class Lab {
     const labId = `${this.definition.name}-${randomBytes(3).toString('hex')}`;
     const history = new History();
     const network = await runtime.prepare(this.definition, labId);
-    const plan = planLab(this.definition, network);
-    // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
-    const controlToken = newControlToken();
-    for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
-    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history);
+    let plan: ReturnType<typeof planLab>;
+    let ca: LabCaFile;
+    try {
+      plan = planLab(this.definition, network);
+      // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
+      const controlToken = newControlToken();
+      for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
+      ca = await equipWithCertificates(this.definition, plan.nodes, network.hostDir);
+    } catch (err) {
+      await runtime.dispose();
+      throw err;
+    }
+    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca);
     try {
       // Nodes need each other only when mail flows, never at start-up: start them all at once.
       await Promise.all(lab.nodes().map((node) => node.boot()));
@@ -82,6 +93,32 @@ export class Lab {
     }
     return lab;
   }
+}
+
+/** The lab CA as the harness keeps it: its certificate (PEM) and the file it was written to. */
+interface LabCaFile {
+  cert: string;
+  file: string;
+}
+
+/**
+ * A CA for this lab start and a certificate per node, set as every node's `tls` before any node starts; the CA's
+ * certificate is written to `ca.pem` in the lab's host directory (mode 0644). A certificate names the node's host
+ * name and its address (a 127.x.y.z address on the local runtime, its 198.18.x.y lab address on docker), and
+ * nothing else: a client of a docker node's published port on 127.0.0.1 verifies the host name (SNI / servername),
+ * so no certificate is valid for 127.0.0.1 or localhost and no host's certificate can pass for another's.
+ */
+async function equipWithCertificates(definition: LabDefinition, nodes: Record<string, NodeConfig>, hostDir: string): Promise<LabCaFile> {
+  const identities = Object.fromEntries(Object.entries(nodes).map(([name, config]) => [name, { names: [config.hostname], addresses: [config.address] }]));
+  const issued = await issueLabCertificates(definition.name, identities, definition.tls?.certificates);
+  const allowPlaintextAuth = definition.tls?.allowPlaintextAuth ?? DEFAULT_ALLOW_PLAINTEXT_AUTH;
+  for (const [name, config] of Object.entries(nodes)) {
+    const { cert, key } = issued.hosts[name]!;
+    config.tls = { cert, key, ca: issued.ca.cert, allowPlaintextAuth };
+  }
+  const file = path.join(hostDir, 'ca.pem');
+  await fs.writeFile(file, issued.ca.cert, { mode: 0o644 });
+  return { cert: issued.ca.cert, file };
 }
 
 export class StartedLab {
@@ -94,8 +131,19 @@ export class StartedLab {
     private readonly runtime: Runtime,
     configs: Record<string, NodeConfig>,
     readonly history: History,
+    private readonly labCa: LabCaFile,
   ) {
     for (const [name, config] of Object.entries(configs)) this.handles.set(name, new NodeHandle(config, runtime, history));
+  }
+
+  /** The lab CA's certificate (PEM): what a client trusts to verify the lab's hosts. Never installed system-wide. */
+  get ca(): string {
+    return this.labCa.cert;
+  }
+
+  /** The absolute path of the lab CA's certificate (PEM), for clients outside the harness (`up --json`'s `ca`). */
+  get caFile(): string {
+    return this.labCa.file;
   }
 
   get runtimeKind(): RuntimeKind {
@@ -244,7 +292,8 @@ export class StartedLab {
 
   /**
    * Endpoints and users, as `maillab up --json` prints them: every node's services and control channel, and the
-   * lab's control token (`Authorization: Bearer <controlToken>` on every control request).
+   * lab's control token (`Authorization: Bearer <controlToken>` on every control request), and the absolute path
+   * of the lab CA's certificate (`ca`).
    */
   describe() {
     return {
@@ -255,6 +304,7 @@ export class StartedLab {
       ),
       controlToken: this.nodes()[0]?.config.controlToken,
       users: this.definition.users.map((u) => ({ address: u.address, password: u.password })),
+      ca: this.caFile,
     };
   }
 

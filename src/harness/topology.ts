@@ -2,6 +2,7 @@
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import path from 'node:path';
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type AuthThrottleConfig, type DnsRecord, type NodeConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 
 export interface MxTarget {
   /** A host of this lab (its key in `hosts`) or a host name. */
@@ -38,7 +39,22 @@ export interface LabDefinition {
   smtpLimits?: Partial<SmtpLimits>;
   /** Login throttling on SMTP AUTH, IMAP and POP3; unset fields take DEFAULT_AUTH_THROTTLE, `false` turns it off. */
   authThrottle?: Partial<AuthThrottleConfig> | false;
+  /** TLS of the lab's nodes: every host gets a certificate from the lab's own CA (harness/tls/ca.ts). */
+  tls?: LabTlsDefinition;
 }
+
+export interface LabTlsDefinition {
+  /** Faulty certificates on purpose, by host (its key in `hosts`): e.g. `{ mx: 'expired' }`. Others are sound. */
+  certificates?: Record<string, CertificateFault>;
+  /** Passwords over connections without TLS (SMTP AUTH, IMAP, POP3); DEFAULT_ALLOW_PLAINTEXT_AUTH unless set. */
+  allowPlaintextAuth?: boolean;
+}
+
+/**
+ * `true` for now, against RFC 8314's default: the harness's own clients (nodemailer submission, the IMAP and POP3
+ * devices) do not use TLS yet. It becomes `false` together with those clients (issue 11's next step).
+ */
+export const DEFAULT_ALLOW_PLAINTEXT_AUTH = true;
 
 /** The SMTP limits and login throttling a lab's nodes run with. */
 export function securityOf(lab: LabDefinition): { limits: SmtpLimits; authThrottle: AuthThrottleConfig } {
@@ -64,6 +80,11 @@ export function validateLab(lab: LabDefinition): void {
     if (!domain.endsWith('.test')) problems.push(`domain ${domain} must use the reserved .test TLD`);
     for (const mx of def.mx ?? []) if (!lab.hosts[mx.host] && !mx.host.includes('.')) problems.push(`${domain}: MX host "${mx.host}" is not a lab host`);
   }
+  for (const [host, fault] of Object.entries(lab.tls?.certificates ?? {})) {
+    if (!lab.hosts[host]) problems.push(`tls.certificates: "${host}" is not a lab host`);
+    if (!(CERTIFICATE_FAULTS as readonly string[]).includes(fault)) problems.push(`tls.certificates.${host}: "${String(fault)}" is not a certificate fault (${CERTIFICATE_FAULTS.join(', ')})`);
+  }
+  if (lab.tls?.allowPlaintextAuth !== undefined && typeof lab.tls.allowPlaintextAuth !== 'boolean') problems.push('tls.allowPlaintextAuth must be true or false');
   for (const user of lab.users) {
     const domain = user.address.split('@')[1];
     if (!domain || !lab.domains[domain]) problems.push(`user ${user.address}: domain is not a lab domain`);
@@ -128,7 +149,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones };
         break;
       case 'mailbox':
-        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap') }, users: lab.users, authThrottle, lmtpClients: deliverers };
+        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap'), pop3s: port('pop3s'), imaps: port('imaps') }, users: lab.users, authThrottle, lmtpClients: deliverers };
         break;
       case 'mx':
         nodes[name] = {
@@ -146,7 +167,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         nodes[name] = {
           ...base(name, host),
           role: 'mta',
-          ports: { smtp: port('smtp'), submission: port('submission') },
+          ports: { smtp: port('smtp'), submission: port('submission'), submissions: port('submissions') },
           localDomains,
           ...(host.mailbox ? { localDelivery: lmtpOf(host.mailbox)! } : {}),
           users: lab.users,

@@ -8,7 +8,10 @@
 //                 DNS server = the lab DNS container, ready when it prints MAILLAB_READY
 //   volume        maillab-<labId>-<node> at /var/maillab/<node>: survives stop/kill + start, removed by dispose()
 //   ports         standard ports inside (portOffset 0); each published on a host port of 127.0.0.1 chosen once
-//                 per node, so a node's endpoints stay the same across kill/start and disconnect/connect
+//                 per node, so a node's endpoints stay the same across kill/start and disconnect/connect. Every
+//                 port of the config is published, served or not (465/993/995 before a node offers implicit TLS):
+//                 readiness is the READY line alone, and a node's services are the ones its READY line lists
+//   host dir      maillab-<labId>-XXXXXX in the host's tmpdir (local.ts createHostDir): the lab CA's certificate
 //   labels        maillab=1, maillab.lab=<labId>, maillab.node=<node> on containers, network and volumes, and the
 //                 lab's owner (owner.ts): maillab.owner.pid, .start (the process's start time), .host.
 //                 dispose() removes a lab's, pruneLabs() every lab's, and every prepare() first removes the labs
@@ -30,7 +33,7 @@ import { GenericContainer, LABEL_TESTCONTAINERS_SESSION_ID, Wait, getContainerRu
 import type { Endpoint, NodeConfig } from '../../shared/config.js';
 import { READY_MARKER } from '../../shared/node.js';
 import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
-import { reapLocalLabs } from './local.js';
+import { createHostDir, reapLocalLabs, releaseHostDir } from './local.js';
 import { currentOwner, ownerState, reapedLine } from './owner.js';
 import type { LabNetwork, NetworkFaults, RunningNode, Runtime } from './types.js';
 import type { LabDefinition } from '../topology.js';
@@ -148,6 +151,8 @@ interface PreparedLab {
   dnsAddress: string;
   addresses: Record<string, string>;
   labels: Record<string, string>;
+  /** The lab's directory on the harness's host (createHostDir). */
+  hostDir: string;
 }
 
 export class DockerRuntime implements Runtime {
@@ -195,8 +200,10 @@ export class DockerRuntime implements Runtime {
     const prefix = subnet.split('.').slice(0, 3).join('.');
     const addresses = Object.fromEntries(hosts.map((h, i) => [h, `${prefix}.${i + 2}`]));
     const dnsHost = hosts.find((h) => lab.hosts[h]!.role === 'dns');
-    this.lab = { id: labId, slug, networkId: id, networkName, subnet, dnsAddress: addresses[dnsHost ?? hosts[0]!]!, addresses, labels };
-    return { addresses, portOffset: 0, dataRoot: IMAGE_PATHS.dataRoot };
+    // The lab's directory on this host (the lab CA's certificate), reaped like a local lab's when the owner is gone.
+    const hostDir = await createHostDir(labId);
+    this.lab = { id: labId, slug, networkId: id, networkName, subnet, dnsAddress: addresses[dnsHost ?? hosts[0]!]!, addresses, labels, hostDir };
+    return { addresses, portOffset: 0, dataRoot: IMAGE_PATHS.dataRoot, hostDir };
   }
 
   async startNode(config: NodeConfig): Promise<DockerRunningNode> {
@@ -263,6 +270,7 @@ export class DockerRuntime implements Runtime {
     const lab = this.lab;
     if (!lab) return;
     await removeLabelled(this.docker, `${LABEL.lab}=${lab.id}`, { volumes: !options.keepData });
+    await releaseHostDir(lab.hostDir, options);
     if (options.keepData) {
       const volumes = [...this.slots.values()].map((s) => s.volume);
       if (volumes.length) process.stderr.write(`maillab: kept the data volumes of lab ${lab.id}: ${volumes.join(', ')} (maillab prune removes them)\n`);

@@ -43,14 +43,12 @@ export class LocalRuntime implements Runtime {
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     await reapLocalLabs();
-    const dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), `${DATA_ROOT_PREFIX}${labId}-`));
+    const dataRoot = await createHostDir(labId);
     this.dataRoot = dataRoot;
-    const owner: OwnerFile = { labId, owner: currentOwner() };
-    await fs.writeFile(path.join(dataRoot, OWNER_FILE), JSON.stringify(owner, null, 2) + '\n', { mode: 0o600 });
     const hosts = Object.keys(lab.hosts);
     const block = await freeLoopbackBlock(hosts.length);
     const addresses = Object.fromEntries(hosts.map((h, i) => [h, `${block}.${i + 2}`]));
-    return { addresses, portOffset: (await canBindPrivileged(`${block}.1`)) ? 0 : 10_000, dataRoot };
+    return { addresses, portOffset: (await canBindPrivileged(`${block}.1`)) ? 0 : 10_000, dataRoot, hostDir: dataRoot };
   }
 
   async startNode(config: NodeConfig): Promise<RunningNode> {
@@ -117,14 +115,30 @@ export class LocalRuntime implements Runtime {
           }),
       ),
     );
-    if (!this.dataRoot) return;
-    if (options.keepData) {
-      // Kept on purpose (a post-mortem): no longer a lab for reapLocalLabs to remove.
-      await fs.rm(path.join(this.dataRoot, OWNER_FILE), { force: true });
-      process.stderr.write(`maillab: kept the data of the lab in ${this.dataRoot}\n`);
-    } else {
-      await fs.rm(this.dataRoot, { recursive: true, force: true, maxRetries: 3 });
-    }
+    if (this.dataRoot) await releaseHostDir(this.dataRoot, options);
+  }
+}
+
+/**
+ * A lab's directory on the harness's host: `maillab-<labId>-XXXXXX` in os.tmpdir() (mode 0700), with its owner
+ * (owner.json), so reapLocalLabs removes it once the owner is gone. The local runtime's data root; the docker
+ * runtime's host directory (the lab CA's certificate).
+ */
+export async function createHostDir(labId: string): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `${DATA_ROOT_PREFIX}${labId}-`));
+  const owner: OwnerFile = { labId, owner: currentOwner() };
+  await fs.writeFile(path.join(dir, OWNER_FILE), JSON.stringify(owner, null, 2) + '\n', { mode: 0o600 });
+  return dir;
+}
+
+/** Removes a directory of createHostDir, or with `keepData` keeps it for a post-mortem (then nobody reaps it). */
+export async function releaseHostDir(dir: string, options: { keepData?: boolean } = {}): Promise<void> {
+  if (options.keepData) {
+    // Kept on purpose (a post-mortem): no longer a lab for reapLocalLabs to remove.
+    await fs.rm(path.join(dir, OWNER_FILE), { force: true });
+    process.stderr.write(`maillab: kept the data of the lab in ${dir}\n`);
+  } else {
+    await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 

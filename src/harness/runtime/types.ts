@@ -11,8 +11,13 @@ export interface LabNetwork {
   addresses: Record<string, string>;
   /** Added to every standard port (0 when privileged ports can be bound). */
   portOffset: number;
-  /** Where the nodes' data directories live. */
+  /** Where the nodes' data directories live (on the docker runtime: inside the containers). */
   dataRoot: string;
+  /**
+   * A directory of the harness's host that is the lab's (mode 0700, removed with the lab, reaped with it when its
+   * owner is gone): the lab CA's certificate is written there. The local runtime's is `dataRoot`.
+   */
+  hostDir: string;
 }
 
 /**

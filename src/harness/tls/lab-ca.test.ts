@@ -1,0 +1,120 @@
+// Lab.start and the lab CA (issue 11): a new CA per start, a certificate per node in its config before it starts
+// (the host name and the node's address as SANs), the faults the definition sets, and the CA's certificate in a
+// file of the lab (`lab.caFile`, `up --json`'s `ca`) that goes with the lab. On the local runtime, and on docker
+// where an engine answers (skipped with the reason otherwise).
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import defaultLab from '../../../lab/default.js';
+import { Lab, type StartedLab } from '../lab.js';
+import { getContainerRuntimeClient } from 'testcontainers';
+import { dockerEngine } from '../runtime/docker.js';
+
+const engine = await dockerEngine();
+if (!engine.available) console.warn(`[tls/lab-ca.test] skipping the docker test: no Docker engine answers at ${engine.where} (${engine.reason})`);
+
+describe('Lab.start with the lab CA', () => {
+  let lab: StartedLab;
+
+  beforeAll(async () => {
+    lab = await new Lab(defaultLab)
+      .withRuntime('local')
+      .with((d) => (d.tls = { certificates: { mx: 'expired' } }))
+      .start();
+  });
+  afterAll(async () => {
+    await lab?.stop();
+  });
+
+  it('gives the CA as PEM, and writes it to ca.pem in the lab directory, readable by anyone (a certificate)', async () => {
+    const ca = new X509Certificate(lab.ca);
+    expect(ca.ca).toBe(true);
+    expect(ca.subject).toContain('maillab default lab CA');
+    expect(path.isAbsolute(lab.caFile)).toBe(true);
+    expect(path.basename(lab.caFile)).toBe('ca.pem');
+    expect(await fs.readFile(lab.caFile, 'utf8')).toBe(lab.ca);
+    expect((await fs.stat(lab.caFile)).mode & 0o777).toBe(0o644);
+    expect(lab.describe().ca).toBe(lab.caFile);
+  });
+
+  it("gives every node a certificate from the lab CA naming its host name and address, the CA, and plaintext auth (for now)", async () => {
+    const ca = new X509Certificate(lab.ca);
+    for (const node of lab.nodes()) {
+      const tls = node.config.tls!;
+      expect(tls, node.name).toBeDefined();
+      expect(tls.ca).toBe(lab.ca);
+      expect(tls.allowPlaintextAuth).toBe(true);
+      const cert = new X509Certificate(tls.cert);
+      expect(cert.subjectAltName, node.name).toBe(`DNS:${node.config.hostname}, IP Address:${node.config.address}`);
+      expect(node.config.address).toMatch(/^127\./);
+      expect(cert.verify(ca.publicKey), node.name).toBe(true);
+      expect(cert.checkPrivateKey(createPrivateKey(tls.key)), node.name).toBe(true);
+      // What the node was started with: its config file (mode 0600) holds the same certificate.
+      const written = JSON.parse(await fs.readFile(path.join(path.dirname(lab.caFile), `${node.name}.json`), 'utf8')) as { tls?: { cert: string } };
+      expect(written.tls?.cert).toBe(tls.cert);
+    }
+  });
+
+  it('makes the faulty certificate the definition asks for, and only that one', () => {
+    const now = Date.now();
+    for (const node of lab.nodes()) {
+      const validTo = Date.parse(new X509Certificate(node.config.tls!.cert).validTo);
+      if (node.name === 'mx') expect(validTo).toBeLessThan(now);
+      else expect(validTo, node.name).toBeGreaterThan(now);
+    }
+  });
+
+  it('configures the implicit-TLS ports without the nodes having to serve them yet', () => {
+    const mta = lab.nodeOf('mta').config;
+    const mailbox = lab.nodeOf('mailbox').config;
+    expect(mta.role === 'mta' && mta.ports.submissions).toBeGreaterThan(0);
+    expect(mailbox.role === 'mailbox' && mailbox.ports.imaps && mailbox.ports.pop3s).toBeGreaterThan(0);
+    for (const node of lab.nodes()) expect(node.isRunning, node.name).toBe(true);
+  });
+});
+
+describe('the lab CA file', () => {
+  it('goes with the lab, and every start makes a new CA', async () => {
+    const first = await new Lab(defaultLab).withRuntime('local').start();
+    const second = await new Lab(defaultLab).withRuntime('local').start();
+    try {
+      expect(new X509Certificate(first.ca).fingerprint256).not.toBe(new X509Certificate(second.ca).fingerprint256);
+    } finally {
+      await first.stop();
+      await second.stop();
+    }
+    expect(existsSync(first.caFile)).toBe(false);
+    expect(existsSync(second.caFile)).toBe(false);
+  });
+});
+
+describe('the lab CA on the docker runtime', () => {
+  it.skipIf(!engine.available)(
+    "names each node's lab address, publishes the implicit-TLS ports though nothing serves them yet, and keeps ca.pem on the host",
+    { timeout: 240_000 },
+    async () => {
+      const lab = await new Lab(defaultLab).withRuntime('docker').start();
+      try {
+        expect(path.isAbsolute(lab.caFile)).toBe(true);
+        expect(await fs.readFile(lab.caFile, 'utf8')).toBe(lab.ca);
+        for (const node of lab.nodes()) {
+          expect(node.config.address, node.name).toMatch(/^198\.1[89]\./);
+          expect(new X509Certificate(node.config.tls!.cert).subjectAltName).toBe(`DNS:${node.config.hostname}, IP Address:${node.config.address}`);
+          expect(node.isRunning, node.name).toBe(true);
+        }
+        const docker = (await getContainerRuntimeClient()).container.dockerode;
+        const published = async (node: string) => Object.keys((await docker.getContainer(`maillab-${lab.id}-${node}`).inspect()).NetworkSettings.Ports ?? {});
+        expect(await published('mta')).toEqual(expect.arrayContaining(['25/tcp', '587/tcp', '465/tcp']));
+        expect(await published('mailbox')).toEqual(expect.arrayContaining(['24/tcp', '110/tcp', '143/tcp', '993/tcp', '995/tcp']));
+        // The node's services are what its READY line lists: not the configured ports nobody serves yet.
+        const described = lab.describe().nodes;
+        expect(Object.keys(described.mta!.services)).not.toContain('submissions');
+        expect(Object.keys(described.mailbox!.services)).not.toContain('imaps');
+      } finally {
+        await lab.stop();
+      }
+      expect(existsSync(lab.caFile)).toBe(false);
+    },
+  );
+});

@@ -1,0 +1,40 @@
+// The lab definition's TLS part (issue 11): faulty certificates by host are checked, and every plan carries the
+// implicit-TLS ports (RFC 8314: submissions 465, imaps 993, pop3s 995, plus the port offset).
+import { describe, expect, it } from 'vitest';
+import defaultLab from '../../lab/default.js';
+import type { CertificateFault } from './tls/ca.js';
+import { planLab, validateLab, type LabDefinition } from './topology.js';
+
+const withTls = (tls: LabDefinition['tls']): LabDefinition => ({ ...structuredClone(defaultLab), tls });
+
+describe('tls in a lab definition', () => {
+  it('takes a fault per lab host, and plaintext auth on or off', () => {
+    expect(() => validateLab(withTls({ certificates: { mx: 'expired', mta: 'weak', mailbox: 'self-signed', dns: 'wrong-name' }, allowPlaintextAuth: false }))).not.toThrow();
+    expect(() => validateLab(withTls({ certificates: { mx: 'not-yet-valid' } }))).not.toThrow();
+  });
+
+  it('refuses a host that is not in the lab, a fault that does not exist, and a plaintext-auth that is not a boolean', () => {
+    expect(() => validateLab(withTls({ certificates: { mx2: 'expired' } }))).toThrow(/tls\.certificates: "mx2" is not a lab host/);
+    expect(() => validateLab(withTls({ certificates: { mx: 'revoked' as CertificateFault } }))).toThrow(
+      /tls\.certificates\.mx: "revoked" is not a certificate fault \(expired, not-yet-valid, wrong-name, self-signed, weak\)/,
+    );
+    expect(() => validateLab(withTls({ allowPlaintextAuth: 'yes' as unknown as boolean }))).toThrow(/tls\.allowPlaintextAuth must be true or false/);
+  });
+});
+
+describe('planLab', () => {
+  const addresses = { dns: '127.9.9.2', mailbox: '127.9.9.3', mx: '127.9.9.4', mta: '127.9.9.5' };
+
+  it('gives the MTA submissions and the mailbox server imaps and pop3s, with the port offset', () => {
+    for (const portOffset of [0, 10_000]) {
+      const { nodes } = planLab(defaultLab, { addresses, portOffset, dataRoot: '/tmp/lab' });
+      const mta = nodes.mta!;
+      const mailbox = nodes.mailbox!;
+      if (mta.role !== 'mta' || mailbox.role !== 'mailbox') throw new Error('roles');
+      expect(mta.ports).toEqual({ smtp: 25 + portOffset, submission: 587 + portOffset, submissions: 465 + portOffset });
+      expect(mailbox.ports).toEqual({ lmtp: 24 + portOffset, pop3: 110 + portOffset, imap: 143 + portOffset, pop3s: 995 + portOffset, imaps: 993 + portOffset });
+      // Certificates come from Lab.start (a new CA per start), never from the plan.
+      for (const config of Object.values(nodes)) expect(config.tls).toBeUndefined();
+    }
+  });
+});
