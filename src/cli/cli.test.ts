@@ -48,8 +48,8 @@ describe('maillab up --json', () => {
     expect(description.runtime).toBe('local');
     expect(description.id).toMatch(/^default-[0-9a-f]{6}$/);
     expect(Object.keys(description.nodes).sort()).toEqual(['dns', 'mailbox', 'mta', 'mx']);
-    expect(Object.keys(description.nodes.mailbox!.services).sort()).toEqual(['imap', 'lmtp', 'pop3']);
-    expect(Object.keys(description.nodes.mta!.services).sort()).toEqual(['smtp', 'submission']);
+    expect(Object.keys(description.nodes.mailbox!.services).sort()).toEqual(['imap', 'imaps', 'lmtp', 'pop3', 'pop3s']);
+    expect(Object.keys(description.nodes.mta!.services).sort()).toEqual(['smtp', 'submission', 'submissions']);
     expect(description.users.map((u) => u.address)).toContain('bob@receiver.test');
 
     const mx = await createLabResolver(description.nodes.dns!.services.dns!).resolveMx('receiver.test');

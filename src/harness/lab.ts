@@ -216,7 +216,7 @@ export class StartedLab {
     const user = this.user(address);
     const send = (message: SendOptions): Promise<SendResult> => {
       const node = this.nodeOf('mta', options.mta);
-      return submit({ node: node.name, hostname: node.config.hostname, endpoint: node.service('submission') }, user, message);
+      return submit({ node: node.name, hostname: node.config.hostname, endpoint: node.service('submission'), ...(node.config.tls ? { ca: this.ca } : {}) }, user, message);
     };
     return { address: user.address, send };
   }
@@ -245,8 +245,10 @@ export class StartedLab {
   /** An IMAP device of `address` (a phone, a laptop), connected and in sync with INBOX by IDLE. */
   async imap(address: string, options: { device?: string; password?: string } = {}): Promise<ImapDevice> {
     const user = this.user(address);
+    const mailbox = this.nodeOf('mailbox');
     const device = new ImapDevice({
-      endpoint: this.nodeOf('mailbox').service('imap'),
+      endpoint: mailbox.service('imap'),
+      ...(mailbox.config.tls ? { tls: { ca: this.ca, servername: mailbox.config.hostname } } : {}),
       user: user.address,
       password: options.password ?? user.password,
       device: options.device ?? 'device',

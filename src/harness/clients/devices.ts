@@ -49,6 +49,26 @@ export interface ImapDeviceOptions {
   history?: History;
   /** Submits a raw message for the user (the lab's SMTP submission). */
   submit?: (raw: Buffer, envelope: { from: string; to: string[] }) => Promise<void>;
+  /** STARTTLS, verifying the server against the lab CA under its host name (absent: plaintext). */
+  tls?: ClientTls;
+}
+
+/** How a harness client verifies a lab server: the lab CA, and the name the server's certificate carries. */
+export interface ClientTls {
+  ca: string;
+  servername: string;
+}
+
+/** imapflow's connection options for a lab IMAP server: STARTTLS required when `tls` is given. */
+function imapConnection(options: ImapDeviceOptions) {
+  return {
+    host: options.endpoint.host,
+    port: options.endpoint.port,
+    secure: false,
+    ...(options.tls ? { doSTARTTLS: true, tls: { ca: options.tls.ca, servername: options.tls.servername } } : { doSTARTTLS: false }),
+    auth: { user: options.user, pass: options.password },
+    logger: false as const,
+  };
 }
 
 /** An IMAP device: keeps INBOX in sync (IDLE) and acts on the server the way a mail app does. */
@@ -60,11 +80,7 @@ export class ImapDevice extends EventEmitter {
   constructor(private readonly options: ImapDeviceOptions) {
     super();
     this.client = new ImapFlow({
-      host: options.endpoint.host,
-      port: options.endpoint.port,
-      secure: false,
-      auth: { user: options.user, pass: options.password },
-      logger: false,
+      ...imapConnection(options),
       // Keep IDLE going while the scenario runs: changes arrive as pushes, not by polling.
       maxIdleTime: 60_000,
       autoIdleDelay: 20,
@@ -176,7 +192,7 @@ export class ImapDevice extends EventEmitter {
     const status = await this.client.status(path, { messages: true });
     if (!status || !status.messages) return list;
     // FETCH on another folder: a second connection keeps INBOX selected (and IDLE) on this one.
-    const other = new ImapFlow({ host: this.options.endpoint.host, port: this.options.endpoint.port, secure: false, auth: { user: this.options.user, pass: this.options.password }, logger: false });
+    const other = new ImapFlow(imapConnection(this.options));
     await other.connect();
     try {
       const lock = await other.getMailboxLock(path, { readOnly: true });

@@ -34,6 +34,8 @@ export interface SubmissionTarget {
   node: string;
   hostname: string;
   endpoint: Endpoint;
+  /** The lab CA: STARTTLS is then required and the MTA's certificate verified under `hostname`. */
+  ca?: string;
 }
 
 /** Submits one message as `user`; a failure names the MTA, the endpoint, the command and the reply. */
@@ -43,10 +45,10 @@ export async function submit(target: SubmissionTarget, user: { address: string; 
     host: endpoint.host,
     port: endpoint.port,
     secure: false,
-    ignoreTLS: true,
+    ...(target.ca ? { requireTLS: true } : { ignoreTLS: true }),
     name: 'client.sender.test',
     auth: { user: user.address, pass: message.password ?? user.password },
-    tls: { servername: target.hostname },
+    tls: { servername: target.hostname, ...(target.ca ? { ca: target.ca } : {}) },
     connectionTimeout: 5000,
   });
   try {

@@ -2,6 +2,7 @@
 // (the host name and the node's address as SANs), the faults the definition sets, and the CA's certificate in a
 // file of the lab (`lab.caFile`, `up --json`'s `ca`) that goes with the lab. On the local runtime, and on docker
 // where an engine answers (skipped with the reason otherwise).
+import tls from 'node:tls';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -91,7 +92,7 @@ describe('the lab CA file', () => {
 
 describe('the lab CA on the docker runtime', () => {
   it.skipIf(!engine.available)(
-    "names each node's lab address, publishes the implicit-TLS ports though nothing serves them yet, and keeps ca.pem on the host",
+    "names each node's lab address, serves implicit TLS on the published ports under the host name, and keeps ca.pem on the host",
     { timeout: 240_000 },
     async () => {
       const lab = await new Lab(defaultLab).withRuntime('docker').start();
@@ -107,10 +108,17 @@ describe('the lab CA on the docker runtime', () => {
         const published = async (node: string) => Object.keys((await docker.getContainer(`maillab-${lab.id}-${node}`).inspect()).NetworkSettings.Ports ?? {});
         expect(await published('mta')).toEqual(expect.arrayContaining(['25/tcp', '587/tcp', '465/tcp']));
         expect(await published('mailbox')).toEqual(expect.arrayContaining(['24/tcp', '110/tcp', '143/tcp', '993/tcp', '995/tcp']));
-        // The node's services are what its READY line lists: not the configured ports nobody serves yet.
         const described = lab.describe().nodes;
-        expect(Object.keys(described.mta!.services)).not.toContain('submissions');
-        expect(Object.keys(described.mailbox!.services)).not.toContain('imaps');
+        expect(Object.keys(described.mta!.services)).toContain('submissions');
+        expect(Object.keys(described.mailbox!.services)).toEqual(expect.arrayContaining(['imaps', 'pop3s']));
+        // A host client of the published port (127.0.0.1) verifies the certificate under the host's name.
+        const imaps = lab.node('mailbox').service('imaps');
+        const greeting = await new Promise<string>((resolve, reject) => {
+          const socket = tls.connect({ host: imaps.host, port: imaps.port, ca: lab.ca, servername: lab.node('mailbox').config.hostname });
+          socket.once('data', (data: Buffer) => (resolve(data.toString('latin1')), socket.end()));
+          socket.once('error', reject);
+        });
+        expect(greeting).toMatch(/^\* OK /);
       } finally {
         await lab.stop();
       }
