@@ -265,8 +265,10 @@ export class StartedLab {
   /** A POP3 device of `address`; `keepCopy` is "leave a copy on the server". */
   pop3(address: string, options: { device?: string; keepCopy?: boolean; password?: string } = {}): Pop3Device {
     const user = this.user(address);
+    const mailbox = this.nodeOf('mailbox');
     return new Pop3Device({
-      endpoint: this.nodeOf('mailbox').service('pop3'),
+      endpoint: mailbox.service('pop3'),
+      ...(mailbox.config.tls ? { tls: { ca: this.ca, servername: mailbox.config.hostname } } : {}),
       user: user.address,
       password: options.password ?? user.password,
       device: options.device ?? 'device',

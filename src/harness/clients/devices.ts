@@ -241,6 +241,8 @@ export interface Pop3DeviceOptions {
   /** "Leave a copy of messages on the server". Off by default, as in most POP3 clients. */
   keepCopy?: boolean;
   history?: History;
+  /** STLS, verifying the server against the lab CA under its host name (absent: plaintext). */
+  tls?: ClientTls;
 }
 
 /** A POP3 device: downloads new mail (by UIDL) into its local store, deleting it on the server unless keepCopy. */
@@ -256,7 +258,7 @@ export class Pop3Device {
 
   /** One "check mail": returns the UIDLs downloaded this time. */
   async download(): Promise<string[]> {
-    const client = new Pop3Client(this.options.endpoint);
+    const client = new Pop3Client(this.options.endpoint, undefined, this.options.tls);
     await client.connect();
     const fresh: string[] = [];
     try {

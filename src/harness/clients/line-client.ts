@@ -5,6 +5,7 @@
 // that cannot complete by then fails (kind 'timeout'), and so does one the connection ends under (kind 'closed').
 // Data the server sent before closing is still read: a reply followed by a close is a reply.
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Endpoint } from '../../shared/config.js';
 
 export type LineClientErrorKind = 'connect' | 'timeout' | 'closed';
@@ -106,6 +107,31 @@ export class LineClient {
         clearTimeout(timer);
         socket.removeAllListeners('error');
         resolve(new LineClient(endpoint, socket, options));
+      });
+    });
+  }
+
+  /**
+   * Upgrades the connection to TLS (after the server agreed: STARTTLS, STLS) and returns the client to go on with,
+   * verifying the server against `ca` under `servername`. Nothing read in plaintext is carried over.
+   */
+  startTls(tlsOptions: { ca: string; servername: string }, options: LineClientOptions = {}): Promise<LineClient> {
+    const where = `${options.name ?? this.name} ${this.endpoint.host}:${this.endpoint.port}`;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('close');
+    return new Promise((resolve, reject) => {
+      const secure = tls.connect({ socket: this.socket, ca: tlsOptions.ca, servername: tlsOptions.servername, minVersion: 'TLSv1.2' });
+      const timer = setTimeout(() => fail(`no TLS handshake within ${this.timeoutMs} ms`), this.timeoutMs);
+      const fail = (why: string) => {
+        clearTimeout(timer);
+        secure.destroy();
+        reject(new LineClientError('connect', this.endpoint, this.lastCommand, `${where}: TLS with ${tlsOptions.servername} failed: ${why}`));
+      };
+      secure.once('error', (err) => fail(err.message));
+      secure.once('secureConnect', () => {
+        clearTimeout(timer);
+        secure.removeAllListeners('error');
+        resolve(new LineClient(this.endpoint, secure, { name: this.name, timeoutMs: this.timeoutMs, encoding: this.encoding, ...options }));
       });
     });
   }

@@ -10,12 +10,22 @@ export class Pop3Error extends Error {
 export class Pop3Client {
   private client?: LineClient;
 
-  constructor(readonly endpoint: Endpoint, private readonly timeoutMs = 5000) {}
+  constructor(
+    readonly endpoint: Endpoint,
+    private readonly timeoutMs = 5000,
+    /** STLS (RFC 2595) right after the greeting, verifying the server against the lab CA under its host name. */
+    private readonly tls?: { ca: string; servername: string },
+  ) {}
 
-  /** Connects and returns the greeting. */
+  /** Connects (and upgrades to TLS when asked) and returns the greeting. */
   async connect(): Promise<string> {
     this.client = await LineClient.connect(this.endpoint, { name: 'POP3', timeoutMs: this.timeoutMs });
-    return this.expectOk('(greeting)', await this.client.pop3Response()).status;
+    const greeting = this.expectOk('(greeting)', await this.client.pop3Response()).status;
+    if (this.tls) {
+      await this.command('STLS');
+      this.client = await this.client.startTls(this.tls);
+    }
+    return greeting;
   }
 
   private expectOk(command: string, response: Pop3Response): Pop3Response {
