@@ -8,11 +8,14 @@ const lab = useLab(undefined, { scope: 'test' });
 
 describe('refusals', () => {
   it('refuses MAIL FROM on submission before AUTH', async () => {
-    const replies = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO client.sender.test', 'MAIL FROM:<alice@sender.test>']);
-    expect(replies[1]!.text).toMatch(/AUTH.*PLAIN/);
-    expect(replies[1]!.text).toMatch(/LOGIN/);
-    expect(replies[2]!.code).toBe(530);
-    expect(replies[2]!.text).toMatch(/5\.7\.0/);
+    const replies = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO client.sender.test', 'STARTTLS', 'EHLO client.sender.test', 'MAIL FROM:<alice@sender.test>'], { tls: lab().tlsFor('mta') });
+    // RFC 8314: no AUTH is offered before TLS, only STARTTLS.
+    expect(replies[1]!.text).toMatch(/STARTTLS/);
+    expect(replies[1]!.text).not.toMatch(/AUTH/);
+    expect(replies[3]!.text).toMatch(/AUTH.*PLAIN/);
+    expect(replies[3]!.text).toMatch(/LOGIN/);
+    expect(replies[4]!.code).toBe(530);
+    expect(replies[4]!.text).toMatch(/5\.7\.0/);
   });
 
   it('refuses a wrong password with 535 and accepts the right one', async () => {
@@ -21,9 +24,9 @@ describe('refusals', () => {
     ).rejects.toThrow(/535/);
     const bad = Buffer.from('\0alice@sender.test\0wrong').toString('base64');
     const good = Buffer.from('\0alice@sender.test\0alice-secret').toString('base64');
-    const replies = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO c', `AUTH PLAIN ${bad}`, `AUTH PLAIN ${good}`]);
-    expect(replies[2]!.code).toBe(535);
-    expect(replies[3]!.code).toBe(235);
+    const replies = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO c', 'STARTTLS', 'EHLO c', `AUTH PLAIN ${bad}`, `AUTH PLAIN ${good}`], { tls: lab().tlsFor('mta') });
+    expect(replies[4]!.code).toBe(535);
+    expect(replies[5]!.code).toBe(235);
     await lab().waitFor({ kind: 'auth-failed', node: 'mta' });
   });
 

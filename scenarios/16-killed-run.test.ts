@@ -28,6 +28,8 @@ interface UpDescription {
   runtime: RuntimeKind;
   nodes: Record<string, { host: string; services: Record<string, Endpoint>; control: Endpoint }>;
   controlToken: string;
+  /** The lab CA's certificate (a PEM file on the host). */
+  ca: string;
 }
 
 /** `maillab up --runtime <kind> --json` in a child process, once it printed that the lab is up. */
@@ -78,7 +80,7 @@ async function sendThrough(lab: UpDescription): Promise<void> {
         () => undefined,
       );
     });
-    const mta = { node: 'mta', hostname: 'mta.sender.test', endpoint: lab.nodes.mta!.services.submission! };
+    const mta = { node: 'mta', hostname: 'mta.sender.test', endpoint: lab.nodes.mta!.services.submission!, ca: await fs.readFile(lab.ca, 'utf8') };
     await submit(mta, { address: 'alice@sender.test', password: 'alice-secret' }, { to: 'bob@receiver.test', subject: 'before the kill', text: 'in flight', messageId: '<killed-run@sender.test>' });
     await stored;
   } finally {

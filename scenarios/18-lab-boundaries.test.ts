@@ -26,8 +26,8 @@ describe('lab boundaries', () => {
 
   it('refuses an address literal outside the lab at RCPT, on 587 and on 25', async () => {
     const auth = `AUTH PLAIN ${Buffer.from('\0alice@sender.test\0alice-secret').toString('base64')}`;
-    const submission = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO client.test', auth, 'MAIL FROM:<alice@sender.test>', `RCPT TO:<x@[${OUTSIDE}]>`]);
-    expect(submission[4]!.text).toMatch(new RegExp(`^550 5\\.7\\.1 <x@\\[${OUTSIDE.replace(/\./g, '\\.')}\\]>: address literal .* is outside the lab`));
+    const submission = await smtpDialogue(lab().node('mta').service('submission'), ['EHLO client.test', 'STARTTLS', 'EHLO client.test', auth, 'MAIL FROM:<alice@sender.test>', `RCPT TO:<x@[${OUTSIDE}]>`], { tls: lab().tlsFor('mta') });
+    expect(submission[6]!.text).toMatch(new RegExp(`^550 5\\.7\\.1 <x@\\[${OUTSIDE.replace(/\./g, '\\.')}\\]>: address literal .* is outside the lab`));
     const smtp = await smtpDialogue(lab().node('mta').service('smtp'), ['EHLO client.test', 'MAIL FROM:<someone@elsewhere.test>', `RCPT TO:<x@[${OUTSIDE}]>`]);
     expect(smtp[3]!.text).toMatch(/^550 5\.7\.1 .*outside the lab/);
     await lab().waitFor({ kind: 'rejected', node: 'mta', where: (e) => 'service' in e.detail && e.detail.service === 'smtp' && e.detail.attempted === `x@[${OUTSIDE}]` });

@@ -9,7 +9,9 @@
 // MAILLAB_OVERSIZE_MB=<n> sends n MiB instead, and MAILLAB_OVERSIZE_LIMIT_MB=<n> sets the limit (0: the roles'
 // defaults, 25 MiB MTA / 50 MiB MX), to measure the ceilings by hand; the assertions then use that limit.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import type { StartedLab } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
@@ -32,19 +34,28 @@ function status(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return Number(match[1]) * 1024;
 }
 
-/** Speaks SMTP on a raw socket: `commands` one by one (each reply must start with the expected code), then DATA. */
-async function sendOversized(endpoint: { host: string; port: number }, commands: [string, number][], bytes: number): Promise<{ reply: string; written: number }> {
-  const socket = net.connect(endpoint.port, endpoint.host);
-  socket.setEncoding('latin1');
-  socket.on('error', () => undefined); // a node that hangs up mid-DATA: the writes fail, the reply was read
+/**
+ * Speaks SMTP on a raw socket: `commands` one by one (each reply must start with the expected code), then DATA. A
+ * `STARTTLS` command upgrades the socket, verifying the server with `tlsOptions` (passwords go only over TLS).
+ */
+async function sendOversized(endpoint: { host: string; port: number }, commands: [string, number][], bytes: number, tlsOptions?: { ca: string; servername: string }): Promise<{ reply: string; written: number }> {
+  let socket: net.Socket = net.connect(endpoint.port, endpoint.host);
   let buffer = '';
   const waiting: (() => void)[] = [];
-  socket.on('data', (chunk: string) => {
-    buffer += chunk;
-    waiting.splice(0).forEach((w) => w());
-  });
-  const closed = new Promise<never>((_, reject) => socket.once('close', () => reject(new Error(`connection closed; unread: ${buffer}`))));
+  let rejectClosed!: (err: Error) => void;
+  const closed = new Promise<never>((_, reject) => (rejectClosed = reject));
   closed.catch(() => undefined);
+  const onData = (chunk: Buffer) => {
+    buffer += chunk.toString('latin1');
+    waiting.splice(0).forEach((w) => w());
+  };
+  const onClose = () => rejectClosed(new Error(`connection closed; unread: ${buffer}`));
+  const listen = (s: net.Socket) => {
+    s.on('data', onData);
+    s.on('close', onClose);
+    s.on('error', () => undefined); // a node that hangs up mid-DATA: the writes fail, the reply was read
+  };
+  listen(socket);
   const reply = async (): Promise<string> => {
     for (;;) {
       const match = /^(\d{3}) .*\r\n/m.exec(buffer);
@@ -57,12 +68,22 @@ async function sendOversized(endpoint: { host: string; port: number }, commands:
       await Promise.race([new Promise<void>((resolve) => waiting.push(resolve)), closed]);
     }
   };
+  const upgrade = async () => {
+    if (!tlsOptions) throw new Error('STARTTLS without the lab CA to verify the server with');
+    socket.off('data', onData);
+    socket.off('close', onClose);
+    const secure = tls.connect({ socket, ...tlsOptions });
+    await once(secure, 'secureConnect');
+    socket = secure;
+    listen(socket);
+  };
   try {
     expect(await reply()).toMatch(/^220 /);
     for (const [line, code] of [['EHLO memory.test', 250], ...commands, ['DATA', 354]] as [string, number][]) {
       socket.write(`${line}\r\n`);
       const answer = await reply();
       expect(answer.slice(answer.lastIndexOf('\n') + 1), `reply to ${line.split(' ')[0]}`).toMatch(new RegExp(`^${code} `));
+      if (line === 'STARTTLS') await upgrade();
     }
     const line = `${'x'.repeat(1022)}\r\n`;
     const chunk = Buffer.from(`Subject: big\r\n\r\n${line.repeat(256)}`.slice(0, 256 * 1024).replace(/.{2}$/s, '\r\n'));
@@ -107,7 +128,7 @@ describe('oversized messages are not buffered (issue 9, finding 1)', () => {
       node: 'mta',
       service: 'submission',
       limit: (LIMIT_MB || 25) * MiB,
-      commands: [[`AUTH PLAIN ${Buffer.from('\0alice@sender.test\0alice-secret').toString('base64')}`, 235], ['MAIL FROM:<alice@sender.test>', 250], ['RCPT TO:<bob@receiver.test>', 250]],
+      commands: [['STARTTLS', 220], ['EHLO memory.test', 250], [`AUTH PLAIN ${Buffer.from('\0alice@sender.test\0alice-secret').toString('base64')}`, 235], ['MAIL FROM:<alice@sender.test>', 250], ['RCPT TO:<bob@receiver.test>', 250]],
     },
   ];
 
@@ -118,7 +139,7 @@ describe('oversized messages are not buffered (issue 9, finding 1)', () => {
         return;
       }
       const sent = SENT_MB * MiB;
-      const { reply, written, growth } = await peakGrowth(lab(), c.node, () => sendOversized(lab().node(c.node).service(c.service), c.commands, sent));
+      const { reply, written, growth } = await peakGrowth(lab(), c.node, () => sendOversized(lab().node(c.node).service(c.service), c.commands, sent, lab().tlsFor(c.node)));
       console.log(`[18-oversize-memory] ${c.name}: offered ${MB(sent)} (written before the reply: ${MB(written)}), limit ${MB(c.limit)}: peak RSS grew by ${MB(growth)}`);
       expect(reply).toBe(`552 5.3.4 message exceeds the size limit of ${c.limit} octets`);
       await lab().waitFor({ kind: 'rejected', node: c.node, detail: { stage: 'DATA', reply } });

@@ -3,7 +3,9 @@
 //   account is then refused from that client address with 454 4.7.0, the right password included, while a client
 //   at another address logs in; both are recorded (`auth-failed`, `auth-throttled`);
 // - off (`authThrottle: false`): failures go on without a close or a back-off.
+import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import nodemailer from 'nodemailer';
 import { describe, expect, it } from 'vitest';
 import type { StartedLab } from '../src/harness/index.js';
@@ -11,52 +13,85 @@ import { useLab } from './support/lab.js';
 
 const plain = (user: string, pass: string) => `AUTH PLAIN ${Buffer.from(`\0${user}\0${pass}`).toString('base64')}`;
 
-/** Sends each line on a fresh submission connection and collects the replies until the server closes or all are answered. */
-async function dialogue(started: StartedLab, lines: string[]): Promise<{ replies: string[]; closed: boolean }> {
-  const { host, port } = started.node('mta').service('submission');
-  const socket = net.connect(port, host);
-  socket.setEncoding('latin1');
-  socket.on('error', () => undefined);
+/** Reads SMTP replies from a socket: `next()` is the last line of the next reply, undefined once the server closed. */
+function replyReader(socket: net.Socket) {
   let buffer = '';
   let closed = false;
   const wake: (() => void)[] = [];
-  socket.on('data', (chunk: string) => {
-    buffer += chunk;
+  const onData = (chunk: Buffer) => {
+    buffer += chunk.toString('latin1');
     wake.splice(0).forEach((w) => w());
-  });
-  socket.on('close', () => {
+  };
+  const onClose = () => {
     closed = true;
     wake.splice(0).forEach((w) => w());
-  });
-  const reply = async (): Promise<string | undefined> => {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      const match = /^\d{3} .*\r\n/m.exec(buffer);
-      if (match) {
-        const end = match.index + match[0].length;
-        const text = buffer.slice(0, end - 2);
-        buffer = buffer.slice(end);
-        return text.slice(text.lastIndexOf('\n') + 1);
-      }
-      if (closed) return undefined;
-      if (Date.now() > deadline) throw new Error(`no reply within 5 s; unread: ${buffer}`);
-      await new Promise<void>((resolve) => {
-        wake.push(resolve);
-        setTimeout(resolve, 200).unref();
-      });
-    }
   };
+  socket.on('data', onData);
+  socket.on('close', onClose);
+  socket.on('error', () => undefined);
+  return {
+    get closed() {
+      return closed;
+    },
+    /** Stops reading this socket (before a TLS upgrade takes it over). */
+    detach() {
+      socket.off('data', onData);
+      socket.off('close', onClose);
+    },
+    async next(): Promise<string | undefined> {
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const match = /^\d{3} .*\r\n/m.exec(buffer);
+        if (match) {
+          const end = match.index + match[0].length;
+          const text = buffer.slice(0, end - 2);
+          buffer = buffer.slice(end);
+          return text.slice(text.lastIndexOf('\n') + 1);
+        }
+        if (closed) return undefined;
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no reply within 5 s; unread: ${buffer}`);
+        await new Promise<void>((resolve) => {
+          wake.push(resolve);
+          setTimeout(resolve, left).unref();
+        });
+      }
+    },
+  };
+}
+
+/**
+ * Sends each line on a fresh submission connection, after STARTTLS (passwords only over TLS, RFC 8314), and collects
+ * the replies until the server closes or all are answered; then tells whether the server closed the connection.
+ */
+async function dialogue(started: StartedLab, lines: string[]): Promise<{ replies: string[]; closed: boolean }> {
+  const { host, port } = started.node('mta').service('submission');
+  const plain = net.connect(port, host);
+  const prelude = replyReader(plain);
+  await prelude.next(); // greeting
+  for (const line of ['EHLO client.test', 'STARTTLS']) {
+    plain.write(`${line}\r\n`);
+    await prelude.next();
+  }
+  prelude.detach();
+  const socket = tls.connect({ socket: plain, ...started.tlsFor('mta') });
+  await once(socket, 'secureConnect');
+  const reader = replyReader(socket);
   const replies: string[] = [];
   try {
-    await reply(); // greeting
     for (const line of ['EHLO client.test', ...lines]) {
       socket.write(`${line}\r\n`);
-      const answer = await reply();
+      const answer = await reader.next();
       if (answer === undefined) break;
       if (line !== 'EHLO client.test') replies.push(answer);
     }
-    if (!closed) await new Promise<void>((resolve) => (closed ? resolve() : socket.once('close', () => resolve()) && setTimeout(resolve, 300).unref()));
-    return { replies, closed };
+    // Either the server closes now (it said 421), or it keeps the session: QUIT then shows which.
+    if (!reader.closed) {
+      socket.write('QUIT\r\n');
+      const bye = await reader.next();
+      return { replies, closed: bye === undefined };
+    }
+    return { replies, closed: true };
   } finally {
     socket.destroy();
   }
@@ -65,7 +100,8 @@ async function dialogue(started: StartedLab, lines: string[]): Promise<{ replies
 /** One login through nodemailer, from `localAddress` when given: 235, or the refusal's code and text. */
 async function login(started: StartedLab, user: string, pass: string, localAddress?: string): Promise<string> {
   const { host, port } = started.node('mta').service('submission');
-  const transport = nodemailer.createTransport({ host, port, secure: false, ignoreTLS: true, auth: { user, pass }, ...(localAddress ? { localAddress } : {}) });
+  const { ca, servername } = started.tlsFor('mta');
+  const transport = nodemailer.createTransport({ host, port, secure: false, requireTLS: true, tls: { ca, servername }, auth: { user, pass }, ...(localAddress ? { localAddress } : {}) });
   try {
     await transport.verify();
     return '235';

@@ -141,6 +141,11 @@ export class StartedLab {
     return this.labCa.cert;
   }
 
+  /** What a client needs to verify `node` over TLS: the lab CA and the host name the node's certificate carries. */
+  tlsFor(node: string): { ca: string; servername: string } {
+    return { ca: this.ca, servername: this.node(node).config.hostname };
+  }
+
   /** The absolute path of the lab CA's certificate (PEM), for clients outside the harness (`up --json`'s `ca`). */
   get caFile(): string {
     return this.labCa.file;

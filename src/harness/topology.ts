@@ -51,10 +51,10 @@ export interface LabTlsDefinition {
 }
 
 /**
- * `true` for now, against RFC 8314's default: the harness's own clients (nodemailer submission, the IMAP and POP3
- * devices) do not use TLS yet. It becomes `false` together with those clients (issue 11's next step).
+ * Whether passwords may cross a connection without TLS when the lab does not say: no, as RFC 8314 says. A lab may
+ * allow it (`tls: { allowPlaintextAuth: true }`) to show why that is dangerous.
  */
-export const DEFAULT_ALLOW_PLAINTEXT_AUTH = true;
+export const DEFAULT_ALLOW_PLAINTEXT_AUTH = false;
 
 /** The SMTP limits and login throttling a lab's nodes run with. */
 export function securityOf(lab: LabDefinition): { limits: SmtpLimits; authThrottle: AuthThrottleConfig } {

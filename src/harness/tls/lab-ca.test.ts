@@ -39,13 +39,13 @@ describe('Lab.start with the lab CA', () => {
     expect(lab.describe().ca).toBe(lab.caFile);
   });
 
-  it("gives every node a certificate from the lab CA naming its host name and address, the CA, and plaintext auth (for now)", async () => {
+  it("gives every node a certificate from the lab CA naming its host name and address, the CA, and no plaintext auth (RFC 8314)", async () => {
     const ca = new X509Certificate(lab.ca);
     for (const node of lab.nodes()) {
       const tls = node.config.tls!;
       expect(tls, node.name).toBeDefined();
       expect(tls.ca).toBe(lab.ca);
-      expect(tls.allowPlaintextAuth).toBe(true);
+      expect(tls.allowPlaintextAuth).toBe(false);
       const cert = new X509Certificate(tls.cert);
       expect(cert.subjectAltName, node.name).toBe(`DNS:${node.config.hostname}, IP Address:${node.config.address}`);
       expect(node.config.address).toMatch(/^127\./);
