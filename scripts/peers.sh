@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Makes sure the real mail clients the scenarios drive are installed: mbsync (Debian's isync) and fetchmail
-# (scenarios/21-mbsync.test.ts, 22-fetchmail.test.ts). Idempotent and quiet: nothing happens when both are there.
+# Makes sure the real mail clients the scenarios drive are installed: mbsync (Debian's isync), fetchmail and swaks
+# with its TLS module (scenarios/21-mbsync.test.ts, 22-fetchmail.test.ts, 24-tls-real-clients.test.ts).
+# Idempotent and quiet: nothing happens when all are there.
 # Needs root and apt; without them it says so and leaves it to the scenarios, which skip with a printed reason.
 set -euo pipefail
 missing=()
 command -v mbsync >/dev/null 2>&1 || missing+=(isync)
 command -v fetchmail >/dev/null 2>&1 || missing+=(fetchmail)
-if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync and fetchmail are installed"; exit 0; fi
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || missing+=(libnet-ssleay-perl)
+if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail and swaks (with TLS) are installed"; exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "peers: ${missing[*]} missing and no root/apt-get to install them; their scenarios will skip" >&2
   exit 0

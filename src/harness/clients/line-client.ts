@@ -125,6 +125,9 @@ export class LineClient {
       const fail = (why: string) => {
         clearTimeout(timer);
         secure.destroy();
+        // This plaintext client is done too: whoever waits for it to close is told now.
+        this.ended = true;
+        this.wake();
         reject(new LineClientError('connect', this.endpoint, this.lastCommand, `${where}: TLS with ${tlsOptions.servername} failed: ${why}`));
       };
       secure.once('error', (err) => fail(err.message));
