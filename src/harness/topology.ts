@@ -1,7 +1,7 @@
 // A lab is data: domains, hosts with roles, users, and the retry schedule. `defineLab` checks it and fills in
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type AuthThrottleConfig, type DnsRecord, type NodeConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type DnsRecord, type NodeConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 
 export interface MxTarget {
@@ -48,6 +48,21 @@ export interface LabTlsDefinition {
   certificates?: Record<string, CertificateFault>;
   /** Passwords over connections without TLS (SMTP AUTH, IMAP, POP3); DEFAULT_ALLOW_PLAINTEXT_AUTH unless set. */
   allowPlaintextAuth?: boolean;
+  /**
+   * The MTA's outbound TLS policy (like Postfix's smtp_tls_security_level): `default` for every destination (`may`
+   * unless set) and a mode per destination domain, e.g. `{ default: 'may', domains: { 'receiver.test': 'verify' } }`.
+   */
+  outbound?: { default?: TlsPolicyMode; domains?: Record<string, TlsPolicyMode> };
+  /** MX hosts (keys in `hosts`) that do not offer STARTTLS, standing in for an attacker stripping it. */
+  noStartTls?: string[];
+}
+
+/** The MTA's outbound TLS policy of a lab: `may` wherever the lab does not say otherwise. */
+export function tlsPolicyOf(lab: LabDefinition): TlsPolicyConfig {
+  const outbound = lab.tls?.outbound;
+  const domains: Record<string, TlsPolicyMode> = {};
+  for (const [domain, mode] of Object.entries(outbound?.domains ?? {})) domains[domain.toLowerCase()] = mode;
+  return { default: outbound?.default ?? 'may', domains };
 }
 
 /**
@@ -85,6 +100,16 @@ export function validateLab(lab: LabDefinition): void {
     if (!(CERTIFICATE_FAULTS as readonly string[]).includes(fault)) problems.push(`tls.certificates.${host}: "${String(fault)}" is not a certificate fault (${CERTIFICATE_FAULTS.join(', ')})`);
   }
   if (lab.tls?.allowPlaintextAuth !== undefined && typeof lab.tls.allowPlaintextAuth !== 'boolean') problems.push('tls.allowPlaintextAuth must be true or false');
+  const isMode = (mode: unknown) => (TLS_POLICY_MODES as readonly unknown[]).includes(mode);
+  const outbound = lab.tls?.outbound;
+  if (outbound?.default !== undefined && !isMode(outbound.default)) problems.push(`tls.outbound.default: "${String(outbound.default)}" is not a TLS policy (${TLS_POLICY_MODES.join(', ')})`);
+  for (const [domain, mode] of Object.entries(outbound?.domains ?? {})) {
+    if (!/^[a-z0-9.-]+$/i.test(domain)) problems.push(`tls.outbound.domains: "${domain}" is not a domain name`);
+    if (!isMode(mode)) problems.push(`tls.outbound.domains.${domain}: "${String(mode)}" is not a TLS policy (${TLS_POLICY_MODES.join(', ')})`);
+  }
+  for (const host of lab.tls?.noStartTls ?? []) {
+    if (lab.hosts[host]?.role !== 'mx') problems.push(`tls.noStartTls: "${host}" is not an mx host of the lab`);
+  }
   for (const user of lab.users) {
     const domain = user.address.split('@')[1];
     if (!domain || !lab.domains[domain]) problems.push(`user ${user.address}: domain is not a lab domain`);
@@ -160,6 +185,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           recipients: usersIn(host.domains).map((u) => u.address.toLowerCase()),
           lmtp: lmtpOf(host.mailbox)!,
           limits,
+          ...(lab.tls?.noStartTls?.includes(name) ? { noStartTls: true } : {}),
         };
         break;
       case 'mta': {
@@ -177,6 +203,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           limits,
           authThrottle,
           labAddresses,
+          tlsPolicy: tlsPolicyOf(lab),
         };
         break;
       }

@@ -2,6 +2,7 @@
 // (what `message` returns and what the queue keeps on disk are the same shapes, declared once, here).
 import type { MxResolution } from '../dns/api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
+import type { TlsPolicyMode } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
@@ -124,6 +125,8 @@ interface OutcomeDetail {
   reply: string;
   /** RFC 3463 status. */
   status: string;
+  /** The outbound TLS policy the MTA applied to the destination (relayed over SMTP, or deferred/bounced there). */
+  tlsPolicy?: TlsPolicyMode;
 }
 
 interface SessionDetail {
@@ -172,7 +175,8 @@ export type MtaEvents = NodeEvents & {
   /** Where mail for `domain` goes, as the lab DNS said. */
   'mx-lookup': { domain: string; result: MxResolution };
   connect: { host: string; port: number; hop: string; mx?: string; via?: 'lmtp' };
-  'connect-failed': { host: string; port: number; mx: string; hop: string; stage: string; command?: string; reply?: string; error: string };
+  /** `tlsPolicy`: the outbound TLS policy for the destination; a failure under `encrypt`/`verify` says why TLS failed. */
+  'connect-failed': { host: string; port: number; mx: string; hop: string; stage: string; command?: string; reply?: string; error: string; tlsPolicy?: TlsPolicyMode };
   /** Handed to the next MTA (an MX), which answered 250. */
   relayed: OutcomeDetail & SessionDetail & { mx?: string };
   /** Handed to the mailbox server over LMTP (a local domain). */

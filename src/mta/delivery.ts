@@ -14,7 +14,7 @@
 //   addresses outside the lab.
 import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
-import type { Endpoint } from '../shared/config.js';
+import type { Endpoint, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
 import type { MxResolution } from '../dns/api.js';
@@ -34,6 +34,8 @@ export interface DeliveryContext {
   relayPort: number;
   /** The only addresses delivery may connect to (the lab's hosts); absent: any (a hand-started node). */
   labAddresses?: readonly string[];
+  /** Outbound TLS per destination domain (SMTP only, LMTP stays plaintext); absent: `may` everywhere. */
+  tlsPolicy?: TlsPolicyConfig;
   lookupMx(domain: string): Promise<MxResolution>;
   smtp: MailSender;
   lmtp: MailSender;
@@ -69,6 +71,8 @@ export interface RecipientOutcome {
   reused?: boolean;
   /** TLS of the session (STARTTLS): version and cipher; null in plaintext. Absent for local verdicts. */
   tls?: TlsInfo | null;
+  /** The outbound TLS policy applied to the destination (SMTP relaying with a configured policy). */
+  tlsPolicy?: TlsPolicyMode;
   /** One line for humans: what happened, where, with which reply. */
   description: string;
 }
@@ -85,6 +89,21 @@ function domainOf(address: string): string {
 
 function oneLine(text: string): string {
   return text.replace(/\r?\n/g, ' / ');
+}
+
+/** The outbound TLS policy for mail to `domain`: its own entry, else the default; `may` without a policy. */
+export function tlsPolicyFor(policy: TlsPolicyConfig | undefined, domain: string): TlsPolicyMode {
+  if (!policy) return 'may';
+  return policy.domains[domain.toLowerCase()] ?? policy.default;
+}
+
+/**
+ * A session refused because the policy required TLS (no STARTTLS, or a certificate that failed `verify`): a
+ * temporary failure of that MX (`451 4.7.5`, as Postfix), whose text names the policy, the domain and the reason.
+ */
+function tlsPolicyError(err: SmtpClientError, mode: TlsPolicyMode, domain: string, target: string): SmtpClientError {
+  const why = err.tlsRequired!.reason;
+  return new SmtpClientError({ stage: err.stage, target, command: err.command, description: `TLS required by policy ${mode} for ${domain}, but ${why}`, code: 451, enhanced: '4.7.5', ...(err.tlsRequired!.code ? { errno: err.tlsRequired!.code } : {}), tlsRequired: err.tlsRequired! });
 }
 
 /** Delivers `data` to `recipients`, all destinations in parallel; one outcome per recipient. */
@@ -159,6 +178,8 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
       return localVerdict(rcpts, 'defer', 451, '4.4.3', `cannot resolve where mail for ${domain} goes, will retry: ${resolution.error}`, lookupHop);
   }
 
+  const mode = tlsPolicyFor(ctx.tlsPolicy, domain);
+  const policy = ctx.tlsPolicy ? { tlsPolicy: mode } : {};
   let lastError: { err: unknown; hop: string; where: Where } | undefined;
   const lookupFailures: string[] = [];
   const outsideLab: string[] = [];
@@ -172,26 +193,27 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
         outsideLab.push(mx.exchange === address ? address : `${mx.exchange}[${address}]`);
         continue;
       }
-      const target: SmtpTarget = { host: address, port: ctx.relayPort, servername: mx.exchange };
+      const target: SmtpTarget = { host: address, port: ctx.relayPort, servername: mx.exchange, ...(ctx.tlsPolicy ? { tls: mode } : {}) };
       const hop = `${ctx.hostname} -> ${describeTarget(target)}`;
       const where: Where = { target: describeTarget(target), host: address, port: ctx.relayPort, mx: mx.exchange, remoteMta: mx.exchange };
       // Announced before the transaction, so the history shows it before what the server records.
       ctx.emit('connect', { host: address, port: ctx.relayPort, mx: mx.exchange, hop });
       try {
         const result = await ctx.smtp.send(target, { from: message.from, to: rcpts }, data);
-        return result.recipients.map((r) => fromRecipientResult(r, hop, 'smtp', where, result));
-      } catch (err) {
+        return result.recipients.map((r) => ({ ...fromRecipientResult(r, hop, 'smtp', where, result), ...policy }));
+      } catch (caught) {
+        const err = caught instanceof SmtpClientError && caught.tlsRequired ? tlsPolicyError(caught, mode, domain, where.target) : caught;
         if (err instanceof SmtpClientError && tryNextHost(err)) {
-          ctx.emit('connect-failed', { host: address, port: ctx.relayPort, mx: mx.exchange, hop, stage: err.stage, command: err.command, ...(err.reply ? { reply: err.reply } : {}), error: err.message });
+          ctx.emit('connect-failed', { host: address, port: ctx.relayPort, mx: mx.exchange, hop, stage: err.stage, command: err.command, ...(err.reply ? { reply: err.reply } : {}), error: err.message, ...policy });
           lastError = { err, hop, where };
           continue;
         }
-        return fromError(err, rcpts, hop, 'smtp', where);
+        return fromError(err, rcpts, hop, 'smtp', where).map((o) => ({ ...o, ...policy }));
       }
     }
   }
   if (lastError) {
-    return fromError(lastError.err, rcpts, lastError.hop, 'smtp', lastError.where);
+    return fromError(lastError.err, rcpts, lastError.hop, 'smtp', lastError.where).map((o) => ({ ...o, ...policy }));
   }
   if (outsideLab.length) {
     const why = `mail for ${domain} would go to ${outsideLab.join(', ')}, outside the lab: ${ctx.hostname} connects only to the lab's own hosts`;

@@ -184,7 +184,7 @@ export class MtaEngine {
     for (const outcome of outcomes) {
       const rcpt = outcome.address;
       const report = toReport(outcome, now);
-      const common = { rcpt, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status };
+      const common = { rcpt, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status, ...(outcome.tlsPolicy ? { tlsPolicy: outcome.tlsPolicy } : {}) };
       if (outcome.action === 'delivered') {
         queue.deliverRecipient(queueId, rcpt, report);
         const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false, tls: outcome.tls ?? null };

@@ -31,7 +31,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   const resolver = createLabResolver(config.resolver);
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
-  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS });
+  // The lab CA: what the `verify` TLS policy checks an MX's certificate against.
+  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS, ...(config.tls ? { ca: config.tls.ca } : {}) });
   const lmtp = new SmtpClientPool({ ...client, lmtp: true, idleMs: LMTP_IDLE_MS });
   const queue = new MailQueue(path.join(config.dataDir, 'queue'), { fsync: config.fsync });
   const engine = new MtaEngine({
@@ -45,6 +46,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       ...(config.localDelivery ? { localDelivery: config.localDelivery } : {}),
       relayPort: config.relayPort,
       ...(config.labAddresses ? { labAddresses: config.labAddresses } : {}),
+      ...(config.tlsPolicy ? { tlsPolicy: config.tlsPolicy } : {}),
       lookupMx: (domain) => resolveMxTargets(resolver, domain),
       smtp,
       lmtp,

@@ -79,8 +79,9 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     name: config.hostname,
     banner: 'maillab MX ready',
     authOptional: true,
-    // STARTTLS (RFC 3207) with the node's certificate when it has `tls`, TLS 1.2 at least; never AUTH.
-    disabledCommands: config.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+    // STARTTLS (RFC 3207) with the node's certificate when it has `tls`, TLS 1.2 at least; never AUTH. `noStartTls`
+    // hides it (as an attacker stripping it from the EHLO reply would).
+    disabledCommands: config.tls && !config.noStartTls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
     ...smtpTlsOptions(config.tls),
     size: maxSize,
     logger: false,

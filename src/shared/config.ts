@@ -106,6 +106,22 @@ export interface TlsConfig {
   allowPlaintextAuth?: boolean;
 }
 
+/**
+ * How the MTA uses TLS towards a destination (issue 11), like Postfix's smtp_tls_security_level: `none` never
+ * STARTTLS; `may` STARTTLS when offered, unverified, plaintext otherwise (the default); `encrypt` STARTTLS required,
+ * certificate not checked; `verify` STARTTLS required and the certificate must chain to the lab CA and carry the MX
+ * host name.
+ */
+export type TlsPolicyMode = 'none' | 'may' | 'encrypt' | 'verify';
+export const TLS_POLICY_MODES: readonly TlsPolicyMode[] = ['none', 'may', 'encrypt', 'verify'];
+
+/** The MTA's outbound TLS policy: a mode per destination domain, `default` for the others. */
+export interface TlsPolicyConfig {
+  default: TlsPolicyMode;
+  /** By destination domain (lower case, exact match). */
+  domains: Record<string, TlsPolicyMode>;
+}
+
 interface BaseNodeConfig {
   /** The node's (host's) name in the lab, e.g. `mta`. */
   name: string;
@@ -163,6 +179,8 @@ export interface MtaNodeConfig extends BaseNodeConfig {
    * (a hand-started node outside a lab).
    */
   labAddresses?: string[];
+  /** Outbound TLS per destination domain; absent: `may` everywhere. LMTP (local delivery) is not affected. */
+  tlsPolicy?: TlsPolicyConfig;
 }
 
 export interface MxNodeConfig extends BaseNodeConfig {
@@ -175,6 +193,8 @@ export interface MxNodeConfig extends BaseNodeConfig {
   /** LMTP endpoint of the mailbox server. */
   lmtp: Endpoint;
   limits?: SmtpLimits;
+  /** Do not offer STARTTLS even with `tls` (standing in for an attacker stripping it from the EHLO reply). */
+  noStartTls?: boolean;
 }
 
 export interface MailboxNodeConfig extends BaseNodeConfig {

@@ -13,6 +13,8 @@
 // Targets are connected by address: pass an IP as `host` (a host name would go through the system resolver, which
 // lab nodes never use) and the server's name as `servername` (TLS SNI, and how the target is named in messages).
 import net from 'node:net';
+import tls from 'node:tls';
+import type { TlsPolicyMode } from './config.js';
 import { tlsInfo, type TlsInfo } from './tls-session.js';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
@@ -26,6 +28,22 @@ export interface SmtpTarget {
   port: number;
   /** The server's host name (e.g. the MX name): TLS SNI, and shown in messages as `name[ip]:port`. */
   servername?: string;
+  /**
+   * TLS of this connection (see TlsPolicyMode): `encrypt` and `verify` fail the session (SmtpClientError with
+   * `tlsRequired`) before MAIL FROM when the server does not offer STARTTLS or, for `verify`, when its certificate
+   * does not chain to the pool's `ca` or does not carry `servername`. Absent: the pool's `starttls` option.
+   */
+  tls?: TlsPolicyMode;
+}
+
+/** Why a session that had to be encrypted (policy `encrypt` or `verify`) was not used. */
+export interface TlsRequiredFailure {
+  policy: TlsPolicyMode;
+  problem: 'no-starttls' | 'certificate';
+  /** For humans, e.g. `the server did not offer STARTTLS`, `the certificate of mx.receiver.test failed verification: certificate has expired (CERT_HAS_EXPIRED)`. */
+  reason: string;
+  /** The OpenSSL or Node.js code of a certificate problem, e.g. CERT_HAS_EXPIRED, ERR_TLS_CERT_ALTNAME_INVALID. */
+  code?: string;
 }
 
 export interface SmtpEnvelope {
@@ -91,8 +109,10 @@ export class SmtpClientError extends Error {
   readonly temporary: boolean;
   /** The system or nodemailer error code (ECONNREFUSED, ETIMEDOUT, ECONNECTION...), when there is no reply. */
   readonly errno?: string;
+  /** Set when the session was not used because TLS was required (policy `encrypt`/`verify`) and not achieved. */
+  readonly tlsRequired?: TlsRequiredFailure;
 
-  constructor(init: { stage: SmtpStage; target: string; command: string; description: string; reply?: string; code?: number; enhanced?: string; errno?: string; temporary?: boolean }) {
+  constructor(init: { stage: SmtpStage; target: string; command: string; description: string; reply?: string; code?: number; enhanced?: string; errno?: string; temporary?: boolean; tlsRequired?: TlsRequiredFailure }) {
     const parsed = init.reply ? parseReply(init.reply) : undefined;
     const code = init.code ?? parsed?.code;
     super(`${init.target}: ${init.description}${init.reply ? `: ${oneLine(init.reply)}` : init.errno ? ` (${init.errno})` : ''}`);
@@ -104,6 +124,7 @@ export class SmtpClientError extends Error {
     if (enhanced !== undefined) this.enhanced = enhanced;
     if (init.reply !== undefined) this.reply = init.reply;
     if (init.errno !== undefined) this.errno = init.errno;
+    if (init.tlsRequired !== undefined) this.tlsRequired = init.tlsRequired;
     this.temporary = init.temporary ?? (code === undefined || code < 500);
   }
 }
@@ -153,6 +174,8 @@ export interface SmtpClientPoolOptions {
   localAddress?: string;
   /** STARTTLS when the server offers it, continuing in plaintext if it fails (RFC 3207, like Postfix's "may"). Default 'opportunistic'. */
   starttls?: 'opportunistic' | 'ignore';
+  /** PEM CA certificate(s) a server's certificate must chain to under the `verify` policy (the lab CA). */
+  ca?: string;
 }
 
 export interface PoolStats {
@@ -281,7 +304,8 @@ export class SmtpClientPool {
   private open(target: SmtpTarget): Promise<Session> {
     this.counters.opened++;
     const display = describeTarget(target);
-    const opportunistic = (this.options.starttls ?? 'opportunistic') === 'opportunistic';
+    const policy = policyOf(target, this.options);
+    const opportunistic = policy !== 'none';
     const conn = new SMTPConnection({
       host: target.host,
       port: target.port,
@@ -290,8 +314,9 @@ export class SmtpClientPool {
       secure: false,
       ignoreTLS: !opportunistic,
       opportunisticTLS: opportunistic,
-      // Certificates are not checked: the lab has no PKI, and opportunistic TLS (RFC 7435) does not authenticate.
-      tls: { rejectUnauthorized: false, ...(target.servername ? { servername: target.servername } : {}) },
+      // The handshake never fails on the certificate: opportunistic TLS (RFC 7435) does not authenticate, and under
+      // `verify` the certificate is checked once the session is up (before MAIL FROM), so the failure can say why.
+      tls: { rejectUnauthorized: false, ...(policy === 'verify' && this.options.ca ? { ca: this.options.ca } : {}), ...(target.servername ? { servername: target.servername } : {}) },
       ...(target.servername ? { servername: target.servername } : {}),
       ...(this.options.localAddress ? { localAddress: this.options.localAddress } : {}),
       connectionTimeout: this.options.connectTimeoutMs,
@@ -331,6 +356,20 @@ export class SmtpClientPool {
       conn.connect((err) => {
         if (err) return fail(err);
         if (settled) return;
+        const tlsFailure = requiredTlsFailure(policy, (conn as unknown as { _socket?: net.Socket })._socket, target);
+        if (tlsFailure) {
+          settled = true;
+          session.dead = true;
+          conn.removeListener('error', fail);
+          conn.removeListener('end', ended);
+          try {
+            conn.quit();
+          } catch {
+            conn.close();
+          }
+          const command = tlsFailure.problem === 'no-starttls' ? 'EHLO' : 'STARTTLS';
+          return reject(new SmtpClientError({ stage: 'ehlo', target: display, command, description: `TLS required (policy ${policy}), but ${tlsFailure.reason}`, errno: tlsFailure.code ?? 'ETLSREQUIRED', tlsRequired: tlsFailure }));
+        }
         settled = true;
         conn.removeListener('error', fail);
         conn.removeListener('end', ended);
@@ -424,7 +463,48 @@ type NodemailerError = NonNullable<Parameters<Parameters<SMTPConnection['send']>
 type SendInfo = Parameters<Parameters<SMTPConnection['send']>[2]>[1];
 
 function keyOf(target: SmtpTarget): string {
-  return `${target.host}|${target.port}|${target.servername ?? ''}`;
+  // A session set up under one TLS policy is not reused under another (a `may` session may be plaintext).
+  return `${target.host}|${target.port}|${target.servername ?? ''}|${target.tls ?? ''}`;
+}
+
+function policyOf(target: SmtpTarget, options: Pick<SmtpClientPoolOptions, 'starttls'>): TlsPolicyMode {
+  return target.tls ?? ((options.starttls ?? 'opportunistic') === 'opportunistic' ? 'may' : 'none');
+}
+
+/**
+ * Why a session set up under `policy` must not carry mail: no TLS when `encrypt` or `verify` required it, or (for
+ * `verify`) a certificate that does not chain to the CA or does not carry the server's name. Undefined: fine.
+ */
+export function requiredTlsFailure(policy: TlsPolicyMode, socket: net.Socket | undefined, target: SmtpTarget): TlsRequiredFailure | undefined {
+  if (policy !== 'encrypt' && policy !== 'verify') return undefined;
+  if (!socket || !(socket instanceof tls.TLSSocket) || !socket.encrypted) return { policy, problem: 'no-starttls', reason: 'the server did not offer STARTTLS' };
+  if (policy === 'encrypt') return undefined;
+  const name = target.servername ?? target.host;
+  if (!socket.authorized) {
+    const error = socket.authorizationError as unknown as Error | string | null;
+    const code = typeof error === 'string' ? error : ((error as { code?: string } | null)?.code ?? String(error));
+    return { policy, problem: 'certificate', reason: `the certificate of ${name} failed verification: ${certificateProblem(code)} (${code})`, code };
+  }
+  const mismatch = tls.checkServerIdentity(name, socket.getPeerCertificate());
+  if (mismatch) {
+    const code = (mismatch as { code?: string }).code ?? 'ERR_TLS_CERT_ALTNAME_INVALID';
+    return { policy, problem: 'certificate', reason: `the certificate of ${name} failed verification: ${mismatch.message} (${code})`, code };
+  }
+  return undefined;
+}
+
+/** OpenSSL's text for the verification codes node reports in `authorizationError`. */
+function certificateProblem(code: string): string {
+  const texts: Record<string, string> = {
+    CERT_HAS_EXPIRED: 'certificate has expired',
+    CERT_NOT_YET_VALID: 'certificate is not yet valid',
+    DEPTH_ZERO_SELF_SIGNED_CERT: 'self-signed certificate',
+    SELF_SIGNED_CERT_IN_CHAIN: 'self-signed certificate in certificate chain',
+    UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'unable to verify the first certificate',
+    UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'unable to get local issuer certificate',
+    CERT_REVOKED: 'certificate revoked',
+  };
+  return texts[code] ?? 'certificate verification failed';
 }
 
 export function describeTarget(target: SmtpTarget): string {
