@@ -38,3 +38,22 @@ describe('planLab', () => {
     }
   });
 });
+
+describe('the outbound TLS policy in a lab definition', () => {
+  const addresses = { dns: '127.9.9.2', mailbox: '127.9.9.3', mx: '127.9.9.4', mta: '127.9.9.5' };
+
+  it('carries the policy to the MTA (may by default) and noStartTls to the MX', () => {
+    const plain = planLab(defaultLab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    expect(plain.nodes.mta).toMatchObject({ tlsPolicy: { default: 'may', domains: {} } });
+    expect(plain.nodes.mx).not.toHaveProperty('noStartTls');
+    const { nodes } = planLab(withTls({ outbound: { default: 'encrypt', domains: { 'Receiver.Test': 'verify' } }, noStartTls: ['mx'] }), { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    expect(nodes.mta).toMatchObject({ tlsPolicy: { default: 'encrypt', domains: { 'receiver.test': 'verify' } } });
+    expect(nodes.mx).toMatchObject({ noStartTls: true });
+  });
+
+  it('refuses a mode that does not exist and noStartTls on a host that is not an MX', () => {
+    expect(() => validateLab(withTls({ outbound: { default: 'must' as 'may' } }))).toThrow(/tls\.outbound\.default: "must" is not a TLS policy \(none, may, encrypt, verify\)/);
+    expect(() => validateLab(withTls({ outbound: { domains: { 'receiver.test': 'dane' as 'verify' } } }))).toThrow(/tls\.outbound\.domains\.receiver\.test: "dane" is not a TLS policy/);
+    expect(() => validateLab(withTls({ noStartTls: ['mta', 'mx2'] }))).toThrow(/tls\.noStartTls: "mta" is not an mx host[\s\S]*tls\.noStartTls: "mx2" is not an mx host/);
+  });
+});

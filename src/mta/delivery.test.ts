@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { SmtpClientError, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import type { MxResolution } from '../dns/api.js';
-import { deliver, type DeliveryContext, type MailSender } from './delivery.js';
+import { deliver, tlsPolicyFor, type DeliveryContext, type MailSender } from './delivery.js';
 
 const DATA = Buffer.from('Subject: hi\r\n\r\nhello\r\n');
 const MESSAGE = { queueId: 'Q1', from: 'alice@sender.test' };
@@ -398,5 +398,53 @@ describe('deliver: local recipients', () => {
     const smtp = scripted(({ envelope }) => result('10.0.0.1:2525', envelope.to.map((a) => accepted(a))));
     const { ctx } = context({ smtp, mx: { 'far.test': { kind: 'mx', hosts: [host('mx.far.test', 10, '10.0.0.1')] } } });
     expect((await deliver(ctx, MESSAGE, ['a@far.test'], DATA)).map((o) => o.action)).toEqual(['delivered']);
+  });
+});
+
+describe('deliver: outbound TLS policy', () => {
+  const POLICY = { default: 'may' as const, domains: { 'receiver.test': 'verify' as const, 'other.test': 'encrypt' as const } };
+  const tlsFailure = (target: SmtpTarget, policy: 'encrypt' | 'verify', problem: 'no-starttls' | 'certificate', reason: string, code?: string) =>
+    new SmtpClientError({ stage: 'ehlo', target: `${target.servername}[${target.host}]:${target.port}`, command: problem === 'no-starttls' ? 'EHLO' : 'STARTTLS', description: `TLS required (policy ${policy}), but ${reason}`, errno: code ?? 'ETLSREQUIRED', tlsRequired: { policy, problem, reason, ...(code ? { code } : {}) } });
+
+  it('picks the domain\'s own policy, else the default; may without a policy', () => {
+    expect(tlsPolicyFor(POLICY, 'Receiver.Test')).toBe('verify');
+    expect(tlsPolicyFor(POLICY, 'other.test')).toBe('encrypt');
+    expect(tlsPolicyFor(POLICY, 'elsewhere.test')).toBe('may');
+    expect(tlsPolicyFor({ default: 'none', domains: {} }, 'elsewhere.test')).toBe('none');
+    expect(tlsPolicyFor(undefined, 'receiver.test')).toBe('may');
+  });
+
+  it('passes the policy to the SMTP client and records it with the outcome; LMTP gets none', async () => {
+    const smtp = scripted(({ envelope }) => result('mx.other.test[127.0.0.8]:2525', [accepted(envelope.to[0]!)]));
+    const lmtp = scripted(({ envelope }) => result('127.0.0.20:24', [accepted(envelope.to[0]!)]));
+    const { ctx } = context({ smtp, lmtp, tlsPolicy: POLICY, mx: { 'other.test': { kind: 'mx', hosts: [host('mx.other.test', 10, '127.0.0.8')] } } });
+    const outcomes = await deliver(ctx, MESSAGE, ['x@other.test', 'alice@sender.test'], DATA);
+    expect(smtp.calls[0]!.target).toEqual({ host: '127.0.0.8', port: 2525, servername: 'mx.other.test', tls: 'encrypt' });
+    expect(lmtp.calls[0]!.target).toEqual({ host: '127.0.0.20', port: 24 });
+    expect(outcomes.find((o) => o.address === 'x@other.test')).toMatchObject({ action: 'delivered', tlsPolicy: 'encrypt' });
+    expect(outcomes.find((o) => o.address === 'alice@sender.test')).not.toHaveProperty('tlsPolicy');
+  });
+
+  it('an MX refused by the policy is a temporary failure of that MX: the next one is tried, then 451 4.7.5 naming the policy', async () => {
+    const smtp = scripted(
+      ({ target }) => tlsFailure(target, 'verify', 'certificate', 'the certificate of mx1.receiver.test failed verification: certificate has expired (CERT_HAS_EXPIRED)', 'CERT_HAS_EXPIRED'),
+      ({ target }) => tlsFailure(target, 'verify', 'no-starttls', 'the server did not offer STARTTLS'),
+    );
+    const { ctx, events } = context({ smtp, tlsPolicy: POLICY, mx: { 'receiver.test': { kind: 'mx', hosts: [host('mx1.receiver.test', 10, '127.0.0.7'), host('mx2.receiver.test', 20, '127.0.0.9')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(smtp.calls.map((c) => [c.target.servername, c.target.tls])).toEqual([['mx1.receiver.test', 'verify'], ['mx2.receiver.test', 'verify']]);
+    const failed = events.filter(([kind]) => kind === 'connect-failed').map(([, d]) => d);
+    expect(failed).toEqual([
+      expect.objectContaining({ mx: 'mx1.receiver.test', tlsPolicy: 'verify', error: 'mx1.receiver.test[127.0.0.7]:2525: TLS required by policy verify for receiver.test, but the certificate of mx1.receiver.test failed verification: certificate has expired (CERT_HAS_EXPIRED)' }),
+      expect.objectContaining({ mx: 'mx2.receiver.test', tlsPolicy: 'verify', error: expect.stringContaining('TLS required by policy verify for receiver.test, but the server did not offer STARTTLS') }),
+    ]);
+    expect(outcome).toMatchObject({
+      action: 'defer',
+      status: '4.7.5',
+      code: 451,
+      remote: false,
+      tlsPolicy: 'verify',
+      reply: '451 4.7.5 mx2.receiver.test[127.0.0.9]:2525: TLS required by policy verify for receiver.test, but the server did not offer STARTTLS',
+    });
   });
 });

@@ -103,7 +103,7 @@ export function tlsPolicyFor(policy: TlsPolicyConfig | undefined, domain: string
  */
 function tlsPolicyError(err: SmtpClientError, mode: TlsPolicyMode, domain: string, target: string): SmtpClientError {
   const why = err.tlsRequired!.reason;
-  return new SmtpClientError({ stage: err.stage, target, command: err.command, description: `TLS required by policy ${mode} for ${domain}, but ${why}`, code: 451, enhanced: '4.7.5', ...(err.tlsRequired!.code ? { errno: err.tlsRequired!.code } : {}), tlsRequired: err.tlsRequired! });
+  return new SmtpClientError({ stage: err.stage, target, command: err.command, description: `TLS required by policy ${mode} for ${domain}, but ${why}`, code: 451, enhanced: '4.7.5', tlsRequired: err.tlsRequired! });
 }
 
 /** Delivers `data` to `recipients`, all destinations in parallel; one outcome per recipient. */
