@@ -2,7 +2,8 @@
 import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseReply, SmtpClientError, SmtpClientPool } from './smtp-client.js';
-import { createSmtpServer, listen } from './smtp-server.js';
+import { createSmtpServer, listen, smtpTlsOptions } from './smtp-server.js';
+import { testPki } from './tls.test-helper.js';
 
 const host = `127.0.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 
@@ -310,6 +311,51 @@ describe('SmtpClientPool', () => {
     const again = await client.send(target, { from: 'a@sender.test', to: ['b@local.test'] }, message());
     expect(again.reused).toBe(true);
     expect(server.connections).toBe(1);
+  });
+});
+
+describe('SmtpClientPool: TLS required by the target (encrypt, verify)', () => {
+  /** A server with STARTTLS and a certificate from the test CA naming `localhost`. */
+  const tlsServer = async () => {
+    const pki = await testPki();
+    return { pki, server: await startServer({}, { disabledCommands: ['AUTH'], hideSTARTTLS: false, ...smtpTlsOptions(pki.tls) }) };
+  };
+  const tlsRequiredOf = async (promise: Promise<unknown>) => {
+    const err = await promise.then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(SmtpClientError);
+    return err as SmtpClientError;
+  };
+
+  it('verify: sends over TLS when the certificate chains to the CA and names the server', async () => {
+    const { pki, server } = await tlsServer();
+    const result = await pool({ ca: pki.ca }).send({ host, port: server.port, servername: 'localhost', tls: 'verify' }, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(result.tls).toEqual({ version: expect.stringMatching(/^TLSv1\.[23]$/), cipher: expect.any(String) });
+    expect(server.messages).toHaveLength(1);
+  });
+
+  it('verify: refuses, before MAIL FROM, a certificate for another name or from an unknown CA; encrypt takes either', async () => {
+    const { pki, server } = await tlsServer();
+    const envelope = { from: 'a@sender.test', to: ['b@receiver.test'] };
+    const wrongName = await tlsRequiredOf(pool({ ca: pki.ca }).send({ host, port: server.port, servername: 'mx.receiver.test', tls: 'verify' }, envelope, message()));
+    expect(wrongName).toMatchObject({ stage: 'ehlo', temporary: true, tlsRequired: { policy: 'verify', problem: 'certificate', code: 'ERR_TLS_CERT_ALTNAME_INVALID' } });
+    expect(wrongName.tlsRequired!.reason).toMatch(/^the certificate of mx\.receiver\.test failed verification: .*mx\.receiver\.test/);
+    const unknownCa = await tlsRequiredOf(pool().send({ host, port: server.port, servername: 'localhost', tls: 'verify' }, envelope, message()));
+    expect(unknownCa.tlsRequired).toMatchObject({ problem: 'certificate', code: expect.stringMatching(/ISSUER|SELF_SIGNED|UNABLE_TO_VERIFY/) });
+    expect(server.messages).toHaveLength(0);
+    await pool().send({ host, port: server.port, servername: 'mx.receiver.test', tls: 'encrypt' }, envelope, message());
+    expect(server.messages).toHaveLength(1);
+  });
+
+  it('encrypt: refuses a server that does not offer STARTTLS; may sends in plaintext', async () => {
+    const server = await startServer();
+    const envelope = { from: 'a@sender.test', to: ['b@receiver.test'] };
+    const err = await tlsRequiredOf(pool().send({ host, port: server.port, servername: 'mx.test', tls: 'encrypt' }, envelope, message()));
+    expect(err).toMatchObject({ stage: 'ehlo', command: 'EHLO', tlsRequired: { policy: 'encrypt', problem: 'no-starttls', reason: 'the server did not offer STARTTLS' } });
+    expect(err.message).toBe(`mx.test[${host}]:${server.port}: TLS required (policy encrypt), but the server did not offer STARTTLS (ETLSREQUIRED)`);
+    expect(server.messages).toHaveLength(0);
+    const sent = await pool().send({ host, port: server.port, servername: 'mx.test', tls: 'may' }, envelope, message());
+    expect(sent.tls).toBeNull();
+    expect(server.messages).toHaveLength(1);
   });
 });
 

@@ -481,9 +481,12 @@ export function requiredTlsFailure(policy: TlsPolicyMode, socket: net.Socket | u
   if (policy === 'encrypt') return undefined;
   const name = target.servername ?? target.host;
   if (!socket.authorized) {
+    // An OpenSSL code (CERT_HAS_EXPIRED...), or the code of Node's host name check (ERR_TLS_CERT_ALTNAME_INVALID).
     const error = socket.authorizationError as unknown as Error | string | null;
     const code = typeof error === 'string' ? error : ((error as { code?: string } | null)?.code ?? String(error));
-    return { policy, problem: 'certificate', reason: `the certificate of ${name} failed verification: ${certificateProblem(code)} (${code})`, code };
+    const mismatch = code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? tls.checkServerIdentity(name, socket.getPeerCertificate()) : undefined;
+    const text = error instanceof Error ? error.message : (mismatch?.message ?? certificateProblem(code));
+    return { policy, problem: 'certificate', reason: `the certificate of ${name} failed verification: ${text} (${code})`, code };
   }
   const mismatch = tls.checkServerIdentity(name, socket.getPeerCertificate());
   if (mismatch) {
