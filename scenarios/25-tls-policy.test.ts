@@ -53,6 +53,8 @@ describe('STARTTLS stripped from the MX', () => {
     }
 
     // Past the lifetime the two bounce to alice, with the TLS reason in the DSN.
+    const expired = await lab().waitFor({ kind: 'expired', messageId: sent.messageId, detail: { rcpt: ENCRYPT } }, { timeoutMs: maxLifetimeMs + 10_000 });
+    expect(expired.detail).toMatchObject({ tlsPolicy: 'encrypt', reply: expect.stringMatching(/^451 4\.7\.5 .*did not offer STARTTLS/) });
     const dsnEvent = await lab().waitFor({ kind: 'dsn-created', where: (e) => e.detail.for.messageId === sent.messageId }, { timeoutMs: maxLifetimeMs + 10_000 });
     expect([...dsnEvent.detail.rcpts].sort()).toEqual([ENCRYPT, VERIFY]);
     await lab().waitFor({ kind: 'stored', messageId: dsnEvent.detail.dsnMessageId, detail: { user: 'alice@sender.test' } });

@@ -203,7 +203,7 @@ export class MtaEngine {
       const plan = planRetry(this.options.config.retry, message.arrival, attempt, now);
       if (plan.kind === 'expire') {
         const recipient = queue.expireRecipient(queueId, rcpt, report);
-        this.emit('expired', message, { rcpt, error: outcome.description, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: '4.4.7', attempts: recipient.attempts, queuedFor: now - message.arrival });
+        this.emit('expired', message, { rcpt, error: outcome.description, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: '4.4.7', attempts: recipient.attempts, queuedFor: now - message.arrival, ...(outcome.tlsPolicy ? { tlsPolicy: outcome.tlsPolicy } : {}) });
         failed.push({ recipient, outcome });
         continue;
       }
