@@ -12,6 +12,10 @@
 //   address literal) outside them is skipped without a connection, as if it did not answer, and the next address /
 //   MX is tried; when no address inside the lab is left, the recipients bounce (550 5.4.4) with a reply naming the
 //   addresses outside the lab.
+// - the outbound TLS policy (ctx.tlsPolicy, per destination domain: none / may / encrypt / verify) goes with every
+//   SMTP target; an MX that does not meet `encrypt` / `verify` (no STARTTLS, a certificate that fails verification)
+//   is a failure before the transaction: `451 4.7.5` naming the policy, the domain and why, and the next MX is tried.
+//   LMTP (local delivery) is never subject to it.
 import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import type { Endpoint, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';

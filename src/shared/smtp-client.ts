@@ -9,6 +9,9 @@
 //   with reply codes and enhanced status codes (RFC 3463) parsed.
 // - one typed error, SmtpClientError, for whatever ended a transaction as a whole, naming the hop, the command and
 //   the reply, and telling whether the failure is temporary.
+// - a TLS policy per target (`tls`: none / may / encrypt / verify): under encrypt and verify a session without
+//   STARTTLS, or (verify) with a certificate that does not chain to the pool's `ca` or does not name `servername`,
+//   is refused before MAIL FROM (SmtpClientError with `tlsRequired`, saying why).
 //
 // Targets are connected by address: pass an IP as `host` (a host name would go through the system resolver, which
 // lab nodes never use) and the server's name as `servername` (TLS SNI, and how the target is named in messages).
