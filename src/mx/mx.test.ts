@@ -1,5 +1,6 @@
 // The MX role in process, in front of the mailbox server's real LMTP server (a Maildir store on a temp directory),
 // spoken to over a raw socket so every reply is seen as the sender sees it.
+import { mxTestConfig } from './mx.test-helper.js';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -57,21 +58,7 @@ async function startLmtpServer(s: MailStore = store): Promise<number> {
 
 /** The MX on 127.0.0.1 (a free port unless `port`), handing off to LMTP on `lmtpPort`. */
 async function startMxServer(lmtpPort: number, options: MxOptions = {}, port = 0, serves: Pick<MxNodeConfig, 'domains' | 'recipients'> = { domains: ['receiver.test', 'Other.Test'], recipients: [BOB, CAROL, GHOST, 'Dave@Other.Test'] }, limits?: MxNodeConfig['limits']): Promise<number> {
-  const config: MxNodeConfig = {
-    name: 'mx',
-    role: 'mx',
-    hostname: 'mx.receiver.test',
-    address: '127.0.0.1',
-    dataDir: mxDir,
-    controlPort: 0,
-    resolver: { host: '127.0.0.1', port: 53 },
-    greetingDelayMs: 0,
-    fsync: true,
-    ports: { smtp: port },
-    ...serves,
-    lmtp: { host: '127.0.0.1', port: lmtpPort },
-    ...(limits ? { limits } : {}),
-  };
+  const config = mxTestConfig({ dataDir: mxDir, ...serves, lmtpPort, port, ...(limits ? { limits } : {}) });
   mxEvents = new EventLog(config.name);
   mx = await startMx({ config, events: mxEvents, log: () => undefined }, options);
   return mx.services.smtp!.port;

@@ -4,6 +4,7 @@
 // (`[2-5]xx`), nothing crashes, memory stays bounded, a message accepted with 250 is stored byte for byte (dots
 // unstuffed), and a well-behaved session opened alongside still delivers at the end.
 // Replay: MAILLAB_FUZZ_SEED=<seed> (see src/shared/fuzz.test-helper.ts); fast-check prints seed and path on failure.
+import { mxTestConfig } from './mx.test-helper.js';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +15,6 @@ import type { MailboxService } from '../mailbox/service.js';
 import { MaildirStore } from '../mailbox/store.js';
 import { BOB, CAROL, connectLine, testContext, type TestContext } from '../mailbox/testkit.test-helper.js';
 import type { LineClient } from '../harness/clients/line-client.js';
-import type { MxNodeConfig } from '../shared/config.js';
 import { EventLog } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
 import { answered, binary, chunked, commandLines, exchange, fuzzParameters, lineEnd, longLine, replyLines, rssMiB } from '../shared/fuzz.test-helper.js';
@@ -40,21 +40,7 @@ beforeAll(async () => {
   await store.open();
   lmtp = await startLmtp({ store, ctx: mailbox, host: '127.0.0.1', port: 0 });
   mxDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-mx-fuzz-'));
-  const config: MxNodeConfig = {
-    name: 'mx',
-    role: 'mx',
-    hostname: 'mx.receiver.test',
-    address: '127.0.0.1',
-    dataDir: mxDir,
-    controlPort: 0,
-    resolver: { host: '127.0.0.1', port: 53 },
-    greetingDelayMs: 0,
-    fsync: true,
-    ports: { smtp: 0 },
-    domains: ['receiver.test'],
-    recipients: [BOB, CAROL],
-    lmtp: { host: '127.0.0.1', port: lmtp.endpoint.port },
-  };
+  const config = mxTestConfig({ dataDir: mxDir, domains: ['receiver.test'], recipients: [BOB, CAROL], lmtpPort: lmtp.endpoint.port });
   mx = await startMx({ config, events: new EventLog(config.name), log: () => undefined });
   port = mx.services.smtp!.port;
   // The well-behaved session, open through the whole fuzzing, used at the end.

@@ -1,0 +1,20 @@
+// The MX's configuration for in-process tests (mx.test.ts, smtp.fuzz.test.ts): on 127.0.0.1, handing off to an LMTP
+// server on 127.0.0.1; what a test varies is given, the rest is the lab's usual.
+import type { MxNodeConfig } from '../shared/config.js';
+
+export function mxTestConfig(fields: Pick<MxNodeConfig, 'dataDir' | 'domains' | 'recipients'> & { lmtpPort: number; port?: number } & Partial<Pick<MxNodeConfig, 'limits' | 'tls'>>): MxNodeConfig {
+  const { lmtpPort, port = 0, ...rest } = fields;
+  return {
+    name: 'mx',
+    role: 'mx',
+    hostname: 'mx.receiver.test',
+    address: '127.0.0.1',
+    controlPort: 0,
+    resolver: { host: '127.0.0.1', port: 53 },
+    greetingDelayMs: 0,
+    fsync: true,
+    ports: { smtp: port },
+    lmtp: { host: '127.0.0.1', port: lmtpPort },
+    ...rest,
+  };
+}
