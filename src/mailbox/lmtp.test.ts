@@ -4,7 +4,7 @@ import { startLmtp } from './lmtp.js';
 import type { MailboxService } from './service.js';
 import type { MailStore } from './store-api.js';
 import { MaildirStore } from './store.js';
-import { AddressedClient, BOB, CAROL, connectLine, testContext, type TestContext } from './testkit.test-helper.js';
+import { AddressedClient, BOB, CAROL, connectLine, deliveryHeldUntilAbandoned, testContext, type TestContext } from './testkit.test-helper.js';
 
 let ctx: TestContext;
 let store: MaildirStore;
@@ -271,29 +271,9 @@ describe('LMTP', () => {
 describe('a client that goes away before the replies', () => {
   // A killed MX (or MTA) never hears the 250s and sends the message again: stored now, it would be stored twice.
   it('stores nothing that is not yet published when the connection closes, and says so in an error event', async () => {
-    let attempt: Promise<unknown> | undefined;
-    let entered!: () => void;
-    const inDeliver = new Promise<void>((resolve) => (entered = resolve));
-    const gated: MailStore = Object.create(store, {
-      deliver: {
-        value: (user: string, data: Buffer, options: { signal?: AbortSignal } = {}) => {
-          entered();
-          attempt = (async () => {
-            const signal = options.signal!;
-            // Hold the delivery until the server has seen the connection close.
-            if (!signal.aborted) {
-              await new Promise<void>((resolve, reject) => {
-                const timer = setTimeout(() => reject(new Error('the delivery was not told that its client went away within 5 s')), 5000);
-                signal.addEventListener('abort', () => (clearTimeout(timer), resolve()));
-              });
-            }
-            return store.deliver(user, data, options);
-          })();
-          return attempt;
-        },
-      },
-    });
-    const port = await start(gated);
+    // Hold the delivery until the server has seen the connection close.
+    const held = deliveryHeldUntilAbandoned(store, 'the delivery was not told that its client went away within 5 s');
+    const port = await start(held.store);
     const net = await import('node:net');
     const socket = net.connect(port, '127.0.0.1');
     let received = '';
@@ -318,9 +298,9 @@ describe('a client that goes away before the replies', () => {
       await reply(code);
     }
     socket.write('Subject: gone\r\nMessage-ID: <gone-1@sender.test>\r\n\r\nhello\r\n.\r\n');
-    await inDeliver;
+    await held.entered;
     socket.destroy();
-    await expect(attempt).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(held.attempt()).rejects.toMatchObject({ code: 'ABORTED' });
     expect(await store.messages(BOB, 'INBOX')).toEqual([]);
     await expect.poll(() => ctx.emitted('error').map((e) => String((e.detail as { error: string }).error))).toEqual([expect.stringContaining('the client went away')]);
     expect(ctx.emitted('stored')).toEqual([]);

@@ -8,6 +8,7 @@ import { LineClient } from '../harness/clients/line-client.js';
 import type { MailboxNodeConfig, UserConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { NodeContext } from '../shared/node.js';
+import type { MailStore, StoredMessage } from './store-api.js';
 
 export const BOB = 'bob@receiver.test';
 export const CAROL = 'carol@receiver.test';
@@ -146,4 +147,30 @@ export class AddressedClient {
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
   }
+}
+
+/**
+ * `store` with a `deliver` that, once called (`entered`), holds the delivery until its abort signal fires (the
+ * delivering client went away), then lets the real store decide; `attempt()` is that delivery's outcome. A signal
+ * that does not fire within 5 s fails the delivery with `notAbandoned` as its message.
+ */
+export function deliveryHeldUntilAbandoned(store: MailStore, notAbandoned: string): { store: MailStore; entered: Promise<void>; attempt: () => Promise<unknown> | undefined } {
+  let enter!: () => void;
+  const entered = new Promise<void>((resolve) => (enter = resolve));
+  let attempt: Promise<StoredMessage> | undefined;
+  const deliver: MailStore['deliver'] = (user, data, options = {}) => {
+    enter();
+    attempt = (async () => {
+      const signal = options.signal!;
+      if (!signal.aborted) {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(notAbandoned)), 5000);
+          signal.addEventListener('abort', () => (clearTimeout(timer), resolve()));
+        });
+      }
+      return store.deliver(user, data, options);
+    })();
+    return attempt;
+  };
+  return { store: Object.create(store, { deliver: { value: deliver } }) as MailStore, entered, attempt: () => attempt };
 }

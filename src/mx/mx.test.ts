@@ -10,7 +10,7 @@ import type { MailboxService } from '../mailbox/service.js';
 import type { MailStore } from '../mailbox/store-api.js';
 import { MaildirStore } from '../mailbox/store.js';
 import type { LineClient } from '../harness/clients/line-client.js';
-import { BOB, CAROL, connectLine, testContext, type TestContext } from '../mailbox/testkit.test-helper.js';
+import { BOB, CAROL, connectLine, deliveryHeldUntilAbandoned, testContext, type TestContext } from '../mailbox/testkit.test-helper.js';
 import type { MxNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
@@ -398,24 +398,8 @@ describe('MX: hardening', () => {
 describe('MX: a sender that goes away during the hand-off', () => {
   // A killed sender never hears our 250 and sends the message again: what LMTP has not stored yet must not be stored.
   it('abandons the LMTP transaction, so the mailbox server stores nothing of it', async () => {
-    let entered!: () => void;
-    const inDeliver = new Promise<void>((resolve) => (entered = resolve));
-    let attempt: Promise<unknown> | undefined;
-    const gated = storeWith((user, data, options = {}) => {
-      entered();
-      attempt = (async () => {
-        const signal = options.signal!;
-        if (!signal.aborted) {
-          await new Promise<void>((resolve, reject) => {
-            const timer = setTimeout(() => reject(new Error('the LMTP delivery was not abandoned within 5 s of the sender leaving')), 5000);
-            signal.addEventListener('abort', () => (clearTimeout(timer), resolve()));
-          });
-        }
-        return store.deliver(user, data, options);
-      })();
-      return attempt as ReturnType<MailStore['deliver']>;
-    });
-    const port = await startMxServer(await startLmtpServer(gated));
+    const held = deliveryHeldUntilAbandoned(store, 'the LMTP delivery was not abandoned within 5 s of the sender leaving');
+    const port = await startMxServer(await startLmtpServer(held.store));
     const { client } = await session(port);
     client.send('MAIL FROM:<alice@sender.test>');
     await client.smtpReply();
@@ -424,9 +408,9 @@ describe('MX: a sender that goes away during the hand-off', () => {
     client.send('DATA');
     expect((await client.smtpReply()).lines[0]).toMatch(/^354 /);
     client.write(`${body()}\r\n.\r\n`);
-    await inDeliver;
+    await held.entered;
     client.close();
-    await expect(attempt).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(held.attempt()).rejects.toMatchObject({ code: 'ABORTED' });
     expect(await inbox(BOB)).toEqual([]);
     await expect.poll(() => emitted('handoff-failed').length, { timeout: 8000 }).toBe(1);
   });
