@@ -19,7 +19,13 @@ export type DnsRecord =
   | { name: string; type: 'TXT'; data: string; ttl?: number }
   | { name: string; type: 'CNAME'; domain: string; ttl?: number }
   | { name: string; type: 'PTR'; domain: string; ttl?: number }
-  | { name: string; type: 'NS'; ns: string; ttl?: number };
+  | { name: string; type: 'NS'; ns: string; ttl?: number }
+  /**
+   * DANE (RFC 6698, RFC 7672): at `_<port>._tcp.<host>`. `usage` 2 = DANE-TA, 3 = DANE-EE (the lab's MTA uses only
+   * those, as RFC 7672 §3.1 says; 0 and 1 are served but unusable); `selector` 0 = whole certificate, 1 =
+   * SubjectPublicKeyInfo; `matchingType` 0 = exact, 1 = SHA-256, 2 = SHA-512; `data` in hex.
+   */
+  | { name: string; type: 'TLSA'; usage: number; selector: number; matchingType: number; data: string; ttl?: number };
 
 export interface ZoneConfig {
   /** Zone apex, e.g. `receiver.test` or `0.0.127.in-addr.arpa`. */
@@ -115,6 +121,13 @@ export interface TlsConfig {
 export type TlsPolicyMode = 'none' | 'may' | 'encrypt' | 'verify';
 export const TLS_POLICY_MODES: readonly TlsPolicyMode[] = ['none', 'may', 'encrypt', 'verify'];
 
+/**
+ * The TLS policy one SMTP session runs under: a configured mode, `mta-sts` (an MTA-STS policy in `enforce` mode:
+ * like `verify`, and the MX must be listed in the policy) or `dane` (TLSA records of the MX host: TLS required, the
+ * certificate must match one of them, RFC 7672).
+ */
+export type OutboundTlsPolicy = TlsPolicyMode | 'mta-sts' | 'dane';
+
 /** The MTA's outbound TLS policy: a mode per destination domain, `default` for the others. */
 export interface TlsPolicyConfig {
   default: TlsPolicyMode;
@@ -150,10 +163,29 @@ interface BaseNodeConfig {
   fsync: boolean;
 }
 
+/**
+ * One MTA-STS policy site (RFC 8461 §3.3): `https://mta-sts.<domain>/.well-known/mta-sts.txt` answers `policy`,
+ * over TLS with `cert` (which names `mta-sts.<domain>`).
+ */
+export interface MtaStsSite {
+  /** The policy domain, e.g. `receiver.test` (the site is `mta-sts.receiver.test`). */
+  domain: string;
+  /** The policy text as served (`version: STSv1`, `mode`, `mx`, `max_age`, CRLF line ends). */
+  policy: string;
+  /** PEM certificate (and key) of `mta-sts.<domain>`. */
+  cert: string;
+  key: string;
+}
+
 export interface DnsNodeConfig extends BaseNodeConfig {
   role: 'dns';
   port: number;
   zones: ZoneConfig[];
+  /**
+   * The lab's MTA-STS policy host: HTTPS on `address:port` (443 in the real world), one site per policy domain,
+   * chosen by SNI; any other name or path gets 404. Absent: no policy host.
+   */
+  mtaSts?: { port: number; sites: MtaStsSite[] };
 }
 
 export interface MtaNodeConfig extends BaseNodeConfig {
@@ -181,6 +213,18 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   labAddresses?: string[];
   /** Outbound TLS per destination domain; absent: `may` everywhere. LMTP (local delivery) is not affected. */
   tlsPolicy?: TlsPolicyConfig;
+  /**
+   * MTA-STS (RFC 8461): before relaying to a domain without a configured mode, look up `_mta-sts.<domain>` TXT and
+   * fetch its policy from `https://mta-sts.<domain>:<port>/.well-known/mta-sts.txt` (verified against `tls.ca`),
+   * cached by `max_age`. `port` is 443 in the real world. Absent: MTA-STS is not used.
+   */
+  mtaSts?: { port: number };
+  /**
+   * DANE (RFC 7672): look up TLSA records at `_<relayPort>._tcp.<mx host>`; usable records make TLS required and
+   * the certificate must match them, whatever the configured mode. The lab DNS is not signed: its answers are
+   * taken as DNSSEC-authenticated. Absent or false: DANE is not used.
+   */
+  dane?: boolean;
 }
 
 export interface MxNodeConfig extends BaseNodeConfig {
