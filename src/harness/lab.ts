@@ -14,7 +14,8 @@ import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from
 import { NodeHandle } from './node-handle.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 import type { Runtime } from './runtime/types.js';
-import { issueLabCertificates } from './tls/ca.js';
+import { associationData, DANE_TA } from '../shared/dane.js';
+import { issueLabCertificates, type CertificateFault, type HostIdentity } from './tls/ca.js';
 import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type { SendOptions, SendResult };
@@ -109,16 +110,53 @@ interface LabCaFile {
  * so no certificate is valid for 127.0.0.1 or localhost and no host's certificate can pass for another's.
  */
 async function equipWithCertificates(definition: LabDefinition, nodes: Record<string, NodeConfig>, hostDir: string): Promise<LabCaFile> {
-  const identities = Object.fromEntries(Object.entries(nodes).map(([name, config]) => [name, { names: [config.hostname], addresses: [config.address] }]));
-  const issued = await issueLabCertificates(definition.name, identities, definition.tls?.certificates);
-  const allowPlaintextAuth = definition.tls?.allowPlaintextAuth ?? DEFAULT_ALLOW_PLAINTEXT_AUTH;
-  for (const [name, config] of Object.entries(nodes)) {
-    const { cert, key } = issued.hosts[name]!;
-    config.tls = { cert, key, ca: issued.ca.cert, allowPlaintextAuth };
+  const identities: Record<string, HostIdentity> = Object.fromEntries(Object.entries(nodes).map(([name, config]) => [name, { names: [config.hostname], addresses: [config.address] }]));
+  const faults: Record<string, CertificateFault> = { ...definition.tls?.certificates };
+  // MTA-STS policy sites (served by the dns host) have certificates of their own, so that a faulty MX certificate
+  // does not also break the policy fetch, and a faulty policy site can be tried alone.
+  const sites = Object.values(nodes).flatMap((config) => (config.role === 'dns' ? (config.mtaSts?.sites ?? []) : []));
+  for (const site of sites) {
+    identities[`mta-sts:${site.domain}`] = { names: [`mta-sts.${site.domain}`], addresses: [] };
+    const fault = Object.entries(definition.domains).find(([d]) => d.toLowerCase() === site.domain)?.[1].mtaSts?.certificate;
+    if (fault) faults[`mta-sts:${site.domain}`] = fault;
   }
+  const issued = await issueLabCertificates(definition.name, identities, faults);
+  const allowPlaintextAuth = definition.tls?.allowPlaintextAuth ?? DEFAULT_ALLOW_PLAINTEXT_AUTH;
+  const dane = definition.tls?.dane ?? {};
+  for (const [name, config] of Object.entries(nodes)) {
+    const { cert, key, fault } = issued.hosts[name]!;
+    // A DANE-TA record names the lab CA, which the server must then send (RFC 7672 §3.1.2); other hosts send the
+    // leaf alone, as before (a pinned leaf, as mbsync takes it, stays one certificate).
+    const sendsCa = (dane[name] ?? []).some((r) => r.usage === DANE_TA) && fault !== 'self-signed';
+    config.tls = { cert: sendsCa ? `${cert.trimEnd()}\n${issued.ca.cert}` : cert, key, ca: issued.ca.cert, allowPlaintextAuth };
+  }
+  for (const site of sites) Object.assign(site, { cert: issued.hosts[`mta-sts:${site.domain}`]!.cert, key: issued.hosts[`mta-sts:${site.domain}`]!.key });
+  publishTlsa(definition, nodes, issued);
   const file = path.join(hostDir, 'ca.pem');
   await fs.writeFile(file, issued.ca.cert, { mode: 0o644 });
   return { cert: issued.ca.cert, file };
+}
+
+/**
+ * The TLSA records of `definition.tls.dane`, at `_<smtp port>._tcp.<host name>` in the dns host's zones, computed
+ * from the certificates just issued: DANE-EE from the host's own, DANE-TA from the lab CA's.
+ */
+function publishTlsa(definition: LabDefinition, nodes: Record<string, NodeConfig>, issued: { ca: { cert: string }; hosts: Record<string, { cert: string }> }): void {
+  const dns = Object.values(nodes).find((config) => config.role === 'dns');
+  if (!dns || dns.role !== 'dns') return;
+  for (const [host, definitions] of Object.entries(definition.tls?.dane ?? {})) {
+    const config = nodes[host];
+    if (!config || (config.role !== 'mx' && config.role !== 'mta')) throw new Error(`tls.dane: ${host} has no SMTP port to publish TLSA records for`);
+    const name = `_${config.ports.smtp}._tcp.${config.hostname}`;
+    const zone = dns.zones.filter((z) => config.hostname === z.origin || config.hostname.endsWith(`.${z.origin}`)).sort((a, b) => b.origin.length - a.origin.length)[0];
+    if (!zone) throw new Error(`tls.dane: no lab zone holds ${config.hostname}`);
+    for (const d of definitions) {
+      const data = associationData(d.usage === DANE_TA ? issued.ca.cert : issued.hosts[host]!.cert, d.selector, d.matchingType);
+      // A mismatching record keeps its length (what a stale record after a key rollover looks like).
+      if (d.mismatch) data.writeUInt8(data.readUInt8(data.length - 1) ^ 0xff, data.length - 1);
+      zone.records.push({ name, type: 'TLSA', usage: d.usage, selector: d.selector, matchingType: d.matchingType, data: data.toString('hex') });
+    }
+  }
 }
 
 export class StartedLab {

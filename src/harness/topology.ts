@@ -1,7 +1,8 @@
 // A lab is data: domains, hosts with roles, users, and the retry schedule. `defineLab` checks it and fills in
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
+import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type DnsRecord, type NodeConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type DnsRecord, type NodeConfig, type MtaStsSite, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 
 export interface MxTarget {
@@ -17,6 +18,38 @@ export interface DomainDefinition {
   nullMx?: boolean;
   /** Extra records in the domain's zone. */
   records?: DnsRecord[];
+  /**
+   * Publish an MTA-STS policy (RFC 8461): `_mta-sts.<domain>` TXT, and the policy served over HTTPS at
+   * `mta-sts.<domain>` by the lab's policy host (the dns host), with a certificate from the lab CA.
+   */
+  mtaSts?: MtaStsDefinition;
+}
+
+export interface MtaStsDefinition {
+  mode: 'enforce' | 'testing' | 'none';
+  /** The policy's `mx` patterns (`*.receiver.test` allowed); default: the host names of the domain's MX records. */
+  mx?: string[];
+  /** `max_age` in seconds; DEFAULT_MTA_STS_MAX_AGE unless set. */
+  maxAge?: number;
+  /** The TXT record's `id` (1–32 letters and digits); default: derived from the policy text, so it changes with it. */
+  id?: string;
+  /** A faulty certificate for the policy site on purpose (the same faults as hosts' certificates). */
+  certificate?: CertificateFault;
+}
+
+/** One week, as RFC 8461 §3.2 suggests at least; a lab lives minutes, so in practice: until the lab stops. */
+export const DEFAULT_MTA_STS_MAX_AGE = 604_800;
+
+/** A TLSA record the lab publishes for a host's SMTP port, computed from the certificate it issued. */
+export interface TlsaDefinition {
+  /** 3 = DANE-EE (the host's own certificate), 2 = DANE-TA (the lab CA, which the host then sends in its chain). */
+  usage: 2 | 3;
+  /** 0 = the whole certificate, 1 = its public key. */
+  selector: 0 | 1;
+  /** 0 = exact, 1 = SHA-256, 2 = SHA-512. */
+  matchingType: 0 | 1 | 2;
+  /** Publish data that matches nothing (the right length, one byte changed): a stale record after a key rollover. */
+  mismatch?: boolean;
 }
 
 export type HostDefinition =
@@ -52,9 +85,22 @@ export interface LabTlsDefinition {
    * The MTA's outbound TLS policy (like Postfix's smtp_tls_security_level): `default` for every destination (`may`
    * unless set) and a mode per destination domain, e.g. `{ default: 'may', domains: { 'receiver.test': 'verify' } }`.
    */
-  outbound?: { default?: TlsPolicyMode; domains?: Record<string, TlsPolicyMode> };
+  outbound?: {
+    default?: TlsPolicyMode;
+    domains?: Record<string, TlsPolicyMode>;
+    /** Fetch and apply the destination's MTA-STS policy where no mode is set for the domain (default true). */
+    mtaSts?: boolean;
+    /** Look up TLSA records of MX hosts and apply DANE where they exist (default true). */
+    dane?: boolean;
+  };
   /** MX hosts (keys in `hosts`) that do not offer STARTTLS, standing in for an attacker stripping it. */
   noStartTls?: string[];
+  /**
+   * DANE (RFC 7672): TLSA records to publish at `_25._tcp.<host name>` (the lab's SMTP port), by host key, computed
+   * from the host's certificate (DANE-EE) or the lab CA (DANE-TA) at start. E.g. `{ mx: [{ usage: 3, selector: 1,
+   * matchingType: 1 }] }`. Records of one's own can also go in a domain's `records` or be set while the lab runs.
+   */
+  dane?: Record<string, TlsaDefinition[]>;
 }
 
 /** The MTA's outbound TLS policy of a lab: `may` wherever the lab does not say otherwise. */
@@ -107,6 +153,21 @@ export function validateLab(lab: LabDefinition): void {
     if (!/^[a-z0-9.-]+$/i.test(domain)) problems.push(`tls.outbound.domains: "${domain}" is not a domain name`);
     if (!isMode(mode)) problems.push(`tls.outbound.domains.${domain}: "${String(mode)}" is not a TLS policy (${TLS_POLICY_MODES.join(', ')})`);
   }
+  for (const [domain, def] of Object.entries(lab.domains)) {
+    const sts = def.mtaSts;
+    if (!sts) continue;
+    if (!['enforce', 'testing', 'none'].includes(sts.mode)) problems.push(`${domain}: mtaSts.mode "${String(sts.mode)}" is not enforce, testing or none`);
+    if (sts.id !== undefined && !/^[a-zA-Z0-9]{1,32}$/.test(sts.id)) problems.push(`${domain}: mtaSts.id "${sts.id}" must be 1 to 32 letters and digits (RFC 8461 §3.1)`);
+    if (sts.maxAge !== undefined && !(Number.isInteger(sts.maxAge) && sts.maxAge >= 0 && sts.maxAge <= 31_557_600)) problems.push(`${domain}: mtaSts.maxAge must be whole seconds from 0 to 31557600`);
+    if (sts.certificate !== undefined && !(CERTIFICATE_FAULTS as readonly string[]).includes(sts.certificate)) problems.push(`${domain}: mtaSts.certificate "${String(sts.certificate)}" is not a certificate fault (${CERTIFICATE_FAULTS.join(', ')})`);
+    if (sts.mode !== 'none' && !(sts.mx ?? def.mx ?? []).length) problems.push(`${domain}: an MTA-STS policy in ${sts.mode} mode needs mx patterns (or MX records)`);
+  }
+  for (const [host, records] of Object.entries(lab.tls?.dane ?? {})) {
+    if (!lab.hosts[host]) problems.push(`tls.dane: "${host}" is not a lab host`);
+    for (const r of records) {
+      if (![2, 3].includes(r.usage) || ![0, 1].includes(r.selector) || ![0, 1, 2].includes(r.matchingType)) problems.push(`tls.dane.${host}: ${r.usage} ${r.selector} ${r.matchingType} is not a DANE-TA/DANE-EE record the lab can compute (usage 2|3, selector 0|1, matching type 0|1|2)`);
+    }
+  }
   for (const host of lab.tls?.noStartTls ?? []) {
     if (lab.hosts[host]?.role !== 'mx') problems.push(`tls.noStartTls: "${host}" is not an mx host of the lab`);
   }
@@ -117,7 +178,7 @@ export function validateLab(lab: LabDefinition): void {
   if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
 }
 
-export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993 } as const;
+export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993, https: 443 } as const;
 export const CONTROL_PORT = 7070;
 
 export interface LabPlan {
@@ -146,7 +207,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     return a;
   };
   const dnsHost = Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'dns')!;
-  const zones = buildZones(lab, address);
+  const zones = buildZones(lab, address, dnsHost);
   const base = (name: string, host: HostDefinition) => ({
     name,
     hostname: host.hostname,
@@ -170,9 +231,11 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
   const ordered = Object.entries(lab.hosts).sort(([, a], [, b]) => START_ORDER.indexOf(a.role) - START_ORDER.indexOf(b.role));
   for (const [name, host] of ordered) {
     switch (host.role) {
-      case 'dns':
-        nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones };
+      case 'dns': {
+        const sites = mtaStsSites(lab);
+        nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones, ...(sites.length ? { mtaSts: { port: port('https'), sites } } : {}) };
         break;
+      }
       case 'mailbox':
         nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap'), pop3s: port('pop3s'), imaps: port('imaps') }, users: lab.users, authThrottle, lmtpClients: deliverers };
         break;
@@ -204,6 +267,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           authThrottle,
           labAddresses,
           tlsPolicy: tlsPolicyOf(lab),
+          ...(lab.tls?.outbound?.mtaSts === false ? {} : { mtaSts: { port: port('https') } }),
+          dane: lab.tls?.outbound?.dane !== false,
         };
         break;
       }
@@ -212,8 +277,33 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
   return { nodes, zones };
 }
 
+/** The MTA-STS policy text of a domain (RFC 8461 §3.2), CRLF line ends, as the policy host serves it. */
+export function mtaStsPolicyText(lab: LabDefinition, domain: string): string | undefined {
+  const def = lab.domains[domain];
+  const sts = def?.mtaSts;
+  if (!sts) return undefined;
+  const mx = sts.mx ?? (def.mx ?? []).map((m) => lab.hosts[m.host]?.hostname ?? m.host);
+  const lines = ['version: STSv1', `mode: ${sts.mode}`, ...mx.map((pattern) => `mx: ${pattern}`), `max_age: ${sts.maxAge ?? DEFAULT_MTA_STS_MAX_AGE}`];
+  return lines.map((line) => `${line}\r\n`).join('');
+}
+
+/** The `id` of a policy's TXT record: the one set, else the start of the policy text's SHA-256 (alphanumeric). */
+export function mtaStsId(lab: LabDefinition, domain: string): string | undefined {
+  const text = mtaStsPolicyText(lab, domain);
+  if (text === undefined) return undefined;
+  return lab.domains[domain]!.mtaSts!.id ?? createHash('sha256').update(text).digest('hex').slice(0, 20);
+}
+
+/** The policy sites the dns host serves, certificates still empty (issued at start with the lab CA). */
+function mtaStsSites(lab: LabDefinition): MtaStsSite[] {
+  return Object.keys(lab.domains).flatMap((domain) => {
+    const policy = mtaStsPolicyText(lab, domain);
+    return policy === undefined ? [] : [{ domain: domain.toLowerCase(), policy, cert: '', key: '' }];
+  });
+}
+
 /** One zone per lab domain (MX, A for hosts, extra records), one for host names outside them, and reverse PTRs. */
-function buildZones(lab: LabDefinition, address: (host: string) => string): ZoneConfig[] {
+function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHost: string): ZoneConfig[] {
   const zones = new Map<string, ZoneConfig>();
   const zoneFor = (name: string): ZoneConfig => {
     const lower = name.toLowerCase();
@@ -234,6 +324,12 @@ function buildZones(lab: LabDefinition, address: (host: string) => string): Zone
       zone.records.push({ name: domain, type: 'MX', exchange, priority: mx.preference });
     }
     zone.records.push(...(def.records ?? []));
+    const id = mtaStsId(lab, domain);
+    if (id !== undefined) {
+      // The policy host is the lab's dns host: `mta-sts.<domain>` points at it.
+      zone.records.push({ name: `_mta-sts.${domain}`, type: 'TXT', data: `v=STSv1; id=${id}` });
+      zone.records.push({ name: `mta-sts.${domain}`, type: 'A', address: address(dnsHost) });
+    }
   }
   const reverse = new Map<string, ZoneConfig>();
   for (const [name, host] of Object.entries(lab.hosts)) {

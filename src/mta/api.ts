@@ -2,7 +2,7 @@
 // (what `message` returns and what the queue keeps on disk are the same shapes, declared once, here).
 import type { MxResolution } from '../dns/api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
-import type { TlsPolicyMode } from '../shared/config.js';
+import type { OutboundTlsPolicy } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
@@ -126,8 +126,23 @@ interface OutcomeDetail {
   /** RFC 3463 status. */
   status: string;
   /** The outbound TLS policy the MTA applied to the destination (relayed over SMTP, or deferred/bounced there). */
-  tlsPolicy?: TlsPolicyMode;
+  tlsPolicy?: OutboundTlsPolicy;
 }
+
+/**
+ * What went wrong with TLS towards a destination, in the terms of SMTP TLS Reporting (RFC 8460 §4.3): the result
+ * types a TLSRPT report would carry.
+ */
+export type TlsFailureType =
+  | 'starttls-not-supported'
+  | 'certificate-host-mismatch'
+  | 'certificate-expired'
+  | 'certificate-not-trusted'
+  | 'validation-failure'
+  | 'tlsa-invalid'
+  | 'sts-policy-fetch-error'
+  | 'sts-policy-invalid'
+  | 'sts-webpki-invalid';
 
 interface SessionDetail {
   host?: string;
@@ -176,7 +191,21 @@ export type MtaEvents = NodeEvents & {
   'mx-lookup': { domain: string; result: MxResolution };
   connect: { host: string; port: number; hop: string; mx?: string; via?: 'lmtp' };
   /** `tlsPolicy`: the outbound TLS policy for the destination; a failure under `encrypt`/`verify` says why TLS failed. */
-  'connect-failed': { host: string; port: number; mx: string; hop: string; stage: string; command?: string; reply?: string; error: string; tlsPolicy?: TlsPolicyMode };
+  'connect-failed': { host: string; port: number; mx: string; hop: string; stage: string; command?: string; reply?: string; error: string; tlsPolicy?: OutboundTlsPolicy };
+  /**
+   * The MTA-STS policy of a destination (RFC 8461) as the MTA found it: `source` says whether it was fetched now or
+   * came from the cache; `error` when the TXT record announced a policy that could not be had (then none applies).
+   * Not emitted for a domain that publishes no policy.
+   */
+  'mta-sts': { domain: string; mode?: 'enforce' | 'testing' | 'none'; id?: string; mx?: string[]; maxAge?: number; source?: 'fetched' | 'cache'; expiresAt?: number; error?: string };
+  /** TLSA records of an MX host (RFC 7672) and what DANE makes of them; not emitted when the host has none. */
+  'tlsa-lookup': { mx: string; name: string; records: string[]; usable: number; error?: string };
+  /**
+   * A TLS policy was not met (a TLSRPT failure, RFC 8460). `enforced`: the MX was not used because of it (the
+   * recipients were deferred unless another MX took them); false: reported only (MTA-STS `testing`, or a policy that
+   * could not be had).
+   */
+  'tls-policy-failure': { domain: string; mx?: string; host?: string; tlsPolicy: OutboundTlsPolicy | 'mta-sts-testing'; resultType: TlsFailureType; enforced: boolean; reason: string; hop: string };
   /** Handed to the next MTA (an MX), which answered 250. */
   relayed: OutcomeDetail & SessionDetail & { mx?: string };
   /** Handed to the mailbox server over LMTP (a local domain). */
@@ -197,6 +226,6 @@ export type MtaContract = { operations: MtaOperations; events: MtaEvents };
 
 export const MTA_EVENT_KINDS = eventKinds<MtaEvents>()([
   ...NODE_EVENT_KINDS,
-  'rejected', 'auth-failed', 'auth-throttled', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed',
+  'rejected', 'auth-failed', 'auth-throttled', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed', 'mta-sts', 'tlsa-lookup', 'tls-policy-failure',
   'relayed', 'delivered', 'deferred', 'bounced', 'expired', 'dsn-created', 'dsn-suppressed',
 ] as const);

@@ -448,3 +448,93 @@ describe('deliver: outbound TLS policy', () => {
     });
   });
 });
+
+describe('deliver: MTA-STS and DANE', () => {
+  const MX = { 'receiver.test': { kind: 'mx' as const, hosts: [host('mx1.receiver.test', 10, '127.0.0.7'), host('mx2.receiver.test', 20, '127.0.0.9')] } };
+  const POLICY = { default: 'may' as const, domains: {} };
+  const ok = ({ target, envelope }: Call) => result(`${target.servername}[${target.host}]:${target.port}`, envelope.to.map((a) => accepted(a)));
+  const sts = (mode: 'enforce' | 'testing', mx: string[]) => ({
+    lookup: async (domain: string) => ({ kind: 'policy' as const, source: 'fetched' as const, expiresAt: 1, policy: { id: 'abc', mode, mx, maxAge: 600 } }),
+    domain: 'receiver.test',
+  });
+  const noTlsa = async (name: string): Promise<never> => {
+    throw Object.assign(new Error(`${name} TLSA: no records`), { code: 'ENODATA' });
+  };
+
+  it('enforce: an MX the policy does not list is not connected to; a listed one is, under mta-sts', async () => {
+    const smtp = scripted(ok);
+    const { ctx, events } = context({ smtp, tlsPolicy: POLICY, mtaSts: sts('enforce', ['mx2.receiver.test']), resolveTlsa: noTlsa, mx: MX });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(smtp.calls.map((c) => c.target)).toEqual([{ host: '127.0.0.9', port: 2525, servername: 'mx2.receiver.test', tls: 'mta-sts' }]);
+    expect(outcome).toMatchObject({ action: 'delivered', tlsPolicy: 'mta-sts', mx: 'mx2.receiver.test' });
+    expect(events.filter(([k]) => k === 'tls-policy-failure')).toEqual([
+      ['tls-policy-failure', expect.objectContaining({ domain: 'receiver.test', mx: 'mx1.receiver.test', tlsPolicy: 'mta-sts', enforced: true, resultType: 'validation-failure', reason: expect.stringMatching(/mx1\.receiver\.test is not an MX the MTA-STS policy of receiver\.test \(id abc\) lists/) })],
+    ]);
+    expect(events.find(([k]) => k === 'mta-sts')).toEqual(['mta-sts', { domain: 'receiver.test', mode: 'enforce', id: 'abc', mx: ['mx2.receiver.test'], maxAge: 600, source: 'fetched', expiresAt: 1 }]);
+  });
+
+  it('enforce with no MX listed: deferred with 451 4.7.5 naming the policy', async () => {
+    const { ctx } = context({ smtp: scripted(), tlsPolicy: POLICY, mtaSts: sts('enforce', ['mx.elsewhere.test']), mx: MX });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'defer', status: '4.7.5', tlsPolicy: 'mta-sts', reply: expect.stringMatching(/^451 4\.7\.5 mx2\.receiver\.test: TLS required by policy mta-sts for receiver\.test, but mx2\.receiver\.test is not an MX/) });
+  });
+
+  it('testing: delivers under the configured mode with an audit, and reports what verify would have refused', async () => {
+    const smtp = scripted(({ target, envelope }) => ({ ...ok({ target, envelope }), tlsAudit: { policy: 'verify', problem: 'certificate', code: 'CERT_HAS_EXPIRED', reason: 'the certificate of mx1.receiver.test failed verification: certificate has expired (CERT_HAS_EXPIRED)' } }));
+    const { ctx, events } = context({ smtp, tlsPolicy: POLICY, mtaSts: sts('testing', ['*.receiver.test']), mx: MX });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(smtp.calls[0]!.target).toEqual({ host: '127.0.0.7', port: 2525, servername: 'mx1.receiver.test', tls: 'may', audit: true });
+    expect(outcome).toMatchObject({ action: 'delivered', tlsPolicy: 'may' });
+    expect(events.find(([k]) => k === 'tls-policy-failure')).toEqual(['tls-policy-failure', expect.objectContaining({ tlsPolicy: 'mta-sts-testing', enforced: false, resultType: 'certificate-expired', host: '127.0.0.7' })]);
+  });
+
+  it('a mode configured for the domain wins over its MTA-STS policy; so does none everywhere', async () => {
+    let asked = 0;
+    const mtaSts = { lookup: async () => (asked++, { kind: 'none' as const, reason: 'x' }) };
+    const { ctx } = context({ smtp: scripted(ok, ok), tlsPolicy: { default: 'may', domains: { 'receiver.test': 'encrypt' } }, mtaSts, mx: MX });
+    await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    const none = context({ smtp: scripted(ok), tlsPolicy: { default: 'none', domains: {} }, mtaSts, mx: MX });
+    await deliver(none.ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(asked).toBe(0);
+  });
+
+  it('a policy announced but not to be had applies nothing, and is reported', async () => {
+    const smtp = scripted(ok);
+    const mtaSts = { lookup: async () => ({ kind: 'error' as const, problem: 'sts-webpki-invalid' as const, reason: 'MTA-STS policy of receiver.test: certificate has expired' }) };
+    const { ctx, events } = context({ smtp, tlsPolicy: POLICY, mtaSts, mx: MX });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'delivered', tlsPolicy: 'may' });
+    expect(events.filter(([k]) => k === 'mta-sts' || k === 'tls-policy-failure').map(([k, d]) => [k, d.resultType ?? d.error])).toEqual([
+      ['mta-sts', 'MTA-STS policy of receiver.test: certificate has expired'],
+      ['tls-policy-failure', 'sts-webpki-invalid'],
+    ]);
+  });
+
+  it('DANE: usable TLSA records make the MX dane, over MTA-STS and the configured mode; unusable ones do not', async () => {
+    const ee = { usage: 3, selector: 1, matchingType: 1, data: Buffer.alloc(32, 1) };
+    const pkix = { usage: 1, selector: 1, matchingType: 1, data: Buffer.alloc(32, 2) };
+    const asked: string[] = [];
+    const resolveTlsa = async (name: string) => (asked.push(name), name.includes('mx1') ? [ee, pkix] : [pkix]);
+    const smtp = scripted(({ target }) => new SmtpClientError({ stage: 'ehlo', target: 'mx1', command: 'STARTTLS', description: 'TLS required', errno: 'TLSA_MISMATCH', tlsRequired: { policy: 'dane', problem: 'tlsa-mismatch', code: 'TLSA_MISMATCH', reason: `the certificate of ${target.servername} does not match its TLSA records: …` } }), ok);
+    const { ctx, events } = context({ smtp, tlsPolicy: POLICY, mtaSts: sts('enforce', ['*.receiver.test']), resolveTlsa, mx: MX });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(asked).toEqual(['_2525._tcp.mx1.receiver.test', '_2525._tcp.mx2.receiver.test']);
+    expect(smtp.calls.map((c) => [c.target.servername, c.target.tls, c.target.tlsa?.length])).toEqual([
+      ['mx1.receiver.test', 'dane', 1],
+      ['mx2.receiver.test', 'mta-sts', undefined],
+    ]);
+    expect(outcome).toMatchObject({ action: 'delivered', tlsPolicy: 'mta-sts', mx: 'mx2.receiver.test' });
+    expect(events.filter(([k]) => k === 'tlsa-lookup').map(([, d]) => [d.mx, d.usable])).toEqual([['mx1.receiver.test', 1], ['mx2.receiver.test', 0]]);
+    expect(events.find(([k]) => k === 'tls-policy-failure')).toEqual(['tls-policy-failure', expect.objectContaining({ mx: 'mx1.receiver.test', tlsPolicy: 'dane', enforced: true, resultType: 'validation-failure' })]);
+  });
+
+  it('DANE: a TLSA lookup that fails (not NXDOMAIN/NODATA) makes the MX unusable, and the recipients defer', async () => {
+    const resolveTlsa = async (name: string): Promise<never> => {
+      throw Object.assign(new Error(`${name} TLSA: DNS server failure (SERVFAIL)`), { code: 'ESERVFAIL' });
+    };
+    const { ctx, events } = context({ smtp: scripted(), tlsPolicy: POLICY, resolveTlsa, mx: MX });
+    const [outcome] = await deliver(ctx, MESSAGE, ['bob@receiver.test'], DATA);
+    expect(outcome).toMatchObject({ action: 'defer', status: '4.7.5', tlsPolicy: 'dane', reply: expect.stringMatching(/^451 4\.7\.5 mx2\.receiver\.test: TLS policy dane for receiver\.test cannot be decided: the TLSA lookup of _2525\._tcp\.mx2\.receiver\.test failed: .*SERVFAIL/) });
+    expect(events.filter(([k]) => k === 'tlsa-lookup')).toHaveLength(2);
+  });
+});

@@ -16,13 +16,24 @@
 //   SMTP target; an MX that does not meet `encrypt` / `verify` (no STARTTLS, a certificate that fails verification)
 //   is a failure before the transaction: `451 4.7.5` naming the policy, the domain and why, and the next MX is tried.
 //   LMTP (local delivery) is never subject to it.
+// - MTA-STS (RFC 8461), for a destination without a mode of its own (ctx.mtaSts): a policy in `enforce` mode makes
+//   every MX `mta-sts` (like `verify`), and an MX the policy does not list is not connected to; `testing` delivers as
+//   the configured mode says and reports (tls-policy-failure, enforced: false) what enforce would have refused. A
+//   policy announced but not to be had applies nothing (RFC 8461 §5.1), and is reported.
+// - DANE (RFC 7672, ctx.resolveTlsa): usable TLSA records at `_<relayPort>._tcp.<mx host>` make that MX `dane`
+//   (STARTTLS required, the certificate must match a record), over MTA-STS (RFC 8461 §2) and over the configured
+//   mode. A TLSA lookup that fails (no answer, SERVFAIL) makes the MX unusable for now: the next is tried, then the
+//   recipients are deferred (RFC 7672 §2.2), because an attacker could otherwise suppress the records.
 import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
-import type { Endpoint, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';
+import type { Endpoint, OutboundTlsPolicy, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';
+import { describeTlsa, usableTlsa, type TlsaAssociation } from '../shared/dane.js';
+import type { TlsRequiredFailure } from '../shared/smtp-client.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
 import type { MxResolution } from '../dns/api.js';
-import type { MtaEvents } from './api.js';
+import type { MtaEvents, TlsFailureType } from './api.js';
+import { mxAllowedByPolicy, type MtaStsLookup, type MtaStsPolicy } from './mta-sts.js';
 
 
 /** What delivery needs from an SMTP/LMTP client (SmtpClientPool fits). */
@@ -41,6 +52,10 @@ export interface DeliveryContext {
   /** Outbound TLS per destination domain (SMTP only, LMTP stays plaintext); absent: `may` everywhere. */
   tlsPolicy?: TlsPolicyConfig;
   lookupMx(domain: string): Promise<MxResolution>;
+  /** MTA-STS policies of destinations (MtaStsPolicies fits); absent: MTA-STS is not used. */
+  mtaSts?: { lookup(domain: string): Promise<MtaStsLookup> };
+  /** TLSA records at a name through the lab DNS (errors with node:dns codes); absent: DANE is not used. */
+  resolveTlsa?: (name: string) => Promise<TlsaAssociation[]>;
   smtp: MailSender;
   lmtp: MailSender;
   /** Emits an event about the message being delivered (the caller adds messageId and queueId). */
@@ -48,7 +63,7 @@ export interface DeliveryContext {
 }
 
 /** The events a delivery attempt emits itself (the engine emits the outcomes). */
-export type DeliveryEventKind = 'mx-lookup' | 'connect' | 'connect-failed';
+export type DeliveryEventKind = 'mx-lookup' | 'connect' | 'connect-failed' | 'mta-sts' | 'tlsa-lookup' | 'tls-policy-failure';
 
 export interface RecipientOutcome {
   address: string;
@@ -75,8 +90,8 @@ export interface RecipientOutcome {
   reused?: boolean;
   /** TLS of the session (STARTTLS): version and cipher; null in plaintext. Absent for local verdicts. */
   tls?: TlsInfo | null;
-  /** The outbound TLS policy applied to the destination (SMTP relaying with a configured policy). */
-  tlsPolicy?: TlsPolicyMode;
+  /** The outbound TLS policy applied to the destination (SMTP relaying with a configured policy, MTA-STS or DANE). */
+  tlsPolicy?: OutboundTlsPolicy;
   /** One line for humans: what happened, where, with which reply. */
   description: string;
 }
@@ -105,7 +120,7 @@ export function tlsPolicyFor(policy: TlsPolicyConfig | undefined, domain: string
  * A session refused because the policy required TLS (no STARTTLS, or a certificate that failed `verify`): a
  * temporary failure of that MX (`451 4.7.5`, as Postfix), whose text names the policy, the domain and the reason.
  */
-function tlsPolicyError(err: SmtpClientError, mode: TlsPolicyMode, domain: string, target: string): SmtpClientError {
+function tlsPolicyError(err: SmtpClientError, mode: OutboundTlsPolicy, domain: string, target: string): SmtpClientError {
   const why = err.tlsRequired!.reason;
   return new SmtpClientError({ stage: err.stage, target, command: err.command, description: `TLS required by policy ${mode} for ${domain}, but ${why}`, code: 451, enhanced: '4.7.5', tlsRequired: err.tlsRequired! });
 }
@@ -182,9 +197,12 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
       return localVerdict(rcpts, 'defer', 451, '4.4.3', `cannot resolve where mail for ${domain} goes, will retry: ${resolution.error}`, lookupHop);
   }
 
+  const configured = ctx.tlsPolicy?.domains[domain] !== undefined;
   const mode = tlsPolicyFor(ctx.tlsPolicy, domain);
-  const policy = ctx.tlsPolicy ? { tlsPolicy: mode } : {};
-  let lastError: { err: unknown; hop: string; where: Where } | undefined;
+  // MTA-STS only where the lab set no mode for the destination itself (an explicit mode wins, as a Postfix policy
+  // table entry would), and never under `none`.
+  const sts = ctx.mtaSts && !configured && mode !== 'none' ? await stsPolicy(ctx, domain, lookupHop) : undefined;
+  let lastError: { err: unknown; hop: string; where: Where; tlsPolicy?: OutboundTlsPolicy } | undefined;
   const lookupFailures: string[] = [];
   const outsideLab: string[] = [];
   for (const mx of resolution.hosts) {
@@ -192,24 +210,59 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
       lookupFailures.push(mx.error ?? `${mx.exchange}: no address`);
       continue;
     }
+    const mxHop = `${ctx.hostname} -> ${mx.exchange}`;
+    const mxWhere: Where = { target: mx.exchange, mx: mx.exchange, remoteMta: mx.exchange };
+    // DANE first: it outranks MTA-STS and the configured mode. No TLSA records: the MX goes by the others.
+    const dane = mode !== 'none' && ctx.resolveTlsa && !net.isIP(mx.exchange) ? await tlsaOf(ctx, domain, mx.exchange, mxHop) : undefined;
+    if (dane && 'error' in dane) {
+      lastError = { err: dane.error, hop: mxHop, where: mxWhere, tlsPolicy: 'dane' };
+      continue;
+    }
+    if (!dane && sts && !mxAllowedByPolicy(sts, mx.exchange)) {
+      const reason = `${mx.exchange} is not an MX the MTA-STS policy of ${domain} (id ${sts.id}) lists (mx: ${sts.mx.join(', ') || 'none'})`;
+      const enforced = sts.mode === 'enforce';
+      ctx.emit('tls-policy-failure', { domain, mx: mx.exchange, tlsPolicy: enforced ? 'mta-sts' : 'mta-sts-testing', resultType: 'validation-failure', enforced, reason, hop: mxHop });
+      if (enforced) {
+        lastError = { err: new SmtpClientError({ stage: 'connect', target: mx.exchange, command: 'connect', description: `TLS required by policy mta-sts for ${domain}, but ${reason}`, code: 451, enhanced: '4.7.5', errno: 'EMTASTS' }), hop: mxHop, where: mxWhere, tlsPolicy: 'mta-sts' };
+        continue;
+      }
+    }
+    const effective: OutboundTlsPolicy = dane ? 'dane' : sts?.mode === 'enforce' ? 'mta-sts' : mode;
+    const policy = ctx.tlsPolicy || effective !== mode ? { tlsPolicy: effective } : {};
+    const audit = !dane && sts?.mode === 'testing' && mode !== 'verify';
     for (const address of mx.addresses) {
       if (!insideLab(address, ctx.labAddresses)) {
         outsideLab.push(mx.exchange === address ? address : `${mx.exchange}[${address}]`);
         continue;
       }
-      const target: SmtpTarget = { host: address, port: ctx.relayPort, servername: mx.exchange, ...(ctx.tlsPolicy ? { tls: mode } : {}) };
+      const target: SmtpTarget = {
+        host: address,
+        port: ctx.relayPort,
+        servername: mx.exchange,
+        ...(ctx.tlsPolicy || effective !== mode ? { tls: effective } : {}),
+        ...(dane ? { tlsa: dane.records } : {}),
+        ...(audit ? { audit: true } : {}),
+      };
       const hop = `${ctx.hostname} -> ${describeTarget(target)}`;
       const where: Where = { target: describeTarget(target), host: address, port: ctx.relayPort, mx: mx.exchange, remoteMta: mx.exchange };
       // Announced before the transaction, so the history shows it before what the server records.
       ctx.emit('connect', { host: address, port: ctx.relayPort, mx: mx.exchange, hop });
       try {
         const result = await ctx.smtp.send(target, { from: message.from, to: rcpts }, data);
+        if (audit && result.tlsAudit) {
+          // MTA-STS `testing`: what enforce would have refused, reported; the mail went anyway (RFC 8461 §5).
+          const failure = result.tlsAudit;
+          ctx.emit('tls-policy-failure', { domain, mx: mx.exchange, host: address, tlsPolicy: 'mta-sts-testing', resultType: failureType(failure), enforced: false, reason: failure.reason, hop });
+        }
         return result.recipients.map((r) => ({ ...fromRecipientResult(r, hop, 'smtp', where, result), ...policy }));
       } catch (caught) {
-        const err = caught instanceof SmtpClientError && caught.tlsRequired ? tlsPolicyError(caught, mode, domain, where.target) : caught;
+        const err = caught instanceof SmtpClientError && caught.tlsRequired ? tlsPolicyError(caught, effective, domain, where.target) : caught;
+        if (caught instanceof SmtpClientError && caught.tlsRequired) {
+          ctx.emit('tls-policy-failure', { domain, mx: mx.exchange, host: address, tlsPolicy: effective, resultType: failureType(caught.tlsRequired), enforced: true, reason: caught.tlsRequired.reason, hop });
+        }
         if (err instanceof SmtpClientError && tryNextHost(err)) {
           ctx.emit('connect-failed', { host: address, port: ctx.relayPort, mx: mx.exchange, hop, stage: err.stage, command: err.command, ...(err.reply ? { reply: err.reply } : {}), error: err.message, ...policy });
-          lastError = { err, hop, where };
+          lastError = { err, hop, where, ...policy };
           continue;
         }
         return fromError(err, rcpts, hop, 'smtp', where).map((o) => ({ ...o, ...policy }));
@@ -217,6 +270,7 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
     }
   }
   if (lastError) {
+    const policy = lastError.tlsPolicy ? { tlsPolicy: lastError.tlsPolicy } : {};
     return fromError(lastError.err, rcpts, lastError.hop, 'smtp', lastError.where).map((o) => ({ ...o, ...policy }));
   }
   if (outsideLab.length) {
@@ -225,6 +279,73 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
   }
   // Every MX host lacked an address, for good (a temporary lookup failure makes the whole resolution temporary).
   return localVerdict(rcpts, 'bounce', 550, '5.4.4', `no MX host of ${domain} has an address: ${lookupFailures.join('; ')}`, lookupHop);
+}
+
+/**
+ * The MTA-STS policy that applies to `domain` now, as an event; undefined when none does (no policy, mode `none`,
+ * or a policy announced but not to be had, which RFC 8461 §5.1 treats as none, reported).
+ */
+async function stsPolicy(ctx: DeliveryContext, domain: string, hop: string): Promise<MtaStsPolicy | undefined> {
+  let lookup: MtaStsLookup;
+  try {
+    lookup = await ctx.mtaSts!.lookup(domain);
+  } catch (err) {
+    lookup = { kind: 'error', problem: 'sts-policy-fetch-error', reason: `MTA-STS policy of ${domain}: ${(err as Error).message}` };
+  }
+  if (lookup.kind === 'none') return undefined;
+  if (lookup.kind === 'error') {
+    ctx.emit('mta-sts', { domain, error: lookup.reason });
+    ctx.emit('tls-policy-failure', { domain, tlsPolicy: 'mta-sts', resultType: lookup.problem, enforced: false, reason: lookup.reason, hop });
+    return undefined;
+  }
+  const { policy } = lookup;
+  ctx.emit('mta-sts', { domain, mode: policy.mode, id: policy.id, mx: policy.mx, maxAge: policy.maxAge, source: lookup.source, expiresAt: lookup.expiresAt });
+  return policy.mode === 'none' ? undefined : policy;
+}
+
+/** Lookup failures that are answers: the MX has no TLSA records, DANE does not apply to it. */
+const NO_RECORDS = new Set(['ENOTFOUND', 'ENODATA']);
+
+/**
+ * The usable TLSA records of an MX host; undefined when it has none (or only unusable ones, RFC 7672 §2.2); an error
+ * (a 451 for that MX) when the lookup failed otherwise.
+ */
+async function tlsaOf(ctx: DeliveryContext, domain: string, mx: string, hop: string): Promise<{ records: TlsaAssociation[] } | { error: SmtpClientError } | undefined> {
+  const name = `_${ctx.relayPort}._tcp.${mx}`;
+  let records: TlsaAssociation[];
+  try {
+    records = await ctx.resolveTlsa!(name);
+  } catch (caught) {
+    const code = (caught as NodeJS.ErrnoException)?.code ?? '';
+    if (NO_RECORDS.has(code)) return undefined;
+    const reason = `the TLSA lookup of ${name} failed: ${(caught as Error).message}`;
+    ctx.emit('tlsa-lookup', { mx, name, records: [], usable: 0, error: reason });
+    ctx.emit('tls-policy-failure', { domain, mx, tlsPolicy: 'dane', resultType: 'tlsa-invalid', enforced: true, reason, hop });
+    return { error: new SmtpClientError({ stage: 'connect', target: mx, command: 'connect', description: `TLS policy dane for ${domain} cannot be decided: ${reason}`, code: 451, enhanced: '4.7.5', errno: code || 'ETLSA' }) };
+  }
+  const usable = usableTlsa(records);
+  ctx.emit('tlsa-lookup', { mx, name, records: records.map(describeTlsa), usable: usable.length });
+  return usable.length ? { records: usable } : undefined;
+}
+
+/** The TLSRPT result type (RFC 8460 §4.3) of a refused or audited session. */
+function failureType(failure: TlsRequiredFailure): TlsFailureType {
+  if (failure.problem === 'no-starttls') return 'starttls-not-supported';
+  if (failure.problem === 'tlsa-mismatch') return 'validation-failure';
+  switch (failure.code) {
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return 'certificate-host-mismatch';
+    case 'CERT_HAS_EXPIRED':
+    case 'CERT_NOT_YET_VALID':
+      return 'certificate-expired';
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+      return 'certificate-not-trusted';
+    default:
+      return 'validation-failure';
+  }
 }
 
 /** Whether `address` is one of the lab's (IPv4-mapped IPv6 counts as the IPv4 address); no list: any address. */

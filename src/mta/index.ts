@@ -5,7 +5,7 @@
 //
 // Control operations and events: see the contract, api.ts.
 import path from 'node:path';
-import { createLabResolver, resolveMxTargets } from '../dns/index.js';
+import { createLabResolver, resolveMxTargets, resolveTlsa } from '../dns/index.js';
 import type { Endpoint, MtaNodeConfig } from '../shared/config.js';
 import { headerSection } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
@@ -13,6 +13,7 @@ import type { MtaContract } from './api.js';
 import { SmtpClientPool } from '../shared/smtp-client.js';
 import { listen } from '../shared/smtp-server.js';
 import { MtaEngine } from './engine.js';
+import { MtaStsPolicies } from './mta-sts.js';
 import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
 
@@ -48,6 +49,19 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       ...(config.labAddresses ? { labAddresses: config.labAddresses } : {}),
       ...(config.tlsPolicy ? { tlsPolicy: config.tlsPolicy } : {}),
       lookupMx: (domain) => resolveMxTargets(resolver, domain),
+      // MTA-STS policies are fetched over HTTPS verified against the lab CA, so they need the node's `tls`.
+      ...(config.mtaSts && config.tls
+        ? {
+            mtaSts: new MtaStsPolicies({
+              port: config.mtaSts.port,
+              ca: config.tls.ca,
+              resolveTxt: (name) => resolver.resolveTxt(name),
+              resolveAddresses: (host) => resolver.resolve4(host),
+              ...(config.labAddresses ? { labAddresses: config.labAddresses } : {}),
+            }),
+          }
+        : {}),
+      ...(config.dane ? { resolveTlsa: (name: string) => resolveTlsa(config.resolver, name) } : {}),
       smtp,
       lmtp,
     },

@@ -1,6 +1,7 @@
 // Tests of the shared outbound client (src/shared/smtp-client.ts) against small smtp-server instances.
 import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { associationData } from './dane.js';
 import { parseReply, SmtpClientError, SmtpClientPool } from './smtp-client.js';
 import { createSmtpServer, listen, smtpTlsOptions } from './smtp-server.js';
 import { testPki } from './tls.test-helper.js';
@@ -356,6 +357,58 @@ describe('SmtpClientPool: TLS required by the target (encrypt, verify)', () => {
     const sent = await pool().send({ host, port: server.port, servername: 'mx.test', tls: 'may' }, envelope, message());
     expect(sent.tls).toBeNull();
     expect(server.messages).toHaveLength(1);
+  });
+});
+
+describe('SmtpClientPool: DANE (RFC 7672) and the verify audit', () => {
+  /** A server with STARTTLS sending its leaf and the test CA (a DANE-TA anchor must be sent by the server). */
+  const daneServer = async () => {
+    const pki = await testPki();
+    return { pki, server: await startServer({}, { disabledCommands: ['AUTH'], hideSTARTTLS: false, ...smtpTlsOptions({ ...pki.tls, cert: `${pki.tls.cert.trimEnd()}\n${pki.ca}` }) }) };
+  };
+  const envelope = { from: 'a@sender.test', to: ['b@receiver.test'] };
+  const tlsa = (usage: number, selector: number, matchingType: number, pem: string) => ({ usage, selector, matchingType, data: associationData(pem, selector, matchingType) });
+
+  it('dane: a DANE-EE record of the leaf, or a DANE-TA record of the CA in the chain, lets the mail go over TLS', async () => {
+    const { pki, server } = await daneServer();
+    const ee = await pool().send({ host, port: server.port, servername: 'localhost', tls: 'dane', tlsa: [tlsa(3, 1, 1, pki.tls.cert)] }, envelope, message());
+    expect(ee.tls?.version).toMatch(/^TLSv1\.[23]$/);
+    const ta = await pool().send({ host, port: server.port, servername: 'localhost', tls: 'dane', tlsa: [tlsa(2, 0, 1, pki.ca)] }, envelope, message());
+    expect(ta.tls?.version).toMatch(/^TLSv1\.[23]$/);
+    expect(server.messages).toHaveLength(2);
+  });
+
+  it('dane: records that match nothing refuse the session before MAIL FROM, naming the records; DANE-TA checks the name', async () => {
+    const { pki, server } = await daneServer();
+    const other = await testPki(['127.0.0.9']);
+    const err = await pool().send({ host, port: server.port, servername: 'localhost', tls: 'dane', tlsa: [tlsa(3, 1, 1, other.tls.cert)] }, envelope, message()).then(() => undefined, (e: SmtpClientError) => e);
+    expect(err).toMatchObject({ stage: 'ehlo', command: 'STARTTLS', temporary: true, tlsRequired: { policy: 'dane', problem: 'tlsa-mismatch', code: 'TLSA_MISMATCH' } });
+    expect(err!.message).toMatch(/TLS required \(policy dane\), but the certificate of localhost does not match its TLSA records: .*3 1 1 [0-9a-f]{16}…/);
+    const name = await pool().send({ host, port: server.port, servername: 'mx.receiver.test', tls: 'dane', tlsa: [tlsa(2, 0, 1, pki.ca)] }, envelope, message()).then(() => undefined, (e: SmtpClientError) => e);
+    expect(name?.tlsRequired?.reason).toMatch(/does not name mx\.receiver\.test/);
+    expect(server.messages).toHaveLength(0);
+  });
+
+  it('dane: a server without STARTTLS is refused', async () => {
+    const server = await startServer();
+    const pki = await testPki();
+    const err = await pool().send({ host, port: server.port, servername: 'mx.test', tls: 'dane', tlsa: [tlsa(3, 1, 1, pki.tls.cert)] }, envelope, message()).then(() => undefined, (e: SmtpClientError) => e);
+    expect(err?.tlsRequired).toMatchObject({ policy: 'dane', problem: 'no-starttls' });
+    expect(server.messages).toHaveLength(0);
+  });
+
+  it('audit: under may, the result says what verify would have said, and the mail goes anyway', async () => {
+    const { pki, server } = await daneServer();
+    const sound = await pool({ ca: pki.ca }).send({ host, port: server.port, servername: 'localhost', tls: 'may', audit: true }, envelope, message());
+    expect(sound.tlsAudit).toBeNull();
+    const wrongName = await pool({ ca: pki.ca }).send({ host, port: server.port, servername: 'mx.receiver.test', tls: 'may', audit: true }, envelope, message());
+    expect(wrongName.tlsAudit).toMatchObject({ policy: 'verify', problem: 'certificate', code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    const plain = await startServer();
+    const stripped = await pool({ ca: pki.ca }).send({ host, port: plain.port, servername: 'mx.test', tls: 'may', audit: true }, envelope, message());
+    expect(stripped.tlsAudit).toMatchObject({ problem: 'no-starttls' });
+    const unasked = await pool({ ca: pki.ca }).send({ host, port: server.port, servername: 'mx.receiver.test', tls: 'may' }, envelope, message());
+    expect(unasked.tlsAudit).toBeUndefined();
+    expect(server.messages).toHaveLength(3);
   });
 });
 

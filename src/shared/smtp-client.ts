@@ -17,7 +17,8 @@
 // lab nodes never use) and the server's name as `servername` (TLS SNI, and how the target is named in messages).
 import net from 'node:net';
 import tls from 'node:tls';
-import type { TlsPolicyMode } from './config.js';
+import type { OutboundTlsPolicy } from './config.js';
+import { verifyDane, type TlsaAssociation } from './dane.js';
 import { tlsInfo, type TlsInfo } from './tls-session.js';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
@@ -35,14 +36,23 @@ export interface SmtpTarget {
    * TLS of this connection (see TlsPolicyMode): `encrypt` and `verify` fail the session (SmtpClientError with
    * `tlsRequired`) before MAIL FROM when the server does not offer STARTTLS or, for `verify`, when its certificate
    * does not chain to the pool's `ca` or does not carry `servername`. Absent: the pool's `starttls` option.
+   * `mta-sts` is `verify` for an MX that an MTA-STS policy in `enforce` mode lists; `dane` requires STARTTLS and a
+   * certificate chain that matches `tlsa` for `servername` (RFC 7672).
    */
-  tls?: TlsPolicyMode;
+  tls?: OutboundTlsPolicy;
+  /** The TLSA records of the server (policy `dane`). */
+  tlsa?: readonly TlsaAssociation[];
+  /**
+   * Report in SendResult.tlsAudit what `verify` would have said of the session, without enforcing it (MTA-STS in
+   * `testing` mode: deliver, and report a failure).
+   */
+  audit?: boolean;
 }
 
 /** Why a session that had to be encrypted (policy `encrypt` or `verify`) was not used. */
 export interface TlsRequiredFailure {
-  policy: TlsPolicyMode;
-  problem: 'no-starttls' | 'certificate';
+  policy: OutboundTlsPolicy;
+  problem: 'no-starttls' | 'certificate' | 'tlsa-mismatch';
   /** For humans, e.g. `the server did not offer STARTTLS`, `the certificate of mx.receiver.test failed verification: certificate has expired (CERT_HAS_EXPIRED)`. */
   reason: string;
   /** The OpenSSL or Node.js code of a certificate problem, e.g. CERT_HAS_EXPIRED, ERR_TLS_CERT_ALTNAME_INVALID. */
@@ -93,6 +103,8 @@ export interface SendResult {
   retried: boolean;
   /** The TLS version and cipher of the connection (after STARTTLS), null when it was plaintext. */
   tls?: TlsInfo | null;
+  /** With `target.audit`: why `verify` would have refused the session, or null when it would have passed. */
+  tlsAudit?: TlsRequiredFailure | null;
 }
 
 /** What ended a transaction as a whole (no per-recipient answer): connection, greeting, EHLO, MAIL, lost session. */
@@ -198,6 +210,8 @@ interface Session {
   target: string;
   /** Set once the session errored or ended: never reuse it. */
   dead: boolean;
+  /** What `verify` would say of this session (computed once it is up, with the pool's `ca`). */
+  audit?: TlsRequiredFailure | null;
   idleTimer?: NodeJS.Timeout;
 }
 
@@ -319,7 +333,9 @@ export class SmtpClientPool {
       opportunisticTLS: opportunistic,
       // The handshake never fails on the certificate: opportunistic TLS (RFC 7435) does not authenticate, and under
       // `verify` the certificate is checked once the session is up (before MAIL FROM), so the failure can say why.
-      tls: { rejectUnauthorized: false, ...(policy === 'verify' && this.options.ca ? { ca: this.options.ca } : {}), ...(target.servername ? { servername: target.servername } : {}) },
+      // The pool's CA is given whatever the policy, so that `authorized` says what `verify` would (an audit); but not
+      // under `dane`, where Node would complete the chain from it, and a DANE-TA anchor must be one the server sent.
+      tls: { rejectUnauthorized: false, ...(this.options.ca && policy !== 'dane' ? { ca: this.options.ca } : {}), ...(target.servername ? { servername: target.servername } : {}) },
       ...(target.servername ? { servername: target.servername } : {}),
       ...(this.options.localAddress ? { localAddress: this.options.localAddress } : {}),
       connectionTimeout: this.options.connectTimeoutMs,
@@ -359,7 +375,8 @@ export class SmtpClientPool {
       conn.connect((err) => {
         if (err) return fail(err);
         if (settled) return;
-        const tlsFailure = requiredTlsFailure(policy, (conn as unknown as { _socket?: net.Socket })._socket, target);
+        const socket = (conn as unknown as { _socket?: net.Socket })._socket;
+        const tlsFailure = requiredTlsFailure(policy, socket, target);
         if (tlsFailure) {
           settled = true;
           session.dead = true;
@@ -373,6 +390,7 @@ export class SmtpClientPool {
           const command = tlsFailure.problem === 'no-starttls' ? 'EHLO' : 'STARTTLS';
           return reject(new SmtpClientError({ stage: 'ehlo', target: display, command, description: `TLS required (policy ${policy}), but ${tlsFailure.reason}`, errno: tlsFailure.code ?? 'ETLSREQUIRED', tlsRequired: tlsFailure }));
         }
+        if (target.audit) session.audit = requiredTlsFailure('verify', socket, target) ?? null;
         settled = true;
         conn.removeListener('error', fail);
         conn.removeListener('end', ended);
@@ -410,7 +428,7 @@ export class SmtpClientPool {
           // The transaction completed (the server answered the data): the session is clean for the next one.
           const tls = tlsInfo((conn as unknown as { _socket?: net.Socket })._socket);
           this.release(session);
-          return resolve({ ...successResult(session.target, envelope, info, lmtp, reused), tls });
+          return resolve({ ...successResult(session.target, envelope, info, lmtp, reused), tls, ...(session.audit !== undefined ? { tlsAudit: session.audit } : {}) });
         }
         const state = envelopeState(conn);
         if (isAnsweredPerRecipient(err)) {
@@ -467,22 +485,29 @@ type SendInfo = Parameters<Parameters<SMTPConnection['send']>[2]>[1];
 
 function keyOf(target: SmtpTarget): string {
   // A session set up under one TLS policy is not reused under another (a `may` session may be plaintext).
-  return `${target.host}|${target.port}|${target.servername ?? ''}|${target.tls ?? ''}`;
+  // Nor is a DANE session reused once the TLSA records changed, nor an unaudited one where an audit is asked for.
+  const tlsa = target.tlsa?.map((r) => `${r.usage}.${r.selector}.${r.matchingType}.${r.data.toString('hex')}`).join(',') ?? '';
+  return `${target.host}|${target.port}|${target.servername ?? ''}|${target.tls ?? ''}|${tlsa}|${target.audit ? 'audit' : ''}`;
 }
 
-function policyOf(target: SmtpTarget, options: Pick<SmtpClientPoolOptions, 'starttls'>): TlsPolicyMode {
+function policyOf(target: SmtpTarget, options: Pick<SmtpClientPoolOptions, 'starttls'>): OutboundTlsPolicy {
   return target.tls ?? ((options.starttls ?? 'opportunistic') === 'opportunistic' ? 'may' : 'none');
 }
 
 /**
- * Why a session set up under `policy` must not carry mail: no TLS when `encrypt` or `verify` required it, or (for
- * `verify`) a certificate that does not chain to the CA or does not carry the server's name. Undefined: fine.
+ * Why a session set up under `policy` must not carry mail: no TLS when `encrypt`, `verify`, `mta-sts` or `dane`
+ * required it; (for `verify` and `mta-sts`) a certificate that does not chain to the CA or does not carry the
+ * server's name; (for `dane`) a chain that matches none of the TLSA records. Undefined: fine.
  */
-export function requiredTlsFailure(policy: TlsPolicyMode, socket: net.Socket | undefined, target: SmtpTarget): TlsRequiredFailure | undefined {
-  if (policy !== 'encrypt' && policy !== 'verify') return undefined;
+export function requiredTlsFailure(policy: OutboundTlsPolicy, socket: net.Socket | undefined, target: SmtpTarget): TlsRequiredFailure | undefined {
+  if (policy === 'none' || policy === 'may') return undefined;
   if (!socket || !(socket instanceof tls.TLSSocket) || !socket.encrypted) return { policy, problem: 'no-starttls', reason: 'the server did not offer STARTTLS' };
   if (policy === 'encrypt') return undefined;
   const name = target.servername ?? target.host;
+  if (policy === 'dane') {
+    const result = verifyDane(peerChain(socket), target.tlsa ?? [], name);
+    return result.ok ? undefined : { policy, problem: 'tlsa-mismatch', reason: `the certificate of ${name} does not match its TLSA records: ${result.reason}`, code: 'TLSA_MISMATCH' };
+  }
   if (!socket.authorized) {
     // An OpenSSL code (CERT_HAS_EXPIRED...), or the code of Node's host name check (ERR_TLS_CERT_ALTNAME_INVALID).
     const error = socket.authorizationError as unknown as Error | string | null;
@@ -497,6 +522,19 @@ export function requiredTlsFailure(policy: TlsPolicyMode, socket: net.Socket | u
     return { policy, problem: 'certificate', reason: `the certificate of ${name} failed verification: ${mismatch.message} (${code})`, code };
   }
   return undefined;
+}
+
+/** The certificates the server sent, leaf first (DER). */
+function peerChain(socket: tls.TLSSocket): Buffer[] {
+  const chain: Buffer[] = [];
+  let cert: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  const seen = new Set<string>();
+  while (cert?.raw && !seen.has(cert.fingerprint256)) {
+    seen.add(cert.fingerprint256);
+    chain.push(cert.raw);
+    cert = cert.issuerCertificate;
+  }
+  return chain;
 }
 
 /** OpenSSL's text for the verification codes node reports in `authorizationError`. */

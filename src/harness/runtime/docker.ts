@@ -473,7 +473,10 @@ class OutputTail {
 /** The ports a node's config says it listens on, control included (DNS on UDP and TCP). */
 function publishedPortsOf(config: NodeConfig): Omit<PublishedPort, 'host'>[] {
   const ports: Omit<PublishedPort, 'host'>[] = [{ container: config.controlPort, protocols: ['tcp'] }];
-  if (config.role === 'dns') ports.push({ container: config.port, protocols: ['udp', 'tcp'] });
+  if (config.role === 'dns') {
+    ports.push({ container: config.port, protocols: ['udp', 'tcp'] });
+    if (config.mtaSts) ports.push({ container: config.mtaSts.port, protocols: ['tcp'] });
+  }
   else for (const port of Object.values(config.ports)) if (typeof port === 'number') ports.push({ container: port, protocols: ['tcp'] });
   const seen = new Set<number>();
   return ports.filter((p) => !seen.has(p.container) && seen.add(p.container));
