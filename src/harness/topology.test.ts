@@ -57,3 +57,46 @@ describe('the outbound TLS policy in a lab definition', () => {
     expect(() => validateLab(withTls({ noStartTls: ['mta', 'mx2'] }))).toThrow(/tls\.noStartTls: "mta" is not an mx host[\s\S]*tls\.noStartTls: "mx2" is not an mx host/);
   });
 });
+
+describe('MTA-STS and DANE in a lab definition', () => {
+  const addresses = { dns: '127.9.9.2', mailbox: '127.9.9.3', mx: '127.9.9.4', mta: '127.9.9.5' };
+  const withSts = (mtaSts: NonNullable<LabDefinition['domains'][string]['mtaSts']>): LabDefinition => {
+    const lab = structuredClone(defaultLab);
+    lab.domains['receiver.test']!.mtaSts = mtaSts;
+    return lab;
+  };
+
+  it('publishes the policy: TXT with an id that follows the text, mta-sts.<domain> at the dns host, the site with its text', () => {
+    const { nodes, zones } = planLab(withSts({ mode: 'enforce' }), { addresses, portOffset: 10_000, dataRoot: '/tmp/lab' });
+    const records = zones.find((z) => z.origin === 'receiver.test')!.records;
+    const txt = records.find((r) => r.name === '_mta-sts.receiver.test');
+    expect(txt).toEqual({ name: '_mta-sts.receiver.test', type: 'TXT', data: expect.stringMatching(/^v=STSv1; id=[0-9a-f]{20}$/) });
+    expect(records).toContainEqual({ name: 'mta-sts.receiver.test', type: 'A', address: '127.9.9.2' });
+    expect(nodes.dns).toMatchObject({ mtaSts: { port: 10_443, sites: [{ domain: 'receiver.test', policy: 'version: STSv1\r\nmode: enforce\r\nmx: mx.receiver.test\r\nmax_age: 604800\r\n', cert: '', key: '' }] } });
+    expect(nodes.mta).toMatchObject({ mtaSts: { port: 10_443 }, dane: true });
+
+    const other = planLab(withSts({ mode: 'testing', mx: ['*.receiver.test'], maxAge: 600 }), { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    const otherTxt = other.zones.find((z) => z.origin === 'receiver.test')!.records.find((r) => r.name === '_mta-sts.receiver.test');
+    expect(otherTxt).not.toEqual(txt);
+    expect(other.nodes.dns).toMatchObject({ mtaSts: { sites: [{ policy: 'version: STSv1\r\nmode: testing\r\nmx: *.receiver.test\r\nmax_age: 600\r\n' }] } });
+    const fixed = planLab(withSts({ mode: 'enforce', id: '20261130' }), { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    expect(fixed.zones.find((z) => z.origin === 'receiver.test')!.records).toContainEqual({ name: '_mta-sts.receiver.test', type: 'TXT', data: 'v=STSv1; id=20261130' });
+  });
+
+  it('has no policy host without a policy, and the MTA can be told to ignore MTA-STS and DANE', () => {
+    const { nodes } = planLab(defaultLab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    expect(nodes.dns).not.toHaveProperty('mtaSts');
+    const off = planLab(withTls({ outbound: { mtaSts: false, dane: false } }), { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    expect(off.nodes.mta).not.toHaveProperty('mtaSts');
+    expect(off.nodes.mta).toMatchObject({ dane: false });
+  });
+
+  it('refuses a policy or a TLSA definition that cannot be published', () => {
+    expect(() => validateLab(withSts({ mode: 'strict' as 'enforce' }))).toThrow(/receiver\.test: mtaSts\.mode "strict" is not enforce, testing or none/);
+    expect(() => validateLab(withSts({ mode: 'enforce', id: 'not-alnum!' }))).toThrow(/mtaSts\.id "not-alnum!" must be 1 to 32 letters and digits/);
+    expect(() => validateLab(withSts({ mode: 'enforce', maxAge: 31_557_601 }))).toThrow(/mtaSts\.maxAge must be whole seconds/);
+    expect(() => validateLab(withSts({ mode: 'enforce', certificate: 'revoked' as CertificateFault }))).toThrow(/mtaSts\.certificate "revoked" is not a certificate fault/);
+    expect(() => validateLab(withTls({ dane: { mx2: [{ usage: 3, selector: 1, matchingType: 1 }] } }))).toThrow(/tls\.dane: "mx2" is not a lab host/);
+    expect(() => validateLab(withTls({ dane: { mx: [{ usage: 1 as 3, selector: 1, matchingType: 1 }] } }))).toThrow(/tls\.dane\.mx: 1 1 1 is not a DANE-TA\/DANE-EE record/);
+  });
+});

@@ -28,6 +28,7 @@ import net from 'node:net';
 import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import type { Endpoint, OutboundTlsPolicy, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';
 import { describeTlsa, usableTlsa, type TlsaAssociation } from '../shared/dane.js';
+import { insideLab } from '../shared/lab-boundary.js';
 import type { TlsRequiredFailure } from '../shared/smtp-client.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
@@ -346,13 +347,6 @@ function failureType(failure: TlsRequiredFailure): TlsFailureType {
     default:
       return 'validation-failure';
   }
-}
-
-/** Whether `address` is one of the lab's (IPv4-mapped IPv6 counts as the IPv4 address); no list: any address. */
-export function insideLab(address: string, labAddresses: readonly string[] | undefined): boolean {
-  if (!labAddresses) return true;
-  const plain = (a: string) => a.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
-  return labAddresses.some((a) => plain(a) === plain(address));
 }
 
 interface Where {

@@ -29,6 +29,7 @@ import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { domainToASCII } from 'node:url';
 import { parsePolicy } from 'mailauth/lib/mta-sts.js';
+import { insideLab } from '../shared/lab-boundary.js';
 
 export type MtaStsMode = 'enforce' | 'testing' | 'none';
 export interface MtaStsPolicy {
@@ -165,7 +166,7 @@ export class MtaStsPolicies {
     } catch (err) {
       throw new PolicyProblem('sts-policy-fetch-error', `${url}: ${host} has no address (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     }
-    const allowed = addresses.filter((a) => isLabAddress(a, this.options.labAddresses));
+    const allowed = addresses.filter((a) => insideLab(a, this.options.labAddresses));
     if (allowed.length === 0) {
       const why = addresses.length === 0 ? 'no address' : `only addresses outside the lab (${addresses.join(', ')}), not connected to`;
       throw new PolicyProblem('sts-policy-fetch-error', `${url}: ${host} has ${why}`);
@@ -323,9 +324,3 @@ function normalizeHost(name: string): string {
   return domainToASCII(plain) || plain;
 }
 
-/** Whether `address` is one of the lab's (IPv4-mapped IPv6 counts as the IPv4 address); no list: any address. */
-function isLabAddress(address: string, labAddresses: readonly string[] | undefined): boolean {
-  if (!labAddresses) return true;
-  const bare = (a: string) => a.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
-  return labAddresses.some((a) => bare(a) === bare(address));
-}

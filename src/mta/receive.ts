@@ -26,7 +26,7 @@ import type { MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 import { LoginThrottle } from '../shared/login-throttle.js';
-import { insideLab } from './delivery.js';
+import { insideLab } from '../shared/lab-boundary.js';
 
 /** Largest message accepted by default (config.limits.maxMessageSize overrides it), advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
 export const MESSAGE_SIZE_LIMIT = 25 * 1024 * 1024;

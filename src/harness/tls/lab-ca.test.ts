@@ -126,3 +126,42 @@ describe('the lab CA on the docker runtime', () => {
     },
   );
 });
+
+describe('Lab.start with MTA-STS and DANE', () => {
+  it('issues the policy site its own certificate, publishes TLSA records computed from the certificates, and sends the CA where DANE-TA needs it', async () => {
+    const lab = await new Lab(defaultLab)
+      .withRuntime('local')
+      .with((d) => {
+        d.domains['receiver.test']!.mtaSts = { mode: 'enforce', certificate: 'expired' };
+        d.tls = { certificates: { mx: 'wrong-name' }, dane: { mx: [{ usage: 3, selector: 1, matchingType: 1 }, { usage: 2, selector: 0, matchingType: 2 }, { usage: 3, selector: 0, matchingType: 1, mismatch: true }] } };
+      })
+      .start();
+    try {
+      const dns = lab.nodeOf('dns').config;
+      if (dns.role !== 'dns') throw new Error('role');
+      const [site] = dns.mtaSts!.sites;
+      const siteCert = new X509Certificate(site!.cert);
+      expect(siteCert.subjectAltName).toBe('DNS:mta-sts.receiver.test');
+      expect(Date.parse(siteCert.validTo), 'the site has the fault it was given, not the MX').toBeLessThan(Date.now());
+      expect(siteCert.verify(new X509Certificate(lab.ca).publicKey)).toBe(true);
+
+      const mx = lab.nodeOf('mx').config;
+      const served = mx.tls!.cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
+      expect(served.map((pem) => new X509Certificate(pem).fingerprint256)).toEqual([new X509Certificate(served[0]!).fingerprint256, new X509Certificate(lab.ca).fingerprint256]);
+      const { associationData } = await import('../../shared/dane.js');
+      const name = `_${mx.role === 'mx' ? mx.ports.smtp : 0}._tcp.mx.receiver.test`;
+      const answer = await lab.dns.lookup(name, 'TLSA');
+      expect(answer.answers.map((r) => (r.type === 'TLSA' ? `${r.usage} ${r.selector} ${r.matchingType} ${r.data}` : r.type))).toEqual([
+        `3 1 1 ${associationData(served[0]!, 1, 1).toString('hex')}`,
+        `2 0 2 ${associationData(lab.ca, 0, 2).toString('hex')}`,
+        expect.stringMatching(/^3 0 1 [0-9a-f]{64}$/),
+      ]);
+      const stale = answer.answers[2]!;
+      expect(stale.type === 'TLSA' && stale.data).not.toBe(associationData(served[0]!, 0, 1).toString('hex'));
+      // Other hosts send their leaf alone.
+      expect(lab.nodeOf('mta').config.tls!.cert.match(/BEGIN CERTIFICATE/g)).toHaveLength(1);
+    } finally {
+      await lab.stop();
+    }
+  });
+});
