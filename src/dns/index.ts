@@ -1,5 +1,8 @@
 // The `dns` role: the lab's authoritative DNS server (UDP and TCP), its records editable at runtime over rpc,
 // plus the client helpers other roles use to query it.
+//
+// TLSA records (RFC 6698) are served like the other types and `resolveTlsa` is exported, because the MTA's DANE
+// (RFC 7672) needs TLSA lookups and Node 20's resolver has none.
 import type { DnsNodeConfig, DnsRecord } from '../shared/config.js';
 import type { RpcTable } from '../shared/contract.js';
 import type { RoleStarter } from '../shared/node.js';
@@ -11,8 +14,8 @@ export { Zones, normalizeName, DEFAULT_TTL } from './zone.js';
 export type * from './api.js';
 export { answerQuery, describeRecord, splitTxt, startDnsServer } from './server.js';
 export type { DnsServerOptions, RunningDnsServer } from './server.js';
-export { createLabResolver, resolveMxTargets } from './resolver.js';
-export type { LabResolverOptions, MxOptions, MxResolver } from './resolver.js';
+export { createLabResolver, resolveMxTargets, resolveTlsa } from './resolver.js';
+export type { LabResolverOptions, MxOptions, MxResolver, TlsaAnswer, TlsaOptions } from './resolver.js';
 
 export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => {
   const { config, events, log } = ctx;
