@@ -285,6 +285,7 @@ async function bindBoth(
   }
 }
 
-function formatAddress(address: string, port: number): string {
+/** `address:port`, IPv6 addresses in brackets: how events name a client. */
+export function formatAddress(address: string, port: number): string {
   return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
 }
