@@ -102,6 +102,11 @@ describe('resolveTlsa against the lab DNS node', () => {
     expect(err.message).toBe('mx.receiver.test TLSA: no TLSA records (ENODATA)');
   });
 
+  it('rejects options that would never send a query', async () => {
+    await expect(resolveTlsa(server, '_25._tcp.mx.receiver.test', { tries: 0 })).rejects.toThrow('resolveTlsa: tries must be a whole number from 1, got 0');
+    await expect(resolveTlsa(server, '_25._tcp.mx.receiver.test', { timeoutMs: -1 })).rejects.toThrow(/timeoutMs must be a positive number/);
+  });
+
   it('fails with EREFUSED outside every lab zone', async () => {
     const err = await failure(resolveTlsa(server, '_25._tcp.mx.example.com'));
     expect(err.code).toBe('EREFUSED');
@@ -159,6 +164,14 @@ describe('resolveTlsa against servers that do not answer well', () => {
     } finally {
       await wrongId.close();
     }
+  });
+
+  it('fails with ECONNREFUSED at once when nothing listens on the port (ICMP port unreachable)', async () => {
+    const closed = await udpServer(() => undefined);
+    await closed.close(); // the port is free again: datagrams to it are refused
+    const err = await failure(resolveTlsa(closed.endpoint, '_25._tcp.mx.receiver.test', { timeoutMs: 5000, tries: 1 }));
+    expect(err.code).toBe('ECONNREFUSED');
+    expect(err.message).toMatch(new RegExp(`^_25\\._tcp\\.mx\\.receiver\\.test TLSA: cannot reach 127\\.0\\.0\\.1:${closed.endpoint.port} over UDP`));
   });
 
   it('fails with ESERVFAIL when the matching response says SERVFAIL', async () => {

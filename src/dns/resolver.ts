@@ -147,6 +147,8 @@ function dnsError(what: string, hostname: string, code: string, reason: string):
 export async function resolveTlsa(server: Endpoint, name: string, options: TlsaOptions = {}): Promise<TlsaAnswer[]> {
   const timeoutMs = options.timeoutMs ?? 1000;
   const tries = options.tries ?? 2;
+  if (!Number.isInteger(tries) || tries < 1) throw new Error(`resolveTlsa: tries must be a whole number from 1, got ${tries}`);
+  if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) throw new Error(`resolveTlsa: timeoutMs must be a positive number of ms, got ${timeoutMs}`);
   const qname = normalizeName(name);
   const what = `${qname} TLSA`;
   const fail = (code: string, reason: string) => dnsError(what, qname, code, reason);
