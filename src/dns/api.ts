@@ -1,6 +1,10 @@
 // The `dns` role's contract with the harness (type-only but for the list of event kinds): its control operations
 // and its events. The shapes the MTA's MX resolution returns live here too, so the MTA and the harness read them
 // from one place.
+//
+// The MTA-STS policy host (RFC 8461 §3.3) the node serves when configured adds an event per request
+// (`policy-fetch`) and an operation to change a policy while the lab runs (`set-mta-sts-policy`), so scenarios can
+// see which MTA fetched what and can roll a policy over together with its `_mta-sts` TXT id.
 import type { DnsRecord, ZoneConfig } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
 
@@ -31,6 +35,18 @@ export interface DnsQueryInfo {
   /** The answer section, one short string per record, e.g. `MX 10 mx.receiver.test`. */
   answers: string[];
   transport: DnsTransport;
+  /** `address:port` of the client. */
+  client: string;
+}
+
+/** One request to the MTA-STS policy host. */
+export interface PolicyFetch {
+  /** The policy domain the Host header names (`receiver.test` for `mta-sts.receiver.test`); the Host as sent when it names no site. */
+  domain: string;
+  /** The request path, without the query. */
+  path: string;
+  /** HTTP status answered: 200, 404 or 405. */
+  status: number;
   /** `address:port` of the client. */
   client: string;
 }
@@ -83,13 +99,17 @@ export type DnsOperations = {
   'remove-zone': Operation<{ origin: string }, { removed: boolean }>;
   /** The answer the server would give, without DNS. */
   lookup: Operation<{ name: string; type?: string }, LookupResult>;
+  /** Replaces the policy text an MTA-STS site serves (from the next request on); answers the domains served. */
+  'set-mta-sts-policy': Operation<{ domain: string; policy: string }, { domains: string[] }>;
 };
 
 export type DnsEvents = NodeEvents & {
   /** A query was answered (every query, UDP or TCP). */
   'dns-query': DnsQueryInfo;
+  /** A request to the MTA-STS policy host was answered. */
+  'policy-fetch': PolicyFetch;
 };
 
 export type DnsContract = { operations: DnsOperations; events: DnsEvents };
 
-export const DNS_EVENT_KINDS = eventKinds<DnsEvents>()([...NODE_EVENT_KINDS, 'dns-query'] as const);
+export const DNS_EVENT_KINDS = eventKinds<DnsEvents>()([...NODE_EVENT_KINDS, 'dns-query', 'policy-fetch'] as const);

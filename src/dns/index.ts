@@ -1,18 +1,27 @@
 // The `dns` role: the lab's authoritative DNS server (UDP and TCP), its records editable at runtime over rpc,
 // plus the client helpers other roles use to query it.
+//
+// TLSA records (RFC 6698) are served like the other types and `resolveTlsa` is exported, because the MTA's DANE
+// (RFC 7672) needs TLSA lookups and Node 20's resolver has none.
+//
+// With `config.mtaSts`, the node also serves the lab's MTA-STS policy host (mta-sts-site.ts, service `mta-sts`),
+// started and stopped with the DNS server, and its policies can be changed over rpc (`set-mta-sts-policy`).
 import type { DnsNodeConfig, DnsRecord } from '../shared/config.js';
 import type { RpcTable } from '../shared/contract.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { DnsContract } from './api.js';
+import { startMtaStsSite, type RunningMtaStsSite } from './mta-sts-site.js';
 import { startDnsServer } from './server.js';
 import { Zones } from './zone.js';
 
 export { Zones, normalizeName, DEFAULT_TTL } from './zone.js';
 export type * from './api.js';
 export { answerQuery, describeRecord, splitTxt, startDnsServer } from './server.js';
+export { MTA_STS_PATH, startMtaStsSite } from './mta-sts-site.js';
+export type { MtaStsSiteOptions, RunningMtaStsSite } from './mta-sts-site.js';
 export type { DnsServerOptions, RunningDnsServer } from './server.js';
-export { createLabResolver, resolveMxTargets } from './resolver.js';
-export type { LabResolverOptions, MxOptions, MxResolver } from './resolver.js';
+export { createLabResolver, resolveMxTargets, resolveTlsa } from './resolver.js';
+export type { LabResolverOptions, MxOptions, MxResolver, TlsaAnswer, TlsaOptions } from './resolver.js';
 
 export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => {
   const { config, events, log } = ctx;
@@ -25,15 +34,33 @@ export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => 
     onQuery: (query) => events.emit({ kind: 'dns-query', detail: { ...query } }),
   });
   log(`dns: serving ${zones.list().length} zone(s) on ${server.endpoint.host}:${server.endpoint.port} (udp, tcp)`);
+  let mtaSts: RunningMtaStsSite | undefined;
+  if (config.mtaSts) {
+    try {
+      mtaSts = await startMtaStsSite({
+        host: config.address,
+        port: config.mtaSts.port,
+        sites: config.mtaSts.sites,
+        log,
+        onFetch: (fetch) => events.emit({ kind: 'policy-fetch', detail: { ...fetch } }),
+      });
+    } catch (err) {
+      await server.close(); // the node fails to start as a whole: nothing may be left listening
+      throw err;
+    }
+    log(`dns: MTA-STS policy host for ${mtaSts.domains().join(', ')} on ${mtaSts.endpoint.host}:${mtaSts.endpoint.port} (https)`);
+  }
   return {
-    services: { dns: server.endpoint },
-    rpc: dnsRpc(zones),
-    stop: () => server.close(),
+    services: { dns: server.endpoint, ...(mtaSts ? { 'mta-sts': mtaSts.endpoint } : {}) },
+    rpc: dnsRpc(zones, mtaSts),
+    stop: async () => {
+      await Promise.all([server.close(), mtaSts?.close()]);
+    },
   };
 };
 
 /** The role's control operations (see DnsOperations in api.ts). */
-export function dnsRpc(zones: Zones): RpcTable<DnsContract> {
+export function dnsRpc(zones: Zones, mtaSts?: RunningMtaStsSite): RpcTable<DnsContract> {
   const listing = () => ({ zones: zones.list() });
   const required = (value: unknown, what: string): string => {
     if (typeof value !== 'string' || value === '') throw new Error(`${what} is required`);
@@ -67,5 +94,12 @@ export function dnsRpc(zones: Zones): RpcTable<DnsContract> {
     },
     'remove-zone': (args) => ({ removed: zones.removeZone(required(args.origin, 'remove-zone: origin')) }),
     lookup: (args) => zones.lookup(required(args.name, 'lookup: name'), String(args.type ?? 'A')),
+    'set-mta-sts-policy': (args) => {
+      if (!mtaSts) throw new Error('set-mta-sts-policy: this DNS node serves no MTA-STS site (its configuration has no mtaSts)');
+      const domain = required(args.domain, 'set-mta-sts-policy: domain');
+      if (typeof args.policy !== 'string') throw new Error('set-mta-sts-policy needs policy: the policy text as served');
+      mtaSts.setPolicy(domain, args.policy);
+      return { domains: mtaSts.domains() };
+    },
   };
 }

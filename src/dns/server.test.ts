@@ -1,27 +1,23 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { execFile, execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { promises as dns } from 'node:dns';
+import { promisify } from 'node:util';
 import { Packet, TCPClient, UDPClient } from 'dns2';
 import type { DnsNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
+import { dnsTestConfig } from './dns.test-helper.js';
 import { answerQuery, splitTxt, startDns } from './index.js';
 import { Zones } from './zone.js';
 
 const longText = 'v=DKIM1; k=rsa; p=' + 'A'.repeat(700);
 
-const config: DnsNodeConfig = {
-  name: 'dns',
-  role: 'dns',
-  hostname: 'dns.lab.test',
-  address: '127.0.0.1',
-  dataDir: '/nonexistent',
-  controlPort: 0,
-  resolver: { host: '127.0.0.1', port: 0 },
-  greetingDelayMs: 0,
-  fsync: false,
-  port: 0,
+/** A SHA2-256 digest as TLSA data (what `3 1 1` records carry), written upper-case to check it is stored lower. */
+const spkiDigest = '0C72AC70B745AC19998811B131D662C9AC69DBDBE7CB23E5B514B56664C5D3D6';
+
+const config: DnsNodeConfig = dnsTestConfig({
   zones: [
     {
       origin: 'receiver.test',
@@ -33,12 +29,14 @@ const config: DnsNodeConfig = {
         { name: 'mx.receiver.test', type: 'AAAA', address: 'fd00::5' },
         { name: 'www.receiver.test', type: 'CNAME', domain: 'mx.receiver.test' },
         { name: 'sel._domainkey.receiver.test', type: 'TXT', data: longText },
+        { name: '_25._tcp.mx.receiver.test', type: 'TLSA', usage: 3, selector: 1, matchingType: 1, data: spkiDigest },
+        { name: '_25._tcp.mx.receiver.test', type: 'TLSA', usage: 2, selector: 0, matchingType: 0, data: '30820102' },
       ],
     },
     { origin: 'nomail.test', records: [{ name: 'nomail.test', type: 'MX', exchange: '.', priority: 0 }] },
     { origin: '0.0.127.in-addr.arpa', records: [{ name: '5.0.0.127.in-addr.arpa', type: 'PTR', domain: 'mx.receiver.test' }] },
   ],
-};
+});
 
 let events: EventLog;
 let role: RunningRole;
@@ -222,6 +220,63 @@ describe('lab DNS server over TCP and raw packets', () => {
   });
 });
 
+/** dig (BIND's client, an implementation independent of dns2) when installed; the tests below need it. */
+const digMissing = (() => {
+  try {
+    execFileSync('dig', ['-v'], { stdio: 'ignore' });
+    return undefined;
+  } catch (err) {
+    return `dig is not installed (${(err as Error).message}); apt-get install -y dnsutils to run the TLSA wire tests`;
+  }
+})();
+if (digMissing) console.warn(`skipping the dig TLSA tests: ${digMissing}`);
+
+/**
+ * `dig +short` TLSA answers, one per record as `usage selector matching HEX`. dig prints long data in groups
+ * separated by spaces; they are joined here so a record is one string.
+ */
+async function digTlsa(name: string, ...flags: string[]): Promise<string[]> {
+  const { stdout } = await promisify(execFile)('dig', [`@127.0.0.1`, '-p', String(port), 'TLSA', name, '+short', '+tries=1', '+time=2', ...flags]);
+  return stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.trim().split(/\s+/))
+    .map(([usage, selector, matching, ...hex]) => `${usage} ${selector} ${matching} ${hex.join('')}`)
+    .sort();
+}
+
+describe.skipIf(digMissing !== undefined)('TLSA records on the wire (RFC 6698), read by dig', () => {
+  const expected = ['2 0 0 30820102', `3 1 1 ${spkiDigest}`];
+
+  it('answers a TLSA query over UDP as type 52 with usage, selector, matching type and data', async () => {
+    const seq = events.since(0).at(-1)?.seq ?? 0;
+    expect(await digTlsa('_25._tcp.mx.receiver.test')).toEqual(expected);
+    expect(queriesSince(seq).map((e) => e.detail)).toMatchObject([
+      { name: '_25._tcp.mx.receiver.test', type: 'TLSA', rcode: 'NOERROR', transport: 'udp', answers: ['TLSA 3 1 1 0c72ac70b745ac19…', 'TLSA 2 0 0 30820102'] },
+    ]);
+  });
+
+  it('answers over TCP too', async () => {
+    const seq = events.since(0).at(-1)?.seq ?? 0;
+    expect(await digTlsa('_25._tcp.mx.receiver.test', '+tcp')).toEqual(expected);
+    expect(queriesSince(seq).map((e) => e.detail.transport)).toEqual(['tcp']);
+  });
+
+  it('serves TLSA records set over the control channel, and NODATA where there are none', async () => {
+    try {
+      await role.rpc['set-records']!({ name: '_25._tcp.mx.receiver.test', type: 'TLSA', records: [{ usage: 3, selector: 0, matchingType: 2, data: 'ab'.repeat(64) }] });
+      expect(await digTlsa('_25._tcp.mx.receiver.test')).toEqual([`3 0 2 ${'AB'.repeat(64)}`]);
+      expect(() => role.rpc['add-record']!({ record: { name: '_25._tcp.mx.receiver.test', type: 'TLSA', usage: 3, selector: 1, matchingType: 1, data: 'abcd' } })).toThrow(
+        /matching type 1 is a 32-octet digest, got 2 octets/,
+      );
+      expect(await digTlsa('mx.receiver.test')).toEqual([]);
+    } finally {
+      await role.rpc['set-records']!({ name: '_25._tcp.mx.receiver.test', type: 'TLSA', records: config.zones![0]!.records.filter((r) => r.type === 'TLSA') });
+    }
+  });
+});
+
 describe('answerQuery', () => {
   const zones = new Zones(config.zones);
   const request = (build: (p: Packet) => void) => {
@@ -257,6 +312,16 @@ describe('answerQuery', () => {
       p.additionals.push(Packet.Resource.EDNS([]));
     }));
     expect(edns?.response.additionals.map((r) => r.type)).toEqual([Packet.TYPE.EDNS]);
+  });
+
+  it('recognises a TLSA question by its code, 52, which dns2 does not name', () => {
+    const answered = answerQuery(zones, request((p) => p.questions.push(new Packet.Question('_25._tcp.mx.receiver.test', 52, Packet.CLASS.IN))));
+    expect(answered?.query).toMatchObject({ type: 'TLSA', rcode: 'NOERROR' });
+    const wire = Packet.parse(answered!.response.toBuffer());
+    expect(wire.answers.map((r) => [r.type, (r.data as Buffer).toString('hex')])).toEqual([
+      [52, '030101' + spkiDigest.toLowerCase()],
+      [52, '02000030820102'],
+    ]);
   });
 
   it('splits TXT at 255 octets without cutting a character', () => {

@@ -3,11 +3,15 @@
 // dns2's combined `createServer` is not used: its `listen` binds UDP and TCP independently, so with port 0 the two
 // get different ports, and for TCP it drops the address when the port is 0 (net wants `host`, it passes
 // `address`). Binding the two transports here keeps one endpoint for both.
+//
+// TLSA records (RFC 6698, for the MTA's DANE) are answered as type 52 with raw RDATA (wire.ts: dns2 has no TLSA
+// codec but encodes a Buffer as the RDATA of a type it does not know), and TLSA queries are recognised by code.
 import type { RemoteInfo } from 'node:dgram';
 import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { Packet, createTCPServer, createUDPServer, type Resource, type TCPServer, type UDPServer } from 'dns2';
 import type { Endpoint } from '../shared/config.js';
 import type { DnsQueryInfo, DnsTransport, LookupResult, ZoneRecord } from './api.js';
+import { encodeTlsaRdata, typeCode, typeName } from './wire.js';
 import { DEFAULT_TTL, normalizeName, type Zones } from './zone.js';
 
 export interface DnsServerOptions {
@@ -33,6 +37,9 @@ const TXT_CHUNK = 255;
 
 /** How much of a TXT record's text `describeRecord` shows. */
 const TXT_SUMMARY = 100;
+
+/** How many hex digits of a TLSA record's data `describeRecord` shows: enough to tell digests apart. */
+const TLSA_SUMMARY = 16;
 
 const RCODE_NAMES = new Map<number, string>();
 for (const [name, code] of Object.entries(Packet.RCODE)) if (!RCODE_NAMES.has(code)) RCODE_NAMES.set(code, name);
@@ -80,12 +87,16 @@ export function describeRecord(record: ZoneRecord): string {
       return `NS ${record.ns}`;
     case 'SOA':
       return `SOA ${record.primary} ${record.admin} ${record.serial}`;
+    case 'TLSA': {
+      const data = record.data.length > TLSA_SUMMARY ? `${record.data.slice(0, TLSA_SUMMARY)}…` : record.data;
+      return `TLSA ${record.usage} ${record.selector} ${record.matchingType} ${data}`;
+    }
   }
 }
 
 /** A zone record as dns2 encodes it. */
 function toResource(record: ZoneRecord): Resource {
-  const common = { name: record.name, type: Packet.TYPE[record.type], class: Packet.CLASS.IN, ttl: record.ttl ?? DEFAULT_TTL };
+  const common = { name: record.name, type: typeCode(record.type), class: Packet.CLASS.IN, ttl: record.ttl ?? DEFAULT_TTL };
   switch (record.type) {
     case 'A':
     case 'AAAA':
@@ -103,6 +114,8 @@ function toResource(record: ZoneRecord): Resource {
       const { primary, admin, serial, refresh, retry, expiration, minimum } = record;
       return new Packet.Resource({ ...common, primary, admin, serial, refresh, retry, expiration, minimum });
     }
+    case 'TLSA':
+      return new Packet.Resource({ ...common, data: encodeTlsaRdata(record) });
   }
 }
 
@@ -120,7 +133,7 @@ export function answerQuery(zones: Zones, request: Packet): Answered | undefined
   const question = request.questions[0];
   const query: Answered['query'] = {
     name: question ? normalizeName(String(question.name)) : '',
-    type: question ? Packet.typeName(question.type) : '',
+    type: question ? typeName(question.type) : '',
     rcode: 'NOERROR',
     answers: [],
   };
@@ -231,7 +244,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<Running
 
 function servfail(request: Packet, query?: Answered['query']): Answered {
   const response = Packet.createErrorResponseFromRequest(request, Packet.RCODE.SERVFAIL);
-  const base = query ?? { name: request.questions[0] ? normalizeName(String(request.questions[0].name)) : '', type: request.questions[0] ? Packet.typeName(request.questions[0].type) : '' };
+  const base = query ?? { name: request.questions[0] ? normalizeName(String(request.questions[0].name)) : '', type: request.questions[0] ? typeName(request.questions[0].type) : '' };
   return { response, query: { ...base, rcode: 'SERVFAIL', answers: [] } };
 }
 
@@ -272,6 +285,7 @@ async function bindBoth(
   }
 }
 
-function formatAddress(address: string, port: number): string {
+/** `address:port`, IPv6 addresses in brackets: how events name a client. */
+export function formatAddress(address: string, port: number): string {
   return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`;
 }

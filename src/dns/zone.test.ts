@@ -58,6 +58,8 @@ function brief(result: LookupResult): string[] {
         return `${r.name} NS ${r.ns}`;
       case 'SOA':
         return `${r.name} SOA ${r.primary} ${r.admin} ${r.serial}`;
+      case 'TLSA':
+        return `${r.name} TLSA ${r.usage} ${r.selector} ${r.matchingType} ${r.data}`;
     }
   });
 }
@@ -185,6 +187,10 @@ describe('Zones.lookup: negative answers', () => {
     expect(result.rcode).toBe('NOERROR');
     expect(result.answers).toEqual([]);
     expect(result.authority.map((r) => r.type)).toEqual(['SOA']);
+  });
+
+  it('NODATA for TLSA where the name has other records', () => {
+    expect(zones.lookup('mx.receiver.test', 'TLSA')).toMatchObject({ rcode: 'NOERROR', answers: [] });
   });
 
   it('NODATA for types the lab does not serve', () => {
@@ -341,5 +347,53 @@ describe('Zones: runtime edits', () => {
       expect(change).toThrow();
       expect(JSON.stringify(zones.list())).toBe(before);
     }
+  });
+});
+
+describe('Zones: TLSA records (RFC 6698)', () => {
+  const sha256 = 'AB'.repeat(32);
+  const tlsa = (fields: Partial<{ usage: number; selector: number; matchingType: number; data: string }>) =>
+    ({ name: '_25._tcp.mx.receiver.test', type: 'TLSA', usage: 3, selector: 1, matchingType: 1, data: sha256, ...fields }) as const;
+
+  it('stores the data as lower-case hex and answers TLSA queries, case-insensitively', () => {
+    const zones = lab();
+    zones.addRecord(tlsa({}));
+    expect(brief(zones.lookup('_25._TCP.mx.receiver.test.', 'tlsa'))).toEqual([`_25._tcp.mx.receiver.test TLSA 3 1 1 ${'ab'.repeat(32)}`]);
+    // The parent of the TLSA name is an empty non-terminal: NODATA, not NXDOMAIN.
+    expect(zones.lookup('_tcp.mx.receiver.test', 'TLSA')).toMatchObject({ rcode: 'NOERROR', answers: [] });
+  });
+
+  it('treats the same record in upper and lower case hex as one (no duplicates in the RRset)', () => {
+    const zones = lab();
+    zones.addRecord(tlsa({}));
+    zones.addRecord(tlsa({ data: sha256.toLowerCase() }));
+    zones.addRecord(tlsa({ usage: 2 }));
+    expect(zones.lookup('_25._tcp.mx.receiver.test', 'TLSA').answers).toHaveLength(2);
+    zones.setRecords('_25._tcp.mx.receiver.test', 'TLSA', [tlsa({ matchingType: 0, data: '3059301306' }), tlsa({ matchingType: 0, data: '3059301306'.toUpperCase() })]);
+    expect(brief(zones.lookup('_25._tcp.mx.receiver.test', 'TLSA'))).toEqual(['_25._tcp.mx.receiver.test TLSA 3 1 0 3059301306']);
+  });
+
+  it('accepts a SHA2-512 digest and private-use values up to 255', () => {
+    const zones = lab();
+    zones.addRecord(tlsa({ matchingType: 2, data: 'cd'.repeat(64) }));
+    zones.addRecord(tlsa({ usage: 255, selector: 255, matchingType: 255, data: '00' }));
+    expect(zones.lookup('_25._tcp.mx.receiver.test', 'TLSA').answers).toHaveLength(2);
+  });
+
+  it('rejects bad fields and data with a message that says which', () => {
+    const zones = lab();
+    const cases: Array<[Parameters<typeof tlsa>[0], RegExp]> = [
+      [{ usage: 256 }, /usage must be an integer from 0 to 255/],
+      [{ selector: -1 }, /selector must be an integer from 0 to 255/],
+      [{ matchingType: 1.5 }, /matchingType must be an integer from 0 to 255/],
+      [{ data: '' }, /non-empty, even-length hex/],
+      [{ data: 'abc' }, /non-empty, even-length hex/],
+      [{ data: 'zz' }, /non-empty, even-length hex/],
+      [{ data: 'ab'.repeat(31) }, /matching type 1 is a 32-octet digest, got 31 octets/],
+      [{ matchingType: 2, data: sha256 }, /matching type 2 is a 64-octet digest, got 32 octets/],
+    ];
+    for (const [fields, message] of cases) expect(() => zones.addRecord(tlsa(fields)), JSON.stringify(fields)).toThrow(message);
+    expect(() => zones.addRecord({ name: '_25._tcp.mx.receiver.test', type: 'TLSA', data: sha256 } as never)).toThrow(/_25\._tcp\.mx\.receiver\.test TLSA usage/);
+    expect(zones.lookup('_25._tcp.mx.receiver.test', 'TLSA').rcode).toBe('NXDOMAIN');
   });
 });

@@ -9,6 +9,10 @@
 // - NS records below an apex are plain data, not delegations. There are no wildcards.
 // - Every zone has a synthesized SOA (and, unless NS records are given at the apex, one NS pointing at the SOA
 //   primary), so SOA and NS queries at the apex always work and negative answers carry an SOA.
+//
+// TLSA (RFC 6698) is served too, because the MTA's DANE (RFC 7672) looks up `_25._tcp.<mx host>` in the lab DNS.
+// Its certificate association data is kept as lower-case hex; the lengths SHA2-256 (32 octets) and SHA2-512
+// (64 octets) fix are checked here, so a scenario's typo fails when the record is set, not when a client compares.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { DnsRecord, ZoneConfig } from '../shared/config.js';
 import type { LookupResult, Rcode, RecordType, SoaFields, SoaRecord, ZoneRecord } from './api.js';
@@ -16,7 +20,7 @@ import type { LookupResult, Rcode, RecordType, SoaFields, SoaRecord, ZoneRecord 
 
 
 /** The types the lab serves; other query types get NODATA (or NXDOMAIN) answers. */
-export const RECORD_TYPES: readonly RecordType[] = ['A', 'AAAA', 'MX', 'TXT', 'CNAME', 'PTR', 'NS', 'SOA'];
+export const RECORD_TYPES: readonly RecordType[] = ['A', 'AAAA', 'MX', 'TXT', 'CNAME', 'PTR', 'NS', 'SOA', 'TLSA'];
 
 /** TTL of records that do not set one. Short, because the lab changes records while it runs. */
 export const DEFAULT_TTL = 60;
@@ -326,12 +330,37 @@ export function normalizeRecord(raw: DnsRecord, origin?: string): DnsRecord {
       return { name, type: raw.type, domain: checkTarget(raw.domain, `${what} domain`), ...ttl };
     case 'NS':
       return { name, type: 'NS', ns: checkTarget(raw.ns, `${what} ns`), ...ttl };
+    case 'TLSA': {
+      const usage = checkUint(raw.usage, `${what} usage`, 0xff);
+      const selector = checkUint(raw.selector, `${what} selector`, 0xff);
+      const matchingType = checkUint(raw.matchingType, `${what} matchingType`, 0xff);
+      return { name, type: 'TLSA', usage, selector, matchingType, data: checkTlsaData(raw.data, matchingType, what), ...ttl };
+    }
     default:
       throw new Error(`${what}: unsupported record type`);
   }
 }
 
-/** Two records with the same owner, type and data (the TTL does not count). */
+/** Octets of the digest a TLSA matching type names (RFC 6698 §2.1.3): 1 is SHA2-256, 2 is SHA2-512. */
+const TLSA_DIGEST_OCTETS: Record<number, number> = { 1: 32, 2: 64 };
+
+/** TLSA certificate association data: hex (RFC 6698 §2.2), returned lower-case. */
+function checkTlsaData(value: unknown, matchingType: number, what: string): string {
+  const hex = checkString(value, `${what} data`).toLowerCase();
+  if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-f]+$/.test(hex)) {
+    throw new Error(`${what} data must be a non-empty, even-length hex string, got ${JSON.stringify(value)}`);
+  }
+  const octets = TLSA_DIGEST_OCTETS[matchingType];
+  if (octets !== undefined && hex.length !== octets * 2) {
+    throw new Error(`${what} data: matching type ${matchingType} is a ${octets}-octet digest, got ${hex.length / 2} octets`);
+  }
+  return hex;
+}
+
+/**
+ * Two records with the same owner, type and data (the TTL does not count). `normalizeRecord` builds every record
+ * with its fields in one order and its data in one case (TLSA hex is lower-cased), so the JSON text compares them.
+ */
 function sameRecord(a: DnsRecord, b: DnsRecord): boolean {
   const { ttl: _a, ...restA } = a;
   const { ttl: _b, ...restB } = b;
