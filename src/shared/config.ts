@@ -135,6 +135,48 @@ export interface TlsPolicyConfig {
   domains: Record<string, TlsPolicyMode>;
 }
 
+/**
+ * DKIM signing of one domain (RFC 6376; Ed25519 per RFC 8463), at the MTA (issue 12). The public key is published
+ * at `<selector>._domainkey.<domain>` by the lab.
+ */
+export interface DkimSigningConfig {
+  /** `d=`: the signing domain (the From: domain, for DMARC alignment). */
+  domain: string;
+  /** `s=` */
+  selector: string;
+  /** PEM private key (PKCS#8): RSA (2048 bits in the lab) or Ed25519. */
+  privateKey: string;
+  algorithm: 'rsa-sha256' | 'ed25519-sha256';
+  /** `c=` header/body. */
+  canonicalization: 'relaxed/relaxed' | 'relaxed/simple' | 'simple/relaxed' | 'simple/simple';
+  /** `h=`: the header fields signed; absent: mailauth's default list (From, To, Subject, Date, Message-ID...). */
+  headers?: string[];
+}
+
+/** An ARC sealer (RFC 8617): the MX seals what it verified before it forwards a message. */
+export interface ArcSealConfig {
+  /** `d=` of the seal (the forwarder's domain). */
+  domain: string;
+  selector: string;
+  /** PEM private key (PKCS#8), RSA. */
+  privateKey: string;
+}
+
+/** Mail authentication at the MX (issue 12): SPF, DKIM, DMARC and ARC verified with mailauth against the lab DNS. */
+export interface MxAuthConfig {
+  /**
+   * Act on the DMARC policy of the From: domain (RFC 7489 §6.6.4, with `pct`): `reject` → `550 5.7.1` at the end
+   * of DATA, `quarantine` → the recipient's `Junk` folder; `none` only records. false: record only, whatever `p`.
+   */
+  enforceDmarc: boolean;
+  /**
+   * ARC sealers (the `d=` of their seal) whose chain is trusted: a DMARC failure of a message whose ARC chain
+   * validates and whose oldest Authentication-Results from that sealer said `dmarc=pass` is accepted (a local
+   * policy override, RFC 7489 §7.2.1, RFC 8617 §7.2).
+   */
+  trustedArcSealers: string[];
+}
+
 interface BaseNodeConfig {
   /** The node's (host's) name in the lab, e.g. `mta`. */
   name: string;
@@ -214,6 +256,21 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   /** Outbound TLS per destination domain; absent: `may` everywhere. LMTP (local delivery) is not affected. */
   tlsPolicy?: TlsPolicyConfig;
   /**
+   * DKIM signers, one per signing domain (issue 12): mail submitted on 587/465 whose From: domain has a signer is
+   * signed before it is queued. Changed at run time with the `set-dkim` operation (key rotation). Absent: no signing.
+   */
+  dkim?: DkimSigningConfig[];
+  /**
+   * Which From: a submitting user may use: `own-domain` (default) refuses, with `553 5.7.1`, a From: header whose
+   * domain is not the authenticated user's; `any` lets it through (to show DMARC catching a spoof at the MX).
+   */
+  submissionFrom?: 'own-domain' | 'any';
+  /**
+   * Client addresses allowed to relay through port 25 to any domain (like Postfix's mynetworks): a forwarding MX of
+   * the lab. Others may send on 25 only to the MTA's local domains. Absent: none.
+   */
+  relayClients?: string[];
+  /**
    * MTA-STS (RFC 8461): before relaying to a domain without a configured mode, look up `_mta-sts.<domain>` TXT and
    * fetch its policy from `https://mta-sts.<domain>:<port>/.well-known/mta-sts.txt` (verified against `tls.ca`),
    * cached by `max_age`. `port` is 443 in the real world. Absent: MTA-STS is not used.
@@ -239,6 +296,15 @@ export interface MxNodeConfig extends BaseNodeConfig {
   limits?: SmtpLimits;
   /** Do not offer STARTTLS even with `tls` (standing in for an attacker stripping it from the EHLO reply). */
   noStartTls?: boolean;
+  /** SPF, DKIM, DMARC and ARC verification, with an `Authentication-Results:` header. Absent: none. */
+  auth?: MxAuthConfig;
+  /**
+   * Forwarding (issue 12): mail for a key (a recipient of this MX) goes to its value instead, re-sent through
+   * `forwardVia` (an MTA's port 25 that relays for this MX) with the envelope sender kept, sealed with `arcSeal`.
+   */
+  forwards?: Record<string, string>;
+  forwardVia?: Endpoint;
+  arcSeal?: ArcSealConfig;
 }
 
 export interface MailboxNodeConfig extends BaseNodeConfig {
