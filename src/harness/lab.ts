@@ -16,6 +16,7 @@ import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type Runtime
 import type { Runtime } from './runtime/types.js';
 import { associationData, DANE_TA } from '../shared/dane.js';
 import { issueLabCertificates, type CertificateFault, type HostIdentity } from './tls/ca.js';
+import { equipWithMailAuth } from './mail-auth.js';
 import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type { SendOptions, SendResult };
@@ -79,7 +80,7 @@ export class Lab {
       // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
       const controlToken = newControlToken();
       for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
-      ca = await equipWithCertificates(this.definition, plan.nodes, network.hostDir);
+      [ca] = await Promise.all([equipWithCertificates(this.definition, plan.nodes, network.hostDir), equipWithMailAuth(this.definition, plan.nodes)]);
     } catch (err) {
       await runtime.dispose();
       throw err;

@@ -2,7 +2,7 @@
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type DnsRecord, type NodeConfig, type MtaStsSite, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 
 export interface MxTarget {
@@ -23,6 +23,38 @@ export interface DomainDefinition {
    * `mta-sts.<domain>` by the lab's policy host (the dns host), with a certificate from the lab CA.
    */
   mtaSts?: MtaStsDefinition;
+  /** SPF (RFC 7208): the text of the domain's `v=spf1` TXT record, e.g. `v=spf1 a:mta.sender.test -all`. */
+  spf?: string;
+  /**
+   * DKIM (RFC 6376) selectors of the domain. Their keys are made at each lab start and the public keys published at
+   * `<selector>._domainkey.<domain>`; the MTAs sign the domain's submitted mail with the first selector whose `sign`
+   * is not false.
+   */
+  dkim?: DkimDefinition[];
+  /** DMARC (RFC 7489): the text of the `_dmarc.<domain>` TXT record, e.g. `v=DMARC1; p=reject`. */
+  dmarc?: string;
+}
+
+export interface DkimDefinition {
+  selector: string;
+  /** `rsa-sha256` (a 2048-bit key, the default) or `ed25519-sha256` (RFC 8463). */
+  algorithm?: 'rsa-sha256' | 'ed25519-sha256';
+  /** `c=`, default `relaxed/relaxed`. */
+  canonicalization?: DkimSigningConfig['canonicalization'];
+  /** `h=`, default mailauth's list. */
+  headers?: string[];
+  /** false: published, but not signing (the next key of a rotation, or the one being retired). */
+  sign?: boolean;
+  /** false: signing, but its key not published (a rotation done in the wrong order). */
+  publish?: boolean;
+}
+
+/** Mail authentication of a lab (issue 12). */
+export interface LabAuthDefinition {
+  /** MX hosts act on DMARC policies (reject → 550 5.7.1, quarantine → Junk); default true. */
+  enforceDmarc?: boolean;
+  /** Which From: a user may submit; default `own-domain` (others get 553 5.7.1). */
+  submissionFrom?: 'own-domain' | 'any';
 }
 
 export interface MtaStsDefinition {
@@ -55,7 +87,18 @@ export interface TlsaDefinition {
 export type HostDefinition =
   | { role: 'dns'; hostname: string }
   | { role: 'mta'; hostname: string; localDomains?: string[]; mailbox?: string }
-  | { role: 'mx'; hostname: string; domains: string[]; mailbox: string }
+  | {
+      role: 'mx';
+      hostname: string;
+      domains: string[];
+      mailbox: string;
+      /** Forwarding rules: a recipient of this MX → the address its mail goes to instead (issue 12). */
+      forwards?: Record<string, string>;
+      /** The lab MTA host (its key) forwarded mail is re-sent through; it relays for this MX. */
+      forwardVia?: string;
+      /** ARC sealers (domains) whose chains this MX trusts to override a DMARC failure. */
+      trustArcSealers?: string[];
+    }
   | { role: 'mailbox'; hostname: string };
 
 export interface LabDefinition {
@@ -74,6 +117,8 @@ export interface LabDefinition {
   authThrottle?: Partial<AuthThrottleConfig> | false;
   /** TLS of the lab's nodes: every host gets a certificate from the lab's own CA (harness/tls/ca.ts). */
   tls?: LabTlsDefinition;
+  /** Mail authentication: DMARC enforcement at the MX hosts and the submission From: policy. */
+  auth?: LabAuthDefinition;
 }
 
 export interface LabTlsDefinition {
@@ -162,6 +207,26 @@ export function validateLab(lab: LabDefinition): void {
     if (sts.certificate !== undefined && !(CERTIFICATE_FAULTS as readonly string[]).includes(sts.certificate)) problems.push(`${domain}: mtaSts.certificate "${String(sts.certificate)}" is not a certificate fault (${CERTIFICATE_FAULTS.join(', ')})`);
     if (sts.mode !== 'none' && !(sts.mx ?? def.mx ?? []).length) problems.push(`${domain}: an MTA-STS policy in ${sts.mode} mode needs mx patterns (or MX records)`);
   }
+  for (const [domain, def] of Object.entries(lab.domains)) {
+    if (def.spf !== undefined && !/^v=spf1( |$)/i.test(def.spf)) problems.push(`${domain}: spf must start with "v=spf1" (RFC 7208 §4.5)`);
+    if (def.dmarc !== undefined && !/^v=DMARC1\s*(;|$)/.test(def.dmarc)) problems.push(`${domain}: dmarc must start with "v=DMARC1" (RFC 7489 §6.4)`);
+    const selectors = new Set<string>();
+    for (const key of def.dkim ?? []) {
+      if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(key.selector)) problems.push(`${domain}: DKIM selector "${key.selector}" is not a valid DNS label sequence`);
+      if (selectors.has(key.selector)) problems.push(`${domain}: DKIM selector "${key.selector}" is defined twice`);
+      selectors.add(key.selector);
+      if (key.algorithm !== undefined && !['rsa-sha256', 'ed25519-sha256'].includes(key.algorithm)) problems.push(`${domain}: DKIM algorithm "${String(key.algorithm)}" is not rsa-sha256 or ed25519-sha256`);
+    }
+  }
+  for (const [name, host] of hosts) {
+    if (host.role !== 'mx') continue;
+    for (const [from, to] of Object.entries(host.forwards ?? {})) {
+      if (!from.includes('@') || !to.includes('@')) problems.push(`${name}: forwards: "${from}" → "${to}" must map an address to an address`);
+      else if (!host.domains.map((d) => d.toLowerCase()).includes(from.split('@')[1]!.toLowerCase())) problems.push(`${name}: forwards: ${from} is not in a domain this MX serves`);
+    }
+    if (host.forwards && Object.keys(host.forwards).length && lab.hosts[host.forwardVia ?? '']?.role !== 'mta') problems.push(`${name}: forwarding needs forwardVia, an mta host of the lab`);
+  }
+  if (lab.auth?.submissionFrom !== undefined && !['own-domain', 'any'].includes(lab.auth.submissionFrom)) problems.push(`auth.submissionFrom must be own-domain or any`);
   for (const [host, records] of Object.entries(lab.tls?.dane ?? {})) {
     if (!lab.hosts[host]) problems.push(`tls.dane: "${host}" is not a lab host`);
     for (const r of records) {
@@ -249,6 +314,13 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           lmtp: lmtpOf(host.mailbox)!,
           limits,
           ...(lab.tls?.noStartTls?.includes(name) ? { noStartTls: true } : {}),
+          auth: { enforceDmarc: lab.auth?.enforceDmarc ?? true, trustedArcSealers: (host.trustArcSealers ?? []).map((d) => d.toLowerCase()) },
+          ...(host.forwards && Object.keys(host.forwards).length
+            ? {
+                forwards: Object.fromEntries(Object.entries(host.forwards).map(([from, to]) => [from.toLowerCase(), to])),
+                forwardVia: { host: address(host.forwardVia!), port: port('smtp') },
+              }
+            : {}),
         };
         break;
       case 'mta': {
@@ -267,6 +339,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           authThrottle,
           labAddresses,
           tlsPolicy: tlsPolicyOf(lab),
+          submissionFrom: lab.auth?.submissionFrom ?? 'own-domain',
+          ...relayClientsOf(lab, name, address),
           ...(lab.tls?.outbound?.mtaSts === false ? {} : { mtaSts: { port: port('https') } }),
           dane: lab.tls?.outbound?.dane !== false,
         };
@@ -275,6 +349,12 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     }
   }
   return { nodes, zones };
+}
+
+/** The addresses an MTA host relays for on port 25: the MX hosts that forward through it. */
+function relayClientsOf(lab: LabDefinition, mta: string, address: (host: string) => string): { relayClients?: string[] } {
+  const clients = Object.entries(lab.hosts).flatMap(([name, host]) => (host.role === 'mx' && host.forwardVia === mta && Object.keys(host.forwards ?? {}).length ? [address(name)] : []));
+  return clients.length ? { relayClients: clients } : {};
 }
 
 /** The MTA-STS policy text of a domain (RFC 8461 §3.2), CRLF line ends, as the policy host serves it. */
@@ -324,6 +404,8 @@ function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHo
       zone.records.push({ name: domain, type: 'MX', exchange, priority: mx.preference });
     }
     zone.records.push(...(def.records ?? []));
+    if (def.spf !== undefined) zone.records.push({ name: domain, type: 'TXT', data: def.spf });
+    if (def.dmarc !== undefined) zone.records.push({ name: `_dmarc.${domain}`, type: 'TXT', data: def.dmarc });
     const id = mtaStsId(lab, domain);
     if (id !== undefined) {
       // The policy host is the lab's dns host: `mta-sts.<domain>` points at it.
