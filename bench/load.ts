@@ -8,6 +8,8 @@ export interface Target {
   host: string;
   port: number;
   auth?: { user: string; pass: string };
+  /** Submit with STARTTLS required (nodemailer `requireTLS`), trusting this CA for this name; absent: plaintext. */
+  tls?: { ca: string; servername: string };
 }
 
 export interface Stats {
@@ -39,7 +41,7 @@ export async function submitMany(target: Target, count: number, connections: num
     host: target.host,
     port: target.port,
     secure: false,
-    ignoreTLS: true,
+    ...(target.tls ? { requireTLS: true, tls: { ...target.tls } } : { ignoreTLS: true }),
     pool: true,
     maxConnections: connections,
     maxMessages: Infinity,
@@ -67,6 +69,30 @@ export async function maildirCount(maildir: string): Promise<number> {
   let n = 0;
   for (const sub of ['new', 'cur']) n += (await fs.readdir(path.join(maildir, sub)).catch(() => [])).length;
   return n;
+}
+
+/** The names of the messages in a Maildir folder, without the `:2,<flags>` an IMAP client's move to cur/ adds. */
+export async function maildirNames(maildir: string): Promise<Set<string>> {
+  const names = new Set<string>();
+  for (const sub of ['new', 'cur']) for (const f of await fs.readdir(path.join(maildir, sub)).catch(() => [] as string[])) names.add(f.split(':')[0]!);
+  return names;
+}
+
+/**
+ * The first message in the Maildir, not among `before`, that contains `marker` (e.g. a run's Message-ID prefix), as
+ * stored: looked for in new/ and cur/, up to `tries` files. Undefined when there is none.
+ */
+export async function findDelivered(maildir: string, before: Set<string>, marker: string, tries = 50): Promise<string | undefined> {
+  let tried = 0;
+  for (const sub of ['new', 'cur']) {
+    for (const f of await fs.readdir(path.join(maildir, sub)).catch(() => [] as string[])) {
+      if (before.has(f.split(':')[0]!)) continue;
+      if (tried++ >= tries) return undefined;
+      const text = await fs.readFile(path.join(maildir, sub, f), 'latin1').catch(() => undefined);
+      if (text?.includes(marker)) return text;
+    }
+  }
+  return undefined;
 }
 
 /** Resolves when the Maildir holds at least `count` messages; watches new/ and re-counts on every change. */
