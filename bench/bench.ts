@@ -143,7 +143,10 @@ function bootLocal(): Promise<Stats> {
   return bootSamples('local', Math.max(RUNS, 5));
 }
 
-/** Every service accepts a connection and answers its greeting (DNS: answers a query). */
+/** The lab's services on implicit TLS (RFC 8314): they greet only after a TLS handshake. */
+const IMPLICIT_TLS = new Set(['submissions', 'imaps', 'pop3s']);
+
+/** Every service accepts a connection and answers its greeting (DNS: answers a query; implicit TLS: after the handshake). */
 async function checkGreetings(lab: StartedLab): Promise<void> {
   const checks: Promise<unknown>[] = [];
   for (const node of lab.nodes()) {
@@ -151,7 +154,7 @@ async function checkGreetings(lab: StartedLab): Promise<void> {
       if (name === 'dns') {
         const { createLabResolver } = await import('../src/dns/index.js');
         checks.push(createLabResolver(endpoint).resolveMx('receiver.test'));
-      } else checks.push(greeting(endpoint.host, endpoint.port));
+      } else checks.push(greeting(endpoint.host, endpoint.port, undefined, IMPLICIT_TLS.has(name) ? lab.tlsFor(node.name) : undefined));
     }
   }
   await Promise.all(checks);

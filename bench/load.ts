@@ -1,6 +1,7 @@
 // Load and measurement tools shared by every benchmark figure, used the same way for maillab and for the peer.
 import { promises as fs, watch } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 
@@ -127,13 +128,16 @@ export async function waitForMaildir(maildir: string, count: number, timeoutMs: 
   });
 }
 
-/** Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. */
-export async function greeting(host: string, port: number, timeoutMs = 10_000): Promise<string> {
+/**
+ * Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. With
+ * `implicitTls` (submissions, imaps, pop3s: TLS from the first byte), the greeting is read after a verified handshake.
+ */
+export async function greeting(host: string, port: number, timeoutMs = 10_000, implicitTls?: { ca: string; servername: string }): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await new Promise<string>((resolve, reject) => {
-        const socket = net.connect(port, host);
+        const socket = implicitTls ? tls.connect({ host, port, ...implicitTls }) : net.connect(port, host);
         socket.setTimeout(2000, () => socket.destroy(new Error('no greeting')));
         socket.once('data', (d) => {
           socket.destroy();
