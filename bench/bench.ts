@@ -1,5 +1,7 @@
 // `npm run bench`: boot time, latency, throughput, inbound MX rate and memory of the default lab, and the same
-// flows on Postfix + Dovecot in the same run, printed as ratios. It measures; it does not judge (exit 0).
+// flows on Postfix + Dovecot in the same run, printed as ratios; then throughput and latency again with TLS on every
+// hop (the default lab as is, against a peer configured with TLS), each TLS figure only when a delivered message's
+// Received headers prove that every SMTP hop of that run used TLS. It measures; it does not judge (exit 0).
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -10,7 +12,7 @@ import defaultLab from '../lab/default.js';
 import { Lab, type StartedLab } from '../src/harness/lab.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
 import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
-import { greeting, maildirCount, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
+import { findDelivered, greeting, maildirCount, maildirNames, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
 import { startPeer, type PeerLab } from './peer.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -22,9 +24,12 @@ const IMAP_SECONDS = Number(process.env.BENCH_IMAP_SECONDS ?? 10);
 const IMAP_SEED_MESSAGES = 20;
 /** The IMAP cycles' goal: at least this many times Dovecot's cycles per second, with zero state errors. */
 const IMAP_GOAL_RATIO = 1.5;
-/** `BENCH_ONLY=imap`: the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md}). */
+/**
+ * Partial runs: `BENCH_ONLY=imap`, the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md});
+ * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md}).
+ */
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && ONLY !== 'imap') throw new Error(`BENCH_ONLY=${ONLY}: the only partial run is BENCH_ONLY=imap`);
+if (ONLY !== undefined && ONLY !== 'imap' && ONLY !== 'tls') throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are BENCH_ONLY=imap and BENCH_ONLY=tls`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
 
@@ -43,6 +48,8 @@ const figures: Figure[] = [];
 const notes: string[] = [];
 /** Goals judged by this run, one line each ("met" / "missed"), printed first among the notes. */
 const goals: string[] = [];
+/** What went wrong loudly (a TLS figure without proof that TLS was used), printed first and in bold. */
+const errors: string[] = [];
 const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
 /** The flows every system under test offers to the benchmark. */
@@ -53,6 +60,55 @@ interface System {
   imap: { host: string; port: number; user: string; pass: string };
   bobMaildir: string;
   pids(): Promise<number[]>;
+  /**
+   * TLS figures: the submission (STARTTLS required, then AUTH) and IMAP (STARTTLS required) trust these; every
+   * delivered message checked must show TLS on both SMTP hops, and with `cipherInTrace` also the protocol and cipher
+   * (Postfix's `smtpd_tls_received_header`; maillab's Received headers name only ESMTPS/ESMTPSA).
+   */
+  tls?: { submission: { ca: string; servername: string }; imap: { ca: string; servername: string }; cipherInTrace: boolean };
+}
+
+/** A TLS figure's run without proof that TLS was used on every SMTP hop: no value for it, and a loud error. */
+class TlsNotUsed extends Error {}
+
+/** What every SMTP hop of a TLS run must have written (same host names on both systems), RFC 3848 protocol names. */
+const TLS_HOPS = [
+  { by: 'mta.sender.test', with: 'ESMTPSA' },
+  { by: 'mx.receiver.test', with: 'ESMTPS' },
+];
+
+/** The Received headers of a stored message, unfolded, topmost first. */
+function receivedHeaders(raw: string): string[] {
+  const head = raw.split(/\r?\n\r?\n/)[0] ?? '';
+  return head
+    .replace(/\r?\n[ \t]+/g, ' ')
+    .split(/\r?\n/)
+    .filter((l) => /^received:/i.test(l));
+}
+
+/**
+ * Proof that a run used TLS on every SMTP hop: one message of the run (`bench-<runId>-` in its Message-ID) that
+ * arrived in the Maildir since `before`, whose Received headers by the MTA and by the MX say ESMTPSA and ESMTPS
+ * (and `(using TLSv… with cipher …)` where the system writes it). Returns what it saw; throws TlsNotUsed otherwise.
+ */
+async function proveTls(system: System, before: Set<string>, runId: string, what: string): Promise<string> {
+  const where = `${system.name}, ${what}`;
+  const raw = await findDelivered(system.bobMaildir, before, `bench-${runId}-`);
+  if (raw === undefined) throw new TlsNotUsed(`${where}: no delivered message of run ${runId} found to check for TLS`);
+  const received = receivedHeaders(raw);
+  const seen: string[] = [];
+  for (const hop of TLS_HOPS) {
+    const header = received.find((r) => new RegExp(`\\bby ${hop.by.replace(/\./g, '\\.')}\\b`).test(r));
+    if (!header) throw new TlsNotUsed(`${where}: no Received header by ${hop.by} in the delivered message (${received.length} Received headers)`);
+    const protocol = / with ([A-Z]+)\b/.exec(header.replace(/\(using [^)]*\)/, ''))?.[1];
+    if (protocol !== hop.with) throw new TlsNotUsed(`${where}: the hop to ${hop.by} ran with ${protocol ?? 'an unknown protocol'}, not ${hop.with}: ${header}`);
+    if (system.tls?.cipherInTrace) {
+      const using = /\(using (TLSv[\d.]+) with cipher ([A-Za-z0-9_-]+)/.exec(header);
+      if (!using) throw new TlsNotUsed(`${where}: the Received header by ${hop.by} names no TLS protocol and cipher: ${header}`);
+      seen.push(`${hop.by} ${protocol} ${using[1]} ${using[2]}`);
+    } else seen.push(`${hop.by} ${protocol}`);
+  }
+  return seen.join(', ');
 }
 
 async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
@@ -87,7 +143,10 @@ function bootLocal(): Promise<Stats> {
   return bootSamples('local', Math.max(RUNS, 5));
 }
 
-/** Every service accepts a connection and answers its greeting (DNS: answers a query). */
+/** The lab's services on implicit TLS (RFC 8314): they greet only after a TLS handshake. */
+const IMPLICIT_TLS = new Set(['submissions', 'imaps', 'pop3s']);
+
+/** Every service accepts a connection and answers its greeting (DNS: answers a query; implicit TLS: after the handshake). */
 async function checkGreetings(lab: StartedLab): Promise<void> {
   const checks: Promise<unknown>[] = [];
   for (const node of lab.nodes()) {
@@ -95,7 +154,7 @@ async function checkGreetings(lab: StartedLab): Promise<void> {
       if (name === 'dns') {
         const { createLabResolver } = await import('../src/dns/index.js');
         checks.push(createLabResolver(endpoint).resolveMx('receiver.test'));
-      } else checks.push(greeting(endpoint.host, endpoint.port));
+      } else checks.push(greeting(endpoint.host, endpoint.port, undefined, IMPLICIT_TLS.has(name) ? lab.tlsFor(node.name) : undefined));
     }
   }
   await Promise.all(checks);
@@ -110,14 +169,20 @@ async function bootDocker(): Promise<Stats | string> {
   return bootSamples('docker', RUNS);
 }
 
-/** One message at a time: submission → file in bob's Maildir, and → pushed to an IMAP client in IDLE. */
-async function latency(system: System): Promise<{ stored: Stats; idle: Stats }> {
-  const imap = new ImapFlow({ host: system.imap.host, port: system.imap.port, secure: false, doSTARTTLS: false, auth: { user: system.imap.user, pass: system.imap.pass }, logger: false, autoIdleDelay: 10 });
+/**
+ * One message at a time: submission → file in bob's Maildir, and → pushed to an IMAP client in IDLE. With
+ * `system.tls`, submission and IMAP run over STARTTLS and one message of the run must prove TLS on every SMTP hop.
+ */
+async function latency(system: System): Promise<{ stored: Stats; idle: Stats; tls?: string }> {
+  const imapTls = system.tls ? { doSTARTTLS: true, tls: { ...system.tls.imap } } : { doSTARTTLS: false };
+  const imap = new ImapFlow({ host: system.imap.host, port: system.imap.port, secure: false, ...imapTls, auth: { user: system.imap.user, pass: system.imap.pass }, logger: false, autoIdleDelay: 10 });
   await imap.connect();
   await imap.mailboxOpen('INBOX');
   let onExists: (() => void) | undefined;
   imap.on('exists', () => onExists?.());
-  const transport = nodemailer.createTransport({ ...system.submission, secure: false, ignoreTLS: true, pool: true, maxConnections: 1 });
+  const submissionTls = system.tls ? { requireTLS: true, tls: { ...system.tls.submission } } : { ignoreTLS: true };
+  const transport = nodemailer.createTransport({ ...system.submission, secure: false, ...submissionTls, pool: true, maxConnections: 1 });
+  const before = system.tls ? await maildirNames(system.bobMaildir) : new Set<string>();
   const stored: number[] = [];
   const idle: number[] = [];
   const runId = randomBytes(4).toString('hex');
@@ -141,14 +206,20 @@ async function latency(system: System): Promise<{ stored: Stats; idle: Stats }> 
     transport.close();
     await imap.logout().catch(() => imap.close());
   }
-  return { stored: stats(stored), idle: stats(idle) };
+  const tls = system.tls ? await proveTls(system, before, runId, 'latency') : undefined;
+  return { stored: stats(stored), idle: stats(idle), ...(tls ? { tls } : {}) };
 }
 
-/** 2,000 × 1 KiB over 20 connections until every one is stored; messages per second. */
-async function throughput(system: System, target: Target): Promise<{ rate: Stats; peak: { rssMiB: number; pssMiB?: number } }> {
+/**
+ * 2,000 × 1 KiB over 20 connections until every one is stored; messages per second. With `target.tls`, every run
+ * must prove TLS on every SMTP hop (one of its messages, checked after the clock stopped).
+ */
+async function throughput(system: System, target: Target): Promise<{ rate: Stats; peak: { rssMiB: number; pssMiB?: number }; tls: string[] }> {
   const rates: number[] = [];
+  const proofs: string[] = [];
   let peak = { rssMiB: 0 } as { rssMiB: number; pssMiB?: number };
   for (let run = 0; run < RUNS; run++) {
+    const names = target.tls ? await maildirNames(system.bobMaildir) : undefined;
     const before = await maildirCount(system.bobMaildir);
     const runId = randomBytes(4).toString('hex');
     const t0 = performance.now();
@@ -160,9 +231,14 @@ async function throughput(system: System, target: Target): Promise<{ rate: Stats
     const seconds = (performance.now() - t0) / 1000;
     rates.push(THROUGHPUT_COUNT / seconds);
     if (measured.peak.rssMiB > peak.rssMiB) peak = measured.peak;
-    log(`${system.name}: ${THROUGHPUT_COUNT} messages to ${target.host}:${target.port} in ${seconds.toFixed(2)} s`);
+    log(`${system.name}: ${THROUGHPUT_COUNT} messages to ${target.host}:${target.port}${target.tls ? ' (STARTTLS)' : ''} in ${seconds.toFixed(2)} s`);
+    if (names) {
+      const proof = await proveTls(system, names, runId, `throughput run ${run + 1}`);
+      log(`${system.name}: throughput run ${run + 1}, TLS seen: ${proof}`);
+      proofs.push(proof);
+    }
   }
-  return { rate: stats(rates), peak };
+  return { rate: stats(rates), peak, tls: proofs };
 }
 
 async function measure(system: System, id: 'ours' | 'peer') {
@@ -184,10 +260,103 @@ async function measure(system: System, id: 'ours' | 'peer') {
   if (peak.pssMiB !== undefined) put('memory-peak-pss', 'Memory at throughput peak: PSS sum', 'MiB', 'lower', id, stats([peak.pssMiB]));
 }
 
-function put(idOf: string, title: string, unit: string, better: 'lower' | 'higher', who: 'ours' | 'peer', value: Stats, note?: string) {
+const TLS_THROUGHPUT = { id: 'tls-throughput', title: `Throughput, TLS on every hop: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission (STARTTLS, AUTH) → Maildir`, unit: 'msg/s', better: 'higher' } as const;
+const TLS_LATENCY = { id: 'tls-latency-stored', title: 'Latency: submission → stored in Maildir, TLS on every hop', unit: 'ms', better: 'lower' } as const;
+
+/**
+ * The TLS figures for one system; a run without proof of TLS leaves that figure without this system's value (so
+ * without a ratio) and says so loudly, on stderr and first in the report.
+ */
+async function measureTls(system: System, id: 'ours' | 'peer') {
+  const proofs: string[] = [];
+  const attempt = async (figure: typeof TLS_LATENCY | typeof TLS_THROUGHPUT, fn: () => Promise<{ value: Stats; tls: string[] }>) => {
+    try {
+      const r = await fn();
+      put(figure.id, figure.title, figure.unit, figure.better, id, r.value);
+      proofs.push(...r.tls);
+    } catch (err) {
+      if (!(err instanceof TlsNotUsed)) throw err;
+      failTls(`${err.message}. No ${id === 'ours' ? 'maillab' : 'peer'} value and no ratio for "${figure.title}".`);
+    }
+  };
+  log(`${system.name}: latency, TLS`);
+  await attempt(TLS_LATENCY, async () => {
+    const lat = await latency(system);
+    return { value: lat.stored, tls: lat.tls ? [lat.tls] : [] };
+  });
+  log(`${system.name}: throughput, TLS`);
+  await attempt(TLS_THROUGHPUT, async () => {
+    const tp = await throughput(system, { ...system.submission, tls: system.tls!.submission });
+    return { value: tp.rate, tls: tp.tls };
+  });
+  if (proofs.length > 0) notes.push(`TLS seen by ${system.name} (one delivered message per run, ${proofs.length} runs): ${[...new Set(proofs)].join(' · ')}.`);
+}
+
+function failTls(message: string) {
+  log(`ERROR: TLS NOT VERIFIED: ${message}`);
+  errors.push(`TLS not verified: ${message}`);
+}
+
+/** The default lab's flows for the benchmark; `tls` for the TLS figures (submission and IMAP over STARTTLS). */
+function labSystem(lab: StartedLab, tls: boolean): System {
+  const mailboxNode = lab.nodes().find((n) => n.role === 'mailbox')!;
+  const mxNode = lab.nodes().find((n) => n.role === 'mx')!;
+  const mtaNode = lab.nodes().find((n) => n.role === 'mta')!;
+  return {
+    name: 'maillab',
+    submission: { ...mtaNode.service('submission'), auth: { user: 'alice@sender.test', pass: 'alice-secret' } },
+    mx: mxNode.service('smtp'),
+    imap: { ...mailboxNode.service('imap'), user: 'bob@receiver.test', pass: 'bob-secret' },
+    bobMaildir: path.join(mailboxNode.config.dataDir, 'bob@receiver.test', 'Maildir'),
+    pids: async () => Promise.all(lab.nodes().map(async (n) => (await n.health()).pid)),
+    ...(tls ? { tls: { submission: lab.tlsFor(mtaNode.name), imap: lab.tlsFor(mailboxNode.name), cipherInTrace: false } } : {}),
+  };
+}
+
+/**
+ * TLS on every hop: the default lab as is (its CA, STARTTLS required before AUTH on 587, opportunistic STARTTLS from
+ * the MTA to the MX, IMAP STARTTLS; LMTP plaintext), then the peer started with TLS (see bench/peer.ts), one after
+ * the other like the plaintext figures. Returns the TLS peer's name, when it ran.
+ */
+async function tlsFigures(): Promise<string | undefined> {
+  for (const f of [TLS_THROUGHPUT, TLS_LATENCY]) put(f.id, f.title, f.unit, f.better, 'ours', undefined);
+  log('TLS: default lab (lab CA, STARTTLS on every SMTP hop and on IMAP)');
+  const lab = await new Lab(defaultLab).withRuntime('local').start();
+  try {
+    await measureTls(labSystem(lab, true), 'ours');
+  } finally {
+    await lab.stop();
+  }
+  log('TLS: peer Postfix + Dovecot with TLS');
+  let peer: PeerLab | { skipped: string };
+  try {
+    peer = await startPeer({ log, tls: true });
+  } catch (err) {
+    failTls(`the peer configured with TLS did not start: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}. No peer values and no TLS ratios.`);
+    return undefined;
+  }
+  if ('skipped' in peer) {
+    notes.push(`TLS peer skipped: ${peer.skipped}. Our TLS figures are printed alone.`);
+    return undefined;
+  }
+  const p = peer;
+  try {
+    if (!p.tls) {
+      failTls('the peer started without TLS settings. No peer values and no TLS ratios.');
+      return p.name;
+    }
+    notes.push(`Peer TLS settings: ${p.tls.settings.join(' · ')}.`);
+    await measureTls({ name: p.name, submission: p.submission, mx: p.mx, imap: p.imap, bobMaildir: p.bobMaildir, pids: () => p.pids(), tls: { submission: p.tls.submission, imap: p.tls.imap, cipherInTrace: true } }, 'peer');
+  } finally {
+    await p.stop().catch(() => undefined);
+  }
+  return p.name;
+}
+
+function put(idOf: string, title: string, unit: string, better: 'lower' | 'higher', who: 'ours' | 'peer', value: Stats | undefined, note?: string) {
   let figure = figures.find((f) => f.id === idOf);
   if (!figure) figures.push((figure = { id: idOf, title, unit, better }));
-  figure[who] = value;
+  if (value) figure[who] = value;
   if (note) figure.note = note;
 }
 
@@ -207,18 +376,9 @@ function ratio(f: Figure): string {
 async function main() {
   const started = new Date();
   if (ONLY === 'imap') return imapOnly(started);
+  if (ONLY === 'tls') return tlsOnly(started);
   const ourLab = await new Lab(benchLab).withRuntime('local').start();
-  const mailboxNode = ourLab.nodes().find((n) => n.role === 'mailbox')!;
-  const mxNode = ourLab.nodes().find((n) => n.role === 'mx')!;
-  const mtaNode = ourLab.nodes().find((n) => n.role === 'mta')!;
-  const ours: System = {
-    name: 'maillab',
-    submission: { ...mtaNode.service('submission'), auth: { user: 'alice@sender.test', pass: 'alice-secret' } },
-    mx: mxNode.service('smtp'),
-    imap: { ...mailboxNode.service('imap'), user: 'bob@receiver.test', pass: 'bob-secret' },
-    bobMaildir: path.join(mailboxNode.config.dataDir, 'bob@receiver.test', 'Maildir'),
-    pids: async () => Promise.all(ourLab.nodes().map(async (n) => (await n.health()).pid)),
-  };
+  const ours = labSystem(ourLab, false);
   let peer: PeerLab | { skipped: string } = { skipped: 'not started' };
   try {
     log('boot: local runtime');
@@ -248,7 +408,15 @@ async function main() {
     await ourLab.stop().catch(() => undefined);
     if (!('skipped' in peer)) await peer.stop().catch(() => undefined);
   }
+  // After the plaintext peer stopped: the TLS peer binds the same addresses.
+  await tlsFigures().catch((err: Error) => failTls(`the TLS figures failed: ${err.message.split('\n')[0]}`));
   await report(started, 'skipped' in peer ? undefined : peer.name);
+}
+
+/** `BENCH_ONLY=tls`: the TLS throughput and latency figures alone. */
+async function tlsOnly(started: Date) {
+  const peerName = await tlsFigures();
+  await report(started, peerName, '-tls');
 }
 
 /** `BENCH_ONLY=imap`: the peer and a fresh lab, the IMAP cycles alone. */
@@ -317,7 +485,7 @@ async function report(started: Date, peerName?: string, suffix = '') {
   const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
   const dir = path.join(packageRoot(), 'bench', 'results');
   await fs.mkdir(dir, { recursive: true });
-  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures, goals, notes };
+  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures, errors, goals, notes };
   await fs.writeFile(path.join(dir, `latest${suffix}.json`), JSON.stringify(result, null, 2) + '\n');
   const lines = [
     `# maillab benchmark`,
@@ -329,6 +497,8 @@ async function report(started: Date, peerName?: string, suffix = '') {
     `| --- | --- | --- | --- | --- |`,
     ...figures.map((f) => `| ${f.title} | ${f.unit} | ${fmt(f.ours, f.unit)} | ${fmt(f.peer, f.unit)} | ${ratio(f)} |`),
     ``,
+    ...errors.map((e) => `**ERROR: ${e}**`),
+    ...(errors.length ? [``] : []),
     ...goals.map((g) => `**${g}**`),
     ...(goals.length ? [``] : []),
     ...notes.map((n) => `- ${n}`),

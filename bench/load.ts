@@ -1,6 +1,7 @@
 // Load and measurement tools shared by every benchmark figure, used the same way for maillab and for the peer.
 import { promises as fs, watch } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 
@@ -8,6 +9,8 @@ export interface Target {
   host: string;
   port: number;
   auth?: { user: string; pass: string };
+  /** Submit with STARTTLS required (nodemailer `requireTLS`), trusting this CA for this name; absent: plaintext. */
+  tls?: { ca: string; servername: string };
 }
 
 export interface Stats {
@@ -39,7 +42,7 @@ export async function submitMany(target: Target, count: number, connections: num
     host: target.host,
     port: target.port,
     secure: false,
-    ignoreTLS: true,
+    ...(target.tls ? { requireTLS: true, tls: { ...target.tls } } : { ignoreTLS: true }),
     pool: true,
     maxConnections: connections,
     maxMessages: Infinity,
@@ -67,6 +70,30 @@ export async function maildirCount(maildir: string): Promise<number> {
   let n = 0;
   for (const sub of ['new', 'cur']) n += (await fs.readdir(path.join(maildir, sub)).catch(() => [])).length;
   return n;
+}
+
+/** The names of the messages in a Maildir folder, without the `:2,<flags>` an IMAP client's move to cur/ adds. */
+export async function maildirNames(maildir: string): Promise<Set<string>> {
+  const names = new Set<string>();
+  for (const sub of ['new', 'cur']) for (const f of await fs.readdir(path.join(maildir, sub)).catch(() => [] as string[])) names.add(f.split(':')[0]!);
+  return names;
+}
+
+/**
+ * The first message in the Maildir, not among `before`, that contains `marker` (e.g. a run's Message-ID prefix), as
+ * stored: looked for in new/ and cur/, up to `tries` files. Undefined when there is none.
+ */
+export async function findDelivered(maildir: string, before: Set<string>, marker: string, tries = 50): Promise<string | undefined> {
+  let tried = 0;
+  for (const sub of ['new', 'cur']) {
+    for (const f of await fs.readdir(path.join(maildir, sub)).catch(() => [] as string[])) {
+      if (before.has(f.split(':')[0]!)) continue;
+      if (tried++ >= tries) return undefined;
+      const text = await fs.readFile(path.join(maildir, sub, f), 'latin1').catch(() => undefined);
+      if (text?.includes(marker)) return text;
+    }
+  }
+  return undefined;
 }
 
 /** Resolves when the Maildir holds at least `count` messages; watches new/ and re-counts on every change. */
@@ -101,13 +128,16 @@ export async function waitForMaildir(maildir: string, count: number, timeoutMs: 
   });
 }
 
-/** Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. */
-export async function greeting(host: string, port: number, timeoutMs = 10_000): Promise<string> {
+/**
+ * Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. With
+ * `implicitTls` (submissions, imaps, pop3s: TLS from the first byte), the greeting is read after a verified handshake.
+ */
+export async function greeting(host: string, port: number, timeoutMs = 10_000, implicitTls?: { ca: string; servername: string }): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await new Promise<string>((resolve, reject) => {
-        const socket = net.connect(port, host);
+        const socket = implicitTls ? tls.connect({ host, port, ...implicitTls }) : net.connect(port, host);
         socket.setTimeout(2000, () => socket.destroy(new Error('no greeting')));
         socket.once('data', (d) => {
           socket.destroy();

@@ -5,6 +5,10 @@
 //        sender Postfix ──smtp:[127.77.0.3]:25 (transport_maps)──▶ receiver Postfix 127.77.0.3:25
 //        receiver Postfix ──lmtp:[127.77.0.4]:24──▶ Dovecot LMTP ──▶ Maildir  ◀── Dovecot IMAP 127.77.0.4:143
 //
+// With `startPeer({ tls: true })` (the bench's TLS figures), the same with TLS on every SMTP hop and on IMAP:
+// STARTTLS required before AUTH on 587, offered on both port 25s and used by the sender's smtp client, Dovecot with
+// `ssl = required`; certificates from a CA of its own, in the temp dir. LMTP stays plaintext. See postfixTls().
+//
 // Everything lives in one mkdtemp directory: both Postfix instances have their own config_directory, queue_directory
 // and data_directory there (started with `postfix -c <dir> start`, chroot off, logging through postlogd into a file,
 // no syslog), Dovecot has its own config file, base_dir and state_dir (started with `dovecot -c <file>`). Only
@@ -25,6 +29,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { createLabCa, issueHostCertificate } from '../src/harness/tls/ca.js';
 
 export interface PeerLab {
   /** e.g. 'postfix 3.7.11 + dovecot 2.3.19.1', from `postconf -d mail_version` and `dovecot --version`. */
@@ -48,12 +53,32 @@ export interface PeerLab {
    * 'postfix-sender' (220 on both 25 and 587). The largest is the time until the whole peer is up.
    */
   bootMs: Record<string, number>;
+  /** Set when started with `tls: true`. */
+  tls?: PeerTls;
   /** Stops everything (SIGTERM to the masters, SIGKILL to what is left after 2.5 s) and removes the temp dir; idempotent. */
   stop(): Promise<void>;
 }
 
 export interface PeerOptions {
   log?: (m: string) => void;
+  /**
+   * TLS on every SMTP hop and on IMAP (LMTP stays plaintext, as in the lab): certificates from a CA of the peer's own
+   * (createLabCa/issueHostCertificate, EC P-256, like maillab's), files in the temp dir; both smtpd's offer STARTTLS
+   * (`smtpd_tls_security_level = may` on 25, `encrypt` + `smtpd_tls_auth_only = yes` on the sender's 587), the
+   * sender's smtp client uses it (`smtp_tls_security_level = may`), both write it in their Received headers
+   * (`smtpd_tls_received_header = yes`), and Dovecot has `ssl = required`. Without it: no TLS anywhere.
+   */
+  tls?: boolean;
+}
+
+/** What a client of the TLS peer needs: the peer CA (PEM) and, per service, the name its certificate carries. */
+export interface PeerTls {
+  ca: string;
+  submission: { ca: string; servername: string };
+  mx: { ca: string; servername: string };
+  imap: { ca: string; servername: string };
+  /** The TLS settings as configured, one line each, for the report. */
+  settings: string[];
 }
 
 const SENDER_IP = '127.77.0.2';
@@ -365,7 +390,7 @@ async function assertFree(host: string, port: number): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration
 
-function postfixMainCf(o: { dir: string; hostname: string; ip: string; extra: string[] }): string {
+function postfixMainCf(o: { dir: string; hostname: string; ip: string; extra: string[]; tls?: { cert: string; key: string } }): string {
   return [
     `# maillab bench peer: ${o.hostname}`,
     'compatibility_level = 3.6',
@@ -399,8 +424,7 @@ function postfixMainCf(o: { dir: string; hostname: string; ip: string; extra: st
     'lmtp_dns_support_level = disabled',
     'smtp_host_lookup = native',
     'smtpd_peername_lookup = no',
-    'smtp_tls_security_level = none',
-    'smtpd_tls_security_level = none',
+    ...(o.tls ? postfixTls(o.tls) : ['smtp_tls_security_level = none', 'smtpd_tls_security_level = none']),
     'smtputf8_enable = yes',
     // Logging without syslog: every program sends to postlogd, which appends to this file.
     `maillog_file = ${o.dir}/maillog`,
@@ -408,6 +432,27 @@ function postfixMainCf(o: { dir: string; hostname: string; ip: string; extra: st
     ...o.extra,
     '',
   ].join('\n');
+}
+
+/**
+ * TLS for one Postfix instance: the server side offers STARTTLS with the instance's certificate (security level may,
+ * like Debian's packaged main.cf), the client side (only the sender relays) uses it when offered (may), and the
+ * Received header says which protocol and cipher a session used (what the bench checks).
+ *
+ * Debian's packaged main.cf also sets `smtp_tls_session_cache_database = btree:${data_directory}/smtp_scache`; here
+ * it cost about 40 ms per relayed message (the smtp client's connection setup, `delays=…/0.04/…` in the maillog,
+ * against 0 without it) on the latency figure, so it is left out, as in Postfix's built-in defaults: every relay
+ * connection makes a full TLS 1.3 handshake. Neither is TLS connection reuse turned on (`smtp_tls_connection_reuse`,
+ * default no, which needs tlsproxy).
+ */
+function postfixTls(tls: { cert: string; key: string }): string[] {
+  return [
+    `smtpd_tls_cert_file = ${tls.cert}`,
+    `smtpd_tls_key_file = ${tls.key}`,
+    'smtpd_tls_security_level = may',
+    'smtpd_tls_received_header = yes',
+    'smtp_tls_security_level = may',
+  ];
 }
 
 /** A master.cf without chroot (the queue directories have no copies of /etc) and with postlogd. */
@@ -441,7 +486,7 @@ function postfixMasterCf(ip: string, extraServices: string[]): string {
   ].join('\n');
 }
 
-function dovecotConf(o: { dir: string; saslSocket: string; mailRoot: string; uid: number; gid: number }): string {
+function dovecotConf(o: { dir: string; saslSocket: string; mailRoot: string; uid: number; gid: number; tls?: { cert: string; key: string } }): string {
   return `# maillab bench peer: Dovecot for receiver.test
 instance_name = ${path.basename(path.dirname(o.dir))}
 base_dir = ${o.dir}/run
@@ -452,7 +497,7 @@ listen = ${DOVECOT_IP}
 protocols = imap lmtp
 hostname = mail.receiver.test
 postmaster_address = postmaster@receiver.test
-ssl = no
+${o.tls ? `ssl = required\nssl_cert = <${o.tls.cert}\nssl_key = <${o.tls.key}` : 'ssl = no'}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = ${o.uid}
@@ -542,7 +587,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
 
   const pfVersion = (await run(POSTCONF, ['-d', '-h', 'mail_version'])).stdout.trim() || '?';
   const dvVersion = ((await run(DOVECOT, ['--version'])).stdout.trim().split(/\s+/)[0]) || '?';
-  const name = `postfix ${pfVersion} + dovecot ${dvVersion}`;
+  const name = `postfix ${pfVersion} + dovecot ${dvVersion}${options?.tls ? ' (TLS)' : ''}`;
 
   for (const [h, p] of [[SENDER_IP, 25], [SENDER_IP, 587], [RECEIVER_IP, 25], [DOVECOT_IP, 24], [DOVECOT_IP, 143]] as const) await assertFree(h, p);
 
@@ -627,6 +672,40 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
       }
     }
 
+    // TLS: one CA for the peer, one certificate per host with its name and address as SANs (like the lab's hosts).
+    let tls: PeerTls | undefined;
+    const certFiles: Record<'sender' | 'receiver' | 'dovecot', { cert: string; key: string }> | undefined = options?.tls
+      ? {
+          sender: { cert: path.join(tmp, 'tls', 'sender.pem'), key: path.join(tmp, 'tls', 'sender.key') },
+          receiver: { cert: path.join(tmp, 'tls', 'receiver.pem'), key: path.join(tmp, 'tls', 'receiver.key') },
+          dovecot: { cert: path.join(tmp, 'tls', 'dovecot.pem'), key: path.join(tmp, 'tls', 'dovecot.key') },
+        }
+      : undefined;
+    if (certFiles) {
+      await mkdir(path.join(tmp, 'tls'), { mode: 0o755 });
+      const ca = await createLabCa('bench peer');
+      await writeFile(path.join(tmp, 'tls', 'ca.pem'), ca.cert);
+      const hosts = { sender: ['mta.sender.test', SENDER_IP], receiver: ['mx.receiver.test', RECEIVER_IP], dovecot: ['mail.receiver.test', DOVECOT_IP] } as const;
+      for (const [k, [hostname, ip]] of Object.entries(hosts) as [keyof typeof hosts, readonly [string, string]][]) {
+        const issued = await issueHostCertificate(ca, { names: [hostname], addresses: [ip] });
+        await writeFile(certFiles[k].cert, issued.cert, { mode: 0o644 });
+        await writeFile(certFiles[k].key, issued.key, { mode: 0o600 }); // read by root: Postfix and Dovecot load keys before dropping privileges
+      }
+      tls = {
+        ca: ca.cert,
+        submission: { ca: ca.cert, servername: hosts.sender[0] },
+        mx: { ca: ca.cert, servername: hosts.receiver[0] },
+        imap: { ca: ca.cert, servername: hosts.dovecot[0] },
+        settings: [
+          `certificates: EC P-256 from a peer CA (createLabCa/issueHostCertificate), SANs ${Object.values(hosts).map(([n, a]) => `${n}+${a}`).join(', ')}`,
+          `both Postfix instances: ${postfixTls({ cert: '<host>.pem', key: '<host>.key' }).join('; ')}; tlsmgr in master.cf; no smtp_tls_session_cache_database, smtp_tls_connection_reuse = no (defaults)`,
+          `sender Postfix 587: smtpd_tls_security_level=encrypt, smtpd_tls_auth_only=yes (and SASL as before)`,
+          `Dovecot: ssl = required, ssl_cert/ssl_key = <host>.pem/.key (IMAP STARTTLS on 143; LMTP plaintext: Postfix's lmtp_tls_security_level stays none)`,
+        ],
+      };
+    }
+    const tlsmgr = certFiles ? ['tlsmgr    unix  -       -       n       1000?   1       tlsmgr'] : [];
+
     // Sender: accepts from 127/8 on 25, with SASL on 587; relays receiver.test to the receiver, refuses the rest.
     await writeFile(path.join(senderDir, 'etc', 'transport'), `receiver.test smtp:[${RECEIVER_IP}]:25\n`);
     await writeFile(path.join(senderDir, 'etc', 'sender_login'), `${SASL_USER.user} ${SASL_USER.user}\n`);
@@ -636,6 +715,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         dir: senderDir,
         hostname: 'mta.sender.test',
         ip: SENDER_IP,
+        ...(certFiles ? { tls: certFiles.sender } : {}),
         extra: [
           `transport_maps = texthash:${senderDir}/etc/transport`,
           'smtpd_sasl_type = dovecot',
@@ -654,6 +734,8 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         '  -o smtpd_client_restrictions=permit_sasl_authenticated,reject',
         '  -o smtpd_sender_restrictions=reject_sender_login_mismatch',
         '  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject',
+        ...(certFiles ? ['  -o smtpd_tls_security_level=encrypt', '  -o smtpd_tls_auth_only=yes'] : []),
+        ...tlsmgr,
       ]),
     );
 
@@ -665,6 +747,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         dir: receiverDir,
         hostname: 'mx.receiver.test',
         ip: RECEIVER_IP,
+        ...(certFiles ? { tls: certFiles.receiver } : {}),
         extra: [
           'virtual_mailbox_domains = receiver.test',
           `virtual_mailbox_maps = texthash:${receiverDir}/etc/vmailbox`,
@@ -672,7 +755,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         ],
       }),
     );
-    await writeFile(path.join(receiverDir, 'etc', 'master.cf'), postfixMasterCf(RECEIVER_IP, []));
+    await writeFile(path.join(receiverDir, 'etc', 'master.cf'), postfixMasterCf(RECEIVER_IP, tlsmgr));
 
     // Dovecot
     await writeFile(
@@ -682,7 +765,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
     );
     await chown(path.join(dovecotDir, 'users'), 0, dovecotUser.gid); // read by the auth process, which runs as dovecot
     const dovecotConfPath = path.join(dovecotDir, 'dovecot.conf');
-    await writeFile(dovecotConfPath, dovecotConf({ dir: dovecotDir, saslSocket, mailRoot, uid: mailUser.uid, gid: mailUser.gid }));
+    await writeFile(dovecotConfPath, dovecotConf({ dir: dovecotDir, saslSocket, mailRoot, uid: mailUser.uid, gid: mailUser.gid, ...(certFiles ? { tls: certFiles.dovecot } : {}) }));
 
     // Postfix re-reads a configuration file (main.cf, texthash maps) modified within the last second, sleeping
     // 300 ms between tries, in case an editor is still writing it: date our files back so that this wait, which no
@@ -752,6 +835,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
       bobMaildir: path.join(mailRoot, BOB.user, 'Maildir'),
       pids: async () => collect(),
       bootMs,
+      ...(tls ? { tls } : {}),
       stop,
     };
   } catch (err) {
