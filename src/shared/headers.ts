@@ -1,5 +1,6 @@
 // Small RFC 5322 helpers shared by every node: read a header from raw bytes without parsing the body, and
 // write trace headers.
+import type { TlsInfo } from './tls-session.js';
 
 /** The header section of a raw message (up to the first empty line), as latin1 text. */
 export function headerSection(raw: Buffer): string {
@@ -44,10 +45,13 @@ export function receivedHeader(options: {
   id: string;
   for?: string;
   date?: Date;
+  /** The TLS of the client's connection: named as Postfix does, `(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)`. */
+  tls?: TlsInfo | null;
 }): string {
   const forPart = options.for ? `\r\n\tfor <${options.for}>` : '';
+  const tlsPart = options.tls ? `\r\n\t(using ${options.tls.version} with cipher ${options.tls.cipher})` : '';
   return (
-    `Received: from ${options.helo || 'unknown'} ([${options.clientAddress}])\r\n` +
+    `Received: from ${options.helo || 'unknown'} ([${options.clientAddress}])${tlsPart}\r\n` +
     `\tby ${options.by} (maillab) with ${options.protocol} id ${options.id}${forPart};\r\n` +
     `\t${rfc5322Date(options.date)}\r\n`
   );
