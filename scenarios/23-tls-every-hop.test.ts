@@ -26,7 +26,10 @@ describe('TLS on every hop', () => {
     // The Received chain, newest first: the MX's (ESMTPS from the MTA), the MTA's (ESMTPSA from alice).
     const [stored] = await lab().mailbox('bob@receiver.test').find(sent.messageId);
     const receivedHeaders = headerSection(stored!.raw).split(/\r\n(?=Received:)/).filter((h) => h.startsWith('Received:'));
-    expect(receivedHeaders.map((h) => /with (\w+)/.exec(h)?.[1])).toEqual(['ESMTPS', 'ESMTPSA']);
+    expect(receivedHeaders.map((h) => /\(maillab\) with (\w+)/.exec(h)?.[1])).toEqual(['ESMTPS', 'ESMTPSA']);
+    // Each names the TLS version and cipher of its hop, as Postfix does: the MX's is the relay's, the MTA's alice's.
+    const using = receivedHeaders.map((h) => /\(using (TLSv1\.[23]) with cipher ([\w-]+)\)/.exec(h)?.slice(1));
+    expect(using).toEqual([[relayed.detail.tls!.version, relayed.detail.tls!.cipher], [expect.stringMatching(/^TLSv1\.[23]$/), expect.any(String)]]);
 
     const phone = await lab().imap('bob@receiver.test', { device: 'phone' });
     await phone.waitForMessage(sent.messageId);

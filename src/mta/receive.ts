@@ -294,7 +294,7 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
     const helo = session.hostNameAppearsAs || 'unknown';
     const tls = sessionTls(server, session);
     const protocol = receivedProtocol(session);
-    const trace = receivedHeader({ helo, clientAddress: clientAddress(session), by: config.hostname, protocol, id: queueId, ...(to.length === 1 ? { for: to[0] } : {}), date: now });
+    const trace = receivedHeader({ helo, clientAddress: clientAddress(session), by: config.hostname, protocol, id: queueId, ...(to.length === 1 ? { for: to[0] } : {}), date: now, tls });
     data = Buffer.concat([Buffer.from(trace, 'latin1'), data]);
     const messageId = messageIdOf(data);
     const origin: QueueOrigin = { kind: service === 'submission' ? 'submission' : 'smtp', protocol, helo, client: clientAddress(session), ...(user ? { user } : {}) };

@@ -126,6 +126,7 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
       protocol: tls ? 'ESMTPS' : 'ESMTP',
       id,
       ...(to.length === 1 ? { for: to[0] } : {}),
+      tls,
     });
     const message = Buffer.concat([Buffer.from(trace, 'latin1'), body]);
     events.emit({ kind: 'received', messageId, queueId: id, detail: { from, to, client: session.remoteAddress, helo: session.hostNameAppearsAs, size: message.length, tls } });
