@@ -63,7 +63,7 @@ interface System {
   /**
    * TLS figures: the submission (STARTTLS required, then AUTH) and IMAP (STARTTLS required) trust these; every
    * delivered message checked must show TLS on both SMTP hops, and with `cipherInTrace` also the protocol and cipher
-   * (Postfix's `smtpd_tls_received_header`; maillab's Received headers name only ESMTPS/ESMTPSA).
+   * (Postfix writes it with `smtpd_tls_received_header`, maillab always).
    */
   tls?: { submission: { ca: string; servername: string }; imap: { ca: string; servername: string }; cipherInTrace: boolean };
 }
@@ -309,7 +309,7 @@ function labSystem(lab: StartedLab, tls: boolean): System {
     imap: { ...mailboxNode.service('imap'), user: 'bob@receiver.test', pass: 'bob-secret' },
     bobMaildir: path.join(mailboxNode.config.dataDir, 'bob@receiver.test', 'Maildir'),
     pids: async () => Promise.all(lab.nodes().map(async (n) => (await n.health()).pid)),
-    ...(tls ? { tls: { submission: lab.tlsFor(mtaNode.name), imap: lab.tlsFor(mailboxNode.name), cipherInTrace: false } } : {}),
+    ...(tls ? { tls: { submission: lab.tlsFor(mtaNode.name), imap: lab.tlsFor(mailboxNode.name), cipherInTrace: true } } : {}),
   };
 }
 
