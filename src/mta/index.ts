@@ -31,6 +31,8 @@ const STOP_GRACE_MS = 2000;
 
 export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => {
   const { config, events, log } = ctx;
+  // Checked before anything starts: a node with a bad key must not run and send its domain's mail unsigned.
+  const dkim = new DkimSigner(config.dkim ?? []);
   const resolver = createLabResolver(config.resolver);
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
@@ -74,8 +76,6 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
     log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.broken.length} broken`);
   }
 
-  // Checked before any port opens: a node with a bad key must not start and send unsigned mail.
-  const dkim = new DkimSigner(config.dkim ?? []);
   const servers = createReceivers({ config, engine, events, log, dkim });
   await listen(servers.smtp, config.address, config.ports.smtp, 'smtp');
   await listen(servers.submission, config.address, config.ports.submission, 'submission');
