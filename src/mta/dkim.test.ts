@@ -16,10 +16,9 @@ import { createLabResolver, startDnsServer, Zones, type RunningDnsServer } from 
 import type { DkimSigningConfig, MtaNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { DkimSigner, fromMailboxes, signedHeaders } from './dkim.js';
 import { startMta, type DkimSignerView } from './index.js';
-import { testMtaConfig, waitForEvent } from './mta.test-helper.js';
+import { startCapturingServer, testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 const ip = (n: number) => `${block}.${n}`;
@@ -108,27 +107,12 @@ const servers: SMTPServer[] = [];
 /** What the MX hosts received, as latin1 text (the bytes as sent). */
 const received: { host: string; data: string; client: string }[] = [];
 
-async function startMx(host: string, address: string): Promise<SMTPServer> {
-  const server = createSmtpServer({
-    greetingDelayMs: 0,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    hideSTARTTLS: true,
-    logger: false,
-    closeTimeout: 100,
-    onData(stream, session, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        received.push({ host, data: Buffer.concat(chunks).toString('latin1'), client: session.remoteAddress });
-        callback(null, `2.0.0 Ok: ${host} took it`);
-      });
-    },
+async function startMx(host: string, address: string): Promise<void> {
+  const server = await startCapturingServer(address, RELAY_PORT, (data, session) => {
+    received.push({ host, data: data.toString('latin1'), client: session.remoteAddress });
+    return `2.0.0 Ok: ${host} took it`;
   });
-  server.on('error', () => undefined);
-  await listen(server, address, RELAY_PORT, host);
   servers.push(server);
-  return server;
 }
 
 function mtaConfig(address: string, over: Partial<MtaNodeConfig>): MtaNodeConfig {
