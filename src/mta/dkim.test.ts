@@ -376,6 +376,11 @@ describe('relay clients on port 25', () => {
     expect(received.find((r) => r.data.includes(` id ${queueId}`))?.client).toBe(MTA);
   });
 
+  it('a node with an entry that is no address does not start', async () => {
+    const config = mtaConfig(ip(6), { relayClients: [RELAY_CLIENT, 'mx.forwarder.test'] });
+    await expect(startMta({ config, events: new EventLog('mta'), log: () => undefined })).rejects.toThrow('relayClients: "mx.forwarder.test" is not an IP address or an address/prefix network');
+  });
+
   it('refuses relaying for any other client, naming the domain', async () => {
     const err = (await port25(STRANGER).sendMail({ from: 'someone@elsewhere.test', to: 'bob@receiver.test', text: 'x' }).catch((e: unknown) => e)) as { responseCode?: number; response?: string };
     expect(err.responseCode).toBe(550);

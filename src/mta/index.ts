@@ -71,12 +71,13 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
     },
   });
 
+  // Built (and their relayClients checked) before the queue starts working; they listen below.
+  const servers = createReceivers({ config, engine, events, log, dkim });
   const recovered = await engine.start();
   if (recovered.queued.length || recovered.broken.length) {
     log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.broken.length} broken`);
   }
 
-  const servers = createReceivers({ config, engine, events, log, dkim });
   await listen(servers.smtp, config.address, config.ports.smtp, 'smtp');
   await listen(servers.submission, config.address, config.ports.submission, 'submission');
   if (servers.submissions) await listen(servers.submissions, config.address, config.ports.submissions!, 'submissions');
