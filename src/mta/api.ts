@@ -2,7 +2,7 @@
 // (what `message` returns and what the queue keeps on disk are the same shapes, declared once, here).
 import type { MxResolution } from '../dns/api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
-import type { OutboundTlsPolicy } from '../shared/config.js';
+import type { DkimSigningConfig, OutboundTlsPolicy } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
@@ -110,7 +110,22 @@ export type MtaOperations = {
   flush: Operation<NoArgs, { flushed: number }>;
   /** One message: the view, the full record (every recipient's last report) and, while queued, its headers. */
   message: Operation<{ queueId: string }, QueueEntryView & { record: MessageRecord; headers?: string }>;
+  /**
+   * Replaces every DKIM signer at once (key rotation): all are checked first (domain and selector syntax, the PEM key
+   * parses and fits the algorithm, RSA ≥ 1024 bits); one bad entry fails the call and nothing changes. The next
+   * submission is signed with the new set. The answer never holds a private key.
+   */
+  'set-dkim': Operation<{ signers: DkimSigningConfig[] }, { signers: DkimSignerView[] }>;
+  /** The current DKIM signers, without their keys. */
+  dkim: Operation<NoArgs, { signers: DkimSignerView[] }>;
 };
+
+/** A DKIM signer as the control channel shows it: `d=`, `s=`, `a=`. */
+export interface DkimSignerView {
+  domain: string;
+  selector: string;
+  algorithm: DkimSigningConfig['algorithm'];
+}
 
 type Service = 'smtp' | 'submission';
 
@@ -177,11 +192,15 @@ export type MtaEvents = NodeEvents & {
   'auth-throttled': { service: Service; user: string | null; client: string; scope: 'account' | 'address'; retryAfterMs: number; hop: string };
   /**
    * Accepted on the submission port (587, or 465 with implicit TLS) and queued. `tls`: the version and cipher of the
-   * client's connection (STARTTLS or implicit TLS), null when it was plaintext.
+   * client's connection (STARTTLS or implicit TLS), null when it was plaintext. `dkim`: the signature the MTA put on
+   * the message before queueing it (its From: domain has a signer); absent when it was not signed.
    */
-  submitted: { user?: string; from: string; to: string[]; size: number; tls: TlsInfo | null };
-  /** Accepted on port 25 for a local domain and queued; `tls` as for `submitted`. */
-  received: { from: string; to: string[]; size: number; client?: string; helo: string; tls: TlsInfo | null };
+  submitted: { user?: string; from: string; to: string[]; size: number; tls: TlsInfo | null; dkim?: DkimSignerView };
+  /**
+   * Accepted on port 25 and queued: for a local domain, or, from a client of `relayClients`, for any domain
+   * (`relay: true` when some recipient is not local); `tls` as for `submitted`. Never DKIM-signed.
+   */
+  received: { from: string; to: string[]; size: number; client?: string; helo: string; tls: TlsInfo | null; relay?: true };
   /** Something went wrong inside the MTA; `error` says what. */
   error: { error: string; service?: Service; from?: string; to?: string[]; retryAt?: number };
   queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string };

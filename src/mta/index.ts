@@ -1,7 +1,8 @@
 // The `mta` role: the sender MTA. Submission (587, AUTH; and 465 with implicit TLS when the node has `tls`) and SMTP
 // (25, for its local domains; both with STARTTLS when the node has `tls`) in front of a
 // durable queue; delivery over SMTP to MX hosts found in the lab DNS, and over LMTP to the mailbox server for local
-// domains; retries, expiry and bounces.
+// domains; retries, expiry and bounces. Submissions are DKIM-signed before they are queued (dkim.ts; signers replaced
+// at run time with `set-dkim`).
 //
 // Control operations and events: see the contract, api.ts.
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { MtaEngine } from './engine.js';
 import { MtaStsPolicies } from './mta-sts.js';
 import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
+import { DkimSigner } from './dkim.js';
 
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export type * from './api.js';
@@ -29,6 +31,8 @@ const STOP_GRACE_MS = 2000;
 
 export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => {
   const { config, events, log } = ctx;
+  // Checked before anything starts: a node with a bad key must not run and send its domain's mail unsigned.
+  const dkim = new DkimSigner(config.dkim ?? []);
   const resolver = createLabResolver(config.resolver);
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
@@ -67,12 +71,13 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
     },
   });
 
+  // Built (and their relayClients checked) before the queue starts working; they listen below.
+  const servers = createReceivers({ config, engine, events, log, dkim });
   const recovered = await engine.start();
   if (recovered.queued.length || recovered.broken.length) {
     log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.broken.length} broken`);
   }
 
-  const servers = createReceivers({ config, engine, events, log });
   await listen(servers.smtp, config.address, config.ports.smtp, 'smtp');
   await listen(servers.submission, config.address, config.ports.submission, 'submission');
   if (servers.submissions) await listen(servers.submissions, config.address, config.ports.submissions!, 'submissions');
@@ -104,6 +109,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
         const headers = message.state === 'done' ? undefined : await queue.readMessage(message.queueId).then((data) => headerSection(data), () => undefined);
         return { ...engine.view(message), record: message, ...(headers !== undefined ? { headers } : {}) };
       },
+      'set-dkim': (args) => ({ signers: dkim.replace(args?.signers) }),
+      dkim: () => ({ signers: dkim.list() }),
     },
     async stop() {
       const closed = Object.values(servers).map((server) => new Promise<void>((resolve) => server.close(() => resolve())));

@@ -1,6 +1,8 @@
-// Test helpers shared by the in-process MTA tests (mta.test.ts, receive-hardening.test.ts).
+// Test helpers shared by the in-process MTA tests (mta.test.ts, receive-hardening.test.ts, tls.test.ts, dkim.test.ts).
+import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { MtaNodeConfig } from '../shared/config.js';
 import type { EventLog, LabEvent } from '../shared/events.js';
+import { createSmtpServer, listen } from '../shared/smtp-server.js';
 
 /** The first event of `log` that matches, past or future; fails after `timeoutMs` with the recent events. */
 export function waitForEvent(log: EventLog, match: (e: LabEvent) => boolean, what: string, timeoutMs = 8000): Promise<LabEvent> {
@@ -36,4 +38,33 @@ export function testMtaConfig(over: Pick<MtaNodeConfig, 'address' | 'dataDir' | 
     connectTimeoutMs: 1000,
     ...over,
   };
+}
+
+/**
+ * A next hop of the MTA (an MX, or an LMTP server with `{ lmtp: true }`), plain text, on `address:port`: it takes
+ * every message and answers 250 with what `onMessage` returns for its bytes. `options` adds or overrides the rest.
+ */
+export async function startCapturingServer(
+  address: string,
+  port: number,
+  onMessage: (data: Buffer, session: SMTPServerSession) => string,
+  options: Partial<SMTPServerOptions> = {},
+): Promise<SMTPServer> {
+  const server = createSmtpServer({
+    greetingDelayMs: 0,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    hideSTARTTLS: true,
+    logger: false,
+    closeTimeout: 100,
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => callback(null, onMessage(Buffer.concat(chunks), session)));
+    },
+    ...options,
+  });
+  server.on('error', () => undefined);
+  await listen(server, address, port, options.name ?? address);
+  return server;
 }

@@ -12,9 +12,8 @@ import { startDnsServer, Zones, type RunningDnsServer } from '../dns/index.js';
 import type { MtaNodeConfig, ZoneConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { startMta, type QueueEntryView } from './index.js';
-import { testMtaConfig, waitForEvent } from './mta.test-helper.js';
+import { startCapturingServer, testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 const ip = (n: number) => `${block}.${n}`;
@@ -79,30 +78,22 @@ function refusal(code: number, text: string): Error {
 }
 
 async function startReceiver(name: string, address: string, port: number, options: Partial<SMTPServerOptions> = {}): Promise<{ port: number; close(): Promise<void> }> {
-  const server = createSmtpServer({
-    greetingDelayMs: 0,
-    name,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    hideSTARTTLS: true,
-    logger: false,
-    closeTimeout: 100,
-    onRcptTo(rcpt, _session, callback) {
-      if (/^(nobody|ghost)@/.test(rcpt.address)) return callback(refusal(550, `5.1.1 <${rcpt.address}>: no such user here`));
-      callback();
+  const server = await startCapturingServer(
+    address,
+    port,
+    (data, session) => {
+      received.push({ server: name, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), data: data.toString('utf8'), session: session.id, client: session.remoteAddress });
+      return `2.0.0 Ok: ${name} took it`;
     },
-    onData(stream, session, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        received.push({ server: name, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), data: Buffer.concat(chunks).toString('utf8'), session: session.id, client: session.remoteAddress });
-        callback(null, `2.0.0 Ok: ${name} took it`);
-      });
+    {
+      name,
+      onRcptTo(rcpt, _session, callback) {
+        if (/^(nobody|ghost)@/.test(rcpt.address)) return callback(refusal(550, `5.1.1 <${rcpt.address}>: no such user here`));
+        callback();
+      },
+      ...options,
     },
-    ...options,
-  });
-  server.on('error', () => undefined);
-  await listen(server, address, port, name);
+  );
   servers.push({ name, server });
   const bound = server.server.address();
   return {

@@ -1,10 +1,14 @@
 // The MTA's two SMTP services:
 // - submission (RFC 6409, port 587): AUTH PLAIN/LOGIN (RFC 4954) required before MAIL FROM; an authenticated user may
 //   send to anyone (relaying), but only from its own address; the message gets a Message-ID and a Date when it lacks
-//   them (RFC 6409 §8.2, §8.3).
+//   them (RFC 6409 §8.2, §8.3). With config.submissionFrom `own-domain` (the default) every From: header mailbox must
+//   be in the user's domain (553 5.7.1 at the end of DATA otherwise): what the MTA signs with DKIM is then what its
+//   users may claim. A message whose From: domain has a DKIM signer is signed (dkim.ts) before it is queued, so the
+//   queued copy, and every retry of it, carries the same signature.
 // - smtp (port 25, no AUTH): the MTA as final destination of config.localDomains only; anything else is relaying,
-//   refused. The null sender is accepted (bounces of mail we sent come back this way). Messages are not modified
-//   beyond the trace header (RFC 5321 §6.4 §7.9).
+//   refused, except from config.relayClients (Postfix's mynetworks: a forwarding MX of the lab), which may relay
+//   anywhere. The null sender is accepted (bounces of mail we sent come back this way). Messages are not modified
+//   beyond the trace header (RFC 5321 §6.4 §7.9), so they are not signed either.
 // Both add a Received header (RFC 5321 §4.4) and answer 250 only once the message is durably queued.
 // Hardening (both services unless said): at most limits.maxRecipients RCPTs per transaction (452 4.5.3) and
 // limits.maxConnectionsPerClient connections per client address (421 4.7.0); nothing past the size limit is kept in
@@ -22,11 +26,12 @@ import type { EventLog } from '../shared/events.js';
 import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared/headers.js';
 import { createSmtpServer, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { compactDate, type MtaEngine } from './engine.js';
-import type { MtaEvents, QueueOrigin } from './api.js';
+import type { DkimSignerView, MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 import { LoginThrottle } from '../shared/login-throttle.js';
 import { insideLab } from '../shared/lab-boundary.js';
+import { fromMailboxes, type DkimSigner } from './dkim.js';
 
 /** Largest message accepted by default (config.limits.maxMessageSize overrides it), advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
 export const MESSAGE_SIZE_LIMIT = 25 * 1024 * 1024;
@@ -36,8 +41,12 @@ export type Service = 'smtp' | 'submission';
 export type Receivers = Record<Service, SMTPServer> & { submissions?: SMTPServer };
 
 export interface ReceiverOptions {
-  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses' | 'tls'> & { ports?: Partial<MtaNodeConfig['ports']> };
+  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses' | 'tls' | 'submissionFrom' | 'relayClients'> & {
+    ports?: Partial<MtaNodeConfig['ports']>;
+  };
   engine: MtaEngine;
+  /** The node's DKIM signers (shared with the `set-dkim` operation); absent: submissions are not signed. */
+  dkim?: DkimSigner;
   events: EventLog<MtaEvents>;
   log(message: string): void;
   sizeLimit?: number;
@@ -56,9 +65,34 @@ export function sameAddress(a: string, b: string): boolean {
   return a.toLowerCase() === b.toLowerCase();
 }
 
+/** The client's IP address, an IPv4-mapped IPv6 address as the IPv4 address it is. */
+function plainAddress(session: Pick<SMTPServerSession, 'remoteAddress'>): string {
+  return session.remoteAddress.replace(/^::ffff:(?=\d+\.)/, '');
+}
+
 function clientAddress(session: Pick<SMTPServerSession, 'remoteAddress'>): string {
-  const ip = session.remoteAddress.replace(/^::ffff:(?=\d+\.)/, '');
+  const ip = plainAddress(session);
   return net.isIPv6(ip) ? `IPv6:${ip}` : ip;
+}
+
+/**
+ * The relay clients of port 25 (addresses, or networks as `address/prefix`), as a BlockList so that every spelling of
+ * an IPv6 address matches. An entry that is neither fails the node's start, naming it.
+ */
+export function relayClientList(entries: readonly string[] = []): (address: string) => boolean {
+  const list = new net.BlockList();
+  for (const entry of entries) {
+    const [address = '', prefix, extra] = entry.trim().split('/');
+    const family = net.isIPv4(address) ? 'ipv4' : net.isIPv6(address) ? 'ipv6' : undefined;
+    const bits = prefix === undefined ? undefined : Number(prefix);
+    const maxBits = family === 'ipv4' ? 32 : 128;
+    if (!family || extra !== undefined || (bits !== undefined && !(Number.isInteger(bits) && bits >= 0 && bits <= maxBits))) {
+      throw new Error(`relayClients: ${JSON.stringify(entry)} is not an IP address or an address/prefix network`);
+    }
+    if (bits === undefined) list.addAddress(address, family);
+    else list.addSubnet(address, bits, family);
+  }
+  return (address) => list.check(address, net.isIPv6(address) ? 'ipv6' : 'ipv4');
 }
 
 /**
@@ -135,6 +169,8 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
   // Local domains whose users the lab knows: their unknown local parts are refused at RCPT on port 25.
   const knownDomains = new Set(config.users.map((u) => domainOf(u.address)).filter((d) => localDomains.has(d)));
   const knownUsers = new Set(config.users.map((u) => u.address.toLowerCase()));
+  const mayRelay = relayClientList(config.relayClients);
+  const fromPolicy = config.submissionFrom ?? 'own-domain';
   const throttleConfig = config.authThrottle ?? DEFAULT_AUTH_THROTTLE;
   const throttle = new LoginThrottle(throttleConfig);
   /** Failed logins per connection (the session object lives as long as its connection). */
@@ -252,7 +288,7 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
       if (literal && !insideLab(literal, config.labAddresses)) {
         return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.7.1 <${rcpt}>: address literal ${domain} is outside the lab; ${config.hostname} sends only to the lab's own hosts`), { attempted: rcpt }));
       }
-      if (!submission && !localDomains.has(domain)) {
+      if (!submission && !localDomains.has(domain) && !mayRelay(plainAddress(session))) {
         return callback(refuse(session, 'RCPT TO', smtpReply(550, `5.7.1 <${rcpt}>: relay access denied (${config.hostname} is not the destination of ${domain || 'that address'}; log in on the submission port to relay)`), { attempted: rcpt }));
       }
       // Port 25 verifies local recipients now, not by a bounce later: a bounce would go to a sender nobody checked.
@@ -284,6 +320,16 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
     let data: Buffer = received;
     const problem = headerSectionProblem(data);
     if (problem) throw refuse(session, 'DATA', smtpReply(HEADER_PROBLEM_CODE, `${HEADER_PROBLEM_STATUS} ${problem}`), { size: data.length });
+    const mailboxes = submission ? fromMailboxes(data) : [];
+    if (submission && fromPolicy === 'own-domain' && user) {
+      // Every From: mailbox (RFC 5322 §3.6.2 allows several): any one of them is what a reader or DMARC may take.
+      const userDomain = domainOf(user);
+      const foreign = mailboxes.find((m) => m.domain !== userDomain);
+      if (foreign) {
+        const claim = foreign.domain ? `From: domain ${foreign.domain} is not yours` : 'From: mailbox has no domain';
+        throw refuse(session, 'DATA', smtpReply(553, `5.7.1 <${foreign.address}>: ${claim} (user ${user} may send From: ${userDomain} only)`), { attempted: foreign.address });
+      }
+    }
     const now = new Date();
     if (submission) {
       const missing: string[] = [];
@@ -296,12 +342,28 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
     const protocol = receivedProtocol(session);
     const trace = receivedHeader({ helo, clientAddress: clientAddress(session), by: config.hostname, protocol, id: queueId, ...(to.length === 1 ? { for: to[0] } : {}), date: now, tls });
     data = Buffer.concat([Buffer.from(trace, 'latin1'), data]);
+    // Signed last, so that the added Message-ID and Date are covered, and before queueing: a retry sends this copy.
+    const signingDomain = mailboxes[0]?.domain;
+    let dkim: DkimSignerView | undefined;
+    if (options.dkim && signingDomain) {
+      try {
+        const signed = await options.dkim.sign(data, signingDomain);
+        data = signed.message;
+        if (signed.signature) dkim = { domain: signed.signature.domain, selector: signed.signature.selector, algorithm: signed.signature.algorithm };
+      } catch (err) {
+        events.emit({ kind: 'error', detail: { service, error: (err as Error).message, from, to } });
+        throw refuse(session, 'DATA', smtpReply(451, `4.3.0 local error: ${(err as Error).message}; try again later`));
+      }
+    }
     const messageId = messageIdOf(data);
     const origin: QueueOrigin = { kind: service === 'submission' ? 'submission' : 'smtp', protocol, helo, client: clientAddress(session), ...(user ? { user } : {}) };
 
     try {
       await engine.accept({ queueId, from, to, data, ...(messageId ? { messageId } : {}), origin }, () => {
-        const detail = submission ? { user, from, to, size: data.length, tls } : { from, to, size: data.length, client: origin.client, helo, tls };
+        const relay = to.some((rcpt) => !localDomains.has(domainOf(rcpt)));
+        const detail = submission
+          ? { user, from, to, size: data.length, tls, ...(dkim ? { dkim } : {}) }
+          : { from, to, size: data.length, client: origin.client, helo, tls, ...(relay ? { relay: true as const } : {}) };
         events.emit({ kind: submission ? 'submitted' : 'received', queueId, ...(messageId ? { messageId } : {}), detail });
       });
     } catch (err) {

@@ -13,12 +13,11 @@ import type { Endpoint } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
 import { hasPython, runPython } from '../shared/python.test-helper.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import { TlsLines, tryTls11 } from '../shared/tls-lines.test-helper.js';
 import { testPki, type TestPki } from '../shared/tls.test-helper.js';
 import { startMx } from '../mx/index.js';
 import { startMta } from './index.js';
-import { testMtaConfig, waitForEvent } from './mta.test-helper.js';
+import { startCapturingServer, testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 const ip = (n: number) => `${block}.${n}`;
@@ -51,24 +50,10 @@ beforeAll(async () => {
     port: 0,
     zones: new Zones([{ origin: 'receiver.test', records: [{ name: 'receiver.test', type: 'MX', exchange: 'mx.receiver.test', priority: 10 }, { name: 'mx.receiver.test', type: 'A', address: MX }] }]),
   });
-  lmtp = createSmtpServer({
-    greetingDelayMs: 0,
-    lmtp: true,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    hideSTARTTLS: true,
-    logger: false,
-    closeTimeout: 100,
-    onData(stream, _session, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        stored.push(Buffer.concat(chunks).toString('latin1'));
-        callback(null, '2.0.0 stored');
-      });
-    },
-  });
-  await listen(lmtp, LMTP, 0, 'lmtp');
+  lmtp = await startCapturingServer(LMTP, 0, (data) => {
+    stored.push(data.toString('latin1'));
+    return '2.0.0 stored';
+  }, { lmtp: true });
   const lmtpPort = (lmtp.server.address() as { port: number }).port;
   mx = await startMx({
     config: { name: 'mx', role: 'mx', hostname: 'mx.receiver.test', address: MX, dataDir, controlPort: 0, resolver: dns.endpoint, greetingDelayMs: 0, fsync: false, ports: { smtp: RELAY_PORT }, domains: ['receiver.test'], recipients: [BOB], lmtp: { host: LMTP, port: lmtpPort }, tls: pki.tls },
