@@ -45,6 +45,8 @@ export type HarnessEvents = {
   'dns-edit': NodeAction & { operation: string; args: object };
   /** The MTA was asked to retry every deferred message now. */
   'queue-flush': NodeAction & { flushed: number };
+  /** The MTA's DKIM signers were replaced (`set-dkim`, a key rotation): the new ones, without their keys. */
+  'dkim-change': NodeAction & { signers: { domain: string; selector: string; algorithm: string }[] };
   /** An IMAP device learned of a message (UID, flags). */
   'device-synced': { uid: number; flags: string[] };
   /** An IMAP device saw a message's flags change. */
@@ -59,16 +61,16 @@ export type HarnessEvents = {
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
+  'dns-edit', 'queue-flush', 'dkim-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
 ] as const);
 
 /**
  * Control operations that change a node's data, recorded in the history (node `nemesis`) whoever calls them:
  * `lab.dns`, `lab.mta().flush()` or `node.as(role).control().call(...)`.
  */
-export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' } } = {
-  dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit' },
-  mta: { flush: 'queue-flush' },
+export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' } } = {
+  dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit', 'set-mta-sts-policy': 'dns-edit' },
+  mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change' },
 };
 
 /** The kinds each role's contract lists. */

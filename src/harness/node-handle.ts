@@ -161,6 +161,8 @@ export class NodeHandle<R extends Role = Role> {
     const action = { target: this.name, role: this.role, took: now() - call.began };
     if (kind === 'dns-edit') this.history.record(NEMESIS, kind, { ...action, operation: call.operation, args: call.args }, { time: call.began });
     if (kind === 'queue-flush') this.history.record(NEMESIS, kind, { ...action, flushed: (call.result as { flushed: number }).flushed }, { time: call.began });
+    // The answer, not the arguments: those hold the private keys.
+    if (kind === 'dkim-change') this.history.record(NEMESIS, kind, { ...action, signers: (call.result as { signers: { domain: string; selector: string; algorithm: string }[] }).signers }, { time: call.began });
   }
 
   private async halt(how: (r: RunningNode) => Promise<void>): Promise<void> {
