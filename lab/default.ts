@@ -5,13 +5,21 @@
 //                               ▼
 //                             mx (mx.receiver.test) ──LMTP 24──▶ mailbox (mail.receiver.test) ──POP3/IMAP──▶ bob
 //
-// The MTA is also sender.test's MX: bounces to alice go to the same mailbox server over LMTP.
+// The MTA is also sender.test's MX: bounces to alice go to the same mailbox server over LMTP. sender.test publishes
+// SPF, DKIM and DMARC (p=reject), so the happy path passes all three at the MX.
 import { defineLab, LAB_RETRY } from '../src/harness/index.js';
 
 export default defineLab({
   name: 'default',
   domains: {
-    'sender.test': { mx: [{ host: 'mta', preference: 10 }] },
+    // Mail authentication a mail administrator would publish: SPF names the MTA, DKIM signs with selector `lab`
+    // (a key made at each start), DMARC rejects what fails both. The MX checks all three.
+    'sender.test': {
+      mx: [{ host: 'mta', preference: 10 }],
+      spf: 'v=spf1 a:mta.sender.test -all',
+      dkim: [{ selector: 'lab' }],
+      dmarc: 'v=DMARC1; p=reject; rua=mailto:dmarc-reports@sender.test',
+    },
     'receiver.test': { mx: [{ host: 'mx', preference: 10 }] },
   },
   hosts: {
