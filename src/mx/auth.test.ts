@@ -249,6 +249,16 @@ describe('MX: SPF, DKIM and DMARC at the end of DATA', () => {
     expect(ids.filter((id) => inDmarcSample(30, id, Buffer.alloc(0)))).toEqual(inSample);
   });
 
+  it('a subdomain of the From: falls under the organizational record\'s sp, not its p', async () => {
+    setDmarc('v=DMARC1; p=none; sp=reject');
+    const mx = await startNode(FINAL_MX, { auth: enforcing });
+    const raw = Buffer.from('From: news@news.sender.test\r\nTo: bob@receiver.test\r\nSubject: sp\r\nMessage-ID: <sp-1@news.sender.test>\r\n\r\nHi.\r\n');
+    const result = await send(stranger, mx.port, FINAL_MX, [BOB], raw);
+    expect(result.recipients[0]!.reply).toMatch(/^550 5\.7\.1 DMARC policy of news\.sender\.test is reject: dkim=none/);
+    expect(verdictOf(mx)[0]).toMatchObject({ dmarc: { result: 'fail', domain: 'news.sender.test', policy: 'reject', p: 'none', sp: 'reject' }, action: 'reject' });
+    expect(queries.map((q) => `${q.name} ${q.type}`)).toEqual(expect.arrayContaining(['_dmarc.news.sender.test TXT', '_dmarc.sender.test TXT']));
+  });
+
   it('enforceDmarc off: p=reject is recorded, not acted on', async () => {
     const mx = await startNode(FINAL_MX, { auth: { enforceDmarc: false, trustedArcSealers: [] } });
     const { raw } = await message(null);

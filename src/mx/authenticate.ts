@@ -117,7 +117,8 @@ export async function authenticateMessage(input: AuthInput, options: AuthOptions
   const spf = result.spf;
   const dmarc = result.dmarc;
   const arc = result.arc;
-  const fromDomain = dmarc ? (dmarc.status.header?.from as string | undefined) ?? dmarc.domain : '';
+  // The From: domain as written (mailauth's header.from is its organizational domain).
+  const fromDomain = dmarc ? (result.dkim.headerFrom[0]?.split('@').pop()?.toLowerCase() ?? dmarc.domain) : '';
   // The chain mailauth verified (a non-enumerable property; false when the message had no ARC set).
   const found = arc ? (arc as unknown as { chain?: ChainEntry[] | false }).chain : undefined;
   const chain: ChainEntry[] = Array.isArray(found) ? found : [];
@@ -130,11 +131,13 @@ export async function authenticateMessage(input: AuthInput, options: AuthOptions
   let override: { domain: string; instance: number } | undefined;
   if (dmarc && dmarc.status.result === 'fail') {
     const applied = !sampled ? ({ reject: 'quarantine', quarantine: 'none' } as Record<string, string>)[dmarc.policy] ?? 'none' : dmarc.policy;
-    override = arc && arc.status.result === 'pass' ? trustedPass(chain, arc.authenticationResults as { dmarc?: { result?: string } } | undefined, new Set((options.auth?.trustedArcSealers ?? []).map((d) => d.toLowerCase()))) : undefined;
+    const trusted = arc && arc.status.result === 'pass' ? trustedPass(chain, arc.authenticationResults as { dmarc?: { result?: string } } | undefined, new Set((options.auth?.trustedArcSealers ?? []).map((d) => d.toLowerCase()))) : undefined;
     const why = whyDmarcFailed(result, fromDomain);
     if (!options.auth?.enforceDmarc) reason = `dmarc=fail, policy ${applied} not enforced (enforceDmarc is off): ${why}`;
     else if (applied === 'none') reason = `dmarc=fail, policy none${sampled ? '' : ` (outside pct=${dmarc.pct} sample)`}: ${why}`;
-    else if (override) {
+    else if (trusted) {
+      // Only an override that changed the outcome is one (and is said in the Authentication-Results).
+      override = trusted;
       action = 'accept-arc-override';
       reason = `dmarc=fail, policy ${applied} overridden: ARC chain passes and trusted sealer ${override.domain} (i=${override.instance}) said dmarc=pass`;
     } else {
