@@ -6,6 +6,10 @@
 // Limits (config.limits, else DEFAULT_SMTP_LIMITS): recipients per transaction (452 4.5.3), connections per client
 // address (421 4.7.0), message size (552 5.3.4, nothing past it kept in memory); a header section with a bare CR or
 // LF is refused (554 5.6.0, shared/message-guard.ts).
+// Mail authentication (`auth`, authenticate.ts): SPF, DKIM, DMARC and ARC at the end of DATA against the lab DNS,
+// Authentication-Results prepended; DMARC p=reject refused with 550 5.7.1 before any hand-off, p=quarantine filed in
+// Junk (LMTP `+Junk`). Forwarding (`forwards`): those recipients are ARC-sealed and sent on through `forwardVia`, the
+// envelope sender kept; 250 only once the mailbox server and the forwarding relay both accepted.
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { DEFAULT_SMTP_LIMITS, type MxNodeConfig } from '../shared/config.js';
