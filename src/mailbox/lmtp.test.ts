@@ -268,6 +268,42 @@ describe('LMTP', () => {
   });
 });
 
+describe('LMTP: address detail (local+Folder@domain)', () => {
+  it('stores bob+Junk@ in Junk, marked \\Junk, with a stored event naming it, and nothing in INBOX', async () => {
+    const port = await start();
+    const junk = 'bob+Junk@receiver.test';
+    const info = await send(port, 'alice@sender.test', [junk], sent);
+    expect(info.accepted).toEqual([junk]);
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(0);
+    const [stored] = await store.messages(BOB, 'Junk');
+    const raw = await store.read(BOB, 'Junk', stored!.uid);
+    // Delivered-To keeps the address as the client wrote it, detail included (as Dovecot writes it).
+    expect(raw.equals(Buffer.concat([Buffer.from(`Return-Path: <alice@sender.test>\r\nDelivered-To: ${junk}\r\n`), sent]))).toBe(true);
+    expect((await store.mailboxInfo(BOB, 'Junk')).specialUse).toBe('\\Junk');
+    expect(ctx.emitted('stored')).toMatchObject([{ messageId, detail: { user: BOB, mailbox: 'Junk', uid: stored!.uid } }]);
+  });
+
+  it('creates a missing folder named by the detail; the same user plain and with a detail gets one copy in each', async () => {
+    const port = await start();
+    const info = await send(port, 'alice@sender.test', [BOB, 'Bob+Reports@Receiver.Test'], sent);
+    expect(info.accepted).toEqual([BOB, 'Bob+Reports@Receiver.Test']);
+    expect((await store.listMailboxes(BOB)).map((m) => m.name)).toContain('Reports');
+    expect(await store.messages(BOB, 'Reports')).toHaveLength(1);
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(1);
+    expect(ctx.emitted('stored').map((e) => e.detail.mailbox).sort()).toEqual(['INBOX', 'Reports']);
+  });
+
+  it('delivers to INBOX when the detail is no valid mailbox name, and refuses an unknown user with a detail (550 5.1.1)', async () => {
+    const port = await start();
+    const info = await send(port, 'alice@sender.test', ['bob+a//b@receiver.test', 'nobody+Junk@receiver.test'], sent);
+    expect(info.accepted).toEqual(['bob+a//b@receiver.test']);
+    expect(info.rejected).toEqual(['nobody+Junk@receiver.test']);
+    expect(info.rejectedErrors?.[0]?.response).toBe('550 5.1.1 <nobody+Junk@receiver.test>: no such user here');
+    expect(await store.messages(BOB, 'INBOX')).toHaveLength(1);
+    expect(ctx.emitted('stored')).toMatchObject([{ detail: { user: BOB, mailbox: 'INBOX' } }]);
+  });
+});
+
 describe('a client that goes away before the replies', () => {
   // A killed MX (or MTA) never hears the 250s and sends the message again: stored now, it would be stored twice.
   it('stores nothing that is not yet published when the connection closes, and says so in an error event', async () => {

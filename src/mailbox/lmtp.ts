@@ -10,11 +10,17 @@
 // What may be delivered: a message whose header section holds a bare CR or a bare LF is refused for every
 // recipient (`554 5.6.0`, a `rejected` event of stage `DATA` per recipient): a later hop that turned the bare CR
 // into a line break would store header fields (a Bcc:) or an end of the header section that this hop never saw.
+//
+// Where it is stored: `local+Folder@domain` of a known user goes to that user's folder `Folder` (address detail,
+// like Dovecot's lmtp_save_to_detail_mailbox: the MX files a DMARC-quarantined message with `+Junk`), created when
+// missing (`Junk` with the \Junk special-use, RFC 6154). A detail that is no valid mailbox name goes to INBOX, as
+// Dovecot falls back; an unknown user is refused with 550 5.1.1 with or without a detail.
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerEnvelope, SMTPServerSession } from 'smtp-server';
 import { messageIdOf } from '../shared/headers.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
 import type { MailboxService, ServiceOptions } from './service.js';
-import { MailStoreError } from './store-api.js';
+import { MailStoreError, type MailStore, type StoredMessage } from './store-api.js';
+import { encodeFolderName, MAX_FOLDER_DIR_BYTES, normalizeName } from './maildir/names.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 
@@ -30,6 +36,33 @@ interface Recipient {
   address: string;
   /** The store's user. */
   user: string;
+  /** The folder it goes to: INBOX, or the address detail's. */
+  mailbox: string;
+}
+
+/** The separator of an address detail (`bob+Junk@…`), Dovecot's and Postfix's usual recipient_delimiter. */
+const DETAIL_DELIMITER = '+';
+
+/** The store's user and folder an LMTP recipient names, or undefined for no user of the store. */
+function lmtpRecipient(store: Pick<MailStore, 'hasUser'>, address: string): { user: string; mailbox: string } | undefined {
+  const lower = address.toLowerCase();
+  if (store.hasUser(lower)) return { user: lower, mailbox: 'INBOX' };
+  const at = address.lastIndexOf('@');
+  const plus = address.indexOf(DETAIL_DELIMITER);
+  if (at < 0 || plus < 0 || plus > at) return undefined;
+  const user = (address.slice(0, plus) + address.slice(at)).toLowerCase();
+  if (!store.hasUser(user)) return undefined;
+  return { user, mailbox: folderOfDetail(address.slice(plus + 1, at)) };
+}
+
+/** The folder an address detail names (its case kept), or INBOX when it is no valid mailbox name. */
+function folderOfDetail(detail: string): string {
+  try {
+    const name = normalizeName(detail);
+    return Buffer.byteLength(encodeFolderName(name)) <= MAX_FOLDER_DIR_BYTES ? name : 'INBOX';
+  } catch {
+    return 'INBOX';
+  }
 }
 
 export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
@@ -75,8 +108,8 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       goneController(session).abort();
     },
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {
-      const user = address.address.toLowerCase();
-      if (!store.hasUser(user)) {
+      const target = lmtpRecipient(store, address.address);
+      if (!target) {
         const text = `<${address.address}>: no such user here`;
         events.emit({
           kind: 'rejected',
@@ -86,7 +119,7 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       }
       let list = accepted.get(session.envelope);
       if (!list) accepted.set(session.envelope, (list = []));
-      list.push({ address: address.address, user });
+      list.push({ address: address.address, ...target });
       callback();
     },
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: Array<string | Error>) => void) {
@@ -118,21 +151,23 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       return recipients.map(() => smtpReply(HEADER_PROBLEM_CODE, text));
     }
     const messageId = messageIdOf(body);
-    // Each user once, even when named twice; the replies of the duplicates repeat the first one's.
+    // Each user's folder once, even when named twice; the replies of the duplicates repeat the first one's.
     const outcomes = new Map<string, Promise<string | Error>>();
+    const key = (rcpt: Recipient) => `${rcpt.user}\0${rcpt.mailbox}`;
     for (const rcpt of recipients) {
-      if (outcomes.has(rcpt.user)) continue;
-      outcomes.set(rcpt.user, deliverOne(rcpt, body, from, messageId, goneController(session).signal));
+      if (outcomes.has(key(rcpt))) continue;
+      outcomes.set(key(rcpt), deliverOne(rcpt, body, from, messageId, goneController(session).signal));
     }
-    return Promise.all(recipients.map((rcpt) => outcomes.get(rcpt.user)!));
+    return Promise.all(recipients.map((rcpt) => outcomes.get(key(rcpt))!));
   }
 
   async function deliverOne(rcpt: Recipient, body: Buffer, from: string, messageId: string | undefined, signal: AbortSignal): Promise<string | Error> {
     // What a delivery agent adds (RFC 5321 §4.4 Return-Path; Delivered-To as Dovecot and Postfix write it).
     const trace = `Return-Path: <${from}>\r\nDelivered-To: ${rcpt.address}\r\n`;
     try {
-      const stored = await store.deliver(rcpt.user, Buffer.concat([Buffer.from(trace, 'utf8'), body]), { signal });
-      events.emit({ kind: 'stored', messageId, queueId: stored.id, detail: { user: rcpt.user, mailbox: 'INBOX', uid: stored.uid, size: stored.size, from } });
+      const data = Buffer.concat([Buffer.from(trace, 'utf8'), body]);
+      const stored = rcpt.mailbox === 'INBOX' ? await store.deliver(rcpt.user, data, { signal }) : await deliverToFolder(rcpt, data, signal);
+      events.emit({ kind: 'stored', messageId, queueId: stored.id, detail: { user: rcpt.user, mailbox: rcpt.mailbox, uid: stored.uid, size: stored.size, from } });
       return `<${rcpt.address}> saved as ${stored.id}`;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
@@ -144,6 +179,21 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
       events.emit({ kind: 'error', messageId, detail: { stage: 'store', user: rcpt.user, error: why } });
       return smtpReply(451, `<${rcpt.address}> temporary failure storing the message, try again later`);
     }
+  }
+
+  /**
+   * Into a folder other than INBOX: created first when missing. The store's deliver() knows INBOX only, so this is
+   * an append (durable the same way: written and synced in tmp/, then linked); the client's going away is checked
+   * just before it, the one point left to drop the message rather than store a copy the client will resend.
+   */
+  async function deliverToFolder(rcpt: Recipient, data: Buffer, signal: AbortSignal): Promise<StoredMessage> {
+    try {
+      await store.createMailbox(rcpt.user, rcpt.mailbox, rcpt.mailbox === 'Junk' ? '\\Junk' : undefined);
+    } catch (err) {
+      if (!(err instanceof MailStoreError && err.code === 'ALREADYEXISTS')) throw err;
+    }
+    if (signal.aborted) throw new MailStoreError('ABORTED', `delivery to ${rcpt.user}'s ${rcpt.mailbox} abandoned before it was stored: the client went away`);
+    return store.append(rcpt.user, rcpt.mailbox, data);
   }
 
   // Errors of single connections (resets...) are the connection's business, not the server's.

@@ -5,6 +5,67 @@ import type { TlsInfo } from '../shared/tls-session.js';
 
 export type MxOperations = Record<never, never>;
 
+/** What the MX did with a message after mail authentication (see `authenticated`). */
+export type AuthAction = 'accept' | 'reject' | 'quarantine' | 'accept-arc-override';
+
+/** One DKIM signature of the message (RFC 6376) as verified. */
+export interface DkimVerdict {
+  /** pass, fail, neutral (mailauth's result for a missing or unusable key), policy (weak key), temperror... */
+  result: string;
+  /** `d=` */
+  domain: string;
+  /** `s=` */
+  selector: string;
+  /** `a=`, e.g. rsa-sha256 */
+  algorithm: string;
+  /** Whether `d=` aligns (relaxed) with the From: domain. */
+  aligned: boolean;
+  /** The signature's row of the Authentication-Results header. */
+  info: string;
+}
+
+/** Every verdict of mail authentication at the end of DATA (issue 12). */
+export interface AuthenticatedDetail {
+  /** MAIL FROM. */
+  from: string;
+  rcpts: string[];
+  /** The From: header's address(es). */
+  headerFrom: string;
+  /** SPF (RFC 7208) of MAIL FROM (of the HELO name for the null sender). `record`: the SPF record evaluated. */
+  spf: { result: string; domain: string; ip: string; helo: string; record?: string; comment?: string };
+  /** One entry per DKIM-Signature; empty when the message is unsigned. */
+  dkim: DkimVerdict[];
+  /**
+   * DMARC (RFC 7489) of the From: domain; null when it could not be evaluated (not exactly one From: address).
+   * `policy`: the one that applies (p, or sp for a subdomain); `sampled`: the message fell in the `pct` sample
+   * (deterministic: SHA-256 of the Message-ID); `alignment`: the aligned SPF and DKIM domains, false when none.
+   */
+  dmarc: {
+    result: string;
+    domain: string;
+    policy?: string;
+    p?: string;
+    sp?: string;
+    pct?: number;
+    sampled: boolean;
+    alignment: { spf: string | false; dkim: string | false };
+  } | null;
+  /**
+   * ARC (RFC 8617): the chain's validation, its newest `instance`, the `d=` of each ARC-Seal oldest first, and the
+   * trusted sealer that an `accept-arc-override` relied on.
+   */
+  arc: { result: string; instance?: number; sealers: string[]; comment?: string; trustedSealer?: string };
+  /**
+   * accept; reject (550 5.7.1, DMARC p=reject with enforceDmarc); quarantine (delivered to Junk); accept-arc-override
+   * (DMARC failed, but a trusted ARC sealer saw it pass).
+   */
+  action: AuthAction;
+  /** Why that action, in words (the 550's text for a reject). */
+  reason: string;
+  /** The Authentication-Results header (RFC 8601) prepended to the message, as written. */
+  header: string;
+}
+
 export type MxEvents = NodeEvents & {
   /**
    * A refusal: at CONNECT (too many connections from the client), at MAIL FROM (SIZE= over the limit), at RCPT TO (not a served domain: relay denied;
@@ -19,10 +80,18 @@ export type MxEvents = NodeEvents & {
   received: { from: string; to: string[]; client: string; helo: string; size: number; tls: TlsInfo | null };
   /** The mailbox server answered over LMTP, one result per recipient (`to` names the LMTP hop). */
   handoff: { to: string; recipients: RecipientResult[] };
-  /** The mailbox server could not be reached or broke off: the sender got 451. */
+  /** The mailbox server (or, for a forward, `forwardVia`) could not be reached or broke off: the sender got 451. */
   'handoff-failed': { to: string; error: string };
+  /** SPF, DKIM, DMARC and ARC verified at the end of DATA (with `auth`, or when sealing for a forward). */
+  authenticated: AuthenticatedDetail;
+  /**
+   * A recipient forwarded (`forwards`): the message, ARC-sealed (`arc`: the set this MX added; null when nothing was
+   * sealed: no `arcSeal`, or an incoming chain that had failed), sent to `via` for `to` with the original envelope
+   * sender; `accepted` and `reply`: what `via` answered for `to` (RCPT or data reply).
+   */
+  forwarded: { rcpt: string; to: string; via: string; accepted: boolean; reply: string; arc: { instance: number; domain: string; selector: string } | null };
 };
 
 export type MxContract = { operations: MxOperations; events: MxEvents };
 
-export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed'] as const);
+export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed', 'authenticated', 'forwarded'] as const);

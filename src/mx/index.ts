@@ -6,6 +6,10 @@
 // Limits (config.limits, else DEFAULT_SMTP_LIMITS): recipients per transaction (452 4.5.3), connections per client
 // address (421 4.7.0), message size (552 5.3.4, nothing past it kept in memory); a header section with a bare CR or
 // LF is refused (554 5.6.0, shared/message-guard.ts).
+// Mail authentication (`auth`, authenticate.ts): SPF, DKIM, DMARC and ARC at the end of DATA against the lab DNS,
+// Authentication-Results prepended; DMARC p=reject refused with 550 5.7.1 before any hand-off, p=quarantine filed in
+// Junk (LMTP `+Junk`). Forwarding (`forwards`): those recipients are ARC-sealed and sent on through `forwardVia`, the
+// envelope sender kept; 250 only once the mailbox server and the forwarding relay both accepted.
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { DEFAULT_SMTP_LIMITS, type MxNodeConfig } from '../shared/config.js';
@@ -13,7 +17,9 @@ import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from
 import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { MxContract, MxEvents } from './api.js';
-import { SmtpClientError, SmtpClientPool } from '../shared/smtp-client.js';
+import { authenticateMessage, withoutForgedResults, type AuthOutcome } from './authenticate.js';
+import { createLabResolver } from '../dns/index.js';
+import { SmtpClientError, SmtpClientPool, type RecipientResult } from '../shared/smtp-client.js';
 import { createSmtpServer, listen, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 
@@ -56,6 +62,21 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     idleMs: 5000,
     localAddress: config.address,
   });
+  // The forwarding hop (`forwardVia`, an MTA's port 25 relaying for this MX): an SMTP hop in the lab, as prompt as
+  // LMTP, since the sender waits for its answer. STARTTLS when offered (opportunistic, like the MTA's `may`).
+  const relay = new SmtpClientPool({
+    ehloName: config.hostname,
+    connectTimeoutMs: 2000,
+    greetingTimeoutMs: 2000,
+    socketTimeoutMs: 5000,
+    idleMs: 5000,
+    localAddress: config.address,
+    ...(config.tls ? { ca: config.tls.ca } : {}),
+  });
+  const forwards = new Map(Object.entries(config.forwards ?? {}).map(([rcpt, target]) => [rcpt.toLowerCase(), target]));
+  // SPF, DKIM, DMARC and ARC ask the lab DNS only (never the system resolver), failing with node:dns's codes.
+  const resolver = createLabResolver(config.resolver);
+  const dnsLookup = (name: string, rrtype: string) => resolver.resolve(name, rrtype);
 
   // Fires when a sender's connection closes during its transaction. The sender (killed, cut off) never hears our
   // reply and will send the message again, so the hand-off to the mailbox server is abandoned: what LMTP had not
@@ -131,24 +152,109 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     const message = Buffer.concat([Buffer.from(trace, 'latin1'), body]);
     events.emit({ kind: 'received', messageId, queueId: id, detail: { from, to, client: session.remoteAddress, helo: session.hostNameAppearsAs, size: message.length, tls } });
 
+    // Which recipients go to the mailbox server and which are forwarded (`forwards`) through `forwardVia`.
+    const forwardsOf = to.flatMap((rcpt) => (forwards.has(rcpt) ? [{ rcpt, to: forwards.get(rcpt)! }] : []));
+    const local = to.filter((rcpt) => !forwards.has(rcpt));
+    if (forwardsOf.length && !config.forwardVia) throw refused(session, 'DATA', 451, `4.3.5 ${forwardsOf.map((f) => f.rcpt).join(', ')} forwarded, but this MX has no forwardVia to send through`);
+
+    // Mail authentication at the end of DATA (issue 12): with `auth`, and whenever a forward is to be sealed (a seal
+    // carries this MX's verdict in its ARC-Authentication-Results). It runs before any hand-off, so a message DMARC
+    // rejects is stored nowhere.
+    let verdict: AuthOutcome | undefined;
+    let verified = message;
+    if (config.auth || (forwardsOf.length && config.arcSeal)) {
+      const inbound = withoutForgedResults(message, config.hostname);
+      try {
+        verdict = await authenticateMessage(
+          { message: inbound, ip: session.remoteAddress, helo: session.hostNameAppearsAs, sender: from, rcpts: to, messageId },
+          { mta: config.hostname, resolver: dnsLookup, auth: config.auth, ...(forwardsOf.length && config.arcSeal ? { seal: config.arcSeal } : {}) },
+        );
+      } catch (err) {
+        // mailauth turns DNS failures into temperror results itself; an exception is a failure of the check.
+        throw refused(session, 'DATA', 451, `4.7.0 mail authentication failed, try again later: ${(err as Error).message}`);
+      }
+      events.emit({ kind: 'authenticated', messageId, queueId: id, detail: verdict.detail });
+      if (verdict.refusal) throw refused(session, 'DATA', 550, verdict.refusal);
+      verified = Buffer.concat([Buffer.from(verdict.headers, 'latin1'), inbound]);
+    }
+    // A quarantined message goes to each local recipient's Junk folder: LMTP address detail (`bob+Junk@…`), as
+    // Dovecot's lmtp_save_to_detail_mailbox reads it.
+    const junk = verdict?.detail.action === 'quarantine';
+    const lmtpRcpt = (rcpt: string) => (junk ? `${rcpt.slice(0, rcpt.lastIndexOf('@'))}+Junk${rcpt.slice(rcpt.lastIndexOf('@'))}` : rcpt);
+
+    const signal = senderOf(session).signal;
+    const hops: Array<Promise<HopOutcome>> = [];
+    if (local.length) hops.push(toMailbox(local.map(lmtpRcpt), verified, from, signal, messageId, id));
+    if (forwardsOf.length) hops.push(toForward(forwardsOf, Buffer.concat([Buffer.from(verdict?.arcSet ?? '', 'latin1'), verified]), from, signal, verdict?.sealed, messageId, id));
+    // Both hops run at once and the sender hears 250 only when every one accepted every recipient: SMTP has one
+    // reply to the data, so any refusal or outage answers for the whole transaction (a retry may then duplicate
+    // what one hop already took, the risk RFC 5321 §6.1 prefers to loss).
+    const outcomes = await Promise.all(hops);
+    const down = outcomes.find((o) => o.unavailable);
+    if (down) throw smtpReply(451, `4.3.0 ${down.name} unavailable, try again later (${down.hop}: ${down.unavailable})`);
+    const failed = outcomes.flatMap((o) => o.failed.map((f) => ({ ...f, name: o.name, forwarded: o.forwarded })));
+    if (failed.length === 0) return `2.0.0 Ok: ${forwardsOf.length ? (local.length ? 'delivered and forwarded' : 'forwarded') : 'delivered'} as ${id}`;
+    const total = outcomes.reduce((n, o) => n + o.count, 0);
+    const temporary = failed.find((r) => r.code >= 400 && r.code < 500);
+    if (temporary || failed.length < total) {
+      const first = (temporary ?? failed[0])!;
+      throw smtpReply(451, `4.3.0 ${first.name} refused ${failed.map((r) => r.address).join(', ')}: ${first.reply}`);
+    }
+    // Refused for good: the mailbox server's refusal is about the mailbox (5.1.1); the forwarding relay's status is
+    // passed on as it gave it (a final MX's 5.7.1 DMARC refusal stays a policy refusal).
+    const first = failed[0]!;
+    throw smtpReply(550, `${first.forwarded && first.enhanced ? first.enhanced : '5.1.1'} ${first.name} refused: ${first.reply}`);
+  }
+
+  /** One next hop's answer: the recipients it refused, or why it could not be reached (`unavailable`). */
+  interface HopOutcome {
+    /** For the sender's reply: `mailbox server`, `forwarding relay`. */
+    name: string;
+    hop: string;
+    count: number;
+    /** The forwarding hop (SMTP), not the mailbox server. */
+    forwarded: boolean;
+    failed: RecipientResult[];
+    unavailable?: string;
+  }
+
+  /** A hop that could not be reached or broke off: `handoff-failed`, and the sender will hear 451. */
+  function unreachable(name: string, hop: string, count: number, err: unknown, messageId: string | undefined, id: string): HopOutcome {
+    const why = err instanceof SmtpClientError ? err.message : (err as Error).message;
+    events.emit({ kind: 'handoff-failed', messageId, queueId: id, detail: { to: hop, error: why } });
+    return { name, hop, count, forwarded: name === 'forwarding relay', failed: [], unavailable: why };
+  }
+
+  async function toMailbox(rcpts: string[], message: Buffer, from: string, signal: AbortSignal, messageId: string | undefined, id: string): Promise<HopOutcome> {
     const hop = `LMTP ${config.lmtp.host}:${config.lmtp.port}`;
     try {
-      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, { from, to }, message, { signal: senderOf(session).signal });
-      const failed = result.recipients.filter((r) => !r.accepted);
+      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, { from, to: rcpts }, message, { signal });
       events.emit({ kind: 'handoff', messageId, queueId: id, detail: { to: hop, recipients: result.recipients } });
-      if (failed.length === 0) return `2.0.0 Ok: delivered as ${id}`;
-      // SMTP has one reply for DATA: any temporary failure asks the sender to retry (a recipient already
-      // delivered may then get a duplicate, the accepted risk RFC 5321 §6.1 prefers to loss).
-      const temporary = failed.find((r) => r.code >= 400 && r.code < 500);
-      if (temporary || failed.length < result.recipients.length) {
-        throw smtpReply(451, `4.3.0 mailbox server refused ${failed.map((r) => r.address).join(', ')}: ${(temporary ?? failed[0])!.reply}`);
-      }
-      throw smtpReply(550, `5.1.1 mailbox server refused: ${failed[0]!.reply}`);
+      return { name: 'mailbox server', hop, count: rcpts.length, forwarded: false, failed: result.recipients.filter((r) => !r.accepted) };
     } catch (err) {
-      if ((err as { responseCode?: number }).responseCode) throw err;
-      const why = err instanceof SmtpClientError ? err.message : (err as Error).message;
-      events.emit({ kind: 'handoff-failed', messageId, queueId: id, detail: { to: hop, error: why } });
-      throw smtpReply(451, `4.3.0 mailbox server unavailable, try again later (${hop}: ${why})`);
+      return unreachable('mailbox server', hop, rcpts.length, err, messageId, id);
+    }
+  }
+
+  /**
+   * Forwarding: the sealed message goes to `forwardVia` over SMTP with the original envelope sender (no SRS, so
+   * SPF fails at the final hop and the ARC seal is what vouches for the first hop's verdict), one RCPT per target.
+   */
+  async function toForward(list: Array<{ rcpt: string; to: string }>, message: Buffer, from: string, signal: AbortSignal, sealed: AuthOutcome['sealed'], messageId: string | undefined, id: string): Promise<HopOutcome> {
+    const via = config.forwardVia!;
+    const hop = `SMTP ${via.host}:${via.port} (forwardVia)`;
+    try {
+      const result = await relay.send({ host: via.host, port: via.port }, { from, to: list.map((f) => f.to) }, message, { signal });
+      const failed: RecipientResult[] = [];
+      for (const f of list) {
+        const r = result.recipients.find((x) => x.address.toLowerCase() === f.to.toLowerCase());
+        if (!r) continue;
+        events.emit({ kind: 'forwarded', messageId, queueId: id, detail: { rcpt: f.rcpt, to: f.to, via: hop, accepted: r.accepted, reply: r.reply, arc: sealed ?? null } });
+        if (!r.accepted) failed.push({ ...r, address: f.rcpt });
+      }
+      return { name: 'forwarding relay', hop, count: list.length, forwarded: true, failed };
+    } catch (err) {
+      return unreachable('forwarding relay', hop, list.length, err, messageId, id);
     }
   }
 
@@ -163,6 +269,7 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     async stop() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       lmtp.close();
+      relay.close();
     },
   };
 }
