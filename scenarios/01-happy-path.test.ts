@@ -49,6 +49,18 @@ describe('happy path', () => {
     expect(received).toHaveLength(2);
     expect(received[0]).toMatch(/by mx\.receiver\.test/); // newest first (RFC 5321 §4.4)
     expect(received[1]).toMatch(/by mta\.sender\.test/);
+    // The MX verified sender.test's SPF, DKIM and DMARC against the lab DNS, and said so (RFC 8601).
+    const results = head.split(/\r\n(?=\S)/).filter((h) => /^authentication-results:/i.test(h));
+    expect(results, 'one Authentication-Results, by the MX').toHaveLength(1);
+    const verdict = results[0]!.replace(/\r\n\s+/g, ' ');
+    expect(verdict).toMatch(/^Authentication-Results: mx\.receiver\.test;/);
+    expect(verdict).toMatch(/\bspf=pass [^;]*smtp\.mailfrom=alice@sender\.test/);
+    expect(verdict).toMatch(/\bdkim=pass [^;]*header\.i=@sender\.test [^;]*header\.s=lab/);
+    expect(verdict).toMatch(/\bdmarc=pass [^;]*header\.from=sender\.test/);
+    const signed = await lab().waitFor({ kind: 'submitted', messageId });
+    expect(signed.detail.dkim).toEqual({ domain: 'sender.test', selector: 'lab', algorithm: 'rsa-sha256' });
+    const checked = await lab().waitFor({ kind: 'authenticated', messageId });
+    expect(checked.detail).toMatchObject({ action: 'accept', spf: { result: 'pass', domain: 'sender.test' }, dmarc: { result: 'pass', p: 'reject' } });
     const storedBody = stored.subarray(stored.indexOf('\r\n\r\n') + 4);
     expect(storedBody.equals(Buffer.from(body, 'utf8'))).toBe(true);
   });

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
+import type { DkimSigningConfig, DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { newControlToken } from '../shared/control.js';
 import { headerValue } from '../shared/headers.js';
 import type { RecordType } from '../dns/api.js';
@@ -16,7 +16,7 @@ import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type Runtime
 import type { Runtime } from './runtime/types.js';
 import { associationData, DANE_TA } from '../shared/dane.js';
 import { issueLabCertificates, type CertificateFault, type HostIdentity } from './tls/ca.js';
-import { equipWithMailAuth } from './mail-auth.js';
+import { equipWithMailAuth, type IssuedDkimKey } from './mail-auth.js';
 import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type { SendOptions, SendResult };
@@ -75,17 +75,18 @@ export class Lab {
     const network = await runtime.prepare(this.definition, labId);
     let plan: ReturnType<typeof planLab>;
     let ca: LabCaFile;
+    let dkimKeys: IssuedDkimKey[];
     try {
       plan = planLab(this.definition, network);
       // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
       const controlToken = newControlToken();
       for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
-      [ca] = await Promise.all([equipWithCertificates(this.definition, plan.nodes, network.hostDir), equipWithMailAuth(this.definition, plan.nodes)]);
+      [ca, dkimKeys] = await Promise.all([equipWithCertificates(this.definition, plan.nodes, network.hostDir), equipWithMailAuth(this.definition, plan.nodes)]);
     } catch (err) {
       await runtime.dispose();
       throw err;
     }
-    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca);
+    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca, dkimKeys);
     try {
       // Nodes need each other only when mail flows, never at start-up: start them all at once.
       await Promise.all(lab.nodes().map((node) => node.boot()));
@@ -171,6 +172,7 @@ export class StartedLab {
     configs: Record<string, NodeConfig>,
     readonly history: History,
     private readonly labCa: LabCaFile,
+    private readonly dkimKeys: readonly IssuedDkimKey[] = [],
   ) {
     for (const [name, config] of Object.entries(configs)) this.handles.set(name, new NodeHandle(config, runtime, history));
   }
@@ -183,6 +185,16 @@ export class StartedLab {
   /** What a client needs to verify `node` over TLS: the lab CA and the host name the node's certificate carries. */
   tlsFor(node: string): { ca: string; servername: string } {
     return { ca: this.ca, servername: this.node(node).config.hostname };
+  }
+
+  /**
+   * A DKIM key this lab made for a domain's selector (`domains[d].dkim`): its private key, algorithm and the TXT record
+   * text of its public key. What a key rotation hands to `lab.mta().setDkim(...)`.
+   */
+  dkimKey(domain: string, selector: string): IssuedDkimKey {
+    const key = this.dkimKeys.find((k) => k.domain === domain.toLowerCase() && k.selector === selector);
+    if (!key) throw new Error(`lab ${this.definition.name} has no DKIM key for selector ${selector} of ${domain} (keys: ${this.dkimKeys.map((k) => `${k.selector}._domainkey.${k.domain}`).join(', ') || 'none'})`);
+    return key;
   }
 
   /** The absolute path of the lab CA's certificate (PEM), for clients outside the harness (`up --json`'s `ca`). */
@@ -245,6 +257,9 @@ export class StartedLab {
       node,
       queue: (args: { state?: MessageState; all?: boolean } = {}) => node.control().call('queue', args),
       flush: () => node.control().call('flush'),
+      /** Replaces the MTA's DKIM signers (a key rotation); recorded as `dkim-change`. */
+      setDkim: (signers: DkimSigningConfig[]) => node.control().call('set-dkim', { signers }),
+      dkim: () => node.control().call('dkim'),
       message: (queueId: string) => node.control().call('message', { queueId }),
     };
   }
