@@ -2,6 +2,7 @@
 // a message that says what and why. The SPF evaluation is also compared with mailauth's over the same zones (through
 // the in-memory resolver), so the checker agrees with what the lab's MX computes.
 import { generateKeyPairSync } from 'node:crypto';
+import type { DNSResolver } from 'mailauth';
 import { spf as mailauthSpf } from 'mailauth/lib/spf/index.js';
 import { describe, expect, it } from 'vitest';
 import type { DnsRecord, ZoneConfig } from '../../shared/config.js';
@@ -150,7 +151,8 @@ describe('checkMailDns: SPF (RFC 7208)', () => {
     expect(findings).toContainEqual(finding('error', 'spf', 'sender.test TXT (SPF)', 'include/redirect loop: sender.test → loop.sender.test → sender.test'));
   });
 
-  // The same zones through the in-memory resolver, for mailauth (what the lab's MX runs): both must agree.
+  // The same zones through the in-memory resolver, for mailauth (what the lab's MX runs): both must agree. (mailauth's
+  // DNSResolver type says strings only, though it reads MX answers as { exchange, priority }, as node:dns gives them.)
   const cases: { name: string; records: DnsRecord[]; ip: string; expected: string }[] = [
     { name: 'mx pass', records: [], ip: '127.0.0.5', expected: 'pass' },
     { name: 'mx fail', records: [], ip: '127.0.0.9', expected: 'fail' },
@@ -175,7 +177,7 @@ describe('checkMailDns: SPF (RFC 7208)', () => {
     it(`evaluates like mailauth: ${c.name} → ${c.expected}`, async () => {
       const zones = input((r) => (c.records.length ? [...r.filter((x) => !(x.name === 'sender.test' && x.type === 'TXT')), ...c.records] : r)).zones;
       const ours = evaluateSpf(zones, c.ip, 'sender.test');
-      const theirs = await mailauthSpf({ sender: 'alice@sender.test', ip: c.ip, helo: 'mta.sender.test', mta: 'mx.receiver.test', resolver: createZoneResolver(zones) });
+      const theirs = await mailauthSpf({ sender: 'alice@sender.test', ip: c.ip, helo: 'mta.sender.test', mta: 'mx.receiver.test', resolver: createZoneResolver(zones) as DNSResolver });
       expect(ours.result).toBe(c.expected);
       expect(theirs.status.result).toBe(c.expected);
     });
