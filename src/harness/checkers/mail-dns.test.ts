@@ -151,6 +151,13 @@ describe('checkMailDns: SPF (RFC 7208)', () => {
     expect(findings).toContainEqual(finding('error', 'spf', 'sender.test TXT (SPF)', 'include/redirect loop: sender.test → loop.sender.test → sender.test'));
   });
 
+  it('an include of a domain without SPF is an error even when no sending host reaches it', () => {
+    const findings = checkMailDns(input(spfOf('receiver.test', 'v=spf1 ip4:127.0.0.5 include:nothing.receiver.test -all')));
+    expect(findings).toEqual([
+      finding('error', 'spf', 'receiver.test TXT (SPF)', 'include:nothing.receiver.test (in receiver.test) points to a domain without an SPF record, which is a permerror (RFC 7208 §5.2, §6.1)'),
+    ]);
+  });
+
   // The same zones through the in-memory resolver, for mailauth (what the lab's MX runs): both must agree. (mailauth's
   // DNSResolver type says strings only, though it reads MX answers as { exchange, priority }, as node:dns gives them.)
   const cases: { name: string; records: DnsRecord[]; ip: string; expected: string }[] = [

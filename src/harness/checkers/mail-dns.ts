@@ -491,13 +491,13 @@ function mechanismText(m: Mechanism): string {
  * zones, and the void lookups among them that the zones already show (a target with no records). Terms with macros
  * are counted but not followed: their target depends on the message.
  */
-function countLookups(view: ZoneView, domain: string, trail: string[]): { lookups: number; voids: string[]; loops: string[]; outside: string[] } {
-  const total = { lookups: 0, voids: [] as string[], loops: [] as string[], outside: [] as string[] };
+function countLookups(view: ZoneView, domain: string, trail: string[]): { lookups: number; voids: string[]; loops: string[]; outside: string[]; missing: string[] } {
+  const total = { lookups: 0, voids: [] as string[], loops: [] as string[], outside: [] as string[], missing: [] as string[] };
   const records = spfRecordsAt(view, domain);
   if (records.length !== 1) return total;
   const { record } = parseSpf(records[0]!);
   const hasMacro = (s: string) => s.includes('%');
-  const follow = (target: string) => {
+  const follow = (kind: 'include' | 'redirect', target: string) => {
     const name = normalize(target);
     if (trail.includes(name)) {
       total.loops.push([...trail, name].join(' → '));
@@ -507,25 +507,30 @@ function countLookups(view: ZoneView, domain: string, trail: string[]): { lookup
       total.outside.push(name);
       return;
     }
-    if (spfRecordsAt(view, name).length === 0) total.voids.push(`${name} (no SPF record)`);
+    if (spfRecordsAt(view, name).length === 0) {
+      // §5.2 and §6.1: an include or redirect of a domain without SPF is a permerror, whoever is evaluated.
+      total.missing.push(`${kind}${kind === 'include' ? ':' : '='}${name} (in ${trail[trail.length - 1]})`);
+      if ('error' in view.lookup(name, 'TXT')) total.voids.push(`${kind}:${name}`);
+    }
     const inner = countLookups(view, name, [...trail, name]);
     total.lookups += inner.lookups;
     total.voids.push(...inner.voids);
     total.loops.push(...inner.loops);
     total.outside.push(...inner.outside);
+    total.missing.push(...inner.missing);
   };
   for (const { mechanism } of record.directives) {
     if (!LOOKUP_TERMS.has(mechanism.kind)) continue;
     total.lookups++;
     const target = 'domain' in mechanism ? (mechanism.domain ?? domain) : domain;
     if (hasMacro(target)) continue;
-    if (mechanism.kind === 'include') follow(target);
+    if (mechanism.kind === 'include') follow('include', target);
     else if (mechanism.kind === 'a' && view.inZones(target) && view.addresses(target).addresses.length === 0) total.voids.push(`a:${target}`);
     else if (mechanism.kind === 'mx' && view.inZones(target) && 'error' in view.lookup(target, 'MX')) total.voids.push(`mx:${target}`);
   }
   if (record.redirect !== undefined && !record.directives.some((d) => d.mechanism.kind === 'all')) {
     total.lookups++;
-    if (!hasMacro(record.redirect)) follow(record.redirect);
+    if (!hasMacro(record.redirect)) follow('redirect', record.redirect);
   }
   return total;
 }
@@ -551,6 +556,7 @@ function checkSpf(view: ZoneView, input: MailDnsInput, findings: Finding[]): voi
     if (errors.length) continue;
     const counted = countLookups(view, domain, [domain]);
     if (counted.lookups > MAX_LOOKUPS) add('error', domain, `${counted.lookups} DNS lookups, more than the ${MAX_LOOKUPS} RFC 7208 §4.6.4 allows (receivers get permerror)`);
+    for (const missing of counted.missing) add('error', domain, `${missing} points to a domain without an SPF record, which is a permerror (RFC 7208 §5.2, §6.1)`);
     for (const loop of counted.loops) add('error', domain, `include/redirect loop: ${loop}`);
     if (counted.voids.length > MAX_VOID_LOOKUPS) add('warning', domain, `${counted.voids.length} void lookups (${counted.voids.join(', ')}), more than the ${MAX_VOID_LOOKUPS} RFC 7208 §4.6.4 recommends; receivers may give permerror`);
     for (const name of counted.outside) add('info', domain, `${name} is outside the lab zones: its lookups are not counted, and the lab DNS refuses it (temperror at a lab receiver)`);
