@@ -140,7 +140,8 @@ describe('maillab check', () => {
   }
 
   // The default lab's hosts, with DNS mistakes an administrator makes: an SPF record that leaves out the MTA, a DMARC
-  // policy that is no policy, and an MX host that has no address.
+  // policy that is no policy, and an MX host that has no address. Plain data, not `defineLab` from the harness:
+  // loadLabFile bundles into os.tmpdir() with packages external, and from there the harness's packages do not resolve.
   const brokenLab = `export default {
   name: 'broken',
   domains: {

@@ -149,6 +149,11 @@ describe('checkMailDns: SPF (RFC 7208)', () => {
   it('an include loop is an error', () => {
     const findings = checkMailDns(input((r) => [...spfOf('sender.test', 'v=spf1 ip4:127.0.0.5 include:loop.sender.test -all')(r), txt('loop.sender.test', 'v=spf1 include:sender.test -all')]));
     expect(findings).toContainEqual(finding('error', 'spf', 'sender.test TXT (SPF)', 'include/redirect loop: sender.test → loop.sender.test → sender.test'));
+    // A host matched nowhere runs round the loop until the lookup limit stops it.
+    expect(evaluateSpf(input((r) => [...spfOf('sender.test', 'v=spf1 include:loop.sender.test -all')(r), txt('loop.sender.test', 'v=spf1 include:sender.test -all')]).zones, '127.0.0.9', 'sender.test')).toEqual({
+      result: 'permerror',
+      reason: 'more than 10 DNS lookups',
+    });
   });
 
   it('an include of a domain without SPF is an error even when no sending host reaches it', () => {
@@ -217,6 +222,7 @@ describe('checkMailDns: DKIM key records', () => {
     expect(checkMailDns(input(replacing(at, 'TXT', txt(at, `v=DKIM1; k=rsa; p=${rsaKey(1024)}`))))).toEqual([
       finding('warning', 'dkim', `${at} TXT (DKIM)`, 'RSA key of 1024 bits; RFC 8301 §3.2 says signers should use at least 2048'),
     ]);
+    expect(checkMailDns(input(replacing(at, 'TXT', txt(at, `v=DKIM1; p=${rsaKey(1016)}`)))).map((f) => f.severity)).toEqual(['error']);
     expect(checkMailDns(input(replacing(at, 'TXT', txt(at, `v=DKIM1; p=${rsaKey(512)}`))))).toEqual([
       finding('error', 'dkim', `${at} TXT (DKIM)`, 'RSA key of 512 bits: verifiers must not accept keys under 1024 bits (RFC 8301 §3.2)'),
     ]);
