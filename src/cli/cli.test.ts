@@ -1,5 +1,6 @@
 // The CLI as a user runs it: `maillab up --json` prints one line of endpoints and the lab CA's file, the lab
-// answers on them, and SIGTERM stops every node; `maillab node dns --config` runs one node on its own.
+// answers on them, and SIGTERM stops every node; `maillab node dns --config` runs one node on its own; `maillab check`
+// reports the DNS mistakes of a lab file and exits 1 on an error.
 import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -124,5 +125,92 @@ describe('maillab node', () => {
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     expect(await exited(child)).toBe(2);
     expect(stderr).toMatch(/usage: maillab node <dns\|mta\|mx\|mailbox> --config/);
+  });
+});
+
+describe('maillab check', () => {
+  /** Runs the CLI to its end; resolves with its exit code and output. */
+  async function runCheck(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const child = spawn(process.execPath, [bin, 'check', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    return { code: await exited(child), stdout, stderr };
+  }
+
+  // The default lab's hosts, with DNS mistakes an administrator makes: an SPF record that leaves out the MTA, a DMARC
+  // policy that is no policy, and an MX host that has no address. Plain data, not `defineLab` from the harness:
+  // loadLabFile bundles into os.tmpdir() with packages external, and from there the harness's packages do not resolve.
+  const brokenLab = `export default {
+  name: 'broken',
+  domains: {
+    'sender.test': {
+      mx: [{ host: 'mta', preference: 10 }],
+      records: [
+        { name: 'sender.test', type: 'TXT', data: 'v=spf1 ip4:192.0.2.0/24 -all' },
+        { name: '_dmarc.sender.test', type: 'TXT', data: 'v=DMARC1; p=maybe' },
+      ],
+    },
+    'receiver.test': {
+      mx: [{ host: 'mx2.receiver.test', preference: 10 }],
+      records: [{ name: 'receiver.test', type: 'TXT', data: 'v=spf1 a:mta.sender.test -all' }],
+    },
+  },
+  hosts: {
+    dns: { role: 'dns', hostname: 'ns.lab.test' },
+    mailbox: { role: 'mailbox', hostname: 'mail.receiver.test' },
+    mx: { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' },
+    mta: { role: 'mta', hostname: 'mta.sender.test', localDomains: ['sender.test'], mailbox: 'mailbox' },
+  },
+  users: [
+    { address: 'alice@sender.test', password: 'alice-secret' },
+    { address: 'bob@receiver.test', password: 'bob-secret' },
+  ],
+  retry: { schedule: [100], maxLifetimeMs: 1000 },
+};
+`;
+
+  async function withBrokenLab<T>(use: (file: string) => Promise<T>): Promise<T> {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-check-'));
+    try {
+      const file = path.join(dir, 'broken.ts');
+      await fs.writeFile(file, brokenLab);
+      return await use(file);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('reports every planted mistake of a lab file, one line each, and exits 1', async () => {
+    const { code, stdout } = await withBrokenLab((file) => runCheck(['--lab', file]));
+    expect(stdout.split('\n')).toEqual([
+      'lab broken: mail DNS as planned, placeholder addresses dns 127.0.0.2, mailbox 127.0.0.3, mx 127.0.0.4, mta 127.0.0.5',
+      "error   sender.test TXT (SPF)             mta.sender.test (127.0.0.5) sends sender.test's mail but SPF gives fail for 127.0.0.5 (matched -all of sender.test)",
+      'error   _dmarc.sender.test TXT (DMARC)    p=maybe is not a policy: none, quarantine or reject (RFC 7489 §6.3); the record is malformed, so receivers may apply no policy (RFC 7489 §6.6.3)',
+      'warning _dmarc.receiver.test TXT (DMARC)  no DMARC record for receiver.test, which sends mail: receivers apply no DMARC policy, so forged From: receiver.test is not refused',
+      'error   receiver.test MX                  MX 10 mx2.receiver.test has no A or AAAA record (no such name): mail for receiver.test cannot be delivered to it',
+      '3 error(s), 1 warning(s), 0 info',
+      '',
+    ]);
+    expect(code).toBe(1);
+  });
+
+  it('--json prints the findings as JSON', async () => {
+    const { code, stdout } = await withBrokenLab((file) => runCheck(['--lab', file, '--json']));
+    const findings = JSON.parse(stdout) as { severity: string; check: string; record: string }[];
+    expect(findings.map((f) => `${f.severity} ${f.check} ${f.record}`)).toEqual([
+      'error spf sender.test TXT (SPF)',
+      'error dmarc _dmarc.sender.test TXT (DMARC)',
+      'warning dmarc _dmarc.receiver.test TXT (DMARC)',
+      'error mx receiver.test MX',
+    ]);
+    expect(code).toBe(1);
+  });
+
+  it('exits 0 on the default lab, whose findings are warnings', async () => {
+    const { code, stdout } = await runCheck([]);
+    expect(stdout).toMatch(/^0 error\(s\), 4 warning\(s\), 0 info$/m);
+    expect(code).toBe(0);
   });
 });
