@@ -140,8 +140,8 @@ describe('maillab check', () => {
   }
 
   // The default lab's hosts, with DNS mistakes an administrator makes: an SPF record that leaves out the MTA, a DMARC
-  // policy that is no policy, and an MX host that has no address. Plain data, not `defineLab` from the harness:
-  // loadLabFile bundles into os.tmpdir() with packages external, and from there the harness's packages do not resolve.
+  // policy that is no policy, and an MX host that has no address. Plain data: the file lives in a temp folder, outside
+  // any package that could give it `defineLab`.
   const brokenLab = `export default {
   name: 'broken',
   domains: {
@@ -208,9 +208,10 @@ describe('maillab check', () => {
     expect(code).toBe(1);
   });
 
-  it('exits 0 on the default lab, whose findings are warnings', async () => {
+  it('exits 0 on the default lab: sender.test is sound (SPF, its DKIM key, DMARC); receiver.test publishes neither', async () => {
     const { code, stdout } = await runCheck([]);
-    expect(stdout).toMatch(/^0 error\(s\), 4 warning\(s\), 0 info$/m);
+    expect(stdout).toMatch(/^0 error\(s\), 2 warning\(s\), 0 info$/m);
+    expect(stdout).not.toMatch(/^(error|warning) +(\w+\._domainkey\.|_dmarc\.)?sender\.test /m);
     expect(code).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 // The maillab commands. Kept free of side effects at import, so tests can call them.
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -83,17 +83,18 @@ export async function loadLabFile(file: string): Promise<LabDefinition> {
   let tmp: string | undefined;
   if (/\.[mc]?ts$/.test(absolute)) {
     const { build } = await import('esbuild');
-    tmp = await mkdtemp(path.join(os.tmpdir(), 'maillab-lab-'));
-    const outfile = path.join(tmp, 'lab.mjs');
-    await build({ entryPoints: [absolute], bundle: true, platform: 'node', format: 'esm', outfile, logLevel: 'error', packages: 'external' });
-    url = pathToFileURL(outfile).href;
+    // The compiled file goes next to the lab file (as Vite does with its config), so that the packages it imports
+    // resolve from the lab file's own node_modules; in a temp folder they would not be found.
+    tmp = path.join(path.dirname(absolute), `.${path.basename(absolute)}.maillab-${process.pid}-${Date.now()}.mjs`);
+    await build({ entryPoints: [absolute], bundle: true, platform: 'node', format: 'esm', outfile: tmp, logLevel: 'error', packages: 'external' });
+    url = pathToFileURL(tmp).href;
   }
   try {
     const mod = (await import(url)) as { default?: LabDefinition };
     if (!mod.default) throw new Error(`${file} has no default export (export default defineLab({...}))`);
     return mod.default;
   } finally {
-    if (tmp) await rm(tmp, { recursive: true, force: true });
+    if (tmp) await rm(tmp, { force: true });
   }
 }
 
@@ -135,11 +136,14 @@ async function check(args: string[]): Promise<number> {
   const labFile = option(args, '--lab');
   const json = args.includes('--json');
   const definition = labFile ? await loadLabFile(labFile) : defaultLab;
-  const { checkMailDns, dkimSelectorsOf, formatFindings, mailDnsInputOf } = await import('../harness/checkers/mail-dns.js');
+  const { checkMailDns, formatFindings, mailDnsInputOf } = await import('../harness/checkers/mail-dns.js');
+  const { equipWithMailAuth, signersOf } = await import('../harness/mail-auth.js');
   const hosts = Object.keys(definition.hosts);
   const addresses = Object.fromEntries(hosts.map((host, i) => [host, `127.0.0.${i + 2}`]));
   const plan = planLab(definition, { addresses, portOffset: 0, dataRoot: path.join(os.tmpdir(), 'maillab-check-unused') });
-  const findings = checkMailDns(mailDnsInputOf(plan, definition, dkimSelectorsOf(definition)));
+  // DKIM keys are made as a start makes them, so the zones hold the public keys the lab would publish.
+  const keys = await equipWithMailAuth(definition, plan.nodes);
+  const findings = checkMailDns(mailDnsInputOf(plan, definition, signersOf(keys).map(({ domain, selector }) => ({ domain, selector }))));
   const count = (severity: string) => findings.filter((f) => f.severity === severity).length;
   if (json) {
     process.stdout.write(JSON.stringify(findings) + '\n');

@@ -6,7 +6,8 @@ export { CERTIFICATE_FAULTS, WRONG_NAME, type CertificateFault } from './tls/ca.
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export { History, WaitTimeoutError, formatEvent, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 export { NEMESIS, allEventKinds, type EventKind, type EventOf, type HarnessEvents, type HistoryEvent } from './events.js';
-export { CheckFailure, checkDeliveredOnce, checkHopOrder, checkNoneLost, checkRetrySchedule, type CheckOptions, type CheckTarget, type OwedMessage } from './checkers/index.js';
+export { checkMailDns, createZoneResolver, formatFindings, mailDnsInputOf, type DkimSelectorRef, type Finding, type MailDnsInput, type SendingHost, type Severity } from './checkers/mail-dns.js';
+export { CheckFailure, checkMailDnsSound, checkDeliveredOnce, checkHopOrder, checkNoneLost, checkRetrySchedule, type CheckOptions, type CheckTarget, type OwedMessage } from './checkers/index.js';
 export { smtpDialogue, type DialogueOptions, type ProbeReply } from './clients/probe.js';
 export type { ImapDevice, Pop3Device } from './clients/devices.js';
 export { createRuntime, resolveRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';

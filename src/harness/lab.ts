@@ -17,6 +17,7 @@ import type { Runtime } from './runtime/types.js';
 import { associationData, DANE_TA } from '../shared/dane.js';
 import { issueLabCertificates, type CertificateFault, type HostIdentity } from './tls/ca.js';
 import { equipWithMailAuth, type IssuedDkimKey } from './mail-auth.js';
+import { checkMailDns, mailDnsInputOf, type Finding } from './checkers/mail-dns.js';
 import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type { SendOptions, SendResult };
@@ -195,6 +196,21 @@ export class StartedLab {
     const key = this.dkimKeys.find((k) => k.domain === domain.toLowerCase() && k.selector === selector);
     if (!key) throw new Error(`lab ${this.definition.name} has no DKIM key for selector ${selector} of ${domain} (keys: ${this.dkimKeys.map((k) => `${k.selector}._domainkey.${k.domain}`).join(', ') || 'none'})`);
     return key;
+  }
+
+  /**
+   * The lab's mail DNS as it is now (the dns node's zones, edits included), checked as a mail administrator's tool
+   * would: SPF, DKIM keys of the MTAs' current signers, DMARC, MX targets, PTRs (checkers/mail-dns.ts). One finding
+   * per problem; none is an error when the configuration is sound.
+   */
+  async checkDns(): Promise<Finding[]> {
+    const { zones } = await this.dns.records();
+    const nodes = Object.fromEntries(this.nodes().map((n) => [n.name, n.config]));
+    const signers: { domain: string; selector: string }[] = [];
+    for (const mta of this.nodes().filter((n) => n.role === 'mta' && n.isRunning)) {
+      for (const s of (await mta.as('mta').control().call('dkim')).signers) if (!signers.some((x) => x.domain === s.domain && x.selector === s.selector)) signers.push({ domain: s.domain, selector: s.selector });
+    }
+    return checkMailDns(mailDnsInputOf({ nodes, zones }, this.definition, signers));
   }
 
   /** The absolute path of the lab CA's certificate (PEM), for clients outside the harness (`up --json`'s `ca`). */

@@ -10,6 +10,7 @@ import { retryDelay } from '../../shared/retry.js';
 import type { HistoryEvent } from '../events.js';
 import { now } from '../../shared/events.js';
 import { messageIdOf } from '../../shared/headers.js';
+import { formatFindings, type Finding } from './mail-dns.js';
 import { DEFAULT_WAIT_MS, formatEvent, normalizeMessageId, WaitTimeoutError, type History } from '../history/history.js';
 
 /** What a checker reads: the history, and the mailboxes (a StartedLab is one). */
@@ -325,4 +326,15 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, f: (item: T)
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
+}
+
+/**
+ * The lab's mail DNS as it is now has no `error` finding (`lab.checkDns()`: SPF, DKIM keys, DMARC, MX, PTR). Fails
+ * with the report and the DNS edits recorded so far; returns every finding (warnings included) when it holds.
+ */
+export async function checkMailDnsSound(lab: { history: History; checkDns(): Promise<Finding[]> }): Promise<Finding[]> {
+  const findings = await lab.checkDns();
+  const errors = findings.filter((f) => f.severity === 'error');
+  if (errors.length) throw new CheckFailure(`expected the lab's mail DNS to have no errors, found ${errors.length}:\n${formatFindings(errors)}`, lab.history.filter({ kind: 'dns-edit' }));
+  return findings;
 }

@@ -363,10 +363,11 @@ describe('mailDnsInputOf and dkimSelectorsOf', () => {
     const derived = mailDnsInputOf(plan, lab, []);
     expect(derived.sendingHosts).toEqual([{ hostname: 'mta.sender.test', address: addresses.mta, domains: ['sender.test', 'receiver.test'] }]);
     expect(derived.labDomains).toEqual(['sender.test', 'receiver.test']);
-    // The default lab publishes no SPF or DMARC: warnings only, and its MX and PTR records are sound.
+    // The default lab publishes SPF and DMARC for sender.test (its DKIM key only at start), none for receiver.test:
+    // warnings for receiver.test only, and its MX and PTR records are sound.
     const findings = checkMailDns(derived);
     expect(findings.filter((f) => f.severity !== 'warning')).toEqual([]);
-    expect(findings.map((f) => f.check)).toEqual(['spf', 'spf', 'dmarc', 'dmarc']);
+    expect(findings.map((f) => `${f.check} ${f.record}`)).toEqual(['spf receiver.test TXT (SPF)', 'dmarc _dmarc.receiver.test TXT (DMARC)']);
   });
 
   it('reads DKIM selectors as unknown data', () => {
