@@ -107,6 +107,7 @@ export type MtaOperations = {
   /** The messages in the queue (not done); `all` adds the finished ones still remembered, `state` filters. */
   queue: Operation<{ state?: MessageState; all?: boolean }, QueueEntryView[]>;
   /** Every deferred message is tried now. */
+  /** Retry now: every waiting message, and a message whose attempt is in flight again as soon as it ends. */
   flush: Operation<NoArgs, { flushed: number }>;
   /** One message: the view, the full record (every recipient's last report) and, while queued, its headers. */
   message: Operation<{ queueId: string }, QueueEntryView & { record: MessageRecord; headers?: string }>;

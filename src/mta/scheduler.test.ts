@@ -258,14 +258,25 @@ describe('Scheduler', () => {
     expect(scheduler.inFlight).toBe(0);
   });
 
-  it('flush counts only the messages waiting on a timer', async () => {
+  it('flush counts the messages waiting on a timer and the one in flight, not those already ready', async () => {
     const scheduler = stuckScheduler();
     scheduler.schedule('running');
     scheduler.schedule('ready');
     scheduler.schedule('w1', 100);
     scheduler.schedule('w2', 200);
-    expect(scheduler.flush()).toBe(2);
+    expect(scheduler.flush()).toBe(3);
     expect(scheduler.planned()).toEqual(new Map());
-    expect(scheduler.flush()).toBe(0);
+    expect(scheduler.flush()).toBe(1);
+  });
+
+  it('a flush during an attempt runs that message again as soon as the attempt ends', async () => {
+    const { scheduler, ran, release, finish } = heldScheduler(1);
+    scheduler.schedule('m');
+    expect(ran).toEqual(['m']);
+    // The attempt is still being recorded when the flush comes (its retry is planned only once it ends).
+    expect(scheduler.flush()).toBe(1);
+    release('m');
+    await vi.waitFor(() => expect(ran).toEqual(['m', 'm']));
+    expect(await finish('m')).toEqual(['m', 'm']);
   });
 });

@@ -53,11 +53,17 @@ export class Scheduler {
     this.rerun.delete(queueId);
   }
 
-  /** Runs every waiting message now, whatever its retry time. Returns how many were waiting. */
+  /**
+   * Runs every waiting message now, whatever its retry time, and every message whose attempt is in flight again as
+   * soon as that attempt ends: a flush asked for just after a deferral, while the attempt is still being recorded,
+   * must not be lost. Returns how many messages it concerned.
+   */
   flush(): number {
+    const inFlight = [...this.running.keys()];
+    for (const queueId of inFlight) this.rerun.add(queueId);
     const waiting = [...this.timers.keys()];
     for (const queueId of waiting) this.schedule(queueId);
-    return waiting.length;
+    return waiting.length + inFlight.length;
   }
 
   /** When each waiting message is planned to run. */
