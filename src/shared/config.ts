@@ -9,8 +9,37 @@ export interface Endpoint {
 
 export interface UserConfig {
   address: string;
+  /** The account's main password: with `totpSecret` set, good only for the account service (with a TOTP code). */
+  password: string;
+  /**
+   * Two-factor authentication (issue 13): the base32 TOTP secret (RFC 6238, SHA-1, 6 digits, 30 s). With it, the
+   * mail protocols (SMTP AUTH, IMAP, POP3) refuse the main password and take app passwords only.
+   */
+  totpSecret?: string;
+  /** App passwords at start; more are made, and any revoked, through the account service while the lab runs. */
+  appPasswords?: AppPasswordConfig[];
+}
+
+export interface AppPasswordConfig {
+  /** What the user calls it, e.g. `phone`: unique per user. */
+  name: string;
   password: string;
 }
+
+/** An API key of the MTA's HTTP email API (issue 13): who may send, and From: which domains. */
+export interface ApiKeyConfig {
+  key: string;
+  /** From: domains the key may send as (403 otherwise). */
+  domains: string[];
+}
+
+/**
+ * The content scanner at the MX (issue 13): `builtin` finds the EICAR test file in any decoded MIME part; `clamav`
+ * streams the message to a clamd (INSTREAM), which the MX starts itself from `database` when `spawn` is set.
+ */
+export type ScannerConfig =
+  | { kind: 'builtin' }
+  | { kind: 'clamav'; /** clamd's TCP endpoint. */ clamd: Endpoint; /** Start clamd (Debian's clamav-daemon) with this signature directory. */ spawn?: { database: string } };
 
 export type DnsRecord =
   | { name: string; type: 'A'; address: string; ttl?: number }
@@ -271,6 +300,16 @@ export interface MtaNodeConfig extends BaseNodeConfig {
    */
   relayClients?: string[];
   /**
+   * The transactional HTTP email API (issue 13): HTTPS (with `tls`) on `address:port`, Mailpit's send API shape,
+   * Bearer API keys. Absent: no API.
+   */
+  api?: { port: number; keys: ApiKeyConfig[] };
+  /**
+   * Where SMTP AUTH is checked for users with 2FA: the mailbox server's account service (as Postfix asks Dovecot's
+   * SASL), so that an app password revoked there stops working here at once. Absent: the MTA's own `users` only.
+   */
+  authService?: Endpoint;
+  /**
    * MTA-STS (RFC 8461): before relaying to a domain without a configured mode, look up `_mta-sts.<domain>` TXT and
    * fetch its policy from `https://mta-sts.<domain>:<port>/.well-known/mta-sts.txt` (verified against `tls.ca`),
    * cached by `max_age`. `port` is 443 in the real world. Absent: MTA-STS is not used.
@@ -305,6 +344,10 @@ export interface MxNodeConfig extends BaseNodeConfig {
   forwards?: Record<string, string>;
   forwardVia?: Endpoint;
   arcSeal?: ArcSealConfig;
+  /** The malware filter at the end of DATA (issue 13). Absent: no scanning. */
+  scanner?: ScannerConfig;
+  /** What a message with malware gets: `reject` (554 5.7.1, the default) or `quarantine` (the recipients' Junk). */
+  malwareAction?: 'reject' | 'quarantine';
 }
 
 export interface MailboxNodeConfig extends BaseNodeConfig {
@@ -315,6 +358,11 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
   authThrottle?: AuthThrottleConfig;
   /** Client addresses allowed to deliver over LMTP (the lab's MX and MTA); others get `550 5.7.1`. Absent: any. */
   lmtpClients?: string[];
+  /**
+   * The account service (issue 13): HTTPS (with `tls`) on `address:port` for users (login with password + TOTP, app
+   * passwords, recent logins) and for the lab's MTAs (SMTP AUTH of 2FA users, with the lab's control token).
+   */
+  accounts?: { port: number };
 }
 
 export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig;
