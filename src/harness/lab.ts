@@ -13,7 +13,7 @@ import { ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } fro
 import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 import { NodeHandle } from './node-handle.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
-import type { Runtime } from './runtime/types.js';
+import { packageRoot, type Runtime } from './runtime/types.js';
 import { associationData, DANE_TA } from '../shared/dane.js';
 import { issueLabCertificates, type CertificateFault, type HostIdentity } from './tls/ca.js';
 import { equipWithMailAuth, type IssuedDkimKey } from './mail-auth.js';
@@ -78,7 +78,8 @@ export class Lab {
     let ca: LabCaFile;
     let dkimKeys: IssuedDkimKey[];
     try {
-      plan = planLab(this.definition, network);
+      // The local runtime's nodes read the package's files where they are (the ClamAV test database).
+      plan = planLab(this.definition, { ...network, ...(runtime.kind === 'local' ? { packageRoot: packageRoot() } : {}) });
       // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
       const controlToken = newControlToken();
       for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
@@ -382,7 +383,14 @@ export class StartedLab {
         this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}) }]),
       ),
       controlToken: this.nodes()[0]?.config.controlToken,
-      users: this.definition.users.map((u) => ({ address: u.address, password: u.password })),
+      // What a mail client needs per user: app passwords and the TOTP secret only where set.
+      users: this.definition.users.map((u) => ({
+        address: u.address,
+        password: u.password,
+        ...(u.appPasswords?.length ? { appPasswords: u.appPasswords.map(({ name, password }) => ({ name, password })) } : {}),
+        ...(u.totpSecret ? { totpSecret: u.totpSecret } : {}),
+      })),
+      ...(this.definition.apiKeys?.length ? { apiKeys: this.definition.apiKeys.map((k) => k.key) } : {}),
       ca: this.caFile,
     };
   }

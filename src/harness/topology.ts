@@ -2,7 +2,7 @@
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 
 export interface MxTarget {
@@ -98,6 +98,13 @@ export type HostDefinition =
       forwardVia?: string;
       /** ARC sealers (domains) whose chains this MX trusts to override a DMARC failure. */
       trustArcSealers?: string[];
+      /**
+       * The malware filter (issue 13): `builtin` (EICAR in any decoded MIME part, the default), `clamav` (a clamd the
+       * MX starts with the test signature database, local runtime), or `none`.
+       */
+      scanner?: 'builtin' | 'clamav' | 'none';
+      /** What malware gets: `reject` (554 5.7.1, the default) or `quarantine` (the recipients' Junk folder). */
+      malwareAction?: 'reject' | 'quarantine';
     }
   | { role: 'mailbox'; hostname: string };
 
@@ -119,6 +126,8 @@ export interface LabDefinition {
   tls?: LabTlsDefinition;
   /** Mail authentication: DMARC enforcement at the MX hosts and the submission From: policy. */
   auth?: LabAuthDefinition;
+  /** Keys of the MTAs' transactional HTTP email API (issue 13), each with the From: domains it may send as. */
+  apiKeys?: ApiKeyConfig[];
 }
 
 export interface LabTlsDefinition {
@@ -226,6 +235,22 @@ export function validateLab(lab: LabDefinition): void {
     }
     if (host.forwards && Object.keys(host.forwards).length && lab.hosts[host.forwardVia ?? '']?.role !== 'mta') problems.push(`${name}: forwarding needs forwardVia, an mta host of the lab`);
   }
+  const seenUsers = new Set<string>();
+  for (const user of lab.users) {
+    if (seenUsers.has(user.address.toLowerCase())) problems.push(`user ${user.address} is defined twice`);
+    seenUsers.add(user.address.toLowerCase());
+    if (user.totpSecret !== undefined && !/^[A-Z2-7]{16,}=*$/.test(user.totpSecret)) problems.push(`user ${user.address}: totpSecret must be base32 (A-Z, 2-7), at least 16 characters (RFC 4648, RFC 6238)`);
+    const names = (user.appPasswords ?? []).map((a) => a.name);
+    if (new Set(names).size !== names.length) problems.push(`user ${user.address}: app password names must be unique`);
+    for (const app of user.appPasswords ?? []) if (!app.name || !app.password || app.password === user.password) problems.push(`user ${user.address}: app password "${app.name}" needs a name and a password other than the main one`);
+  }
+  for (const key of lab.apiKeys ?? []) {
+    if (key.key.length < 16) problems.push(`apiKeys: a key must be at least 16 characters (${key.key.slice(0, 4)}… is not)`);
+    for (const d of key.domains) if (!lab.domains[d]) problems.push(`apiKeys: ${d} is not a lab domain`);
+  }
+  for (const [name, host] of hosts) {
+    if (host.role === 'mx' && host.scanner !== undefined && !['builtin', 'clamav', 'none'].includes(host.scanner)) problems.push(`${name}: scanner must be builtin, clamav or none`);
+  }
   if (lab.auth?.submissionFrom !== undefined && !['own-domain', 'any'].includes(lab.auth.submissionFrom)) problems.push(`auth.submissionFrom must be own-domain or any`);
   for (const [host, records] of Object.entries(lab.tls?.dane ?? {})) {
     if (!lab.hosts[host]) problems.push(`tls.dane: "${host}" is not a lab host`);
@@ -243,7 +268,10 @@ export function validateLab(lab: LabDefinition): void {
   if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
 }
 
-export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993, https: 443 } as const;
+export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993, https: 443, api: 8025, clamd: 3310 } as const;
+
+/** Where the test signature database of ClamAV lives (EICAR and a custom test signature, made with sigtool). */
+export const CLAMAV_TEST_DATABASE = 'src/mx/testdata/clamav';
 export const CONTROL_PORT = 7070;
 
 export interface LabPlan {
@@ -259,6 +287,8 @@ export interface PlanOptions {
   portOffset: number;
   /** Parent directory of the hosts' data directories. */
   dataRoot: string;
+  /** Where the package's files are, as the nodes see them (the ClamAV test database); absent: relative paths. */
+  packageRoot?: string;
 }
 
 const START_ORDER: Role[] = ['dns', 'mailbox', 'mx', 'mta'];
@@ -302,7 +332,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         break;
       }
       case 'mailbox':
-        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap'), pop3s: port('pop3s'), imaps: port('imaps') }, users: lab.users, authThrottle, lmtpClients: deliverers };
+        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap'), pop3s: port('pop3s'), imaps: port('imaps') }, users: lab.users, authThrottle, lmtpClients: deliverers, accounts: { port: port('https') } };
         break;
       case 'mx':
         nodes[name] = {
@@ -315,6 +345,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           limits,
           ...(lab.tls?.noStartTls?.includes(name) ? { noStartTls: true } : {}),
           auth: { enforceDmarc: lab.auth?.enforceDmarc ?? true, trustedArcSealers: (host.trustArcSealers ?? []).map((d) => d.toLowerCase()) },
+          ...scannerOf(host.scanner ?? 'builtin', { host: address(name), port: port('clamd') }, options.packageRoot),
+          ...(host.malwareAction ? { malwareAction: host.malwareAction } : {}),
           ...(host.forwards && Object.keys(host.forwards).length
             ? {
                 forwards: Object.fromEntries(Object.entries(host.forwards).map(([from, to]) => [from.toLowerCase(), to])),
@@ -340,6 +372,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           labAddresses,
           tlsPolicy: tlsPolicyOf(lab),
           submissionFrom: lab.auth?.submissionFrom ?? 'own-domain',
+          ...(lab.apiKeys?.length ? { api: { port: port('api'), keys: lab.apiKeys } } : {}),
+          ...authServiceOf(lab, host.mailbox, (mailbox) => ({ host: address(mailbox), port: port('https') })),
           ...relayClientsOf(lab, name, address),
           ...(lab.tls?.outbound?.mtaSts === false ? {} : { mtaSts: { port: port('https') } }),
           dane: lab.tls?.outbound?.dane !== false,
@@ -349,6 +383,19 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     }
   }
   return { nodes, zones };
+}
+
+/** The scanner config of an MX host; the ClamAV database path is inside the package (relative: as given). */
+function scannerOf(kind: 'builtin' | 'clamav' | 'none', clamd: { host: string; port: number }, root: string | undefined): { scanner?: ScannerConfig } {
+  if (kind === 'none') return {};
+  if (kind === 'builtin') return { scanner: { kind: 'builtin' } };
+  return { scanner: { kind: 'clamav', clamd, spawn: { database: root ? path.join(root, CLAMAV_TEST_DATABASE) : CLAMAV_TEST_DATABASE } } };
+}
+
+/** The account service an MTA checks SMTP AUTH with: its own mailbox host's, else the lab's first one. */
+function authServiceOf(lab: LabDefinition, mailbox: string | undefined, endpoint: (mailbox: string) => { host: string; port: number }): { authService?: { host: string; port: number } } {
+  const host = mailbox ?? Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'mailbox');
+  return host ? { authService: endpoint(host) } : {};
 }
 
 /** The addresses an MTA host relays for on port 25: the MX hosts that forward through it. */
