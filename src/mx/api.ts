@@ -66,11 +66,34 @@ export interface AuthenticatedDetail {
   header: string;
 }
 
+/**
+ * The malware filter's verdict on a message (issue 13): what the MX did with it. `accept`: clean, delivered with
+ * `X-Virus-Scanned`; `reject`: malware, refused with 554 5.7.1; `quarantine`: malware, filed in the recipients' Junk
+ * (`malwareAction: 'quarantine'`); `tempfail`: no verdict (the scanner was down, timed out or answered an error),
+ * refused with 451 4.7.0.
+ */
+export interface ScannedDetail {
+  /** `builtin` or `clamav`. */
+  scanner: string;
+  /** False for malware and for no verdict (`tempfail`). */
+  clean: boolean;
+  /** The malware's name as the scanner gave it, e.g. `Eicar-Test-Signature` (clamd adds `.UNOFFICIAL` for a database it did not sign). */
+  signature?: string;
+  /** The MIME part it was found in: its path (`2`, `2.1`) and file name when known (`2 (eicar.com)`); `message` when the scanner did not say. */
+  part?: string;
+  action: 'accept' | 'reject' | 'quarantine' | 'tempfail';
+  /** Why there was no verdict (`tempfail`), naming the scanner's endpoint and command. */
+  error?: string;
+  /** The transaction's recipients. */
+  rcpts: string[];
+}
+
 export type MxEvents = NodeEvents & {
   /**
    * A refusal: at CONNECT (too many connections from the client), at MAIL FROM (SIZE= over the limit), at RCPT TO (not a served domain: relay denied;
    * unknown user; too many recipients) or at DATA (too large, a bare CR or LF in the header). `rcpt`: the refused
    * recipient at RCPT TO, the transaction's recipients (comma-separated) at DATA, '' at CONNECT and MAIL FROM.
+   * At DATA also malware (554 5.7.1) and a message that could not be scanned (451 4.7.0), after their `scanned`.
    */
   rejected: { stage: 'CONNECT' | 'MAIL FROM' | 'RCPT TO' | 'DATA'; rcpt: string; reply: string; client: string; from: string };
   /**
@@ -90,8 +113,10 @@ export type MxEvents = NodeEvents & {
    * sender; `accepted` and `reply`: what `via` answered for `to` (RCPT or data reply).
    */
   forwarded: { rcpt: string; to: string; via: string; accepted: boolean; reply: string; arc: { instance: number; domain: string; selector: string } | null };
+  /** The malware filter's verdict at the end of DATA (with `scanner`), one per message, before any hand-off. */
+  scanned: ScannedDetail;
 };
 
 export type MxContract = { operations: MxOperations; events: MxEvents };
 
-export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed', 'authenticated', 'forwarded'] as const);
+export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed', 'authenticated', 'forwarded', 'scanned'] as const);

@@ -10,6 +10,9 @@
 // Authentication-Results prepended; DMARC p=reject refused with 550 5.7.1 before any hand-off, p=quarantine filed in
 // Junk (LMTP `+Junk`). Forwarding (`forwards`): those recipients are ARC-sealed and sent on through `forwardVia`, the
 // envelope sender kept; 250 only once the mailbox server and the forwarding relay both accepted.
+// Malware filter (`scanner`, scan/): every decoded MIME part scanned at the end of DATA, after authentication and before
+// any hand-off: malware refused with 554 5.7.1 (or, with `malwareAction: 'quarantine'`, filed in Junk like a DMARC
+// quarantine), a scanner that cannot answer 451 4.7.0 (fail closed), a clean message marked `X-Virus-Scanned`.
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { DEFAULT_SMTP_LIMITS, type MxNodeConfig } from '../shared/config.js';
@@ -22,13 +25,19 @@ import { createLabResolver } from '../dns/index.js';
 import { SmtpClientError, SmtpClientPool, type RecipientResult } from '../shared/smtp-client.js';
 import { createSmtpServer, listen, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
+import { startScanner, type ScanVerdict } from './scan/index.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
 export interface MxOptions {
   /** Largest message accepted (advertised as SIZE, RFC 1870), in octets. Default config.limits.maxMessageSize, else 50 MiB, the mailbox server's limit. */
   maxMessageSize?: number;
+  /** The longest a scan may take (one clamd exchange) before the sender hears 451 4.7.0. Default 30 s. */
+  scanTimeoutMs?: number;
 }
+
+/** A clamd reply or a decoded file name goes into a reply and a header: no control characters (no CRLF injection). */
+const printable = (text: string) => text.replace(/[\x00-\x1f\x7f]/g, '?');
 
 export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEvents>, options: MxOptions = {}): Promise<RunningRole<MxContract>> {
   const maxSize = options.maxMessageSize ?? config.limits?.maxMessageSize ?? MAX_MESSAGE_SIZE;
@@ -77,6 +86,8 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
   // SPF, DKIM, DMARC and ARC ask the lab DNS only (never the system resolver), failing with node:dns's codes.
   const resolver = createLabResolver(config.resolver);
   const dnsLookup = (name: string, rrtype: string) => resolver.resolve(name, rrtype);
+  // Started before the port opens, so no message is ever accepted unscanned; a clamd that cannot be started fails the MX's start.
+  const scanner = config.scanner ? await startScanner(config.scanner, { address: config.address, dataDir: config.dataDir, maxSize, timeoutMs: options.scanTimeoutMs ?? 30_000 }) : undefined;
 
   // Fires when a sender's connection closes during its transaction. The sender (killed, cut off) never hears our
   // reply and will send the message again, so the hand-off to the mailbox server is abandoned: what LMTP had not
@@ -177,9 +188,39 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
       if (verdict.refusal) throw refused(session, 'DATA', 550, verdict.refusal);
       verified = Buffer.concat([Buffer.from(verdict.headers, 'latin1'), inbound]);
     }
-    // A quarantined message goes to each local recipient's Junk folder: LMTP address detail (`bob+Junk@…`), as
-    // Dovecot's lmtp_save_to_detail_mailbox reads it.
-    const junk = verdict?.detail.action === 'quarantine';
+    // The malware filter (issue 13): after authentication (a message DMARC refuses needs no scan), before any hand-off
+    // and before the 250, so malware is stored and forwarded nowhere.
+    let infected = false;
+    if (scanner) {
+      const rcpts = to;
+      let result: ScanVerdict;
+      try {
+        result = await scanner.scan(message);
+      } catch (err) {
+        // Fail closed: a message that could not be scanned is not accepted, and the sender's queue tries again.
+        const why = printable((err as Error).message);
+        events.emit({ kind: 'scanned', messageId, queueId: id, detail: { scanner: scanner.name, clean: false, action: 'tempfail', error: why, rcpts } });
+        throw refused(session, 'DATA', 451, `4.7.0 message could not be scanned, try again later (${why})`);
+      }
+      const stamp = `X-Virus-Scanned: ${scanner.name} on ${config.hostname}\r\n`;
+      if (result.clean) {
+        events.emit({ kind: 'scanned', messageId, queueId: id, detail: { scanner: scanner.name, clean: true, action: 'accept', rcpts } });
+        verified = Buffer.concat([Buffer.from(stamp, 'latin1'), verified]);
+      } else {
+        const signature = printable(result.signature);
+        const part = printable(result.part);
+        // Quarantine files the message in the local recipients' Junk; a forward has no Junk of ours to go to, and
+        // malware is not sent on, so a message with a forwarded recipient is refused whatever malwareAction says.
+        const quarantine = config.malwareAction === 'quarantine' && forwardsOf.length === 0;
+        events.emit({ kind: 'scanned', messageId, queueId: id, detail: { scanner: scanner.name, clean: false, signature, part, action: quarantine ? 'quarantine' : 'reject', rcpts } });
+        if (!quarantine) throw refused(session, 'DATA', 554, `5.7.1 message rejected: malware found (${signature})`);
+        infected = true;
+        verified = Buffer.concat([Buffer.from(`${stamp}X-Virus-Found: ${signature} in part ${part}\r\n`, 'latin1'), verified]);
+      }
+    }
+    // A quarantined message (DMARC quarantine, or malware with malwareAction 'quarantine') goes to each local
+    // recipient's Junk folder: LMTP address detail (`bob+Junk@…`), as Dovecot's lmtp_save_to_detail_mailbox reads it.
+    const junk = verdict?.detail.action === 'quarantine' || infected;
     const lmtpRcpt = (rcpt: string) => (junk ? `${rcpt.slice(0, rcpt.lastIndexOf('@'))}+Junk${rcpt.slice(rcpt.lastIndexOf('@'))}` : rcpt);
 
     const signal = senderOf(session).signal;
@@ -259,7 +300,13 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
   }
 
   server.on('error', () => undefined);
-  await listen(server, config.address, config.ports.smtp, 'smtp');
+  try {
+    await listen(server, config.address, config.ports.smtp, 'smtp');
+  } catch (err) {
+    // A spawned clamd must not outlive an MX that never started.
+    await scanner?.close();
+    throw err;
+  }
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : config.ports.smtp;
 
@@ -270,6 +317,7 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
       await new Promise<void>((resolve) => server.close(() => resolve()));
       lmtp.close();
       relay.close();
+      await scanner?.close();
     },
   };
 }
