@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the real clients the tests drive are installed: mbsync (Debian's isync), fetchmail and swaks with its
 # TLS module (scenarios/21-mbsync.test.ts, 22-fetchmail.test.ts, 24-tls-real-clients.test.ts), dig (dnsutils: the
-# lab DNS's TLSA answers, src/dns/server.test.ts) and curl (the MTA-STS policy host, src/dns/mta-sts-site.test.ts).
+# lab DNS's TLSA answers, src/dns/server.test.ts), curl (the MTA-STS policy host, src/dns/mta-sts-site.test.ts),
+# clamd and dkimpy.
 # Idempotent and quiet: nothing happens when all are there.
 # Needs root and apt; without them it says so and leaves it to the scenarios, which skip with a printed reason.
 set -euo pipefail
@@ -12,7 +13,10 @@ command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || missing+=(libnet-ssleay-perl)
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig and curl are installed"; exit 0; fi
+# ClamAV's clamd (the MX's clamav scanner, src/mx/scan/) and Python's dkimpy (an independent DKIM verifier).
+[ -x /usr/sbin/clamd ] || command -v clamd >/dev/null 2>&1 || missing+=(clamav-daemon)
+/usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1 || missing+=(python3-dkim python3-nacl)
+if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd and dkimpy are installed"; exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "peers: ${missing[*]} missing and no root/apt-get to install them; their scenarios will skip" >&2
   exit 0

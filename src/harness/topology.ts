@@ -271,7 +271,7 @@ export function validateLab(lab: LabDefinition): void {
 export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993, https: 443, api: 8025, clamd: 3310 } as const;
 
 /** Where the test signature database of ClamAV lives (EICAR and a custom test signature, made with sigtool). */
-export const CLAMAV_TEST_DATABASE = 'src/mx/testdata/clamav';
+export const CLAMAV_TEST_DATABASE = 'src/mx/testdata/clamav/db';
 export const CONTROL_PORT = 7070;
 
 export interface LabPlan {
