@@ -2,7 +2,7 @@
 // capturing MX for receiver.test, curl (trusting the test CA only) for the send and status calls, node's https for
 // the rest. What the MX receives is parsed with mailparser and its DKIM signature verified against the lab DNS.
 import { execFile } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
@@ -19,7 +19,7 @@ import type { RunningRole } from '../shared/node.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 import { testPki, type TestPki } from '../shared/tls.test-helper.js';
 import type { ApiMessageStatus, ApiSendResponse } from './api.js';
-import { mailboxProblem } from './http-api.js';
+import { keyFingerprint, mailboxProblem } from './http-api.js';
 import { startMta } from './index.js';
 import { startCapturingServer, testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
@@ -432,5 +432,49 @@ describe('restart', () => {
     const again = await send(body, { headers: { 'Idempotency-Key': 'order-3003' } });
     expect(again).toMatchObject({ status: 200, body: first.body });
     expect(mtaEvents.since(0).filter((e) => e.kind === 'submitted')).toHaveLength(0);
+  });
+
+  it('a send recorded as pending (the node died between queueing and recording the answer) is found in the queue, not sent again', async () => {
+    // What the file holds after a crash between the queue's fsync and the `queued` record: the pending entry only.
+    // To a recipient the MX defers: the message is still in the queue when the node comes back, as after such a crash.
+    const body = { From: { Email: 'alice@sender.test' }, To: [{ Email: 'later@receiver.test' }], Text: 'queued before the crash' };
+    const queued = await send(body);
+    const fingerprint = createHash('sha256').update(`/api/v1/send\n${JSON.stringify(body)}`).digest('hex');
+    await mta!.stop();
+    const file = path.join(dataDir, 'api-idempotency.json');
+    const stored = JSON.parse(await fs.readFile(file, 'utf8')) as { entries: Record<string, unknown> };
+    stored.entries[`${keyFingerprint(KEY)}:order-4004`] = { fingerprint, id: queued.body.ID, state: 'pending', at: Date.now() };
+    await fs.writeFile(file, JSON.stringify(stored));
+    mtaEvents = new EventLog('mta');
+    mta = await startMta({ config, events: mtaEvents, log: () => undefined });
+    const retry = await send(body, { headers: { 'Idempotency-Key': 'order-4004' } });
+    expect(retry).toMatchObject({ status: 200, body: queued.body });
+    expect(mtaEvents.since(0).filter((e) => e.kind === 'submitted')).toHaveLength(0);
+  });
+});
+
+describe('a node without tls', () => {
+  it('serves the API over plain HTTP, and the Received header says so', async () => {
+    const events = new EventLog('mta');
+    const plainDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-mta-api-plain-'));
+    const { tls: _tls, ...withoutTls } = config;
+    const plain = await startMta({ config: { ...withoutTls, address: ip(4), dataDir: plainDir, labAddresses: [DNS, ip(4), MX] }, events, log: () => undefined });
+    try {
+      const api = plain.services.api!;
+      const response = await fetch(`http://${api.host}:${api.port}/api/v1/send`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ From: { Email: 'alice@sender.test' }, To: [{ Email: BOB }], Text: 'plain' }),
+      });
+      expect(response.status).toBe(200);
+      const { ID, MessageID } = (await response.json()) as ApiSendResponse;
+      await waitForEvent(events, (e) => e.kind === 'relayed' && e.queueId === ID, 'relayed');
+      const got = captured.find((c) => c.data.includes(MessageID));
+      expect(got?.data).toMatch(new RegExp(`by mta\\.sender\\.test \\(maillab\\) with HTTP id ${ID}`));
+      expect((await waitForEvent(events, submittedFor(ID), 'submitted')).detail).toMatchObject({ tls: null });
+    } finally {
+      await plain.stop();
+      await fs.rm(plainDir, { recursive: true, force: true });
+    }
   });
 });

@@ -77,7 +77,7 @@ function sha256(data: string | Buffer): Buffer {
 }
 
 /** What identifies an API key on disk and in the queue record: a hash, so the file and the record give nothing away. */
-function keyFingerprint(key: string): string {
+export function keyFingerprint(key: string): string {
   return sha256(`maillab api key\n${key}`).toString('hex').slice(0, 32);
 }
 
@@ -265,7 +265,9 @@ interface IdempotencyEntry {
   messageId?: string;
   /**
    * `pending`: written before the message is queued, so that a crash between queueing and the `queued` write does not
-   * let a retry queue it again (the retry finds the queue id in the queue); `queued`: the answer was given.
+   * let a retry queue it again (the retry finds the queue id in the queue); `queued`: the answer was given. What this
+   * cannot tell: a message queued, then delivered and forgotten (done messages are kept in memory only) all before the
+   * `queued` write landed and the node died; its retry is sent again.
    */
   state: 'pending' | 'queued';
   at: number;
