@@ -314,6 +314,19 @@ describe('refusals', () => {
     const big = await send({ ...ok, Text: 'x'.repeat(SIZE_LIMIT * 2) });
     expect(big.status).toBe(413);
     expect(big.body.Error).toMatch(/larger than \d+ bytes/);
+    // Without a Content-Length (chunked), cut when the body passes the limit, and still answered.
+    const chunked = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const req = https.request(`${base()}/api/v1/send`, { method: 'POST', ca: pki.ca, headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+      });
+      req.on('error', reject);
+      req.write(`{"From":{"Email":"alice@sender.test"},"To":[{"Email":"${BOB}"}],"Text":"`);
+      for (let i = 0; i < 40; i++) req.write('x'.repeat(10_000));
+      req.end('"}');
+    });
+    expect(chunked.status).toBe(413);
     // Under the request limit, over the message limit once composed (quoted-printable, headers).
     const composed = await send({ ...ok, Attachments: [{ Content: Buffer.alloc(SIZE_LIMIT - 1000, 1).toString('base64'), Filename: 'a.bin' }] });
     expect(composed.status).toBe(413);
@@ -404,6 +417,7 @@ describe('GET /api/v1/messages/{ID}', () => {
     const sent = await send({ From: { Email: 'alice@sender.test' }, To: [{ Email: BOB }], Text: 'mine' });
     expect((await request('GET', `/api/v1/messages/${sent.body.ID}`, { key: OTHER_KEY })).status).toBe(404);
     expect((await request('GET', '/api/v1/messages/NOSUCHID')).status).toBe(404);
+    expect((await request('GET', '/api/v1/messages/%E0%A4%A')).status).toBe(400);
     expect((await request('GET', `/api/v1/messages/${sent.body.ID}`, { key: null })).status).toBe(401);
   });
 });

@@ -398,19 +398,27 @@ export function createHttpApi(options: HttpApiOptions): HttpApi {
     }
   }
 
-  async function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  function readBody(req: http.IncomingMessage): Promise<Buffer> {
     const tooLarge = () => new ApiError(413, `the request is larger than ${bodyLimit} bytes (the message size limit, ${sizeLimit} octets, and room for the JSON)`, { Connection: 'close' });
     const declared = Number(req.headers['content-length']);
-    if (declared > bodyLimit) throw tooLarge();
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      // Nothing past the limit is kept; the connection is closed after the answer.
-      if (size > bodyLimit) throw tooLarge();
-      chunks.push(chunk);
-    }
-    return Buffer.concat(chunks);
+    if (declared > bodyLimit) return Promise.reject(tooLarge());
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const onData = (chunk: Buffer) => {
+        size += chunk.length;
+        if (size <= bodyLimit) return void chunks.push(chunk);
+        // Nothing past the limit is kept. The rest is read and dropped, not cut off: destroying the request would
+        // reset the connection before the client reads the 413 (Connection: close ends it after the answer).
+        req.off('data', onData);
+        chunks.length = 0;
+        req.resume();
+        reject(tooLarge());
+      };
+      req.on('data', onData);
+      req.on('end', () => resolve(Buffer.concat(chunks)));
+      req.on('error', reject);
+    });
   }
 
   /** The rest of a send, shared by both endpoints: the path of a submission, then the queue. */
@@ -548,7 +556,7 @@ export function createHttpApi(options: HttpApiOptions): HttpApi {
       if (!allowed) throw new ApiError(404, `no such endpoint: ${pathname} (POST /api/v1/send, POST /api/v1/send/raw, GET /api/v1/messages/{ID})`);
       if (method !== allowed) throw new ApiError(405, `${pathname} takes ${allowed}, not ${method}`, { Allow: allowed });
       key = authenticate(req);
-      if (statusId !== undefined) return reply(res, 200, status(key, decodeURIComponent(statusId)));
+      if (statusId !== undefined) return reply(res, 200, status(key, decodePathSegment(statusId)));
       const body = await readBody(req);
       const raw = pathname === '/api/v1/send/raw';
       const idempotencyKey = req.headers['idempotency-key'];
@@ -587,6 +595,15 @@ export function createHttpApi(options: HttpApiOptions): HttpApi {
         server.closeAllConnections();
       }),
   };
+}
+
+/** A path segment, percent-decoding undone; a malformed escape (`%zz`) is the client's mistake (400), not ours. */
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ApiError(400, `the path segment ${JSON.stringify(segment)} is not valid percent-encoding`);
+  }
 }
 
 /** Recipients once each (case-insensitively), in the order given. */
