@@ -10,13 +10,21 @@ export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'bounced';
 
 /** Where the message came from. */
 export interface QueueOrigin {
-  kind: 'submission' | 'smtp' | 'dsn';
+  /** `api`: the HTTP email API (http-api.ts). */
+  kind: 'submission' | 'smtp' | 'dsn' | 'api';
   /** Protocol as in the Received header: ESMTPA (authenticated), ESMTP... */
   protocol?: string;
   helo?: string;
   client?: string;
   /** The authenticated user, for submissions. */
   user?: string;
+  /** For `api`: the API key that sent it, as a short id (its first 4 characters and '…'), never the key itself. */
+  apiKey?: string;
+  /**
+   * For `api`: SHA-256 of the key (hex, first 32 digits). Only the key that sent a message may read its status; the
+   * short id above could be shared by two keys, this cannot (in practice), and it gives nothing away about the key.
+   */
+  apiKeyFingerprint?: string;
 }
 
 /** The outcome of the last attempt for a recipient, with everything needed to understand it. */
@@ -196,14 +204,23 @@ export type MtaEvents = NodeEvents & {
    * client's connection (STARTTLS or implicit TLS), null when it was plaintext. `dkim`: the signature the MTA put on
    * the message before queueing it (its From: domain has a signer); absent when it was not signed.
    */
-  submitted: { user?: string; from: string; to: string[]; size: number; tls: TlsInfo | null; dkim?: DkimSignerView };
+  submitted: {
+    user?: string;
+    from: string;
+    to: string[];
+    size: number;
+    tls: TlsInfo | null;
+    dkim?: DkimSignerView;
+    /** Sent through the HTTP email API (origin `api`): the key's short id (first 4 characters and '…'). */
+    apiKey?: string;
+  };
   /**
    * Accepted on port 25 and queued: for a local domain, or, from a client of `relayClients`, for any domain
    * (`relay: true` when some recipient is not local); `tls` as for `submitted`. Never DKIM-signed.
    */
   received: { from: string; to: string[]; size: number; client?: string; helo: string; tls: TlsInfo | null; relay?: true };
   /** Something went wrong inside the MTA; `error` says what. */
-  error: { error: string; service?: Service; from?: string; to?: string[]; retryAt?: number };
+  error: { error: string; service?: Service | 'api'; from?: string; to?: string[]; retryAt?: number };
   queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string };
   /** A delivery attempt starts. */
   active: { attempt: number; recipients: string[] };
@@ -240,6 +257,11 @@ export type MtaEvents = NodeEvents & {
   'dsn-created': { dsnQueueId: string; dsnMessageId: string; for: { queueId: string; messageId: string | null }; to: string; rcpts: string[] };
   /** No DSN for a message that is itself a bounce. */
   'dsn-suppressed': { rcpts: string[]; reason: string };
+  /**
+   * The HTTP email API refused a request (any 4xx; see ApiErrorBody). `apiKey`: the short id of the key, once it was
+   * recognised; `from`: the sender it asked for, once the body was read.
+   */
+  'api-rejected': { status: number; error: string; method: string; path: string; client: string; apiKey?: string; from?: string };
 };
 
 export type MtaContract = { operations: MtaOperations; events: MtaEvents };
@@ -248,4 +270,72 @@ export const MTA_EVENT_KINDS = eventKinds<MtaEvents>()([
   ...NODE_EVENT_KINDS,
   'rejected', 'auth-failed', 'auth-throttled', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed', 'mta-sts', 'tlsa-lookup', 'tls-policy-failure',
   'relayed', 'delivered', 'deferred', 'bounced', 'expired', 'dsn-created', 'dsn-suppressed',
+  'api-rejected',
 ] as const);
+
+// ---- The HTTP email API (issue 13, http-api.ts): Mailpit's send API shape, Bearer API keys ----
+
+/** A mailbox as Mailpit's send API writes it. */
+export interface ApiAddress {
+  Email: string;
+  Name?: string;
+}
+
+/** An attachment of `POST /api/v1/send`: `ContentID` makes it inline (`cid:`), as in Mailpit. */
+export interface ApiAttachment {
+  /** The content, base64. */
+  Content: string;
+  Filename: string;
+  /** Absent: guessed from the file name. */
+  ContentType?: string;
+  ContentID?: string;
+}
+
+/** `POST /api/v1/send`: the message, composed by the MTA (nodemailer's MailComposer). */
+export interface ApiSendRequest {
+  From: ApiAddress;
+  To?: ApiAddress[];
+  Cc?: ApiAddress[];
+  /** Envelope recipients only: never in a header (as in Mailpit, plain addresses). */
+  Bcc?: string[];
+  ReplyTo?: ApiAddress[];
+  Subject?: string;
+  Text?: string;
+  HTML?: string;
+  Attachments?: ApiAttachment[];
+  /** Extra header fields; the structural ones (From, To, Cc, Bcc, Reply-To, Subject, Date, Message-ID, MIME-Version, Content-*, and the trace and signature fields) are refused. */
+  Headers?: Record<string, string>;
+  /** Written as one `X-Tags` header (comma-separated), the header Mailpit reads tags from. */
+  Tags?: string[];
+}
+
+/** `POST /api/v1/send/raw` (Mailpit has no such endpoint): a ready MIME message and its envelope. */
+export interface ApiRawSendRequest {
+  /** Envelope sender (MAIL FROM). */
+  From: string;
+  /** Envelope recipients (RCPT TO). */
+  To: string[];
+  /** The message (RFC 5322), as text; line ends are made CRLF. */
+  Message: string;
+}
+
+/** 200 of both send endpoints: the queue id and the Message-ID the message was queued with. */
+export interface ApiSendResponse {
+  ID: string;
+  MessageID: string;
+}
+
+/** Every refusal of the API (4xx) and its internal errors (5xx). */
+export interface ApiErrorBody {
+  Error: string;
+}
+
+/** A recipient's state as `GET /api/v1/messages/{ID}` shows it: `queued` is the queue's `pending`. */
+export type ApiRecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced';
+
+/** `GET /api/v1/messages/{ID}`: only for the API key that sent the message. */
+export interface ApiMessageStatus {
+  ID: string;
+  MessageID: string;
+  Recipients: { Address: string; State: ApiRecipientState; LastReply?: string; Attempts: number }[];
+}

@@ -18,6 +18,7 @@ import { MtaStsPolicies } from './mta-sts.js';
 import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
 import { DkimSigner } from './dkim.js';
+import { createHttpApi } from './http-api.js';
 
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export type * from './api.js';
@@ -73,6 +74,9 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
 
   // Built (and their relayClients checked) before the queue starts working; they listen below.
   const servers = createReceivers({ config, engine, events, log, dkim });
+  // The HTTP email API (issue 13, http-api.ts): built, and its idempotency keys loaded, before the queue starts.
+  const api = config.api ? createHttpApi({ config: { ...config, api: config.api }, engine, events, log, dkim }) : undefined;
+  await api?.open();
   const recovered = await engine.start();
   if (recovered.queued.length || recovered.broken.length) {
     log(`mta: queue recovered: ${recovered.queued.length} queued (${recovered.requeued.length} were active), ${recovered.broken.length} broken`);
@@ -81,6 +85,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   await listen(servers.smtp, config.address, config.ports.smtp, 'smtp');
   await listen(servers.submission, config.address, config.ports.submission, 'submission');
   if (servers.submissions) await listen(servers.submissions, config.address, config.ports.submissions!, 'submissions');
+  if (api) await listen(api.server, config.address, config.api!.port, 'api');
   const boundPort = (server: typeof servers.smtp, fallback: number): number => {
     const address = server.server.address();
     return typeof address === 'object' && address ? address.port : fallback;
@@ -90,6 +95,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
     submission: { host: config.address, port: boundPort(servers.submission, config.ports.submission) },
     // Implicit TLS (RFC 8314 §3.3), only with the node's `tls`.
     ...(servers.submissions ? { submissions: { host: config.address, port: boundPort(servers.submissions, config.ports.submissions!) } } : {}),
+    // The HTTP email API: HTTPS when the node has `tls`.
+    ...(api ? { api: { host: config.address, port: api.port() } } : {}),
   };
 
   return {
@@ -114,7 +121,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
     },
     async stop() {
       const closed = Object.values(servers).map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
-      await Promise.all([...closed, engine.stop(STOP_GRACE_MS)]);
+      await Promise.all([...closed, ...(api ? [api.close()] : []), engine.stop(STOP_GRACE_MS)]);
       smtp.close();
       lmtp.close();
     },

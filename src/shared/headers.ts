@@ -41,7 +41,8 @@ export function receivedHeader(options: {
   helo: string;
   clientAddress: string;
   by: string;
-  protocol: 'SMTP' | 'ESMTP' | 'ESMTPA' | 'ESMTPS' | 'ESMTPSA' | 'LMTP';
+  /** RFC 3848 types; `HTTP`/`HTTPS` for the MTA's HTTP email API (no SMTP session: the with-clause says so). */
+  protocol: 'SMTP' | 'ESMTP' | 'ESMTPA' | 'ESMTPS' | 'ESMTPSA' | 'LMTP' | 'HTTP' | 'HTTPS';
   id: string;
   for?: string;
   date?: Date;
