@@ -23,9 +23,10 @@ import net from 'node:net';
 import type { SMTPServer, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type MtaNodeConfig, type UserConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
-import { headerValue, messageIdOf, receivedHeader, rfc5322Date } from '../shared/headers.js';
+import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import { createSmtpServer, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
-import { compactDate, type MtaEngine } from './engine.js';
+import type { MtaEngine } from './engine.js';
+import { missingSubmissionHeaders, signSubmission } from './prepare.js';
 import type { DkimSignerView, MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
@@ -331,29 +332,19 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
       }
     }
     const now = new Date();
-    if (submission) {
-      const missing: string[] = [];
-      if (!headerValue(data, 'message-id')) missing.push(`Message-ID: <${compactDate(now.getTime())}.${queueId}@${config.hostname}>`);
-      if (!headerValue(data, 'date')) missing.push(`Date: ${rfc5322Date(now)}`);
-      data = appendHeaders(data, missing);
-    }
+    if (submission) data = appendHeaders(data, missingSubmissionHeaders(data, queueId, config.hostname, now));
     const helo = session.hostNameAppearsAs || 'unknown';
     const tls = sessionTls(server, session);
     const protocol = receivedProtocol(session);
     const trace = receivedHeader({ helo, clientAddress: clientAddress(session), by: config.hostname, protocol, id: queueId, ...(to.length === 1 ? { for: to[0] } : {}), date: now, tls });
     data = Buffer.concat([Buffer.from(trace, 'latin1'), data]);
     // Signed last, so that the added Message-ID and Date are covered, and before queueing: a retry sends this copy.
-    const signingDomain = mailboxes[0]?.domain;
     let dkim: DkimSignerView | undefined;
-    if (options.dkim && signingDomain) {
-      try {
-        const signed = await options.dkim.sign(data, signingDomain);
-        data = signed.message;
-        if (signed.signature) dkim = { domain: signed.signature.domain, selector: signed.signature.selector, algorithm: signed.signature.algorithm };
-      } catch (err) {
-        events.emit({ kind: 'error', detail: { service, error: (err as Error).message, from, to } });
-        throw refuse(session, 'DATA', smtpReply(451, `4.3.0 local error: ${(err as Error).message}; try again later`));
-      }
+    try {
+      ({ data, dkim } = await signSubmission(data, options.dkim, mailboxes[0]?.domain));
+    } catch (err) {
+      events.emit({ kind: 'error', detail: { service, error: (err as Error).message, from, to } });
+      throw refuse(session, 'DATA', smtpReply(451, `4.3.0 local error: ${(err as Error).message}; try again later`));
     }
     const messageId = messageIdOf(data);
     const origin: QueueOrigin = { kind: service === 'submission' ? 'submission' : 'smtp', protocol, helo, client: clientAddress(session), ...(user ? { user } : {}) };
