@@ -21,7 +21,9 @@ import { Secret, TOTP } from 'otpauth';
 import type { UserConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
 import { defaultFileSystem, writeFileDurable, type FileSystem } from '../shared/fsutil.js';
-import type { MailboxEvents } from './api.js';
+import type { AppPasswordInfo, MailboxEvents } from './api.js';
+
+export type { AppPasswordInfo };
 
 export type LoginProtocol = 'imap' | 'pop3' | 'smtp';
 
@@ -32,13 +34,6 @@ export type PasswordVerdict =
   | { kind: 'app-password-required'; user: string }
   /** Unknown user, wrong password, or a TOTP code given as a password. */
   | { kind: 'invalid' };
-
-export interface AppPasswordInfo {
-  name: string;
-  /** ISO 8601. */
-  created: string;
-  lastUsed?: string;
-}
 
 export interface LoginRecord {
   protocol: LoginProtocol;

@@ -3,9 +3,17 @@
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type Operation } from '../shared/contract.js';
 import type { MailboxInfo, StoredMessage } from './store-api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
-import type { AppPasswordInfo } from './accounts.js';
 
-export type { MailboxInfo, StoredMessage, AppPasswordInfo };
+export type { MailboxInfo, StoredMessage };
+
+/** An app password as the account service and the control channel show it: never the password itself. */
+export interface AppPasswordInfo {
+  name: string;
+  /** ISO 8601. */
+  created: string;
+  /** ISO 8601: the last login with it (IMAP, POP3, or SMTP AUTH through the account service). */
+  lastUsed?: string;
+}
 
 export type MailboxOperations = {
   mailboxes: Operation<{ user: string }, MailboxInfo[]>;
