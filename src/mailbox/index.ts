@@ -1,10 +1,15 @@
 // The mailbox server: the Maildir store, fed over LMTP (plaintext, inside the lab), read over POP3 (and IMAP), with
 // STLS/STARTTLS and pop3s/imaps when the node has `tls`, plus the harness's view of the mailboxes over the control
-// channel.
+// channel. Users' app passwords and two-factor authentication (accounts.ts) apply to IMAP and POP3 logins; with
+// `config.accounts`, the account service (account-service.ts) lets users manage them and the lab's MTAs check SMTP
+// AUTH against them.
 import { DEFAULT_AUTH_THROTTLE, type Endpoint, type MailboxNodeConfig } from '../shared/config.js';
 import { LoginThrottle } from '../shared/login-throttle.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { MailboxContract } from './api.js';
+import { Accounts } from './accounts.js';
+import { startAccountService } from './account-service.js';
+import { LoginGuard } from './login-guard.js';
 import { startLmtp } from './lmtp.js';
 import { startPop3 } from './pop3.js';
 import type { MailboxService } from './service.js';
@@ -19,6 +24,8 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
   const store = new MaildirStore({ root: config.dataDir, users: config.users, fsync: config.fsync, hostname: config.hostname });
   // Every user's Maildir exists (and is checked) before the first connection.
   await store.open();
+  // Before any login: the revocations and app passwords made at run time are in accounts.json.
+  const accounts = await Accounts.open({ dataDir: config.dataDir, users: config.users, store, fsync: config.fsync, events: ctx.events, log: ctx.log });
 
   const services: Record<string, Endpoint> = {};
   const running: MailboxService[] = [];
@@ -31,11 +38,15 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
   const throttle = new LoginThrottle(config.authThrottle ?? DEFAULT_AUTH_THROTTLE);
   try {
     register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp }));
-    if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3, throttle }));
-    if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap, throttle }));
+    if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3, throttle, accounts }));
+    if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap, throttle, accounts }));
     // Implicit TLS (RFC 8314 §3.3) only on a node with `tls`; the plaintext ports then offer STLS/STARTTLS.
-    if (config.tls && config.ports.pop3s !== undefined) register('pop3s', await startPop3({ store, ctx, host, port: config.ports.pop3s, throttle, implicitTls: true }));
-    if (config.tls && config.ports.imaps !== undefined) register('imaps', await startImap({ store, ctx, host, port: config.ports.imaps, throttle, implicitTls: true }));
+    if (config.tls && config.ports.pop3s !== undefined) register('pop3s', await startPop3({ store, ctx, host, port: config.ports.pop3s, throttle, accounts, implicitTls: true }));
+    if (config.tls && config.ports.imaps !== undefined) register('imaps', await startImap({ store, ctx, host, port: config.ports.imaps, throttle, accounts, implicitTls: true }));
+    if (config.accounts) {
+      const guard = new LoginGuard(store, throttle, ctx.events, accounts);
+      register('accounts', await startAccountService({ ctx, accounts, guard, host, port: config.accounts.port, ...(config.controlToken ? { controlToken: config.controlToken } : {}) }));
+    }
   } catch (err) {
     await Promise.allSettled(running.map((s) => s.close()));
     throw err;
@@ -61,11 +72,17 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
         if (typeof args.data !== 'string') throw new Error('deliver needs base64 data');
         return store.deliver(user(args), Buffer.from(args.data, 'base64'));
       },
+      'app-passwords': (args: { user?: unknown }) => accounts.list(user(args)),
+      'revoke-app-password': (args: { user?: unknown; name?: unknown }) => {
+        if (typeof args.name !== 'string') throw new Error("revoke-app-password needs the app password's name");
+        return accounts.revoke(user(args), args.name);
+      },
     },
     async stop() {
       // Protocol servers first (each lets its work under way finish), then the store's own pending writes.
       await Promise.allSettled(running.map((s) => s.close()));
       await store.close();
+      await accounts.flush();
     },
   };
 };

@@ -8,13 +8,19 @@
 //
 // Events: `auth-failed` for every wrong password; `auth-throttled` when a failure locks a key (not for every login
 // refused during the lock: an attacker must not be able to grow the history at will).
+//
+// With the node's Accounts (issue 13), passwords are checked there: app passwords, and the main password of a user
+// with two-factor authentication refused as `app-password-required`. That refusal counts as a failure like any
+// other: it tells that the main password is right, so it must not be had faster than a wrong-password answer.
 import { DEFAULT_AUTH_THROTTLE, type AuthThrottleConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
 import { LoginThrottle } from '../shared/login-throttle.js';
+import type { Accounts, PasswordVerdict } from './accounts.js';
 import type { MailboxEvents } from './api.js';
 import type { MailStore } from './store-api.js';
 
-export type AuthProtocol = 'imap' | 'pop3';
+/** `accounts`: the account service's own login (password + TOTP), under the same throttle. */
+export type AuthProtocol = 'imap' | 'pop3' | 'accounts';
 
 export interface LoginAttempt {
   protocol: AuthProtocol;
@@ -26,9 +32,12 @@ export interface LoginAttempt {
 }
 
 export type LoginResult =
-  | { kind: 'ok'; user: string }
+  /** `appPassword`: the name of the app password used, if one. */
+  | { kind: 'ok'; user: string; appPassword?: string }
   /** Wrong name or password (or a refused authorization identity). */
   | { kind: 'failed' }
+  /** The right main password of a 2FA user: only app passwords are taken on the mail protocols. */
+  | { kind: 'app-password-required'; user: string }
   /** Refused before the password was checked: retry after this long. */
   | { kind: 'throttled'; retryAfterMs: number };
 
@@ -47,6 +56,8 @@ export class LoginGuard {
     private readonly store: MailStore,
     readonly throttle: LoginThrottle,
     private readonly events: EventLog<MailboxEvents> | undefined,
+    /** The node's account state; absent (servers started alone in tests), the store's main passwords only. */
+    readonly accounts?: Accounts,
   ) {}
 
   /** The key a login is counted under: the user's address when the login names one, else the login itself. */
@@ -60,23 +71,46 @@ export class LoginGuard {
     return verdict.throttled ? { kind: 'throttled', retryAfterMs: verdict.retryAfterMs } : undefined;
   }
 
-  /** Checks the password (after the throttle). `authorize`, when given, must also accept the user. */
-  authenticate(attempt: LoginAttempt, password: string, authorize?: (user: string) => boolean): LoginResult {
+  /**
+   * Checks the password (after the throttle). `authorize`, when given, must also accept the user. Synchronous when
+   * the check is (see Accounts.verify): callers must not await a result that is not a promise, or a pipelined IMAP
+   * command behind a LOGIN would be framed before the login is done.
+   */
+  authenticate(attempt: LoginAttempt, password: string, authorize?: (user: string) => boolean): LoginResult | Promise<LoginResult> {
     const throttled = this.check(attempt);
     if (throttled) return throttled;
+    const verdict = this.verify(attempt, password);
+    return verdict instanceof Promise ? verdict.then((v) => this.settle(attempt, v, authorize)) : this.settle(attempt, verdict, authorize);
+  }
+
+  private verify(attempt: LoginAttempt, password: string): PasswordVerdict | Promise<PasswordVerdict> {
+    if (this.accounts && attempt.protocol !== 'accounts') return this.accounts.verify(attempt.login, password, { protocol: attempt.protocol, client: attempt.client });
     const user = this.store.authenticate(attempt.login, password);
-    if (!user || (authorize && !authorize(user))) {
+    return user ? { kind: 'ok', user } : { kind: 'invalid' };
+  }
+
+  private settle(attempt: LoginAttempt, verdict: PasswordVerdict, authorize?: (user: string) => boolean): LoginResult {
+    if (verdict.kind === 'app-password-required') {
+      this.failed(attempt, 'app-password-required');
+      return verdict;
+    }
+    if (verdict.kind !== 'ok' || (authorize && !authorize(verdict.user))) {
       this.failed(attempt);
       return { kind: 'failed' };
     }
-    this.throttle.success(user, attempt.client);
-    return { kind: 'ok', user };
+    this.throttle.success(verdict.user, attempt.client);
+    return verdict;
+  }
+
+  /** A session logged in with an app password: `close` is called when that app password is revoked. */
+  track(user: string, appPassword: string | undefined, close: (reason: string) => void): (() => void) | undefined {
+    return appPassword !== undefined ? this.accounts?.track(user, appPassword, close) : undefined;
   }
 
   /** A failed login (also one refused without a password check, such as POP3's foreign authorization identity). */
-  failed(attempt: LoginAttempt): void {
+  failed(attempt: LoginAttempt, reason?: 'app-password-required'): void {
     const { protocol, login, method, client } = attempt;
-    this.events?.emit({ kind: 'auth-failed', detail: { protocol, login, ...(method ? { method } : {}), client } });
+    this.events?.emit({ kind: 'auth-failed', detail: { protocol, login, ...(method ? { method } : {}), client, ...(reason ? { reason } : {}) } });
     const verdict = this.throttle.failure(this.account(login), client);
     if (verdict.throttled) {
       this.events?.emit({ kind: 'auth-throttled', detail: { protocol, login, client, scope: verdict.scope, retryAfterMs: verdict.retryAfterMs } });

@@ -43,7 +43,7 @@ const CAPABILITIES = ['TOP', 'UIDL', 'USER', 'RESP-CODES', 'AUTH-RESP-CODE', 'PI
 
 export async function startPop3(options: Pop3Options): Promise<MailboxService> {
   const sessions = new Set<Pop3Session>();
-  const guard = new LoginGuard(options.store, throttleFor(options.throttle, options.ctx.config.authThrottle), options.ctx.events);
+  const guard = new LoginGuard(options.store, throttleFor(options.throttle, options.ctx.config.authThrottle), options.ctx.events, options.accounts);
   const tlsConfig = options.tls ?? options.ctx.config.tls;
   if (options.implicitTls && !tlsConfig) throw new Error("pop3s needs the node's tls configuration");
   const secure: Pop3Tls | undefined = tlsConfig ? { context: serverContext(tlsConfig), allowPlaintextAuth: tlsConfig.allowPlaintextAuth === true } : undefined;
@@ -93,6 +93,8 @@ class Pop3Session {
   private errors = 0;
   private user?: string;
   private release?: () => void;
+  /** Forgets this session in the app password's session list (logged in with one). */
+  private untrack?: () => void;
   /** The maildrop as of login; message n is messages[n - 1]. */
   private messages: StoredMessage[] = [];
   private readonly deleted = new Set<number>();
@@ -126,6 +128,8 @@ class Pop3Session {
   }
 
   private onClose() {
+    this.untrack?.();
+    this.untrack = undefined;
     this.release?.();
     this.release = undefined;
     this.markClosed();
@@ -389,9 +393,11 @@ class Pop3Session {
 
   private async authenticate(login: string, password: string, method: string) {
     this.login = undefined;
-    const result = this.guard.authenticate(this.attempt(login, method), password);
+    const checked = this.guard.authenticate(this.attempt(login, method), password);
+    const result = checked instanceof Promise ? await checked : checked;
+    if (result.kind === 'app-password-required') return this.refused(undefined, `[AUTH] ${result.user} has two-factor authentication: app password required`);
     if (result.kind !== 'ok') return this.refused(result.kind === 'throttled' ? result.retryAfterMs : undefined);
-    const user = result.user;
+    const { user, appPassword } = result;
     const release = this.options.store.lockMaildrop(user);
     if (!release) return this.error('[IN-USE] maildrop already locked by another session');
     try {
@@ -405,17 +411,29 @@ class Pop3Session {
     this.user = user;
     this.release = release;
     this.state = 'transaction';
-    this.options.ctx.events.emit({ kind: 'session', detail: { user, protocol: 'pop3', method, client: this.client, tls: tlsInfo(this.socket) } });
+    this.untrack = this.guard.track(user, appPassword, () => this.revoked(appPassword!));
+    this.options.ctx.events.emit({ kind: 'session', detail: { user, protocol: 'pop3', method, client: this.client, tls: tlsInfo(this.socket), ...(appPassword !== undefined ? { appPassword } : {}) } });
     return this.ok(`maildrop has ${this.messages.length} messages (${sum(this.messages)} octets)`);
   }
 
   /**
-   * A refused login: wrong credentials (`-ERR [AUTH]`), or throttled (`-ERR [SYS/TEMP]`, RFC 3206: the password
-   * was not checked). failuresPerConnection refusals end the session.
+   * The app password this session logged in with was revoked: the session ends now, without UPDATE (nothing marked
+   * deleted is removed, as for a dropped connection). POP3 has no unsolicited responses, so the reason goes out only
+   * when no reply is being written; a client waiting for one reads it as the answer to its command.
    */
-  private refused(throttledForMs?: number) {
+  private revoked(name: string) {
+    if (!this.busy) this.write(`-ERR [AUTH] app password ${JSON.stringify(name)} was revoked, closing${CRLF}`);
+    this.queue.length = 0;
+    this.end();
+  }
+
+  /**
+   * A refused login: wrong credentials (`-ERR [AUTH]`, or the text given), or throttled (`-ERR [SYS/TEMP]`, RFC
+   * 3206: the password was not checked). failuresPerConnection refusals end the session.
+   */
+  private refused(throttledForMs?: number, text = '[AUTH] invalid user name or password') {
     this.refusedLogins++;
-    if (throttledForMs === undefined) this.error('[AUTH] invalid user name or password');
+    if (throttledForMs === undefined) this.error(text);
     else this.error(`[SYS/TEMP] Too many failed logins, try again in ${retrySeconds(throttledForMs)} s`);
     if (this.guard.tooManyOnConnection(this.refusedLogins)) this.end();
   }

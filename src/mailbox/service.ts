@@ -3,6 +3,7 @@ import type { Endpoint, MailboxNodeConfig } from '../shared/config.js';
 import type { LoginThrottle } from '../shared/login-throttle.js';
 import type { NodeContext } from '../shared/node.js';
 import type { MailStore } from './store-api.js';
+import type { Accounts } from './accounts.js';
 
 export interface ServiceOptions {
   store: MailStore;
@@ -12,6 +13,8 @@ export interface ServiceOptions {
   port: number;
   /** The node's login throttle, shared by IMAP and POP3 (default: one of the service's own, from the config). */
   throttle?: LoginThrottle;
+  /** The node's account state (app passwords, 2FA) for IMAP and POP3 logins; absent: the store's main passwords only. */
+  accounts?: Accounts;
 }
 
 export interface MailboxService {

@@ -16,11 +16,16 @@
 // address literal outside the lab's addresses is refused (550 5.7.1); on 25, unknown users of a domain whose users
 // the lab knows are refused at RCPT (550 5.1.1), so no bounce goes to a forged sender (no backscatter); on 587,
 // failed logins are throttled per connection (421 4.7.0) and per account and client address (454 4.7.0).
+// Logins (issue 13): with config.authService, the mailbox server's account service checks the password of every user
+// the MTA knows (app passwords, two-factor authentication, revocations at once; no answer: 454 4.7.0, never a login);
+// without it, the config's app passwords and main passwords. A 2FA user's main password gets 535 5.7.8 saying that
+// an app password is needed.
 // Replies carry RFC 3463 enhanced status codes in their text. ENHANCEDSTATUSCODES is not advertised, because
 // smtp-server would then prefix its own guess (e.g. 5.1.1 for every 550), wrong for relay denials and the like.
 import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { SMTPServer, SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import { createAuthServiceClient, type AuthServiceClient } from './auth-service-client.js';
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, type MtaNodeConfig, type UserConfig } from '../shared/config.js';
 import type { EventLog } from '../shared/events.js';
 import { messageIdOf, receivedHeader } from '../shared/headers.js';
@@ -42,7 +47,7 @@ export type Service = 'smtp' | 'submission';
 export type Receivers = Record<Service, SMTPServer> & { submissions?: SMTPServer };
 
 export interface ReceiverOptions {
-  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses' | 'tls' | 'submissionFrom' | 'relayClients'> & {
+  config: Pick<MtaNodeConfig, 'hostname' | 'localDomains' | 'users' | 'greetingDelayMs' | 'limits' | 'authThrottle' | 'labAddresses' | 'tls' | 'submissionFrom' | 'relayClients' | 'authService' | 'controlToken'> & {
     ports?: Partial<MtaNodeConfig['ports']>;
   };
   engine: MtaEngine;
@@ -114,6 +119,13 @@ export function findUser(users: UserConfig[], login: string): UserConfig | undef
   return byLocal.length === 1 ? byLocal[0] : undefined;
 }
 
+/** The account service client when `authService` is set; it needs the lab's control token (its bearer token). */
+function authServiceOf(config: ReceiverOptions['config']): AuthServiceClient | undefined {
+  if (!config.authService) return undefined;
+  if (!config.controlToken) throw new Error('authService is set but controlToken is not: the account service takes the lab\'s control token');
+  return createAuthServiceClient({ endpoint: config.authService, token: config.controlToken, ...(config.tls ? { ca: config.tls.ca } : {}) });
+}
+
 function passwordMatches(given: string, expected: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(expected);
@@ -174,6 +186,7 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
   const fromPolicy = config.submissionFrom ?? 'own-domain';
   const throttleConfig = config.authThrottle ?? DEFAULT_AUTH_THROTTLE;
   const throttle = new LoginThrottle(throttleConfig);
+  const authService = authServiceOf(config);
   /** Failed logins per connection (the session object lives as long as its connection). */
   const connectionFailures = new WeakMap<SMTPServerSession, number>();
 
@@ -255,15 +268,41 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
       }
       // RFC 4616: an authorization identity other than the user itself would be acting for someone else; refused.
       const authzOk = !auth.authzid || (user !== undefined && sameAddress(auth.authzid, user.address)) || auth.authzid === auth.username;
-      if (!user || !authzOk || !passwordMatches(auth.password ?? '', user.password)) {
-        const err = failOnConnection(smtpReply(535, '5.7.8 Authentication credentials invalid'));
+      const refuseCredentials = (text: string) => {
+        const err = failOnConnection(smtpReply(535, text));
         events.emit({ kind: 'auth-failed', detail: { service, user: auth.username ?? null, method: auth.method, reply: `${err.responseCode} ${err.message}`, client, hop: hopOf(session) } });
         const next = throttle.failure(account, client);
         if (next.throttled) throttled(next.scope, next.retryAfterMs);
         return callback(err);
+      };
+      if (!user || !authzOk) return refuseCredentials('5.7.8 Authentication credentials invalid');
+      const twoFactorRefusal = `5.7.8 Authentication credentials invalid: ${user.address} has two-factor authentication, use an app password`;
+      if (!authService) {
+        // Without the account service, the config's own view: its app passwords (revocations are not seen here), and a
+        // 2FA user's main password refused as the service would.
+        const password = auth.password ?? '';
+        const appPassword = (user.appPasswords ?? []).some((a) => passwordMatches(password, a.password));
+        if (!appPassword && passwordMatches(password, user.password) && user.totpSecret !== undefined) return refuseCredentials(twoFactorRefusal);
+        if (!appPassword && !passwordMatches(password, user.password)) return refuseCredentials('5.7.8 Authentication credentials invalid');
+        throttle.success(account, client);
+        return callback(null, { user: user.address });
       }
-      throttle.success(account, client);
-      callback(null, { user: user.address });
+      // The account service decides (app passwords, 2FA; a revocation there holds here at once). No answer is no
+      // login: 454 (RFC 4954 §6), a temporary failure the client retries, not counted against the throttle.
+      authService.check({ user: user.address, password: auth.password ?? '', client }).then(
+        (verdict) => {
+          if (verdict.ok) {
+            throttle.success(account, client);
+            return callback(null, { user: user.address });
+          }
+          if (verdict.reason === 'app-password-required') return refuseCredentials(twoFactorRefusal);
+          return refuseCredentials('5.7.8 Authentication credentials invalid');
+        },
+        (err: Error) => {
+          events.emit({ kind: 'error', detail: { error: `SMTP AUTH of ${user.address}: ${err.message}`, service } });
+          callback(smtpReply(454, '4.7.0 Temporary authentication failure, try again later'));
+        },
+      );
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void) {

@@ -76,7 +76,10 @@ async function login(s: ImapSession, r: Reader) {
   const password = r.arg(() => r.astring());
   r.end();
   requirePrivacy(s);
-  s.login(s.checkLogin(name, password, 'LOGIN'), 'LOGIN');
+  // Awaited only when the check is asynchronous (an app password's hash): see LoginGuard.authenticate.
+  const checked = s.checkLogin(name, password, 'LOGIN');
+  const { user, appPassword } = checked instanceof Promise ? await checked : checked;
+  s.login(user, 'LOGIN', appPassword);
   return `[CAPABILITY ${s.capabilities()}] Logged in`;
 }
 
@@ -103,9 +106,10 @@ async function authenticate(s: ImapSession, r: Reader) {
   const parts = Buffer.from(text, 'base64').toString('utf8').split('\0');
   if (parts.length !== 3) throw new ImapError('BAD', 'Invalid PLAIN response');
   const [authzid, authcid, password] = parts as [string, string, string];
-  const user = s.checkLogin(authcid, password, 'PLAIN');
+  const checked = s.checkLogin(authcid, password, 'PLAIN');
+  const { user, appPassword } = checked instanceof Promise ? await checked : checked;
   if (authzid && s.ctx.store.resolveUser(authzid) !== user) throw new ImapError('NO', 'Not authorized to act as that user', 'AUTHORIZATIONFAILED');
-  s.login(user, 'PLAIN');
+  s.login(user, 'PLAIN', appPassword);
   return `[CAPABILITY ${s.capabilities()}] Authenticated`;
 }
 

@@ -14,6 +14,7 @@ import { COMMANDS } from './commands.js';
 import { MessageCache, RecentRegistry } from './server-state.js';
 import { ImapSession, type ImapLimits, type ServerContext } from './session.js';
 import type { MailboxEvents } from '../api.js';
+import type { Accounts } from '../accounts.js';
 
 export interface ImapOptions {
   store: MailStore;
@@ -36,6 +37,8 @@ export interface ImapOptions {
   throttle?: LoginThrottle;
   /** Login throttling when no `throttle` is given; default: the node's config, else DEFAULT_AUTH_THROTTLE. */
   authThrottle?: AuthThrottleConfig;
+  /** The node's account state (app passwords, 2FA), shared with POP3; absent: the store's main passwords only. */
+  accounts?: Accounts;
   /** TLS of the server (default: the node's `tls`): STARTTLS, LOGINDISABLED before it unless plaintext logins are allowed. */
   tls?: TlsConfig;
   /** Implicit TLS on this port (imaps, RFC 8314): the handshake comes first. Needs `tls`. */
@@ -67,7 +70,7 @@ export async function startImap(options: ImapOptions): Promise<RunningImap> {
     ...(events ? { events } : {}),
     log: options.log ?? options.ctx?.log ?? (() => undefined),
     limits,
-    guard: new LoginGuard(options.store, throttleFor(options.throttle, options.authThrottle ?? options.ctx?.config.authThrottle), events),
+    guard: new LoginGuard(options.store, throttleFor(options.throttle, options.authThrottle ?? options.ctx?.config.authThrottle), events, options.accounts),
     recent: new RecentRegistry(),
     cache: new MessageCache(options.store),
     commands: COMMANDS,

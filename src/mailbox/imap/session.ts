@@ -14,7 +14,13 @@ import { ImapError, ParseError } from './errors.js';
 import { CommandFramer, Reader, STAR, parseHead, type FramerItem, type SeqSet, seqSetExceeds, resolveSeqSet } from './parser.js';
 import type { MessageCache, RecentRegistry } from './server-state.js';
 import type { MailboxEvents } from '../api.js';
-import { retrySeconds, type LoginGuard } from '../login-guard.js';
+import { retrySeconds, type LoginGuard, type LoginResult } from '../login-guard.js';
+
+/** A login accepted: the user, and the app password used if one. */
+export interface LoginGrant {
+  user: string;
+  appPassword?: string;
+}
 
 export interface ImapLimits {
   /** Longest command line (text between literals). */
@@ -96,6 +102,8 @@ export class ImapSession {
   private current: string | undefined;
   /** Logins refused on this connection (wrong password or throttled). */
   private refusedLogins = 0;
+  /** Forgets this session in the app password's session list (logged in with one). */
+  private untrack: (() => void) | undefined;
 
   constructor(
     readonly ctx: ServerContext,
@@ -436,26 +444,34 @@ export class ImapSession {
   // ---- state changes ----
 
   /**
-   * Checks a login (LOGIN, AUTHENTICATE) under the login throttle: returns the user, or throws the tagged NO
-   * (AUTHENTICATIONFAILED, or UNAVAILABLE while throttled, RFC 5530). Once the connection has had
+   * Checks a login (LOGIN, AUTHENTICATE) under the login throttle: returns the user (and the app password used, if
+   * one), or throws the tagged NO (AUTHENTICATIONFAILED, or UNAVAILABLE while throttled, RFC 5530). A 2FA user's
+   * main password gets AUTHENTICATIONFAILED saying that an app password is required. Once the connection has had
    * failuresPerConnection refused logins, it ends after that NO with `* BYE Too many authentication failures`.
    */
-  checkLogin(login: string, password: string, method: string): string {
+  checkLogin(login: string, password: string, method: string): LoginGrant | Promise<LoginGrant> {
     const result = this.ctx.guard.authenticate({ protocol: 'imap', login, method, client: this.client }, password);
-    if (result.kind === 'ok') return result.user;
+    return result instanceof Promise ? result.then((r) => this.grant(r)) : this.grant(result);
+  }
+
+  private grant(result: LoginResult): LoginGrant {
+    if (result.kind === 'ok') return result.appPassword !== undefined ? { user: result.user, appPassword: result.appPassword } : { user: result.user };
     this.refusedLogins++;
     if (this.ctx.guard.tooManyOnConnection(this.refusedLogins)) {
       this.loggingOut = true;
       this.pendingBye = 'Too many authentication failures';
     }
     if (result.kind === 'throttled') throw new ImapError('NO', `Too many failed logins, try again in ${retrySeconds(result.retryAfterMs)} s`, 'UNAVAILABLE');
+    if (result.kind === 'app-password-required') throw new ImapError('NO', `${result.user} has two-factor authentication: app password required`, 'AUTHENTICATIONFAILED');
     throw new ImapError('NO', 'Authentication failed', 'AUTHENTICATIONFAILED');
   }
 
-  login(user: string, method: string): void {
+  login(user: string, method: string, appPassword?: string): void {
     this.user = user;
     this.state = 'auth';
-    this.emit('session', { user, protocol: 'imap', method, client: this.client, tls: tlsInfo(this.socket) });
+    // Revoking the app password ends this session at once, with a BYE saying why (RFC 3501 §7.1.5: BYE may come unasked).
+    if (!this.closed) this.untrack = this.ctx.guard.track(user, appPassword, (reason) => this.close(reason));
+    this.emit('session', { user, protocol: 'imap', method, client: this.client, tls: tlsInfo(this.socket), ...(appPassword !== undefined ? { appPassword } : {}) });
   }
 
   async openMailbox(info: MailboxInfo, readOnly: boolean): Promise<MailboxView> {
@@ -598,6 +614,7 @@ export class ImapSession {
     this.closed = true;
     if (this.cleanedUp) return;
     this.cleanedUp = true;
+    this.untrack?.();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.view = undefined;
