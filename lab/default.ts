@@ -32,6 +32,11 @@ export default defineLab({
     { address: 'alice@sender.test', password: 'alice-secret' },
     { address: 'bob@receiver.test', password: 'bob-secret' },
     { address: 'carol@receiver.test', password: 'carol-secret' },
+    // Two-factor authentication: the main password opens the account service (with a TOTP code) only; mail
+    // clients use app passwords.
+    { address: 'dave@receiver.test', password: 'dave-secret', totpSecret: 'JBSWY3DPEHPK3PXPMAILLAB2', appPasswords: [{ name: 'laptop', password: 'dave-laptop-app-password' }] },
   ],
+  // The transactional HTTP email API of the MTA (https, port 8025): an application sending as sender.test.
+  apiKeys: [{ key: 'maillab-default-api-key-sender-test', domains: ['sender.test'] }],
   retry: LAB_RETRY,
 });

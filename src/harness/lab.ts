@@ -18,6 +18,9 @@ import { associationData, DANE_TA } from '../shared/dane.js';
 import { issueLabCertificates, type CertificateFault, type HostIdentity } from './tls/ca.js';
 import { equipWithMailAuth, type IssuedDkimKey } from './mail-auth.js';
 import { checkMailDns, mailDnsInputOf, type Finding } from './checkers/mail-dns.js';
+import { httpsJson, type HttpsJsonTarget } from './clients/https-json.js';
+import type { ApiErrorBody, ApiMessageStatus, ApiRawSendRequest, ApiSendRequest, ApiSendResponse } from '../mta/api.js';
+import { Secret, TOTP } from 'otpauth';
 import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 
 export type { SendOptions, SendResult };
@@ -295,6 +298,53 @@ export class StartedLab {
       return submit({ node: node.name, hostname: node.config.hostname, endpoint: node.service('submission'), ...(node.config.tls ? { ca: this.ca } : {}) }, user, message);
     };
     return { address: user.address, send };
+  }
+
+  /**
+   * The MTA's transactional HTTP email API (issue 13) with an API key: `send` (Mailpit's JSON shape), `sendRaw`,
+   * `status`. Each answers `{ status, headers, body }` whatever the status, so refusals can be asserted; HTTPS with
+   * the lab CA, verified under the MTA's host name.
+   */
+  api(key: string, options: { mta?: string } = {}) {
+    const node = this.nodeOf('mta', options.mta);
+    const target: HttpsJsonTarget = { endpoint: node.service('api'), servername: node.config.hostname, ca: this.ca, name: `HTTP email API of ${node.config.hostname}` };
+    const headers = (idempotencyKey?: string) => ({ authorization: `Bearer ${key}`, ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}) });
+    return {
+      send: (request: ApiSendRequest, opts: { idempotencyKey?: string; timeoutMs?: number } = {}) =>
+        httpsJson<ApiSendResponse & ApiErrorBody>(target, { method: 'POST', path: '/api/v1/send', headers: headers(opts.idempotencyKey), body: request, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) }),
+      sendRaw: (request: ApiRawSendRequest, opts: { idempotencyKey?: string } = {}) => httpsJson<ApiSendResponse & ApiErrorBody>(target, { method: 'POST', path: '/api/v1/send/raw', headers: headers(opts.idempotencyKey), body: request }),
+      status: (id: string) => httpsJson<ApiMessageStatus & ApiErrorBody>(target, { method: 'GET', path: `/api/v1/messages/${encodeURIComponent(id)}`, headers: headers() }),
+    };
+  }
+
+  /**
+   * A user's account at the mailbox server's account service (issue 13): `login(password, totp)` gives a session
+   * whose methods list, create and revoke app passwords and show recent logins. HTTPS with the lab CA.
+   */
+  accounts(address: string, options: { server?: string } = {}) {
+    const node = this.nodeOf('mailbox', options.server);
+    const target: HttpsJsonTarget = { endpoint: node.service('accounts'), servername: node.config.hostname, ca: this.ca, name: `account service of ${node.config.hostname}` };
+    return {
+      /** POST /api/v1/login; the raw answer (401 on a wrong password or code, 429 while throttled). */
+      login: (password: string, totp?: string) => httpsJson<{ session?: string; expiresAt?: string; Error?: string }>(target, { method: 'POST', path: '/api/v1/login', body: { address, password, ...(totp !== undefined ? { totp } : {}) } }),
+      /** The operations of a logged-in session. */
+      session: (session: string) => {
+        const auth = { authorization: `Bearer ${session}` };
+        return {
+          appPasswords: () => httpsJson<{ name: string; created: string; lastUsed?: string }[]>(target, { method: 'GET', path: '/api/v1/app-passwords', headers: auth }),
+          create: (name: string) => httpsJson<{ name: string; password: string; Error?: string }>(target, { method: 'POST', path: '/api/v1/app-passwords', headers: auth, body: { name } }),
+          revoke: (name: string) => httpsJson(target, { method: 'DELETE', path: `/api/v1/app-passwords/${encodeURIComponent(name)}`, headers: auth }),
+          logins: () => httpsJson<{ name: string; logins: { protocol: string; client: string; time: string }[] }[]>(target, { method: 'GET', path: '/api/v1/logins', headers: auth }),
+        };
+      },
+    };
+  }
+
+  /** The TOTP code (RFC 6238) of a 2FA user at `time` (now by default), as an authenticator app shows it. */
+  totp(address: string, time = Date.now()): string {
+    const user = this.user(address);
+    if (!user.totpSecret) throw new Error(`${address} has no TOTP secret in lab ${this.definition.name}`);
+    return new TOTP({ secret: Secret.fromBase32(user.totpSecret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp: time });
   }
 
   /** A user's mailbox as the mailbox server's control channel shows it. */
