@@ -43,15 +43,25 @@ describe('maillab up --json', () => {
       runtime: string;
       nodes: Record<string, { host: string; services: Record<string, { host: string; port: number }>; control: { host: string; port: number } }>;
       controlToken: string;
-      users: { address: string; password: string }[];
+      users: { address: string; password: string; appPasswords?: { name: string; password: string }[]; totpSecret?: string }[];
+      apiKeys?: string[];
       ca: string;
     };
     expect(description.runtime).toBe('local');
     expect(description.id).toMatch(/^default-[0-9a-f]{6}$/);
     expect(Object.keys(description.nodes).sort()).toEqual(['dns', 'mailbox', 'mta', 'mx']);
-    expect(Object.keys(description.nodes.mailbox!.services).sort()).toEqual(['imap', 'imaps', 'lmtp', 'pop3', 'pop3s']);
-    expect(Object.keys(description.nodes.mta!.services).sort()).toEqual(['smtp', 'submission', 'submissions']);
+    expect(Object.keys(description.nodes.mailbox!.services).sort()).toEqual(['accounts', 'imap', 'imaps', 'lmtp', 'pop3', 'pop3s']);
+    expect(Object.keys(description.nodes.mta!.services).sort()).toEqual(['api', 'smtp', 'submission', 'submissions']);
     expect(description.users.map((u) => u.address)).toContain('bob@receiver.test');
+    // What a mail client needs per user: app passwords and the TOTP secret only where set; the API's keys.
+    expect(description.users.find((u) => u.address === 'bob@receiver.test')).toEqual({ address: 'bob@receiver.test', password: 'bob-secret' });
+    expect(description.users.find((u) => u.address === 'dave@receiver.test')).toEqual({
+      address: 'dave@receiver.test',
+      password: 'dave-secret',
+      appPasswords: [{ name: 'laptop', password: 'dave-laptop-app-password' }],
+      totpSecret: 'JBSWY3DPEHPK3PXPMAILLAB2',
+    });
+    expect(description.apiKeys).toEqual(['maillab-default-api-key-sender-test']);
 
     const mx = await createLabResolver(description.nodes.dns!.services.dns!).resolveMx('receiver.test');
     expect(mx[0]!.exchange).toBe('mx.receiver.test');

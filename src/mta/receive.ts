@@ -16,9 +16,10 @@
 // address literal outside the lab's addresses is refused (550 5.7.1); on 25, unknown users of a domain whose users
 // the lab knows are refused at RCPT (550 5.1.1), so no bounce goes to a forged sender (no backscatter); on 587,
 // failed logins are throttled per connection (421 4.7.0) and per account and client address (454 4.7.0).
-// Logins (issue 13): with config.authService, the mailbox server's account service checks the password of every user
-// the MTA knows (app passwords, two-factor authentication, revocations at once; no answer: 454 4.7.0, never a login);
-// without it, the config's app passwords and main passwords. A 2FA user's main password gets 535 5.7.8 saying that
+// Logins (issue 13): with config.authService, the mailbox server's account service checks the passwords of users with
+// two-factor authentication or app passwords, and any password other than a plain user's main one (app passwords,
+// revocations at once; no answer: 454 4.7.0, never a login); a plain user's main password is checked here, so that
+// submission does not stop with the mailbox server. Without it, the config's app passwords and main passwords. A 2FA user's main password gets 535 5.7.8 saying that
 // an app password is needed.
 // Replies carry RFC 3463 enhanced status codes in their text. ENHANCEDSTATUSCODES is not advertised, because
 // smtp-server would then prefix its own guess (e.g. 5.1.1 for every 550), wrong for relay denials and the like.
@@ -277,6 +278,14 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
       };
       if (!user || !authzOk) return refuseCredentials('5.7.8 Authentication credentials invalid');
       const twoFactorRefusal = `5.7.8 Authentication credentials invalid: ${user.address} has two-factor authentication, use an app password`;
+      // A user without 2FA or app passwords in the config logs in with the main password here, even while the mailbox
+      // server (and its account service) is down: submission does not depend on it. Any other password of such a user
+      // may be an app password made at run time, which only the account service knows.
+      const plainUser = user.totpSecret === undefined && !(user.appPasswords ?? []).length;
+      if (authService && plainUser && passwordMatches(auth.password ?? '', user.password)) {
+        throttle.success(account, client);
+        return callback(null, { user: user.address });
+      }
       if (!authService) {
         // Without the account service, the config's own view: its app passwords (revocations are not seen here), and a
         // 2FA user's main password refused as the service would.
