@@ -291,8 +291,10 @@ export class StartedLab {
   }
 
   /** A mail client of `address`, submitting over SMTP (port 587, AUTH) to the MTA with nodemailer. */
-  client(address: string, options: { mta?: string } = {}) {
-    const user = this.user(address);
+  client(address: string, options: { mta?: string; password?: string } = {}) {
+    const configured = this.user(address);
+    // A client configured with another password (an app password, or a wrong one) logs in with it.
+    const user = options.password !== undefined ? { ...configured, password: options.password } : configured;
     const send = (message: SendOptions): Promise<SendResult> => {
       const node = this.nodeOf('mta', options.mta);
       return submit({ node: node.name, hostname: node.config.hostname, endpoint: node.service('submission'), ...(node.config.tls ? { ca: this.ca } : {}) }, user, message);

@@ -135,6 +135,25 @@ export class ImapDevice extends EventEmitter {
     return this.syncing.catch(() => undefined);
   }
 
+  /** Whether the device's IMAP session is still up (false once the server said BYE or the connection went). */
+  get connected(): boolean {
+    return this.client.usable;
+  }
+
+  /**
+   * A sync the user asked for (pull to refresh): a NOOP, then the resync. Unlike the pushed resyncs, it fails loudly
+   * when the session is gone, naming the device.
+   */
+  async sync(): Promise<void> {
+    try {
+      await this.client.noop();
+    } catch (err) {
+      throw new Error(`IMAP device ${this.name}: cannot sync: ${(err as Error).message}${this.client.usable ? '' : ' (the session has ended)'}`);
+    }
+    if (!this.client.usable) throw new Error(`IMAP device ${this.name}: cannot sync: the session has ended`);
+    await this.resync();
+  }
+
   find(messageId: string): LocalMessage | undefined {
     return [...this.inbox.values()].find((m) => m.messageId === messageId);
   }

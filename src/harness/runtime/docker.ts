@@ -478,6 +478,9 @@ function publishedPortsOf(config: NodeConfig): Omit<PublishedPort, 'host'>[] {
     if (config.mtaSts) ports.push({ container: config.mtaSts.port, protocols: ['tcp'] });
   }
   else for (const port of Object.values(config.ports)) if (typeof port === 'number') ports.push({ container: port, protocols: ['tcp'] });
+  // Services configured outside `ports`: the mailbox's account service, the MTA's HTTP email API.
+  if (config.role === 'mailbox' && config.accounts) ports.push({ container: config.accounts.port, protocols: ['tcp'] });
+  if (config.role === 'mta' && config.api) ports.push({ container: config.api.port, protocols: ['tcp'] });
   const seen = new Set<number>();
   return ports.filter((p) => !seen.has(p.container) && seen.add(p.container));
 }
