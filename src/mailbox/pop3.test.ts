@@ -1,6 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { ImapFlow } from 'imapflow';
 import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { startImap, type RunningImap } from './imap/index.js';
 import { startPop3, dotStuff, topOf, uidl } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
@@ -545,6 +547,149 @@ describe('POP3 edges', () => {
     expect(deleted.map((e) => e.detail.uid)).toEqual([stored[3]!.uid, stored[4]!.uid]);
     expect(deleted[0]!.messageId).toBe('<at-limit@sender.test>');
     expect(deleted[1]!.messageId).toBeUndefined();
+  });
+});
+
+describe('POP3 and \\Seen (issue 14: as Dovecot, unless pop3MarksSeen is false)', () => {
+  let imap: RunningImap | undefined;
+  const imapClients: ImapFlow[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(imapClients.splice(0).map((c) => c.logout()));
+    await imap?.stop();
+    imap = undefined;
+  });
+
+  /** An imapflow session on bob's INBOX, against an IMAP server on the same store as the POP3 server. */
+  async function imapInbox(): Promise<ImapFlow> {
+    imap ??= await startImap({ store, host: '127.0.0.1', port: 0, hostname: 'mail.receiver.test', events: ctx.events });
+    const c = new ImapFlow({ host: '127.0.0.1', port: imap.endpoint.port, secure: false, auth: { user: BOB, pass: BOB_PASS }, logger: false, disableAutoIdle: true });
+    c.on('error', () => undefined);
+    await c.connect();
+    imapClients.push(c);
+    await c.mailboxOpen('INBOX');
+    return c;
+  }
+
+  /** UID → flags (sorted, without the session-only \Recent), as IMAP FETCH FLAGS reports them. */
+  async function imapFlags(c: ImapFlow): Promise<Record<number, string[]>> {
+    const fetched = await c.fetchAll('1:*', { uid: true, flags: true });
+    return Object.fromEntries(fetched.map((m) => [m.uid, [...(m.flags ?? [])].filter((f) => f !== '\\Recent').sort()]));
+  }
+
+  /** Every 'flags' change the store publishes (what IMAP sessions are told) from now on. */
+  function flagChanges(): Array<{ uid: number; flags: string[]; modseq: number }> {
+    const changes: Array<{ uid: number; flags: string[]; modseq: number }> = [];
+    const stop = store.onChange((c) => {
+      if (c.type === 'flags') changes.push({ uid: c.message.uid, flags: c.message.flags, modseq: c.message.modseq });
+    });
+    onTestFinished(stop);
+    return changes;
+  }
+
+  it('RETR marks the message \\Seen at QUIT, before the +OK: IMAP FETCH FLAGS, IDLE and CONDSTORE see it', async () => {
+    const [first, second] = await store.messages(BOB, 'INBOX');
+    const watcher = await imapInbox();
+    const changes = flagChanges();
+    const client = await login();
+    expect(await ask(client, 'RETR 1')).toMatch(/^\+OK \d+ octets/);
+    await client.dotBody();
+    // Not yet: the flag is applied when the session ends (Dovecot commits it with the session's transaction).
+    expect((await imapFlags(watcher))[first!.uid]).toEqual([]);
+    expect(changes).toEqual([]);
+
+    const pushed = new Promise<{ seq: number; flags: Set<string> }>((resolve) => watcher.on('flags', resolve));
+    const idling = watcher.idle();
+    expect(await ask(client, 'QUIT')).toMatch(/^\+OK .*\(0 messages deleted\)/);
+    // Already in the store when QUIT was answered: a client that goes on to IMAP never sees it unseen.
+    const [after] = await store.messages(BOB, 'INBOX');
+    expect(after!.flags).toEqual(['\\Seen']);
+    expect(after!.modseq).toBeGreaterThan(first!.modseq); // a new CONDSTORE modseq, as IMAP STORE gives
+    expect(changes).toEqual([{ uid: first!.uid, flags: ['\\Seen'], modseq: after!.modseq }]);
+    const push = await pushed; // untagged FETCH during IDLE
+    expect(push.seq).toBe(1);
+    expect(push.flags.has('\\Seen')).toBe(true);
+    await watcher.noop();
+    await idling;
+
+    const fresh = await imapInbox();
+    expect(await imapFlags(fresh)).toEqual({ [first!.uid]: ['\\Seen'], [second!.uid]: [], [(await store.messages(BOB, 'INBOX'))[2]!.uid]: [] });
+    expect(await fresh.search({ seen: false }, { uid: true })).toEqual([second!.uid, (await store.messages(BOB, 'INBOX'))[2]!.uid]);
+  });
+
+  it('TOP does not mark; a message already \\Seen gets no new change; RSET forgets what RETR retrieved', async () => {
+    const [first, second, third] = await store.messages(BOB, 'INBOX');
+    await store.setFlags(BOB, 'INBOX', [third!.uid], ['\\Seen'], 'add');
+    const changes = flagChanges();
+    let client = await login();
+    expect(await ask(client, 'TOP 1 0')).toBe('+OK top of message follows');
+    await client.dotBody();
+    expect(await ask(client, 'RETR 3')).toMatch(/^\+OK/);
+    await client.dotBody();
+    expect(await ask(client, 'QUIT')).toMatch(/^\+OK/);
+    await client.waitClosed();
+    expect(changes).toEqual([]);
+
+    client = await login();
+    expect(await ask(client, 'RETR 2')).toMatch(/^\+OK/);
+    await client.dotBody();
+    expect(await ask(client, 'RSET')).toMatch(/^\+OK maildrop has 3 messages/);
+    expect(await ask(client, 'QUIT')).toMatch(/^\+OK/);
+    await client.waitClosed();
+    expect(changes).toEqual([]);
+    expect(await imapFlags(await imapInbox())).toEqual({ [first!.uid]: [], [second!.uid]: [], [third!.uid]: ['\\Seen'] });
+  });
+
+  it('a message deleted with DELE and QUIT is gone, with no flag change before; the others retrieved are \\Seen', async () => {
+    const [first, second, third] = await store.messages(BOB, 'INBOX');
+    const changes = flagChanges();
+    const client = await login();
+    for (const n of [1, 2]) {
+      expect(await ask(client, `RETR ${n}`)).toMatch(/^\+OK/);
+      await client.dotBody();
+    }
+    expect(await ask(client, 'DELE 1')).toBe('+OK message 1 deleted');
+    expect(await ask(client, 'QUIT')).toMatch(/\(1 messages deleted\)/);
+    await client.waitClosed();
+    expect((await store.messages(BOB, 'INBOX')).map((m) => m.uid)).toEqual([second!.uid, third!.uid]);
+    expect(changes.map((c) => c.uid)).toEqual([second!.uid]);
+    expect(ctx.emitted('deleted')).toMatchObject([{ messageId: '<one@sender.test>', detail: { uid: first!.uid } }]);
+    expect(await imapFlags(await imapInbox())).toEqual({ [second!.uid]: ['\\Seen'], [third!.uid]: [] });
+  });
+
+  it('a session that ends without QUIT still marks what it retrieved, and deletes nothing', async () => {
+    const [first, second] = await store.messages(BOB, 'INBOX');
+    const client = await login();
+    for (const n of [1, 2]) {
+      expect(await ask(client, `RETR ${n}`)).toMatch(/^\+OK/);
+      await client.dotBody();
+    }
+    expect(await ask(client, 'DELE 2')).toBe('+OK message 2 deleted');
+    client.close(); // dropped
+    await released(); // the maildrop is released only once the flags are applied
+    const stored = await store.messages(BOB, 'INBOX');
+    expect(stored).toHaveLength(3);
+    expect(stored.filter((m) => m.flags.includes('\\Seen')).map((m) => m.uid)).toEqual([first!.uid, second!.uid]);
+  });
+
+  it('with pop3MarksSeen: false, POP3 never touches flags (Dovecot pop3_no_flag_updates = yes)', async () => {
+    await pop3?.close();
+    pop3 = await startPop3({ store, ctx: { ...ctx, config: { ...ctx.config, pop3MarksSeen: false } }, host: '127.0.0.1', port: 0 });
+    port = pop3.endpoint.port;
+    const before = await store.messages(BOB, 'INBOX');
+    const changes = flagChanges();
+    let client = await login();
+    expect(await ask(client, 'RETR 1')).toMatch(/^\+OK/);
+    await client.dotBody();
+    expect(await ask(client, 'QUIT')).toMatch(/^\+OK/);
+    await client.waitClosed();
+    client = await login();
+    expect(await ask(client, 'RETR 2')).toMatch(/^\+OK/);
+    await client.dotBody();
+    client.close();
+    await released();
+    expect(changes).toEqual([]);
+    expect(await store.messages(BOB, 'INBOX')).toEqual(before);
+    expect(Object.values(await imapFlags(await imapInbox()))).toEqual([[], [], []]);
   });
 });
 

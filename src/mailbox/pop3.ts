@@ -7,6 +7,14 @@
 // times out or is shut down deletes nothing. One session per maildrop at a time (the store's maildrop lock).
 // Commands are processed strictly in order, one at a time, so pipelined commands (RFC 2449 PIPELINING) get
 // their replies in order.
+//
+// \Seen (issue 14), as Dovecot does it unless `pop3_no_flag_updates = yes`: a message sent whole with RETR (not TOP)
+// that is not \Seen yet is remembered, and the session adds \Seen to the remembered messages when it ends: at QUIT
+// (UPDATE) before the +OK, and also when the connection ends without QUIT (drop, autologout, shutdown, revoked app
+// password). RSET forgets them. The flag goes through the store (setFlags), so IMAP sessions see it like a STORE: an
+// untagged FETCH / IDLE push and a new CONDSTORE modseq. Until the session ends, IMAP still sees the message unseen
+// (Dovecot keeps the change in the session's uncommitted transaction until then). Messages deleted with DELE and
+// removed at QUIT get no flag. With the node's `pop3MarksSeen: false`, POP3 never touches flags.
 import net from 'node:net';
 import tls, { type SecureContext } from 'node:tls';
 import type { TlsConfig } from '../shared/config.js';
@@ -99,6 +107,8 @@ class Pop3Session {
   private messages: StoredMessage[] = [];
   private readonly deleted = new Set<number>();
   private readonly messageIds = new Map<number, string>();
+  /** UIDs retrieved whole with RETR in this session, not \Seen at the time: \Seen is added when the session ends. */
+  private readonly seen = new Set<number>();
   private readonly maxLine: number;
   private readonly client: string;
 
@@ -130,9 +140,40 @@ class Pop3Session {
   private onClose() {
     this.untrack?.();
     this.untrack = undefined;
-    this.release?.();
-    this.release = undefined;
-    this.markClosed();
+    // Ended without QUIT: Dovecot still commits the \Seen of what was retrieved. Nothing is deleted (RFC 1939 §6), so
+    // a message marked with DELE stays, and gets \Seen too. `closed` resolves only after that, so a node that stops
+    // waits for the flags before closing the store.
+    void this.markSeen('connection closed', false).then(() => {
+      this.release?.();
+      this.release = undefined;
+      this.markClosed();
+    });
+  }
+
+  /**
+   * Adds \Seen to the messages retrieved with RETR in this session, through the store so that IMAP sessions are told.
+   * At QUIT (`skipDeleted`) the ones marked with DELE are left out: they are about to be removed. Takes the set at
+   * once, so QUIT and a close racing it never apply it twice. A failure is logged, never fatal: the client has the mail.
+   */
+  private async markSeen(when: string, skipDeleted: boolean): Promise<void> {
+    const uids = [...this.seen].filter((uid) => !(skipDeleted && this.isDeletedUid(uid)));
+    this.seen.clear();
+    if (!uids.length || !this.user) return;
+    try {
+      await this.options.store.setFlags(this.user, 'INBOX', uids, ['\\Seen'], 'add');
+    } catch (err) {
+      this.options.ctx.log(`POP3: ${this.user}: setting \\Seen on ${uids.length} retrieved message(s) (${when}): ${(err as Error).message}`);
+    }
+  }
+
+  private isDeletedUid(uid: number): boolean {
+    const index = this.messages.findIndex((m) => m.uid === uid);
+    return index >= 0 && this.deleted.has(index + 1);
+  }
+
+  /** Whether RETR marks messages \Seen (the node's `pop3MarksSeen`, default true like Dovecot). */
+  private get marksSeen(): boolean {
+    return this.options.ctx.config.pop3MarksSeen !== false;
   }
 
   /** Whether the connection is encrypted (implicit TLS, or after STLS). */
@@ -345,7 +386,9 @@ class Pop3Session {
         return this.ok(`message ${n} deleted`);
       }
       case 'RSET':
+        // As Dovecot's RSET: the deletion marks and the \Seen still to be set are both forgotten.
         this.deleted.clear();
+        this.seen.clear();
         return this.ok(`maildrop has ${this.messages.length} messages (${sum(this.messages)} octets)`);
       case 'NOOP':
         return this.ok('');
@@ -483,6 +526,7 @@ class Pop3Session {
     if (bodyLines === undefined) {
       await this.ok(`${data.length} octets`);
       await this.write(dotStuff(data));
+      if (this.marksSeen && !message.flags.includes('\\Seen')) this.seen.add(message.uid);
       this.options.ctx.events.emit({ kind: 'retrieved', messageId, queueId: message.id, detail: { user: this.user, protocol: 'pop3', uid: message.uid, size: data.length } });
       return;
     }
@@ -498,6 +542,8 @@ class Pop3Session {
       return this.end();
     }
     this.state = 'update';
+    // \Seen first, before the +OK: a client that reads the sign-off and then opens IMAP sees the flags.
+    await this.markSeen('QUIT', true);
     const uids = [...this.deleted].sort((a, b) => a - b).map((n) => this.messages[n - 1]!.uid);
     let removed: number[] = [];
     let failed = false;

@@ -363,6 +363,11 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
    * passwords, recent logins) and for the lab's MTAs (SMTP AUTH of 2FA users, with the lab's control token).
    */
   accounts?: { port: number };
+  /**
+   * POP3 RETR marks a message \Seen, applied when the session ends (QUIT, or the connection closing), as Dovecot does
+   * by default (issue 14). Default true; false never touches flags, like Dovecot's `pop3_no_flag_updates = yes`.
+   */
+  pop3MarksSeen?: boolean;
 }
 
 export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig;
