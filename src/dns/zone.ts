@@ -8,7 +8,9 @@
 //   as if delegated and answered by the same server: there are no referrals.
 // - NS records below an apex are plain data, not delegations. There are no wildcards.
 // - Every zone has a synthesized SOA (and, unless NS records are given at the apex, one NS pointing at the SOA
-//   primary), so SOA and NS queries at the apex always work and negative answers carry an SOA.
+//   primary), so SOA and NS queries at the apex always work and negative answers carry an SOA. The default primary,
+//   `ns.<origin>`, is only a placeholder: nothing here gives it an address. A zone whose NS must resolve says its
+//   primary (`soa.primary`); the lab's planned zones name the dns host (harness/topology.ts buildZones, issue 14).
 //
 // TLSA (RFC 6698) is served too, because the MTA's DANE (RFC 7672) looks up `_25._tcp.<mx host>` in the lab DNS.
 // Its certificate association data is kept as lower-case hex; the lengths SHA2-256 (32 octets) and SHA2-512

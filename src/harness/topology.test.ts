@@ -1,7 +1,15 @@
 // The lab definition's TLS part (issue 11): faulty certificates by host are checked, and every plan carries the
-// implicit-TLS ports (RFC 8314: submissions 465, imaps 993, pop3s 995, plus the port offset).
-import { describe, expect, it } from 'vitest';
+// implicit-TLS ports (RFC 8314: submissions 465, imaps 993, pop3s 995, plus the port offset). The zones' name servers
+// (issue 14): SOA primary and NS of every zone resolve to the dns host, checked on the zone data and with dig.
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
 import defaultLab from '../../lab/default.js';
+import { startDns } from '../dns/index.js';
+import { Zones } from '../dns/zone.js';
+import type { DnsNodeConfig } from '../shared/config.js';
+import { EventLog } from '../shared/events.js';
+import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { CertificateFault } from './tls/ca.js';
 import { planLab, validateLab, type LabDefinition } from './topology.js';
 
@@ -98,5 +106,75 @@ describe('MTA-STS and DANE in a lab definition', () => {
     expect(() => validateLab(withSts({ mode: 'enforce', certificate: 'revoked' as CertificateFault }))).toThrow(/mtaSts\.certificate "revoked" is not a certificate fault/);
     expect(() => validateLab(withTls({ dane: { mx2: [{ usage: 3, selector: 1, matchingType: 1 }] } }))).toThrow(/tls\.dane: "mx2" is not a lab host/);
     expect(() => validateLab(withTls({ dane: { mx: [{ usage: 1 as 3, selector: 1, matchingType: 1 }] } }))).toThrow(/tls\.dane\.mx: 1 1 1 is not a DANE-TA\/DANE-EE record/);
+  });
+});
+
+describe('the name servers of the lab zones (issue 14)', () => {
+  const addresses = { dns: '127.0.0.1', mailbox: '127.9.9.3', mx: '127.9.9.4', mta: '127.9.9.5' };
+
+  it('names the dns host as SOA primary and NS of every zone, and that name resolves in the zones to the dns host', () => {
+    const lab = structuredClone(defaultLab);
+    lab.domains['other.test'] = { mx: [{ host: 'mx', preference: 10 }] }; // a domain with no lab host in it
+    lab.domains['ns-given.test'] = { records: [{ name: 'ns-given.test', type: 'NS', ns: 'ns.lab.test' }] };
+    const { zones } = planLab(lab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    const served = new Zones(zones);
+    const origins = zones.map((z) => z.origin).sort();
+    expect(origins).toEqual(['0.0.127.in-addr.arpa', '9.9.127.in-addr.arpa', 'lab.test', 'ns-given.test', 'other.test', 'receiver.test', 'sender.test']);
+    for (const origin of origins) {
+      const soa = served.lookup(origin, 'SOA').answers;
+      const ns = served.lookup(origin, 'NS').answers;
+      expect(soa.map((r) => r.type === 'SOA' && r.primary), origin).toEqual(['ns.lab.test']);
+      expect(ns.map((r) => r.type === 'NS' && r.ns), origin).toEqual(['ns.lab.test']);
+      const glue = served.lookup('ns.lab.test', 'A');
+      expect(glue.rcode).toBe('NOERROR');
+      expect(glue.answers.map((r) => r.type === 'A' && r.address)).toEqual(['127.0.0.1']);
+    }
+  });
+
+  it('follows the dns host: another host name, in a lab domain', () => {
+    const lab = structuredClone(defaultLab);
+    lab.hosts.dns = { role: 'dns', hostname: 'dns1.receiver.test' };
+    const { zones } = planLab(lab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    const served = new Zones(zones);
+    for (const { origin } of zones) expect(served.lookup(origin, 'NS').answers.map((r) => r.type === 'NS' && r.ns)).toEqual(['dns1.receiver.test']);
+    expect(served.lookup('dns1.receiver.test', 'A').answers.map((r) => r.type === 'A' && r.address)).toEqual(['127.0.0.1']);
+  });
+});
+
+/** dig (BIND's client, independent of our DNS code) when installed. */
+const digMissing = (() => {
+  try {
+    execFileSync('dig', ['-v'], { stdio: 'ignore' });
+    return undefined;
+  } catch (err) {
+    return `dig is not installed (${(err as Error).message}); apt-get install -y dnsutils to run it`;
+  }
+})();
+if (digMissing) console.warn(`skipping the dig test of the lab zones' name servers: ${digMissing}`);
+
+describe.skipIf(digMissing !== undefined)('the planned DNS node, asked by dig', () => {
+  let dns: RunningRole | undefined;
+  afterEach(async () => {
+    await dns?.stop();
+    dns = undefined;
+  });
+
+  it('answers NS receiver.test with a name whose A record is the DNS node itself', async () => {
+    const addresses = { dns: '127.0.0.1', mailbox: '127.9.9.3', mx: '127.9.9.4', mta: '127.9.9.5' };
+    const { nodes } = planLab(defaultLab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' });
+    const config = nodes.dns!;
+    if (config.role !== 'dns') throw new Error('the dns node is not a dns role');
+    const ctx: NodeContext<DnsNodeConfig> = { config: { ...config, port: 0 }, events: new EventLog('dns'), log: () => undefined };
+    dns = await startDns(ctx);
+    const { host, port } = dns.services.dns!;
+    const dig = async (type: string, name: string) => {
+      const { stdout } = await promisify(execFile)('dig', [`@${host}`, '-p', String(port), type, name, '+short', '+tries=1', '+time=2']);
+      return stdout.trim().split('\n').filter(Boolean);
+    };
+    const ns = await dig('NS', 'receiver.test');
+    expect(ns).toEqual(['ns.lab.test.']);
+    expect(await dig('A', ns[0]!)).toEqual([host]);
+    expect((await dig('SOA', 'sender.test'))[0]).toMatch(/^ns\.lab\.test\. hostmaster\.sender\.test\. /);
+    expect(await dig('NS', '0.0.127.in-addr.arpa')).toEqual(['ns.lab.test.']);
   });
 });

@@ -429,9 +429,18 @@ function mtaStsSites(lab: LabDefinition): MtaStsSite[] {
   });
 }
 
-/** One zone per lab domain (MX, A for hosts, extra records), one for host names outside them, and reverse PTRs. */
+/**
+ * One zone per lab domain (MX, A for hosts, extra records), one for host names outside them, and reverse PTRs.
+ *
+ * Every zone's SOA primary (MNAME) is the dns host's own host name (e.g. `ns.lab.test`), which has its A record in
+ * the zones below, and the synthesized apex NS follows the primary (src/dns/zone.ts): so `NS receiver.test` names a
+ * server that resolves, to the dns node's address (issue 14; zone.ts's default primary, `ns.<origin>`, has no
+ * address). One name for every zone rather than an A record per synthesized name, as one server serves them all.
+ * A domain's own apex NS records (its `records`) are served as given.
+ */
 function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHost: string): ZoneConfig[] {
   const zones = new Map<string, ZoneConfig>();
+  const soa = { primary: lab.hosts[dnsHost]!.hostname };
   const zoneFor = (name: string): ZoneConfig => {
     const lower = name.toLowerCase();
     const domain = Object.keys(lab.domains)
@@ -440,7 +449,7 @@ function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHo
       .sort((a, b) => b.length - a.length)[0];
     const origin = domain ?? lower.split('.').slice(1).join('.');
     let zone = zones.get(origin);
-    if (!zone) zones.set(origin, (zone = { origin, records: [] }));
+    if (!zone) zones.set(origin, (zone = { origin, soa: { ...soa }, records: [] }));
     return zone;
   };
   for (const [domain, def] of Object.entries(lab.domains)) {
@@ -466,7 +475,7 @@ function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHo
     zoneFor(host.hostname).records.push({ name: host.hostname, type: 'A', address: ip });
     const octets = ip.split('.');
     const origin = `${octets[2]}.${octets[1]}.${octets[0]}.in-addr.arpa`;
-    if (!reverse.has(origin)) reverse.set(origin, { origin, records: [] });
+    if (!reverse.has(origin)) reverse.set(origin, { origin, soa: { ...soa }, records: [] });
     reverse.get(origin)!.records.push({ name: `${octets[3]}.${origin}`, type: 'PTR', domain: host.hostname });
   }
   return [...zones.values(), ...reverse.values()];
