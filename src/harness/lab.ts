@@ -249,6 +249,9 @@ export class StartedLab {
   get dns() {
     const node = this.nodeOf('dns');
     const control = () => node.control();
+    // A zone added while the lab runs names the dns host as its SOA primary (and so its NS), as planned zones do: a
+    // name that resolves, unless the zone says otherwise.
+    const withPrimary = (zone: ZoneConfig): ZoneConfig => (zone.soa?.primary ? zone : { ...zone, soa: { ...zone.soa, primary: node.config.hostname } });
     const setRecords = (name: string, type: RecordType, records: Partial<DnsRecord>[]) => control().call('set-records', { name, type, records });
     return {
       node,
@@ -256,8 +259,8 @@ export class StartedLab {
       setRecords,
       addRecord: (record: DnsRecord, zone?: string) => control().call('add-record', { record, ...(zone ? { zone } : {}) }),
       removeRecords: (name: string, type?: RecordType) => control().call('remove-records', { name, ...(type ? { type } : {}) }),
-      setZones: (zones: ZoneConfig[]) => control().call('set-zones', { zones }),
-      addZone: (zone: ZoneConfig) => control().call('add-zone', { zone }),
+      setZones: (zones: ZoneConfig[]) => control().call('set-zones', { zones: zones.map(withPrimary) }),
+      addZone: (zone: ZoneConfig) => control().call('add-zone', { zone: withPrimary(zone) }),
       removeZone: (origin: string) => control().call('remove-zone', { origin }),
       lookup: (name: string, type: RecordType = 'A') => control().call('lookup', { name, type }),
       /** Points `domain`'s MX records at lab hosts (by host key) or host names. */
