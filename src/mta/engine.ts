@@ -187,7 +187,14 @@ export class MtaEngine {
       const common = { rcpt, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status, ...(outcome.tlsPolicy ? { tlsPolicy: outcome.tlsPolicy } : {}) };
       if (outcome.action === 'delivered') {
         queue.deliverRecipient(queueId, rcpt, report);
-        const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false, tls: outcome.tls ?? null };
+        const session = {
+          host: outcome.host,
+          port: outcome.port,
+          reused: outcome.reused ?? false,
+          tls: outcome.tls ?? null,
+          ...(outcome.mailParams ? { mailParams: outcome.mailParams } : {}),
+          ...(outcome.converted7bit ? { converted7bit: true } : {}),
+        };
         if (outcome.via === 'lmtp') this.emit('delivered', message, { ...common, ...session });
         else this.emit('relayed', message, { ...common, mx: outcome.mx, ...session });
         continue;
