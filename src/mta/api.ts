@@ -245,7 +245,8 @@ export type MtaEvents = NodeEvents & {
   received: { from: string; to: string[]; size: number; client?: string; helo: string; tls: TlsInfo | null; relay?: true };
   /** Something went wrong inside the MTA; `error` says what. */
   error: { error: string; service?: Service | 'api'; from?: string; to?: string[]; retryAt?: number };
-  queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string };
+  /** `params`: the MAIL FROM parameters it came with (BODY=, SMTPUTF8, 8-bit content not declared), when any. */
+  queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string; params?: MailParams };
   /** A delivery attempt starts. */
   active: { attempt: number; recipients: string[] };
   /** Where mail for `domain` goes, as the lab DNS said. */

@@ -68,7 +68,7 @@ export class MtaEngine {
   async accept(input: EnqueueInput, onStored?: (message: MessageRecord) => void): Promise<MessageRecord> {
     const message = await this.queue.enqueue(input);
     onStored?.(message);
-    this.emit('queued', message, { from: message.from, to: message.recipients.map((r) => r.address), size: message.size, origin: message.origin.kind, ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}) });
+    this.emit('queued', message, { from: message.from, to: message.recipients.map((r) => r.address), size: message.size, origin: message.origin.kind, ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}), ...(message.params ? { params: { ...message.params } } : {}) });
     this.scheduler.schedule(message.queueId);
     return message;
   }

@@ -161,8 +161,9 @@ export function appendHeaders(raw: Buffer, lines: string[]): Buffer {
  * it, but Postfix and most servers take such mail) and marked `undeclared8bit`: it is relayed as 8BITMIME.
  */
 export function mailParamsOf(envelope: SMTPServerSession['envelope'], data: Buffer): MailParams {
+  // From the command's own arguments: smtp-server's envelope.bodyType says '7bit' also when nothing was declared.
   const args = envelope.mailFrom ? envelope.mailFrom.args : false;
-  const declared = (envelope.bodyType ?? (args ? args.BODY : undefined) ?? '').toString().toUpperCase();
+  const declared = ((args ? args.BODY : undefined) ?? '').toString().toUpperCase();
   const body = declared === '8BITMIME' || declared === '7BIT' ? declared : undefined;
   const smtputf8 = envelope.smtpUtf8 === true || (args !== false && args.SMTPUTF8 !== undefined);
   return {
