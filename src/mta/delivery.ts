@@ -230,6 +230,8 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
   // MTA-STS only where the lab set no mode for the destination itself (an explicit mode wins, as a Postfix policy
   // table entry would), and never under `none`.
   const sts = ctx.mtaSts && !configured && mode !== 'none' ? await stsPolicy(ctx, domain, lookupHop) : undefined;
+  // The same for every MX: what the message needs (each server's extensions decide what goes, see the pool).
+  const params = mailParamsFor(message, rcpts, data);
   let lastError: { err: unknown; hop: string; where: Where; tlsPolicy?: OutboundTlsPolicy } | undefined;
   const lookupFailures: string[] = [];
   const outsideLab: string[] = [];
@@ -276,8 +278,7 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
       // Announced before the transaction, so the history shows it before what the server records.
       ctx.emit('connect', { host: address, port: ctx.relayPort, mx: mx.exchange, hop });
       try {
-        const { envelope, options } = mailParamsFor(message, rcpts, data);
-        const result = await ctx.smtp.send(target, envelope, data, options);
+        const result = await ctx.smtp.send(target, params.envelope, data, params.options);
         if (audit && result.tlsAudit) {
           // MTA-STS `testing`: what enforce would have refused, reported; the mail went anyway (RFC 8461 §5).
           const failure = result.tlsAudit;

@@ -2,21 +2,15 @@
 // SMTPUTF8 on the MTA's submission port, relayed through the lab DNS to an MX that offers both extensions and to one
 // that offers neither (smtp-server's hide8BITMIME / hideSMTPUTF8, as a Postfix with smtputf8_enable=no and an old
 // relay would), and local delivery over LMTP with a reply of its own for each recipient. Waits on events, no sleeps.
-import { promises as fs } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { SMTPServer, SMTPServerOptions } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDnsServer, Zones, type RunningDnsServer } from '../dns/index.js';
-import type { MtaNodeConfig } from '../shared/config.js';
-import { EventLog, type LabEvent } from '../shared/events.js';
+import type { EventLog, LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
 import { has8BitOctets } from '../shared/smtp-client.js';
-import { createSmtpServer, listen } from '../shared/smtp-server.js';
-import { startMta } from './index.js';
-import { testMtaConfig, waitForEvent } from './mta.test-helper.js';
+import { startCapturingServer, startTestMta, waitForEvent } from './mta.test-helper.js';
 
 const block = `127.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
 const ip = (n: number) => `${block}.${n}`;
@@ -39,40 +33,24 @@ interface Arrival {
 const arrivals: Arrival[] = [];
 const servers: SMTPServer[] = [];
 let dns: RunningDnsServer;
-let dataDir: string;
-let config: MtaNodeConfig;
 let events: EventLog;
 let mta: RunningRole;
+let stop: () => Promise<void>;
 
 /** A next hop that records each message with its MAIL FROM parameters; LMTP answers each recipient its own way. */
 async function startHop(name: string, address: string, port: number, options: Partial<SMTPServerOptions> = {}): Promise<number> {
-  const server = createSmtpServer({
-    greetingDelayMs: 0,
-    name,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    hideSTARTTLS: true,
-    logger: false,
-    closeTimeout: 100,
-    onData(stream, session, callback) {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => {
-        const mailFrom = session.envelope.mailFrom;
-        const to = session.envelope.rcptTo.map((r) => r.address);
-        arrivals.push({ server: name, from: mailFrom ? mailFrom.address : '', to, args: mailFrom && mailFrom.args ? { ...mailFrom.args } : {}, data: Buffer.concat(chunks) });
-        if (options.lmtp) {
-          // One reply per recipient (RFC 2033 §4.2), each naming its recipient and its place.
-          (callback as unknown as (err: null, replies: string[]) => void)(null, to.map((rcpt, i) => `2.0.0 <${rcpt}> stored as mail ${i + 1} of ${to.length}`));
-          return;
-        }
-        callback(null, `2.0.0 Ok: ${name} took it`);
-      });
+  const server = await startCapturingServer(
+    address,
+    port,
+    (data, session) => {
+      const mailFrom = session.envelope.mailFrom;
+      const to = session.envelope.rcptTo.map((r) => r.address);
+      arrivals.push({ server: name, from: mailFrom ? mailFrom.address : '', to, args: mailFrom && mailFrom.args ? { ...mailFrom.args } : {}, data });
+      // LMTP: one reply per recipient, each naming its recipient and its place.
+      return options.lmtp ? to.map((rcpt, i) => `2.0.0 <${rcpt}> stored as mail ${i + 1} of ${to.length}`) : `2.0.0 Ok: ${name} took it`;
     },
-    ...options,
-  });
-  server.on('error', () => undefined);
-  await listen(server, address, port, name);
+    { name, ...options },
+  );
   servers.push(server);
   const bound = server.server.address();
   return typeof bound === 'object' && bound ? bound.port : port;
@@ -82,48 +60,33 @@ beforeAll(async () => {
   dns = await startDnsServer({
     host: DNS,
     port: 0,
-    zones: new Zones([
-      {
-        origin: 'modern.test',
+    // Each domain with one MX host: mx.<domain>.
+    zones: new Zones(
+      ([['modern.test', MX_MODERN], ['old.test', MX_OLD]] as const).map(([domain, address]) => ({
+        origin: domain,
         records: [
-          { name: 'modern.test', type: 'MX', exchange: 'mx.modern.test', priority: 10 },
-          { name: 'mx.modern.test', type: 'A', address: MX_MODERN },
+          { name: domain, type: 'MX' as const, exchange: `mx.${domain}`, priority: 10 },
+          { name: `mx.${domain}`, type: 'A' as const, address },
         ],
-      },
-      {
-        origin: 'old.test',
-        records: [
-          { name: 'old.test', type: 'MX', exchange: 'mx.old.test', priority: 10 },
-          { name: 'mx.old.test', type: 'A', address: MX_OLD },
-        ],
-      },
-    ]),
+      })),
+    ),
   });
   await startHop('mx.modern.test', MX_MODERN, RELAY_PORT);
   await startHop('mx.old.test', MX_OLD, RELAY_PORT, { hide8BITMIME: true, hideSMTPUTF8: true });
   const lmtpPort = await startHop('mailbox.sender.test', LMTP, 0, { lmtp: true });
-  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-8bit-'));
-  config = testMtaConfig({
+  ({ mta, events, stop } = await startTestMta({
     address: MTA,
-    dataDir,
     resolver: dns.endpoint,
     localDelivery: { host: LMTP, port: lmtpPort },
-    users: [
-      { address: 'alice@sender.test', password: 'alice-secret' },
-      { address: 'bert@sender.test', password: 'bert-secret' },
-      { address: 'cleo@sender.test', password: 'cleo-secret' },
-    ],
+    users: ['alice', 'bert', 'cleo'].map((user) => ({ address: `${user}@sender.test`, password: `${user}-secret` })),
     relayPort: RELAY_PORT,
-  });
-  events = new EventLog('mta');
-  mta = await startMta({ config, events, log: () => undefined });
+  }));
 });
 
 afterAll(async () => {
-  await mta?.stop();
+  await stop?.();
   await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   await dns?.close();
-  if (dataDir) await fs.rm(dataDir, { recursive: true, force: true });
 });
 
 const ofQueue = (queueId: string, kind: string) => (e: LabEvent) => e.queueId === queueId && e.kind === kind;
@@ -246,6 +209,8 @@ describe('MTA: MAIL FROM parameters on the way out', () => {
     expect(relayed.detail.mailParams).toContain('SMTPUTF8');
     const arrival = arrivalOf('mx.modern.test', queueId)!;
     expect(arrival.to).toEqual(['用户@modern.test']);
+    // The Received header names the recipient in UTF-8, not mangled to latin1.
+    expect(arrival.data.toString('utf8')).toMatch(/\r\n\tfor <用户@modern\.test>;/);
     expect(arrival.args).toMatchObject({ SMTPUTF8: true });
   });
 
