@@ -496,7 +496,8 @@ export class SmtpClientPool {
       else {
         try {
           body = options.sevenBit();
-          converted = true;
+          // A message declared 8BITMIME but 7-bit in fact comes back as it was: nothing was converted.
+          converted = body !== message;
         } catch (err) {
           problem = `and it cannot be converted to 7-bit: ${(err as Error).message}`;
         }
@@ -514,7 +515,8 @@ export class SmtpClientPool {
     const lmtp = this.options.lmtp ?? false;
     session.smtputf8 = smtputf8;
     session.lmtpReplies.clear();
-    const mailParams = [...(smtputf8 ? ['SMTPUTF8'] : []), ...(eightBit && !converted ? ['BODY=8BITMIME'] : [])];
+    const send8bit = eightBit && offered.has('8BITMIME');
+    const mailParams = [...(smtputf8 ? ['SMTPUTF8'] : []), ...(send8bit ? ['BODY=8BITMIME'] : [])];
     const extra = { ...(mailParams.length ? { mailParams } : {}), ...(converted ? { converted7bit: true } : {}) };
     return new Promise<SendResult>((resolve, reject) => {
       // nodemailer never calls back for a transaction whose connection we close: the abandonment settles it.
@@ -523,8 +525,8 @@ export class SmtpClientPool {
         reject(new SmtpClientError({ stage: bodyStarted ? (lmtp ? 'lmtp' : 'data') : 'mail', target: session.target, command: bodyStarted ? 'end of data' : 'MAIL FROM', description: 'transaction abandoned: the sender went away', errno: 'EABORTED' }));
       };
       signal?.addEventListener('abort', abandon, { once: true });
-      // use8BitMime: nodemailer adds BODY=8BITMIME only where the server offers 8BITMIME (checked above).
-      conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}), ...(eightBit && !converted ? { use8BitMime: true } : {}) }, source, (err, info) => {
+      // use8BitMime: nodemailer's way to send BODY=8BITMIME (it checks the offer too).
+      conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}), ...(send8bit ? { use8BitMime: true } : {}) }, source, (err, info) => {
         signal?.removeEventListener('abort', abandon);
         if (!err) {
           // The transaction completed (the server answered the data): the session is clean for the next one.
