@@ -27,6 +27,24 @@ export interface QueueOrigin {
   apiKeyFingerprint?: string;
 }
 
+/**
+ * The MAIL FROM parameters a message was received with (RFC 6152 BODY=, RFC 6531 SMTPUTF8), kept in its queue record
+ * so that relaying can pass them on. Records written before they were kept have none: delivery then goes by the
+ * content alone (8-bit octets → BODY=8BITMIME; UTF-8 in an address or a header → SMTPUTF8), as it also does for
+ * messages the MTA makes itself (bounces) or takes from the HTTP API.
+ */
+export interface MailParams {
+  /** BODY= as the client declared it; absent: not declared (which RFC 6152 §2 makes 7BIT). */
+  body?: '7BIT' | '8BITMIME';
+  /** The client gave SMTPUTF8. */
+  smtputf8?: boolean;
+  /**
+   * The content has octets above 127 although BODY=8BITMIME was not declared (RFC 6152 says a client must declare
+   * it). Accepted, and relayed as 8BITMIME all the same, as Postfix does in practice; noted here so it can be seen.
+   */
+  undeclared8bit?: boolean;
+}
+
 /** The outcome of the last attempt for a recipient, with everything needed to understand it. */
 export interface AttemptReport {
   /** One line for humans: where, what command, what reply. */
@@ -77,6 +95,8 @@ export interface QueuedMessage {
   nextAttempt?: number;
   /** For a bounce (DSN): the queue id of the message it reports on. */
   dsnFor?: string;
+  /** The MAIL FROM parameters it was received with (absent in records written before they were kept). */
+  params?: MailParams;
   doneAt?: number;
 }
 
@@ -175,6 +195,10 @@ interface SessionDetail {
   reused: boolean;
   /** The TLS version and cipher of the outbound connection (opportunistic STARTTLS), null when it was plaintext. */
   tls: TlsInfo | null;
+  /** The MAIL FROM parameters sent besides SIZE (RFC 6152 BODY=8BITMIME, RFC 6531 SMTPUTF8), when any. */
+  mailParams?: string[];
+  /** The message was sent converted to 7-bit, the server not offering 8BITMIME (RFC 6152 §3). */
+  converted7bit?: boolean;
 }
 
 export type MtaEvents = NodeEvents & {
@@ -221,7 +245,8 @@ export type MtaEvents = NodeEvents & {
   received: { from: string; to: string[]; size: number; client?: string; helo: string; tls: TlsInfo | null; relay?: true };
   /** Something went wrong inside the MTA; `error` says what. */
   error: { error: string; service?: Service | 'api'; from?: string; to?: string[]; retryAt?: number };
-  queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string };
+  /** `params`: the MAIL FROM parameters it came with (BODY=, SMTPUTF8, 8-bit content not declared), when any. */
+  queued: { from: string; to: string[]; size: number; origin: QueueOrigin['kind']; dsnFor?: string; params?: MailParams };
   /** A delivery attempt starts. */
   active: { attempt: number; recipients: string[] };
   /** Where mail for `domain` goes, as the lab DNS said. */

@@ -24,8 +24,14 @@
 //   (STARTTLS required, the certificate must match a record), over MTA-STS (RFC 8461 §2) and over the configured
 //   mode. A TLSA lookup that fails (no answer, SERVFAIL) makes the MX unusable for now: the next is tried, then the
 //   recipients are deferred (RFC 7672 §2.2), because an attacker could otherwise suppress the records.
+// - MAIL FROM parameters (mailParamsFor), on SMTP and LMTP alike: BODY=8BITMIME when the message is 8-bit (declared,
+//   or 8-bit octets found) and the server offers 8BITMIME; to a server that does not, the message goes converted to
+//   7-bit (downgrade.ts, as Postfix does; a DKIM body signature breaks then), or bounces 554 5.6.3 when it cannot be
+//   converted. SMTPUTF8 when an address or a header is UTF-8 and the server offers it; when it does not, the
+//   recipients bounce 553 5.6.7 (RFC 6531 §3.2: no downgrade of internationalized addresses exists).
 import net from 'node:net';
-import { describeTarget, SmtpClientError, type MessageSource, type RecipientResult, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
+import { describeTarget, has8BitOctets, needsSmtpUtf8, SmtpClientError, type MessageSource, type RecipientResult, type SendOptions, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
+import { convertTo7bit } from './downgrade.js';
 import type { Endpoint, OutboundTlsPolicy, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';
 import { describeTlsa, usableTlsa, type TlsaAssociation } from '../shared/dane.js';
 import { insideLab } from '../shared/lab-boundary.js';
@@ -33,13 +39,13 @@ import type { TlsRequiredFailure } from '../shared/smtp-client.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 import { classifyClientError, classifyRecipient, tryNextHost, type DeliveryAction } from './classify.js';
 import type { MxResolution } from '../dns/api.js';
-import type { MtaEvents, TlsFailureType } from './api.js';
+import type { MailParams, MtaEvents, TlsFailureType } from './api.js';
 import { mxAllowedByPolicy, type MtaStsLookup, type MtaStsPolicy } from './mta-sts.js';
 
 
 /** What delivery needs from an SMTP/LMTP client (SmtpClientPool fits). */
 export interface MailSender {
-  send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource): Promise<SendResult>;
+  send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource, options?: SendOptions): Promise<SendResult>;
 }
 
 export interface DeliveryContext {
@@ -89,6 +95,10 @@ export interface RecipientOutcome {
   via: 'smtp' | 'lmtp' | 'none';
   /** The transaction ran on a cached session (no new connection). */
   reused?: boolean;
+  /** The MAIL FROM parameters sent, e.g. `['BODY=8BITMIME']`. */
+  mailParams?: string[];
+  /** The message went converted to 7-bit: the server does not offer 8BITMIME. */
+  converted7bit?: boolean;
   /** TLS of the session (STARTTLS): version and cipher; null in plaintext. Absent for local verdicts. */
   tls?: TlsInfo | null;
   /** The outbound TLS policy applied to the destination (SMTP relaying with a configured policy, MTA-STS or DANE). */
@@ -100,6 +110,22 @@ export interface RecipientOutcome {
 export interface DeliveryMessage {
   queueId: string;
   from: string;
+  /** The MAIL FROM parameters it was received with (absent: records from before they were kept, bounces, the API). */
+  params?: MailParams;
+}
+
+/**
+ * The envelope parameters of a transaction: `8BITMIME` when the sender declared it or the content has 8-bit octets
+ * anyway (undeclared 8-bit, or a record without parameters), SMTPUTF8 when the message needs it (needsSmtpUtf8;
+ * a declared SMTPUTF8 alone does not make a message need it), and the 7-bit copy for a server without 8BITMIME.
+ */
+export function mailParamsFor(message: DeliveryMessage, rcpts: string[], data: Buffer): { envelope: SmtpEnvelope; options: SendOptions } {
+  const eightBit = message.params?.body === '8BITMIME' || has8BitOctets(data);
+  const smtputf8 = needsSmtpUtf8({ from: message.from, to: rcpts }, data);
+  return {
+    envelope: { from: message.from, to: rcpts, ...(eightBit ? { body: '8BITMIME' as const } : {}), ...(smtputf8 ? { smtputf8: true } : {}) },
+    options: eightBit ? { sevenBit: () => convertTo7bit(data) } : {},
+  };
 }
 
 function domainOf(address: string): string {
@@ -166,7 +192,8 @@ async function deliverLocal(ctx: DeliveryContext, message: DeliveryMessage, rcpt
   const where: Where = { target: describeTarget(target), host: endpoint.host, port: endpoint.port };
   ctx.emit('connect', { host: endpoint.host, port: endpoint.port, via: 'lmtp', hop });
   try {
-    const result = await ctx.lmtp.send(target, { from: message.from, to: rcpts }, data);
+    const { envelope, options } = mailParamsFor(message, rcpts, data);
+    const result = await ctx.lmtp.send(target, envelope, data, options);
     return result.recipients.map((r) => fromRecipientResult(r, hop, 'lmtp', where, result));
   } catch (err) {
     return fromError(err, rcpts, hop, 'lmtp', where);
@@ -203,6 +230,8 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
   // MTA-STS only where the lab set no mode for the destination itself (an explicit mode wins, as a Postfix policy
   // table entry would), and never under `none`.
   const sts = ctx.mtaSts && !configured && mode !== 'none' ? await stsPolicy(ctx, domain, lookupHop) : undefined;
+  // The same for every MX: what the message needs (each server's extensions decide what goes, see the pool).
+  const params = mailParamsFor(message, rcpts, data);
   let lastError: { err: unknown; hop: string; where: Where; tlsPolicy?: OutboundTlsPolicy } | undefined;
   const lookupFailures: string[] = [];
   const outsideLab: string[] = [];
@@ -249,7 +278,7 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
       // Announced before the transaction, so the history shows it before what the server records.
       ctx.emit('connect', { host: address, port: ctx.relayPort, mx: mx.exchange, hop });
       try {
-        const result = await ctx.smtp.send(target, { from: message.from, to: rcpts }, data);
+        const result = await ctx.smtp.send(target, params.envelope, data, params.options);
         if (audit && result.tlsAudit) {
           // MTA-STS `testing`: what enforce would have refused, reported; the mail went anyway (RFC 8461 §5).
           const failure = result.tlsAudit;
@@ -373,7 +402,11 @@ function fromRecipientResult(r: RecipientResult, hop: string, via: 'smtp' | 'lmt
     ...where,
     reused: result.reused,
     ...(result.tls ? { tls: result.tls } : {}),
-    description: action === 'delivered' ? `delivered to ${target}: ${oneLine(r.reply)}` : `${target} said: ${oneLine(r.reply)} (in reply to ${r.command})`,
+    ...(result.mailParams ? { mailParams: result.mailParams } : {}),
+    ...(result.converted7bit ? { converted7bit: true } : {}),
+    description:
+      (action === 'delivered' ? `delivered to ${target}: ${oneLine(r.reply)}` : `${target} said: ${oneLine(r.reply)} (in reply to ${r.command})`) +
+      (result.converted7bit ? ' (sent converted to 7-bit: the server does not offer 8BITMIME)' : ''),
   };
 }
 
@@ -390,7 +423,8 @@ function fromError(err: unknown, rcpts: string[], hop: string, via: 'smtp' | 'lm
     action,
     status,
     ...(err.code !== undefined ? { code: err.code } : {}),
-    reply: err.reply ?? `${action === 'bounce' ? 550 : 451} ${status} ${err.message}`,
+    // A local refusal with a code of its own (552 too big, 553 5.6.7 SMTPUTF8, 554 5.6.3 8BITMIME) keeps it.
+    reply: err.reply ?? `${err.code ?? (action === 'bounce' ? 550 : 451)} ${status} ${err.message}`,
     remote,
     hop,
     command: err.command,

@@ -68,7 +68,7 @@ export class MtaEngine {
   async accept(input: EnqueueInput, onStored?: (message: MessageRecord) => void): Promise<MessageRecord> {
     const message = await this.queue.enqueue(input);
     onStored?.(message);
-    this.emit('queued', message, { from: message.from, to: message.recipients.map((r) => r.address), size: message.size, origin: message.origin.kind, ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}) });
+    this.emit('queued', message, { from: message.from, to: message.recipients.map((r) => r.address), size: message.size, origin: message.origin.kind, ...(message.dsnFor ? { dsnFor: message.dsnFor } : {}), ...(message.params ? { params: { ...message.params } } : {}) });
     this.scheduler.schedule(message.queueId);
     return message;
   }
@@ -187,7 +187,14 @@ export class MtaEngine {
       const common = { rcpt, hop: outcome.hop, ...(outcome.command ? { command: outcome.command } : {}), reply: outcome.reply, status: outcome.status, ...(outcome.tlsPolicy ? { tlsPolicy: outcome.tlsPolicy } : {}) };
       if (outcome.action === 'delivered') {
         queue.deliverRecipient(queueId, rcpt, report);
-        const session = { host: outcome.host, port: outcome.port, reused: outcome.reused ?? false, tls: outcome.tls ?? null };
+        const session = {
+          host: outcome.host,
+          port: outcome.port,
+          reused: outcome.reused ?? false,
+          tls: outcome.tls ?? null,
+          ...(outcome.mailParams ? { mailParams: outcome.mailParams } : {}),
+          ...(outcome.converted7bit ? { converted7bit: true } : {}),
+        };
         if (outcome.via === 'lmtp') this.emit('delivered', message, { ...common, ...session });
         else this.emit('relayed', message, { ...common, mx: outcome.mx, ...session });
         continue;

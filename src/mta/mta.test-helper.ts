@@ -1,8 +1,13 @@
 // Test helpers shared by the in-process MTA tests (mta.test.ts, receive-hardening.test.ts, tls.test.ts, dkim.test.ts).
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { MtaNodeConfig } from '../shared/config.js';
-import type { EventLog, LabEvent } from '../shared/events.js';
+import { EventLog, type LabEvent } from '../shared/events.js';
+import type { RunningRole } from '../shared/node.js';
 import { createSmtpServer, listen } from '../shared/smtp-server.js';
+import { startMta } from './index.js';
 
 /** The first event of `log` that matches, past or future; fails after `timeoutMs` with the recent events. */
 export function waitForEvent(log: EventLog, match: (e: LabEvent) => boolean, what: string, timeoutMs = 8000): Promise<LabEvent> {
@@ -40,14 +45,32 @@ export function testMtaConfig(over: Pick<MtaNodeConfig, 'address' | 'dataDir' | 
   };
 }
 
+/** An MTA started in process on a fresh data directory; `stop` stops it and removes the directory. */
+export async function startTestMta(over: Omit<Parameters<typeof testMtaConfig>[0], 'dataDir'> & Partial<MtaNodeConfig>): Promise<{ mta: RunningRole; events: EventLog; config: MtaNodeConfig; stop(): Promise<void> }> {
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-mta-'));
+  const config = testMtaConfig({ ...over, dataDir });
+  const events = new EventLog('mta');
+  const mta = await startMta({ config, events, log: () => undefined });
+  return {
+    mta,
+    events,
+    config,
+    stop: async () => {
+      await mta.stop();
+      await fs.rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
 /**
  * A next hop of the MTA (an MX, or an LMTP server with `{ lmtp: true }`), plain text, on `address:port`: it takes
- * every message and answers 250 with what `onMessage` returns for its bytes. `options` adds or overrides the rest.
+ * every message and answers 250 with what `onMessage` returns for its bytes (an LMTP server: one reply for all
+ * recipients, or one each, in order, RFC 2033 §4.2). `options` adds or overrides the rest.
  */
 export async function startCapturingServer(
   address: string,
   port: number,
-  onMessage: (data: Buffer, session: SMTPServerSession) => string,
+  onMessage: (data: Buffer, session: SMTPServerSession) => string | string[],
   options: Partial<SMTPServerOptions> = {},
 ): Promise<SMTPServer> {
   const server = createSmtpServer({
@@ -60,7 +83,8 @@ export async function startCapturingServer(
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('end', () => callback(null, onMessage(Buffer.concat(chunks), session)));
+      // smtp-server takes an array of replies in LMTP mode, though its type says a string.
+      stream.on('end', () => callback(null, onMessage(Buffer.concat(chunks), session) as string));
     },
     ...options,
   });

@@ -754,3 +754,41 @@ describe('directory fsync (group commit)', () => {
     expect(settled.at(-1)).toBe('fourth');
   });
 });
+
+describe('MAIL FROM parameters in the record (RFC 6152, RFC 6531)', () => {
+  it('keeps them in the envelope line and through a restart, and on a deferral in the env file', async () => {
+    const queue = await openQueue();
+    const message = await queue.enqueue(input({ params: { body: '8BITMIME', smtputf8: true } }));
+    expect((await queueFile(message.queueId)).envelope.params).toEqual({ body: '8BITMIME', smtputf8: true });
+    const undeclared = await queue.enqueue(input({ params: { undeclared8bit: true } }));
+    const plain = await queue.enqueue(input({ params: {} }));
+    expect((await queueFile(plain.queueId)).envelope).not.toHaveProperty('params');
+    await queue.activate(message.queueId);
+    queue.deferRecipient(message.queueId, 'bob@receiver.test', outcome(), 10);
+    queue.deferRecipient(message.queueId, 'carol@receiver.test', outcome(), 10);
+    await queue.settle(message.queueId);
+    const again = await openQueue();
+    expect(again.get(message.queueId)!.params).toEqual({ body: '8BITMIME', smtputf8: true });
+    expect(again.get(undeclared.queueId)!.params).toEqual({ undeclared8bit: true });
+    expect(again.get(plain.queueId)!.params).toBeUndefined();
+  });
+
+  it('loads a record written before they were kept (no params) as it was, and drops unknown or invalid values', async () => {
+    const queue = await openQueue();
+    const old = await queue.enqueue(input());
+    const odd = await queue.enqueue(input());
+    // The envelope line exactly as the previous version wrote it: no `params` key at all.
+    const { envelope, data } = await queueFile(old.queueId);
+    expect(envelope).not.toHaveProperty('params');
+    await fs.writeFile(queue.messagePath(old.queueId), Buffer.concat([Buffer.from(`${JSON.stringify(envelope)}\n`), data]));
+    const oddEnvelope = { ...(await queueFile(odd.queueId)).envelope, params: { body: 'BINARYMIME', smtputf8: 'yes', undeclared8bit: true, future: 1 } };
+    await fs.writeFile(queue.messagePath(odd.queueId), Buffer.concat([Buffer.from(`${JSON.stringify(oddEnvelope)}\n`), data]));
+    const again = new MailQueue(dir, { fsync: true });
+    const report = await again.open();
+    expect(report.broken).toEqual([]);
+    expect(report.queued.sort()).toEqual([old.queueId, odd.queueId].sort());
+    expect(again.get(old.queueId)).toMatchObject({ from: 'alice@sender.test', state: 'incoming' });
+    expect(again.get(old.queueId)!.params).toBeUndefined();
+    expect(again.get(odd.queueId)!.params).toEqual({ undeclared8bit: true });
+  });
+});

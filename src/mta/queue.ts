@@ -29,9 +29,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { defaultFileSystem, ensureDir, syncDir, writeFileDurable, type FileSystem } from '../shared/fsutil.js';
 
-import type { AttemptReport, MessageRecord, MessageState, QueuedMessage, QueueOrigin, QueueRecipient, RecipientRecord, RecipientState } from './api.js';
+import type { AttemptReport, MailParams, MessageRecord, MessageState, QueuedMessage, QueueOrigin, QueueRecipient, RecipientRecord, RecipientState } from './api.js';
 
-export type { AttemptReport, MessageRecord, MessageState, QueuedMessage, QueueOrigin, QueueRecipient, RecipientRecord, RecipientState };
+export type { AttemptReport, MailParams, MessageRecord, MessageState, QueuedMessage, QueueOrigin, QueueRecipient, RecipientRecord, RecipientState };
 
 export interface EnqueueInput {
   queueId?: string;
@@ -41,6 +41,8 @@ export interface EnqueueInput {
   messageId?: string;
   origin: QueueOrigin;
   dsnFor?: string;
+  /** The MAIL FROM parameters the message came with (receive.ts); absent: delivery goes by the content. */
+  params?: MailParams;
 }
 
 export interface RecoveryReport {
@@ -230,6 +232,7 @@ export class MailQueue {
       origin: input.origin,
       attempts: 0,
       ...(input.dsnFor ? { dsnFor: input.dsnFor } : {}),
+      ...(input.params && Object.keys(input.params).length ? { params: { ...input.params } } : {}),
     };
     // JSON.stringify escapes every control character: the envelope is one line, ended by the first "\n" of the file.
     const file = Buffer.concat([Buffer.from(`${JSON.stringify(message)}\n`, 'utf8'), input.data]);
@@ -539,12 +542,29 @@ function transition(message: QueuedMessage, to: MessageState): void {
   message.state = to;
 }
 
+/** The MAIL FROM parameters of a record as read from disk: only the known ones, with valid values. */
+function mailParamsOf(value: unknown): MailParams | undefined {
+  if (!value || typeof value !== 'object') return undefined;
+  const raw = value as Record<string, unknown>;
+  const params: MailParams = {
+    ...(raw.body === '7BIT' || raw.body === '8BITMIME' ? { body: raw.body } : {}),
+    ...(raw.smtputf8 === true ? { smtputf8: true } : {}),
+    ...(raw.undeclared8bit === true ? { undeclared8bit: true } : {}),
+  };
+  return Object.keys(params).length ? params : undefined;
+}
+
 /** A queued message's envelope from its JSON, if it is one (of this message, in a state a queue file can have). */
 function parseEnvelope(text: string, queueId: string): QueuedMessage | undefined {
   try {
     const parsed = JSON.parse(text) as Partial<QueuedMessage> | null;
     if (!parsed || typeof parsed !== 'object' || parsed.queueId !== queueId || !Array.isArray(parsed.recipients) || typeof parsed.from !== 'string') return undefined;
     if (!parsed.state || !LIVE_STATES.includes(parsed.state)) return undefined;
+    // `params` came later: a record without them is whole (delivery goes by the content), and one with parameters
+    // this code does not know keeps only those it does, rather than being set aside as broken.
+    const params = mailParamsOf(parsed.params);
+    if (params) parsed.params = params;
+    else delete parsed.params;
     return parsed as QueuedMessage;
   } catch {
     return undefined;

@@ -33,8 +33,9 @@ import { messageIdOf, receivedHeader } from '../shared/headers.js';
 import { createSmtpServer, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import type { MtaEngine } from './engine.js';
 import { missingSubmissionHeaders, signSubmission } from './prepare.js';
-import type { DkimSignerView, MtaEvents, QueueOrigin } from './api.js';
+import type { DkimSignerView, MailParams, MtaEvents, QueueOrigin } from './api.js';
 import { smtpReply, type SmtpReply } from '../shared/smtp-reply.js';
+import { has8BitOctets } from '../shared/smtp-client.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 import { LoginThrottle } from '../shared/login-throttle.js';
 import { insideLab } from '../shared/lab-boundary.js';
@@ -152,6 +153,24 @@ export function appendHeaders(raw: Buffer, lines: string[]): Buffer {
   }
   const at = end + eol.length;
   return Buffer.concat([raw.subarray(0, at), text, raw.subarray(at)]);
+}
+
+/**
+ * The MAIL FROM parameters of the transaction (RFC 6152 BODY=, RFC 6531 SMTPUTF8), for the queue record, so that
+ * relaying passes them on. 8-bit content without BODY=8BITMIME is accepted (RFC 6152 requires the client to declare
+ * it, but Postfix and most servers take such mail) and marked `undeclared8bit`: it is relayed as 8BITMIME.
+ */
+export function mailParamsOf(envelope: SMTPServerSession['envelope'], data: Buffer): MailParams {
+  // From the command's own arguments: smtp-server's envelope.bodyType says '7bit' also when nothing was declared.
+  const args = envelope.mailFrom ? envelope.mailFrom.args : false;
+  const declared = ((args ? args.BODY : undefined) ?? '').toString().toUpperCase();
+  const body = declared === '8BITMIME' || declared === '7BIT' ? declared : undefined;
+  const smtputf8 = envelope.smtpUtf8 === true || (args !== false && args.SMTPUTF8 !== undefined);
+  return {
+    ...(body ? { body } : {}),
+    ...(smtputf8 ? { smtputf8: true } : {}),
+    ...(body !== '8BITMIME' && has8BitOctets(data) ? { undeclared8bit: true } : {}),
+  };
 }
 
 type ReceivedProtocol = Parameters<typeof receivedHeader>[0]['protocol'];
@@ -385,7 +404,8 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
     const tls = sessionTls(server, session);
     const protocol = receivedProtocol(session);
     const trace = receivedHeader({ helo, clientAddress: clientAddress(session), by: config.hostname, protocol, id: queueId, ...(to.length === 1 ? { for: to[0] } : {}), date: now, tls });
-    data = Buffer.concat([Buffer.from(trace, 'latin1'), data]);
+    // UTF-8, not latin1: the `for` clause may name an internationalized address (RFC 6531), which latin1 would mangle.
+    data = Buffer.concat([Buffer.from(trace, 'utf8'), data]);
     // Signed last, so that the added Message-ID and Date are covered, and before queueing: a retry sends this copy.
     let dkim: DkimSignerView | undefined;
     try {
@@ -398,7 +418,8 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
     const origin: QueueOrigin = { kind: service === 'submission' ? 'submission' : 'smtp', protocol, helo, client: clientAddress(session), ...(user ? { user } : {}) };
 
     try {
-      await engine.accept({ queueId, from, to, data, ...(messageId ? { messageId } : {}), origin }, () => {
+      const params = mailParamsOf(session.envelope, received);
+      await engine.accept({ queueId, from, to, data, ...(messageId ? { messageId } : {}), origin, ...(Object.keys(params).length ? { params } : {}) }, () => {
         const relay = to.some((rcpt) => !localDomains.has(domainOf(rcpt)));
         const detail = submission
           ? { user, from, to, size: data.length, tls, ...(dkim ? { dkim } : {}) }

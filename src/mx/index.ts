@@ -22,7 +22,7 @@ import type { NodeContext, RunningRole } from '../shared/node.js';
 import type { MxContract, MxEvents } from './api.js';
 import { authenticateMessage, withoutForgedResults, type AuthOutcome } from './authenticate.js';
 import { createLabResolver } from '../dns/index.js';
-import { SmtpClientError, SmtpClientPool, type RecipientResult } from '../shared/smtp-client.js';
+import { has8BitOctets, needsSmtpUtf8, SmtpClientError, SmtpClientPool, type RecipientResult, type SmtpEnvelope } from '../shared/smtp-client.js';
 import { createSmtpServer, listen, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 import { startScanner, type ScanVerdict } from './scan/index.js';
@@ -225,7 +225,7 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
 
     const signal = senderOf(session).signal;
     const hops: Array<Promise<HopOutcome>> = [];
-    if (local.length) hops.push(toMailbox(local.map(lmtpRcpt), verified, from, signal, messageId, id));
+    if (local.length) hops.push(toMailbox(local.map(lmtpRcpt), verified, from, signal, messageId, id, session.envelope.bodyType?.toUpperCase() === '8BITMIME'));
     if (forwardsOf.length) hops.push(toForward(forwardsOf, Buffer.concat([Buffer.from(verdict?.arcSet ?? '', 'latin1'), verified]), from, signal, verdict?.sealed, messageId, id));
     // Both hops run at once and the sender hears 250 only when every one accepted every recipient: SMTP has one
     // reply to the data, so any refusal or outage answers for the whole transaction (a retry may then duplicate
@@ -266,10 +266,18 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     return { name, hop, count, forwarded: name === 'forwarding relay', failed: [], unavailable: why };
   }
 
-  async function toMailbox(rcpts: string[], message: Buffer, from: string, signal: AbortSignal, messageId: string | undefined, id: string): Promise<HopOutcome> {
+  async function toMailbox(rcpts: string[], message: Buffer, from: string, signal: AbortSignal, messageId: string | undefined, id: string, declared8bit: boolean): Promise<HopOutcome> {
     const hop = `LMTP ${config.lmtp.host}:${config.lmtp.port}`;
+    // The MAIL FROM parameters go on to the mailbox server (which offers 8BITMIME and SMTPUTF8): BODY=8BITMIME when
+    // the sender declared it or the content is 8-bit anyway, SMTPUTF8 when an address or a header is UTF-8.
+    const envelope: SmtpEnvelope = {
+      from,
+      to: rcpts,
+      ...(declared8bit || has8BitOctets(message) ? { body: '8BITMIME' as const } : {}),
+      ...(needsSmtpUtf8({ from, to: rcpts }, message) ? { smtputf8: true } : {}),
+    };
     try {
-      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, { from, to: rcpts }, message, { signal });
+      const result = await lmtp.send({ host: config.lmtp.host, port: config.lmtp.port }, envelope, message, { signal });
       events.emit({ kind: 'handoff', messageId, queueId: id, detail: { to: hop, recipients: result.recipients } });
       return { name: 'mailbox server', hop, count: rcpts.length, forwarded: false, failed: result.recipients.filter((r) => !r.accepted) };
     } catch (err) {

@@ -2,7 +2,7 @@
 import type { SMTPServer, SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { associationData } from './dane.js';
-import { parseReply, SmtpClientError, SmtpClientPool } from './smtp-client.js';
+import { has8BitOctets, needsSmtpUtf8, parseReply, SmtpClientError, SmtpClientPool } from './smtp-client.js';
 import { createSmtpServer, listen, smtpTlsOptions } from './smtp-server.js';
 import { testPki } from './tls.test-helper.js';
 
@@ -415,5 +415,130 @@ describe('SmtpClientPool: DANE (RFC 7672) and the verify audit', () => {
 describe('parseReply', () => {
   it('handles replies without text', () => {
     expect(parseReply('250')).toEqual({ code: 250, text: '' });
+  });
+});
+
+describe('SmtpClientPool: LMTP replies per recipient (RFC 2033 §4.2)', () => {
+  it('gives each accepted recipient its own reply to the data, not the last one', async () => {
+    const server = await startServer({ data: (session) => session.envelope.rcptTo.map((r, i) => `2.0.0 <${r.address}> saved as msg-${i + 1}`) }, { lmtp: true });
+    const client = pool({ lmtp: true });
+    const to = ['one@local.test', 'two@local.test', 'three@local.test'];
+    const result = await client.send({ host, port: server.port }, { from: 'a@sender.test', to }, message());
+    expect(result.recipients.map((r) => [r.address, r.accepted, r.reply])).toEqual([
+      ['one@local.test', true, '250 2.0.0 <one@local.test> saved as msg-1'],
+      ['two@local.test', true, '250 2.0.0 <two@local.test> saved as msg-2'],
+      ['three@local.test', true, '250 2.0.0 <three@local.test> saved as msg-3'],
+    ]);
+    // On a reused session the replies are those of the new transaction.
+    const again = await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['two@local.test'] }, message(2));
+    expect(again.reused).toBe(true);
+    expect(again.recipients[0]!.reply).toBe('250 2.0.0 <two@local.test> saved as msg-1');
+  });
+});
+
+describe('SmtpClientPool: MAIL FROM parameters (RFC 6152 8BITMIME, RFC 6531 SMTPUTF8)', () => {
+  const eightBit = Buffer.from('From: a@sender.test\r\nTo: b@receiver.test\r\nSubject: caf\u00e9\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nun caf\u00e9 cr\u00e8me\r\n'.replace('Subject: caf\u00e9', 'Subject: coffee'), 'utf8');
+  const utf8Header = Buffer.from('From: =?utf-8?q?x?= <a@sender.test>\r\nTo: b@receiver.test\r\nSubject: caf\u00e9 \u7528\u6237\r\n\r\nplain body\r\n', 'utf8');
+  /** A server that records the MAIL FROM parameters of each message it takes. */
+  const recording = async (options: Partial<SMTPServerOptions> = {}) => {
+    const args: Record<string, unknown>[] = [];
+    const server = await startServer(
+      {
+        data: (session) => {
+          args.push(session.envelope.mailFrom && session.envelope.mailFrom.args ? { ...session.envelope.mailFrom.args } : {});
+          return '2.0.0 Ok';
+        },
+      },
+      options,
+    );
+    return { server, args };
+  };
+
+  it('sends BODY=8BITMIME for an 8-bit message where the server offers 8BITMIME, and nothing for a 7-bit one', async () => {
+    const { server, args } = await recording();
+    const client = pool();
+    const result = await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['b@receiver.test'], body: '8BITMIME' }, eightBit, { sevenBit: () => Buffer.from('never used') });
+    expect(result.mailParams).toEqual(['BODY=8BITMIME']);
+    expect(result.converted7bit).toBeUndefined();
+    await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(args[0]).toMatchObject({ BODY: '8BITMIME' });
+    expect(args[0]).not.toHaveProperty('SMTPUTF8');
+    expect(args[1]).not.toHaveProperty('BODY');
+    expect(Buffer.from(server.messages[0]!.data, 'utf8').equals(eightBit)).toBe(true);
+  });
+
+  it('sends the 7-bit copy, without BODY=, where the server does not offer 8BITMIME; without one it refuses with 554 5.6.3', async () => {
+    const { server, args } = await recording({ hide8BITMIME: true });
+    const client = pool();
+    const target = { host, port: server.port, servername: 'mx.test' };
+    const sevenBit = Buffer.from('From: a@sender.test\r\n\r\n7-bit copy\r\n');
+    const result = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'], body: '8BITMIME' }, eightBit, { sevenBit: () => sevenBit });
+    expect(result.converted7bit).toBe(true);
+    expect(result.mailParams).toBeUndefined();
+    expect(args[0]).not.toHaveProperty('BODY');
+    expect(server.messages[0]!.data).toBe(sevenBit.toString());
+
+    const err = (await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'], body: '8BITMIME' }, eightBit).catch((e: unknown) => e)) as SmtpClientError;
+    expect(err).toBeInstanceOf(SmtpClientError);
+    expect(err).toMatchObject({ stage: 'mail', code: 554, enhanced: '5.6.3', temporary: false, command: 'MAIL FROM:<a@sender.test>' });
+    expect(err.message).toBe(`mx.test[${host}]:${server.port}: the server does not offer 8BITMIME, which the message needs (RFC 6152: 8-bit content), and this hop does not convert it to 7-bit`);
+    const failing = (await client
+      .send(target, { from: 'a@sender.test', to: ['b@receiver.test'], body: '8BITMIME' }, eightBit, {
+        sevenBit: () => {
+          throw new Error('part 2 says it is base64 but has 8-bit octets');
+        },
+      })
+      .catch((e: unknown) => e)) as SmtpClientError;
+    expect(failing).toMatchObject({ code: 554, enhanced: '5.6.3' });
+    expect(failing.message).toContain('cannot be converted to 7-bit: part 2 says it is base64 but has 8-bit octets');
+    // Declared 8BITMIME, 7-bit in fact: the "copy" is the message itself, and goes as it is, unconverted.
+    const ascii = message(3);
+    const same = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'], body: '8BITMIME' }, ascii, { sevenBit: () => ascii });
+    expect(same.converted7bit).toBeUndefined();
+    expect(same.mailParams).toBeUndefined();
+    expect(server.messages).toHaveLength(2);
+    // The refusals happened before MAIL FROM: the session stayed clean and is reused.
+    expect(server.connections).toBe(1);
+  });
+
+  it('adds SMTPUTF8 for UTF-8 headers (nodemailer alone would not) and for a UTF-8 address, once', async () => {
+    const { server, args } = await recording();
+    const client = pool();
+    const r1 = await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['b@receiver.test'], body: '8BITMIME', smtputf8: true }, utf8Header);
+    expect(r1.mailParams).toEqual(['SMTPUTF8', 'BODY=8BITMIME']);
+    const r2 = await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['\u7528\u6237@receiver.test'], smtputf8: true }, message());
+    expect(r2.accepted).toEqual(['\u7528\u6237@receiver.test']);
+    // A later transaction that does not need it goes without.
+    await client.send({ host, port: server.port }, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(args[0]).toMatchObject({ SMTPUTF8: true, BODY: '8BITMIME' });
+    expect(args[1]).toMatchObject({ SMTPUTF8: true });
+    expect(args[2]).not.toHaveProperty('SMTPUTF8');
+    expect(server.connections).toBe(1);
+  });
+
+  it('refuses with 553 5.6.7 before MAIL FROM when the message needs SMTPUTF8 and the server does not offer it', async () => {
+    const { server } = await recording({ hideSMTPUTF8: true });
+    const client = pool();
+    const target = { host, port: server.port, servername: 'mx.test' };
+    const byHeader = (await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'], smtputf8: true }, utf8Header).catch((e: unknown) => e)) as SmtpClientError;
+    expect(byHeader).toMatchObject({ stage: 'mail', code: 553, enhanced: '5.6.7', temporary: false });
+    expect(byHeader.message).toBe(`mx.test[${host}]:${server.port}: the server does not offer SMTPUTF8, which the message needs (RFC 6531: a header is not ASCII)`);
+    const byAddress = (await client.send(target, { from: 'a@sender.test', to: ['\u7528\u6237@receiver.test'] }, message()).catch((e: unknown) => e)) as SmtpClientError;
+    expect(byAddress).toMatchObject({ code: 553, enhanced: '5.6.7' });
+    expect(byAddress.message).toContain('the address <\u7528\u6237@receiver.test> is not ASCII');
+    expect(server.messages).toHaveLength(0);
+    // An ASCII message still goes over the same session.
+    const ok = await client.send(target, { from: 'a@sender.test', to: ['b@receiver.test'] }, message());
+    expect(ok.accepted).toEqual(['b@receiver.test']);
+    expect(server.connections).toBe(1);
+  });
+
+  it('tells which messages need 8BITMIME and SMTPUTF8', () => {
+    expect(has8BitOctets(eightBit)).toBe(true);
+    expect(has8BitOctets(message())).toBe(false);
+    expect(needsSmtpUtf8({ from: 'a@sender.test', to: ['b@receiver.test'] }, eightBit)).toBe(false); // 8-bit body only
+    expect(needsSmtpUtf8({ from: 'a@sender.test', to: ['b@receiver.test'] }, utf8Header)).toBe(true);
+    expect(needsSmtpUtf8({ from: 'a@sender.test', to: ['\u7528\u6237@receiver.test'] }, message())).toBe(true);
+    expect(needsSmtpUtf8({ from: '', to: ['b@receiver.test'] }, Buffer.from('Subject: x\n\nbody caf\u00e9\n', 'utf8'))).toBe(false);
   });
 });

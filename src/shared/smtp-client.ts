@@ -9,6 +9,10 @@
 //   with reply codes and enhanced status codes (RFC 3463) parsed.
 // - one typed error, SmtpClientError, for whatever ended a transaction as a whole, naming the hop, the command and
 //   the reply, and telling whether the failure is temporary.
+// - the MAIL FROM parameters a message needs (envelope `body`, `smtputf8`): BODY=8BITMIME (RFC 6152) when the server
+//   offers 8BITMIME, else the 7-bit copy the caller gives (`sevenBit`) or a local 554 5.6.3; SMTPUTF8 (RFC 6531)
+//   when the server offers it, else a local 553 5.6.7 before MAIL FROM (nodemailer by itself adds SMTPUTF8 only for
+//   a non-ASCII address, and sends an 8-bit message without BODY= to a server that lacks 8BITMIME).
 // - a TLS policy per target (`tls`: none / may / encrypt / verify): under encrypt and verify a session without
 //   STARTTLS, or (verify) with a certificate that does not chain to the pool's `ca` or does not name `servername`,
 //   is refused before MAIL FROM (SmtpClientError with `tlsRequired`, saying why).
@@ -63,6 +67,56 @@ export interface SmtpEnvelope {
   /** Envelope sender; '' is the null sender (MAIL FROM:<>), used by bounces. */
   from: string;
   to: string[];
+  /**
+   * RFC 6152: `8BITMIME` for a message with octets above 127 in its body: sent as BODY=8BITMIME where the server
+   * offers 8BITMIME; where it does not, the `sevenBit` copy goes instead (or the transaction is refused locally with
+   * 554 5.6.3). Absent or `7BIT`: no BODY= parameter (7BIT is the default, RFC 6152 §2).
+   */
+  body?: '7BIT' | '8BITMIME';
+  /**
+   * RFC 6531: the message needs SMTPUTF8 (UTF-8 in an address or a header, see needsSmtpUtf8): sent as SMTPUTF8
+   * where the server offers it, else refused locally with 553 5.6.7 (RFC 6531 §3.2) before MAIL FROM.
+   */
+  smtputf8?: boolean;
+}
+
+/** Options of one transaction. */
+export interface SendOptions {
+  /** Abandons the transaction (see SmtpClientPool#transact). */
+  signal?: AbortSignal;
+  /**
+   * The message converted to 7-bit (RFC 6152 §3), sent instead of `message` when the envelope says `8BITMIME` and the
+   * server does not offer 8BITMIME. Called only then; a throw (the message cannot be converted) refuses the
+   * transaction with 554 5.6.3, naming why. Absent: such a transaction is refused with 554 5.6.3.
+   */
+  sevenBit?: () => MessageSource;
+}
+
+/** Octets above 127 anywhere in the message: a message with them is 8-bit (RFC 6152) and needs BODY=8BITMIME. */
+export function has8BitOctets(data: Buffer | string): boolean {
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+  for (const byte of bytes) if (byte > 0x7f) return true;
+  return false;
+}
+
+/** The header section of a message: up to its first empty line (CRLF CRLF, or a bare LF LF), or all of it. */
+function headerBytes(data: Buffer): Buffer {
+  const crlf = data.indexOf('\r\n\r\n');
+  const lf = data.indexOf('\n\n');
+  const ends = [crlf, lf].filter((i) => i >= 0);
+  if (data[0] === 0x0a || data.subarray(0, 2).toString('latin1') === '\r\n') return data.subarray(0, 0);
+  return ends.length ? data.subarray(0, Math.min(...ends)) : data;
+}
+
+/**
+ * Whether a message needs SMTPUTF8 (RFC 6531 §3.2, RFC 6532): a non-ASCII character in the envelope sender or a
+ * recipient, or an octet above 127 in the header section (UTF-8 headers). 8-bit octets in the body alone need only
+ * 8BITMIME. What the sender declared does not count: a message declared SMTPUTF8 that needs none of it goes on
+ * without it, as Postfix does, instead of bouncing where the next hop lacks the extension.
+ */
+export function needsSmtpUtf8(envelope: Pick<SmtpEnvelope, 'from' | 'to'>, data: Buffer | string): boolean {
+  if ([envelope.from, ...envelope.to].some((a) => /[^\x00-\x7f]/.test(a))) return true;
+  return has8BitOctets(headerBytes(typeof data === 'string' ? Buffer.from(data) : data));
 }
 
 /**
@@ -105,6 +159,10 @@ export interface SendResult {
   tls?: TlsInfo | null;
   /** With `target.audit`: why `verify` would have refused the session, or null when it would have passed. */
   tlsAudit?: TlsRequiredFailure | null;
+  /** The MAIL FROM parameters sent (e.g. `['BODY=8BITMIME', 'SMTPUTF8']`), besides SIZE. */
+  mailParams?: string[];
+  /** The 7-bit copy (SendOptions.sevenBit) was sent, because the server does not offer 8BITMIME. */
+  converted7bit?: boolean;
 }
 
 /** What ended a transaction as a whole (no per-recipient answer): connection, greeting, EHLO, MAIL, lost session. */
@@ -210,6 +268,10 @@ interface Session {
   target: string;
   /** Set once the session errored or ended: never reuse it. */
   dead: boolean;
+  /** Add SMTPUTF8 to the next MAIL FROM (the transaction needs it and nodemailer would not add it). */
+  smtputf8?: boolean;
+  /** LMTP: the reply to the data for each accepted recipient of the transaction in flight, in order (RFC 2033 §4.2). */
+  lmtpReplies: Map<string, string>;
   /** What `verify` would say of this session (computed once it is up, with the pool's `ca`). */
   audit?: TlsRequiredFailure | null;
   idleTimer?: NodeJS.Timeout;
@@ -237,9 +299,8 @@ export class SmtpClientPool {
    * Runs one mail transaction. Resolves with per-recipient results whenever the server answered for the recipients
    * (even if it refused all of them); rejects with SmtpClientError when the transaction failed as a whole.
    */
-  async send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource, options: { signal?: AbortSignal } = {}): Promise<SendResult> {
+  async send(target: SmtpTarget, envelope: SmtpEnvelope, message: MessageSource, options: SendOptions = {}): Promise<SendResult> {
     if (this.closed) throw new Error('SmtpClientPool is closed');
-    const { signal } = options;
     const to = [...new Set(envelope.to)];
     const display = describeTarget(target);
     if (to.length === 0) throw new SmtpClientError({ stage: 'rcpt', target: display, command: 'RCPT TO', description: 'no recipients', temporary: false });
@@ -248,17 +309,17 @@ export class SmtpClientPool {
     if (cached) {
       this.counters.reused++;
       try {
-        return await this.transact(cached, { from: envelope.from, to }, message, true, canRetry, signal);
+        return await this.transact(cached, { ...envelope, to }, message, true, canRetry, options);
       } catch (err) {
         if (!(err instanceof StaleSession)) throw err;
         this.counters.staleRetries++;
       }
       const fresh = await this.open(target);
-      const result = await this.transact(fresh, { from: envelope.from, to }, message, false, false, signal);
+      const result = await this.transact(fresh, { ...envelope, to }, message, false, false, options);
       return { ...result, retried: true };
     }
     const fresh = await this.open(target);
-    return this.transact(fresh, { from: envelope.from, to }, message, false, false, signal);
+    return this.transact(fresh, { ...envelope, to }, message, false, false, options);
   }
 
   /** Closes every cached session (QUIT) and the busy ones once their transaction ends. */
@@ -343,7 +404,8 @@ export class SmtpClientPool {
       socketTimeout: this.options.socketTimeoutMs ?? 60_000,
       logger: false,
     });
-    const session: Session = { conn, key: keyOf(target), target: display, dead: false };
+    const session: Session = { conn, key: keyOf(target), target: display, dead: false, lmtpReplies: new Map() };
+    adaptConnection(session);
     // SMTPConnection emits 'error' (and then 'end') when the session breaks; the transaction in flight gets the same
     // error through its callback. An idle session that breaks is simply dropped.
     conn.on('error', () => {
@@ -405,16 +467,57 @@ export class SmtpClientPool {
    * nothing on and (an LMTP server of the lab) stores nothing it had not stored yet. The MX uses it when its own
    * client goes away: that client never hears the reply and sends the message again.
    */
-  private transact(session: Session, envelope: SmtpEnvelope, message: MessageSource, reused: boolean, canRetry: boolean, signal?: AbortSignal): Promise<SendResult> {
+  private transact(session: Session, envelope: SmtpEnvelope, message: MessageSource, reused: boolean, canRetry: boolean, options: SendOptions = {}): Promise<SendResult> {
     const { conn } = session;
+    const { signal } = options;
     if (signal?.aborted) {
       this.release(session);
       return Promise.reject(new SmtpClientError({ stage: 'mail', target: session.target, command: 'MAIL FROM', description: 'transaction abandoned before it began: the sender went away', errno: 'EABORTED' }));
     }
+    // The extensions decide what the message may be sent as, before MAIL FROM: a refusal here leaves the session clean.
+    const offered = supportedExtensions(conn);
+    const mailFrom = `MAIL FROM:<${envelope.from}>`;
+    const utf8Address = [envelope.from, ...envelope.to].find((a) => /[^\x00-\x7f]/.test(a));
+    const smtputf8 = envelope.smtputf8 === true || utf8Address !== undefined;
+    if (smtputf8 && !offered.has('SMTPUTF8')) {
+      this.release(session);
+      const why = utf8Address !== undefined ? `the address <${utf8Address}> is not ASCII` : 'a header is not ASCII';
+      return Promise.reject(
+        new SmtpClientError({ stage: 'mail', target: session.target, command: mailFrom, description: `the server does not offer SMTPUTF8, which the message needs (RFC 6531: ${why})`, code: 553, enhanced: '5.6.7', temporary: false }),
+      );
+    }
+    const eightBit = envelope.body === '8BITMIME';
+    let body = message;
+    let converted = false;
+    if (eightBit && !offered.has('8BITMIME')) {
+      // RFC 6152 §3: to a server without 8BITMIME an 8-bit message goes converted to 7-bit, or not at all.
+      let problem: string | undefined;
+      if (!options.sevenBit) problem = 'and this hop does not convert it to 7-bit';
+      else {
+        try {
+          body = options.sevenBit();
+          // A message declared 8BITMIME but 7-bit in fact comes back as it was: nothing was converted.
+          converted = body !== message;
+        } catch (err) {
+          problem = `and it cannot be converted to 7-bit: ${(err as Error).message}`;
+        }
+      }
+      if (problem !== undefined) {
+        this.release(session);
+        return Promise.reject(
+          new SmtpClientError({ stage: 'mail', target: session.target, command: mailFrom, description: `the server does not offer 8BITMIME, which the message needs (RFC 6152: 8-bit content), ${problem}`, code: 554, enhanced: '5.6.3', temporary: false }),
+        );
+      }
+    }
     let bodyStarted = false;
-    const source = toReadable(message, () => (bodyStarted = true));
-    const size = Buffer.isBuffer(message) ? message.length : typeof message === 'string' ? Buffer.byteLength(message) : undefined;
+    const source = toReadable(body, () => (bodyStarted = true));
+    const size = Buffer.isBuffer(body) ? body.length : typeof body === 'string' ? Buffer.byteLength(body) : undefined;
     const lmtp = this.options.lmtp ?? false;
+    session.smtputf8 = smtputf8;
+    session.lmtpReplies.clear();
+    const send8bit = eightBit && offered.has('8BITMIME');
+    const mailParams = [...(smtputf8 ? ['SMTPUTF8'] : []), ...(send8bit ? ['BODY=8BITMIME'] : [])];
+    const extra = { ...(mailParams.length ? { mailParams } : {}), ...(converted ? { converted7bit: true } : {}) };
     return new Promise<SendResult>((resolve, reject) => {
       // nodemailer never calls back for a transaction whose connection we close: the abandonment settles it.
       const abandon = () => {
@@ -422,18 +525,19 @@ export class SmtpClientPool {
         reject(new SmtpClientError({ stage: bodyStarted ? (lmtp ? 'lmtp' : 'data') : 'mail', target: session.target, command: bodyStarted ? 'end of data' : 'MAIL FROM', description: 'transaction abandoned: the sender went away', errno: 'EABORTED' }));
       };
       signal?.addEventListener('abort', abandon, { once: true });
-      conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}) }, source, (err, info) => {
+      // use8BitMime: nodemailer's way to send BODY=8BITMIME (it checks the offer too).
+      conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}), ...(send8bit ? { use8BitMime: true } : {}) }, source, (err, info) => {
         signal?.removeEventListener('abort', abandon);
         if (!err) {
           // The transaction completed (the server answered the data): the session is clean for the next one.
           const tls = tlsInfo((conn as unknown as { _socket?: net.Socket })._socket);
           this.release(session);
-          return resolve({ ...successResult(session.target, envelope, info, lmtp, reused), tls, ...(session.audit !== undefined ? { tlsAudit: session.audit } : {}) });
+          return resolve({ ...successResult(session.target, envelope, info, lmtp ? session.lmtpReplies : undefined, reused), tls, ...(session.audit !== undefined ? { tlsAudit: session.audit } : {}), ...extra });
         }
         const state = envelopeState(conn);
         if (isAnsweredPerRecipient(err)) {
           // Every recipient has a reply (all refused at RCPT, or the data refused): a result, not an error.
-          const result = failedTransactionResult(session.target, envelope, err, state, lmtp, reused);
+          const result = { ...failedTransactionResult(session.target, envelope, err, state, lmtp, reused), ...extra };
           return void this.resetAndRelease(session).then(() => resolve(result));
         }
         const failure = transactionError(err, session.target, envelope, bodyStarted, lmtp);
@@ -482,6 +586,43 @@ export class SmtpClientPool {
 
 type NodemailerError = NonNullable<Parameters<Parameters<SMTPConnection['send']>[2]>[0]>;
 type SendInfo = Parameters<Parameters<SMTPConnection['send']>[2]>[1];
+
+/** The private parts of nodemailer's SMTPConnection this pool relies on (checked when a connection is made). */
+interface ConnectionInternals {
+  /** The extensions the server announced in its EHLO/LHLO reply, as nodemailer recognized them. */
+  _supportedExtensions?: string[];
+  _sendCommand(str: string, logStr?: string): void;
+  _actionLMTPStream(recipient: string, final: boolean, str: string, callback: unknown): void;
+}
+
+function supportedExtensions(conn: SMTPConnection): Set<string> {
+  return new Set((conn as unknown as ConnectionInternals)._supportedExtensions ?? []);
+}
+
+/**
+ * Two additions to a connection, for what nodemailer does not offer:
+ * - SMTPUTF8 on MAIL FROM when the transaction needs it for its headers alone (nodemailer adds it only for a
+ *   non-ASCII address, RFC 6531 §3.4 asks it for UTF-8 headers too); the caller checked the server offers it.
+ * - LMTP: the reply to the data of every recipient, in order, as it arrives (RFC 2033 §4.2); nodemailer keeps the
+ *   refusals only and hands back the last reply, which would otherwise stand for every recipient.
+ * Fails at once if a nodemailer upgrade renamed what it wraps, rather than losing the parameters silently.
+ */
+function adaptConnection(session: Session): void {
+  const conn = session.conn as unknown as ConnectionInternals;
+  if (typeof conn._sendCommand !== 'function' || typeof conn._actionLMTPStream !== 'function') {
+    throw new Error('nodemailer SMTPConnection lacks _sendCommand/_actionLMTPStream: smtp-client.ts needs adapting to this nodemailer version');
+  }
+  const sendCommand = conn._sendCommand.bind(conn);
+  conn._sendCommand = (str, logStr) => {
+    const add = session.smtputf8 === true && /^MAIL FROM:/i.test(str) && !/\sSMTPUTF8(\s|$)/i.test(str);
+    sendCommand(add ? `${str} SMTPUTF8` : str, add && logStr !== undefined ? `${logStr} SMTPUTF8` : logStr);
+  };
+  const lmtpStream = conn._actionLMTPStream.bind(conn);
+  conn._actionLMTPStream = (recipient, final, str, callback) => {
+    session.lmtpReplies.set(recipient, str);
+    lmtpStream(recipient, final, str, callback);
+  };
+}
 
 function keyOf(target: SmtpTarget): string {
   // A session set up under one TLS policy is not reused under another (a `may` session may be plaintext).
@@ -621,19 +762,26 @@ function rcptResult(address: string, err: NodemailerError): RecipientResult {
   return refusedResult(address, err.response ?? err.message, err.command === 'DATA', true);
 }
 
-function successResult(target: string, envelope: SmtpEnvelope, info: SendInfo, lmtp: boolean, reused: boolean): SendResult {
+/**
+ * The transaction completed. In SMTP every accepted recipient has the one reply to the data; in LMTP (`lmtpReplies`)
+ * each has its own (RFC 2033 §4.2), which nodemailer reports only for refusals, hence the replies collected on the
+ * connection (adaptConnection).
+ */
+function successResult(target: string, envelope: SmtpEnvelope, info: SendInfo, lmtpReplies: ReadonlyMap<string, string> | undefined, reused: boolean): SendResult {
+  const lmtp = lmtpReplies !== undefined;
   const rejected = new Map<string, NodemailerError>();
   for (const err of info.rejectedErrors ?? []) if (err.recipient) rejected.set(err.recipient, err);
-  const parsed = parseReply(info.response);
   const recipients = envelope.to.map((address): RecipientResult => {
     const refusal = rejected.get(address);
     if (refusal) return rcptResult(address, refusal);
+    const reply = lmtpReplies?.get(address) ?? info.response;
+    const parsed = parseReply(reply);
     return {
       address,
       accepted: true,
       code: parsed.code ?? 250,
       ...(parsed.enhanced ? { enhanced: parsed.enhanced } : {}),
-      reply: info.response,
+      reply,
       stage: lmtp ? 'lmtp' : 'data',
       command: 'DATA',
     };
