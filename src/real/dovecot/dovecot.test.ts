@@ -2,7 +2,7 @@
 // certificate from the lab CA, a message goes in over LMTP (the lab's own LMTP client), the `stored` event carries
 // its Message-ID, imapflow reads it over STARTTLS and the lab's POP3 client over STLS, the control operations see
 // it, a wrong password is an `auth-failed` event, and stopping leaves no Dovecot process behind.
-import { promises as fs, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
@@ -14,7 +14,9 @@ import type { MailboxNodeConfig } from '../../shared/config.js';
 import { EventLog, type LabEvent } from '../../shared/events.js';
 import type { NodeContext, RunningRole } from '../../shared/node.js';
 import { SmtpClientPool } from '../../shared/smtp-client.js';
-import { dovecotUnavailable, startDovecotMailbox } from './node.js';
+import { TlsLines } from '../../shared/tls-lines.test-helper.js';
+import { alive, dovecotUnavailable, startDovecotMailbox } from './node.js';
+import { mailboxConfig, processesUnder, randomLoopback } from './testkit.test-helper.js';
 
 const unavailable = dovecotUnavailable();
 if (unavailable) console.log(`skipping the Dovecot mailbox tests: ${unavailable}`);
@@ -22,11 +24,13 @@ if (unavailable) console.log(`skipping the Dovecot mailbox tests: ${unavailable}
 const BOB = 'bob@receiver.test';
 const BOB_PASSWORD = 'bob-secret';
 const HOSTNAME = 'mail.receiver.test';
-// A random block, so parallel runs (and a lab of the harness) never collide; .2 as the local runtime gives hosts.
-const ADDRESS = `127.${100 + Math.floor(Math.random() * 150)}.${Math.floor(Math.random() * 250)}.2`;
+const ADDRESS = randomLoopback(2);
 const PORTS = { lmtp: 24, pop3: 110, imap: 143, pop3s: 995, imaps: 993 };
 
 let dataDir: string;
+let userDir: string;
+/** The user's own dovecot.conf: its greeting must show, its listen and ssl must lose to the lab's. */
+const USER_CONF = ['# a user\'s own settings', 'login_greeting = Dovecot of the user, ready.', 'listen = *', 'ssl = no', ''].join('\n');
 let ca: string;
 let events: EventLog<MailboxEvents>;
 const nodeLog: string[] = [];
@@ -51,33 +55,6 @@ function waitForEvent(kind: keyof MailboxEvents & string, match: (e: LabEvent) =
   });
 }
 
-/**
- * Processes of this test's Dovecot: the master's command line names our config, imap and pop3 processes work in a
- * home under our data directory, login processes are chrooted into our base_dir.
- */
-function ourDovecotProcesses(): number[] {
-  const out: number[] = [];
-  const ours = (p: string) => p === dataDir || p.startsWith(dataDir + '/');
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
-      if (cmd.includes(dataDir) || ours(readlinkSync(`/proc/${name}/cwd`)) || ours(readlinkSync(`/proc/${name}/root`))) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
-function running(pid: number): boolean {
-  try {
-    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
 function message(id: string, subject: string): string {
   return [`From: Alice <alice@sender.test>`, `To: ${BOB}`, `Subject: ${subject}`, `Message-ID: ${id}`, `Date: ${new Date().toUTCString()}`, '', `Hello Bob, ${subject}.`, ''].join('\r\n');
 }
@@ -85,38 +62,36 @@ function message(id: string, subject: string): string {
 describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => {
   beforeAll(async () => {
     dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-dovecot-'));
+    userDir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-dovecot-user-'));
+    await fs.writeFile(path.join(userDir, 'dovecot.conf'), USER_CONF);
     const labCa = await createLabCa('dovecot test');
     const host = await issueHostCertificate(labCa, { names: [HOSTNAME], addresses: [ADDRESS] });
     ca = labCa.cert;
-    const config: MailboxNodeConfig = {
-      name: 'mailbox',
-      role: 'mailbox',
+    const config = mailboxConfig({
       hostname: HOSTNAME,
       address: ADDRESS,
       dataDir,
-      controlPort: 7070,
-      resolver: { host: ADDRESS, port: 53 },
-      greetingDelayMs: 0,
-      fsync: true,
       ports: PORTS,
       users: [
         { address: BOB, password: BOB_PASSWORD },
         { address: 'carol@receiver.test', password: 'carol-secret' },
       ],
       tls: { cert: host.cert, key: host.key, ca },
-    };
+    });
     events = new EventLog<MailboxEvents>('mailbox');
     const ctx: NodeContext<MailboxNodeConfig, MailboxEvents> = { config, events, log: (m) => nodeLog.push(m) };
-    node = await startDovecotMailbox(ctx);
-    masterPids = ourDovecotProcesses();
+    node = await startDovecotMailbox(ctx, { include: path.join(userDir, 'dovecot.conf') });
+    masterPids = processesUnder(dataDir);
   });
 
   afterAll(async () => {
     await node?.stop();
+    if (process.env.DUMP_DOVECOT_LOG) console.log(nodeLog.join('\n'));
     if (dataDir) await fs.rm(dataDir, { recursive: true, force: true });
+    if (userDir) await fs.rm(userDir, { recursive: true, force: true });
   });
 
-  it('writes the config and the effective settings into <dataDir>/dovecot/, and listens on every configured port', async () => {
+  it("writes the config and the effective settings into <dataDir>/dovecot/, the user's file included first; listens on every configured port", async () => {
     const effective = await fs.readFile(path.join(dataDir, 'dovecot', 'effective.conf'), 'utf8');
     expect(effective).toContain(`listen = ${ADDRESS}`);
     expect(effective).toContain('ssl = yes');
@@ -129,27 +104,41 @@ describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => 
     expect(Object.keys(node!.services).sort()).toEqual(['imap', 'imaps', 'lmtp', 'pop3', 'pop3s']);
     expect(node!.services.lmtp).toEqual({ host: ADDRESS, port: 24 });
     expect(masterPids.length).toBeGreaterThan(0);
+    // The user's setting is in force (the greeting), the lab's listen and ssl won over theirs.
+    expect(effective).toContain('login_greeting = Dovecot of the user, ready.');
+    expect(effective).not.toMatch(/^listen = \*$/m);
+    expect(effective).not.toMatch(/^ssl = no$/m);
+    const imap = await TlsLines.connect(node!.services.imap!);
+    try {
+      expect(await imap.line()).toMatch(/^\* OK \[CAPABILITY .*STARTTLS.*LOGINDISABLED.*\] Dovecot of the user, ready\.$/);
+    } finally {
+      imap.close();
+    }
   });
 
   it('LMTP delivery: per-recipient replies, a `stored` event with the Message-ID, the uid and the envelope sender', async () => {
     const pool = new SmtpClientPool({ ehloName: 'mx.receiver.test', lmtp: true, connectTimeoutMs: 2000, greetingTimeoutMs: 5000, socketTimeoutMs: 10_000, idleMs: 0 });
     try {
-      const result = await pool.send(node!.services.lmtp!, { from: 'alice@sender.test', to: [BOB, 'nobody@receiver.test'] }, message('<first@sender.test>', 'first'));
-      expect(result.accepted).toEqual([BOB]);
+      const result = await pool.send(node!.services.lmtp!, { from: 'alice@sender.test', to: [BOB, 'nobody@receiver.test', 'bob+Work@receiver.test'] }, message('<first@sender.test>', 'first'));
+      expect(result.accepted).toEqual([BOB, 'bob+Work@receiver.test']);
       expect(result.rejected).toEqual(['nobody@receiver.test']);
       expect(result.recipients.find((r) => r.address === 'nobody@receiver.test')?.code).toBe(550);
     } finally {
       pool.close();
     }
-    const stored = await waitForEvent('stored', (e) => e.messageId === '<first@sender.test>');
+    const stored = await waitForEvent('stored', (e) => e.messageId === '<first@sender.test>' && e.detail.mailbox === 'INBOX');
     expect(stored.detail).toMatchObject({ user: BOB, mailbox: 'INBOX', from: 'alice@sender.test' });
     expect(stored.detail.uid).toBeGreaterThan(0);
+    // The address detail: into that folder, created when missing (lmtp_save_to_detail_mailbox, lda_mailbox_autocreate).
+    const work = await waitForEvent('stored', (e) => e.messageId === '<first@sender.test>' && e.detail.mailbox === 'Work');
+    expect(work.detail).toMatchObject({ user: BOB, uid: 1 });
+    expect((await node!.rpc.messages({ user: BOB, mailbox: 'Work' })).map((m) => m.uid)).toEqual([1]);
     // The source line is in the node's log, named with the event's sequence number.
     expect(nodeLog.some((l) => l.startsWith(`dovecot → stored #${stored.seq}: `) && l.includes('saved mail to INBOX'))).toBe(true);
   });
 
   it('control operations through doveadm: messages, read, mailboxes, deliver', async () => {
-    const stored = await waitForEvent('stored', (e) => e.messageId === '<first@sender.test>');
+    const stored = await waitForEvent('stored', (e) => e.messageId === '<first@sender.test>' && e.detail.mailbox === 'INBOX');
     const messages = await node!.rpc.messages({ user: BOB });
     const first = messages.find((m) => m.uid === stored.detail.uid);
     expect(first).toBeDefined();
@@ -162,6 +151,7 @@ describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => 
     expect(Buffer.from(data, 'base64').length).toBe(first!.size);
     const inbox = (await node!.rpc.mailboxes({ user: BOB })).find((m) => m.name === 'INBOX');
     expect(inbox).toMatchObject({ exists: messages.length, unseen: messages.length });
+    expect((await node!.rpc.mailboxes({ user: BOB })).map((m) => m.name).sort()).toEqual(['INBOX', 'Work']);
     expect(inbox!.uidNext).toBeGreaterThan(first!.uid);
 
     const added = await node!.rpc.deliver({ user: 'carol@receiver.test', data: Buffer.from(message('<direct@sender.test>', 'direct')).toString('base64') });
@@ -230,9 +220,9 @@ describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => 
 
   it('stop: doveadm stop, and no Dovecot process of this node is left', async () => {
     await node!.stop();
-    expect(ourDovecotProcesses()).toEqual([]);
+    expect(processesUnder(dataDir)).toEqual([]);
     // Gone, or a zombie left to an init that does not reap (a container's): nothing runs.
-    for (const pid of masterPids) expect(running(pid), `pid ${pid}`).toBe(false);
+    for (const pid of masterPids) expect(alive(pid), `pid ${pid}`).toBe(false);
     // Stopping twice is the same stop.
     await node!.stop();
   });

@@ -3,7 +3,8 @@
 // events: LMTP deliveries → `stored`, logins → `session`, failed password checks → `auth-failed`, expunges over IMAP
 // and POP3 → `deleted`, LMTP recipients Dovecot could not serve → `error`. The contract's details have no field for
 // the source line, so every event's line goes to the node's log (stderr) with the event's kind and sequence number.
-import { promises as fs, watch, type FSWatcher } from 'node:fs';
+import { promises as fs, statSync, watch, type FSWatcher } from 'node:fs';
+import { StringDecoder } from 'node:string_decoder';
 import type { EventLog } from '../../shared/events.js';
 import type { MailboxEvents } from '../../mailbox/api.js';
 import type { TlsInfo } from '../../shared/tls-session.js';
@@ -175,6 +176,8 @@ export class DovecotEventTranslator {
 export class LogTail {
   private offset = 0;
   private partial = '';
+  // A UTF-8 character split between two reads is decoded once whole.
+  private readonly decoder = new StringDecoder('utf8');
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reading: Promise<void> = Promise.resolve();
@@ -185,7 +188,16 @@ export class LogTail {
     private readonly pollMs = 200,
   ) {}
 
+  /**
+   * Starts following from the file's current end: a node restarted on the same data directory must not emit again
+   * the events of its last run.
+   */
   start(): void {
+    try {
+      this.offset = statSync(this.file).size;
+    } catch {
+      this.offset = 0; // not there yet: everything it will hold is new
+    }
     this.timer = setInterval(() => void this.drain(), this.pollMs);
     this.timer.unref();
     this.tryWatch();
@@ -220,13 +232,13 @@ export class LogTail {
     try {
       this.tryWatch();
       const { size } = await handle.stat();
-      if (size < this.offset) this.offset = 0; // truncated or replaced: start again
+      if (size < this.offset) this.offset = 0; // truncated (logrotate's copytruncate): start again
       while (this.offset < size) {
         const buf = Buffer.alloc(Math.min(size - this.offset, 1 << 20));
         const { bytesRead } = await handle.read(buf, 0, buf.length, this.offset);
         if (bytesRead === 0) break;
         this.offset += bytesRead;
-        this.partial += buf.subarray(0, bytesRead).toString('utf8');
+        this.partial += this.decoder.write(buf.subarray(0, bytesRead));
         const lines = this.partial.split('\n');
         this.partial = lines.pop() ?? '';
         for (const line of lines) if (line) this.onLine(line);

@@ -4,7 +4,7 @@
 // every configured port accepts a connection and greets, turns Dovecot's log into the contract's events (log.ts)
 // and answers the control operations through doveadm (doveadm.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Endpoint, MailboxNodeConfig } from '../../shared/config.js';
@@ -83,8 +83,43 @@ function greets(endpoint: Endpoint, greeting: RegExp, ca: string | undefined, ti
   });
 }
 
+/**
+ * A Dovecot of this node still running from a node process that died without stopping it (before the lifeline
+ * could, or killed with its lifeline): Dovecot would refuse to start ("already running") and the ports are taken.
+ * It is found by base_dir/master.pid and stopped, its family too, when its command line names this node's config.
+ */
+async function stopStaleMaster(paths: DovecotPaths, log: (message: string) => void): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(`${paths.baseDir}/master.pid`, 'utf8').trim());
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return;
+  }
+  if (!cmdline.split('\0').includes(paths.conf)) return; // a reused pid: not ours
+  const family = [pid, ...descendants(pid)];
+  log(`dovecot: a master of this node from an earlier run is still running (pid ${pid}): stopping it`);
+  for (const p of family) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  if (!(await gone(family, KILL_GRACE_MS))) throw new Error(`dovecot: the earlier master ${pid} of this node did not exit after SIGKILL`);
+  // Removed: a killed master may stay a zombie (an init that does not reap, in a container), and Dovecot's own check
+  // (kill(pid, 0)) would still take it for running.
+  rmSync(`${paths.baseDir}/master.pid`, { force: true });
+}
+
 /** Every pid whose parent chain leads to `root` (from /proc), root excluded. */
-function descendants(root: number): number[] {
+export function descendants(root: number): number[] {
   const parent = new Map<number, number>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -109,9 +144,9 @@ function descendants(root: number): number[] {
   return out;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process runs (a zombie does not: its exit waits only for a parent, or an init, to reap it). */
+export function alive(pid: number): boolean {
   try {
-    // A zombie still answers kill(0): it counts as gone (its parent reaps it).
     return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return false;
@@ -192,6 +227,8 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
   const tail = new LogTail(paths.log, (line) => translator.line(line));
   tail.start();
 
+  await stopStaleMaster(paths, ctx.log);
+
   let output = '';
   const child = spawn(options.binary ?? 'dovecot', ['-c', paths.conf, '-F'], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (output += s));
@@ -202,11 +239,19 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
   child.once('exit', (code, signal) => {
     if (!stopping) ctx.log(`dovecot exited unexpectedly (${code ?? signal}): ${tailOf(output)}`);
   });
+  // The lifeline: Dovecot's master does not notice its parent dying, so a node killed with SIGKILL (the harness's
+  // kill() fault) would leave Dovecot serving, and the node would not be down. This shell waits on a pipe from us;
+  // when our end closes, whatever the way we died, it stops Dovecot.
+  const watchdog = spawn('sh', ['-c', 'cat >/dev/null; exec doveadm -c "$1" stop', 'maillab-dovecot-lifeline', paths.conf], { stdio: ['pipe', 'ignore', 'ignore'] });
+  watchdog.on('error', (err) => ctx.log(`dovecot: the lifeline process failed: ${err.message}`));
+  watchdog.stdin!.on('error', () => undefined);
 
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
       stopping = true;
+      // An orderly stop is ours: the lifeline must not run a second doveadm stop meanwhile.
+      watchdog.kill('SIGKILL');
       const pid = child.pid;
       const family = pid !== undefined ? descendants(pid) : [];
       if (child.exitCode === null && child.signalCode === null) {
