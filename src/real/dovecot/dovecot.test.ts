@@ -3,6 +3,7 @@
 // its Message-ID, imapflow reads it over STARTTLS and the lab's POP3 client over STLS, the control operations see
 // it, a wrong password is an `auth-failed` event, and stopping leaves no Dovecot process behind.
 import { promises as fs } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
@@ -13,6 +14,7 @@ import type { MailboxContract, MailboxEvents } from '../../mailbox/api.js';
 import type { MailboxNodeConfig } from '../../shared/config.js';
 import { EventLog, type LabEvent } from '../../shared/events.js';
 import type { NodeContext, RunningRole } from '../../shared/node.js';
+import { ControlClient, newControlToken, startControlServer } from '../../shared/control.js';
 import { SmtpClientPool } from '../../shared/smtp-client.js';
 import { TlsLines } from '../../shared/tls-lines.test-helper.js';
 import { alive, dovecotUnavailable, startDovecotMailbox } from './node.js';
@@ -216,6 +218,41 @@ describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => 
     expect(failed.detail).toMatchObject({ protocol: 'imap', login: BOB, method: 'PLAIN', client: '127.0.0.1' });
     // Only the wrong password: the POP3 login refused before TLS checked no password.
     expect(events.since(0).filter((e) => e.kind === 'auth-failed').length).toBe(before + 1);
+  });
+
+  it("over the lab's control channel (HTTP, bearer token), as the harness would call it: the operations and the event stream", async () => {
+    const token = newControlToken();
+    const control = await startControlServer({
+      host: ADDRESS,
+      port: 0,
+      token,
+      events,
+      health: () => ({ name: 'mailbox', role: 'mailbox', pid: process.pid, services: node!.services }),
+      rpc: () => node!.rpc,
+    });
+    try {
+      const { port } = control.address() as AddressInfo;
+      const client = new ControlClient<MailboxContract>({ host: ADDRESS, port }, 'mailbox', token);
+      expect((await client.health()).services.lmtp).toEqual({ host: ADDRESS, port: 24 });
+      const carol = await client.call('messages', { user: 'carol@receiver.test' });
+      expect(carol.map((m) => m.uid)).toEqual([1]);
+      await expect(client.call('messages', { user: 'mallory@receiver.test' })).rejects.toThrow(/unknown user/);
+      const kinds = await new Promise<string[]>((resolve) => {
+        const seen: string[] = [];
+        const stop = client.streamEvents(0, (e) => {
+          seen.push(e.kind);
+          if (e.seq === events.since(0).at(-1)!.seq) {
+            stop();
+            resolve(seen);
+          }
+        }, () => resolve(seen));
+      });
+      expect(kinds).toEqual(expect.arrayContaining(['stored', 'session', 'deleted', 'auth-failed']));
+      client.close();
+    } finally {
+      control.closeAllConnections();
+      control.close();
+    }
   });
 
   it('stop: doveadm stop, and no Dovecot process of this node is left', async () => {
