@@ -242,7 +242,9 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
   // The lifeline: Dovecot's master does not notice its parent dying, so a node killed with SIGKILL (the harness's
   // kill() fault) would leave Dovecot serving, and the node would not be down. This shell waits on a pipe from us;
   // when our end closes, whatever the way we died, it stops Dovecot.
-  const watchdog = spawn('sh', ['-c', 'cat >/dev/null; exec doveadm -c "$1" stop', 'maillab-dovecot-lifeline', paths.conf], { stdio: ['pipe', 'ignore', 'ignore'] });
+  // `read` is the shell's own (no child process to leave behind when the lifeline is killed); nothing is ever written,
+  // so it returns at end of file only.
+  const watchdog = spawn('sh', ['-c', 'read -r _; exec doveadm -c "$1" stop', 'maillab-dovecot-lifeline', paths.conf], { stdio: ['pipe', 'ignore', 'ignore'] });
   watchdog.on('error', (err) => ctx.log(`dovecot: the lifeline process failed: ${err.message}`));
   watchdog.stdin!.on('error', () => undefined);
 
@@ -250,8 +252,6 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
       stopping = true;
-      // An orderly stop is ours: the lifeline must not run a second doveadm stop meanwhile.
-      watchdog.kill('SIGKILL');
       const pid = child.pid;
       const family = pid !== undefined ? descendants(pid) : [];
       if (child.exitCode === null && child.signalCode === null) {
@@ -267,6 +267,9 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
           }
         }
       }
+      // Dovecot is down: the lifeline is not needed any more. Killed only now, so that a node process that dies during
+      // this stop (runNode's forced exit after 5 s) still leaves Dovecot to it.
+      watchdog.kill('SIGKILL');
       // Children that outlived their master (reparented to init): killed by pid.
       const left = family.filter(alive);
       if (left.length > 0) {
