@@ -223,11 +223,12 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
   ctx.log(`dovecot: config ${paths.conf}, effective settings ${paths.effective}, log ${paths.log}`);
   const doveadm = new Doveadm(paths.conf);
 
+  await stopStaleMaster(paths, ctx.log);
+
+  // From the log's current end, before Dovecot starts: every line of this run, none of an earlier one.
   const translator = new DovecotEventTranslator(ctx.events, ctx.log);
   const tail = new LogTail(paths.log, (line) => translator.line(line));
   tail.start();
-
-  await stopStaleMaster(paths, ctx.log);
 
   let output = '';
   const child = spawn(options.binary ?? 'dovecot', ['-c', paths.conf, '-F'], { stdio: ['ignore', 'pipe', 'pipe'] });
