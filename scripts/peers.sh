@@ -16,13 +16,21 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # ClamAV's clamd (the MX's clamav scanner, src/mx/scan/) and Python's dkimpy (an independent DKIM verifier).
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null 2>&1 || missing+=(clamav-daemon)
 /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1 || missing+=(python3-dkim python3-nacl)
-if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd and dkimpy are installed"; exit 0; fi
+# Dovecot as a lab mailbox server (src/real/dovecot/, scenario 35).
+for pkg in dovecot-imapd dovecot-pop3d dovecot-lmtpd; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd, dkimpy and Dovecot are installed"; exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "peers: ${missing[*]} missing and no root/apt-get to install them; their scenarios will skip" >&2
   exit 0
 fi
 echo "peers: installing ${missing[*]} from Debian"
 export DEBIAN_FRONTEND=noninteractive
+# No package may start its system service (a system Dovecot or clamd listening on *:143 would take the lab's ports):
+# policy-rc.d says no to every service start for the length of the install (invoke-rc.d(8)).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 install() { apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null; }
 install || { apt-get update -q >/dev/null && install; }
 echo "peers: ready ($(mbsync --version 2>&1 | head -1); $(fetchmail --version 2>/dev/null | head -1 | sed 's/^This is //'))"

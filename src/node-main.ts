@@ -12,7 +12,11 @@ export const roles: { [R in Role]: (config: ConfigOf<R>) => Promise<void> } = {
   dns: async (config) => runNode(config, (await import('./dns/index.js')).startDns),
   mta: async (config) => runNode(config, (await import('./mta/index.js')).startMta),
   mx: async (config) => runNode(config, (await import('./mx/index.js')).startMx),
-  mailbox: async (config) => runNode(config, (await import('./mailbox/index.js')).startMailbox),
+  // A real server in the mailbox role (issue 14): Dovecot behind the same contract, in its own chunk.
+  mailbox: async (config) =>
+    config.server === 'dovecot'
+      ? runNode(config, async (ctx) => (await import('./real/dovecot/node.js')).startDovecotMailbox(ctx, config.dovecot?.config ? { include: config.dovecot.config } : {}))
+      : runNode(config, (await import('./mailbox/index.js')).startMailbox),
 };
 
 function run(config: NodeConfig): Promise<void> {

@@ -106,7 +106,14 @@ export type HostDefinition =
       /** What malware gets: `reject` (554 5.7.1, the default) or `quarantine` (the recipients' Junk folder). */
       malwareAction?: 'reject' | 'quarantine';
     }
-  | { role: 'mailbox'; hostname: string };
+  | {
+      role: 'mailbox';
+      hostname: string;
+      /** `dovecot`: Debian's Dovecot plays this mailbox server (local runtime, root), from `config` if given. */
+      server?: 'maillab' | 'dovecot';
+      /** The user's own dovecot.conf, included first; the lab's settings override only what it must. */
+      config?: string;
+    };
 
 export interface LabDefinition {
   name: string;
@@ -249,6 +256,7 @@ export function validateLab(lab: LabDefinition): void {
     for (const d of key.domains) if (!lab.domains[d]) problems.push(`apiKeys: ${d} is not a lab domain`);
   }
   for (const [name, host] of hosts) {
+    if (host.role === 'mailbox' && host.server !== undefined && !['maillab', 'dovecot'].includes(host.server)) problems.push(`${name}: server must be maillab or dovecot`);
     if (host.role === 'mx' && host.scanner !== undefined && !['builtin', 'clamav', 'none'].includes(host.scanner)) problems.push(`${name}: scanner must be builtin, clamav or none`);
   }
   if (lab.auth?.submissionFrom !== undefined && !['own-domain', 'any'].includes(lab.auth.submissionFrom)) problems.push(`auth.submissionFrom must be own-domain or any`);
@@ -332,7 +340,16 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         break;
       }
       case 'mailbox':
-        nodes[name] = { ...base(name, host), role: 'mailbox', ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap'), pop3s: port('pop3s'), imaps: port('imaps') }, users: lab.users, authThrottle, lmtpClients: deliverers, accounts: { port: port('https') } };
+        nodes[name] = {
+          ...base(name, host),
+          role: 'mailbox',
+          ports: { lmtp: port('lmtp'), pop3: port('pop3'), imap: port('imap'), pop3s: port('pop3s'), imaps: port('imaps') },
+          users: lab.users,
+          authThrottle,
+          lmtpClients: deliverers,
+          // Dovecot has no account service of maillab's (its own auth is the config's).
+          ...(host.server === 'dovecot' ? { server: 'dovecot' as const, dovecot: host.config ? { config: path.resolve(host.config) } : {} } : { accounts: { port: port('https') } }),
+        };
         break;
       case 'mx':
         nodes[name] = {
@@ -395,7 +412,9 @@ function scannerOf(kind: 'builtin' | 'clamav' | 'none', clamd: { host: string; p
 /** The account service an MTA checks SMTP AUTH with: its own mailbox host's, else the lab's first one. */
 function authServiceOf(lab: LabDefinition, mailbox: string | undefined, endpoint: (mailbox: string) => { host: string; port: number }): { authService?: { host: string; port: number } } {
   const host = mailbox ?? Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'mailbox');
-  return host ? { authService: endpoint(host) } : {};
+  const server = host ? lab.hosts[host] : undefined;
+  // Dovecot offers no account service of maillab's: the MTA then checks passwords against its own config.
+  return host && !(server?.role === 'mailbox' && server.server === 'dovecot') ? { authService: endpoint(host) } : {};
 }
 
 /** The addresses an MTA host relays for on port 25: the MX hosts that forward through it. */

@@ -364,6 +364,12 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
    */
   accounts?: { port: number };
   /**
+   * Which server plays the mailbox role (issue 14): maillab's own (the default), or Debian's Dovecot run from a
+   * config the lab writes (src/real/dovecot/), `dovecot.config` being the user's own dovecot.conf it includes first.
+   */
+  server?: 'maillab' | 'dovecot';
+  dovecot?: { config?: string };
+  /**
    * POP3 RETR marks a message \Seen, applied when the session ends (QUIT, or the connection closing), as Dovecot does
    * by default (issue 14). Default true; false never touches flags, like Dovecot's `pop3_no_flag_updates = yes`.
    */

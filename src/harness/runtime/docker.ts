@@ -177,6 +177,8 @@ export class DockerRuntime implements Runtime {
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     if (this.lab) throw new Error(`this docker runtime already runs lab ${this.lab.id}`);
+    const real = Object.entries(lab.hosts).filter(([, h]) => h.role === 'mailbox' && h.server === 'dovecot').map(([name]) => name);
+    if (real.length) throw new Error(`lab ${lab.name}: ${real.join(', ')} run${real.length === 1 ? 's' : ''} Dovecot, which the docker image does not hold yet: use the local runtime (as root)`);
     // Labs of dead harnesses go first: docker ones, and the local runtime's data directories (cheap) too.
     await reapDockerLabs(this.docker).catch((err: unknown) => process.stderr.write(`maillab: could not look for left-over labs: ${(err as Error).message}\n`));
     await reapLocalLabs();

@@ -42,8 +42,15 @@ export class LocalRuntime implements Runtime {
   private readonly children = new Set<ChildProcess>();
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
+    const dovecot = Object.entries(lab.hosts).filter(([, h]) => h.role === 'mailbox' && h.server === 'dovecot').map(([name]) => name);
+    if (dovecot.length && process.getuid?.() !== 0) {
+      throw new Error(`lab ${lab.name}: ${dovecot.join(', ')} run${dovecot.length === 1 ? 's' : ''} Dovecot, whose master runs as root only: start the lab as root`);
+    }
     await reapLocalLabs();
     const dataRoot = await createHostDir(labId);
+    // Dovecot delivers as Debian's `mail` user, which must get through the lab directory to its Maildirs: 0711 (no
+    // listing; the node configs in it stay 0600).
+    if (dovecot.length) await fs.chmod(dataRoot, 0o711);
     this.dataRoot = dataRoot;
     const hosts = Object.keys(lab.hosts);
     const block = await freeLoopbackBlock(hosts.length);
