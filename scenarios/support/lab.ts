@@ -3,8 +3,20 @@
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
 import { formatEvent, Lab, type LabDefinition, type StartedLab } from '../../src/harness/index.js';
 import defaultLab from '../../lab/default.js';
+import { loadLabFile } from '../../src/cli/commands.js';
 
 export { defaultLab };
+
+/**
+ * The lab the scenarios run against when they name none: the default lab, or `MAILLAB_LAB=<lab file>` (e.g.
+ * `MAILLAB_LAB=lab/postfix-dovecot.ts npx vitest run scenarios/0`) to run the same scenarios against another
+ * topology, such as real servers in some roles.
+ */
+async function labUnderTest(): Promise<LabDefinition> {
+  const file = process.env.MAILLAB_LAB;
+  if (!file) return defaultLab;
+  return structuredClone(await loadLabFile(file));
+}
 
 export interface UseLabOptions {
   /** `file`: one lab shared by the file's tests; `test`: a fresh lab for every test. */
@@ -19,7 +31,7 @@ export interface UseLabOptions {
 export function useLab(configure: (lab: Lab) => Lab = (l) => l, options: UseLabOptions = {}): () => StartedLab {
   let started: StartedLab | undefined;
   const start = async () => {
-    started = await configure(new Lab(options.definition ?? defaultLab)).start();
+    started = await configure(new Lab(options.definition ?? (await labUnderTest()))).start();
   };
   const stop = async () => {
     const lab = started;
