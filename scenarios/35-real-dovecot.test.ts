@@ -31,7 +31,9 @@ describe.skipIf(skip !== undefined)('Dovecot as the mailbox server', () => {
 
   it('alice → bob through maillab\'s MTA and MX into Dovecot, stored once, read over IMAP and POP3', async () => {
     const sent = await lab().client('alice@sender.test').send({ to: BOB, subject: 'to Dovecot', text: 'stored by a real server\n' });
-    await checkHopOrder(lab(), sent.messageId, ['mta:submitted', 'mta:queued', 'mx:received', 'mailbox:stored', 'mx:handoff', 'mta:relayed']);
+    // Dovecot's `stored` comes from its log, read after the fact: it may land after the MX's hand-off in the history,
+    // where maillab's own server records it before its LMTP 250. So it is checked apart from the hop order.
+    await checkHopOrder(lab(), sent.messageId, ['mta:submitted', 'mta:queued', 'mx:received', 'mx:handoff', 'mta:relayed']);
     const stored = await lab().waitFor({ kind: 'stored', node: 'mailbox', messageId: sent.messageId });
     expect(stored.detail).toMatchObject({ user: BOB, mailbox: 'INBOX' });
     const { raw } = await checkDeliveredOnce(lab(), BOB, sent.messageId);
