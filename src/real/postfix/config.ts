@@ -97,7 +97,7 @@ export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): La
     s('smtpd_recipient_limit', String(config.limits?.maxRecipients ?? 100), 'limits.maxRecipients (DEFAULT_SMTP_LIMITS)'),
     s('smtpd_client_connection_count_limit', String(config.limits?.maxConnectionsPerClient ?? 50), 'limits.maxConnectionsPerClient (DEFAULT_SMTP_LIMITS); needs anvil in master.cf'),
     s('smtpd_client_event_limit_exceptions', '', 'by default $mynetworks, which on loopback would exempt lab clients from the limits'),
-    s('smtpd_forbid_bare_newline', 'yes', 'SMTP smuggling: the default (no) delivers a smuggled message'),
+    s('smtpd_forbid_bare_newline', 'yes', 'SMTP smuggling: `yes` (= `normalize` in 3.7.11) ends DATA only at <CR><LF>.<CR><LF>, so a smuggled message stays content of the first; the default (no) delivers it'),
     s('smtpd_forbid_bare_newline_exclusions', '', 'by default $mynetworks, which on loopback would exempt lab clients from the protection'),
     s('smtpd_tls_security_level', tls ? 'may' : 'none', tls ? "STARTTLS offered with the node's lab certificate" : 'the node has no tls (or noStartTls): no STARTTLS'),
     ...(tls

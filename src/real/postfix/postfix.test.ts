@@ -15,7 +15,7 @@ import { createLabCa, issueHostCertificate, type LabCa } from '../../harness/tls
 import { startLmtp } from '../../mailbox/lmtp.js';
 import type { MailboxService } from '../../mailbox/service.js';
 import { MaildirStore } from '../../mailbox/store.js';
-import { BOB, CAROL, testContext, type TestContext } from '../../mailbox/testkit.test-helper.js';
+import { AddressedClient, BOB, CAROL, testContext, type TestContext } from '../../mailbox/testkit.test-helper.js';
 import type { MxEvents } from '../../mx/api.js';
 import { mxTestConfig } from '../../mx/mx.test-helper.js';
 import type { MxNodeConfig } from '../../shared/config.js';
@@ -211,6 +211,26 @@ describe.skipIf(unavailable !== undefined)('Postfix as the lab MX', () => {
   });
 
   it('asks DNS nothing: the lab DNS, its only resolver, saw no query, and the maillog has no lookup', async () => {
+    // A client from a lab address /etc/hosts does not name (127.0.0.1 would be "localhost" without DNS): a reverse
+    // lookup of it could only be answered by DNS, which here is the lab DNS.
+    const id = '<postfix-dns@sender.test>';
+    const client = await AddressedClient.connect(mx.role.services.smtp!.port, `${block}.9`, MX);
+    try {
+      const say = async (line: string, code: string) => {
+        client.send(line);
+        expect((await client.until((l) => l[3] === ' ')).at(-1)).toMatch(new RegExp(`^${code} `));
+      };
+      expect(await client.line()).toMatch(/^220 /);
+      await say('EHLO client.sender.test', '250');
+      await say('MAIL FROM:<alice@sender.test>', '250');
+      await say(`RCPT TO:<${BOB}>`, '250');
+      await say('DATA', '354');
+      await say(message(id), '250');
+    } finally {
+      client.close();
+    }
+    const received = await waitFor(mx.events, 'received', (e) => e.messageId === id);
+    expect(received.detail.client).toBe(`${block}.9`);
     expect(dnsEvents.since(0).filter((e) => e.kind === 'dns-query')).toEqual([]);
     const maillog = await fs.readFile(postfixLayout(mx.config.dataDir).maillog, 'utf8');
     expect(maillog).not.toMatch(/lookup|Name service error|hostname .* verification failed|Host not found|unknown host/i);
