@@ -118,22 +118,28 @@ interface MainEntry {
   value: string;
 }
 
-/** main.cf as `name = value` entries in order (comments dropped; a line starting with white space continues the previous one). */
-export function parseMainCf(text: string): MainEntry[] {
-  const entries: MainEntry[] = [];
+/**
+ * The logical lines of main.cf or master.cf, as Postfix reads both: comments and blank lines dropped, a line that
+ * starts with white space continuing the one before (`more`).
+ */
+function logicalLines(text: string, file: string): Array<{ line: string; more: string[] }> {
+  const out: Array<{ line: string; more: string[] }> = [];
   for (const raw of text.split(/\r?\n/)) {
     if (/^\s*(#|$)/.test(raw)) continue;
-    const last = entries[entries.length - 1];
-    if (/^\s/.test(raw)) {
-      if (!last) throw new Error(`main.cf: a continuation line with nothing to continue: ${JSON.stringify(raw)}`);
-      last.value = `${last.value} ${raw.trim()}`.trim();
-      continue;
-    }
-    const m = /^([A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(raw);
-    if (!m) throw new Error(`main.cf: not a "name = value" line: ${JSON.stringify(raw)}`);
-    entries.push({ name: m[1]!, value: m[2]!.trim() });
+    if (!/^\s/.test(raw)) out.push({ line: raw.trim(), more: [] });
+    else if (out.length) out[out.length - 1]!.more.push(raw.trim());
+    else throw new Error(`${file}: a continuation line with nothing to continue: ${JSON.stringify(raw)}`);
   }
-  return entries;
+  return out;
+}
+
+/** main.cf as `name = value` entries in order. */
+export function parseMainCf(text: string): MainEntry[] {
+  return logicalLines(text, 'main.cf').map(({ line, more }) => {
+    const m = /^([A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(line);
+    if (!m) throw new Error(`main.cf: not a "name = value" line: ${JSON.stringify(line)}`);
+    return { name: m[1]!, value: [m[2]!, ...more].join(' ').trim() };
+  });
 }
 
 /** main.cf: the user's settings (the last of a repeated name wins, as in Postfix), then the lab's. */
@@ -186,20 +192,11 @@ interface MasterEntry {
 }
 
 function parseMasterCf(text: string): MasterEntry[] {
-  const entries: MasterEntry[] = [];
-  for (const raw of text.split(/\r?\n/)) {
-    if (/^\s*(#|$)/.test(raw)) continue;
-    const last = entries[entries.length - 1];
-    if (/^\s/.test(raw)) {
-      if (!last) throw new Error(`master.cf: a continuation line with nothing to continue: ${JSON.stringify(raw)}`);
-      last.more.push(raw.trim());
-      continue;
-    }
-    const fields = raw.trim().split(/\s+/);
-    if (fields.length < 8) throw new Error(`master.cf: a service line needs 8 fields: ${JSON.stringify(raw)}`);
-    entries.push({ fields, more: [] });
-  }
-  return entries;
+  return logicalLines(text, 'master.cf').map(({ line, more }) => {
+    const fields = line.split(/\s+/);
+    if (fields.length < 8) throw new Error(`master.cf: a service line needs 8 fields: ${JSON.stringify(line)}`);
+    return { fields, more };
+  });
 }
 
 /**
