@@ -62,6 +62,15 @@ describe('MaillogParser', () => {
     expect(run(lines)[2]!.input.detail).toEqual({ to: HOP, error: 'connect to 127.9.9.4[127.9.9.4]:24: Connection refused' });
   });
 
+  it("names recipients as the sender gave them (orig_to) and counts other agents' outcomes without calling them hand-offs", () => {
+    const aliased = at('lmtp', '9A7A822A481: to=<carol@receiver.test>, orig_to=<bob@receiver.test>, relay=127.9.9.4[127.9.9.4]:24, delay=0.02, delays=0.01/0/0/0.01, dsn=2.0.0, status=sent (250 2.0.0 <carol@receiver.test> stored)', 400);
+    const elsewhere = at('error', '9A7A822A481: to=<eve@elsewhere.test>, orig_to=<nobody@receiver.test>, relay=none, delay=0.01, delays=0.01/0/0/0, dsn=5.4.4, status=bounced (the lab MX sends no mail outside the lab)', 500);
+    const events = run([...ACCEPTED, aliased, elsewhere]).filter((e) => e.input.kind !== 'rejected');
+    expect(events.map((e) => e.input.kind)).toEqual(['received', 'handoff']);
+    expect(events[0]!.input.detail).toMatchObject({ to: ['bob@receiver.test', 'nobody@receiver.test'] });
+    expect(events[1]!.input.detail).toMatchObject({ recipients: [{ address: 'carol@receiver.test', accepted: true }] });
+  });
+
   it('reads the size refusals: SIZE= at MAIL FROM, and the queue file limit at the end of DATA', () => {
     const events = run([
       at('smtpd', 'connect from unknown[127.0.0.1]'),

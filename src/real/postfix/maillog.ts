@@ -21,6 +21,13 @@ const QID = '([0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-
 const REJECT = new RegExp(`^(?:NOQUEUE|${QID}): reject: (\\S+) from [^\\[]*\\[([^\\]]+)\\]: (\\d{3} .*?); (?:from=<([^>]*)>)?(?: to=<([^>]*)>)?`);
 const STAGES: Record<string, MxEvents['rejected']['stage']> = { CONNECT: 'CONNECT', EHLO: 'CONNECT', HELO: 'CONNECT', MAIL: 'MAIL FROM', RCPT: 'RCPT TO', DATA: 'DATA', 'END-OF-MESSAGE': 'DATA', BDAT: 'DATA' };
 
+/**
+ * The programs that log a recipient's outcome (`QID: to=<…>, …, status=…`). Only lmtp's are hand-offs; the others
+ * (a user's virtual_alias_maps can send a recipient to error:, discard: or elsewhere) still count, so the message's
+ * events are not held back waiting for an outcome that would never come from lmtp.
+ */
+const DELIVERY_AGENTS = new Set(['lmtp', 'smtp', 'error', 'retry', 'discard', 'virtual', 'local', 'pipe']);
+
 interface Session {
   client: string;
   helo: string;
@@ -38,7 +45,7 @@ interface Message {
   nrcpt: number;
   received: boolean;
   /** This queue run's delivery outcomes, and the lines they came from. */
-  outcomes: Array<{ result: RecipientResult | null; address: string; error: string }>;
+  outcomes: Outcome[];
   lines: string[];
 }
 
@@ -57,7 +64,7 @@ export class MaillogParser {
     if (program === 'smtpd') return this.smtpd(pid, text, line);
     if (program === 'cleanup') return this.cleanup(text, line);
     if (program === 'qmgr') return this.qmgr(text, line);
-    if (program === 'lmtp') return this.delivery(text, line);
+    if (DELIVERY_AGENTS.has(program)) return this.delivery(program, text, line);
     return [];
   }
 
@@ -133,15 +140,15 @@ export class MaillogParser {
     return [];
   }
 
-  /** `QID: to=<a>, [orig_to=<b>,] relay=…, delay=…, delays=…, dsn=X.Y.Z, status=S (text)` of the LMTP client. */
-  private delivery(text: string, line: string): MaillogEvent[] {
-    const m = new RegExp(`^${QID}: to=<([^>]*)>,.* dsn=([\\d.]+), status=(\\w+) \\((.*)\\)$`).exec(text);
+  /** `QID: to=<a>, [orig_to=<b>,] relay=…, delay=…, delays=…, dsn=X.Y.Z, status=S (text)` of a delivery agent. */
+  private delivery(program: string, text: string, line: string): MaillogEvent[] {
+    const m = new RegExp(`^${QID}: to=<([^>]*)>,(?: orig_to=<([^>]*)>,)?.* dsn=([\\d.]+), status=(\\w+) \\((.*)\\)$`).exec(text);
     if (!m) return [];
-    const [, qid, address, dsn, status, why] = m as unknown as [string, string, string, string, string, string];
+    const [, qid, address, origTo, dsn, status, why] = m as unknown as [string, string, string, string | undefined, string, string, string];
     const msg = this.messages.get(qid);
     if (!msg) return [];
     msg.lines.push(line);
-    msg.outcomes.push(outcome(address, dsn, status, why));
+    msg.outcomes.push({ ...outcome(address, dsn, status, why), rcpt: origTo ?? address, lmtp: program === 'lmtp' });
     if (msg.outcomes.length < msg.nrcpt) return [];
     // Every recipient of this queue run has its outcome: the message's events, in the order they happened.
     const events: MaillogEvent[] = [];
@@ -150,23 +157,35 @@ export class MaillogParser {
     msg.lines = [];
     if (!msg.received) {
       msg.received = true;
-      const to = msg.outcomes.map((o) => o.address);
+      // The recipients as the sender gave them (orig_to when the user's config rewrote one).
+      const to = msg.outcomes.map((o) => o.rcpt);
       events.push({ input: { kind: 'received', ...ids, detail: { from: msg.from, to, client: msg.client, helo: msg.helo, size: msg.size, tls: msg.tls } }, lines });
     }
-    const answered = msg.outcomes.flatMap((o) => (o.result ? [o.result] : []));
+    const answered = msg.outcomes.flatMap((o) => (o.lmtp && o.result ? [o.result] : []));
     if (answered.length) events.push({ input: { kind: 'handoff', ...ids, detail: { to: this.lmtpHop, recipients: answered } }, lines });
-    const failed = msg.outcomes.find((o) => !o.result);
+    const failed = msg.outcomes.find((o) => o.lmtp && !o.result);
     if (failed) events.push({ input: { kind: 'handoff-failed', ...ids, detail: { to: this.lmtpHop, error: failed.error } }, lines });
     msg.outcomes = [];
     return events;
   }
 }
 
+interface Outcome {
+  /** The recipient as delivered, and as the sender gave it. */
+  address: string;
+  rcpt: string;
+  /** The LMTP server's reply, null when none came (then `error` says why). */
+  result: RecipientResult | null;
+  error: string;
+  /** Delivered by the lmtp agent, the hand-off to the mailbox server. */
+  lmtp: boolean;
+}
+
 /**
  * One recipient's outcome: the LMTP server's reply (sent: the 250 in parentheses; refused: `host X said: 550 …
  * (in reply to RCPT TO command)`), or, when no reply came (connection refused, timeout), no result and the error.
  */
-function outcome(address: string, dsn: string, status: string, why: string): { result: RecipientResult | null; address: string; error: string } {
+function outcome(address: string, dsn: string, status: string, why: string): Pick<Outcome, 'address' | 'result' | 'error'> {
   const said = /^host \S+ said: (\d{3}) (.*?)(?: \(in reply to (.+) command\))?$/.exec(why);
   const sent = /^(\d{3}) (.*)$/.exec(why);
   if (status === 'sent' && sent) {

@@ -22,7 +22,11 @@ export interface PostfixMxOptions {
   user?: PostfixUserConfig;
   /** How long the master may take to start and greet. Default 20 s. */
   startTimeoutMs?: number;
-  /** How long the master may take to stop after SIGTERM before its process group gets SIGKILL. Default 10 s. */
+  /**
+   * How long the master may take to stop after SIGTERM before its process group gets SIGKILL. Default 3 s: runNode
+   * exits 5 s after a stop began, and the instance must be gone by then (its master is in a session of its own, so it
+   * would outlive the node).
+   */
   stopTimeoutMs?: number;
 }
 
@@ -39,7 +43,15 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
   const { config, events, log } = ctx;
   const why = postfixUnavailable();
   if (why) throw new Error(`cannot start Postfix as ${config.name}: ${why}`);
-  const layout = await writePostfixConfig(config, options.user);
+  const layout = postfixLayout(config.dataDir);
+  // A node killed with SIGKILL cannot stop its Postfix (the master has a session of its own and lives on, holding the
+  // port and the queue): the restarted node ends that instance first, as `postfix stop` would.
+  const leftover = await masterPid(layout);
+  if (leftover !== undefined) {
+    log(`a Postfix master of this node is still running (pid ${leftover}, left by a node that did not stop it): stopping it`);
+    await endInstance(layout, leftover, options.stopTimeoutMs ?? 3000, log);
+  }
+  await writePostfixConfig(config, options.user);
   // libc asks every nameserver of resolv.conf on port 53: the lab DNS's address, whatever its port (off 53, a query
   // meets a closed loopback port and fails at once, still inside the lab).
   const resolvConf = path.join(layout.dir, 'resolv.conf');
@@ -73,7 +85,7 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
   child.stderr!.on('data', keep);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
 
-  const stop = stopper(child, exited, layout, options.stopTimeoutMs ?? 10_000, log, tail);
+  const stop = stopper(child, exited, layout, options.stopTimeoutMs ?? 3000, log, tail);
   try {
     await untilStarted(exited, new Promise<void>((resolve) => (started = resolve)), options.startTimeoutMs ?? 20_000, () => `${output.trim()}\n${fatal.join('\n')}`.trim());
     // "daemon started" means the listener is open; the role is ready when the SMTP port greets, as any MX's is.
@@ -122,39 +134,46 @@ function expectGreeting(host: string, port: number, timeoutMs: number): Promise<
   });
 }
 
-/**
- * The stop of one instance: SIGTERM to the master (what `postfix stop` sends; the master ends its daemons), then, past
- * the deadline, SIGKILL to its process group (what `postfix stop` does after 5 s). Done when no process of the
- * instance is left. Node has no pidfd for processes that are not its children (the daemons), so that is checked in
- * /proc every 20 ms, within the same deadline.
- */
+/** The stop of the running role: its instance ended (endInstance), then the child (postfix-script's parent chain) reaped. */
 function stopper(child: ChildProcess, exited: Promise<number | null>, layout: PostfixLayout, timeoutMs: number, log: (m: string) => void, tail: Tail): () => Promise<void> {
   let stopping: Promise<void> | undefined;
   let childGone = false;
   void exited.then(() => (childGone = true));
   return () =>
     (stopping ??= (async () => {
-      const deadline = Date.now() + timeoutMs;
       const master = await masterPid(layout);
-      if (master !== undefined) signal(master, 'SIGTERM');
-      else child.kill('SIGTERM');
+      if (master !== undefined) await endInstance(layout, master, timeoutMs, log);
+      else child.kill('SIGTERM'); // no master yet (a failed start): postfix-script or its check is what runs
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
       clearTimeout(timer);
-      let left = await instanceProcesses(layout, master);
-      while (left.length && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 20));
-        left = await instanceProcesses(layout, master);
-      }
-      if (left.length || !childGone) {
-        log(`Postfix did not stop within ${timeoutMs} ms: SIGKILL to ${[...left, child.pid].join(', ')}`);
-        if (master !== undefined) signal(-master, 'SIGKILL');
-        for (const pid of left) signal(pid, 'SIGKILL');
+      if (!childGone) {
+        log(`postfix start-fg (pid ${child.pid}) did not exit within ${timeoutMs} ms: SIGKILL`);
         child.kill('SIGKILL');
         await exited;
       }
       tail.close();
     })());
+}
+
+/**
+ * Ends one instance: SIGTERM to its master (what `postfix stop` sends; the master ends its daemons), then, past the
+ * deadline, SIGKILL to the master's process group and to anything left working in the queue directory (what `postfix
+ * stop` does after 5 s). Done when no process of the instance is left. Node has no pidfd for processes that are not
+ * its children (the master and its daemons are not), so that is checked in /proc every 20 ms, within the deadline.
+ */
+async function endInstance(layout: PostfixLayout, master: number, timeoutMs: number, log: (m: string) => void): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  signal(master, 'SIGTERM');
+  let left = await instanceProcesses(layout, master);
+  while (left.length && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+    left = await instanceProcesses(layout, master);
+  }
+  if (!left.length) return;
+  log(`Postfix did not stop within ${timeoutMs} ms: SIGKILL to ${left.join(', ')}`);
+  signal(-master, 'SIGKILL');
+  for (const pid of left) signal(pid, 'SIGKILL');
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {

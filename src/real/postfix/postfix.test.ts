@@ -277,6 +277,28 @@ describe.skipIf(unavailable !== undefined)('Postfix as the lab MX', () => {
     }
   });
 
+  it('ends the Postfix a killed node left running when the node starts again on the same data directory', async () => {
+    const orphaned = await startInstance(`${block}.6`);
+    const layout = postfixLayout(orphaned.config.dataDir);
+    const old = await instanceProcesses(layout);
+    // The node "dies" without stopping its Postfix (what SIGKILL of a node process leaves): a new node, same config.
+    const events = new EventLog<MxEvents>('mx');
+    const log: string[] = [];
+    const again = await startPostfixMx({ config: orphaned.config, events, log: (m) => log.push(m) });
+    try {
+      expect(log.join('\n')).toMatch(/a Postfix master of this node is still running \(pid \d+/);
+      const now = await instanceProcesses(layout);
+      expect(now.length).toBeGreaterThan(0);
+      expect(now.filter((pid) => old.includes(pid))).toEqual([]);
+      const { host, port } = again.services.smtp!;
+      expect((await smtpDialogue({ host, port }, []))[0]!.text).toMatch(/^220 mx\.receiver\.test /);
+    } finally {
+      await again.stop();
+      await orphaned.role.stop(); // finds no master of its own any more: reaps its child only
+    }
+    expect(await instanceProcesses(layout)).toEqual([]);
+  });
+
   it('stops: no process of the instance is left', async () => {
     const layout = postfixLayout(mx.config.dataDir);
     expect((await instanceProcesses(layout)).length).toBeGreaterThan(0);
