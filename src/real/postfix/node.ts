@@ -44,6 +44,9 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
   const why = postfixUnavailable();
   if (why) throw new Error(`cannot start Postfix as ${config.name}: ${why}`);
   const layout = postfixLayout(config.dataDir);
+  // maillab's MX features Postfix has no built-in counterpart for (milters would be the user's to configure).
+  const ignored = (['auth', 'forwards', 'forwardVia', 'arcSeal', 'scanner', 'malwareAction'] as const).filter((k) => config[k] !== undefined);
+  if (ignored.length) log(`Postfix MX: not applied (no Postfix counterpart in this adapter): ${ignored.join(', ')}`);
   // A node killed with SIGKILL cannot stop its Postfix (the master has a session of its own and lives on, holding the
   // port and the queue): the restarted node ends that instance first, as `postfix stop` would.
   const leftover = await masterPid(layout);
