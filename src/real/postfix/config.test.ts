@@ -1,0 +1,44 @@
+// main.cf and master.cf of a Postfix MX: the lab's settings win, the user's others are kept (runs without Postfix;
+// postfix.test.ts runs the result).
+import { describe, expect, it } from 'vitest';
+import { mxTestConfig } from '../../mx/mx.test-helper.js';
+import { parseMainCf, postfixLayout, renderMainCf, renderMasterCf } from './config.js';
+
+const config = { ...mxTestConfig({ dataDir: '/data/mx', domains: ['receiver.test'], recipients: ['bob@receiver.test'], lmtpPort: 24, port: 25, address: '127.9.9.3' }), lmtp: { host: '127.9.9.4', port: 24 } };
+const layout = postfixLayout(config.dataDir);
+const settings = (text: string) => new Map(parseMainCf(text).map((e) => [e.name, e.value]));
+
+describe('main.cf of a Postfix MX', () => {
+  it("keeps the user's settings, replaces what the lab decides, and defaults compatibility_level only when unset", () => {
+    const user = ['# mine', 'smtpd_banner = $myhostname ESMTP mine', 'relay_domains = elsewhere.test', 'smtpd_client_restrictions = permit_mynetworks,', '    reject_rbl_client rbl.example', 'compatibility_level = 2', ''].join('\n');
+    const main = renderMainCf(config, layout, user);
+    const s = settings(main);
+    expect(s.get('smtpd_banner')).toBe('$myhostname ESMTP mine');
+    expect(s.get('smtpd_client_restrictions')).toBe('permit_mynetworks, reject_rbl_client rbl.example');
+    expect(s.get('compatibility_level')).toBe('2');
+    expect(s.get('relay_domains')).toBe('');
+    expect(main).toContain("# (replaces the user's relay_domains = elsewhere.test)");
+    expect(s.get('virtual_mailbox_maps')).toBe('texthash:/data/mx/postfix/recipients');
+    expect(s.get('virtual_transport')).toBe('lmtp:inet:127.9.9.4:24');
+    expect(s.get('queue_directory')).toBe('/data/mx/postfix/spool');
+    expect(s.get('smtpd_tls_security_level')).toBe('none'); // no tls in this config
+    expect(settings(renderMainCf(config, layout)).get('compatibility_level')).toBe('3.6');
+  });
+
+  it('refuses a main.cf line that is not a setting, naming it', () => {
+    expect(() => renderMainCf(config, layout, 'smtpd_banner\n')).toThrow('main.cf: not a "name = value" line: "smtpd_banner"');
+  });
+});
+
+describe('master.cf of a Postfix MX', () => {
+  it("listens on the node's address only, keeps the user's smtp options and other services without chroot, adds postlog", () => {
+    const user = ['smtp      inet  n       -       y       -       -       smtpd', '  -o smtpd_helo_required=yes', 'submission inet n - y - - smtpd', 'mine      unix  -       -       y       -       -       pipe', '  flags=R user=nobody argv=/bin/true', ''].join('\n');
+    const lines = renderMasterCf(config, user).split('\n');
+    expect(lines).toContain('127.9.9.3:25 inet n - n - - smtpd');
+    expect(lines[lines.indexOf('127.9.9.3:25 inet n - n - - smtpd') + 1]).toBe('  -o smtpd_helo_required=yes');
+    expect(lines).toContain('mine unix - - n - - pipe');
+    expect(lines).toContain('  flags=R user=nobody argv=/bin/true');
+    expect(lines.some((l) => l.startsWith('submission'))).toBe(false);
+    expect(lines.filter((l) => /^postlog\s+unix-dgram/.test(l))).toHaveLength(1);
+  });
+});

@@ -1,0 +1,274 @@
+// Postfix as the lab's `mx` role (issue 14): its main.cf and master.cf, generated from an MxNodeConfig and, when a
+// user wants to regression-test their own Postfix configuration, from their main.cf and master.cf. What the lab must
+// control (where the instance lives and logs, which address it listens on, which domains and users it serves, where
+// it delivers, and that it never reaches outside the lab) is set here, each setting with the reason; every other
+// setting of the user's files is kept as written. README.md in this folder lists the same settings for humans.
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { MxNodeConfig } from '../../shared/config.js';
+
+const run = promisify(execFile);
+
+export const POSTCONF = '/usr/sbin/postconf';
+
+/** The MX's default size limit (src/mx/index.ts): the mailbox server's own. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
+
+/** The user's own Postfix configuration, as file contents. Absent: Postfix's built-in defaults plus the lab's settings. */
+export interface PostfixUserConfig {
+  mainCf?: string;
+  masterCf?: string;
+}
+
+/** Where one instance keeps everything: all of it under `<dataDir>/postfix`, so the node's data directory is the instance. */
+export interface PostfixLayout {
+  /** The config_directory (`postfix -c <dir>`). */
+  dir: string;
+  queueDirectory: string;
+  dataDirectory: string;
+  maillog: string;
+  /** The texthash table of the served recipients (virtual_mailbox_maps). */
+  recipients: string;
+  /** The node's TLS certificate chain and key, written for smtpd (read as root, before it drops privileges). */
+  certFile: string;
+  keyFile: string;
+  /** `postconf -n` of the generated configuration: what the instance really runs with. */
+  effective: string;
+}
+
+export function postfixLayout(dataDir: string): PostfixLayout {
+  const dir = path.resolve(dataDir, 'postfix');
+  return {
+    dir,
+    queueDirectory: path.join(dir, 'spool'),
+    dataDirectory: path.join(dir, 'data'),
+    maillog: path.join(dir, 'maillog'),
+    recipients: path.join(dir, 'recipients'),
+    certFile: path.join(dir, 'tls-cert.pem'),
+    keyFile: path.join(dir, 'tls-key.pem'),
+    effective: path.join(dir, 'effective.cf'),
+  };
+}
+
+/** One main.cf setting the lab writes, and why. `default`: only when the user's main.cf does not set it. */
+export interface LabSetting {
+  name: string;
+  value: string;
+  why: string;
+  default?: boolean;
+}
+
+/** The main.cf settings of a lab MX; every one without `default` replaces the user's. */
+export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): LabSetting[] {
+  const size = config.limits?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+  const tls = config.tls && !config.noStartTls;
+  const s = (name: string, value: string, why: string): LabSetting => ({ name, value, why });
+  return [
+    { ...s('compatibility_level', '3.6', 'the defaults of a current Postfix (no backwards-compatibility warnings in the maillog)'), default: true },
+    s('queue_directory', layout.queueDirectory, 'one queue per node, inside its data directory, so a restarted node finds its queue'),
+    s('data_directory', layout.dataDirectory, 'per node, like the queue'),
+    s('multi_instance_directories', '', '`postfix start-fg` refuses multi-instance mode'),
+    s('maillog_file', layout.maillog, 'logging without syslog (postlogd appends here); the adapter reads its events from this file'),
+    s('maillog_file_prefixes', layout.dir, 'postlogd only writes below these prefixes'),
+    s('myhostname', config.hostname, "the node's host name (greeting, Received); also keeps Postfix from asking the system for it"),
+    s('inet_interfaces', 'loopback-only', "127.x addresses other than 127.0.0.1 are not configured on an interface, so Postfix cannot take them here (\"no local interface found\"); the SMTP listener names the node's address in master.cf instead"),
+    s('inet_protocols', 'ipv4', 'the lab is IPv4 loopback only'),
+    s('smtp_bind_address', config.address, "any outbound connection leaves from the node's own address"),
+    s('lmtp_bind_address', config.address, "the mailbox server sees the MX's address (it may allow LMTP clients by address)"),
+    s('mydestination', '', 'nothing is delivered locally: every served domain is a virtual mailbox domain handed to the mailbox server'),
+    s('relay_domains', '', 'the MX relays for no one'),
+    s('virtual_mailbox_domains', config.domains.map((d) => d.toLowerCase()).join(', '), "the node's domains"),
+    s('virtual_mailbox_maps', `texthash:${layout.recipients}`, 'the served recipients: anyone else in those domains is refused at RCPT TO with 550 5.1.1 (texthash needs no postmap)'),
+    s('virtual_transport', `lmtp:inet:${config.lmtp.host}:${config.lmtp.port}`, 'every accepted message goes to the mailbox server over LMTP, by IP address'),
+    s('local_transport', 'error:5.1.1 local delivery is disabled on the lab MX', 'no local delivery (postmaster notices, double bounces end here, in the maillog)'),
+    s('default_transport', 'error:5.4.4 the lab MX sends no mail outside the lab', 'bounces and anything not for a served domain never leave over SMTP (they would need DNS and the outside world)'),
+    s('relay_transport', 'error:5.4.4 the lab MX sends no mail outside the lab', 'as default_transport'),
+    s('alias_maps', '', 'no local delivery; the default names /etc/aliases and NIS'),
+    s('smtpd_relay_restrictions', 'reject_unauth_destination', 'no relaying, whatever the user permits (relay_domains_reject_code, 554 by default)'),
+    s('smtpd_peername_lookup', 'no', 'no reverse DNS lookup of the client: the client is logged as unknown[address]'),
+    s('smtp_dns_support_level', 'disabled', 'the SMTP client (used only for bounces, which the error transport ends) never asks DNS'),
+    s('lmtp_dns_support_level', 'disabled', 'the LMTP client connects to the numeric address it is given'),
+    s('smtp_host_lookup', 'native', 'with DNS disabled: the numeric address through getaddrinfo, no query'),
+    s('lmtp_host_lookup', 'native', 'as smtp_host_lookup'),
+    s('message_size_limit', String(size), 'limits.maxMessageSize (default 50 MiB like maillab\'s MX): larger messages get 552 5.3.4'),
+    s('mailbox_size_limit', '0', 'Postfix refuses a message_size_limit above mailbox_size_limit; nothing is delivered to local mailboxes here'),
+    s('smtpd_recipient_limit', String(config.limits?.maxRecipients ?? 100), 'limits.maxRecipients (DEFAULT_SMTP_LIMITS)'),
+    s('smtpd_client_connection_count_limit', String(config.limits?.maxConnectionsPerClient ?? 50), 'limits.maxConnectionsPerClient (DEFAULT_SMTP_LIMITS); needs anvil in master.cf'),
+    s('smtpd_client_event_limit_exceptions', '', 'by default $mynetworks, which on loopback would exempt lab clients from the limits'),
+    s('smtpd_forbid_bare_newline', 'yes', 'SMTP smuggling: `yes` (= `normalize` in 3.7.11) ends DATA only at <CR><LF>.<CR><LF>, so a smuggled message stays content of the first; the default (no) delivers it'),
+    s('smtpd_forbid_bare_newline_exclusions', '', 'by default $mynetworks, which on loopback would exempt lab clients from the protection'),
+    s('smtpd_tls_security_level', tls ? 'may' : 'none', tls ? "STARTTLS offered with the node's lab certificate" : 'the node has no tls (or noStartTls): no STARTTLS'),
+    ...(tls
+      ? [
+          s('smtpd_tls_cert_file', layout.certFile, "the node's certificate from the lab CA"),
+          s('smtpd_tls_key_file', layout.keyFile, 'its key'),
+          s('smtpd_tls_protocols', '>=TLSv1.2', "TLS 1.2 at least, as maillab's servers (RFC 8996)"),
+        ]
+      : []),
+    s('smtpd_tls_loglevel', '1', 'the maillog names the TLS version and cipher of each session: the `tls` of the received event'),
+    s('smtpd_tls_received_header', 'yes', 'the Received header names TLS, as maillab\'s MX does (RFC 8314 ESMTPS)'),
+    s('biff', 'no', 'no comsat notifications'),
+  ];
+}
+
+interface MainEntry {
+  name: string;
+  value: string;
+}
+
+/**
+ * The logical lines of main.cf or master.cf, as Postfix reads both: comments and blank lines dropped, a line that
+ * starts with white space continuing the one before (`more`).
+ */
+function logicalLines(text: string, file: string): Array<{ line: string; more: string[] }> {
+  const out: Array<{ line: string; more: string[] }> = [];
+  for (const raw of text.split(/\r?\n/)) {
+    if (/^\s*(#|$)/.test(raw)) continue;
+    if (!/^\s/.test(raw)) out.push({ line: raw.trim(), more: [] });
+    else if (out.length) out[out.length - 1]!.more.push(raw.trim());
+    else throw new Error(`${file}: a continuation line with nothing to continue: ${JSON.stringify(raw)}`);
+  }
+  return out;
+}
+
+/** main.cf as `name = value` entries in order. */
+export function parseMainCf(text: string): MainEntry[] {
+  return logicalLines(text, 'main.cf').map(({ line, more }) => {
+    const m = /^([A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(line);
+    if (!m) throw new Error(`main.cf: not a "name = value" line: ${JSON.stringify(line)}`);
+    return { name: m[1]!, value: [m[2]!, ...more].join(' ').trim() };
+  });
+}
+
+/** main.cf: the user's settings (the last of a repeated name wins, as in Postfix), then the lab's. */
+export function renderMainCf(config: MxNodeConfig, layout: PostfixLayout, userMainCf = ''): string {
+  const user = new Map(parseMainCf(userMainCf).map((e) => [e.name, e.value]));
+  const settings = labMainSettings(config, layout);
+  const out = [`# Generated by maillab for the lab MX ${config.name} (${config.hostname}); see src/real/postfix/README.md.`];
+  const overridden = new Set(settings.filter((s) => !s.default).map((s) => s.name));
+  const kept = [...user].filter(([name]) => !overridden.has(name));
+  if (kept.length) out.push('', '# The user\'s settings, kept:', ...kept.map(([n, v]) => `${n} = ${v}`));
+  out.push('', '# Set by the lab:');
+  for (const s of settings) {
+    if (s.default && user.has(s.name)) continue;
+    if (!s.default && user.has(s.name) && user.get(s.name) !== s.value) out.push(`# (replaces the user's ${s.name} = ${user.get(s.name)})`);
+    out.push(`# ${s.why}`, `${s.name} = ${s.value}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** The services a lab MX needs besides its SMTP listener (no chroot: the queue directory has no copy of /etc). */
+const LAB_SERVICES = [
+  'pickup    unix  n       -       n       60      1       pickup',
+  'cleanup   unix  n       -       n       -       0       cleanup',
+  'qmgr      unix  n       -       n       300     1       qmgr',
+  'tlsmgr    unix  -       -       n       1000?   1       tlsmgr',
+  'rewrite   unix  -       -       n       -       -       trivial-rewrite',
+  'bounce    unix  -       -       n       -       0       bounce',
+  'defer     unix  -       -       n       -       0       bounce',
+  'trace     unix  -       -       n       -       0       bounce',
+  'verify    unix  -       -       n       -       1       verify',
+  'flush     unix  n       -       n       1000?   0       flush',
+  'proxymap  unix  -       -       n       -       -       proxymap',
+  'proxywrite unix -       -       n       -       1       proxymap',
+  'smtp      unix  -       -       n       -       -       smtp',
+  'relay     unix  -       -       n       -       -       smtp',
+  'showq     unix  n       -       n       -       -       showq',
+  'error     unix  -       -       n       -       -       error',
+  'retry     unix  -       -       n       -       -       error',
+  'discard   unix  -       -       n       -       -       discard',
+  'lmtp      unix  -       -       n       -       -       lmtp',
+  'anvil     unix  -       -       n       -       1       anvil',
+  'scache    unix  -       -       n       -       1       scache',
+  'postlog   unix-dgram n  -       n       -       1       postlogd',
+];
+
+/** One master.cf entry: its fields, and the continuation lines (`-o` options) after it. */
+interface MasterEntry {
+  fields: string[];
+  more: string[];
+}
+
+function parseMasterCf(text: string): MasterEntry[] {
+  return logicalLines(text, 'master.cf').map(({ line, more }) => {
+    const fields = line.split(/\s+/);
+    if (fields.length < 8) throw new Error(`master.cf: a service line needs 8 fields: ${JSON.stringify(line)}`);
+    return { fields, more };
+  });
+}
+
+/**
+ * master.cf: the SMTP listener on the node's own address and port (the user's `smtp inet` options kept), the user's
+ * other non-inet services, and the lab's services the user's file lacks (postlog above all). Every chroot column is
+ * `n`; the user's other `inet` services are dropped, since they would listen on 127.0.0.1, outside the node's address.
+ */
+export function renderMasterCf(config: MxNodeConfig, userMasterCf?: string): string {
+  const user = userMasterCf === undefined ? [] : parseMasterCf(userMasterCf);
+  const userSmtp = user.find((e) => e.fields[1] === 'inet' && e.fields[7] === 'smtpd' && /(^|:)(smtp|25)$/.test(e.fields[0]!));
+  const listener = `${config.address}:${config.ports.smtp} inet n - n - - smtpd${userSmtp ? ' ' + userSmtp.fields.slice(8).join(' ') : ''}`.trimEnd();
+  const out = ['# Generated by maillab for the lab MX; see src/real/postfix/README.md.', '# service type  private unpriv  chroot  wakeup  maxproc command + args', listener, ...(userSmtp?.more.map((m) => `  ${m}`) ?? [])];
+  const names = new Set<string>();
+  for (const e of user) {
+    if (e.fields[1] === 'inet') {
+      if (e !== userSmtp) out.push(`# dropped the user's inet service ${e.fields[0]} (it would listen outside the node's address)`);
+      continue;
+    }
+    const fields = [...e.fields];
+    fields[4] = 'n';
+    names.add(`${fields[0]}/${fields[1]}`);
+    out.push(fields.join(' '), ...e.more.map((m) => `  ${m}`));
+  }
+  for (const line of LAB_SERVICES) {
+    const [name, type] = line.split(/\s+/);
+    if (!names.has(`${name}/${type}`)) out.push(line);
+  }
+  return out.join('\n') + '\n';
+}
+
+/**
+ * Writes the instance: its directories, main.cf, master.cf, the recipients table, the TLS files, and
+ * `effective.cf` (`postconf -n`), after `postconf` has read the result (so a broken user file fails here, with
+ * postconf's words, rather than as a master that never greets).
+ */
+/** The `postfix` account (Debian's mail_owner), from /etc/passwd: Node has no getpwnam. */
+export async function mailOwner(): Promise<{ uid: number; gid: number }> {
+  const line = (await fs.readFile('/etc/passwd', 'utf8')).split('\n').find((l) => l.startsWith('postfix:'));
+  const [, , uid, gid] = line?.split(':') ?? [];
+  if (uid === undefined || gid === undefined) throw new Error('there is no postfix user in /etc/passwd: is Postfix installed (apt-get install postfix)?');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+export async function writePostfixConfig(config: MxNodeConfig, user: PostfixUserConfig = {}): Promise<PostfixLayout> {
+  const layout = postfixLayout(config.dataDir);
+  await fs.mkdir(layout.dir, { recursive: true, mode: 0o755 });
+  // The master opens data_directory's lock file as mail_owner (postfix), and the daemons open files by absolute path
+  // after dropping privileges: every directory above the instance must be searchable by others. The lab's data
+  // directory is 0700; it becomes 0711 (searchable, still not listable; the node configs in it stay 0600).
+  for (let d = path.dirname(layout.dir); d !== path.dirname(d); d = path.dirname(d)) {
+    const mode = (await fs.stat(d)).mode & 0o7777;
+    if ((mode & 0o001) === 0) await fs.chmod(d, mode | 0o001);
+  }
+  await fs.mkdir(layout.queueDirectory, { recursive: true, mode: 0o755 });
+  await fs.mkdir(layout.dataDirectory, { recursive: true, mode: 0o700 });
+  // Postfix's own state (master.lock, TLS caches) is written as mail_owner.
+  const owner = await mailOwner();
+  await fs.chown(layout.dataDirectory, owner.uid, owner.gid);
+  await fs.writeFile(path.join(layout.dir, 'main.cf'), renderMainCf(config, layout, user.mainCf ?? ''), { mode: 0o644 });
+  await fs.writeFile(path.join(layout.dir, 'master.cf'), renderMasterCf(config, user.masterCf), { mode: 0o644 });
+  await fs.writeFile(layout.recipients, config.recipients.map((r) => `${r.toLowerCase()} ok\n`).join(''), { mode: 0o644 });
+  if (config.tls) {
+    await fs.writeFile(layout.certFile, config.tls.cert, { mode: 0o644 });
+    await fs.rm(layout.keyFile, { force: true });
+    await fs.writeFile(layout.keyFile, config.tls.key, { mode: 0o600 });
+  }
+  let effective: string;
+  try {
+    effective = (await run(POSTCONF, ['-n', '-c', layout.dir])).stdout;
+  } catch (err) {
+    throw new Error(`postconf could not read the generated configuration in ${layout.dir}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
+  }
+  await fs.writeFile(layout.effective, effective, { mode: 0o644 });
+  return layout;
+}
