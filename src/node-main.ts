@@ -11,7 +11,10 @@ type ConfigOf<R extends Role> = Extract<NodeConfig, { role: R }>;
 export const roles: { [R in Role]: (config: ConfigOf<R>) => Promise<void> } = {
   dns: async (config) => runNode(config, (await import('./dns/index.js')).startDns),
   mta: async (config) => runNode(config, (await import('./mta/index.js')).startMta),
-  mx: async (config) => runNode(config, (await import('./mx/index.js')).startMx),
+  mx: async (config) =>
+    config.server === 'postfix'
+      ? runNode(config, async (ctx) => (await import('./real/postfix/node.js')).startPostfixMx(ctx, config.postfix ? { user: config.postfix } : {}))
+      : runNode(config, (await import('./mx/index.js')).startMx),
   // A real server in the mailbox role (issue 14): Dovecot behind the same contract, in its own chunk.
   mailbox: async (config) =>
     config.server === 'dovecot'

@@ -1,6 +1,7 @@
 // A lab is data: domains, hosts with roles, users, and the retry schedule. `defineLab` checks it and fills in
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
@@ -105,6 +106,10 @@ export type HostDefinition =
       scanner?: 'builtin' | 'clamav' | 'none';
       /** What malware gets: `reject` (554 5.7.1, the default) or `quarantine` (the recipients' Junk folder). */
       malwareAction?: 'reject' | 'quarantine';
+      /** `postfix`: Debian's Postfix plays this MX (local runtime, root), from the user's `main.cf`/`master.cf` if given. */
+      server?: 'maillab' | 'postfix';
+      /** Paths of the user's own Postfix files, read when the lab is planned. */
+      postfix?: { mainCf?: string; masterCf?: string };
     }
   | {
       role: 'mailbox';
@@ -257,6 +262,7 @@ export function validateLab(lab: LabDefinition): void {
   }
   for (const [name, host] of hosts) {
     if (host.role === 'mailbox' && host.server !== undefined && !['maillab', 'dovecot'].includes(host.server)) problems.push(`${name}: server must be maillab or dovecot`);
+    if (host.role === 'mx' && host.server !== undefined && !['maillab', 'postfix'].includes(host.server)) problems.push(`${name}: server must be maillab or postfix`);
     if (host.role === 'mx' && host.scanner !== undefined && !['builtin', 'clamav', 'none'].includes(host.scanner)) problems.push(`${name}: scanner must be builtin, clamav or none`);
   }
   if (lab.auth?.submissionFrom !== undefined && !['own-domain', 'any'].includes(lab.auth.submissionFrom)) problems.push(`auth.submissionFrom must be own-domain or any`);
@@ -364,6 +370,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           auth: { enforceDmarc: lab.auth?.enforceDmarc ?? true, trustedArcSealers: (host.trustArcSealers ?? []).map((d) => d.toLowerCase()) },
           ...scannerOf(host.scanner ?? 'builtin', { host: address(name), port: port('clamd') }, options.packageRoot),
           ...(host.malwareAction ? { malwareAction: host.malwareAction } : {}),
+          ...(host.server === 'postfix' ? { server: 'postfix' as const, postfix: readPostfixFiles(host.postfix) } : {}),
           ...(host.forwards && Object.keys(host.forwards).length
             ? {
                 forwards: Object.fromEntries(Object.entries(host.forwards).map(([from, to]) => [from.toLowerCase(), to])),
@@ -415,6 +422,14 @@ function authServiceOf(lab: LabDefinition, mailbox: string | undefined, endpoint
   const server = host ? lab.hosts[host] : undefined;
   // Dovecot offers no account service of maillab's: the MTA then checks passwords against its own config.
   return host && !(server?.role === 'mailbox' && server.server === 'dovecot') ? { authService: endpoint(host) } : {};
+}
+
+/** The contents of a Postfix MX's own files, read when the lab is planned (so any runtime can hand them on). */
+function readPostfixFiles(files: { mainCf?: string; masterCf?: string } | undefined): { mainCf?: string; masterCf?: string } {
+  const read = (file: string | undefined) => (file === undefined ? undefined : readFileSync(path.resolve(file), 'utf8'));
+  const mainCf = read(files?.mainCf);
+  const masterCf = read(files?.masterCf);
+  return { ...(mainCf !== undefined ? { mainCf } : {}), ...(masterCf !== undefined ? { masterCf } : {}) };
 }
 
 /** The addresses an MTA host relays for on port 25: the MX hosts that forward through it. */

@@ -348,6 +348,12 @@ export interface MxNodeConfig extends BaseNodeConfig {
   scanner?: ScannerConfig;
   /** What a message with malware gets: `reject` (554 5.7.1, the default) or `quarantine` (the recipients' Junk). */
   malwareAction?: 'reject' | 'quarantine';
+  /**
+   * Which server plays the MX (issue 14): maillab's own (the default), or Debian's Postfix run from a config the lab
+   * writes (src/real/postfix/) around the user's own `main.cf` / `master.cf` (their contents).
+   */
+  server?: 'maillab' | 'postfix';
+  postfix?: { mainCf?: string; masterCf?: string };
 }
 
 export interface MailboxNodeConfig extends BaseNodeConfig {

@@ -33,7 +33,7 @@ import { GenericContainer, LABEL_TESTCONTAINERS_SESSION_ID, Wait, getContainerRu
 import type { Endpoint, NodeConfig } from '../../shared/config.js';
 import { READY_MARKER } from '../../shared/node.js';
 import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
-import { createHostDir, reapLocalLabs, releaseHostDir } from './local.js';
+import { createHostDir, realServerHosts, reapLocalLabs, releaseHostDir } from './local.js';
 import { currentOwner, ownerState, reapedLine } from './owner.js';
 import type { LabNetwork, NetworkFaults, RunningNode, Runtime } from './types.js';
 import type { LabDefinition } from '../topology.js';
@@ -177,8 +177,8 @@ export class DockerRuntime implements Runtime {
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     if (this.lab) throw new Error(`this docker runtime already runs lab ${this.lab.id}`);
-    const real = Object.entries(lab.hosts).filter(([, h]) => h.role === 'mailbox' && h.server === 'dovecot').map(([name]) => name);
-    if (real.length) throw new Error(`lab ${lab.name}: ${real.join(', ')} run${real.length === 1 ? 's' : ''} Dovecot, which the docker image does not hold yet: use the local runtime (as root)`);
+    const real = realServerHosts(lab);
+    if (real.length) throw new Error(`lab ${lab.name}: ${real.map((r) => `${r.host} (${r.server})`).join(', ')} run${real.length === 1 ? 's' : ''} a real server, which the docker image does not hold yet: use the local runtime (as root)`);
     // Labs of dead harnesses go first: docker ones, and the local runtime's data directories (cheap) too.
     await reapDockerLabs(this.docker).catch((err: unknown) => process.stderr.write(`maillab: could not look for left-over labs: ${(err as Error).message}\n`));
     await reapLocalLabs();

@@ -36,21 +36,28 @@ export function nodeArgs(): string[] {
   return process.env.MAILLAB_SOURCE_MAPS === '1' ? [...args, '--enable-source-maps'] : args;
 }
 
+/** The hosts of a lab that run a real server (Dovecot, Postfix) instead of maillab's own. */
+export function realServerHosts(lab: LabDefinition): { host: string; server: string }[] {
+  return Object.entries(lab.hosts).flatMap(([host, h]) => ((h.role === 'mailbox' && h.server === 'dovecot') || (h.role === 'mx' && h.server === 'postfix') ? [{ host, server: h.server }] : []));
+}
+
 export class LocalRuntime implements Runtime {
   readonly kind = 'local' as const;
   private dataRoot?: string;
   private readonly children = new Set<ChildProcess>();
+  /** Ends the Postfix processes of the lab's Postfix nodes (their masters outlive a killed node process). */
+  private readonly postfixKillers = new Set<() => Promise<void>>();
 
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
-    const dovecot = Object.entries(lab.hosts).filter(([, h]) => h.role === 'mailbox' && h.server === 'dovecot').map(([name]) => name);
-    if (dovecot.length && process.getuid?.() !== 0) {
-      throw new Error(`lab ${lab.name}: ${dovecot.join(', ')} run${dovecot.length === 1 ? 's' : ''} Dovecot, whose master runs as root only: start the lab as root`);
+    const real = realServerHosts(lab);
+    if (real.length && process.getuid?.() !== 0) {
+      throw new Error(`lab ${lab.name}: ${real.map((r) => `${r.host} (${r.server})`).join(', ')} run${real.length === 1 ? 's' : ''} a real server whose master runs as root only: start the lab as root`);
     }
     await reapLocalLabs();
     const dataRoot = await createHostDir(labId);
-    // Dovecot delivers as Debian's `mail` user, which must get through the lab directory to its Maildirs: 0711 (no
-    // listing; the node configs in it stay 0600).
-    if (dovecot.length) await fs.chmod(dataRoot, 0o711);
+    // Dovecot delivers as Debian's `mail` user and Postfix's master opens its lock as `postfix`: both must get through
+    // the lab directory to their own: 0711 (no listing; the node configs in it stay 0600).
+    if (real.length) await fs.chmod(dataRoot, 0o711);
     this.dataRoot = dataRoot;
     const hosts = Object.keys(lab.hosts);
     const block = await freeLoopbackBlock(hosts.length);
@@ -108,10 +115,25 @@ export class LocalRuntime implements Runtime {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;
     };
-    return { ...ready, stop: () => signalAndWait('SIGTERM'), kill: () => signalAndWait('SIGKILL') };
+    // A killed Postfix node's master is in a session of its own and would go on serving: the kill takes it too (a
+    // Dovecot node's lifeline stops its Dovecot by itself).
+    const killPostfix = async () => {
+      if (config.role !== 'mx' || config.server !== 'postfix') return;
+      const { instanceProcesses } = await import('../../real/postfix/node.js');
+      for (const pid of await instanceProcesses(config.dataDir)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    };
+    this.postfixKillers.add(killPostfix);
+    return { ...ready, stop: () => signalAndWait('SIGTERM'), kill: async () => (await signalAndWait('SIGKILL'), await killPostfix()) };
   }
 
   async dispose(options: { keepData?: boolean } = {}): Promise<void> {
+    await Promise.all([...this.postfixKillers].map((kill) => kill().catch(() => undefined)));
     await Promise.all(
       [...this.children].map(
         (c) =>
