@@ -16,9 +16,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # ClamAV's clamd (the MX's clamav scanner, src/mx/scan/) and Python's dkimpy (an independent DKIM verifier).
 [ -x /usr/sbin/clamd ] || command -v clamd >/dev/null 2>&1 || missing+=(clamav-daemon)
 /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1 || missing+=(python3-dkim python3-nacl)
-# Dovecot as a lab mailbox server (src/real/dovecot/, scenario 35).
-for pkg in dovecot-imapd dovecot-pop3d dovecot-lmtpd; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd, dkimpy and Dovecot are installed"; exit 0; fi
+# Dovecot as a lab mailbox server (src/real/dovecot/, scenario 35),
+# and Postfix as a lab MX (src/real/postfix/, scenario 36; unshare gives it the lab DNS as its only resolver).
+for pkg in dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd, dkimpy, Dovecot and Postfix are installed"; exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "peers: ${missing[*]} missing and no root/apt-get to install them; their scenarios will skip" >&2
   exit 0
