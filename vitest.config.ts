@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'scenarios/**/*.test.ts'],
+    include: ['src/**/*.test.ts', 'scenarios/**/*.test.ts', 'examples/**/*.test.ts'],
     // Scenarios start real servers as child processes (dist/node.js): build it once before any test runs.
     globalSetup: ['./scenarios/support/global-setup.ts'],
     testTimeout: 60_000,
