@@ -54,11 +54,16 @@ describe.skipIf(missing)('clamd (real, with the shipped test database)', () => {
     await expect(clamdCommand(clamd.endpoint, 'PING', quick)).rejects.toThrow(new RegExp(`^clamd ${HOST.replace(/\./g, '\\.')}:${clamd.endpoint.port}: PING failed: connect ECONNREFUSED`));
   });
 
-  it('a stream over StreamMaxLength: clamd answers ERROR, which is no verdict', async () => {
+  it('a stream over StreamMaxLength: clamd answers ERROR (or hangs up while we still write), which is no verdict', async () => {
     const clamd = await start({ maxStreamBytes: 1024 });
     const err = await clamdScan(clamd.endpoint, Buffer.alloc(200 * 1024, 'a'), quick).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ScannerUnavailable);
-    expect((err as Error).message).toBe(`clamd ${HOST}:${clamd.endpoint.port}: INSTREAM answered "INSTREAM size limit exceeded. ERROR"`);
+    // clamd sends its ERROR and closes; whether our next write sees the reply or the closed socket first is a race
+    // (EPIPE or ECONNRESET destroys the socket before the reply is read). Either way: no verdict, naming clamd. The MX
+    // itself never meets this: the clamd it starts takes the MX's whole size limit.
+    expect((err as Error).message).toMatch(
+      new RegExp(`^clamd ${HOST.replace(/\./g, '\\.')}:${clamd.endpoint.port}: INSTREAM (answered "INSTREAM size limit exceeded\\. ERROR"|failed: (write EPIPE|read ECONNRESET|write ECONNRESET)|closed the connection without a reply to INSTREAM)$`),
+    );
   });
 
   it('a clamd that stops answering (SIGSTOP) times out, naming the command; it answers again once continued', async () => {
