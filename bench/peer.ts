@@ -30,6 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createLabCa, issueHostCertificate } from '../src/harness/tls/ca.js';
+import { LAB_SERVICES } from '../src/real/postfix/config.js';
 
 export interface PeerLab {
   /** e.g. 'postfix 3.7.11 + dovecot 2.3.19.1', from `postconf -d mail_version` and `dovecot --version`. */
@@ -461,27 +462,7 @@ function postfixMasterCf(ip: string, extraServices: string[]): string {
     '# service type  private unpriv  chroot  wakeup  maxproc command + args',
     `${ip}:25 inet n      -       n       -       -       smtpd`,
     ...extraServices,
-    'pickup    unix  n       -       n       60      1       pickup',
-    'cleanup   unix  n       -       n       -       0       cleanup',
-    'qmgr      unix  n       -       n       300     1       qmgr',
-    'rewrite   unix  -       -       n       -       -       trivial-rewrite',
-    'bounce    unix  -       -       n       -       0       bounce',
-    'defer     unix  -       -       n       -       0       bounce',
-    'trace     unix  -       -       n       -       0       bounce',
-    'verify    unix  -       -       n       -       1       verify',
-    'flush     unix  n       -       n       1000?   0       flush',
-    'proxymap  unix  -       -       n       -       -       proxymap',
-    'proxywrite unix -       -       n       -       1       proxymap',
-    'smtp      unix  -       -       n       -       -       smtp',
-    'relay     unix  -       -       n       -       -       smtp',
-    'showq     unix  n       -       n       -       -       showq',
-    'error     unix  -       -       n       -       -       error',
-    'retry     unix  -       -       n       -       -       error',
-    'discard   unix  -       -       n       -       -       discard',
-    'lmtp      unix  -       -       n       -       -       lmtp',
-    'anvil     unix  -       -       n       -       1       anvil',
-    'scache    unix  -       -       n       -       1       scache',
-    'postlog   unix-dgram n  -       n       -       1       postlogd',
+    ...LAB_SERVICES,
     '',
   ].join('\n');
 }
@@ -704,7 +685,6 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         ],
       };
     }
-    const tlsmgr = certFiles ? ['tlsmgr    unix  -       -       n       1000?   1       tlsmgr'] : [];
 
     // Sender: accepts from 127/8 on 25, with SASL on 587; relays receiver.test to the receiver, refuses the rest.
     await writeFile(path.join(senderDir, 'etc', 'transport'), `receiver.test smtp:[${RECEIVER_IP}]:25\n`);
@@ -735,7 +715,6 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         '  -o smtpd_sender_restrictions=reject_sender_login_mismatch',
         '  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject',
         ...(certFiles ? ['  -o smtpd_tls_security_level=encrypt', '  -o smtpd_tls_auth_only=yes'] : []),
-        ...tlsmgr,
       ]),
     );
 
@@ -755,7 +734,7 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
         ],
       }),
     );
-    await writeFile(path.join(receiverDir, 'etc', 'master.cf'), postfixMasterCf(RECEIVER_IP, tlsmgr));
+    await writeFile(path.join(receiverDir, 'etc', 'master.cf'), postfixMasterCf(RECEIVER_IP, []));
 
     // Dovecot
     await writeFile(

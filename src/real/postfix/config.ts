@@ -159,8 +159,12 @@ export function renderMainCf(config: MxNodeConfig, layout: PostfixLayout, userMa
   return out.join('\n') + '\n';
 }
 
-/** The services a lab MX needs besides its SMTP listener (no chroot: the queue directory has no copy of /etc). */
-const LAB_SERVICES = [
+/**
+ * The services a Postfix of the lab needs besides its SMTP listener (no chroot: the queue directory has no copy of
+ * /etc). The bench's peer Postfix instances use the same list. tlsmgr is started on demand only, so it costs nothing
+ * where TLS is off.
+ */
+export const LAB_SERVICES = [
   'pickup    unix  n       -       n       60      1       pickup',
   'cleanup   unix  n       -       n       -       0       cleanup',
   'qmgr      unix  n       -       n       300     1       qmgr',
