@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadLabFile } from '../src/cli/commands.js';
 import { formatFindings, Lab, type StartedLab } from '../src/harness/index.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
+import { defaultLab } from './support/lab.js';
 
 const includes = 'abcdefghij'.split('').map((c) => `${c}.spf.sender.test`);
 const brokenLab = `// A lab whose mail DNS is broken on purpose (scenario 31).
@@ -28,17 +29,10 @@ export default {
     },
     'receiver.test': { mx: [{ host: 'mx', preference: 10 }], spf: 'v=spf1 a:mta.sender.test -all', dmarc: 'v=DMARC1; p=none' },
   },
-  hosts: {
-    dns: { role: 'dns', hostname: 'ns.lab.test' },
-    mailbox: { role: 'mailbox', hostname: 'mail.receiver.test' },
-    mx: { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' },
-    mta: { role: 'mta', hostname: 'mta.sender.test', localDomains: ['sender.test'], mailbox: 'mailbox' },
-  },
-  users: [
-    { address: 'alice@sender.test', password: 'alice-secret' },
-    { address: 'bob@receiver.test', password: 'bob-secret' },
-  ],
-  retry: { schedule: [1000], maxLifetimeMs: 60000 },
+  // The default lab's hosts, users and retry schedule, written out: a file in a temp folder can import nothing.
+  hosts: ${JSON.stringify(defaultLab.hosts)},
+  users: ${JSON.stringify(defaultLab.users)},
+  retry: ${JSON.stringify(defaultLab.retry)},
 };
 `;
 

@@ -2,29 +2,14 @@
 // mailbox server. maillab's MTA and MX deliver to it over LMTP; the harness reads it with its own IMAP and POP3
 // devices and its mailbox operations (through doveadm); Dovecot's log becomes the `stored` and `session` events, so
 // the checkers work unchanged. Local runtime, as root, with Dovecot installed (scripts/peers.sh installs it).
-import { accessSync, constants } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { checkDeliveredOnce, checkHopOrder } from '../src/harness/index.js';
 import dovecotLab from '../lab/dovecot.js';
 import { useLab } from './support/lab.js';
+import { whyRealServersSkip } from './support/real-servers.js';
 
 const BOB = 'bob@receiver.test';
-const installed = ['/usr/sbin/dovecot', '/usr/bin/doveadm'].every((file) => {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-});
-const skip = !installed
-  ? 'Dovecot is not installed (Debian dovecot-imapd, dovecot-pop3d, dovecot-lmtpd; scripts/peers.sh installs them)'
-  : process.getuid?.() !== 0
-    ? "Dovecot's master runs as root only, and this run is not root"
-    : (process.env.MAILLAB_RUNTIME ?? 'local') === 'docker'
-      ? 'the docker image holds no Dovecot yet: this lab runs on the local runtime'
-      : undefined;
-if (skip) process.stderr.write(`SKIP: [35-real-dovecot] ${skip}\n`);
+const skip = whyRealServersSkip('35-real-dovecot', ['dovecot']);
 
 describe.skipIf(skip !== undefined)('Dovecot as the mailbox server', () => {
   const lab = useLab((l) => l, { definition: dovecotLab });

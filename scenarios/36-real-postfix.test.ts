@@ -3,27 +3,14 @@
 // the message to Dovecot over LMTP; Postfix's maillog and Dovecot's log become the MX's and the mailbox server's
 // events. Postfix queues: it says 250 before its LMTP hand-off (maillab's MX says it after), so the MTA's `relayed`
 // may come before the MX's `handoff`. Local runtime, as root, with Postfix and Dovecot installed.
-import { accessSync, constants } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { checkDeliveredOnce } from '../src/harness/index.js';
 import postfixDovecotLab from '../lab/postfix-dovecot.js';
-import { postfixUnavailable } from '../src/real/postfix/node.js';
 import { useLab } from './support/lab.js';
+import { whyRealServersSkip } from './support/real-servers.js';
 
 const BOB = 'bob@receiver.test';
-const dovecot = ['/usr/sbin/dovecot', '/usr/bin/doveadm'].every((file) => {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-});
-const skip =
-  (process.env.MAILLAB_RUNTIME ?? 'local') === 'docker'
-    ? 'the docker image holds no Postfix or Dovecot yet: this lab runs on the local runtime'
-    : (postfixUnavailable() ?? (dovecot ? undefined : 'Dovecot is not installed (scripts/peers.sh installs it)'));
-if (skip) process.stderr.write(`SKIP: [36-real-postfix] ${skip}\n`);
+const skip = whyRealServersSkip('36-real-postfix', ['postfix', 'dovecot']);
 
 describe.skipIf(skip !== undefined)('Postfix as the MX, Dovecot as the mailbox server', () => {
   const lab = useLab((l) => l, { definition: postfixDovecotLab });

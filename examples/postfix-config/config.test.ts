@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { useLab } from '../../scenarios/support/lab.js';
 import definition from './lab.js';
 import { checkDeliveredThroughMx, checkNoOpenRelay, checkNoSmuggling, checkSizeLimit, checkStartTls, checkUnknownUserRefused, checkClientEtiquette } from './checks.js';
-import { whySkip } from './skip.js';
+import { whyRealServersSkip } from '../../scenarios/support/real-servers.js';
 
-const skip = whySkip('examples/postfix-config');
+const skip = whyRealServersSkip('examples/postfix-config', ['postfix', 'dovecot']);
 
 describe.skipIf(skip !== undefined)('the company MX (examples/postfix-config/main.cf)', () => {
   const lab = useLab((l) => l, { definition });

@@ -9,9 +9,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { useLab } from '../../scenarios/support/lab.js';
 import { ConfigCheckFailure, checkNoOpenRelay } from './checks.js';
 import { MAIN_CF, postfixConfigLab } from './lab.js';
-import { whySkip } from './skip.js';
+import { whyRealServersSkip } from '../../scenarios/support/real-servers.js';
 
-const skip = whySkip('examples/postfix-config regression');
+const skip = whyRealServersSkip('examples/postfix-config regression', ['postfix', 'dovecot']);
 const dir = mkdtempSync(path.join(tmpdir(), 'maillab-postfix-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

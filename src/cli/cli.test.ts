@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { createLabResolver } from '../dns/index.js';
 import { smtpDialogue } from '../harness/clients/probe.js';
 import { packageRoot } from '../harness/runtime/types.js';
+import defaultLab from '../../lab/default.js';
 
 const bin = path.join(packageRoot(), 'bin', 'maillab.mjs');
 
@@ -150,8 +151,8 @@ describe('maillab check', () => {
   }
 
   // The default lab's hosts, with DNS mistakes an administrator makes: an SPF record that leaves out the MTA, a DMARC
-  // policy that is no policy, and an MX host that has no address. Plain data: the file lives in a temp folder, outside
-  // any package that could give it `defineLab`.
+  // policy that is no policy, and an MX host that has no address. Plain data (the default lab's hosts and users
+  // written out): the file lives in a temp folder, outside any package that could give it `defineLab`.
   const brokenLab = `export default {
   name: 'broken',
   domains: {
@@ -167,17 +168,9 @@ describe('maillab check', () => {
       records: [{ name: 'receiver.test', type: 'TXT', data: 'v=spf1 a:mta.sender.test -all' }],
     },
   },
-  hosts: {
-    dns: { role: 'dns', hostname: 'ns.lab.test' },
-    mailbox: { role: 'mailbox', hostname: 'mail.receiver.test' },
-    mx: { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' },
-    mta: { role: 'mta', hostname: 'mta.sender.test', localDomains: ['sender.test'], mailbox: 'mailbox' },
-  },
-  users: [
-    { address: 'alice@sender.test', password: 'alice-secret' },
-    { address: 'bob@receiver.test', password: 'bob-secret' },
-  ],
-  retry: { schedule: [100], maxLifetimeMs: 1000 },
+  hosts: ${JSON.stringify(defaultLab.hosts)},
+  users: ${JSON.stringify(defaultLab.users)},
+  retry: ${JSON.stringify(defaultLab.retry)},
 };
 `;
 
