@@ -87,7 +87,16 @@ export interface TlsaDefinition {
 
 export type HostDefinition =
   | { role: 'dns'; hostname: string }
-  | { role: 'mta'; hostname: string; localDomains?: string[]; mailbox?: string }
+  | {
+      role: 'mta';
+      hostname: string;
+      localDomains?: string[];
+      mailbox?: string;
+      /** `postfix`: Debian's Postfix plays this MTA (local runtime, root), from the user's `main.cf`/`master.cf` if given. */
+      server?: 'maillab' | 'postfix';
+      /** Paths of the user's own Postfix files, read when the lab is planned. */
+      postfix?: { mainCf?: string; masterCf?: string };
+    }
   | {
       role: 'mx';
       hostname: string;
@@ -262,7 +271,7 @@ export function validateLab(lab: LabDefinition): void {
   }
   for (const [name, host] of hosts) {
     if (host.role === 'mailbox' && host.server !== undefined && !['maillab', 'dovecot'].includes(host.server)) problems.push(`${name}: server must be maillab or dovecot`);
-    if (host.role === 'mx' && host.server !== undefined && !['maillab', 'postfix'].includes(host.server)) problems.push(`${name}: server must be maillab or postfix`);
+    if ((host.role === 'mx' || host.role === 'mta') && host.server !== undefined && !['maillab', 'postfix'].includes(host.server)) problems.push(`${name}: server must be maillab or postfix`);
     if (host.role === 'mx' && host.scanner !== undefined && !['builtin', 'clamav', 'none'].includes(host.scanner)) problems.push(`${name}: scanner must be builtin, clamav or none`);
   }
   if (lab.auth?.submissionFrom !== undefined && !['own-domain', 'any'].includes(lab.auth.submissionFrom)) problems.push(`auth.submissionFrom must be own-domain or any`);
@@ -401,6 +410,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           ...relayClientsOf(lab, name, address),
           ...(lab.tls?.outbound?.mtaSts === false ? {} : { mtaSts: { port: port('https') } }),
           dane: lab.tls?.outbound?.dane !== false,
+          ...(host.server === 'postfix' ? { server: 'postfix' as const, postfix: readPostfixFiles(host.postfix) } : {}),
         };
         break;
       }
@@ -424,7 +434,7 @@ function authServiceOf(lab: LabDefinition, mailbox: string | undefined, endpoint
   return host && !(server?.role === 'mailbox' && server.server === 'dovecot') ? { authService: endpoint(host) } : {};
 }
 
-/** The contents of a Postfix MX's own files, read when the lab is planned (so any runtime can hand them on). */
+/** The contents of a Postfix node's own files, read when the lab is planned (so any runtime can hand them on). */
 function readPostfixFiles(files: { mainCf?: string; masterCf?: string } | undefined): { mainCf?: string; masterCf?: string } {
   const read = (file: string | undefined) => (file === undefined ? undefined : readFileSync(path.resolve(file), 'utf8'));
   const mainCf = read(files?.mainCf);

@@ -321,6 +321,12 @@ export interface MtaNodeConfig extends BaseNodeConfig {
    * taken as DNSSEC-authenticated. Absent or false: DANE is not used.
    */
   dane?: boolean;
+  /**
+   * Which server plays the MTA (issue 14): maillab's own (the default), or Debian's Postfix run from a config the lab
+   * writes (src/real/postfix/) around the user's own `main.cf` / `master.cf` (their contents).
+   */
+  server?: 'maillab' | 'postfix';
+  postfix?: { mainCf?: string; masterCf?: string };
 }
 
 export interface MxNodeConfig extends BaseNodeConfig {

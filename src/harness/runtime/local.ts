@@ -38,7 +38,7 @@ export function nodeArgs(): string[] {
 
 /** The hosts of a lab that run a real server (Dovecot, Postfix) instead of maillab's own. */
 export function realServerHosts(lab: LabDefinition): { host: string; server: string }[] {
-  return Object.entries(lab.hosts).flatMap(([host, h]) => ((h.role === 'mailbox' && h.server === 'dovecot') || (h.role === 'mx' && h.server === 'postfix') ? [{ host, server: h.server }] : []));
+  return Object.entries(lab.hosts).flatMap(([host, h]) => ((h.role === 'mailbox' && h.server === 'dovecot') || ((h.role === 'mx' || h.role === 'mta') && h.server === 'postfix') ? [{ host, server: h.server }] : []));
 }
 
 export class LocalRuntime implements Runtime {
@@ -118,7 +118,7 @@ export class LocalRuntime implements Runtime {
     // A killed Postfix node's master is in a session of its own and would go on serving: the kill takes it too (a
     // Dovecot node's lifeline stops its Dovecot by itself).
     const killPostfix = async () => {
-      if (config.role !== 'mx' || config.server !== 'postfix') return;
+      if ((config.role !== 'mx' && config.role !== 'mta') || config.server !== 'postfix') return;
       const { instanceProcesses } = await import('../../real/postfix/node.js');
       for (const pid of await instanceProcesses(config.dataDir)) {
         try {

@@ -3,7 +3,7 @@
 // (maillog.ts). The instance runs as `postfix -c <dir> start-fg`, a child of this process, inside a mount namespace
 // whose /etc/resolv.conf names only the lab DNS: Postfix resolves through libc, and a user's main.cf may ask DNS
 // (reject_unknown_client_hostname, an RBL); whatever it asks then goes to the lab DNS, which answers only for the lab.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { constants, existsSync, promises as fs, watch, type FSWatcher } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,10 +12,10 @@ import type { NodeContext, RunningRole } from '../../shared/node.js';
 import type { MxContract, MxEvents } from '../../mx/api.js';
 import { postfixLayout, writePostfixConfig, type PostfixLayout, type PostfixUserConfig } from './config.js';
 import { MaillogParser } from './maillog.js';
+import { labResolvConf, labResolverUnavailable, spawnWithLabResolver } from '../lab-resolver.js';
 
 export const POSTFIX = '/usr/sbin/postfix';
 export const POSTFIX_MASTER = '/usr/lib/postfix/sbin/master';
-const UNSHARE = '/usr/bin/unshare';
 
 export interface PostfixMxOptions {
   /** The user's own main.cf and master.cf (contents), kept except where the lab must decide (README.md). */
@@ -34,8 +34,8 @@ export interface PostfixMxOptions {
 export function postfixUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'a Postfix MX needs Linux';
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return "Postfix's master runs only as root, and this process is not root";
-  for (const file of [POSTFIX, POSTFIX_MASTER, UNSHARE]) if (!existsSync(file)) return `${file} is missing (apt-get install postfix util-linux)`;
-  return undefined;
+  for (const file of [POSTFIX, POSTFIX_MASTER]) if (!existsSync(file)) return `${file} is missing (apt-get install postfix)`;
+  return labResolverUnavailable();
 }
 
 /** The `mx` role, played by Postfix. Same contract as startMx: no operations, the MX events. */
@@ -58,7 +58,7 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
   // libc asks every nameserver of resolv.conf on port 53: the lab DNS's address, whatever its port (off 53, a query
   // meets a closed loopback port and fails at once, still inside the lab).
   const resolvConf = path.join(layout.dir, 'resolv.conf');
-  await fs.writeFile(resolvConf, `# The only resolver of this Postfix instance: the lab DNS.\nnameserver ${config.resolver.host}\noptions timeout:1 attempts:1\n`, { mode: 0o644 });
+  await fs.writeFile(resolvConf, labResolvConf(config.resolver.host, 'Postfix'), { mode: 0o644 });
 
   const parser = new MaillogParser(`LMTP ${config.lmtp.host}:${config.lmtp.port}`);
   const tail = await tailFile(layout.maillog, layout.dir);
@@ -77,9 +77,7 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
     }
   });
 
-  const child = spawn(UNSHARE, ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', 'mount --bind "$1" /etc/resolv.conf && exec "$2" -c "$3" start-fg', 'sh', resolvConf, POSTFIX, layout.dir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = await spawnWithLabResolver(resolvConf, POSTFIX, ['-c', layout.dir, 'start-fg']);
   let output = '';
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString('utf8')).slice(-4000);
