@@ -1,7 +1,9 @@
-// Why a lab with real servers (issue 14) cannot run here, printed as every skip is (`SKIP: [tag] reason`): the
-// servers' own checks decide it (Linux, root, their binaries), and no real server runs on the docker runtime yet.
+// Why a lab with real servers (issue 14) cannot run here, printed as every skip is (`SKIP: [tag] reason`). Locally the
+// servers' own checks decide it (Linux, root, their binaries); on the docker runtime the servers run in the
+// real-server image (src/harness/runtime/real-image.ts), so only whether that image can be built does.
 import { dovecotUnavailable } from '../../src/real/dovecot/node.js';
 import { postfixUnavailable } from '../../src/real/postfix/node.js';
+import { realImageUnavailable } from '../../src/harness/runtime/real-image.js';
 
 const CHECKS = { postfix: postfixUnavailable, dovecot: dovecotUnavailable } as const;
 
@@ -9,7 +11,7 @@ const CHECKS = { postfix: postfixUnavailable, dovecot: dovecotUnavailable } as c
 export function whyRealServersSkip(tag: string, servers: (keyof typeof CHECKS)[]): string | undefined {
   const skip =
     (process.env.MAILLAB_RUNTIME ?? 'local') === 'docker'
-      ? `the docker image holds no ${servers.map((s) => (s === 'postfix' ? 'Postfix' : 'Dovecot')).join(' or ')} yet: this lab runs on the local runtime`
+      ? realImageUnavailable()
       : servers.map((s) => CHECKS[s]()).find((why) => why !== undefined);
   if (skip) process.stderr.write(`SKIP: [${tag}] ${skip}\n`);
   return skip;

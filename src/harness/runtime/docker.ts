@@ -25,6 +25,7 @@
 //   dockerd --bip 198.18.0.1/24 --default-address-pool base=198.18.0.0/15,size=24 >/tmp/dockerd.log 2>&1 &
 // (keeps Docker's own networks in the test range too, off 10/8, 172.16/12 and 192.168/16).
 import dgram from 'node:dgram';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -159,6 +160,8 @@ export class DockerRuntime implements Runtime {
   readonly kind = 'docker' as const;
   private lab?: PreparedLab;
   private image?: string;
+  /** The real-server image (images.ts, `real`), built when the lab has a Postfix or Dovecot host. */
+  private realImage?: string;
   private readonly slots = new Map<string, NodeSlot>();
   private readonly docker: Docker;
 
@@ -178,11 +181,11 @@ export class DockerRuntime implements Runtime {
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     if (this.lab) throw new Error(`this docker runtime already runs lab ${this.lab.id}`);
     const real = realServerHosts(lab);
-    if (real.length) throw new Error(`lab ${lab.name}: ${real.map((r) => `${r.host} (${r.server})`).join(', ')} run${real.length === 1 ? 's' : ''} a real server, which the docker image does not hold yet: use the local runtime (as root)`);
     // Labs of dead harnesses go first: docker ones, and the local runtime's data directories (cheap) too.
     await reapDockerLabs(this.docker).catch((err: unknown) => process.stderr.write(`maillab: could not look for left-over labs: ${(err as Error).message}\n`));
     await reapLocalLabs();
     this.image = await ensureImage({ log: (m) => process.stderr.write(`maillab: ${m}\n`), ...this.options });
+    if (real.length) this.realImage = await realImageFor(lab, real, this.options);
     const owner = currentOwner();
     const labels: Record<string, string> = {
       [LABEL.maillab]: '1',
@@ -226,27 +229,32 @@ export class DockerRuntime implements Runtime {
     await this.removeContainer(containerName); // an exited one, or a leftover of a failed stop
 
     const dataDir = path.posix.join(IMAGE_PATHS.dataRoot, config.name);
-    const inContainer: NodeConfig = { ...config, dataDir };
+    const real = runsRealServer(config);
+    if (real && !this.realImage) throw new Error(`node ${config.name} runs a real server, but its lab was prepared without one (no real-server image)`);
+    const { config: inContainer, files } = await containerConfig({ ...config, dataDir });
     const wanted = publishedPortsOf(config);
     for (let attempt = 1; ; attempt++) {
       if (!samePorts(slot.ports, wanted)) slot.ports = await allocateHostPorts(wanted);
       const output = new OutputTail();
-      const container = new LabNodeContainer(this.image, {
+      const container = new LabNodeContainer(real ? this.realImage! : this.image, {
         network: lab.networkName,
         address: config.address,
         aliases: [...new Set([config.hostname, config.name])],
         dns: lab.dnsAddress,
         volume: slot.volume,
         dataDir,
+        // A real server's processes (Postfix's master and daemons, Dovecot's) outlive their parents: an init reaps them.
+        init: real,
       })
         .withName(containerName)
         .withHostname(config.hostname)
         .withLabels({ ...lab.labels, [LABEL.node]: config.name, [LABEL.role]: config.role })
         .withCommand([config.role, '--config', IMAGE_PATHS.config])
-        .withEnvironment(process.env.MAILLAB_SOURCE_MAPS === '1' ? { NODE_OPTIONS: '--enable-source-maps' } : {})
+        // MAILLAB_CONTAINER: the real servers' adapters use the container's own resolv.conf (src/real/lab-resolver.ts).
+        .withEnvironment({ MAILLAB_CONTAINER: '1', ...(process.env.MAILLAB_SOURCE_MAPS === '1' ? { NODE_OPTIONS: '--enable-source-maps' } : {}) })
         .withNetworkMode(lab.networkName)
         .withExposedPorts(...slot.ports.flatMap((p) => p.protocols.map((protocol) => ({ container: p.container, host: p.host, protocol }))))
-        .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o400 }])
+        .withCopyContentToContainer([{ content: JSON.stringify(inContainer, null, 2), target: IMAGE_PATHS.config, mode: 0o400 }, ...files])
         .withLogConsumer((stream) => output.follow(stream))
         .withWaitStrategy(Wait.forLogMessage(READY_MARKER))
         .withStartupTimeout(this.options.readyTimeoutMs ?? READY_TIMEOUT_MS);
@@ -403,7 +411,7 @@ export class DockerRuntime implements Runtime {
 class LabNodeContainer extends GenericContainer {
   constructor(
     image: string,
-    private readonly lab: { network: string; address: string; aliases: string[]; dns: string; volume: string; dataDir: string },
+    private readonly lab: { network: string; address: string; aliases: string[]; dns: string; volume: string; dataDir: string; init?: boolean },
   ) {
     super(image);
   }
@@ -416,6 +424,7 @@ class LabNodeContainer extends GenericContainer {
     this.hostConfig.Dns = [this.lab.dns];
     this.hostConfig.Mounts = [{ Type: 'volume', Source: this.lab.volume, Target: this.lab.dataDir }];
     this.hostConfig.RestartPolicy = { Name: 'no' };
+    if (this.lab.init) this.hostConfig.Init = true;
     for (const bindings of Object.values(this.hostConfig.PortBindings ?? {}) as { HostIp?: string }[][]) for (const b of bindings) b.HostIp = HOST_IP;
   }
 }
@@ -470,6 +479,37 @@ class OutputTail {
   text(): string {
     return this.buffer;
   }
+}
+
+/** Whether a node runs a real server (Postfix, Dovecot) instead of maillab's own: those run from the real-server image. */
+function runsRealServer(config: NodeConfig): boolean {
+  return (config.role === 'mailbox' && config.server === 'dovecot') || ((config.role === 'mx' || config.role === 'mta') && config.server === 'postfix');
+}
+
+/** The real-server image for a lab's Postfix and Dovecot hosts, or an error that says why it cannot be had. */
+async function realImageFor(lab: LabDefinition, real: { host: string; server: string }[], options: DockerRuntimeOptions): Promise<string> {
+  try {
+    return await ensureImage({ log: (m) => process.stderr.write(`maillab: ${m}\n`), ...options, real: true });
+  } catch (err) {
+    const hosts = real.map((r) => `${r.host} (${r.server})`).join(', ');
+    throw new Error(`lab ${lab.name}: ${hosts} run${real.length === 1 ? 's' : ''} a real server, and its image cannot be built: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Where a Dovecot node's own dovecot.conf (a host path in its config) is copied into its container. */
+const DOVECOT_USER_CONFIG = '/config/dovecot-user.conf';
+
+/**
+ * A node's config as its container sees it, and the host files it names that go along: a Dovecot node's own
+ * dovecot.conf is a path on the host, copied in (read-only, 0444) and named by its path inside. Postfix's files are
+ * contents already.
+ */
+async function containerConfig(config: NodeConfig): Promise<{ config: NodeConfig; files: { content: string; target: string; mode: number }[] }> {
+  if (config.role !== 'mailbox' || config.server !== 'dovecot' || !config.dovecot?.config) return { config, files: [] };
+  const content = await readFile(config.dovecot.config, 'utf8').catch((err: Error) => {
+    throw new Error(`node ${config.name}: its dovecot.conf ${config.dovecot?.config} cannot be read: ${err.message}`);
+  });
+  return { config: { ...config, dovecot: { ...config.dovecot, config: DOVECOT_USER_CONFIG } }, files: [{ content, target: DOVECOT_USER_CONFIG, mode: 0o444 }] };
 }
 
 /** The ports a node's config says it listens on, control included (DNS on UDP and TCP). */

@@ -19,10 +19,15 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { getContainerRuntimeClient, type ContainerRuntimeClient } from 'testcontainers';
 import { packageRoot } from './types.js';
+import { realServerLayer, type RealLayerEntry } from './real-image.js';
 
 export const IMAGE_REPOSITORY = 'maillab-node';
 /** Node and its libraries alone, the layer under every `FROM scratch` node image. */
 export const RUNTIME_REPOSITORY = 'maillab-runtime';
+/** The image of real-server nodes (Postfix, Dovecot): the node image's content on top of the servers' layer. */
+export const REAL_IMAGE_REPOSITORY = 'maillab-real';
+/** The servers' layer alone (real-image.ts), on the node runtime: under every real-server image. */
+export const REAL_BASE_REPOSITORY = 'maillab-real-base';
 /** Where the image keeps the bundle, the node binary, the node's config file and the nodes' data volumes. */
 export const IMAGE_PATHS = {
   app: '/app',
@@ -39,17 +44,30 @@ export interface ImageOptions {
   baseImage?: string;
   /** Progress messages ("building …", "built … in N s"). */
   log?: (message: string) => void;
+  /**
+   * The image of real-server nodes (`server: 'postfix' | 'dovecot'`): the servers' files from the host's packages
+   * (real-image.ts) between the node runtime and the bundle, or `FROM` the user-given `realBaseImage`.
+   */
+  real?: boolean;
+  /** Build real-server images `FROM` this image (node, Postfix and Dovecot in it, present locally); MAILLAB_REAL_BASE_IMAGE. */
+  realBaseImage?: string;
 }
 
 export interface ImageFile {
   /** Absolute path inside the image. */
   target: string;
-  /** Host file it is copied from (symbolic links followed). */
+  /** Host file it is copied from (symbolic links followed); `(generated)` for `content`, `(link)` for `link`. */
   source: string;
   mode: number;
   size: number;
   sha256: string;
+  /** A symbolic link to this path, instead of a file. */
+  link?: string;
+  /** The file's bytes, made here (an /etc/passwd of the image's own), instead of a host file. */
+  content?: Buffer;
 }
+
+type FileInput = Pick<ImageFile, 'target' | 'source' | 'mode' | 'link' | 'content'>;
 
 export interface ImagePlan {
   tag: string;
@@ -66,15 +84,22 @@ export interface ImagePlan {
    * the node image is built on, so a new bundle adds one small layer instead of another 100 MB image.
    */
   runtime?: ImagePlan;
+  /** A real-server image's servers layer (`maillab-real-base:<hash12>`, on `runtime`), which the bundle goes on. */
+  realBase?: ImagePlan;
 }
 
 /** Works out what goes into the image and its tag, without talking to an engine. */
 export async function planImage(options: ImageOptions & { engine?: { os: string; architecture: string } } = {}): Promise<ImagePlan> {
   const bundle = path.resolve(options.bundle ?? path.join(packageRoot(), 'dist', 'node.js'));
   if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run "npm run build" first`);
-  const base = options.baseImage ?? process.env.MAILLAB_BASE_IMAGE ?? (hostBinaryFits(options.engine) ? undefined : `node:${process.versions.node.split('.')[0]}-slim`);
+  const realBaseImage = options.real ? (options.realBaseImage ?? process.env.MAILLAB_REAL_BASE_IMAGE) : undefined;
+  const base = realBaseImage ?? options.baseImage ?? process.env.MAILLAB_BASE_IMAGE ?? (hostBinaryFits(options.engine) ? undefined : `node:${process.versions.node.split('.')[0]}-slim`);
+  if (options.real && base && !realBaseImage) {
+    throw new Error(`real servers on the docker runtime need the host's own binaries (Linux, no MAILLAB_BASE_IMAGE) or MAILLAB_REAL_BASE_IMAGE: an image with node, Postfix and Dovecot (base image here: ${base})`);
+  }
 
   let runtime: ImagePlan | undefined;
+  let realBase: ImagePlan | undefined;
   if (!base) {
     const libraries = await sharedLibraries(process.execPath);
     runtime = await layer(
@@ -83,8 +108,17 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
       [{ target: IMAGE_PATHS.node, source: process.execPath, mode: 0o755 }, ...libraries.map((lib) => ({ target: lib, source: lib, mode: 0o755 }))],
       [{ target: '/tmp', mode: 0o1777 }],
     );
+    if (options.real) {
+      const below = new Set(runtime.files.map((f) => f.target));
+      realBase = await layer(
+        REAL_BASE_REPOSITORY,
+        [`FROM ${runtime.tag}`, 'COPY rootfs/ /', 'ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+        (await realServerLayer(below)).map(fileInput),
+        [{ target: '/tmp', mode: 0o1777 }, { target: '/run', mode: 0o755 }],
+      );
+    }
   }
-  const files: Omit<ImageFile, 'size' | 'sha256'>[] = [{ target: IMAGE_PATHS.bundle, source: bundle, mode: 0o644 }];
+  const files: FileInput[] = [{ target: IMAGE_PATHS.bundle, source: bundle, mode: 0o644 }];
   if (existsSync(bundle + '.map')) files.push({ target: IMAGE_PATHS.bundle + '.map', source: bundle + '.map', mode: 0o644 });
   // The roles' chunks (see build.mjs), beside the entry point as in dist/.
   const chunks = path.join(path.dirname(bundle), 'node-chunks');
@@ -95,22 +129,29 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
   }
   // No --enable-source-maps (5 MiB per node); MAILLAB_SOURCE_MAPS=1 passes it through NODE_OPTIONS.
   const entrypoint = JSON.stringify([runtime ? IMAGE_PATHS.node : 'node', IMAGE_PATHS.bundle]);
-  const plan = await layer(IMAGE_REPOSITORY, [`FROM ${runtime?.tag ?? base}`, 'COPY rootfs/ /', `ENTRYPOINT ${entrypoint}`], files, [
+  const repository = options.real ? REAL_IMAGE_REPOSITORY : IMAGE_REPOSITORY;
+  const plan = await layer(repository, [`FROM ${realBase?.tag ?? runtime?.tag ?? base}`, 'COPY rootfs/ /', `ENTRYPOINT ${entrypoint}`], files, [
     { target: '/config', mode: 0o755 },
     { target: IMAGE_PATHS.dataRoot, mode: 0o755 },
   ]);
-  return runtime ? { ...plan, runtime } : plan;
+  return { ...plan, ...(runtime ? { runtime } : {}), ...(realBase ? { realBase } : {}) };
+}
+
+function fileInput(entry: RealLayerEntry): FileInput {
+  if ('link' in entry) return { target: entry.target, source: '(link)', mode: 0o777, link: entry.link };
+  if ('content' in entry) return { target: entry.target, source: '(generated)', mode: entry.mode, content: entry.content };
+  return entry;
 }
 
 /** One image of the plan: its Dockerfile, files and directories, tagged `<repository>:<hash12>` by their content. */
-async function layer(repository: string, instructions: string[], files: Omit<ImageFile, 'size' | 'sha256'>[], directories: ImagePlan['directories']): Promise<ImagePlan> {
+async function layer(repository: string, instructions: string[], files: FileInput[], directories: ImagePlan['directories']): Promise<ImagePlan> {
   const dockerfile = ['# generated by maillab (src/harness/runtime/images.ts)', ...instructions, ''].join('\n');
-  const hashed = await Promise.all(files.map(async (f) => ({ ...f, ...(await fileDigest(f.source)) })));
+  const hashed = await Promise.all(files.map(async (f) => ({ ...f, ...(await inputDigest(f)) })));
   hashed.sort((a, b) => a.target.localeCompare(b.target));
   const hash = createHash('sha256');
   hash.update(`dockerfile\0${dockerfile}\0`);
   for (const d of directories) hash.update(`dir\0${d.target}\0${d.mode.toString(8)}\0`);
-  for (const f of hashed) hash.update(`file\0${f.target}\0${f.mode.toString(8)}\0${f.sha256}\0`);
+  for (const f of hashed) hash.update(f.link !== undefined ? `link\0${f.target}\0${f.link}\0` : `file\0${f.target}\0${f.mode.toString(8)}\0${f.sha256}\0`);
   const digest = hash.digest('hex');
   const from = /^FROM (\S+)/.exec(instructions[0] ?? '')?.[1] ?? 'scratch';
   return { tag: `${repository}:${digest.slice(0, 12)}`, hash: digest, from, dockerfile, files: hashed, directories };
@@ -122,7 +163,8 @@ export async function ensureImage(options: ImageOptions = {}): Promise<string> {
   const info = client.info.containerRuntime;
   const plan = await planImage({ ...options, engine: { os: info.operatingSystemType, architecture: info.architecture } });
   if (await imageExists(client, plan.tag)) return plan.tag;
-  if (plan.runtime && !(await imageExists(client, plan.runtime.tag))) await buildOnce(client, plan.runtime, options.log);
+  // Bottom up, each only when missing: node's runtime, the real servers' layer, then the bundle.
+  for (const below of [plan.runtime, plan.realBase]) if (below && !(await imageExists(client, below.tag))) await buildOnce(client, below, options.log);
   await buildOnce(client, plan, options.log);
   return plan.tag;
 }
@@ -153,7 +195,12 @@ export async function listImages(options: { runtime?: boolean } = {}): Promise<I
   return images
     .flatMap((i) =>
       (i.RepoTags ?? [])
-        .filter((t) => t.startsWith(`${IMAGE_REPOSITORY}:`) || (options.runtime === true && t.startsWith(`${RUNTIME_REPOSITORY}:`)))
+        .filter(
+          (t) =>
+            t.startsWith(`${IMAGE_REPOSITORY}:`) ||
+            t.startsWith(`${REAL_IMAGE_REPOSITORY}:`) ||
+            (options.runtime === true && (t.startsWith(`${RUNTIME_REPOSITORY}:`) || t.startsWith(`${REAL_BASE_REPOSITORY}:`))),
+        )
         .map((tag) => ({ tag, id: i.Id, created: new Date(i.Created * 1000), sizeBytes: i.Size })),
     )
     .sort((a, b) => b.created.getTime() - a.created.getTime());
@@ -225,6 +272,16 @@ async function* buildContext(plan: ImagePlan): AsyncGenerator<Buffer> {
   yield tarHeader({ name: 'rootfs/', mode: 0o755, size: 0, type: 'dir' });
   for (const [dir, mode] of [...dirs].sort(([a], [b]) => a.localeCompare(b))) yield tarHeader({ name: `rootfs${dir}/`, mode, size: 0, type: 'dir' });
   for (const f of plan.files) {
+    if (f.link !== undefined) {
+      yield tarHeader({ name: `rootfs${f.target}`, mode: 0o777, size: 0, type: 'link', link: f.link });
+      continue;
+    }
+    if (f.content) {
+      yield tarHeader({ name: `rootfs${f.target}`, mode: f.mode, size: f.content.length, type: 'file' });
+      yield f.content;
+      yield tarPadding(f.content.length);
+      continue;
+    }
     const { size } = await fs.stat(f.source);
     if (size !== f.size) throw new Error(`${f.source} changed while the image was being built`);
     yield tarHeader({ name: `rootfs${f.target}`, mode: f.mode, size, type: 'file' });
@@ -234,7 +291,7 @@ async function* buildContext(plan: ImagePlan): AsyncGenerator<Buffer> {
   yield Buffer.alloc(1024);
 }
 
-function tarHeader(entry: { name: string; mode: number; size: number; type: 'file' | 'dir' }): Buffer {
+function tarHeader(entry: { name: string; mode: number; size: number; type: 'file' | 'dir' | 'link'; link?: string }): Buffer {
   const header = Buffer.alloc(512);
   let name = entry.name;
   let prefix = '';
@@ -253,7 +310,11 @@ function tarHeader(entry: { name: string; mode: number; size: number; type: 'fil
   header.write(octal(entry.size, 12), 124, 12, 'ascii');
   header.write(octal(0, 12), 136, 12, 'ascii'); // mtime: fixed, the content decides
   header.write('        ', 148, 8, 'ascii'); // checksum placeholder
-  header.write(entry.type === 'dir' ? '5' : '0', 156, 1, 'ascii');
+  header.write(entry.type === 'dir' ? '5' : entry.type === 'link' ? '2' : '0', 156, 1, 'ascii');
+  if (entry.link !== undefined) {
+    if (Buffer.byteLength(entry.link) > 100) throw new Error(`link target too long for the image context: ${entry.name} -> ${entry.link}`);
+    header.write(entry.link, 157, 100, 'utf8');
+  }
   header.write('ustar\u000000', 257, 8, 'ascii');
   header.write('root', 265, 32, 'ascii');
   header.write('root', 297, 32, 'ascii');
@@ -299,6 +360,13 @@ export async function sharedLibraries(binary: string): Promise<string[]> {
 }
 
 const digests = new Map<string, { key: string; size: number; sha256: string }>();
+
+/** size and sha256 of one input: a link's target, generated bytes, or a host file. */
+async function inputDigest(f: FileInput): Promise<{ size: number; sha256: string }> {
+  if (f.link !== undefined) return { size: 0, sha256: createHash('sha256').update(f.link).digest('hex') };
+  if (f.content) return { size: f.content.length, sha256: createHash('sha256').update(f.content).digest('hex') };
+  return fileDigest(f.source);
+}
 
 /** sha256 and size of a file, remembered per process while its size, mtime and inode stay the same. */
 async function fileDigest(file: string): Promise<{ size: number; sha256: string }> {
