@@ -1,11 +1,14 @@
-// The docker runtime: every node is a container of the one maillab image (images.ts), on a bridge
+// The docker runtime: every node is a container of the maillab image (images.ts), on a bridge
 // network of its own lab with a fixed address, its host name as network alias, a named volume for its data
 // directory, and its control channel and services published on 127.0.0.1 for the harness.
 //
 //   lab network   maillab-<labId>, a free /24 inside 198.18.0.0/15 (RFC 2544 test addresses), gateway .1,
 //                 hosts .2, .3, … in the lab's host order; containers are attached to it only (no default bridge)
 //   container     maillab-<labId>-<node>: `<role> --config /config/node.json`, hostname = the node's host name,
-//                 DNS server = the lab DNS container, ready when it prints MAILLAB_READY
+//                 DNS server = the lab DNS container, ready when it prints MAILLAB_READY; MAILLAB_CONTAINER=1 in its
+//                 environment. A real server's node (Postfix, Dovecot) runs from the real-server image (images.ts,
+//                 built only for a lab that has one) with an init as pid 1 that reaps the servers' orphans; its
+//                 adapter writes the container's /etc/resolv.conf to name the lab DNS only (src/real/lab-resolver.ts)
 //   volume        maillab-<labId>-<node> at /var/maillab/<node>: survives stop/kill + start, removed by dispose()
 //   ports         standard ports inside (portOffset 0); each published on a host port of 127.0.0.1 chosen once
 //                 per node, so a node's endpoints stay the same across kill/start and disconnect/connect. Every

@@ -9,6 +9,13 @@
 // its libraries are an image of their own, `maillab-runtime:<hash12>`, that the node image is built on: a new
 // bundle then costs one small layer and a build of about a second, not another 100 MB image.
 //
+// Real servers (issue 14): a node whose host runs Postfix or Dovecot (`server: 'postfix' | 'dovecot'`) runs from
+// `maillab-real:<hash12>`, the same bundle on `maillab-real-base:<hash12>`: the servers' files from the host's own
+// Debian packages, their libraries, the tools their scripts run and their /etc entries (real-image.ts), on the node
+// runtime. Three layers, each cached by its content hash: a new bundle rebuilds only the top one. Where the host's
+// binaries cannot serve (not Linux, MAILLAB_BASE_IMAGE), MAILLAB_REAL_BASE_IMAGE names an image with node, Postfix and
+// Dovecot already in the engine, and the bundle goes on it.
+//
 // The build context is a tar stream made here (each file read from where it lives on the host), sent to the
 // engine's API through testcontainers' dockerode client: no temporary directory, no docker CLI.
 import { execFile } from 'node:child_process';
@@ -244,10 +251,9 @@ async function buildImage(client: ContainerRuntimeClient, plan: ImagePlan, log?:
   const failure = output.find((o) => o.error || o.errorDetail);
   if (failure) {
     const transcript = output.map((o) => o.stream ?? '').join('').trim();
-    const hint =
-      plan.from !== 'scratch' && !plan.from.startsWith(`${RUNTIME_REPOSITORY}:`)
-        ? ` (the base image ${plan.from} must be in the engine already, or pullable: load it, or unset MAILLAB_BASE_IMAGE on Linux)`
-        : '';
+    const ours = plan.from === 'scratch' || [RUNTIME_REPOSITORY, REAL_BASE_REPOSITORY].some((r) => plan.from.startsWith(`${r}:`));
+    const variable = plan.tag.startsWith(`${REAL_IMAGE_REPOSITORY}:`) ? 'MAILLAB_REAL_BASE_IMAGE' : 'MAILLAB_BASE_IMAGE';
+    const hint = ours ? '' : ` (the base image ${plan.from} must be in the engine already, or pullable: load it, or unset ${variable} on Linux)`;
     throw new Error(`building image ${plan.tag} failed: ${failure.errorDetail?.message ?? failure.error}${hint}\n${transcript}`);
   }
   if (!(await imageExists(client, plan.tag))) throw new Error(`building image ${plan.tag} reported success but the engine has no such image`);
