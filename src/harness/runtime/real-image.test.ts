@@ -3,8 +3,13 @@
 // with Postfix and Dovecot runs on it, including a SIGKILL of both and a start on the same volumes. Skipped (with the
 // reason) where no engine answers or the packages are missing.
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { getContainerRuntimeClient } from 'testcontainers';
 import { afterAll, describe, expect, it } from 'vitest';
+import dovecotLab from '../../../lab/dovecot.js';
 import postfixDovecotLab from '../../../lab/postfix-dovecot.js';
 import { checkDeliveredOnce } from '../checkers/index.js';
 import { Lab, type StartedLab } from '../lab.js';
@@ -44,6 +49,28 @@ async function runIn(image: string, argv: string[]): Promise<{ code: number; out
 function host(file: string, args: string[]): string {
   return execFileSync(file, args, { encoding: 'utf8' }).trim();
 }
+
+describe('a user-given real-server image (MAILLAB_REAL_BASE_IMAGE, where a registry is reachable)', () => {
+  it('puts just the bundle on it, with node from its PATH, and no layer of the host\'s packages', async () => {
+    const plan = await planImage({ real: true, realBaseImage: 'example/postfix-dovecot-node:1' });
+    expect(plan.tag).toMatch(/^maillab-real:[0-9a-f]{12}$/);
+    expect(plan.from).toBe('example/postfix-dovecot-node:1');
+    expect(plan.realBase).toBeUndefined();
+    expect(plan.runtime).toBeUndefined();
+    expect(plan.dockerfile).toContain('ENTRYPOINT ["node","/app/node.js"]');
+    expect(plan.files.map((f) => f.target)).toContain('/app/node.js');
+  });
+
+  it('is needed for real servers when the host\'s binaries do not go into the image (MAILLAB_BASE_IMAGE)', async () => {
+    const saved = process.env.MAILLAB_REAL_BASE_IMAGE;
+    delete process.env.MAILLAB_REAL_BASE_IMAGE;
+    try {
+      await expect(planImage({ real: true, baseImage: 'node:20-slim' })).rejects.toThrow(/MAILLAB_REAL_BASE_IMAGE: an image with node, Postfix and Dovecot \(base image here: node:20-slim\)/);
+    } finally {
+      if (saved !== undefined) process.env.MAILLAB_REAL_BASE_IMAGE = saved;
+    }
+  });
+});
 
 describe.skipIf(skipReason !== undefined)('the real-server image', () => {
   let tag = '';
@@ -118,7 +145,38 @@ describe.skipIf(skipReason !== undefined)('the real-server image', () => {
       await checkDeliveredOnce(lab, 'bob@receiver.test', sent.messageId);
     });
   });
+
+  it('copies a Dovecot node\'s own dovecot.conf (a host path) into its container', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'real-image-test-'));
+    const own = path.join(dir, 'dovecot.conf');
+    writeFileSync(own, 'login_greeting = Dovecot of the user file\n');
+    let lab: StartedLab | undefined;
+    try {
+      lab = await new Lab(dovecotLab).with((d) => Object.assign(d.hosts.mailbox!, { config: own })).withRuntime('docker').start();
+      expect(await firstLine(lab.node('mailbox').service('imap'))).toMatch(/^\* OK .*Dovecot of the user file/);
+    } finally {
+      await lab?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
+
+/** The first line a server sends (its greeting). */
+function firstLine(endpoint: { host: string; port: number }): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(endpoint);
+    let data = '';
+    socket.setTimeout(10_000, () => socket.destroy(new Error(`no greeting from ${endpoint.host}:${endpoint.port} within 10 s`)));
+    socket.on('data', (chunk) => {
+      data += chunk.toString('utf8');
+      if (!data.includes('\r\n')) return;
+      socket.destroy();
+      resolve(data.split('\r\n')[0]!);
+    });
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`${endpoint.host}:${endpoint.port} closed before greeting`)));
+  });
+}
 
 /** Runs a command in a running container; its output (stdout and stderr). */
 async function execIn(containerId: string, argv: string[]): Promise<string> {
