@@ -120,7 +120,7 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
       realBase = await layer(
         REAL_BASE_REPOSITORY,
         [`FROM ${runtime.tag}`, 'COPY rootfs/ /', 'ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
-        (await realServerLayer(below)).map(fileInput),
+        (await realLayerOnce(runtime.tag, below)).map(fileInput),
         [{ target: '/tmp', mode: 0o1777 }, { target: '/run', mode: 0o755 }],
       );
     }
@@ -142,6 +142,22 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
     { target: IMAGE_PATHS.dataRoot, mode: 0o755 },
   ]);
   return { ...plan, ...(runtime ? { runtime } : {}), ...(realBase ? { realBase } : {}) };
+}
+
+const realLayers = new Map<string, Promise<RealLayerEntry[]>>();
+
+/**
+ * The servers' layer's entries, worked out once per process and node runtime (dpkg and ldd over every ELF take about
+ * a second; the packages do not change during a run). The files' digests are still checked each time (fileDigest).
+ */
+function realLayerOnce(runtimeTag: string, below: ReadonlySet<string>): Promise<RealLayerEntry[]> {
+  let entries = realLayers.get(runtimeTag);
+  if (!entries) {
+    entries = realServerLayer(below);
+    realLayers.set(runtimeTag, entries);
+    entries.catch(() => realLayers.delete(runtimeTag));
+  }
+  return entries;
 }
 
 function fileInput(entry: RealLayerEntry): FileInput {
