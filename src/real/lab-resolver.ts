@@ -3,7 +3,9 @@
 // - on the local runtime, a private mount namespace (`unshare --mount`) in which the node's own resolv.conf is
 //   bind-mounted over /etc/resolv.conf, so the host's resolver is untouched;
 // - in a container of the docker runtime (MAILLAB_CONTAINER=1, set by the runtime), the container's own
-//   /etc/resolv.conf is the server's: it is written in place (a mount namespace would need CAP_SYS_ADMIN).
+//   /etc/resolv.conf is the server's: it is written in place (a mount namespace would need CAP_SYS_ADMIN). Docker
+//   bind-mounts that file, so it is overwritten (copyFile: open, truncate, write), never replaced by a rename, which a
+//   mount point refuses (EBUSY). src/harness/runtime/real-image.test.ts checks the result in a Postfix container.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 
