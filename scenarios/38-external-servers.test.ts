@@ -26,6 +26,7 @@ import type { RunningRole } from '../src/shared/node.js';
 import { defaultLab, useLab } from './support/lab.js';
 
 const ON_DOCKER = (process.env.MAILLAB_RUNTIME ?? 'local') === 'docker';
+if (!ON_DOCKER) process.stderr.write('SKIP: [38-external-servers] the docker runtime\'s refusal of external hosts is checked when the suite runs on it (MAILLAB_RUNTIME=docker)\n');
 if (ON_DOCKER) process.stderr.write('SKIP: [38-external-servers] external servers run on the host\'s loopback, which the docker runtime\'s lab network cannot reach: the delivery scenarios run on the local runtime (the docker runtime\'s refusal is checked)\n');
 
 /** The user's SMTP server on its own loopback address (.1 is never a lab node's: nodes get .2 and up). */
