@@ -144,8 +144,16 @@ async function check(args: string[]): Promise<number> {
   const definition = labFile ? await loadLabFile(labFile) : defaultLab;
   const { checkMailDns, formatFindings, mailDnsInputOf } = await import('../harness/checkers/mail-dns.js');
   const { equipWithMailAuth, signersOf } = await import('../harness/mail-auth.js');
+  // External hosts (issue 14) keep their own address; the placeholders step around theirs.
   const hosts = Object.keys(definition.hosts);
-  const addresses = Object.fromEntries(hosts.map((host, i) => [host, `127.0.0.${i + 2}`]));
+  const taken = new Set(Object.values(definition.hosts).flatMap((h) => (h.role === 'external' ? [h.address] : [])));
+  const free = Array.from({ length: hosts.length + taken.size }, (_, i) => `127.0.0.${i + 2}`).filter((a) => !taken.has(a));
+  const addresses = Object.fromEntries(
+    hosts.map((host, i) => {
+      const h = definition.hosts[host]!;
+      return [host, h.role === 'external' ? h.address : free[i]!];
+    }),
+  );
   const plan = planLab(definition, { addresses, portOffset: 0, dataRoot: path.join(os.tmpdir(), 'maillab-check-unused') });
   // DKIM keys are made as a start makes them, so the zones hold the public keys the lab would publish.
   const keys = await equipWithMailAuth(definition, plan.nodes);

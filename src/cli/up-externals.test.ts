@@ -1,5 +1,6 @@
 // `maillab up --json` with an external host (issue 14): the line lists it under `externals` (kind external, host name,
 // address, ports) beside the nodes, and the lab DNS answers for it; the server itself is the test's, outside the lab.
+// `maillab check` plans such a lab with the external host at its own address, placeholders stepping around it.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
@@ -63,5 +64,21 @@ describe('maillab up --json with an external host', () => {
       child.kill('SIGTERM');
       if (child.exitCode === null) await once(child, 'exit');
     }
+  });
+
+  it('maillab check plans it at its own address, whatever the placeholders', async () => {
+    const lab: LabDefinition = structuredClone(defaultLab);
+    // The address a placeholder would have taken (hosts get 127.0.0.2, .3, … in definition order).
+    lab.hosts.partner = { role: 'external', hostname: 'smtp.partner.test', address: '127.0.0.3', ports: { smtp: 2525 } };
+    lab.domains['receiver2.test'] = { mx: [{ host: 'partner', preference: 10 }] };
+    const file = path.join(dir, 'check.mjs');
+    await fs.writeFile(file, `export default ${JSON.stringify(lab)};\n`);
+    const child = spawn(process.execPath, [bin, 'check', '--lab', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const [code] = (await once(child, 'exit')) as [number];
+    expect(out).toMatch(/placeholder addresses dns 127\.0\.0\.2, mailbox 127\.0\.0\.4, mx 127\.0\.0\.5, mta 127\.0\.0\.6, partner 127\.0\.0\.3\n/);
+    expect(code).toBe(0);
   });
 });
