@@ -124,6 +124,7 @@ describe.skipIf(ON_DOCKER)('an SMTP server of the user\'s, outside the lab', () 
     expect(lab().describe().externals).toEqual({ partner: { kind: 'external', hostname: PARTNER.hostname, host: PARTNER.address, ports: { smtp: PARTNER.port } } });
     expect(lab().external('partner').service('smtp')).toEqual({ host: PARTNER.address, port: PARTNER.port });
     expect(() => lab().node('partner')).toThrow(/host partner is an external server \(smtp\.partner\.test at 127\.\d+\.\d+\.1, smtp 2525\), run outside the lab: it has no node to stop, start or control; lab\.external\('partner'\) describes it/);
+    expect(() => lab().nodeOf('mx', 'partner')).toThrow(/host partner is an external server/);
   });
 
   it('gets receiver2.test\'s mail as its MX, on its own port (the transport map\'s port per MX host)', async () => {
