@@ -87,13 +87,10 @@ export class Lab {
       // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
       const controlToken = newControlToken();
       for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
-      // External hosts (issue 14) first: no node starts while a server the lab depends on is not there (the probe's
-      // error names the host, its address, the port and what was seen there).
-      [, ca, dkimKeys] = await Promise.all([
-        probeExternalHosts(plan.externals).catch((err: Error) => Promise.reject(new Error(`lab ${this.definition.name} cannot start: ${err.message}`))),
-        equipWithCertificates(this.definition, plan.nodes, network.hostDir),
-        equipWithMailAuth(this.definition, plan.nodes),
-      ]);
+      // External hosts (issue 14) first: nothing is made and no node starts while a server the lab depends on is not
+      // there (the probe's error names the host, its address, the port and what was seen there).
+      await probeExternalHosts(plan.externals).catch((err: Error) => Promise.reject(new Error(`lab ${this.definition.name} cannot start: ${err.message}`)));
+      [ca, dkimKeys] = await Promise.all([equipWithCertificates(this.definition, plan.nodes, network.hostDir), equipWithMailAuth(this.definition, plan.nodes)]);
     } catch (err) {
       await runtime.dispose();
       throw err;
