@@ -74,13 +74,16 @@ async function attempt(host: ExternalHostPlan, service: ExternalService, port: n
  */
 export async function probeExternalHost(host: ExternalHostPlan): Promise<void> {
   const deadline = Date.now() + host.readyTimeoutMs;
+  // Once one port failed the start has failed: the others stop trying.
+  let failed = false;
   await Promise.all(
     Object.entries(host.ports).map(async ([service, port]) => {
-      for (;;) {
+      while (!failed) {
         const left = Math.max(1, deadline - Date.now());
         const outcome = await attempt(host, service as ExternalService, port, left);
         if (outcome.ready) return;
         if (Date.now() + PROBE_RETRY_MS >= deadline) {
+          failed = true;
           throw new Error(
             `external host ${host.name} (${host.hostname}, ${host.address}) is not ready: ${service} port ${port}: ${outcome.seen} ` +
               `(probed for ${host.readyTimeoutMs} ms, ready.timeoutMs): start the server there, or fix the lab's address or port`,
