@@ -12,8 +12,9 @@ import { planLab, type LabDefinition } from '../harness/topology.js';
 const USAGE = `usage: maillab <command>
 
   up [--lab <file>] [--runtime local|docker|auto] [--json]
-        start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint
-        and the path of the lab CA's certificate (ca)
+        start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint,
+        the external hosts (externals: kind external, host name, address, ports) and the path of the lab CA's
+        certificate (ca)
   check [--lab <file>] [--json]
         check the lab's planned DNS as a mail administrator would (SPF, DKIM keys, DMARC, MX, reverse DNS of
         the MTAs), without starting anything; exits 1 when any finding is an error; --json prints the findings
@@ -116,6 +117,11 @@ async function up(args: string[]): Promise<number> {
       if (node.control) services.push(`control ${node.control.host}:${node.control.port}`);
       process.stdout.write(`  ${name.padEnd(8)} ${node.host.padEnd(16)} ${services.join('  ')}\n`);
     }
+    // Servers the user runs outside the lab (issue 14): the lab publishes them in its DNS and delivers to them.
+    for (const [name, external] of Object.entries(description.externals)) {
+      const ports = Object.entries(external.ports).map(([s, port]) => `${s} ${external.host}:${port}`);
+      process.stdout.write(`  ${name.padEnd(8)} ${external.host.padEnd(16)} ${ports.join('  ')}  (external: ${external.hostname}, not run by the lab)\n`);
+    }
     process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\n`);
     process.stdout.write(`lab CA (trust it in your client, never system-wide): ${description.ca}\n`);
     process.stdout.write(`control channels: "Authorization: Bearer <token>"; --json prints the token (controlToken)\nCtrl-C stops the lab.\n`);
@@ -138,8 +144,16 @@ async function check(args: string[]): Promise<number> {
   const definition = labFile ? await loadLabFile(labFile) : defaultLab;
   const { checkMailDns, formatFindings, mailDnsInputOf } = await import('../harness/checkers/mail-dns.js');
   const { equipWithMailAuth, signersOf } = await import('../harness/mail-auth.js');
+  // External hosts (issue 14) keep their own address; the placeholders step around theirs.
   const hosts = Object.keys(definition.hosts);
-  const addresses = Object.fromEntries(hosts.map((host, i) => [host, `127.0.0.${i + 2}`]));
+  const taken = new Set(Object.values(definition.hosts).flatMap((h) => (h.role === 'external' ? [h.address] : [])));
+  const free = Array.from({ length: hosts.length + taken.size }, (_, i) => `127.0.0.${i + 2}`).filter((a) => !taken.has(a));
+  const addresses = Object.fromEntries(
+    hosts.map((host, i) => {
+      const h = definition.hosts[host]!;
+      return [host, h.role === 'external' ? h.address : free[i]!];
+    }),
+  );
   const plan = planLab(definition, { addresses, portOffset: 0, dataRoot: path.join(os.tmpdir(), 'maillab-check-unused') });
   // DKIM keys are made as a start makes them, so the zones hold the public keys the lab would publish.
   const keys = await equipWithMailAuth(definition, plan.nodes);

@@ -1,7 +1,7 @@
 // The harness's public entry: everything a scenario uses comes from here.
-export { Lab, StartedLab, type SendOptions, type SendResult } from './lab.js';
+export { Lab, StartedLab, type ExternalHost, type SendOptions, type SendResult } from './lab.js';
 export { NodeHandle } from './node-handle.js';
-export { defineLab, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type LabTlsDefinition, type MxTarget } from './topology.js';
+export { defineLab, planLab, DEFAULT_EXTERNAL_READY_TIMEOUT_MS, type DomainDefinition, type ExternalHostDefinition, type HostDefinition, type LabDefinition, type LabTlsDefinition, type MxTarget, type TransportDefinition } from './topology.js';
 export { CERTIFICATE_FAULTS, WRONG_NAME, type CertificateFault } from './tls/ca.js';
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export { History, WaitTimeoutError, formatEvent, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';

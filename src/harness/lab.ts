@@ -21,7 +21,8 @@ import { checkMailDns, mailDnsInputOf, type Finding } from './checkers/mail-dns.
 import { httpsJson, type HttpsJsonTarget } from './clients/https-json.js';
 import type { ApiErrorBody, ApiMessageStatus, ApiRawSendRequest, ApiSendRequest, ApiSendResponse } from '../mta/api.js';
 import { Secret, TOTP } from 'otpauth';
-import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
+import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type ExternalHostPlan, type ExternalService, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
+import { probeExternalHosts } from './external.js';
 
 export type { SendOptions, SendResult };
 
@@ -86,12 +87,15 @@ export class Lab {
       // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
       const controlToken = newControlToken();
       for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
+      // External hosts (issue 14) first: nothing is made and no node starts while a server the lab depends on is not
+      // there (the probe's error names the host, its address, the port and what was seen there).
+      await probeExternalHosts(plan.externals).catch((err: Error) => Promise.reject(new Error(`lab ${this.definition.name} cannot start: ${err.message}`)));
       [ca, dkimKeys] = await Promise.all([equipWithCertificates(this.definition, plan.nodes, network.hostDir), equipWithMailAuth(this.definition, plan.nodes)]);
     } catch (err) {
       await runtime.dispose();
       throw err;
     }
-    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca, dkimKeys);
+    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca, dkimKeys, plan.externals);
     try {
       // Nodes need each other only when mail flows, never at start-up: start them all at once.
       await Promise.all(lab.nodes().map((node) => node.boot()));
@@ -101,6 +105,16 @@ export class Lab {
     }
     return lab;
   }
+}
+
+/** An external host of a started lab (StartedLab.external). */
+export interface ExternalHost extends ExternalHostPlan {
+  /** The endpoint of one of its services; throws naming the ports it has when it has not that one. */
+  service(service: ExternalService): { host: string; port: number };
+}
+
+function describePorts(host: ExternalHostPlan): string {
+  return Object.entries(host.ports).map(([service, port]) => `${service} ${port}`).join(', ');
 }
 
 /** The lab CA as the harness keeps it: its certificate (PEM) and the file it was written to. */
@@ -178,6 +192,7 @@ export class StartedLab {
     readonly history: History,
     private readonly labCa: LabCaFile,
     private readonly dkimKeys: readonly IssuedDkimKey[] = [],
+    private readonly externalHosts: Readonly<Record<string, ExternalHostPlan>> = {},
   ) {
     for (const [name, config] of Object.entries(configs)) this.handles.set(name, new NodeHandle(config, runtime, history));
   }
@@ -230,11 +245,40 @@ export class StartedLab {
     return [...this.handles.values()];
   }
 
-  /** A node by host name; `.as(role)` gives its role's control operations. */
+  /** A node by host name; `.as(role)` gives its role's control operations. An external host is no node: see external(). */
   node(name: string): NodeHandle {
     const handle = this.handles.get(name);
-    if (!handle) throw new Error(`lab ${this.definition.name} has no host ${name} (hosts: ${[...this.handles.keys()].join(', ')})`);
+    const external = this.externalHosts[name];
+    if (!handle && external) {
+      throw new Error(
+        `lab ${this.definition.name}: host ${name} is an external server (${external.hostname} at ${external.address}, ${describePorts(external)}), run outside the lab: ` +
+          `it has no node to stop, start or control; lab.external('${name}') describes it`,
+      );
+    }
+    if (!handle) throw new Error(`lab ${this.definition.name} has no host ${name} (hosts: ${[...this.handles.keys(), ...Object.keys(this.externalHosts)].join(', ')})`);
     return handle;
+  }
+
+  /** The lab's external hosts (issue 14): servers run outside the lab, probed ready at start. */
+  externals(): ExternalHost[] {
+    return Object.keys(this.externalHosts).map((name) => this.external(name));
+  }
+
+  /**
+   * An external host by its key in `hosts`: its host name, address and ports as the lab uses them, and `service(name)`,
+   * the endpoint of one of its ports. Nothing here starts or stops it: it is the user's.
+   */
+  external(name: string): ExternalHost {
+    const plan = this.externalHosts[name];
+    if (!plan) throw new Error(`lab ${this.definition.name} has no external host ${name} (external hosts: ${Object.keys(this.externalHosts).join(', ') || 'none'})`);
+    return {
+      ...plan,
+      service: (service) => {
+        const port = plan.ports[service];
+        if (port === undefined) throw new Error(`external host ${name} (${plan.hostname}) has no ${service} port (${describePorts(plan)})`);
+        return { host: plan.address, port };
+      },
+    };
   }
 
   /** The first node of a role (or the named one, checked to have that role). */
@@ -270,7 +314,7 @@ export class StartedLab {
   }
 
   hostnameOf(host: string): string {
-    return this.handles.get(host)?.config.hostname ?? host;
+    return this.handles.get(host)?.config.hostname ?? this.externalHosts[host]?.hostname ?? host;
   }
 
   /** The sender MTA's queue. `flush()` is recorded in the history (`queue-flush`). */
@@ -437,6 +481,8 @@ export class StartedLab {
       nodes: Object.fromEntries(
         this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}) }]),
       ),
+      // Servers run outside the lab (issue 14): where the lab's nodes reach them.
+      externals: Object.fromEntries(Object.values(this.externalHosts).map((e) => [e.name, { kind: 'external' as const, hostname: e.hostname, host: e.address, ports: e.ports }])),
       controlToken: this.nodes()[0]?.config.controlToken,
       // What a mail client needs per user: app passwords and the TOTP secret only where set.
       users: this.definition.users.map((u) => ({

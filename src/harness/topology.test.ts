@@ -178,3 +178,88 @@ describe.skipIf(digMissing !== undefined)('the planned DNS node, asked by dig', 
     expect(await dig('NS', '0.0.127.in-addr.arpa')).toEqual(['ns.lab.test.']);
   });
 });
+
+describe('external hosts and the transport map (issue 14)', () => {
+  const addresses = { dns: '127.9.9.2', mailbox: '127.9.9.3', mx: '127.9.9.4', mta: '127.9.9.5', partner: '127.9.9.6', store: '127.9.9.7' };
+  /** The default lab plus an SMTP server and an LMTP server of the user's, receiver2.test's MX and the MX's mailbox. */
+  const withExternals = (change: (lab: LabDefinition) => void = () => undefined): LabDefinition => {
+    const lab = structuredClone(defaultLab);
+    lab.hosts.partner = { role: 'external', hostname: 'smtp.partner.test', address: '127.0.0.1', ports: { smtp: 2525 } };
+    lab.hosts.store = { role: 'external', hostname: 'lmtp.receiver.test', address: '127.0.0.2', ports: { lmtp: 2424, imap: 1143 }, ready: { timeoutMs: 3000 } };
+    lab.hosts.mx = { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'store' };
+    lab.domains['receiver2.test'] = { mx: [{ host: 'partner', preference: 10 }] };
+    lab.transport = { 'Relay.Test': { host: 'partner' }, 'other.test': { host: 'mx', port: 2626 } };
+    change(lab);
+    return lab;
+  };
+  const plan = (lab: LabDefinition) => planLab(lab, { addresses, portOffset: 10_000, dataRoot: '/tmp/lab' });
+
+  it('plans them as externals, not nodes, at their own address, published in the zones (A and PTR)', () => {
+    const { nodes, externals, zones } = plan(withExternals());
+    expect(Object.keys(nodes)).toEqual(['dns', 'mailbox', 'mx', 'mta']);
+    expect(externals).toEqual({
+      partner: { name: 'partner', hostname: 'smtp.partner.test', address: '127.0.0.1', ports: { smtp: 2525 }, readyTimeoutMs: 10_000 },
+      store: { name: 'store', hostname: 'lmtp.receiver.test', address: '127.0.0.2', ports: { lmtp: 2424, imap: 1143 }, readyTimeoutMs: 3000 },
+    });
+    const records = zones.flatMap((z) => z.records.map((r) => ({ zone: z.origin, ...r })));
+    expect(records).toContainEqual({ zone: 'partner.test', name: 'smtp.partner.test', type: 'A', address: '127.0.0.1' });
+    expect(records).toContainEqual({ zone: '0.0.127.in-addr.arpa', name: '1.0.0.127.in-addr.arpa', type: 'PTR', domain: 'smtp.partner.test' });
+    expect(records).toContainEqual({ zone: 'receiver.test', name: 'lmtp.receiver.test', type: 'A', address: '127.0.0.2' });
+    expect(records).toContainEqual({ zone: '0.0.127.in-addr.arpa', name: '2.0.0.127.in-addr.arpa', type: 'PTR', domain: 'lmtp.receiver.test' });
+    // The runtime's address for them is not used anywhere.
+    expect(JSON.stringify({ nodes, zones })).not.toMatch(/127\.9\.9\.[67]\b/);
+    expect(records).toContainEqual({ zone: 'receiver2.test', name: 'receiver2.test', type: 'MX', exchange: 'smtp.partner.test', priority: 10 });
+  });
+
+  it('makes an external LMTP server the MX\'s mailbox, and gives the MTA the transport map and the lab boundary with them', () => {
+    const { nodes } = plan(withExternals());
+    expect(nodes.mx).toMatchObject({ lmtp: { host: '127.0.0.2', port: 2424 } });
+    expect(nodes.mta).toMatchObject({
+      relayPort: 10_025,
+      relayPorts: { 'smtp.partner.test': 2525 },
+      transport: { 'relay.test': { host: 'smtp.partner.test', port: 2525 }, 'other.test': { host: 'mx.receiver.test', port: 2626 } },
+    });
+    const mta = nodes.mta!;
+    if (mta.role !== 'mta') throw new Error('role');
+    expect(mta.labAddresses).toEqual(expect.arrayContaining(['127.0.0.1', '127.0.0.2', '127.9.9.4']));
+    // An mta whose mailbox is external: LMTP there, and no account service of maillab's to ask.
+    const external = plan(withExternals((lab) => (lab.hosts.mta = { role: 'mta', hostname: 'mta.sender.test', localDomains: ['sender.test'], mailbox: 'store' }))).nodes.mta;
+    expect(external).toMatchObject({ localDelivery: { host: '127.0.0.2', port: 2424 } });
+    expect(external).not.toHaveProperty('authService');
+    // Without externals or routes the MTA has neither field.
+    expect(planLab(defaultLab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' }).nodes.mta).not.toHaveProperty('relayPorts');
+    expect(planLab(defaultLab, { addresses, portOffset: 0, dataRoot: '/tmp/lab' }).nodes.mta).not.toHaveProperty('transport');
+  });
+
+  it('refuses an external host outside the network rule, without a .test name, without ports, or with bad ones', () => {
+    const bad = (host: Record<string, unknown>) => () => validateLab(withExternals((lab) => (lab.hosts.partner = { role: 'external', hostname: 'smtp.partner.test', address: '127.0.0.1', ports: { smtp: 2525 }, ...host } as LabDefinition['hosts'][string])));
+    expect(bad({ address: '192.0.2.1' })).toThrow(/partner: address "192\.0\.2\.1" is outside the lab's network rule: an external host must be on loopback, an IPv4 address in 127\.0\.0\.0\/8 \(the local runtime's network; a lab with external hosts cannot run on the docker runtime\)/);
+    expect(bad({ address: '::1' })).toThrow(/partner: address "::1" is outside the lab's network rule/);
+    expect(bad({ address: '127.0.0' })).toThrow(/partner: address "127\.0\.0" is outside/);
+    expect(bad({ hostname: 'smtp.partner.com' })).toThrow(/partner: hostname "smtp\.partner\.com" must be a host name in a \.test domain/);
+    expect(bad({ ports: {} })).toThrow(/partner: an external host needs at least one port \(ports: \{ smtp, submission, submissions, lmtp, imap, imaps, pop3, pop3s \}\)/);
+    expect(bad({ ports: { smtp: 2525, gopher: 70 } })).toThrow(/partner: ports\.gopher is not a service the lab knows/);
+    expect(bad({ ports: { smtp: 70_000 } })).toThrow(/partner: ports\.smtp must be a port number from 1 to 65535, not 70000/);
+    expect(bad({ ready: { timeoutMs: 0 } })).toThrow(/partner: ready\.timeoutMs must be a whole number of milliseconds above 0/);
+    expect(bad({ address: '127.0.0.2' })).toThrow(/external hosts partner and store share the address 127\.0\.0\.2: make them one host/);
+    expect(() => validateLab(withExternals())).not.toThrow();
+  });
+
+  it('requires the port a use needs: smtp for an MX target or a route, lmtp for a mailbox; no certificate or DANE of the lab\'s', () => {
+    const store = (lab: LabDefinition) => (lab.hosts.store = { role: 'external', hostname: 'lmtp.receiver.test', address: '127.0.0.2', ports: { imap: 1143 } });
+    expect(() => validateLab(withExternals(store))).toThrow(/mx: mailbox "store" is an external host without an lmtp port \(ports\.lmtp\)/);
+    expect(() => validateLab(withExternals((lab) => lab.domains['receiver2.test']!.mx!.push({ host: 'store', preference: 20 })))).toThrow(/receiver2\.test: MX host "store" is an external host without an smtp port \(ports\.smtp\)/);
+    expect(() => validateLab(withExternals((lab) => (lab.transport = { 'x.test': { host: 'store' } })))).toThrow(/transport\.x\.test: external host "store" has no smtp port: give the route a port or the host ports\.smtp/);
+    expect(() => validateLab(withExternals((lab) => (lab.transport = { 'x.test': { host: 'store', port: 2525 } })))).not.toThrow();
+    expect(() => validateLab(withExternals((lab) => (lab.transport = { 'x.test': { host: 'nowhere' } })))).toThrow(/transport\.x\.test: host "nowhere" is not a lab host/);
+    expect(() => validateLab(withExternals((lab) => (lab.transport = { 'x.test': { host: 'mailbox' } })))).toThrow(/transport\.x\.test: host "mailbox" is a mailbox host, which takes no SMTP/);
+    expect(() => validateLab(withExternals((lab) => (lab.transport = { 'x.com': { host: 'partner', port: 0 } })))).toThrow(/transport: "x\.com" must be a domain in \.test[\s\S]*transport\.x\.com: port must be a port number from 1 to 65535, not 0/);
+    expect(() => validateLab(withExternals((lab) => (lab.hosts.mx = { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'dns' })))).toThrow(/mx: mailbox "dns" is not a mailbox host \(nor an external host with an lmtp port\)/);
+    expect(() => validateLab(withExternals((lab) => (lab.tls = { certificates: { partner: 'expired' } })))).toThrow(/tls\.certificates: "partner" is an external host: the lab issues it no certificate/);
+    expect(() => validateLab(withExternals((lab) => (lab.tls = { dane: { partner: [{ usage: 3, selector: 1, matchingType: 1 }] } })))).toThrow(/tls\.dane: "partner" is an external host, whose certificate the lab does not know/);
+  });
+
+  it('fails the plan when the runtime gave a node the external host\'s address, naming both', () => {
+    expect(() => planLab(withExternals(), { addresses: { ...addresses, mx: '127.0.0.1' }, portOffset: 0, dataRoot: '/tmp/lab' })).toThrow(/external host partner is at 127\.0\.0\.1, the address the runtime gave host mx: choose another address for partner/);
+  });
+});

@@ -1,9 +1,10 @@
 // A lab is data: domains, hosts with roles, users, and the retry schedule. `defineLab` checks it and fills in
 // defaults; `planLab` turns it into one node configuration per host for a given address block and ports.
 import { createHash } from 'node:crypto';
+import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 
 export interface MxTarget {
@@ -85,7 +86,53 @@ export interface TlsaDefinition {
   mismatch?: boolean;
 }
 
+/** The services an external host may offer, by their standard names (STANDARD_PORTS). */
+export const EXTERNAL_SERVICES = ['smtp', 'submission', 'submissions', 'lmtp', 'imap', 'imaps', 'pop3', 'pop3s'] as const;
+export type ExternalService = (typeof EXTERNAL_SERVICES)[number];
+
+/** How long the lab waits for an external host's ports to accept and greet, unless its `ready.timeoutMs` says. */
+export const DEFAULT_EXTERNAL_READY_TIMEOUT_MS = 10_000;
+
+/**
+ * A server the user runs elsewhere (issue 14): the lab does not start, stop or configure it, but treats it as one of
+ * its hosts. Its `address` is published in the lab DNS (A record of `hostname`, and the PTR back), it is one of the
+ * addresses the lab's MTAs may connect to, it is listed by `maillab up --json`, and the lab probes it before starting
+ * (every port accepts a connection; smtp, submission and lmtp greet with 220, imap with `* OK`, pop3 with `+OK`; the
+ * implicit-TLS ports submissions, imaps and pop3s are only connected to), failing the start within `ready.timeoutMs`
+ * (DEFAULT_EXTERNAL_READY_TIMEOUT_MS) with the host, address, port and what was seen.
+ *
+ * Uses: a domain's MX target (`mx: [{ host: 'ext', preference: 10 }]`, needs `ports.smtp`; the MTAs connect to it on
+ * that port, the transport map's port per MX host), a `transport` route's host (`ports.smtp` unless the route gives a
+ * port), and an mx or mta host's `mailbox` (LMTP at `ports.lmtp`).
+ *
+ * The network rule holds for it too: the address must be on loopback, 127.0.0.0/8, where the local runtime's nodes
+ * are (the docker runtime's lab network cannot reach the host's loopback, so it refuses a lab with external hosts).
+ * It is not a node: `lab.node(name)` refuses it, `lab.external(name)` describes it; the lab issues it no certificate.
+ */
+export interface ExternalHostDefinition {
+  role: 'external';
+  /** Its name in the lab DNS, in a `.test` domain (a lab domain or any other), e.g. `smtp.user.test`. */
+  hostname: string;
+  /** Where it listens: an IPv4 address in 127.0.0.0/8. */
+  address: string;
+  /** Its ports by service; at least one. */
+  ports: Partial<Record<ExternalService, number>>;
+  /** The readiness probe: how long it may take (ms) before the lab start fails. */
+  ready?: { timeoutMs?: number };
+}
+
+/**
+ * A route of the lab's transport map (issue 14), like Postfix's `transport_maps` entry `smtp:[host]:port`: mail for the
+ * domain goes to `host` (a lab host key: an external host with an smtp port, or an mx or mta host) on `port`, with no
+ * MX lookup for the domain. `port` defaults to the host's SMTP port (an external's `ports.smtp`, a node's 25 + offset).
+ */
+export interface TransportDefinition {
+  host: string;
+  port?: number;
+}
+
 export type HostDefinition =
+  | ExternalHostDefinition
   | { role: 'dns'; hostname: string }
   | {
       role: 'mta';
@@ -149,6 +196,12 @@ export interface LabDefinition {
   auth?: LabAuthDefinition;
   /** Keys of the MTAs' transactional HTTP email API (issue 13), each with the From: domains it may send as. */
   apiKeys?: ApiKeyConfig[];
+  /**
+   * The transport map of the lab's MTAs (issue 14), by destination domain (`.test`): Postfix's `smtp:[host]:port`, no
+   * MX lookup for that domain. E.g. `{ 'partner.test': { host: 'ext', port: 2525 } }`. Local domains of an MTA are not
+   * affected (they go to its mailbox over LMTP).
+   */
+  transport?: Record<string, TransportDefinition>;
 }
 
 export interface LabTlsDefinition {
@@ -209,15 +262,27 @@ export function validateLab(lab: LabDefinition): void {
   if (hosts.filter(([, h]) => h.role === 'dns').length !== 1) problems.push('a lab needs exactly one dns host');
   for (const [name, host] of hosts) {
     if (!/^[a-z][a-z0-9-]*$/.test(name)) problems.push(`host name "${name}" must be lower-case letters, digits and dashes`);
-    if ((host.role === 'mx' || host.role === 'mta') && host.mailbox && lab.hosts[host.mailbox]?.role !== 'mailbox')
-      problems.push(`${name}: mailbox "${host.mailbox}" is not a mailbox host`);
+    if ((host.role === 'mx' || host.role === 'mta') && host.mailbox) {
+      const mailbox = lab.hosts[host.mailbox];
+      if (mailbox?.role === 'external') {
+        if (!mailbox.ports?.lmtp) problems.push(`${name}: mailbox "${host.mailbox}" is an external host without an lmtp port (ports.lmtp)`);
+      } else if (mailbox?.role !== 'mailbox') problems.push(`${name}: mailbox "${host.mailbox}" is not a mailbox host (nor an external host with an lmtp port)`);
+    }
+    if (host.role === 'external') problems.push(...externalProblems(name, host));
   }
+  problems.push(...sharedExternalAddresses(lab));
   for (const [domain, def] of Object.entries(lab.domains)) {
     if (!domain.endsWith('.test')) problems.push(`domain ${domain} must use the reserved .test TLD`);
-    for (const mx of def.mx ?? []) if (!lab.hosts[mx.host] && !mx.host.includes('.')) problems.push(`${domain}: MX host "${mx.host}" is not a lab host`);
+    for (const mx of def.mx ?? []) {
+      const target = lab.hosts[mx.host];
+      if (!target && !mx.host.includes('.')) problems.push(`${domain}: MX host "${mx.host}" is not a lab host`);
+      if (target?.role === 'external' && !target.ports?.smtp) problems.push(`${domain}: MX host "${mx.host}" is an external host without an smtp port (ports.smtp)`);
+    }
   }
+  problems.push(...transportProblems(lab));
   for (const [host, fault] of Object.entries(lab.tls?.certificates ?? {})) {
     if (!lab.hosts[host]) problems.push(`tls.certificates: "${host}" is not a lab host`);
+    if (lab.hosts[host]?.role === 'external') problems.push(`tls.certificates: "${host}" is an external host: the lab issues it no certificate`);
     if (!(CERTIFICATE_FAULTS as readonly string[]).includes(fault)) problems.push(`tls.certificates.${host}: "${String(fault)}" is not a certificate fault (${CERTIFICATE_FAULTS.join(', ')})`);
   }
   if (lab.tls?.allowPlaintextAuth !== undefined && typeof lab.tls.allowPlaintextAuth !== 'boolean') problems.push('tls.allowPlaintextAuth must be true or false');
@@ -277,6 +342,7 @@ export function validateLab(lab: LabDefinition): void {
   if (lab.auth?.submissionFrom !== undefined && !['own-domain', 'any'].includes(lab.auth.submissionFrom)) problems.push(`auth.submissionFrom must be own-domain or any`);
   for (const [host, records] of Object.entries(lab.tls?.dane ?? {})) {
     if (!lab.hosts[host]) problems.push(`tls.dane: "${host}" is not a lab host`);
+    if (lab.hosts[host]?.role === 'external') problems.push(`tls.dane: "${host}" is an external host, whose certificate the lab does not know: publish its TLSA records in a domain's records`);
     for (const r of records) {
       if (![2, 3].includes(r.usage) || ![0, 1].includes(r.selector) || ![0, 1, 2].includes(r.matchingType)) problems.push(`tls.dane.${host}: ${r.usage} ${r.selector} ${r.matchingType} is not a DANE-TA/DANE-EE record the lab can compute (usage 2|3, selector 0|1, matching type 0|1|2)`);
     }
@@ -291,6 +357,49 @@ export function validateLab(lab: LabDefinition): void {
   if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
 }
 
+/** What is wrong with an external host's definition (the network rule, its name, ports and probe). */
+function externalProblems(name: string, host: ExternalHostDefinition): string[] {
+  const problems: string[] = [];
+  if (typeof host.address !== 'string' || !net.isIPv4(host.address) || !host.address.startsWith('127.'))
+    problems.push(`${name}: address "${String(host.address)}" is outside the lab's network rule: an external host must be on loopback, an IPv4 address in 127.0.0.0/8 (the local runtime's network; a lab with external hosts cannot run on the docker runtime)`);
+  if (typeof host.hostname !== 'string' || !/^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+test$/i.test(host.hostname))
+    problems.push(`${name}: hostname "${String(host.hostname)}" must be a host name in a .test domain (e.g. smtp.partner.test)`);
+  const ports = Object.entries(host.ports ?? {});
+  if (!ports.length) problems.push(`${name}: an external host needs at least one port (ports: { ${EXTERNAL_SERVICES.join(', ')} })`);
+  for (const [service, port] of ports) {
+    if (!(EXTERNAL_SERVICES as readonly string[]).includes(service)) problems.push(`${name}: ports.${service} is not a service the lab knows (${EXTERNAL_SERVICES.join(', ')})`);
+    else if (!isPort(port)) problems.push(`${name}: ports.${service} must be a port number from 1 to 65535, not ${String(port)}`);
+  }
+  const timeout = host.ready?.timeoutMs;
+  if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) problems.push(`${name}: ready.timeoutMs must be a whole number of milliseconds above 0`);
+  return problems;
+}
+
+/** External hosts sharing an address: one PTR per address, so one host with all its ports. */
+function sharedExternalAddresses(lab: LabDefinition): string[] {
+  const byAddress = new Map<string, string[]>();
+  for (const [name, host] of Object.entries(lab.hosts)) if (host.role === 'external') byAddress.set(host.address, [...(byAddress.get(host.address) ?? []), name]);
+  return [...byAddress].filter(([, names]) => names.length > 1).map(([address, names]) => `external hosts ${names.join(' and ')} share the address ${address}: make them one host with all their ports (one A and one PTR record)`);
+}
+
+function isPort(port: unknown): port is number {
+  return Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65_535;
+}
+
+/** What is wrong with the lab's transport map: each route needs a `.test` domain and a host with an SMTP port. */
+function transportProblems(lab: LabDefinition): string[] {
+  const problems: string[] = [];
+  for (const [domain, route] of Object.entries(lab.transport ?? {})) {
+    if (!/^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+test$/i.test(domain)) problems.push(`transport: "${domain}" must be a domain in .test`);
+    const host = lab.hosts[route?.host];
+    if (!host) problems.push(`transport.${domain}: host "${String(route?.host)}" is not a lab host (an external host, or an mx or mta host)`);
+    else if (host.role !== 'external' && host.role !== 'mx' && host.role !== 'mta') problems.push(`transport.${domain}: host "${route.host}" is a ${host.role} host, which takes no SMTP (an external host, or an mx or mta host)`);
+    else if (host.role === 'external' && route.port === undefined && !host.ports?.smtp) problems.push(`transport.${domain}: external host "${route.host}" has no smtp port: give the route a port or the host ports.smtp`);
+    if (route?.port !== undefined && !isPort(route.port)) problems.push(`transport.${domain}: port must be a port number from 1 to 65535, not ${String(route.port)}`);
+  }
+  return problems;
+}
+
 export const STANDARD_PORTS = { dns: 53, smtp: 25, submission: 587, submissions: 465, lmtp: 24, pop3: 110, pop3s: 995, imap: 143, imaps: 993, https: 443, api: 8025, clamd: 3310 } as const;
 
 /** Where the test signature database of ClamAV lives (EICAR and a custom test signature, made with sigtool). */
@@ -300,11 +409,22 @@ export const CONTROL_PORT = 7070;
 export interface LabPlan {
   /** Node configurations, by host name, in start order (dns first, mailbox before mx/mta). */
   nodes: Record<string, NodeConfig>;
+  /** The external hosts (issue 14), by host name: not nodes, nothing is started for them; probed before the nodes start. */
+  externals: Record<string, ExternalHostPlan>;
   zones: ZoneConfig[];
 }
 
+/** An external host as the lab uses it: its given address and ports, and how long the readiness probe may take. */
+export interface ExternalHostPlan {
+  name: string;
+  hostname: string;
+  address: string;
+  ports: Partial<Record<ExternalService, number>>;
+  readyTimeoutMs: number;
+}
+
 export interface PlanOptions {
-  /** Address of each host. */
+  /** Address of each host (an external host's is its own `address`, whatever is given here). */
   addresses: Record<string, string>;
   /** Added to every standard port (0 when the lab may bind privileged ports). */
   portOffset: number;
@@ -314,16 +434,23 @@ export interface PlanOptions {
   packageRoot?: string;
 }
 
-const START_ORDER: Role[] = ['dns', 'mailbox', 'mx', 'mta'];
+const START_ORDER: HostDefinition['role'][] = ['dns', 'mailbox', 'mx', 'mta'];
 
 export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
   validateLab(lab);
   const port = (service: keyof typeof STANDARD_PORTS) => STANDARD_PORTS[service] + options.portOffset;
+  // The runtime allocates an address per host; an external host keeps the one the user gave.
   const address = (host: string) => {
-    const a = options.addresses[host];
+    const definition = lab.hosts[host];
+    const a = definition?.role === 'external' ? definition.address : options.addresses[host];
     if (!a) throw new Error(`no address for host ${host}`);
     return a;
   };
+  const externals = externalsOf(lab);
+  for (const external of Object.values(externals)) {
+    const node = Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role !== 'external' && address(h) === external.address);
+    if (node) throw new Error(`lab ${lab.name}: external host ${external.name} is at ${external.address}, the address the runtime gave host ${node}: choose another address for ${external.name}`);
+  }
   const dnsHost = Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'dns')!;
   const zones = buildZones(lab, address, dnsHost);
   const base = (name: string, host: HostDefinition) => ({
@@ -336,7 +463,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     greetingDelayMs: lab.greetingDelayMs ?? 0,
     fsync: true,
   });
-  const lmtpOf = (mailbox: string | undefined) => (mailbox ? { host: address(mailbox), port: port('lmtp') } : undefined);
+  // A mailbox host's LMTP, or an external host's (at its own lmtp port, checked by validateLab).
+  const lmtpOf = (mailbox: string | undefined): Endpoint | undefined => (mailbox ? { host: address(mailbox), port: externals[mailbox]?.ports.lmtp ?? port('lmtp') } : undefined);
   const usersIn = (domains: string[]) => lab.users.filter((u) => domains.includes(u.address.split('@')[1]!.toLowerCase()));
 
   const { limits, authThrottle } = securityOf(lab);
@@ -346,7 +474,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     .map(([name]) => address(name));
 
   const nodes: Record<string, NodeConfig> = {};
-  const ordered = Object.entries(lab.hosts).sort(([, a], [, b]) => START_ORDER.indexOf(a.role) - START_ORDER.indexOf(b.role));
+  const transport = transportOf(lab, port('smtp'));
+  const ordered = Object.entries(lab.hosts).filter(([, h]) => h.role !== 'external').sort(([, a], [, b]) => START_ORDER.indexOf(a.role) - START_ORDER.indexOf(b.role));
   for (const [name, host] of ordered) {
     switch (host.role) {
       case 'dns': {
@@ -399,6 +528,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           users: lab.users,
           retry: lab.retry,
           relayPort: port('smtp'),
+          ...transport,
           connectTimeoutMs: lab.connectTimeoutMs ?? 2000,
           limits,
           authThrottle,
@@ -414,9 +544,36 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         };
         break;
       }
+      case 'external':
+        break; // not a node: in `externals`
     }
   }
-  return { nodes, zones };
+  return { nodes, externals, zones };
+}
+
+/** The external hosts of a lab, as the plan lists them. */
+export function externalsOf(lab: LabDefinition): Record<string, ExternalHostPlan> {
+  return Object.fromEntries(
+    Object.entries(lab.hosts).flatMap(([name, host]) =>
+      host.role === 'external' ? [[name, { name, hostname: host.hostname, address: host.address, ports: { ...host.ports }, readyTimeoutMs: host.ready?.timeoutMs ?? DEFAULT_EXTERNAL_READY_TIMEOUT_MS }]] : [],
+    ),
+  );
+}
+
+/**
+ * The MTAs' transport map: a port per MX host name from the external hosts' smtp ports (`relayPorts`), and the lab's
+ * `transport` routes with host names and ports resolved (`transport`).
+ */
+function transportOf(lab: LabDefinition, smtpPort: number): { relayPorts?: Record<string, number>; transport?: Record<string, TransportRoute> } {
+  const relayPorts: Record<string, number> = {};
+  for (const host of Object.values(lab.hosts)) if (host.role === 'external' && host.ports.smtp) relayPorts[host.hostname.toLowerCase()] = host.ports.smtp;
+  const routes = Object.entries(lab.transport ?? {}).map(([domain, route]): [string, TransportRoute] => {
+    const host = lab.hosts[route.host]!;
+    const port = route.port ?? (host.role === 'external' ? host.ports.smtp! : smtpPort);
+    // By host name, looked up in the lab DNS as Postfix looks up `[host]` (its A record is planned in the zones).
+    return [domain.toLowerCase(), { host: host.hostname, port }];
+  });
+  return { ...(Object.keys(relayPorts).length ? { relayPorts } : {}), ...(routes.length ? { transport: Object.fromEntries(routes) } : {}) };
 }
 
 /** The scanner config of an MX host; the ClamAV database path is inside the package (relative: as given). */
@@ -430,8 +587,9 @@ function scannerOf(kind: 'builtin' | 'clamav' | 'none', clamd: { host: string; p
 function authServiceOf(lab: LabDefinition, mailbox: string | undefined, endpoint: (mailbox: string) => { host: string; port: number }): { authService?: { host: string; port: number } } {
   const host = mailbox ?? Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'mailbox');
   const server = host ? lab.hosts[host] : undefined;
-  // Dovecot offers no account service of maillab's: the MTA then checks passwords against its own config.
-  return host && !(server?.role === 'mailbox' && server.server === 'dovecot') ? { authService: endpoint(host) } : {};
+  // Dovecot and external servers offer no account service of maillab's: the MTA then checks passwords against its own
+  // config.
+  return host && server?.role === 'mailbox' && server.server !== 'dovecot' ? { authService: endpoint(host) } : {};
 }
 
 /** The contents of a Postfix node's own files, read when the lab is planned (so any runtime can hand them on). */

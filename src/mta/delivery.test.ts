@@ -538,3 +538,105 @@ describe('deliver: MTA-STS and DANE', () => {
     expect(events.filter(([k]) => k === 'tlsa-lookup')).toHaveLength(2);
   });
 });
+
+describe('deliver: the transport map (a port per target, routes without MX lookup)', () => {
+  const ok = ({ target, envelope }: Call) => result(`${target.servername}[${target.host}]:${target.port}`, envelope.to.map((a) => accepted(a)));
+  /** A TLSA resolver that finds no records and keeps the names it was asked for. */
+  const noTlsaAsked = () => {
+    const asked: string[] = [];
+    const resolveTlsa = async (name: string): Promise<never> => {
+      asked.push(name);
+      throw Object.assign(new Error(`${name} TLSA: no records`), { code: 'ENODATA' });
+    };
+    return { asked, resolveTlsa };
+  };
+  const hostOf = (exchange: string, ...addresses: string[]) => async (name: string): Promise<MxResolution> =>
+    name === exchange ? { kind: 'implicit', hosts: [host(exchange, 0, ...addresses)] } : { kind: 'none', error: `${name}: no such domain (NXDOMAIN) (ENOTFOUND)` };
+
+  it('connects to an MX host on its own port (relayPorts, by host name), the others on relayPort; events and hops name the port used', async () => {
+    const smtp = scripted(({ target, envelope }) => (target.port === 2626 ? new SmtpClientError({ stage: 'connect', target: 'x', command: 'connect', description: 'connection refused', errno: 'ECONNREFUSED' }) : ok({ target, envelope })), ok);
+    const { ctx, events } = context({
+      smtp,
+      relayPorts: { 'mx.user.test': 2626 },
+      // Upper case and a trailing dot, as a DNS answer may have them: the same host.
+      mx: { 'receiver2.test': { kind: 'mx', hosts: [host('MX.User.Test.', 10, '127.0.0.30'), host('mx2.receiver2.test', 20, '127.0.0.31')] } },
+    });
+    const [outcome] = await deliver(ctx, MESSAGE, ['erin@receiver2.test'], DATA);
+    expect(smtp.calls.map((c) => `${c.target.host}:${c.target.port}`)).toEqual(['127.0.0.30:2626', '127.0.0.31:2525']);
+    expect(events.filter(([k]) => k === 'connect' || k === 'connect-failed').map(([k, d]) => [k, d.host, d.port])).toEqual([
+      ['connect', '127.0.0.30', 2626],
+      ['connect-failed', '127.0.0.30', 2626],
+      ['connect', '127.0.0.31', 2525],
+    ]);
+    expect(outcome).toMatchObject({ action: 'delivered', port: 2525, hop: 'mta.sender.test -> mx2.receiver2.test[127.0.0.31]:2525' });
+  });
+
+  it('delivers on the MX host\'s own port, and DANE looks up _<that port>._tcp', async () => {
+    const { asked, resolveTlsa } = noTlsaAsked();
+    const smtp = scripted(ok);
+    const { ctx } = context({ smtp, relayPorts: { 'mx.user.test': 2626 }, resolveTlsa, mx: { 'receiver2.test': { kind: 'mx', hosts: [host('mx.user.test', 10, '127.0.0.30')] } } });
+    const [outcome] = await deliver(ctx, MESSAGE, ['erin@receiver2.test'], DATA);
+    expect(asked).toEqual(['_2626._tcp.mx.user.test']);
+    expect(outcome).toMatchObject({ action: 'delivered', port: 2626, host: '127.0.0.30', mx: 'mx.user.test', hop: 'mta.sender.test -> mx.user.test[127.0.0.30]:2626' });
+  });
+
+  it('a transport route bypasses the MX lookup: the route\'s host by its own address, on the route\'s port', async () => {
+    const { asked, resolveTlsa } = noTlsaAsked();
+    const smtp = scripted(ok);
+    // No MX answer is scripted for relay.test: an MX lookup would throw.
+    const { ctx, events, lookups } = context({ smtp, resolveTlsa, transport: { 'relay.test': { host: 'smtp.user.test', port: 2727 } }, lookupHost: hostOf('smtp.user.test', '127.0.0.32') });
+    const [outcome] = await deliver(ctx, MESSAGE, ['frank@relay.test'], DATA);
+    expect(lookups).toEqual([]);
+    expect(events.map(([k]) => k)).toEqual(['connect']);
+    expect(events[0]![1]).toEqual({ host: '127.0.0.32', port: 2727, mx: 'smtp.user.test', hop: 'mta.sender.test -> smtp.user.test[127.0.0.32]:2727' });
+    expect(smtp.calls.map((c) => c.target)).toEqual([{ host: '127.0.0.32', port: 2727, servername: 'smtp.user.test' }]);
+    expect(asked).toEqual(['_2727._tcp.smtp.user.test']);
+    expect(outcome).toMatchObject({ action: 'delivered', port: 2727, remoteMta: 'smtp.user.test' });
+  });
+
+  it('a route to an IP address needs no lookup; domains not in the map still go by MX', async () => {
+    const smtp = scripted(ok, ok);
+    let hostLookups = 0;
+    const { ctx, lookups } = context({
+      smtp,
+      transport: { 'relay.test': { host: '127.0.0.33', port: 2828 } },
+      lookupHost: async () => (hostLookups++, { kind: 'none', error: 'not asked' }),
+      mx: { 'receiver.test': { kind: 'mx', hosts: [host('mx.receiver.test', 10, '127.0.0.7')] } },
+    });
+    const outcomes = await deliver(ctx, MESSAGE, ['frank@relay.test', 'bob@receiver.test'], DATA);
+    expect(hostLookups).toBe(0);
+    expect(lookups).toEqual(['receiver.test']);
+    expect(smtp.calls.map((c) => `${c.target.host}:${c.target.port}`).sort()).toEqual(['127.0.0.33:2828', '127.0.0.7:2525']);
+    expect(outcomes.map((o) => o.action)).toEqual(['delivered', 'delivered']);
+  });
+
+  it('the lab boundary holds for a route: an address outside the lab is never connected, the recipient bounces 5.4.4', async () => {
+    const smtp = scripted();
+    const { ctx, events } = context({ smtp, labAddresses: ['127.0.0.7'], transport: { 'relay.test': { host: 'smtp.user.test', port: 2727 } }, lookupHost: hostOf('smtp.user.test', '10.1.2.3') });
+    const [outcome] = await deliver(ctx, MESSAGE, ['frank@relay.test'], DATA);
+    expect(smtp.calls).toEqual([]);
+    expect(events).toEqual([]);
+    expect(outcome).toMatchObject({
+      action: 'bounce',
+      status: '5.4.4',
+      hop: 'mta.sender.test (transport for relay.test: [smtp.user.test]:2727)',
+      reply: "550 5.4.4 <frank@relay.test>: mail for relay.test would go to smtp.user.test[10.1.2.3], outside the lab: mta.sender.test connects only to the lab's own hosts",
+    });
+  });
+
+  it('a route whose host has no address bounces 5.4.4; one that cannot be resolved now defers 4.4.3; both name the route', async () => {
+    const route = { 'relay.test': { host: 'gone.user.test', port: 2727 } };
+    const gone = context({ transport: route, lookupHost: hostOf('smtp.user.test', '127.0.0.32') });
+    expect((await deliver(gone.ctx, MESSAGE, ['frank@relay.test'], DATA))[0]).toMatchObject({
+      action: 'bounce',
+      status: '5.4.4',
+      reply: '550 5.4.4 <frank@relay.test>: the transport map sends relay.test to [gone.user.test]:2727, which has no address: gone.user.test: no such domain (NXDOMAIN) (ENOTFOUND)',
+    });
+    const timeout = context({ transport: route, lookupHost: async () => ({ kind: 'temporary', error: 'gone.user.test A/AAAA: DNS timeout (ETIMEOUT)' }) });
+    expect((await deliver(timeout.ctx, MESSAGE, ['frank@relay.test'], DATA))[0]).toMatchObject({ action: 'defer', status: '4.4.3', reply: expect.stringMatching(/^451 4\.4\.3 <frank@relay\.test>: the transport map sends relay\.test to \[gone\.user\.test\]:2727, which cannot be resolved now, will retry: .*ETIMEOUT/) });
+    const thrown = context({ transport: route, lookupHost: async () => Promise.reject(new Error('resolver gone')) });
+    expect((await deliver(thrown.ctx, MESSAGE, ['frank@relay.test'], DATA))[0]).toMatchObject({ action: 'defer', status: '4.4.3' });
+    const noResolver = context({ transport: route });
+    expect((await deliver(noResolver.ctx, MESSAGE, ['frank@relay.test'], DATA))[0]).toMatchObject({ action: 'defer', reply: expect.stringMatching(/no resolver to look up gone\.user\.test/) });
+  });
+});

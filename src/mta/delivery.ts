@@ -6,8 +6,14 @@
 // - recipients in a local domain (config.localDomains) go over LMTP to config.localDelivery, in one transaction;
 // - others: MX lookup in the lab DNS (RFC 5321 §5.1): MX hosts in preference order, the domain's own address when
 //   it has no MX (implicit MX), immediate bounce for a null MX (RFC 7505). Each MX address is connected by IP on
-//   config.relayPort, with the MX name as TLS server name; on a failure before the transaction starts (connection,
+//   config.relayPort (or the MX host's own port in config.relayPorts, issue 14: a user's server on 2525), with the MX
+//   name as TLS server name; on a failure before the transaction starts (connection,
 //   greeting, EHLO) the next address / MX is tried. Once a server answered MAIL FROM, its verdict stands.
+// - the transport map (ctx.transport, issue 14), like Postfix's `transport_maps` with `smtp:[host]:port`: a domain
+//   listed there goes to that host and port with no MX lookup (no mx-lookup event): the host's own A/AAAA records
+//   (ctx.lookupHost) or an IP address. From there on it is an MX like any other: the lab boundary, TLS policy, DANE
+//   (at `_<port>._tcp.<host>`, the port the route uses) and the next-address fallback apply. A next hop without an
+//   address bounces (550 5.4.4), one whose lookup failed for now defers (451 4.4.3), both naming the route.
 // - the lab's own addresses (labAddresses, when given) are the only ones ever connected to: an MX address (or an
 //   address literal) outside them is skipped without a connection, as if it did not answer, and the next address /
 //   MX is tried; when no address inside the lab is left, the recipients bounce (550 5.4.4) with a reply naming the
@@ -20,7 +26,7 @@
 //   every MX `mta-sts` (like `verify`), and an MX the policy does not list is not connected to; `testing` delivers as
 //   the configured mode says and reports (tls-policy-failure, enforced: false) what enforce would have refused. A
 //   policy announced but not to be had applies nothing (RFC 8461 §5.1), and is reported.
-// - DANE (RFC 7672, ctx.resolveTlsa): usable TLSA records at `_<relayPort>._tcp.<mx host>` make that MX `dane`
+// - DANE (RFC 7672, ctx.resolveTlsa): usable TLSA records at `_<port>._tcp.<mx host>` (the port connected to) make that MX `dane`
 //   (STARTTLS required, the certificate must match a record), over MTA-STS (RFC 8461 §2) and over the configured
 //   mode. A TLSA lookup that fails (no answer, SERVFAIL) makes the MX unusable for now: the next is tried, then the
 //   recipients are deferred (RFC 7672 §2.2), because an attacker could otherwise suppress the records.
@@ -32,7 +38,7 @@
 import net from 'node:net';
 import { describeTarget, has8BitOctets, needsSmtpUtf8, SmtpClientError, type MessageSource, type RecipientResult, type SendOptions, type SendResult, type SmtpEnvelope, type SmtpTarget } from '../shared/smtp-client.js';
 import { convertTo7bit } from './downgrade.js';
-import type { Endpoint, OutboundTlsPolicy, TlsPolicyConfig, TlsPolicyMode } from '../shared/config.js';
+import type { Endpoint, OutboundTlsPolicy, TlsPolicyConfig, TlsPolicyMode, TransportRoute } from '../shared/config.js';
 import { describeTlsa, usableTlsa, type TlsaAssociation } from '../shared/dane.js';
 import { insideLab } from '../shared/lab-boundary.js';
 import type { TlsRequiredFailure } from '../shared/smtp-client.js';
@@ -54,6 +60,15 @@ export interface DeliveryContext {
   localDomains: string[];
   localDelivery?: Endpoint;
   relayPort: number;
+  /** The port per MX host name (lower case), over `relayPort` (MtaNodeConfig.relayPorts). */
+  relayPorts?: Readonly<Record<string, number>>;
+  /** The transport map: a destination domain (lower case) → its next hop and port, no MX lookup (MtaNodeConfig.transport). */
+  transport?: Readonly<Record<string, TransportRoute>>;
+  /**
+   * A transport next hop's own addresses (A/AAAA, no MX lookup) through the lab DNS, answered as an implicit MX of
+   * that host (or none / temporary); absent: only IP-address next hops can be used.
+   */
+  lookupHost?(host: string): Promise<MxResolution>;
   /** The only addresses delivery may connect to (the lab's hosts); absent: any (a hand-started node). */
   labAddresses?: readonly string[];
   /** Outbound TLS per destination domain (SMTP only, LMTP stays plaintext); absent: `may` everywhere. */
@@ -133,6 +148,25 @@ function domainOf(address: string): string {
   return at < 0 ? '' : address.slice(at + 1).toLowerCase();
 }
 
+/** The port an MX host is connected to: its own in `relayPorts` (by host name), else `relayPort`. */
+export function relayPortOf(ctx: Pick<DeliveryContext, 'relayPort' | 'relayPorts'>, exchange: string): number {
+  return ctx.relayPorts?.[exchange.toLowerCase().replace(/\.$/, '')] ?? ctx.relayPort;
+}
+
+/**
+ * Where a transport route goes (no MX lookup): an IP address as it is, a host name by its own address records. A
+ * lookup that throws is temporary, as an MX lookup's would be.
+ */
+async function transportResolution(ctx: DeliveryContext, route: TransportRoute): Promise<MxResolution> {
+  if (net.isIP(route.host)) return { kind: 'implicit', hosts: [{ exchange: route.host, priority: 0, addresses: [route.host] }] };
+  if (!ctx.lookupHost) return { kind: 'temporary', error: `no resolver to look up ${route.host}` };
+  try {
+    return await ctx.lookupHost(route.host);
+  } catch (err) {
+    return { kind: 'temporary', error: (err as Error).message };
+  }
+}
+
 function oneLine(text: string): string {
   return text.replace(/\r?\n/g, ' / ');
 }
@@ -201,12 +235,23 @@ async function deliverLocal(ctx: DeliveryContext, message: DeliveryMessage, rcpt
 }
 
 async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, domain: string, rcpts: string[], data: Buffer): Promise<RecipientOutcome[]> {
-  const lookupHop = `${ctx.hostname} (MX lookup for ${domain})`;
+  const route = ctx.transport?.[domain];
+  const lookupHop = route ? `${ctx.hostname} (transport for ${domain}: [${route.host}]:${route.port})` : `${ctx.hostname} (MX lookup for ${domain})`;
   let resolution: MxResolution;
   const literal = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain)?.[1];
   if (literal && net.isIP(literal)) {
     // An address literal (RFC 5321 §4.1.3): no DNS, straight to that address.
     resolution = { kind: 'implicit', hosts: [{ exchange: literal, priority: 0, addresses: [literal] }] };
+  } else if (route) {
+    // The transport map: the route's host and port, the domain's MX records are not asked for.
+    resolution = await transportResolution(ctx, route);
+    if (resolution.kind === 'none' || resolution.kind === 'null-mx') {
+      const why = resolution.kind === 'none' ? resolution.error : 'no address';
+      return localVerdict(rcpts, 'bounce', 550, '5.4.4', `the transport map sends ${domain} to [${route.host}]:${route.port}, which has no address: ${why}`, lookupHop);
+    }
+    if (resolution.kind === 'temporary') {
+      return localVerdict(rcpts, 'defer', 451, '4.4.3', `the transport map sends ${domain} to [${route.host}]:${route.port}, which cannot be resolved now, will retry: ${resolution.error}`, lookupHop);
+    }
   } else {
     try {
       resolution = await ctx.lookupMx(domain);
@@ -236,6 +281,7 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
   const lookupFailures: string[] = [];
   const outsideLab: string[] = [];
   for (const mx of resolution.hosts) {
+    const port = route ? route.port : relayPortOf(ctx, mx.exchange);
     if (mx.addresses.length === 0) {
       lookupFailures.push(mx.error ?? `${mx.exchange}: no address`);
       continue;
@@ -243,7 +289,7 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
     const mxHop = `${ctx.hostname} -> ${mx.exchange}`;
     const mxWhere: Where = { target: mx.exchange, mx: mx.exchange, remoteMta: mx.exchange };
     // DANE first: it outranks MTA-STS and the configured mode. No TLSA records: the MX goes by the others.
-    const dane = mode !== 'none' && ctx.resolveTlsa && !net.isIP(mx.exchange) ? await tlsaOf(ctx, domain, mx.exchange, mxHop) : undefined;
+    const dane = mode !== 'none' && ctx.resolveTlsa && !net.isIP(mx.exchange) ? await tlsaOf(ctx, domain, mx.exchange, port, mxHop) : undefined;
     if (dane && 'error' in dane) {
       lastError = { err: dane.error, hop: mxHop, where: mxWhere, tlsPolicy: 'dane' };
       continue;
@@ -267,16 +313,16 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
       }
       const target: SmtpTarget = {
         host: address,
-        port: ctx.relayPort,
+        port,
         servername: mx.exchange,
         ...(ctx.tlsPolicy || effective !== mode ? { tls: effective } : {}),
         ...(dane ? { tlsa: dane.records } : {}),
         ...(audit ? { audit: true } : {}),
       };
       const hop = `${ctx.hostname} -> ${describeTarget(target)}`;
-      const where: Where = { target: describeTarget(target), host: address, port: ctx.relayPort, mx: mx.exchange, remoteMta: mx.exchange };
+      const where: Where = { target: describeTarget(target), host: address, port, mx: mx.exchange, remoteMta: mx.exchange };
       // Announced before the transaction, so the history shows it before what the server records.
-      ctx.emit('connect', { host: address, port: ctx.relayPort, mx: mx.exchange, hop });
+      ctx.emit('connect', { host: address, port, mx: mx.exchange, hop });
       try {
         const result = await ctx.smtp.send(target, params.envelope, data, params.options);
         if (audit && result.tlsAudit) {
@@ -291,7 +337,7 @@ async function deliverRemote(ctx: DeliveryContext, message: DeliveryMessage, dom
           ctx.emit('tls-policy-failure', { domain, mx: mx.exchange, host: address, tlsPolicy: effective, resultType: failureType(caught.tlsRequired), enforced: true, reason: caught.tlsRequired.reason, hop });
         }
         if (err instanceof SmtpClientError && tryNextHost(err)) {
-          ctx.emit('connect-failed', { host: address, port: ctx.relayPort, mx: mx.exchange, hop, stage: err.stage, command: err.command, ...(err.reply ? { reply: err.reply } : {}), error: err.message, ...policy });
+          ctx.emit('connect-failed', { host: address, port, mx: mx.exchange, hop, stage: err.stage, command: err.command, ...(err.reply ? { reply: err.reply } : {}), error: err.message, ...policy });
           lastError = { err, hop, where, ...policy };
           continue;
         }
@@ -340,8 +386,9 @@ const NO_RECORDS = new Set(['ENOTFOUND', 'ENODATA']);
  * The usable TLSA records of an MX host; undefined when it has none (or only unusable ones, RFC 7672 §2.2); an error
  * (a 451 for that MX) when the lookup failed otherwise.
  */
-async function tlsaOf(ctx: DeliveryContext, domain: string, mx: string, hop: string): Promise<{ records: TlsaAssociation[] } | { error: SmtpClientError } | undefined> {
-  const name = `_${ctx.relayPort}._tcp.${mx}`;
+async function tlsaOf(ctx: DeliveryContext, domain: string, mx: string, port: number, hop: string): Promise<{ records: TlsaAssociation[] } | { error: SmtpClientError } | undefined> {
+  // The port actually connected to (RFC 7672 §2.2.3: TLSA records are per port).
+  const name = `_${port}._tcp.${mx}`;
   let records: TlsaAssociation[];
   try {
     records = await ctx.resolveTlsa!(name);

@@ -51,6 +51,11 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       localDomains: config.localDomains,
       ...(config.localDelivery ? { localDelivery: config.localDelivery } : {}),
       relayPort: config.relayPort,
+      // The transport map (issue 14): a port per MX host, and routes that bypass the MX lookup.
+      ...(config.relayPorts ? { relayPorts: config.relayPorts } : {}),
+      ...(config.transport ? { transport: config.transport } : {}),
+      // A route's next hop by its own A/AAAA records: an empty MX answer makes the resolution the host's implicit MX.
+      lookupHost: (host: string) => resolveMxTargets({ resolveMx: async () => [], resolve4: resolver.resolve4.bind(resolver), resolve6: resolver.resolve6.bind(resolver) }, host),
       ...(config.labAddresses ? { labAddresses: config.labAddresses } : {}),
       ...(config.tlsPolicy ? { tlsPolicy: config.tlsPolicy } : {}),
       lookupMx: (domain) => resolveMxTargets(resolver, domain),

@@ -259,6 +259,13 @@ export interface DnsNodeConfig extends BaseNodeConfig {
   mtaSts?: { port: number; sites: MtaStsSite[] };
 }
 
+/** One entry of the MTA's transport map: Postfix's `smtp:[host]:port`. */
+export interface TransportRoute {
+  /** The next hop: a host name (its A/AAAA records, no MX lookup) or an IP address. */
+  host: string;
+  port: number;
+}
+
 export interface MtaNodeConfig extends BaseNodeConfig {
   role: 'mta';
   /** `submissions`: implicit TLS submission (RFC 8314, port 465), offered when `tls` is set. */
@@ -270,8 +277,22 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   /** Users allowed to submit (AUTH PLAIN/LOGIN). */
   users: UserConfig[];
   retry: RetryConfig;
-  /** Port used when relaying to an MX (25 in the real world). */
+  /** Port used when relaying to an MX (25 in the real world), unless `relayPorts` names the MX host. */
   relayPort: number;
+  /**
+   * The port per MX host (issue 14, part of the transport map): an MX whose host name (lower case, no trailing dot)
+   * is a key here is connected to on that port instead of `relayPort`, e.g. a user's own server on 2525. The lab
+   * fills it from its external hosts' `smtp` ports. DANE looks up `_<that port>._tcp.<host>`. Absent: `relayPort`
+   * for every MX.
+   */
+  relayPorts?: Record<string, number>;
+  /**
+   * The transport map (issue 14), like Postfix's `transport_maps` with `smtp:[host]:port`: mail for a key (a
+   * destination domain, lower case, exact match) goes to `host` on `port`, with no MX lookup for the domain; `host` is
+   * a host name looked up in the lab DNS (A/AAAA only, as the brackets say in Postfix) or an IP address. The lab's
+   * address restriction (`labAddresses`) still applies to what it resolves to. Local domains are not affected.
+   */
+  transport?: Record<string, TransportRoute>;
   /** Timeout for connecting to a remote MX. */
   connectTimeoutMs: number;
   limits?: SmtpLimits;

@@ -184,6 +184,9 @@ export class DockerRuntime implements Runtime {
   async prepare(lab: LabDefinition, labId: string): Promise<LabNetwork> {
     if (this.lab) throw new Error(`this docker runtime already runs lab ${this.lab.id}`);
     const real = realServerHosts(lab);
+    // External hosts (issue 14) are on the host's loopback, which a container on the lab network cannot reach.
+    const external = Object.entries(lab.hosts).flatMap(([host, h]) => (h.role === 'external' ? [`${host} (${h.hostname} at ${h.address})`] : []));
+    if (external.length) throw new Error(`lab ${lab.name}: external host${external.length === 1 ? '' : 's'} ${external.join(', ')} on the host's loopback cannot be reached from the docker runtime's lab network: use the local runtime`);
     // Labs of dead harnesses go first: docker ones, and the local runtime's data directories (cheap) too.
     await reapDockerLabs(this.docker).catch((err: unknown) => process.stderr.write(`maillab: could not look for left-over labs: ${(err as Error).message}\n`));
     await reapLocalLabs();
