@@ -20,8 +20,9 @@ const USAGE = `usage: maillab <command>
         the MTAs), without starting anything; exits 1 when any finding is an error; --json prints the findings
   run [filter...]
         run the scenarios (scenarios/*.test.ts) with a line per scenario and a summary
-  images [--list]
-        build the node image for the docker runtime ahead of time (reused by content hash)
+  images [--list] [--real]
+        build the node image for the docker runtime ahead of time (reused by content hash); --real builds the
+        real-server image (Postfix and Dovecot from this host's Debian packages) instead
   prune
         remove every container, network and volume of every docker lab (label maillab=1), and the data
         directories of local labs whose harness is gone (a lab start removes those of dead harnesses too)
@@ -40,7 +41,8 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
       return check(rest);
     case 'images': {
       const { ensureImage, listImages } = await import('../harness/runtime/images.js');
-      const tag = await ensureImage({ log: (m: string) => process.stderr.write(m + '\n') });
+      // --real: the real-server image (Postfix and Dovecot from the host's packages) instead of the node image.
+      const tag = await ensureImage({ log: (m: string) => process.stderr.write(m + '\n'), ...(rest.includes('--real') ? { real: true } : {}) });
       process.stdout.write(`${tag}\n`);
       if (rest.includes('--list')) for (const image of await listImages()) process.stdout.write(`  ${JSON.stringify(image)}\n`);
       return 0;
@@ -116,6 +118,7 @@ async function up(args: string[]): Promise<number> {
       const services = Object.entries(node.services).map(([s, e]) => `${s} ${e.host}:${e.port}`);
       if (node.control) services.push(`control ${node.control.host}:${node.control.port}`);
       process.stdout.write(`  ${name.padEnd(8)} ${node.host.padEnd(16)} ${services.join('  ')}\n`);
+      if (node.server) process.stdout.write(`  ${''.padEnd(8)} ${node.server} settings in effect: ${node.effectiveConfig!.path}${node.effectiveConfig!.in === 'container' ? ' (in its container)' : ''}\n`);
     }
     // Servers the user runs outside the lab (issue 14): the lab publishes them in its DNS and delivers to them.
     for (const [name, external] of Object.entries(description.externals)) {

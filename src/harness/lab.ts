@@ -479,7 +479,7 @@ export class StartedLab {
       id: this.id,
       runtime: this.runtime.kind,
       nodes: Object.fromEntries(
-        this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}) }]),
+        this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}), ...this.realServerOf(n.config) }]),
       ),
       // Servers run outside the lab (issue 14): where the lab's nodes reach them.
       externals: Object.fromEntries(Object.values(this.externalHosts).map((e) => [e.name, { kind: 'external' as const, hostname: e.hostname, host: e.address, ports: e.ports }])),
@@ -494,6 +494,17 @@ export class StartedLab {
       ...(this.definition.apiKeys?.length ? { apiKeys: this.definition.apiKeys.map((k) => k.key) } : {}),
       ca: this.caFile,
     };
+  }
+
+  /**
+   * A node played by a real server (issue 14): which one, and the settings it runs with as its own tool prints them
+   * (`postconf -n`, `doveconf -n`), written at start into the node's data directory (on docker: inside its container).
+   */
+  private realServerOf(config: NodeConfig): { server?: 'postfix' | 'dovecot'; effectiveConfig?: { path: string; in: 'host' | 'container' } } {
+    const server = 'server' in config && (config.server === 'postfix' || config.server === 'dovecot') ? config.server : undefined;
+    if (!server) return {};
+    const file = server === 'postfix' ? path.join(config.dataDir, 'postfix', 'effective.cf') : path.join(config.dataDir, 'dovecot', 'effective.conf');
+    return { server, effectiveConfig: { path: file, in: this.runtime.kind === 'docker' ? 'container' : 'host' } };
   }
 
   async stop(options: { keepData?: boolean } = {}): Promise<void> {
