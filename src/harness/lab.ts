@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { randomSeed, seedFromEnvironment, type Seed } from '../shared/seeded-random.js';
 import type { DkimSigningConfig, DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { newControlToken } from '../shared/control.js';
 import { headerValue } from '../shared/headers.js';
@@ -81,12 +82,16 @@ export class Lab {
     let plan: ReturnType<typeof planLab>;
     let ca: LabCaFile;
     let dkimKeys: IssuedDkimKey[];
+    let seed: Seed;
     try {
       // The local runtime's nodes read the package's files where they are (the ClamAV test database).
       plan = planLab(this.definition, { ...network, ...(runtime.kind === 'local' ? { packageRoot: packageRoot() } : {}) });
       // One control token per lab: every node gets it in its config (readable by its user only), the harness sends it.
       const controlToken = newControlToken();
       for (const config of Object.values(plan.nodes)) config.controlToken = controlToken;
+      // One seed per run (issue 15): the definition's, else a new one; MAILLAB_SEED replays a printed one.
+      seed = seedFromEnvironment(this.definition.faults?.seed ?? randomSeed());
+      for (const config of Object.values(plan.nodes)) config.seed = seed;
       // External hosts (issue 14) first: nothing is made and no node starts while a server the lab depends on is not
       // there (the probe's error names the host, its address, the port and what was seen there).
       await probeExternalHosts(plan.externals).catch((err: Error) => Promise.reject(new Error(`lab ${this.definition.name} cannot start: ${err.message}`)));
@@ -95,7 +100,7 @@ export class Lab {
       await runtime.dispose();
       throw err;
     }
-    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca, dkimKeys, plan.externals);
+    const lab = new StartedLab(labId, this.definition, runtime, plan.nodes, history, ca, dkimKeys, plan.externals, seed);
     try {
       // Nodes need each other only when mail flows, never at start-up: start them all at once.
       await Promise.all(lab.nodes().map((node) => node.boot()));
@@ -193,6 +198,8 @@ export class StartedLab {
     private readonly labCa: LabCaFile,
     private readonly dkimKeys: readonly IssuedDkimKey[] = [],
     private readonly externalHosts: Readonly<Record<string, ExternalHostPlan>> = {},
+    /** The seed of every chance draw of this run's faults (issue 15): `MAILLAB_SEED=<seed>` replays them. */
+    readonly seed: Seed = 0,
   ) {
     for (const [name, config] of Object.entries(configs)) this.handles.set(name, new NodeHandle(config, runtime, history));
   }

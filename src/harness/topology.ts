@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
+import type { DnsFaultRule, SmtpFaultRule, Toxic } from '../shared/faults.js';
 
 export interface MxTarget {
   /** A host of this lab (its key in `hosts`) or a host name. */
@@ -176,6 +177,25 @@ export type HostDefinition =
       config?: string;
     };
 
+/** Faults of a lab (issue 15): set at start, changed while it runs (src/shared/faults.ts has the shapes). */
+export interface LabFaultsDefinition {
+  /** The seed of every chance draw (rule probabilities, toxicities, chaos schedules); MAILLAB_SEED overrides it. Default: a new one per start, printed with every failure. */
+  seed?: number;
+  /** SMTP/LMTP fault rules by host (its key in `hosts`): an mta, mx or mailbox host run by maillab. */
+  smtp?: Record<string, SmtpFaultRule[]>;
+  /** Fault rules of the lab DNS. */
+  dns?: DnsFaultRule[];
+  /** Link proxies the lab puts on the path from one host to another (no change to either), with their first toxics. */
+  links?: LinkDefinition[];
+}
+
+/** A link proxy between two hosts: `from`'s connections to `to` pass through it (Toxiproxy's toxics apply there). */
+export interface LinkDefinition {
+  from: string;
+  to: string;
+  toxics?: Toxic[];
+}
+
 export interface LabDefinition {
   name: string;
   domains: Record<string, DomainDefinition>;
@@ -196,6 +216,8 @@ export interface LabDefinition {
   auth?: LabAuthDefinition;
   /** Keys of the MTAs' transactional HTTP email API (issue 13), each with the From: domains it may send as. */
   apiKeys?: ApiKeyConfig[];
+  /** Faults: SMTP rules, DNS rules, link proxies with toxics, and the seed of their chance draws (issue 15). */
+  faults?: LabFaultsDefinition;
   /**
    * The transport map of the lab's MTAs (issue 14), by destination domain (`.test`): Postfix's `smtp:[host]:port`, no
    * MX lookup for that domain. E.g. `{ 'partner.test': { host: 'ext', port: 2525 } }`. Local domains of an MTA are not

@@ -232,6 +232,8 @@ interface BaseNodeConfig {
   greetingDelayMs: number;
   /** fsync before acknowledging (always true except in explicitly unsafe benchmarks). */
   fsync: boolean;
+  /** The lab's seed (issue 15): every chance draw of the node's faults comes from it (src/shared/seeded-random.ts). */
+  seed?: number;
 }
 
 /**
