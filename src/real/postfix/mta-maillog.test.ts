@@ -29,7 +29,12 @@ const TLS = { version: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' };
 describe('MtaMaillogParser', () => {
   it('announces a submission (user, TLS, all recipients) once the first queue run has every outcome, then relayed and bounced', () => {
     expect(run([...SUBMITTED, TLS_OUT, SENT])).toEqual([]); // one recipient of two: not yet
-    const events = run([...SUBMITTED, TLS_OUT, SENT, REFUSED]);
+    const all = run([...SUBMITTED, TLS_OUT, SENT, REFUSED]);
+    expect(kinds(all)).toEqual(['submitted', 'queued', 'active', 'connect', 'relayed', 'bounced']);
+    // The attempt's start (known once its recipients are), and one connection to the MX for both recipients.
+    expect(all[2]!.input.detail).toEqual({ attempt: 1, recipients: ['bob@receiver.test', 'nobody@receiver.test'] });
+    expect(all[3]!.input.detail).toEqual({ host: '127.32.51.4', port: 25, hop: HOP, mx: 'mx.receiver.test' });
+    const events = all.filter((e) => e.input.kind !== 'active' && e.input.kind !== 'connect');
     expect(events.map((e) => e.input)).toEqual([
       { kind: 'submitted', queueId: 'A99B72221C4', messageId: '<m1@sender.test>', detail: { user: 'alice@sender.test', from: 'alice@sender.test', to: ['bob@receiver.test', 'nobody@receiver.test'], size: 657, tls: TLS } },
       { kind: 'queued', queueId: 'A99B72221C4', messageId: '<m1@sender.test>', detail: { from: 'alice@sender.test', to: ['bob@receiver.test', 'nobody@receiver.test'], size: 657, origin: 'submission' } },
@@ -57,11 +62,12 @@ describe('MtaMaillogParser', () => {
     const dsnSent = at('lmtp', '549B4222145: to=<alice@sender.test>, relay=127.32.51.3[127.32.51.3]:24, delay=0.01, delays=0/0.01/0/0, dsn=2.6.0, status=sent (250 2.6.0 <alice@sender.test> saved)', 60);
     const expected = { dsnQueueId: '549B4222145', dsnMessageId: '<20261130063939.549B4222145@mta.sender.test>', for: { queueId: 'A99B72221C4', messageId: '<m1@sender.test>' }, to: 'alice@sender.test', rcpts: ['nobody@receiver.test'] };
     for (const order of [[dsnCleanup, notice], [notice, dsnCleanup]]) {
-      const events = run([...SUBMITTED, SENT, REFUSED, ...order, dsnRun, dsnSent]).slice(4);
-      expect(kinds(events)).toEqual(['dsn-created', 'queued', 'delivered']);
+      const events = run([...SUBMITTED, SENT, REFUSED, ...order, dsnRun, dsnSent]).slice(6);
+      expect(kinds(events)).toEqual(['dsn-created', 'queued', 'active', 'connect', 'delivered']);
       expect(events[0]!.input.detail).toEqual(expected);
       expect(events[1]!.input.detail).toEqual({ from: '', to: ['alice@sender.test'], size: 2667, origin: 'dsn', dsnFor: 'A99B72221C4' });
-      expect(events[2]!.input).toMatchObject({ queueId: '549B4222145', messageId: expected.dsnMessageId, detail: { rcpt: 'alice@sender.test', hop: 'mta.sender.test -> LMTP 127.32.51.3[127.32.51.3]:24', status: '2.6.0', tls: null } });
+      expect(events[3]!.input.detail).toEqual({ host: '127.32.51.3', port: 24, hop: 'mta.sender.test -> LMTP 127.32.51.3[127.32.51.3]:24', via: 'lmtp' });
+      expect(events[4]!.input).toMatchObject({ queueId: '549B4222145', messageId: expected.dsnMessageId, detail: { rcpt: 'alice@sender.test', hop: 'mta.sender.test -> LMTP 127.32.51.3[127.32.51.3]:24', status: '2.6.0', tls: null } });
     }
   });
 
@@ -71,8 +77,9 @@ describe('MtaMaillogParser', () => {
     const down = at('smtp', 'A99B72221C4: to=<bob@receiver.test>, relay=none, delay=0, delays=0/0/0/0, dsn=4.4.1, status=deferred (connect to mx.receiver.test[127.32.51.4]:25: Connection refused)', 41);
     const one = [...SUBMITTED.slice(0, 4), at('qmgr', 'A99B72221C4: from=<alice@sender.test>, size=657, nrcpt=1 (queue active)', 30)];
     const first = run([...one, down], p);
-    expect(kinds(first)).toEqual(['submitted', 'queued', 'deferred']);
-    expect(first[2]!.input.detail).toEqual({
+    expect(kinds(first)).toEqual(['submitted', 'queued', 'active', 'connect-failed', 'deferred']);
+    expect(first[3]!.input.detail).toEqual({ host: '127.32.51.4', port: 25, mx: 'mx.receiver.test', hop: HOP, stage: 'connect', error: 'connect to mx.receiver.test[127.32.51.4]:25: Connection refused', tlsPolicy: 'verify' });
+    expect(first[4]!.input.detail).toEqual({
       rcpt: 'bob@receiver.test',
       hop: HOP,
       reply: 'connect to mx.receiver.test[127.32.51.4]:25: Connection refused',
@@ -85,9 +92,11 @@ describe('MtaMaillogParser', () => {
     });
     now = T0 + 61_000;
     const again = run([at('qmgr', 'A99B72221C4: from=<alice@sender.test>, size=657, nrcpt=1 (queue active)', 30), down, at('qmgr', 'A99B72221C4: from=<alice@sender.test>, status=expired, returned to sender', 30)], p);
-    expect(kinds(again)).toEqual(['deferred', 'expired']);
-    expect(again[0]!.input.detail).toMatchObject({ delay: 2000, attempt: 2 }); // the age, capped at maximal_backoff_time
-    expect(again[1]!.input.detail).toEqual({ rcpt: 'bob@receiver.test', hop: HOP, reply: 'connect to mx.receiver.test[127.32.51.4]:25: Connection refused', status: '4.4.7', tlsPolicy: 'verify', error: 'connect to mx.receiver.test[127.32.51.4]:25: Connection refused', attempts: 2, queuedFor: 61_000 });
+    // A retry's attempt starts with qmgr's line: its recipients are the ones deferred before.
+    expect(kinds(again)).toEqual(['active', 'connect-failed', 'deferred', 'expired']);
+    expect(again[0]!.input.detail).toEqual({ attempt: 2, recipients: ['bob@receiver.test'] });
+    expect(again[2]!.input.detail).toMatchObject({ delay: 2000, attempt: 2 }); // the age, capped at maximal_backoff_time
+    expect(again[3]!.input.detail).toEqual({ rcpt: 'bob@receiver.test', hop: HOP, reply: 'connect to mx.receiver.test[127.32.51.4]:25: Connection refused', status: '4.4.7', tlsPolicy: 'verify', error: 'connect to mx.receiver.test[127.32.51.4]:25: Connection refused', attempts: 2, queuedFor: 61_000 });
   });
 
   it('reads refusals and failed logins of the submission service', () => {
@@ -103,8 +112,15 @@ describe('MtaMaillogParser', () => {
     ]);
   });
 
-  it('keeps reporting outcomes of a message queued before a restart, without announcing it again', () => {
-    const events = run([at('qmgr', 'B11122221C4: from=<alice@sender.test>, size=600, nrcpt=1 (queue active)', 30), SENT.replace(/A99B72221C4/, 'B11122221C4')]);
-    expect(kinds(events)).toEqual(['relayed']);
+  it('keeps reporting outcomes of a message queued before a restart, without announcing it again, with its seeded Message-ID', () => {
+    const lines = [at('qmgr', 'B11122221C4: from=<alice@sender.test>, size=600, nrcpt=1 (queue active)', 30), SENT.replace(/A99B72221C4/, 'B11122221C4')];
+    const unknown = run(lines);
+    expect(kinds(unknown)).toEqual(['active', 'connect', 'relayed']);
+    expect(unknown[2]!.input.messageId).toBeUndefined();
+    const p = parser();
+    p.seed('B11122221C4', '<old@sender.test>');
+    const seeded = run(lines, p);
+    expect(kinds(seeded)).toEqual(['active', 'connect', 'relayed']);
+    expect(seeded[2]!.input).toMatchObject({ queueId: 'B11122221C4', messageId: '<old@sender.test>' });
   });
 });

@@ -53,6 +53,9 @@ interface Message {
   /** Queue runs (qmgr's `from=… nrcpt=` lines). */
   attempts: number;
   announced: boolean;
+  /** This queue run's `active` was emitted; the qmgr line that started the run. */
+  activeSent: boolean;
+  runLine?: string;
   dsnFor?: string;
   /** This queue run's delivery lines, waiting for all nrcpt outcomes. */
   pending: Array<{ delivery: DeliveryLine; program: string; tls: TlsInfo | null; line: string }>;
@@ -74,6 +77,16 @@ export class MtaMaillogParser {
 
   constructor(private readonly options: MtaMaillogOptions) {
     this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * A message already in the queue when the adapter starts (a restarted node): its Message-ID, read from the queue file,
+   * so its later outcomes name it; it is not announced again (submitted/queued were the previous node process's).
+   */
+  seed(queueId: string, messageId: string | undefined): void {
+    const msg = this.message(queueId);
+    if (messageId) msg.messageId = messageId;
+    msg.announced = true;
   }
 
   /** The Message-ID of a message the parser knows (still queued, or not yet removed). */
@@ -160,7 +173,7 @@ export class MtaMaillogParser {
   private message(queueId: string): Message {
     let msg = this.messages.get(queueId);
     if (!msg) {
-      msg = { origin: 'unknown', helo: null, tls: null, from: '', size: 0, nrcpt: 0, arrival: this.now(), attempts: 0, announced: false, pending: [], deferred: new Map(), failed: [], lines: [] };
+      msg = { origin: 'unknown', helo: null, tls: null, from: '', size: 0, nrcpt: 0, arrival: this.now(), attempts: 0, announced: false, activeSent: false, pending: [], deferred: new Map(), failed: [], lines: [] };
       this.messages.set(queueId, msg);
     }
     return msg;
@@ -200,9 +213,14 @@ export class MtaMaillogParser {
       msg.nrcpt = Number(m[4]);
       msg.attempts += 1;
       msg.pending = [];
+      // A retry: the recipients are those the last run deferred, so the attempt's start is known now. (A first run's
+      // recipients are known only from its outcomes: its `active` comes with them, see delivery().)
+      const retried = [...msg.deferred.keys()];
       msg.deferred = new Map();
       msg.lines.push(line);
-      return [];
+      msg.runLine = line;
+      msg.activeSent = retried.length === msg.nrcpt;
+      return msg.activeSent ? [{ input: { kind: 'active', ...this.ids(m[1]!, msg), detail: { attempt: msg.attempts, recipients: retried } }, lines: [line] }] : [];
     }
     if ((m = new RegExp(`^${QID}: from=<[^>]*>, status=expired, returned to sender`).exec(text))) {
       const msg = this.messages.get(m[1]!);
@@ -277,7 +295,16 @@ export class MtaMaillogParser {
       msg.announced = true;
       events.push(...this.announce(ids, msg));
     }
-    for (const p of msg.pending) events.push(this.outcome(ids, msg, p));
+    if (!msg.activeSent) {
+      msg.activeSent = true;
+      events.push({ input: { kind: 'active', ...ids, detail: { attempt: msg.attempts, recipients: msg.pending.map((p) => p.delivery.origTo ?? p.delivery.address) } }, lines: msg.runLine ? [msg.runLine] : [] });
+    }
+    const connected = new Set<string>();
+    for (const p of msg.pending) {
+      const connect = this.connection(ids, p, connected);
+      if (connect) events.push(connect);
+      events.push(this.outcome(ids, msg, p));
+    }
     msg.pending = [];
     return events;
   }
@@ -295,12 +322,42 @@ export class MtaMaillogParser {
     return events;
   }
 
+  /**
+   * The connection a delivery line went over, as the contract's `connect` (a new connection: Postfix logs the relay it
+   * reached, not the connect itself, so this is emitted with the outcome, once per relay and queue run), or
+   * `connect-failed` (smtp/lmtp's `connect to host[ip]:port: reason`).
+   */
+  private connection(ids: { queueId: string; messageId?: string }, p: Message['pending'][number], connected: Set<string>): MtaMaillogEvent | undefined {
+    const { delivery: d, program, line } = p;
+    if (program !== 'smtp' && program !== 'lmtp') return undefined;
+    const { relay, hop } = this.where(p);
+    if (!relay) return undefined;
+    const [, mx, host, port] = relay as unknown as [string, string, string, string];
+    const key = `${program} ${relay[0]}`;
+    if (connected.has(key)) return undefined;
+    connected.add(key);
+    const failed = /^connect to \S+: (.*)$/.exec(d.why);
+    if (d.relay === 'none' && failed) {
+      const tlsPolicy = program === 'smtp' ? this.policyFor(d.origTo ?? d.address) : undefined;
+      return { input: { kind: 'connect-failed', ...ids, detail: { host, port: Number(port), mx, hop, stage: 'connect', error: d.why, ...(tlsPolicy ? { tlsPolicy } : {}) } }, lines: [line] };
+    }
+    if (d.relay === 'none' || d.connUse > 1) return undefined;
+    return { input: { kind: 'connect', ...ids, detail: { host, port: Number(port), hop, ...(program === 'lmtp' ? { via: 'lmtp' as const } : { mx }) } }, lines: [line] };
+  }
+
+  /** The relay a delivery line names (`relay=`, or the host of `connect to …` when none was reached) and the hop. */
+  private where(p: Message['pending'][number]): { relay: RegExpExecArray | null; hop: string } {
+    const { delivery: d, program } = p;
+    const relay = /^(\S+?)\[([^\]]+)\]:(\d+)$/.exec(d.relay) ?? /connect to (\S+?)\[([^\]]+)\]:(\d+)/.exec(d.why);
+    const hop = `${this.options.hostname} -> ${program === 'lmtp' ? 'LMTP ' : ''}${relay ? `${relay[1]}[${relay[2]}]:${relay[3]}` : d.relay}`;
+    return { relay, hop };
+  }
+
   private outcome(ids: { queueId: string; messageId?: string }, msg: Message, p: Message['pending'][number]): MtaMaillogEvent {
     const { delivery: d, program, line } = p;
     const rcpt = d.origTo ?? d.address;
     const lmtp = program === 'lmtp';
-    const relay = /^(\S+?)\[([^\]]+)\]:(\d+)$/.exec(d.relay) ?? /connect to (\S+?)\[([^\]]+)\]:(\d+)/.exec(d.why);
-    const hop = `${this.options.hostname} -> ${lmtp ? 'LMTP ' : ''}${relay ? `${relay[1]}[${relay[2]}]:${relay[3]}` : d.relay}`;
+    const { relay, hop } = this.where(p);
     const said = /^host \S+ said: (\d{3} .*?)(?: \(in reply to (.+) command\))?$/.exec(d.why);
     const command = said ? commandOf(said[2], rcpt, msg.from) : d.status === 'sent' ? 'DATA' : undefined;
     const reply = said ? said[1]! : d.why;

@@ -12,7 +12,8 @@ import type { PostfixUserConfig } from './config.js';
 import { emitFromMaillog, postfixUnavailable, startInstance } from './instance.js';
 import { mtaLayout, postfixRetry, SASLPASSWD2, writePostfixMtaConfig, type MtaLayout } from './mta-config.js';
 import { MtaMaillogParser } from './mta-maillog.js';
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
 
 const run = promisify(execFile);
 
@@ -77,7 +78,11 @@ export async function startPostfixMta(ctx: NodeContext<MtaNodeConfig, MtaEvents>
       { host: config.address, port: config.ports.submission },
     ],
     log,
-    configure: async () => void (await writePostfixMtaConfig(config, options.user)),
+    configure: async () => {
+      await writePostfixMtaConfig(config, options.user);
+      // Messages a previous node process queued keep their Message-ID in the events of their later outcomes.
+      for (const [queueId, messageId] of await queuedMessageIds(layout)) parser.seed(queueId, messageId);
+    },
     onLine: emitFromMaillog((line) => parser.feed(line), (input) => events.emit(input as Parameters<typeof events.emit>[0]), log),
     timeouts: options,
   });
@@ -87,6 +92,23 @@ export async function startPostfixMta(ctx: NodeContext<MtaNodeConfig, MtaEvents>
     rpc: queueOperations(layout, parser),
     stop,
   };
+}
+
+/**
+ * The Message-IDs of the messages in the queue directories while no Postfix runs (before the start): each queue file's
+ * header section read with `postcat -h`. The file name is the queue id.
+ */
+export async function queuedMessageIds(layout: MtaLayout): Promise<Map<string, string | undefined>> {
+  const files: Array<{ name: string; path: string }> = [];
+  for (const queue of ['maildrop', 'incoming', 'active', 'deferred', 'hold']) {
+    const entries = await fs.readdir(path.join(layout.queueDirectory, queue), { recursive: true, withFileTypes: true }).catch(() => []);
+    for (const f of entries) if (f.isFile()) files.push({ name: f.name, path: path.join(f.parentPath, f.name) });
+  }
+  // -c: postcat reads main.cf first (there may be no /etc/postfix/main.cf, and a fatal error costs Postfix's 1 s sleep).
+  const ids = await Promise.all(files.map((f) => run(POSTCAT, ['-c', layout.dir, '-h', f.path]).then((r) => /^Message-ID:\s*(<[^>]*>)/im.exec(r.stdout)?.[1], () => undefined)));
+  const out = new Map<string, string | undefined>();
+  files.forEach((f, i) => out.set(f.name, ids[i]));
+  return out;
 }
 
 /** The queue as `postqueue -j` shows it (as root, `-c` needs no alternate_config_directories). */
