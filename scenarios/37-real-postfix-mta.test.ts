@@ -85,7 +85,45 @@ describe.skipIf(skip !== undefined)('Postfix as the sender MTA', () => {
     expect(raw.toString('utf8')).toMatch(/Status: 5\.1\.1/);
   });
 
+  it('a SIGKILLed Postfix MTA keeps its queue: restarted, flushed, the message is relayed once and its events name it', async () => {
+    await lab().node('mx').stop();
+    const sent = await lab().client(ALICE).send({ to: BOB, subject: 'survives a kill', text: 'still here\n' });
+    await lab().waitFor({ kind: 'deferred', node: 'mta', messageId: sent.messageId });
+    await lab().node('mta').kill();
+    await lab().node('mx').start();
+    await lab().node('mta').start();
+    await lab().mta().flush();
+    // The restarted node read the Message-ID from the queue file (postcat), so the outcome names the message.
+    await lab().waitFor({ kind: 'relayed', node: 'mta', messageId: sent.messageId, detail: { rcpt: BOB } }, { timeoutMs: 15_000 });
+    await checkDeliveredOnce(lab(), BOB, sent.messageId);
+  });
+
   it('set-dkim and dkim fail, saying Postfix signs nothing without a milter', async () => {
     await expect(lab().mta().dkim()).rejects.toThrow(/PostfixDkimUnsupported|signs no DKIM without a milter/);
+  });
+});
+
+describe.skipIf(skip !== undefined)("Postfix's outbound TLS policy: verify.test under verify, the MX's certificate naming the wrong host", () => {
+  const lab = useLab(
+    (l) =>
+      l.with((def) => {
+        def.domains['verify.test'] = { mx: [{ host: 'mx', preference: 10 }] };
+        def.users.push({ address: 'bob@verify.test', password: 'bob-secret' });
+        const mx = def.hosts.mx!;
+        if (mx.role === 'mx') mx.domains = [...mx.domains, 'verify.test'];
+        def.tls = { ...def.tls, certificates: { mx: 'wrong-name' }, outbound: { default: 'may', domains: { 'verify.test': 'verify' } } };
+      }),
+    { definition: postfixMtaLab },
+  );
+
+  it('may delivers over TLS anyway; verify defers, with Postfix naming the certificate problem', async () => {
+    const sent = await lab().client(ALICE).send({ to: [BOB, 'bob@verify.test'], subject: 'which policy gets through?', text: 'x\n' });
+    const relayed = await lab().waitFor({ kind: 'relayed', node: 'mta', messageId: sent.messageId, detail: { rcpt: BOB } });
+    expect(relayed.detail).toMatchObject({ tlsPolicy: 'may', tls: { version: expect.stringMatching(/^TLSv1\.[23]$/) } });
+    const deferred = await lab().waitFor({ kind: 'deferred', node: 'mta', messageId: sent.messageId, detail: { rcpt: 'bob@verify.test' } });
+    expect(deferred.detail.tlsPolicy).toBe('verify');
+    expect(deferred.detail.error).toMatch(/certificate/i);
+    expect(deferred.detail.status).toMatch(/^4\./);
+    expect(lab().history.filter({ kind: 'relayed', messageId: sent.messageId, where: (e) => e.detail.rcpt === 'bob@verify.test' })).toEqual([]);
   });
 });

@@ -12,7 +12,7 @@
 import type { EventInput } from '../../shared/events.js';
 import type { OutboundTlsPolicy, TlsPolicyConfig } from '../../shared/config.js';
 import type { TlsInfo } from '../../shared/tls-session.js';
-import type { MtaEvents } from '../../mta/api.js';
+import type { MtaEvents, QueueOrigin } from '../../mta/api.js';
 import { parseDelivery, parseMaillogLine, parseReject, parseTlsLine, QID, type DeliveryLine } from './maillog.js';
 
 /** One event for the node's EventLog, with the maillog lines it was read from. */
@@ -92,6 +92,12 @@ export class MtaMaillogParser {
   /** The Message-ID of a message the parser knows (still queued, or not yet removed). */
   messageIdOf(queueId: string): string | undefined {
     return this.messages.get(queueId)?.messageId;
+  }
+
+  /** Where a message came from, as the queue's origin kinds say it (undefined: queued before the adapter started). */
+  originOf(queueId: string): QueueOrigin['kind'] | undefined {
+    const origin = this.messages.get(queueId)?.origin;
+    return origin === 'smtp' || origin === 'dsn' ? origin : origin === 'submission' || origin === 'local' ? 'submission' : undefined;
   }
 
   /** Queue runs of a message so far (as seen since the adapter started). */

@@ -141,7 +141,8 @@ function viewOf(entry: PostqueueEntry, parser: MtaMaillogParser): QueueEntryView
     arrival: entry.arrival_time * 1000,
     size: entry.message_size,
     attempts,
-    origin: { kind: entry.sender === '' ? 'dsn' : 'submission' },
+    // Unknown to the maillog (queued before this node process): a null sender is a bounce, anything else a submission.
+    origin: { kind: parser.originOf(entry.queue_id) ?? (entry.sender === '' ? 'dsn' : 'submission') },
     recipients: entry.recipients.map((r) => {
       const rstate: RecipientState = r.delay_reason ? 'deferred' : 'pending';
       return { address: r.address, state: rstate, attempts, ...(r.delay_reason ? { lastError: r.delay_reason } : {}) };
