@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import { useLab } from '../../scenarios/support/lab.js';
 import definition, { OUTBOUND_LIFETIME_MS, postfixOutboundLab } from './lab.js';
 import { checkDeliveredThroughMx, checkDsnForUnreachableDestination, checkNoOpenRelay, checkNoSmuggling, checkSizeLimit, checkStartTls, checkUnknownUserRefused, checkClientEtiquette } from './checks.js';
-import { postfixMtaUnavailable } from '../../src/real/postfix/mta-node.js';
 import { whyRealServersSkip } from '../../scenarios/support/real-servers.js';
 
 const skip = whyRealServersSkip('examples/postfix-config', ['postfix', 'dovecot']);
@@ -49,9 +48,7 @@ describe.skipIf(skip !== undefined)('the company MX (examples/postfix-config/mai
   });
 });
 
-const skipOutbound =
-  whyRealServersSkip('examples/postfix-config outbound', ['postfix']) ??
-  ((why) => (why ? (process.stderr.write(`SKIP: [examples/postfix-config outbound] ${why}\n`), why) : undefined))(postfixMtaUnavailable());
+const skipOutbound = whyRealServersSkip('examples/postfix-config outbound', ['postfix-mta']);
 
 describe.skipIf(skipOutbound !== undefined)("the company's outbound relay (examples/postfix-config/outbound.cf) as the lab's sending MTA", () => {
   const lab = useLab((l) => l, { definition: postfixOutboundLab() });

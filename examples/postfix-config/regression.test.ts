@@ -9,7 +9,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { useLab } from '../../scenarios/support/lab.js';
 import { ConfigCheckFailure, checkDsnForUnreachableDestination, checkNoOpenRelay } from './checks.js';
 import { MAIN_CF, OUTBOUND_CF, OUTBOUND_LIFETIME_MS, postfixConfigLab, postfixOutboundLab } from './lab.js';
-import { postfixMtaUnavailable } from '../../src/real/postfix/mta-node.js';
 import { whyRealServersSkip } from '../../scenarios/support/real-servers.js';
 
 const skip = whyRealServersSkip('examples/postfix-config regression', ['postfix', 'dovecot']);
@@ -75,7 +74,7 @@ describe.skipIf(skip !== undefined)('what the lab overrides, the check cannot se
   });
 });
 
-const skipOutbound = skip ?? postfixMtaUnavailable();
+const skipOutbound = whyRealServersSkip('examples/postfix-config regression outbound', ['postfix-mta']);
 
 describe.skipIf(skipOutbound !== undefined)('a setting that looks like a DSN regression but is not one', () => {
   // soft_bounce = yes ("keep mail that would bounce", a debugging switch left on) turns hard bounces into deferrals; one
