@@ -10,7 +10,10 @@ type ConfigOf<R extends Role> = Extract<NodeConfig, { role: R }>;
 // most of its start-up time.
 export const roles: { [R in Role]: (config: ConfigOf<R>) => Promise<void> } = {
   dns: async (config) => runNode(config, (await import('./dns/index.js')).startDns),
-  mta: async (config) => runNode(config, (await import('./mta/index.js')).startMta),
+  mta: async (config) =>
+    config.server === 'postfix'
+      ? runNode(config, async (ctx) => (await import('./real/postfix/mta-node.js')).startPostfixMta(ctx, config.postfix ? { user: config.postfix } : {}))
+      : runNode(config, (await import('./mta/index.js')).startMta),
   mx: async (config) =>
     config.server === 'postfix'
       ? runNode(config, async (ctx) => (await import('./real/postfix/node.js')).startPostfixMx(ctx, config.postfix ? { user: config.postfix } : {}))

@@ -118,3 +118,45 @@ export async function checkClientEtiquette(lab: StartedLab, banner = '220 mx.rec
   if (!vrfy || !/^502 5\.5\.1 /.test(vrfy.text)) throw new ConfigCheckFailure(`expected VRFY to be refused with 502 5.5.1 (disable_vrfy_command), but the MX answered ${vrfy?.text}`, replies);
   return replies;
 }
+
+/**
+ * 8. A DSN for an unreachable destination (the company's outbound relay, `outbound.cf`, as the lab's sending MTA):
+ * with the destination's MX down, a message from alice is deferred, kept until the queue lifetime ends, then returned
+ * to her as an RFC 3464 DSN that names the recipient, `Action: failed` and a 4.x.x status with Postfix's last error.
+ * The MX is stopped for the check and started again after it.
+ */
+export async function checkDsnForUnreachableDestination(lab: StartedLab, lifetimeMs: number, rcpt = BOB): Promise<{ dsnMessageId: string; dsn: string }> {
+  const alice = 'alice@sender.test';
+  await lab.node('mx').stop();
+  try {
+    const sent = await lab.client(alice).send({ to: rcpt, subject: 'to an unreachable destination', text: 'this cannot be delivered now\n' });
+    const deadline = lifetimeMs + 10_000;
+    const seen = () => lab.history.filter({ node: 'mta', messageId: sent.messageId }).map((e) => `${e.kind}${'error' in e.detail ? ` (${String(e.detail.error)})` : ''}`);
+    const deferred = await lab.waitFor({ kind: 'deferred', node: 'mta', messageId: sent.messageId, detail: { rcpt } }).catch(() => undefined);
+    if (!deferred) throw new ConfigCheckFailure(`expected ${sent.messageId} to ${rcpt} to be deferred while the destination's MX is down, but the MTA reported: ${seen().join(', ') || 'nothing'}`);
+    const created = await lab.waitFor({ kind: 'dsn-created', node: 'mta', where: (e) => e.detail.for.messageId === sent.messageId }, { timeoutMs: deadline }).catch(() => undefined);
+    if (!created) {
+      const queued = (await lab.mta().queue()).filter((m) => m.messageId === sent.messageId);
+      throw new ConfigCheckFailure(
+        `expected a DSN (non-delivery notification) to alice for ${sent.messageId} within ${deadline} ms (the queue lifetime is ${lifetimeMs} ms), but none was made; the MTA reported: ${seen().join(', ')}; still queued: ${queued.length ? JSON.stringify(queued.map((m) => m.recipients)) : 'no'}`,
+      );
+    }
+    const { dsnMessageId } = created.detail;
+    const stored = await lab.waitFor({ kind: 'stored', node: 'mailbox', messageId: dsnMessageId, detail: { user: alice } }).catch(() => undefined);
+    if (!stored) throw new ConfigCheckFailure(`expected the DSN ${dsnMessageId} for ${sent.messageId} to reach ${alice}'s mailbox, but it was not stored; the MTA reported for it: ${lab.history.filter({ node: 'mta', messageId: dsnMessageId }).map((e) => e.kind).join(', ') || 'nothing'}`);
+    const [copy] = await lab.mailbox(alice).find(dsnMessageId);
+    const dsn = copy ? (await lab.mailbox(alice).read(copy.uid)).toString('utf8') : '';
+    const wanted: Array<[RegExp, string]> = [
+      [/Content-Type: multipart\/report;\s*report-type=delivery-status/i, 'a multipart/report; report-type=delivery-status (RFC 3464)'],
+      [new RegExp(`Final-Recipient: rfc822;\\s*${rcpt.replace(/[.+]/g, '\\$&')}`, 'i'), `Final-Recipient: rfc822; ${rcpt}`],
+      [/Action: failed/i, 'Action: failed'],
+      [/Status: 4\.\d+\.\d+/, 'a 4.x.x Status (the last error was temporary)'],
+      [new RegExp(`Message-ID: ${sent.messageId.replace(/[.+]/g, '\\$&')}`, 'i'), "the original's headers (its Message-ID)"],
+    ];
+    const missing = wanted.filter(([re]) => !re.test(dsn)).map(([, what]) => what);
+    if (missing.length) throw new ConfigCheckFailure(`expected the DSN ${dsnMessageId} in ${alice}'s mailbox to hold ${missing.join(', ')}, but it does not:\n${dsn.slice(0, 3000)}`);
+    return { dsnMessageId, dsn };
+  } finally {
+    await lab.node('mx').start();
+  }
+}

@@ -3,8 +3,8 @@
 // reply Postfix gave. Local runtime, as root, with Postfix and Dovecot installed; skipped otherwise, saying why.
 import { describe, expect, it } from 'vitest';
 import { useLab } from '../../scenarios/support/lab.js';
-import definition from './lab.js';
-import { checkDeliveredThroughMx, checkNoOpenRelay, checkNoSmuggling, checkSizeLimit, checkStartTls, checkUnknownUserRefused, checkClientEtiquette } from './checks.js';
+import definition, { OUTBOUND_LIFETIME_MS, postfixOutboundLab } from './lab.js';
+import { checkDeliveredThroughMx, checkDsnForUnreachableDestination, checkNoOpenRelay, checkNoSmuggling, checkSizeLimit, checkStartTls, checkUnknownUserRefused, checkClientEtiquette } from './checks.js';
 import { whyRealServersSkip } from '../../scenarios/support/real-servers.js';
 
 const skip = whyRealServersSkip('examples/postfix-config', ['postfix', 'dovecot']);
@@ -45,5 +45,17 @@ describe.skipIf(skip !== undefined)('the company MX (examples/postfix-config/mai
   it('greets with its banner, wants HELO first and answers no VRFY', async () => {
     const replies = await checkClientEtiquette(lab());
     expect(replies.map((r) => r.text)).toEqual(['220 mx.receiver.test ESMTP', '503 5.5.1 Error: send HELO/EHLO first', expect.stringMatching(/^250-mx\.receiver\.test/), '502 5.5.1 VRFY command is disabled', '221 2.0.0 Bye']);
+  });
+});
+
+const skipOutbound = whyRealServersSkip('examples/postfix-config outbound', ['postfix-mta']);
+
+describe.skipIf(skipOutbound !== undefined)("the company's outbound relay (examples/postfix-config/outbound.cf) as the lab's sending MTA", () => {
+  const lab = useLab((l) => l, { definition: postfixOutboundLab() });
+
+  it('returns a message for an unreachable destination to the sender as a DSN once the queue lifetime is over', async () => {
+    const { dsn } = await checkDsnForUnreachableDestination(lab(), OUTBOUND_LIFETIME_MS);
+    expect(dsn).toMatch(/^From: Mail Delivery System <MAILER-DAEMON@mta\.sender\.test>\r?$/m);
+    expect(dsn).toMatch(/Diagnostic-Code: X-Postfix; connect to mx\.receiver\.test\[[\d.]+\]:25:\s+Connection refused/);
   });
 });

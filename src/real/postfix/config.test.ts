@@ -25,6 +25,14 @@ describe('main.cf of a Postfix MX', () => {
     expect(settings(renderMainCf(config, layout)).get('compatibility_level')).toBe('3.6');
   });
 
+  it("keeps the user's message_size_limit; the lab's limit applies only when main.cf sets none", () => {
+    const limited = { ...config, limits: { maxRecipients: 100, maxConnectionsPerClient: 50, maxMessageSize: 52428800 } };
+    const main = renderMainCf(limited, layout, 'message_size_limit = 10240000\n');
+    expect(settings(main).get('message_size_limit')).toBe('10240000');
+    expect(main).not.toContain("replaces the user's message_size_limit");
+    expect(settings(renderMainCf(limited, layout, '')).get('message_size_limit')).toBe('52428800');
+  });
+
   it('refuses a main.cf line that is not a setting, naming it', () => {
     expect(() => renderMainCf(config, layout, 'smtpd_banner\n')).toThrow('main.cf: not a "name = value" line: "smtpd_banner"');
   });

@@ -60,11 +60,15 @@ export interface LabSetting {
   default?: boolean;
 }
 
-/** The main.cf settings of a lab MX; every one without `default` replaces the user's. */
-export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): LabSetting[] {
-  const size = config.limits?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
-  const tls = config.tls && !config.noStartTls;
-  const s = (name: string, value: string, why: string): LabSetting => ({ name, value, why });
+const setting = (name: string, value: string, why: string): LabSetting => ({ name, value, why });
+
+/**
+ * What every Postfix node of the lab needs, whichever role it plays: where the instance lives and logs, who it is,
+ * where it listens and leaves from, and the lab's SMTP server limits and protections. `size` is the role's default
+ * message size; a user's own `message_size_limit` wins over it.
+ */
+export function instanceSettings(config: Pick<MxNodeConfig, 'hostname' | 'address' | 'limits' | 'tls'>, layout: PostfixLayout, size: { value: number; why: string }, tls: boolean): LabSetting[] {
+  const s = setting;
   return [
     { ...s('compatibility_level', '3.6', 'the defaults of a current Postfix (no backwards-compatibility warnings in the maillog)'), default: true },
     s('queue_directory', layout.queueDirectory, 'one queue per node, inside its data directory, so a restarted node finds its queue'),
@@ -76,23 +80,13 @@ export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): La
     s('inet_interfaces', 'loopback-only', "127.x addresses other than 127.0.0.1 are not configured on an interface, so Postfix cannot take them here (\"no local interface found\"); the SMTP listener names the node's address in master.cf instead"),
     s('inet_protocols', 'ipv4', 'the lab is IPv4 loopback only'),
     s('smtp_bind_address', config.address, "any outbound connection leaves from the node's own address"),
-    s('lmtp_bind_address', config.address, "the mailbox server sees the MX's address (it may allow LMTP clients by address)"),
+    s('lmtp_bind_address', config.address, "the mailbox server sees this node's address (it may allow LMTP clients by address)"),
     s('mydestination', '', 'nothing is delivered locally: every served domain is a virtual mailbox domain handed to the mailbox server'),
-    s('relay_domains', '', 'the MX relays for no one'),
-    s('virtual_mailbox_domains', config.domains.map((d) => d.toLowerCase()).join(', '), "the node's domains"),
-    s('virtual_mailbox_maps', `texthash:${layout.recipients}`, 'the served recipients: anyone else in those domains is refused at RCPT TO with 550 5.1.1 (texthash needs no postmap)'),
-    s('virtual_transport', `lmtp:inet:${config.lmtp.host}:${config.lmtp.port}`, 'every accepted message goes to the mailbox server over LMTP, by IP address'),
-    s('local_transport', 'error:5.1.1 local delivery is disabled on the lab MX', 'no local delivery (postmaster notices, double bounces end here, in the maillog)'),
-    s('default_transport', 'error:5.4.4 the lab MX sends no mail outside the lab', 'bounces and anything not for a served domain never leave over SMTP (they would need DNS and the outside world)'),
-    s('relay_transport', 'error:5.4.4 the lab MX sends no mail outside the lab', 'as default_transport'),
     s('alias_maps', '', 'no local delivery; the default names /etc/aliases and NIS'),
-    s('smtpd_relay_restrictions', 'reject_unauth_destination', 'no relaying, whatever the user permits (relay_domains_reject_code, 554 by default)'),
-    s('smtpd_peername_lookup', 'no', 'no reverse DNS lookup of the client: the client is logged as unknown[address]'),
-    s('smtp_dns_support_level', 'disabled', 'the SMTP client (used only for bounces, which the error transport ends) never asks DNS'),
     s('lmtp_dns_support_level', 'disabled', 'the LMTP client connects to the numeric address it is given'),
-    s('smtp_host_lookup', 'native', 'with DNS disabled: the numeric address through getaddrinfo, no query'),
-    s('lmtp_host_lookup', 'native', 'as smtp_host_lookup'),
-    s('message_size_limit', String(size), 'limits.maxMessageSize (default 50 MiB like maillab\'s MX): larger messages get 552 5.3.4'),
+    s('lmtp_host_lookup', 'native', 'the numeric next hop through getaddrinfo, no query'),
+    s('smtpd_peername_lookup', 'no', 'no reverse DNS lookup of the client: the client is logged as unknown[address]'),
+    { ...s('message_size_limit', String(size.value), `${size.why}; only when the user's main.cf does not set it (their limit is what they deploy)`), default: true },
     s('mailbox_size_limit', '0', 'Postfix refuses a message_size_limit above mailbox_size_limit; nothing is delivered to local mailboxes here'),
     s('smtpd_recipient_limit', String(config.limits?.maxRecipients ?? 100), 'limits.maxRecipients (DEFAULT_SMTP_LIMITS)'),
     s('smtpd_client_connection_count_limit', String(config.limits?.maxConnectionsPerClient ?? 50), 'limits.maxConnectionsPerClient (DEFAULT_SMTP_LIMITS); needs anvil in master.cf'),
@@ -108,8 +102,34 @@ export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): La
         ]
       : []),
     s('smtpd_tls_loglevel', '1', 'the maillog names the TLS version and cipher of each session: the `tls` of the received event'),
-    s('smtpd_tls_received_header', 'yes', 'the Received header names TLS, as maillab\'s MX does (RFC 8314 ESMTPS)'),
+    s('smtpd_tls_received_header', 'yes', "the Received header names TLS, as maillab's servers do (RFC 8314 ESMTPS)"),
     s('biff', 'no', 'no comsat notifications'),
+  ];
+}
+
+/** The main.cf settings of a lab MX; every one without `default` replaces the user's. */
+export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): LabSetting[] {
+  const size = { value: config.limits?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE, why: "limits.maxMessageSize (default 50 MiB like maillab's MX): larger messages get 552 5.3.4" };
+  const s = setting;
+  return [
+    ...instanceSettings(config, layout, size, Boolean(config.tls && !config.noStartTls)),
+    s('relay_domains', '', 'the MX relays for no one'),
+    ...virtualDelivery(config.domains, layout, `lmtp:inet:${config.lmtp.host}:${config.lmtp.port}`, "the node's domains"),
+    s('local_transport', 'error:5.1.1 local delivery is disabled on the lab MX', 'no local delivery (postmaster notices, double bounces end here, in the maillog)'),
+    s('default_transport', 'error:5.4.4 the lab MX sends no mail outside the lab', 'bounces and anything not for a served domain never leave over SMTP (they would need DNS and the outside world)'),
+    s('relay_transport', 'error:5.4.4 the lab MX sends no mail outside the lab', 'as default_transport'),
+    s('smtpd_relay_restrictions', 'reject_unauth_destination', 'no relaying, whatever the user permits (relay_domains_reject_code, 554 by default)'),
+    s('smtp_dns_support_level', 'disabled', 'the SMTP client (used only for bounces, which the error transport ends) never asks DNS'),
+    s('smtp_host_lookup', 'native', 'with DNS disabled: the numeric address through getaddrinfo, no query'),
+  ];
+}
+
+/** The domains a node delivers to the mailbox server (virtual mailbox domains), the users there, and the transport. */
+export function virtualDelivery(domains: string[], layout: PostfixLayout, transport: string, which: string): LabSetting[] {
+  return [
+    setting('virtual_mailbox_domains', domains.map((d) => d.toLowerCase()).join(', '), which),
+    setting('virtual_mailbox_maps', `texthash:${layout.recipients}`, 'the served recipients: anyone else in those domains is refused at RCPT TO with 550 5.1.1 (texthash needs no postmap)'),
+    setting('virtual_transport', transport, 'every accepted message for them goes to the mailbox server over LMTP, by IP address'),
   ];
 }
 
@@ -142,14 +162,21 @@ export function parseMainCf(text: string): MainEntry[] {
   });
 }
 
-/** main.cf: the user's settings (the last of a repeated name wins, as in Postfix), then the lab's. */
+/** main.cf of a lab MX: the user's settings, then the lab's. */
 export function renderMainCf(config: MxNodeConfig, layout: PostfixLayout, userMainCf = ''): string {
+  return renderMain(labMainSettings(config, layout), userMainCf, `the lab MX ${config.name} (${config.hostname})`);
+}
+
+/**
+ * main.cf from the lab's settings and the user's (the last of a repeated name wins, as in Postfix): the user's that the
+ * lab does not replace, then the lab's, each with its reason and, where it replaced a user setting, a comment saying so.
+ */
+export function renderMain(settings: LabSetting[], userMainCf: string, what: string): string {
   const user = new Map(parseMainCf(userMainCf).map((e) => [e.name, e.value]));
-  const settings = labMainSettings(config, layout);
-  const out = [`# Generated by maillab for the lab MX ${config.name} (${config.hostname}); see src/real/postfix/README.md.`];
+  const out = [`# Generated by maillab for ${what}; see src/real/postfix/README.md.`];
   const overridden = new Set(settings.filter((s) => !s.default).map((s) => s.name));
   const kept = [...user].filter(([name]) => !overridden.has(name));
-  if (kept.length) out.push('', '# The user\'s settings, kept:', ...kept.map(([n, v]) => `${n} = ${v}`));
+  if (kept.length) out.push('', "# The user's settings, kept:", ...kept.map(([n, v]) => `${n} = ${v}`));
   out.push('', '# Set by the lab:');
   for (const s of settings) {
     if (s.default && user.has(s.name)) continue;
@@ -204,19 +231,40 @@ function parseMasterCf(text: string): MasterEntry[] {
 }
 
 /**
- * master.cf: the SMTP listener on the node's own address and port (the user's `smtp inet` options kept), the user's
- * other non-inet services, and the lab's services the user's file lacks (postlog above all). Every chroot column is
- * `n`; the user's other `inet` services are dropped, since they would listen on 127.0.0.1, outside the node's address.
+ * One smtpd listener of a lab node: `<address>:<port>`, taking over the options of the user's `inet` service that
+ * `userService` matches (by name or port); `options` (`-o name=value`) are the lab's and come after the user's, so they
+ * win.
  */
+export interface Listener {
+  address: string;
+  port: number;
+  userService: RegExp;
+  options?: string[];
+}
+
+/** master.cf of a lab MX: its SMTP listener. */
 export function renderMasterCf(config: MxNodeConfig, userMasterCf?: string): string {
+  return renderMaster([{ address: config.address, port: config.ports.smtp, userService: /(^|:)(smtp|25)$/ }], userMasterCf, 'the lab MX');
+}
+
+/**
+ * master.cf: the listeners on the node's own address and port (the user's options of the same service kept), the
+ * user's other non-inet services, and the lab's services the user's file lacks (postlog above all). Every chroot column
+ * is `n`; the user's other `inet` services are dropped, since they would listen on 127.0.0.1, outside the node's address.
+ */
+export function renderMaster(listeners: Listener[], userMasterCf: string | undefined, what: string): string {
   const user = userMasterCf === undefined ? [] : parseMasterCf(userMasterCf);
-  const userSmtp = user.find((e) => e.fields[1] === 'inet' && e.fields[7] === 'smtpd' && /(^|:)(smtp|25)$/.test(e.fields[0]!));
-  const listener = `${config.address}:${config.ports.smtp} inet n - n - - smtpd${userSmtp ? ' ' + userSmtp.fields.slice(8).join(' ') : ''}`.trimEnd();
-  const out = ['# Generated by maillab for the lab MX; see src/real/postfix/README.md.', '# service type  private unpriv  chroot  wakeup  maxproc command + args', listener, ...(userSmtp?.more.map((m) => `  ${m}`) ?? [])];
+  const out = [`# Generated by maillab for ${what}; see src/real/postfix/README.md.`, '# service type  private unpriv  chroot  wakeup  maxproc command + args'];
+  const taken = new Set<MasterEntry>();
+  for (const l of listeners) {
+    const mine = user.find((e) => !taken.has(e) && e.fields[1] === 'inet' && e.fields[7] === 'smtpd' && l.userService.test(e.fields[0]!));
+    if (mine) taken.add(mine);
+    out.push(`${l.address}:${l.port} inet n - n - - smtpd${mine ? ' ' + mine.fields.slice(8).join(' ') : ''}`.trimEnd(), ...(mine?.more.map((m) => `  ${m}`) ?? []), ...(l.options ?? []).map((o) => `  ${o}`));
+  }
   const names = new Set<string>();
   for (const e of user) {
     if (e.fields[1] === 'inet') {
-      if (e !== userSmtp) out.push(`# dropped the user's inet service ${e.fields[0]} (it would listen outside the node's address)`);
+      if (!taken.has(e)) out.push(`# dropped the user's inet service ${e.fields[0]} (it would listen outside the node's address)`);
       continue;
     }
     const fields = [...e.fields];
@@ -231,11 +279,6 @@ export function renderMasterCf(config: MxNodeConfig, userMasterCf?: string): str
   return out.join('\n') + '\n';
 }
 
-/**
- * Writes the instance: its directories, main.cf, master.cf, the recipients table, the TLS files, and
- * `effective.cf` (`postconf -n`), after `postconf` has read the result (so a broken user file fails here, with
- * postconf's words, rather than as a master that never greets).
- */
 /** The `postfix` account (Debian's mail_owner), from /etc/passwd: Node has no getpwnam. */
 export async function mailOwner(): Promise<{ uid: number; gid: number }> {
   const line = (await fs.readFile('/etc/passwd', 'utf8')).split('\n').find((l) => l.startsWith('postfix:'));
@@ -244,8 +287,32 @@ export async function mailOwner(): Promise<{ uid: number; gid: number }> {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
+/** A file of the instance besides main.cf and master.cf: its path, content and mode (owner root unless `owner`). */
+export interface InstanceFile {
+  path: string;
+  content: string;
+  mode: number;
+  /** Owned by the mail owner's group (for a secret smtpd reads after dropping privileges). */
+  mailGroup?: boolean;
+}
+
+/** Writes a lab MX's instance (README.md); returns its layout. */
 export async function writePostfixConfig(config: MxNodeConfig, user: PostfixUserConfig = {}): Promise<PostfixLayout> {
   const layout = postfixLayout(config.dataDir);
+  await writeInstance(layout, config.tls, {
+    mainCf: renderMainCf(config, layout, user.mainCf ?? ''),
+    masterCf: renderMasterCf(config, user.masterCf),
+    files: [{ path: layout.recipients, content: config.recipients.map((r) => `${r.toLowerCase()} ok\n`).join(''), mode: 0o644 }],
+  });
+  return layout;
+}
+
+/**
+ * Writes an instance: its directories, main.cf, master.cf, its other files, the TLS files, and `effective.cf`
+ * (`postconf -n`), after `postconf` has read the result (so a broken user file fails here, with postconf's words,
+ * rather than as a master that never greets).
+ */
+export async function writeInstance(layout: PostfixLayout, tls: { cert: string; key: string } | undefined, content: { mainCf: string; masterCf: string; files: InstanceFile[] }): Promise<void> {
   await fs.mkdir(layout.dir, { recursive: true, mode: 0o755 });
   // The master opens data_directory's lock file as mail_owner (postfix), and the daemons open files by absolute path
   // after dropping privileges: every directory above the instance must be searchable by others. The lab's data
@@ -259,13 +326,18 @@ export async function writePostfixConfig(config: MxNodeConfig, user: PostfixUser
   // Postfix's own state (master.lock, TLS caches) is written as mail_owner.
   const owner = await mailOwner();
   await fs.chown(layout.dataDirectory, owner.uid, owner.gid);
-  await fs.writeFile(path.join(layout.dir, 'main.cf'), renderMainCf(config, layout, user.mainCf ?? ''), { mode: 0o644 });
-  await fs.writeFile(path.join(layout.dir, 'master.cf'), renderMasterCf(config, user.masterCf), { mode: 0o644 });
-  await fs.writeFile(layout.recipients, config.recipients.map((r) => `${r.toLowerCase()} ok\n`).join(''), { mode: 0o644 });
-  if (config.tls) {
-    await fs.writeFile(layout.certFile, config.tls.cert, { mode: 0o644 });
+  await fs.writeFile(path.join(layout.dir, 'main.cf'), content.mainCf, { mode: 0o644 });
+  await fs.writeFile(path.join(layout.dir, 'master.cf'), content.masterCf, { mode: 0o644 });
+  for (const file of content.files) {
+    await fs.mkdir(path.dirname(file.path), { recursive: true, mode: 0o755 });
+    await fs.rm(file.path, { force: true });
+    await fs.writeFile(file.path, file.content, { mode: file.mode });
+    if (file.mailGroup) await fs.chown(file.path, 0, owner.gid);
+  }
+  if (tls) {
+    await fs.writeFile(layout.certFile, tls.cert, { mode: 0o644 });
     await fs.rm(layout.keyFile, { force: true });
-    await fs.writeFile(layout.keyFile, config.tls.key, { mode: 0o600 });
+    await fs.writeFile(layout.keyFile, tls.key, { mode: 0o600 });
   }
   let effective: string;
   try {
@@ -274,5 +346,4 @@ export async function writePostfixConfig(config: MxNodeConfig, user: PostfixUser
     throw new Error(`postconf could not read the generated configuration in ${layout.dir}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
   }
   await fs.writeFile(layout.effective, effective, { mode: 0o644 });
-  return layout;
 }

@@ -13,13 +13,74 @@ import type { MxEvents } from '../../mx/api.js';
 /** One event for the node's EventLog, with the maillog lines it was read from. */
 export type MaillogEvent = { [K in keyof MxEvents & string]: { input: EventInput<MxEvents, K>; lines: string[] } }[keyof MxEvents & string];
 
-/** `Nov 30 05:25:44 host postfix/smtpd[15961]: text` (syslog_name may differ: any `<name>/<program>[pid]`). */
-const LINE = /^\S+\s+\d+\s+[\d:]+\s+\S+\s+[^\s/]+(?:\/[^\s/]+)*\/([\w-]+)\[(\d+)\]: (.*)$/;
+/**
+ * `Nov 30 05:25:44 host postfix/smtpd[15961]: text`: the syslog name (`postfix`, or a service's own such as
+ * `postfix/submission`), the program, its pid and the text.
+ */
+const LINE = /^\S+\s+\d+\s+[\d:]+\s+\S+\s+(\S+)\/([\w-]+)\[(\d+)\]: (.*)$/;
 /** Postfix's queue ids: short (hex) or long (`enable_long_queue_ids`). */
-const QID = '([0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]+)';
+export const QID = '([0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]+)';
 
 const REJECT = new RegExp(`^(?:NOQUEUE|${QID}): reject: (\\S+) from [^\\[]*\\[([^\\]]+)\\]: (\\d{3} .*?); (?:from=<([^>]*)>)?(?: to=<([^>]*)>)?`);
 const STAGES: Record<string, MxEvents['rejected']['stage']> = { CONNECT: 'CONNECT', EHLO: 'CONNECT', HELO: 'CONNECT', MAIL: 'MAIL FROM', RCPT: 'RCPT TO', DATA: 'DATA', 'END-OF-MESSAGE': 'DATA', BDAT: 'DATA' };
+
+/** One maillog line, split (undefined for a line that is not Postfix's). */
+export interface MaillogLine {
+  syslogName: string;
+  program: string;
+  pid: string;
+  text: string;
+}
+
+export function parseMaillogLine(line: string): MaillogLine | undefined {
+  const m = LINE.exec(line);
+  return m ? { syslogName: m[1]!, program: m[2]!, pid: m[3]!, text: m[4]! } : undefined;
+}
+
+/** smtpd's `NOQUEUE: reject: RCPT from …: 550 …; from=<…> to=<…> proto=… helo=<…>`. */
+export interface RejectLine {
+  stage: MxEvents['rejected']['stage'];
+  client: string;
+  reply: string;
+  from: string;
+  rcpt: string;
+  helo?: string;
+}
+
+export function parseReject(text: string): RejectLine | undefined {
+  const m = REJECT.exec(text);
+  if (!m) return undefined;
+  const [, , command, client, reply, from = '', rcpt = ''] = m;
+  const helo = /helo=<([^>]*)>/.exec(text)?.[1];
+  return { stage: STAGES[command!.toUpperCase()] ?? 'CONNECT', client: client!, reply: reply!, from, rcpt, ...(helo !== undefined ? { helo } : {}) };
+}
+
+/** `TLS connection established from|to …: TLSv1.3 with cipher …` of smtpd, smtp or lmtp. */
+export function parseTlsLine(text: string): TlsInfo | undefined {
+  const m = /TLS connection established (?:from|to) \S+: (\S+) with cipher (\S+)/.exec(text);
+  return m ? { version: m[1]!, cipher: m[2]! } : undefined;
+}
+
+/** A delivery agent's `QID: to=<a>, [orig_to=<b>,] relay=…, [conn_use=N, ]delay=…, delays=…, dsn=X.Y.Z, status=S (text)`. */
+export interface DeliveryLine {
+  queueId: string;
+  address: string;
+  origTo?: string;
+  /** `mx.receiver.test[127.1.2.3]:25`, or `none`. */
+  relay: string;
+  /** The cached connection's use count (conn_use=2 and up: it was reused). */
+  connUse: number;
+  dsn: string;
+  status: string;
+  why: string;
+}
+
+export function parseDelivery(text: string): DeliveryLine | undefined {
+  const m = new RegExp(`^${QID}: to=<([^>]*)>,(?: orig_to=<([^>]*)>,)? relay=(\\S+?),(?: conn_use=(\\d+),)?.* dsn=([\\d.]+), status=(\\w+) \\((.*)\\)$`).exec(text);
+  if (!m) return undefined;
+  const [, queueId, address, origTo, relay, connUse, dsn, status, why] = m as unknown as [string, string, string, string | undefined, string, string | undefined, string, string, string];
+  return { queueId, address, ...(origTo !== undefined ? { origTo } : {}), relay, connUse: connUse ? Number(connUse) : 1, dsn, status, why };
+}
 
 /**
  * The programs that log a recipient's outcome (`QID: to=<…>, …, status=…`). Only lmtp's are hand-offs; the others
@@ -58,9 +119,9 @@ export class MaillogParser {
 
   /** The events one maillog line completes (none for most lines). */
   feed(line: string): MaillogEvent[] {
-    const m = LINE.exec(line);
-    if (!m) return [];
-    const [, program, pid, text] = m as unknown as [string, string, string, string];
+    const parsed = parseMaillogLine(line);
+    if (!parsed) return [];
+    const { program, pid, text } = parsed;
     if (program === 'smtpd') return this.smtpd(pid, text, line);
     if (program === 'cleanup') return this.cleanup(text, line);
     if (program === 'qmgr') return this.qmgr(text, line);
@@ -85,16 +146,16 @@ export class MaillogParser {
       this.sessions.delete(pid);
       return [];
     }
-    if ((m = /TLS connection established from [^[]*\[[^\]]+\]: (\S+) with cipher (\S+)/.exec(text))) {
-      this.session(pid).tls = { version: m[1]!, cipher: m[2]! };
+    const tls = parseTlsLine(text);
+    if (tls) {
+      this.session(pid).tls = tls;
       return [];
     }
-    if ((m = REJECT.exec(text))) {
-      const [, , command, client, reply, from = '', rcpt = ''] = m;
-      const helo = /helo=<([^>]*)>/.exec(text)?.[1];
+    const reject = parseReject(text);
+    if (reject) {
+      const { stage, rcpt, reply, client, from, helo } = reject;
       if (helo) this.session(pid).helo = helo;
-      const stage = STAGES[command!.toUpperCase()] ?? 'CONNECT';
-      return [{ input: { kind: 'rejected', detail: { stage, rcpt: stage === 'RCPT TO' ? rcpt : '', reply: reply!, client: client!, from } }, lines: [line] }];
+      return [{ input: { kind: 'rejected', detail: { stage, rcpt: stage === 'RCPT TO' ? rcpt : '', reply, client, from } }, lines: [line] }];
     }
     if ((m = new RegExp(`^${QID}: client=[^[]*\\[([^\\]]+)\\]`).exec(text))) {
       const s = this.session(pid);
@@ -142,9 +203,9 @@ export class MaillogParser {
 
   /** `QID: to=<a>, [orig_to=<b>,] relay=…, delay=…, delays=…, dsn=X.Y.Z, status=S (text)` of a delivery agent. */
   private delivery(program: string, text: string, line: string): MaillogEvent[] {
-    const m = new RegExp(`^${QID}: to=<([^>]*)>,(?: orig_to=<([^>]*)>,)?.* dsn=([\\d.]+), status=(\\w+) \\((.*)\\)$`).exec(text);
-    if (!m) return [];
-    const [, qid, address, origTo, dsn, status, why] = m as unknown as [string, string, string, string | undefined, string, string, string];
+    const d = parseDelivery(text);
+    if (!d) return [];
+    const { queueId: qid, address, origTo, dsn, status, why } = d;
     const msg = this.messages.get(qid);
     if (!msg) return [];
     msg.lines.push(line);
@@ -185,7 +246,7 @@ interface Outcome {
  * One recipient's outcome: the LMTP server's reply (sent: the 250 in parentheses; refused: `host X said: 550 …
  * (in reply to RCPT TO command)`), or, when no reply came (connection refused, timeout), no result and the error.
  */
-function outcome(address: string, dsn: string, status: string, why: string): Pick<Outcome, 'address' | 'result' | 'error'> {
+export function outcome(address: string, dsn: string, status: string, why: string): Pick<Outcome, 'address' | 'result' | 'error'> {
   const said = /^host \S+ said: (\d{3}) (.*?)(?: \(in reply to (.+) command\))?$/.exec(why);
   const sent = /^(\d{3}) (.*)$/.exec(why);
   if (status === 'sent' && sent) {
