@@ -3,11 +3,23 @@
 // maillab's DNS and MTA stay. Local runtime, as root. To test your own configuration, point the MX at your files:
 //   mx: { ..., server: 'postfix', postfix: { mainCf: 'ops/main.cf' } }, mailbox: { ..., config: 'ops/dovecot.conf' }
 // (the lab keeps them, and overrides only what it must: src/real/postfix/README.md, src/real/dovecot/README.md).
+// This lab's own main.cf only makes Postfix retry within seconds (postfix-lab-retry.cf), as the lab's MTA does.
+import { fileURLToPath } from 'node:url';
 import { defineLab } from '../src/harness/index.js';
 import dovecotLab from './dovecot.js';
 
 export default defineLab({
   ...dovecotLab,
   name: 'postfix-dovecot',
-  hosts: { ...dovecotLab.hosts, mx: { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox', server: 'postfix' } },
+  hosts: {
+    ...dovecotLab.hosts,
+    mx: {
+      role: 'mx',
+      hostname: 'mx.receiver.test',
+      domains: ['receiver.test'],
+      mailbox: 'mailbox',
+      server: 'postfix',
+      postfix: { mainCf: fileURLToPath(new URL('./postfix-lab-retry.cf', import.meta.url)) },
+    },
+  },
 });

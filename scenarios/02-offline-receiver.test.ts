@@ -2,10 +2,13 @@
 import { describe, expect, it } from 'vitest';
 import { checkDeliveredOnce } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('02-offline-receiver');
 
-describe('offline receiver', () => {
+describe.skipIf(servers.skip)('offline receiver', () => {
+  const lab = useLab();
+
   it('queues and defers while the MX is down, then delivers exactly once', async () => {
     const mx = lab().node('mx');
     await mx.stop();

@@ -1,10 +1,13 @@
 // Scenario 4: the MX rejects an unknown recipient with 550; alice gets a DSN at once; nothing is retried.
 import { describe, expect, it } from 'vitest';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('04-unknown-recipient');
 
-describe('unknown recipient', () => {
+describe.skipIf(servers.skip)('unknown recipient', () => {
+  const lab = useLab();
+
   it('bounces on 550 5.1.1 without retrying', async () => {
     const sent = await lab().client('alice@sender.test').send({ to: 'nobody@receiver.test', subject: 'hello?', text: 'anyone there' });
 

@@ -3,13 +3,17 @@
 import { describe, expect, it } from 'vitest';
 import { checkDeliveredOnce, NEMESIS } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('08-crash-safety');
+
 const COUNT = 20;
 /** Enough messages that some are not yet relayed when the kill is issued after the first relay. */
 const IN_FLIGHT_COUNT = 40;
 
-describe('crash safety', () => {
+describe.skipIf(servers.skip)('crash safety', () => {
+  const lab = useLab();
+
   it('keeps every accepted message across a SIGKILL of the MTA', async () => {
     // The MX is down so that every message is still in the queue when the MTA dies.
     await lab().node('mx').stop();

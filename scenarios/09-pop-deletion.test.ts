@@ -1,10 +1,13 @@
 // Issue 3, scenario 1: POP3 download-and-delete. The server keeps nothing; when the device is lost, so is the mail.
 import { describe, expect, it } from 'vitest';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('09-pop-deletion');
 
-describe('POP3 download and delete', () => {
+describe.skipIf(servers.skip)('POP3 download and delete', () => {
+  const lab = useLab();
+
   it('empties the server; a lost device loses the message for good', async () => {
     const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'pop me', text: 'only one copy' });
     await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });

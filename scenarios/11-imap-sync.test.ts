@@ -1,10 +1,13 @@
 // Issue 3, scenario 3: IMAP keeps phone and laptop in sync: new mail by IDLE, \Seen, deletion, Sent items.
 import { describe, expect, it } from 'vitest';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('11-imap-sync');
 
-describe('IMAP multi-device sync', () => {
+describe.skipIf(servers.skip)('IMAP multi-device sync', () => {
+  const lab = useLab();
+
   it('propagates new mail, read state, deletion and Sent to every device', async () => {
     const phone = await lab().imap('bob@receiver.test', { device: 'phone' });
     const laptop = await lab().imap('bob@receiver.test', { device: 'laptop' });

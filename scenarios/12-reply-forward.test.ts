@@ -2,10 +2,13 @@
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('12-reply-forward');
 
-describe('reply and forward', () => {
+describe.skipIf(servers.skip)('reply and forward', () => {
+  const lab = useLab();
+
   it('keeps In-Reply-To/References and the forwarded attachment', async () => {
     const attachment = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7) % 256));
     const original = await lab().client('alice@sender.test').send({

@@ -4,12 +4,15 @@ import { createHash } from 'node:crypto';
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
 import { useLab } from './support/lab.js';
+import { scenarioServers } from './support/servers.js';
 
-const lab = useLab();
+const servers = await scenarioServers('13-mime-fidelity');
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('MIME fidelity', () => {
+describe.skipIf(servers.skip)('MIME fidelity', () => {
+  const lab = useLab();
+
   it('delivers every part intact to IMAP and POP3', async () => {
     // A 1x1 PNG and 64 KiB of every byte value.
     const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==', 'base64');

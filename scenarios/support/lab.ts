@@ -12,7 +12,7 @@ export { defaultLab };
  * `MAILLAB_LAB=lab/postfix-dovecot.ts npx vitest run scenarios/0`) to run the same scenarios against another
  * topology, such as real servers in some roles.
  */
-async function labUnderTest(): Promise<LabDefinition> {
+export async function labUnderTest(): Promise<LabDefinition> {
   const file = process.env.MAILLAB_LAB;
   if (!file) return defaultLab;
   return structuredClone(await loadLabFile(file));

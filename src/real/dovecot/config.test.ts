@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { MailboxNodeConfig } from '../../shared/config.js';
-import { dovecotPaths, LAB_OVERRIDES, passwdLine, renderDovecotConf } from './config.js';
+import { defaultFoldersSection, dovecotPaths, LAB_OVERRIDES, passwdLine, renderDovecotConf } from './config.js';
 import { mailboxConfig } from './testkit.test-helper.js';
 
 const MAIL = { name: 'mail', uid: 8, gid: 8 };
@@ -82,5 +82,45 @@ describe('README.md', () => {
     const section = readme.slice(readme.indexOf('## What the lab overrides'), readme.indexOf('`config.test.ts` keeps'));
     const rows = [...section.matchAll(/^\| `([^`]+)` \| (.*) \|$/gm)].map((m) => ({ setting: m[1]!, why: m[2]! }));
     expect(rows).toEqual(LAB_OVERRIDES.map((o) => ({ setting: o.setting, why: o.why })));
+  });
+});
+
+describe('defaultFoldersSection', () => {
+  it("adds maillab's special-use folders to Dovecot's implicit inbox namespace when the config has no namespace", () => {
+    const section = defaultFoldersSection('mail_location = maildir:~/Maildir\nprotocols = imap\n')!;
+    expect(section).toMatch(/^namespace inbox \{\n {2}inbox = yes\n/m);
+    for (const [name, use] of [['Sent', '\\Sent'], ['Drafts', '\\Drafts'], ['Trash', '\\Trash'], ['Junk', '\\Junk']]) {
+      expect(section).toContain(`  mailbox ${name} {\n    special_use = ${use}\n    auto = subscribe\n  }`);
+    }
+  });
+
+  it("adds only what the user's inbox namespace lacks, by special use or by name, into that namespace", () => {
+    // doveconf -n of Debian's 15-mailboxes.conf, trimmed, in a namespace the user named `mine`.
+    const effective = [
+      'namespace mine {',
+      '  inbox = yes',
+      '  location = ',
+      '  mailbox "Sent Messages" {',
+      '    special_use = \\Sent',
+      '  }',
+      '  mailbox Trash {',
+      '    auto = no',
+      '  }',
+      '  prefix = ',
+      '}',
+      '',
+    ].join('\n');
+    const section = defaultFoldersSection(effective)!;
+    expect(section).toMatch(/^namespace mine \{\n {2}mailbox Drafts \{/m);
+    expect(section).not.toContain('inbox = yes');
+    expect(section).not.toContain('mailbox Sent');
+    expect(section).not.toContain('mailbox Trash');
+    expect(section).toContain('mailbox Junk {');
+  });
+
+  it('nothing when every folder is there, or when no namespace holds the INBOX', () => {
+    const all = ['namespace inbox {', '  inbox = yes', ...['Sent', 'Drafts', 'Trash', 'Junk'].flatMap((n) => [`  mailbox ${n} {`, `    special_use = \\${n}`, '  }']), '}', ''].join('\n');
+    expect(defaultFoldersSection(all)).toBeUndefined();
+    expect(defaultFoldersSection('namespace shared {\n  prefix = shared/\n}\n')).toBeUndefined();
   });
 });

@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { MailboxNodeConfig } from '../../shared/config.js';
+import { DEFAULT_MAILBOXES } from '../../mailbox/maildir/names.js';
 
 /** Where the adapter keeps Dovecot's files, all under `<dataDir>/dovecot/` except the mail. */
 export interface DovecotPaths {
@@ -68,7 +69,10 @@ export const LAB_OVERRIDES: readonly LabOverride[] = [
   { setting: 'mail_uid, mail_gid, first_valid_uid, last_valid_uid, first_valid_gid, last_valid_gid', why: 'Dovecot refuses uid 0 for mail access (also when configured): a fixed non-root user (Debian\'s mail, 8:8) owns the Maildirs' },
   { setting: 'lmtp_save_to_detail_mailbox, recipient_delimiter', why: 'user+Folder@domain into Folder, the role contract (the MX files DMARC quarantine with +Junk)' },
   { setting: 'lda_mailbox_autocreate', why: "a detail's folder is created when missing, as the lab's own server does" },
-  { setting: 'mail_plugins ($mail_plugins notify mail_log), plugin { mail_log_events, mail_log_fields }', why: 'save/expunge lines with uid, box, msgid and size: the stored and deleted events' },
+  { setting: 'mail_plugins ($mail_plugins notify mail_log), plugin { mail_log_events, mail_log_fields }', why: 'save/expunge/flag_change lines with uid, box, msgid and size: the stored and deleted events, and what a retrieved event names' },
+  { setting: 'log_debug', why: "`event=mail_opened`: a line per message a POP3 session opens (RETR or TOP), for the retrieved event; a user's own log_debug filter is replaced" },
+  { setting: 'pop3_logout_format', why: "Dovecot's default, pinned: the RETR and TOP counts of a POP3 session's last line tell which opened messages were retrieved" },
+  { setting: 'namespace <inbox> { mailbox Sent, Drafts, Trash, Junk }', why: "only the special-use folders the user's config lacks (by special_use or name): created and subscribed at a user's first login, as maillab's own server makes them (mail apps append to Sent)" },
   { setting: 'deliver_log_format', why: 'msgid, size and envelope sender on every LMTP delivery line: the stored event' },
   { setting: 'login_log_format_elements', why: 'the TLS version and cipher (%k) of a login: the session event' },
   { setting: 'auth_verbose', why: 'a line per failed password check: the auth-failed event' },
@@ -185,9 +189,11 @@ export function renderDovecotConf(config: MailboxNodeConfig, paths: DovecotPaths
     '# What the adapter reads from the log (src/real/dovecot/log.ts parses exactly these shapes).',
     'mail_plugins = $mail_plugins notify mail_log',
     'deliver_log_format = msgid=%m size=%w from=<%{from_envelope}>: %$',
+    'log_debug = event=mail_opened',
+    'pop3_logout_format = top=%t/%p, retr=%r/%b, del=%d/%m, size=%s',
     'login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c session=<%{session}> tls=<%k>',
     'plugin {',
-    '  mail_log_events = save delete expunge',
+    '  mail_log_events = save delete expunge flag_change',
     '  mail_log_fields = uid box msgid size vsize from',
     '}',
     '',
@@ -214,6 +220,31 @@ export function renderDovecotConf(config: MailboxNodeConfig, paths: DovecotPaths
     '',
   );
   return lines.join('\n');
+}
+
+/**
+ * The namespace section that gives every user maillab's default special-use folders (Sent, Drafts, Trash, Junk) the
+ * effective config (`doveconf -n`) lacks, created and subscribed at the first login (`auto = subscribe`), as maillab's
+ * own server creates them; undefined when it lacks none. A folder counts as there when any namespace gives a mailbox
+ * that special use or that name. The section goes into the user's inbox namespace (Dovecot's implicit `inbox` when
+ * the config has no namespace; none when it has namespaces but no inbox one).
+ */
+export function defaultFoldersSection(effective: string): string | undefined {
+  const missing = DEFAULT_MAILBOXES.filter(
+    ([name, use]) => !new RegExp(`^\\s*special_use = (?:.* )?\\${use}(?: |$)`, 'm').test(effective) && !new RegExp(`^\\s*mailbox "?${name}"? \\{`, 'm').test(effective),
+  );
+  if (missing.length === 0) return undefined;
+  const namespaces = [...effective.matchAll(/^namespace (\S+) \{\n((?: .*\n)*?)\}/gm)];
+  const inbox = namespaces.find((m) => /^ {2}inbox = yes$/m.test(m[2]!));
+  if (namespaces.length > 0 && !inbox) return undefined;
+  return [
+    "# maillab's default folders, those the user's config lacks (src/real/dovecot/README.md).",
+    `namespace ${inbox ? inbox[1]! : 'inbox'} {`,
+    ...(inbox ? [] : ['  inbox = yes']),
+    ...missing.flatMap(([name, use]) => [`  mailbox ${name} {`, `    special_use = ${use}`, '    auto = subscribe', '  }']),
+    '}',
+    '',
+  ].join('\n');
 }
 
 /** Runs a program to its end, bounded in time; resolves with its exit code and output (never rejects on a failure exit). */
@@ -311,9 +342,18 @@ export async function writeDovecotConfig(config: MailboxNodeConfig, options: Dov
   }
 
   const conf = renderDovecotConf(config, paths, { ...(options.include ? { include: options.include } : {}), mailUser });
+  let effective = await checkedConf(paths, conf);
+  // The default folders depend on what the user's file defines: known only from doveconf's view of the whole.
+  const folders = defaultFoldersSection(effective);
+  if (folders) effective = await checkedConf(paths, conf + '\n' + folders);
+  await fs.writeFile(paths.effective, effective, { mode: 0o600 });
+  return paths;
+}
+
+/** Writes dovecot.conf and returns `doveconf -n` of it; a config Dovecot refuses throws with doveconf's message. */
+async function checkedConf(paths: DovecotPaths, conf: string): Promise<string> {
   await fs.writeFile(paths.conf, conf, { mode: 0o600 });
   const checked = await runTool('doveconf', ['-n', '-c', paths.conf]);
   if (checked.code !== 0) throw new Error(`doveconf refused ${paths.conf}: ${checked.stderr.trim() || checked.stdout.trim()}`);
-  await fs.writeFile(paths.effective, checked.stdout, { mode: 0o600 });
-  return paths;
+  return checked.stdout;
 }

@@ -1,7 +1,8 @@
 // Dovecot 2.3 as the lab's mailbox role, for real: the adapter starts Debian's Dovecot on a random 127.x block with a
 // certificate from the lab CA, a message goes in over LMTP (the lab's own LMTP client), the `stored` event carries
 // its Message-ID, imapflow reads it over STARTTLS and the lab's POP3 client over STLS, the control operations see
-// it, a wrong password is an `auth-failed` event, and stopping leaves no Dovecot process behind.
+// it (a POP3 RETR is a `retrieved` event), the lab's default folders are there at the first IMAP login, a wrong
+// password is an `auth-failed` event, and stopping leaves no Dovecot process behind.
 import { promises as fs } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -177,6 +178,14 @@ describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => 
       } finally {
         lock.release();
       }
+      // The lab's default folders (the user's file defines none): there at the first login, with their special use,
+      // subscribed; a mail app's APPEND to Sent works without a CREATE.
+      const list = await client.list();
+      for (const [name, use] of [['Sent', '\\Sent'], ['Drafts', '\\Drafts'], ['Trash', '\\Trash'], ['Junk', '\\Junk']]) {
+        expect(list.find((m) => m.path === name), `${name} in ${JSON.stringify(list.map((m) => [m.path, m.specialUse]))}`).toMatchObject({ specialUse: use, subscribed: true });
+      }
+      const appended = await client.append('Sent', message('<sent@receiver.test>', 'sent by bob'), ['\\Seen']);
+      expect(appended && appended.uid).toBe(1);
     } finally {
       await client.logout();
     }
@@ -195,6 +204,12 @@ describe.skipIf(unavailable !== undefined)('Dovecot as the mailbox role', () => 
     expect(retrieved).toContain('Message-ID: <first@sender.test>');
     await pop3.dele(1);
     await pop3.quit();
+    // Read from the log when the session ends: the message it opened for its one RETR.
+    const got = await waitForEvent('retrieved', (e) => e.detail.protocol === 'pop3');
+    const stored = await waitForEvent('stored', (e) => e.messageId === '<first@sender.test>' && e.detail.mailbox === 'INBOX');
+    expect(got.messageId).toBe('<first@sender.test>');
+    expect(got.detail).toEqual({ user: BOB, protocol: 'pop3', uid: stored.detail.uid, size: stored.detail.size, mailbox: 'INBOX' });
+    expect(events.since(0).filter((e) => e.kind === 'retrieved')).toHaveLength(1);
     const deleted = await waitForEvent('deleted', (e) => e.detail.protocol === 'pop3');
     expect(deleted.messageId).toBe('<first@sender.test>');
     expect(deleted.detail).toMatchObject({ user: BOB, mailbox: 'INBOX' });

@@ -61,6 +61,15 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
+/** A process's arguments; none for one that exited since it was listed (Dovecot's short-lived children do). */
+function cmdline(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+}
+
 describe.skipIf(unavailable !== undefined)('the Dovecot node dies: its Dovecot does not serve on', () => {
   beforeAll(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-dovecot-lifeline-'));
@@ -94,7 +103,7 @@ describe.skipIf(unavailable !== undefined)('the Dovecot node dies: its Dovecot d
   it('node and lifeline both killed: the next start on the same data directory stops the old master and serves', async () => {
     const node = await startNode();
     const master = masterPid();
-    const lifeline = descendants(node.pid!).filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes('maillab-dovecot-lifeline')); // its $0
+    const lifeline = descendants(node.pid!).filter((p) => cmdline(p).includes('maillab-dovecot-lifeline')); // its $0
     expect(lifeline).toHaveLength(1);
     process.kill(lifeline[0]!, 'SIGKILL');
     node.kill('SIGKILL');

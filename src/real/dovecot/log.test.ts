@@ -23,6 +23,14 @@ const LINES = {
   imapAuthFailed: 'Nov 30 05:14:53 imap-login: Info: Disconnected: Aborted login by logging out (auth failed, 2 attempts in 18 secs): user=<nobody@receiver.test>, method=PLAIN, rip=127.0.0.1, lip=127.9.9.2, TLS, session=<gclRfHdhvNp/AAAB>',
   plaintextRefused: 'Nov 30 05:14:12 imap-login: Info: Disconnected: Connection closed (auth failed, 1 attempts in 0 secs): user=<bob@receiver.test>, rip=127.0.0.1, lip=127.9.9.2, session=<k6P3endhaOV/AAAB>',
   master: 'Nov 30 05:13:11 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3, lmtp (core dumps disabled)',
+  // A POP3 session that RETRieved two messages and deleted them (log_debug = event=mail_opened).
+  lmtpSave2: 'Nov 30 06:36:01 lmtp(bob@receiver.test)<27151><KFISMFEZDWsPagAAg+zDdQ>: Info: save: box=INBOX, uid=2, msgid=<second@sender.test>, size=2187, vsize=2230, from=alice@sender.test',
+  pop3Opened1: 'Nov 30 06:36:02 pop3(bob@receiver.test)<27156><DSygn3hhFNh/AAAB>: Debug: Mailbox INBOX: UID 1: Opened mail because: access',
+  pop3Opened2: 'Nov 30 06:36:02 pop3(bob@receiver.test)<27156><DSygn3hhFNh/AAAB>: Debug: Mailbox INBOX: UID 2: Opened mail because: access',
+  pop3Logout: 'Nov 30 06:36:02 pop3(bob@receiver.test)<27156><DSygn3hhFNh/AAAB>: Info: Disconnected: Logged out top=0/0, retr=2/4492, del=2/2, size=4458',
+  pop3LogoutTop: 'Nov 30 06:36:02 pop3(bob@receiver.test)<27156><DSygn3hhFNh/AAAB>: Info: Disconnected: Logged out top=1/300, retr=1/2263, del=0/2, size=4458',
+  pop3LogoutNone: 'Nov 30 06:36:01 pop3(bob@receiver.test)<27153><B5KYn3hhUqR/AAAB>: Info: Disconnected: Logged out top=0/0, retr=0/0, del=0/1, size=2246',
+  imapOpened: 'Nov 30 06:36:02 imap(bob@receiver.test)<27145><gQCWn3hhisR/AAAB>: Debug: Mailbox INBOX: UID 1: Opened mail because: 7/10 headers not cached (first=Bcc)',
 };
 
 function translate(lines: string[]) {
@@ -85,6 +93,30 @@ describe('DovecotEventTranslator', () => {
   it('expunges are `deleted` with the Message-ID; flag changes are nothing', () => {
     const { events } = translate([LINES.pop3Expunge, LINES.imapFlag]);
     expect(events.map((e) => [e.kind, e.messageId, e.detail])).toEqual([['deleted', '<first@sender.test>', { user: 'bob@receiver.test', protocol: 'pop3', uid: 1, mailbox: 'INBOX' }]]);
+  });
+
+  it('POP3: the messages a session opened for its RETRs are `retrieved` when it ends, with the Message-ID and size mail_log gave', () => {
+    const saves = [LINES.lmtpSave.replace('uid=7', 'uid=1'), LINES.lmtpSave2];
+    const { events } = translate([...saves, LINES.imapOpened, LINES.pop3Opened1, LINES.pop3Opened2, LINES.pop3Expunge]);
+    expect(events.filter((e) => e.kind === 'retrieved')).toEqual([]); // not before the session's last line
+    const done = translate([...saves, LINES.imapOpened, LINES.pop3Opened1, LINES.pop3Opened2, LINES.pop3Logout]).events;
+    expect(done.filter((e) => e.kind === 'retrieved').map((e) => [e.messageId, e.detail])).toEqual([
+      ['<abc123@sender.test>', { user: 'bob@receiver.test', protocol: 'pop3', uid: 1, size: 305, mailbox: 'INBOX' }],
+      ['<second@sender.test>', { user: 'bob@receiver.test', protocol: 'pop3', uid: 2, size: 2230, mailbox: 'INBOX' }],
+    ]);
+  });
+
+  it('POP3: none when the log cannot tell which messages were retrieved (TOP too), or the session retrieved none', () => {
+    const saves = [LINES.lmtpSave.replace('uid=7', 'uid=1'), LINES.lmtpSave2];
+    const mixed = translate([...saves, LINES.pop3Opened1, LINES.pop3Opened2, LINES.pop3LogoutTop]);
+    expect(mixed.events.filter((e) => e.kind === 'retrieved')).toEqual([]);
+    expect(mixed.log.join('\n')).toMatch(/cannot tell which were retrieved/);
+    const none = translate([...saves, LINES.pop3Opened1, LINES.pop3LogoutNone]);
+    expect(none.events.filter((e) => e.kind === 'retrieved')).toEqual([]);
+    // A message this node never saw saved: no size to give, said in the node log.
+    const unknown = translate([LINES.pop3Opened1, LINES.pop3Opened2, LINES.pop3Logout]);
+    expect(unknown.events).toEqual([]);
+    expect(unknown.log.join('\n')).toMatch(/UID 1: its size and Message-ID were not in this node's log/);
   });
 
   it('an LMTP recipient Dovecot could not serve is an `error`', () => {

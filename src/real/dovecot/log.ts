@@ -1,7 +1,8 @@
 // Dovecot's log as the mailbox role's events. Dovecot tells nobody what it does except its log, so the adapter
 // tails the log file (config.ts sets log_path and the formats) and turns the lines it knows into the contract's
 // events: LMTP deliveries → `stored`, logins → `session`, failed password checks → `auth-failed`, expunges over IMAP
-// and POP3 → `deleted`, LMTP recipients Dovecot could not serve → `error`. The contract's details have no field for
+// and POP3 → `deleted`, messages a POP3 session retrieved → `retrieved`, LMTP recipients Dovecot could not serve →
+// `error`. The contract's details have no field for
 // the source line, so every event's line goes to the node's log (stderr) with the event's kind and sequence number.
 import { promises as fs, statSync, watch, type FSWatcher } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
@@ -83,6 +84,18 @@ interface Saved {
   box: string;
 }
 
+/** What mail_log said of a message (save, expunge, flag_change lines): what a `retrieved` event names. */
+interface MessageFacts {
+  msgid?: string;
+  vsize?: number;
+}
+
+/** A POP3 session's RETR and TOP counts, from its last line (pop3_logout_format as config.ts pins it). */
+export function pop3Counts(text: string): { top: number; retr: number } | undefined {
+  const m = /\btop=(\d+)\/\d+, retr=(\d+)\/\d+/.exec(text);
+  return m ? { top: Number(m[1]), retr: Number(m[2]) } : undefined;
+}
+
 /**
  * Turns Dovecot's log lines into the mailbox contract's events. Stateful: an LMTP delivery is two lines (mail_log's
  * `save:` with the UID, then the delivery line with the envelope sender), and a failed login is an auth line (the
@@ -91,6 +104,10 @@ interface Saved {
 export class DovecotEventTranslator {
   private readonly saved = new Map<string, Saved>();
   private readonly failedLogins = new Map<string, string[]>();
+  /** By `user\0box\0uid`. Kept for the node's life: a lab holds few messages. */
+  private readonly facts = new Map<string, MessageFacts>();
+  /** The messages each POP3 session opened (`log_debug = event=mail_opened`), by session. */
+  private readonly opened = new Map<string, Map<string, { box: string; uid: number }>>();
 
   constructor(
     private readonly events: EventLog<MailboxEvents>,
@@ -107,8 +124,10 @@ export class DovecotEventTranslator {
     if (!l) return;
     const key = `${l.pid ?? ''}<${l.session ?? ''}>`;
 
+    const ml = l.user !== undefined ? parseMailLog(l.text) : undefined;
+    if (ml && l.user !== undefined) this.facts.set(`${l.user.toLowerCase()}\0${ml.box}\0${ml.uid}`, { ...(ml.msgid !== undefined ? { msgid: ml.msgid } : {}), ...(ml.vsize !== undefined ? { vsize: ml.vsize } : {}) });
+
     if (l.service === 'lmtp' && l.user !== undefined) {
-      const ml = parseMailLog(l.text);
       if (ml?.event === 'save') {
         this.saved.set(key, { uid: ml.uid, box: ml.box });
         return;
@@ -131,10 +150,10 @@ export class DovecotEventTranslator {
       return;
     }
     if ((l.service === 'imap' || l.service === 'pop3') && l.user !== undefined) {
-      const ml = parseMailLog(l.text);
       if (ml?.event === 'expunge') {
         this.emit(raw, 'deleted', { user: l.user.toLowerCase(), protocol: l.service, uid: ml.uid, mailbox: ml.box }, { messageId: messageIdOf(ml.msgid) });
       }
+      if (l.service === 'pop3') this.pop3(raw, l, key);
       return;
     }
     if (l.service === 'auth' && l.level === 'Info') {
@@ -164,6 +183,41 @@ export class DovecotEventTranslator {
         this.failedLogins.delete(session);
         for (const login of logins) this.emit(raw, 'auth-failed', { protocol, login, method: f.method, client: f.rip ?? '' });
       }
+    }
+  }
+
+  /**
+   * POP3 `retrieved`: Dovecot logs no line per RETR, but with `log_debug = event=mail_opened` it logs each message a
+   * session opens (`Mailbox INBOX: UID 3: Opened mail because: access`: RETR or TOP, the sizes come from the index),
+   * and the session's last line counts its RETRs and TOPs. When the session used no TOP and opened as many messages as
+   * it RETRieved, the opened ones are the retrieved ones: one event each, when the session ends (after its `deleted`
+   * events). Otherwise the log cannot tell which were retrieved, and the node log says so.
+   */
+  private pop3(raw: string, l: DovecotLine, key: string): void {
+    const open = /^Mailbox (.+): UID (\d+): Opened mail because: /.exec(l.text);
+    if (open && l.level === 'Debug') {
+      const session = this.opened.get(key) ?? new Map<string, { box: string; uid: number }>();
+      session.set(`${open[1]}\0${open[2]}`, { box: open[1]!, uid: Number(open[2]) });
+      this.opened.set(key, session);
+      return;
+    }
+    const counts = l.text.startsWith('Disconnected') ? pop3Counts(l.text) : undefined;
+    if (!counts) return;
+    const opened = [...(this.opened.get(key)?.values() ?? [])];
+    this.opened.delete(key);
+    if (counts.retr === 0) return;
+    if (counts.top > 0 || opened.length !== counts.retr) {
+      this.log(`dovecot: no retrieved events for this POP3 session: it opened ${opened.length} message(s) for ${counts.retr} RETR and ${counts.top} TOP, so the log cannot tell which were retrieved: ${raw}`);
+      return;
+    }
+    const user = l.user!.toLowerCase();
+    for (const { box, uid } of opened) {
+      const facts = this.facts.get(`${user}\0${box}\0${uid}`);
+      if (facts?.vsize === undefined) {
+        this.log(`dovecot: no retrieved event for ${user} ${box} UID ${uid}: its size and Message-ID were not in this node's log (delivered before it started): ${raw}`);
+        continue;
+      }
+      this.emit(raw, 'retrieved', { user, protocol: 'pop3', uid, size: facts.vsize, mailbox: box }, { messageId: messageIdOf(facts.msgid) });
     }
   }
 }
