@@ -20,7 +20,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # and Postfix as a lab MX (src/real/postfix/, scenario 36; unshare gives it the lab DNS as its only resolver).
 # Postfix as a lab MTA (scenario 37) authenticates submissions with Cyrus SASL: a sasldb made by saslpasswd2
 # (sasl2-bin), PLAIN and LOGIN from libsasl2-modules.
-for pkg in dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix sasl2-bin libsasl2-modules; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+for pkg in dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix sasl2-bin libsasl2-modules libsasl2-modules-db; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd, dkimpy, Dovecot and Postfix are installed"; exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

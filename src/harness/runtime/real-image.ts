@@ -24,6 +24,8 @@ export const REAL_SERVER_PACKAGES: readonly { name: string; optional?: boolean }
   { name: 'dovecot-lmtpd' },
   { name: 'libsasl2-modules', optional: true },
   { name: 'sasl2-bin', optional: true },
+  // The sasldb auxprop plugin (dlopen'd by saslpasswd2 and smtpd): without it, "no mechanism available".
+  { name: 'libsasl2-modules-db', optional: true },
 ];
 
 /**
