@@ -11,7 +11,9 @@ export class ScenarioReporter implements Reporter {
   onTestCaseResult(test: TestCase): void {
     const result = test.result();
     const ms = Math.round(test.diagnostic()?.duration ?? 0);
-    const name = `${test.module.moduleId.split('/').pop()} › ${test.fullName}`;
+    // The scenarios run once per project (vitest.config.ts): the default lab's is unnamed, a real-server lab's is named.
+    const project = test.project.name && test.project.name !== 'default' ? `[${test.project.name}] ` : '';
+    const name = `${project}${test.module.moduleId.split('/').pop()} › ${test.fullName}`;
     if (result.state === 'passed') {
       this.passed++;
       process.stdout.write(`  ✓ ${name} (${ms} ms)\n`);

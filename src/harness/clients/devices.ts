@@ -107,7 +107,7 @@ export class ImapDevice extends EventEmitter {
 
   /** Brings the local copy of INBOX in line with the server (UIDs, flags, Message-IDs). */
   resync(): Promise<void> {
-    this.syncing = this.syncing.then(async () => {
+    const pass = async () => {
       const seen = new Set<number>();
       if (this.client.mailbox && (this.client.mailbox as { exists: number }).exists > 0) {
         for await (const msg of this.client.fetch('1:*', { uid: true, flags: true, envelope: true })) {
@@ -131,7 +131,14 @@ export class ImapDevice extends EventEmitter {
         }
       }
       this.emit('change');
-    });
+    };
+    // One pass at a time. A pass can fail when the mailbox changes under it (Dovecot answers BAD to FETCH 1:* on a
+    // mailbox another session emptied meanwhile): it is tried once more while the session is up, and a failed pass
+    // never blocks the later ones (each starts from a settled chain).
+    this.syncing = this.syncing
+      .catch(() => undefined)
+      .then(pass)
+      .catch(() => (this.client.usable ? pass() : undefined));
     return this.syncing.catch(() => undefined);
   }
 
