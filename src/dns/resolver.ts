@@ -18,6 +18,11 @@ export interface LabResolverOptions {
   /** Per-try timeout in ms (c-ares backs off on later tries). */
   timeoutMs?: number;
   tries?: number;
+  /**
+   * The node's own address, which queries leave from (UDP and TCP), so the lab DNS's query log and fault events name
+   * the node that asked. Absent: the system's choice (127.0.0.1 for every node of the local runtime).
+   */
+  localAddress?: string;
 }
 
 /** A resolver that asks the lab DNS only: nodes never use the system resolver. */
@@ -25,6 +30,11 @@ export function createLabResolver(endpoint: Endpoint, options: LabResolverOption
   const resolver = new dnsPromises.Resolver({ timeout: options.timeoutMs ?? 1000, tries: options.tries ?? 2 });
   const host = isIPv6(endpoint.host) ? `[${endpoint.host}]` : endpoint.host;
   resolver.setServers([`${host}:${endpoint.port}`]);
+  const local = options.localAddress;
+  if (local && net.isIP(local)) {
+    if (isIPv6(local)) resolver.setLocalAddress('0.0.0.0', local);
+    else resolver.setLocalAddress(local);
+  }
   return resolver;
 }
 
