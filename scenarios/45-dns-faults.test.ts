@@ -12,15 +12,33 @@
 //   every attempt: a record changed under a long TTL takes effect on the next attempt. A TTL bounds how long an
 //   answer may be kept; keeping none honours every TTL. (Issue 17 decides whether the MTA gets a cache; these
 //   faults would then show it.)
+import { promises as dns } from 'node:dns';
 import { afterEach, describe, expect, it } from 'vitest';
 import { checkDeliveredOnce, NEMESIS, type DnsFaultRule } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
-const lab = useLab((l) => l.withHost('mx2', { role: 'mx', hostname: 'mx2.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' }));
+/** A rule of the lab definition (`faults.dns`): in force from the start, on a name no message uses. */
+const CONFIGURED: DnsFaultRule = { id: 'configured', name: 'legacy.receiver.test', type: 'A', action: { kind: 'answer', records: [{ type: 'A', data: '192.0.2.99' }] } };
+
+const lab = useLab((l) =>
+  l
+    .withHost('mx2', { role: 'mx', hostname: 'mx2.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox' })
+    .with((def) => {
+      def.faults = { ...def.faults, dns: [CONFIGURED] };
+    }),
+);
 
 afterEach(async () => {
-  await lab().dns.faults.clear();
+  await lab().dns.faults.set([CONFIGURED]);
 });
+
+/** A resolver of the test's own, asking the lab DNS where the harness reaches it (its published port on docker). */
+function labResolver(): dns.Resolver {
+  const endpoint = lab().node('dns').service('dns');
+  const resolver = new dns.Resolver({ timeout: 1000, tries: 1 });
+  resolver.setServers([`${endpoint.host}:${endpoint.port}`]);
+  return resolver;
+}
 
 const mtaAddress = () => lab().node('mta').config.address;
 
@@ -48,6 +66,11 @@ async function deferredBy(rule: DnsFaultRule, subject: string) {
 }
 
 describe('DNS faults on the MX lookup', () => {
+  it("the lab definition's rules are in force from the start", async () => {
+    expect(await labResolver().resolve4('legacy.receiver.test')).toEqual(['192.0.2.99']);
+    expect(await lab().dns.faults.list()).toEqual([{ ...CONFIGURED, fired: 1 }]);
+  });
+
   it('SERVFAIL defers (451 4.4.3); once the DNS answers again the retry delivers', async () => {
     const { sent, deferred, began } = await deferredBy({ id: 'mx-servfail', name: 'receiver.test', type: 'MX', action: { kind: 'servfail' } }, 'through a SERVFAIL');
     expect(deferred.detail.error).toMatch(/SERVFAIL/);
@@ -130,6 +153,22 @@ describe('wrong answers', () => {
 });
 
 describe('counts and TTLs', () => {
+  it('lab.dns.faults: add keeps what the other rules have left, clear removes rules by id', async () => {
+    const resolver = labResolver();
+    await lab().dns.faults.set([{ id: 'twice', name: 'probe.receiver.test', action: { kind: 'refused' }, times: 2 }]);
+    await expect(resolver.resolve4('probe.receiver.test')).rejects.toMatchObject({ code: 'EREFUSED' });
+    const added = await lab().dns.faults.add({ id: 'later', name: 'probe.receiver.test', action: { kind: 'servfail' } });
+    expect(added.map((r) => [r.id, r.times, r.fired])).toEqual([
+      ['twice', 1, 0],
+      ['later', undefined, 0],
+    ]);
+    await expect(resolver.resolve4('probe.receiver.test')).rejects.toMatchObject({ code: 'EREFUSED' });
+    await expect(resolver.resolve4('probe.receiver.test')).rejects.toMatchObject({ code: 'ESERVFAIL' }); // 'twice' is spent
+    expect((await lab().dns.faults.clear('later')).map((r) => r.id)).toEqual([]); // the spent rule went too
+    await expect(resolver.resolve4('probe.receiver.test')).rejects.toMatchObject({ code: 'ENOTFOUND' }); // the zone's answer
+    expect(lab().history.filter({ kind: 'dns-faults-change', node: NEMESIS }).slice(-3).map((e) => e.detail.rules.map((r) => r.id))).toEqual([['twice'], ['twice', 'later'], []]);
+  });
+
   it('a SERVFAIL with times: 1 defers the first attempt; the scheduled retry passes', async () => {
     const { sent } = await deferredBy({ id: 'once', name: 'receiver.test', type: 'MX', action: { kind: 'servfail' }, times: 1 }, 'past one SERVFAIL');
     await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId); // no clear, no flush: the rule is spent
