@@ -134,9 +134,10 @@ describe('DNS faults over UDP and TCP (c-ares)', () => {
   it('the MTA\'s own TLSA stub resolver retries a truncated answer over TCP too', async () => {
     await setFaults([{ id: 'tc', name: '_25._tcp.mx.receiver.test', type: 'TLSA', action: { kind: 'truncate' } }]);
     const seq = last();
-    const records = await resolveTlsa({ host: '127.0.0.1', port }, '_25._tcp.mx.receiver.test');
+    const records = await resolveTlsa({ host: '127.0.0.1', port }, '_25._tcp.mx.receiver.test', { localAddress: '127.0.0.34' });
     expect(records.map((r) => r.data.toString('hex'))).toEqual(['ab'.repeat(32)]);
-    expect(kinds(seq, 'dns-query').map((e) => e.detail.transport)).toEqual(['udp', 'tcp']);
+    // Both from the node's own address, as the MTA asks.
+    expect(kinds(seq, 'dns-query').map((e) => `${e.detail.transport} ${e.detail.client.replace(/:\d+$/, '')}`)).toEqual(['udp 127.0.0.34', 'tcp 127.0.0.34']);
   });
 
   it('a wrong answer is served as given, at the queried name', async () => {

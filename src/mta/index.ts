@@ -72,7 +72,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
             }),
           }
         : {}),
-      ...(config.dane ? { resolveTlsa: (name: string) => resolveTlsa(config.resolver, name) } : {}),
+      ...(config.dane ? { resolveTlsa: (name: string) => resolveTlsa(config.resolver, name, { localAddress: config.address }) } : {}),
       smtp,
       lmtp,
     },
