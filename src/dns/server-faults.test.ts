@@ -137,7 +137,7 @@ describe('DNS faults over UDP and TCP (c-ares)', () => {
     const records = await resolveTlsa({ host: '127.0.0.1', port }, '_25._tcp.mx.receiver.test', { localAddress: '127.0.0.34' });
     expect(records.map((r) => r.data.toString('hex'))).toEqual(['ab'.repeat(32)]);
     // Both from the node's own address, as the MTA asks.
-    expect(kinds(seq, 'dns-query').map((e) => `${e.detail.transport} ${e.detail.client.replace(/:\d+$/, '')}`)).toEqual(['udp 127.0.0.34', 'tcp 127.0.0.34']);
+    expect(kinds(seq, 'dns-query').map((e) => `${e.detail.transport} ${String(e.detail.client).replace(/:\d+$/, '')}`)).toEqual(['udp 127.0.0.34', 'tcp 127.0.0.34']);
   });
 
   it('a wrong answer is served as given, at the queried name', async () => {

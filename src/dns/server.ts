@@ -6,6 +6,9 @@
 //
 // TLSA records (RFC 6698, for the MTA's DANE) are answered as type 52 with raw RDATA (wire.ts: dns2 has no TLSA
 // codec but encodes a Buffer as the RDATA of a type it does not know), and TLSA queries are recognised by code.
+//
+// DNS faults (issue 15): with `faults`, every well-formed query first meets the fault rules (faults.ts); a rule that
+// fires makes the answer (answerWithFaults), and `onFault` hears of it before `onQuery`.
 import type { RemoteInfo } from 'node:dgram';
 import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { Packet, createTCPServer, createUDPServer, type Resource, type TCPServer, type UDPServer } from 'dns2';
