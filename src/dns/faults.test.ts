@@ -100,6 +100,7 @@ describe('DNS fault rules: matching', () => {
     expect(rules.fire(udp('a.test', 'A'))?.id).toBe('once');
     expect(rules.fire(udp('a.test', 'A'))).toBeUndefined();
     expect(() => rules.set([{ id: 'bad', name: 'a.test', action: { kind: 'nope' } }])).toThrow(/set-dns-faults rule "bad": action.kind "nope"/);
+    expect(() => new DnsFaultRules(1, [{ id: 'x', name: 'a.test', action: { kind: 'ttl' } }])).toThrow(/^dnsFaults rule "x": action ttl needs ttl/);
     expect(rules.list()).toEqual([{ id: 'once', name: 'a.test', action: { kind: 'servfail' }, times: 1, fired: 1 }]);
     rules.set(rules.list().map(({ fired: _fired, ...rule }) => rule));
     expect(rules.fire(udp('a.test', 'A'))?.id).toBe('once');

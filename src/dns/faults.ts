@@ -194,12 +194,15 @@ export class DnsFaultRules {
     private readonly seed: Seed,
     rules: unknown = [],
   ) {
-    this.set(rules);
+    this.set(rules, 'dnsFaults');
   }
 
-  /** Replaces every rule (checked first: an invalid list changes nothing); counts and draws start again. */
-  set(rules: unknown): DnsFaultRuleView[] {
-    const checked = validateDnsFaultRules(rules, 'set-dns-faults');
+  /**
+   * Replaces every rule (checked first: an invalid list changes nothing); counts and draws start again. `where`
+   * starts every problem's sentence.
+   */
+  set(rules: unknown, where = 'set-dns-faults'): DnsFaultRuleView[] {
+    const checked = validateDnsFaultRules(rules, where);
     this.held = checked.map((rule) => ({ rule, fired: 0, draw: seededRandom(this.seed, `dns:${rule.id}`) }));
     return this.list();
   }
