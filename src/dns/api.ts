@@ -5,8 +5,22 @@
 // The MTA-STS policy host (RFC 8461 §3.3) the node serves when configured adds an event per request
 // (`policy-fetch`) and an operation to change a policy while the lab runs (`set-mta-sts-policy`), so scenarios can
 // see which MTA fetched what and can roll a policy over together with its `_mta-sts` TXT id.
+//
+// DNS faults (issue 15): the rules of src/shared/faults.ts, set with `set-dns-faults` and applied before the zone
+// answers (faults.ts, server.ts); each that fires is a `fault` event. `dnsFaultProblems` is here too, so the harness
+// checks a lab definition's rules with the code the node runs.
 import type { DnsRecord, ZoneConfig } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
+import type { DnsFaultOperations, DnsFaultRule, FaultFired } from '../shared/faults.js';
+
+export { dnsFaultProblems } from './faults.js';
+
+declare module '../shared/config.js' {
+  interface DnsNodeConfig {
+    /** DNS fault rules in force from the start (the lab's `faults.dns`), changed with `set-dns-faults`. */
+    dnsFaults?: DnsFaultRule[];
+  }
+}
 
 export type SoaFields = Required<NonNullable<ZoneConfig['soa']>>;
 export type SoaRecord = { name: string; type: 'SOA'; ttl?: number } & SoaFields;
@@ -101,15 +115,17 @@ export type DnsOperations = {
   lookup: Operation<{ name: string; type?: string }, LookupResult>;
   /** Replaces the policy text an MTA-STS site serves (from the next request on); answers the domains served. */
   'set-mta-sts-policy': Operation<{ domain: string; policy: string }, { domains: string[] }>;
-};
+} & DnsFaultOperations;
 
 export type DnsEvents = NodeEvents & {
   /** A query was answered (every query, UDP or TCP). */
   'dns-query': DnsQueryInfo;
   /** A request to the MTA-STS policy host was answered. */
   'policy-fetch': PolicyFetch;
+  /** A DNS fault rule fired for a query (source `dns`, stage the query, e.g. `MX receiver.test`). */
+  fault: FaultFired;
 };
 
 export type DnsContract = { operations: DnsOperations; events: DnsEvents };
 
-export const DNS_EVENT_KINDS = eventKinds<DnsEvents>()([...NODE_EVENT_KINDS, 'dns-query', 'policy-fetch'] as const);
+export const DNS_EVENT_KINDS = eventKinds<DnsEvents>()([...NODE_EVENT_KINDS, 'dns-query', 'policy-fetch', 'fault'] as const);

@@ -8,8 +8,10 @@ import net from 'node:net';
 import { Packet } from 'dns2';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DnsFaultAction } from '../shared/faults.js';
 import { binary, fuzzParameters, rssMiB } from '../shared/fuzz.test-helper.js';
-import { answerQuery, startDnsServer, type RunningDnsServer } from './server.js';
+import { DnsFaultRules } from './faults.js';
+import { answerQuery, answerWithFaults, startDnsServer, type RunningDnsServer } from './server.js';
 import { Zones } from './zone.js';
 
 const zones = new Zones([
@@ -71,6 +73,33 @@ describe('DNS fuzzing', () => {
         }
         const answered = answerQuery(zones, packet);
         if (answered) expect(answered.response.header.qr).toBe(1);
+      }),
+      fuzzParameters(1000, 3000),
+    );
+  });
+
+  it('answerWithFaults, whichever fault fires, answers with a response that encodes, or on purpose not at all', () => {
+    const kinds = fc.constantFrom<DnsFaultAction>(
+      { kind: 'servfail' },
+      { kind: 'refused' },
+      { kind: 'nxdomain' },
+      { kind: 'timeout' },
+      { kind: 'truncate' },
+      { kind: 'answer', records: [{ type: 'MX', data: '10 old.receiver.test' }, { type: 'TXT', data: 'x'.repeat(300) }] },
+      { kind: 'ttl', ttl: 0 },
+    );
+    fc.assert(
+      fc.property(mutated, kinds, fc.constantFrom('*.test', 'receiver.test', 'mx.receiver.test'), fc.constantFrom<'udp' | 'tcp'>('udp', 'tcp'), (data, action, name, transport) => {
+        let packet: Packet;
+        try {
+          packet = Packet.parse(data);
+        } catch {
+          return;
+        }
+        const answered = answerWithFaults(zones, packet, new DnsFaultRules(1, [{ id: 'f', name, action, probability: 0.8 }]), transport);
+        if (!answered) return;
+        if (answered.response) expect(Packet.parse(answered.response.toBuffer()).header.qr).toBe(1);
+        else expect(answered.fault?.effect).toBe('no answer');
       }),
       fuzzParameters(1000, 3000),
     );

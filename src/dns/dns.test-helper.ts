@@ -1,5 +1,6 @@
 // The DNS node's configuration for in-process tests (server.test.ts, resolve-tlsa.test.ts, mta-sts-site.test.ts):
-// on 127.0.0.1, port 0 (a free one); what a test varies is given, the rest is the lab's usual.
+// on 127.0.0.1, port 0 (a free one); what a test varies is given, the rest is the lab's usual. And `failure`, the
+// code a lookup failed with.
 import type { DnsNodeConfig } from '../shared/config.js';
 
 export function dnsTestConfig(fields: Pick<DnsNodeConfig, 'zones'> & Partial<Pick<DnsNodeConfig, 'mtaSts'>>): DnsNodeConfig {
@@ -16,4 +17,14 @@ export function dnsTestConfig(fields: Pick<DnsNodeConfig, 'zones'> & Partial<Pic
     port: 0,
     ...fields,
   };
+}
+
+/** The code a rejected lookup failed with (`ENOTFOUND`, `ESERVFAIL`...), or `no error`. */
+export async function failure(lookup: Promise<unknown>): Promise<string> {
+  try {
+    await lookup;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+  return 'no error';
 }

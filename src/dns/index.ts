@@ -10,13 +10,15 @@ import type { DnsNodeConfig, DnsRecord } from '../shared/config.js';
 import type { RpcTable } from '../shared/contract.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { DnsContract } from './api.js';
+import { DnsFaultRules } from './faults.js';
 import { startMtaStsSite, type RunningMtaStsSite } from './mta-sts-site.js';
 import { startDnsServer } from './server.js';
 import { Zones } from './zone.js';
 
 export { Zones, normalizeName, DEFAULT_TTL } from './zone.js';
 export type * from './api.js';
-export { answerQuery, describeRecord, splitTxt, startDnsServer } from './server.js';
+export { answerQuery, answerWithFaults, describeRecord, splitTxt, startDnsServer } from './server.js';
+export { DnsFaultRules, dnsFaultProblems, validateDnsFaultRules } from './faults.js';
 export { MTA_STS_PATH, startMtaStsSite } from './mta-sts-site.js';
 export type { MtaStsSiteOptions, RunningMtaStsSite } from './mta-sts-site.js';
 export type { DnsServerOptions, RunningDnsServer } from './server.js';
@@ -26,12 +28,16 @@ export type { LabResolverOptions, MxOptions, MxResolver, TlsaAnswer, TlsaOptions
 export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => {
   const { config, events, log } = ctx;
   const zones = new Zones(config.zones ?? []);
+  // A node started by hand without a seed draws from seed 0: still the same draws on every run.
+  const faults = new DnsFaultRules(config.seed ?? 0, config.dnsFaults ?? []);
   const server = await startDnsServer({
     host: config.address,
     port: config.port,
     zones,
+    faults,
     log,
     onQuery: (query) => events.emit({ kind: 'dns-query', detail: { ...query } }),
+    onFault: (fault) => events.emit({ kind: 'fault', detail: { ...fault } }),
   });
   log(`dns: serving ${zones.list().length} zone(s) on ${server.endpoint.host}:${server.endpoint.port} (udp, tcp)`);
   let mtaSts: RunningMtaStsSite | undefined;
@@ -52,7 +58,7 @@ export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => 
   }
   return {
     services: { dns: server.endpoint, ...(mtaSts ? { 'mta-sts': mtaSts.endpoint } : {}) },
-    rpc: dnsRpc(zones, mtaSts),
+    rpc: dnsRpc(zones, mtaSts, faults),
     stop: async () => {
       await Promise.all([server.close(), mtaSts?.close()]);
     },
@@ -60,7 +66,7 @@ export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => 
 };
 
 /** The role's control operations (see DnsOperations in api.ts). */
-export function dnsRpc(zones: Zones, mtaSts?: RunningMtaStsSite): RpcTable<DnsContract> {
+export function dnsRpc(zones: Zones, mtaSts?: RunningMtaStsSite, faults = new DnsFaultRules(0)): RpcTable<DnsContract> {
   const listing = () => ({ zones: zones.list() });
   const required = (value: unknown, what: string): string => {
     if (typeof value !== 'string' || value === '') throw new Error(`${what} is required`);
@@ -101,5 +107,7 @@ export function dnsRpc(zones: Zones, mtaSts?: RunningMtaStsSite): RpcTable<DnsCo
       mtaSts.setPolicy(domain, args.policy);
       return { domains: mtaSts.domains() };
     },
+    'set-dns-faults': (args) => ({ rules: faults.set(args.rules) }),
+    'dns-faults': () => ({ rules: faults.list() }),
   };
 }

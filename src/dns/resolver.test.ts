@@ -2,6 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import dgram from 'node:dgram';
 import { Packet, createUDPServer } from 'dns2';
 import type { DnsRecord, Endpoint } from '../shared/config.js';
+import { DnsFaultRules } from './faults.js';
 import { createLabResolver, resolveMxTargets, type MxResolver } from './resolver.js';
 import { startDnsServer, type RunningDnsServer } from './server.js';
 import { Zones } from './zone.js';
@@ -53,6 +54,19 @@ describe('createLabResolver', () => {
     const r = createLabResolver({ host: '127.0.0.1', port: 5353 });
     expect(r.getServers()).toEqual(['127.0.0.1:5353']);
     expect(createLabResolver({ host: '::1', port: 5353 }).getServers()).toEqual(['[::1]:5353']);
+  });
+
+  it("asks from the node's own address when given one, over UDP and TCP, so the lab DNS's log names the node", async () => {
+    const clients: string[] = [];
+    // A truncated UDP answer (a fault rule) makes the resolver ask again over TCP.
+    const faults = new DnsFaultRules(0, [{ id: 'tc', name: 'plain.lab.test', action: { kind: 'truncate' } }]);
+    const logged = await startDnsServer({ host: '127.0.0.1', port: 0, zones, faults, onQuery: (q) => clients.push(`${q.transport} ${q.client.replace(/:\d+$/, '')}`) });
+    try {
+      expect(await createLabResolver(logged.endpoint, { localAddress: '127.0.0.33' }).resolve4('plain.lab.test')).toEqual(['127.0.1.9']);
+    } finally {
+      await logged.close();
+    }
+    expect(clients).toEqual(['udp 127.0.0.33', 'tcp 127.0.0.33']);
   });
 });
 

@@ -18,6 +18,11 @@ export interface LabResolverOptions {
   /** Per-try timeout in ms (c-ares backs off on later tries). */
   timeoutMs?: number;
   tries?: number;
+  /**
+   * The node's own address, which queries leave from (UDP and TCP), so the lab DNS's query log and fault events name
+   * the node that asked. Absent: the system's choice (127.0.0.1 for every node of the local runtime).
+   */
+  localAddress?: string;
 }
 
 /** A resolver that asks the lab DNS only: nodes never use the system resolver. */
@@ -25,6 +30,11 @@ export function createLabResolver(endpoint: Endpoint, options: LabResolverOption
   const resolver = new dnsPromises.Resolver({ timeout: options.timeoutMs ?? 1000, tries: options.tries ?? 2 });
   const host = isIPv6(endpoint.host) ? `[${endpoint.host}]` : endpoint.host;
   resolver.setServers([`${host}:${endpoint.port}`]);
+  const local = options.localAddress;
+  if (local && net.isIP(local)) {
+    if (isIPv6(local)) resolver.setLocalAddress('0.0.0.0', local);
+    else resolver.setLocalAddress(local);
+  }
   return resolver;
 }
 
@@ -123,6 +133,8 @@ export interface TlsaOptions {
   timeoutMs?: number;
   /** How many UDP tries before ETIMEOUT (default 2). */
   tries?: number;
+  /** The node's own address, which the queries leave from (as createLabResolver's `localAddress`). */
+  localAddress?: string;
 }
 
 /** node:dns's code for each failing rcode (RCODE → code, as c-ares maps them). */
@@ -158,10 +170,10 @@ export async function resolveTlsa(server: Endpoint, name: string, options: TlsaO
   for (let attempt = 1; attempt <= tries && !response; attempt++) {
     // A fresh id per try: a late answer to an earlier try must not be taken for this one.
     const query = tlsaQuery(qname);
-    response = await exchangeUdp(server, query, qname, timeoutMs, fail);
+    response = await exchangeUdp(server, query, qname, timeoutMs, fail, options.localAddress);
     if (response?.header.tc) {
       // RFC 7766 §5: a truncated UDP answer is asked again over TCP, and the UDP part is not used.
-      response = await exchangeTcp(server, tlsaQuery(qname), qname, timeoutMs, fail);
+      response = await exchangeTcp(server, tlsaQuery(qname), qname, timeoutMs, fail, options.localAddress);
       if (!response) throw fail('ETIMEOUT', `no answer over TCP from ${where} within ${timeoutMs} ms after a truncated UDP answer`);
     }
   }
@@ -215,7 +227,7 @@ function answers(message: Buffer, query: Packet, qname: string): Packet | undefi
 type Fail = (code: string, reason: string) => Error;
 
 /** One UDP try: the response, or undefined when none came within `timeoutMs`. Datagrams that do not match are dropped. */
-function exchangeUdp(server: Endpoint, query: Packet, qname: string, timeoutMs: number, fail: Fail): Promise<Packet | undefined> {
+function exchangeUdp(server: Endpoint, query: Packet, qname: string, timeoutMs: number, fail: Fail, localAddress?: string): Promise<Packet | undefined> {
   return new Promise((resolve, reject) => {
     const socket = dgram.createSocket(isIPv6(server.host) ? 'udp6' : 'udp4');
     const timer = setTimeout(() => finish(() => resolve(undefined)), timeoutMs);
@@ -235,14 +247,16 @@ function exchangeUdp(server: Endpoint, query: Packet, qname: string, timeoutMs: 
       const response = answers(message, query, qname);
       if (response) finish(() => resolve(response));
     });
-    socket.connect(server.port, server.host, () => socket.send(query.toBuffer()));
+    const send = () => socket.connect(server.port, server.host, () => socket.send(query.toBuffer()));
+    if (localAddress) socket.bind(0, localAddress, send);
+    else send();
   });
 }
 
 /** The query over TCP (RFC 1035 §4.2.2: each message after a two-octet length); undefined on timeout. */
-function exchangeTcp(server: Endpoint, query: Packet, qname: string, timeoutMs: number, fail: Fail): Promise<Packet | undefined> {
+function exchangeTcp(server: Endpoint, query: Packet, qname: string, timeoutMs: number, fail: Fail, localAddress?: string): Promise<Packet | undefined> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: server.host, port: server.port });
+    const socket = net.connect({ host: server.host, port: server.port, ...(localAddress ? { localAddress } : {}) });
     const timer = setTimeout(() => finish(() => resolve(undefined)), timeoutMs);
     let done = false;
     const finish = (settle: () => void) => {

@@ -8,7 +8,7 @@ import { Packet, TCPClient, UDPClient } from 'dns2';
 import type { DnsNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
-import { dnsTestConfig } from './dns.test-helper.js';
+import { dnsTestConfig, failure } from './dns.test-helper.js';
 import { answerQuery, splitTxt, startDns } from './index.js';
 import { Zones } from './zone.js';
 
@@ -56,15 +56,6 @@ afterAll(async () => {
   await role?.stop();
 });
 
-/** The code a rejected lookup failed with. */
-async function failure(lookup: Promise<unknown>): Promise<string> {
-  try {
-    await lookup;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err);
-  }
-  return 'no error';
-}
 
 function queriesSince(seq: number): LabEvent[] {
   return events.since(seq).filter((e) => e.kind === 'dns-query');

@@ -6,11 +6,16 @@
 //
 // TLSA records (RFC 6698, for the MTA's DANE) are answered as type 52 with raw RDATA (wire.ts: dns2 has no TLSA
 // codec but encodes a Buffer as the RDATA of a type it does not know), and TLSA queries are recognised by code.
+//
+// DNS faults (issue 15): with `faults`, every well-formed query first meets the fault rules (faults.ts); a rule that
+// fires makes the answer (answerWithFaults), and `onFault` hears of it before `onQuery`.
 import type { RemoteInfo } from 'node:dgram';
 import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { Packet, createTCPServer, createUDPServer, type Resource, type TCPServer, type UDPServer } from 'dns2';
 import type { Endpoint } from '../shared/config.js';
 import type { DnsQueryInfo, DnsTransport, LookupResult, ZoneRecord } from './api.js';
+import type { DnsFaultRule, FaultFired } from '../shared/faults.js';
+import { answerRecord, type DnsFaultRules } from './faults.js';
 import { encodeTlsaRdata, typeCode, typeName } from './wire.js';
 import { DEFAULT_TTL, normalizeName, type Zones } from './zone.js';
 
@@ -19,7 +24,11 @@ export interface DnsServerOptions {
   /** 0 picks a free port (the same one for UDP and TCP). */
   port: number;
   zones: Zones;
+  /** Fault rules applied before the zone answers (absent: none). */
+  faults?: DnsFaultRules;
   onQuery?(query: DnsQueryInfo): void;
+  /** A fault rule fired for a query (before its `onQuery`, which a `timeout` never has). */
+  onFault?(fault: FaultFired): void;
   log?(message: string): void;
 }
 
@@ -124,11 +133,18 @@ export interface Answered {
   query: Omit<DnsQueryInfo, 'transport' | 'client'>;
 }
 
-/**
- * The response to one request, transport aside; undefined when the message is itself a response (answering
- * those could make two servers bounce messages at each other forever).
- */
-export function answerQuery(zones: Zones, request: Packet): Answered | undefined {
+/** The answer to a query the fault rules had their say on: `fault` is the rule that fired, if one did. */
+export interface FaultedAnswer {
+  /** Absent when the fault is no answer at all (`timeout`). */
+  response?: Packet;
+  query: Answered['query'];
+  fault?: { rule: DnsFaultRule; effect: string };
+}
+
+/** A well-formed query's question and EDNS record, or the error answer to a malformed one. */
+type Checked = { kind: 'query'; opt?: Resource; query: Answered['query'] } | { kind: 'answered'; answered: Answered };
+
+function checkRequest(request: Packet): Checked | undefined {
   if (request.header.qr) return undefined;
   const question = request.questions[0];
   const query: Answered['query'] = {
@@ -137,9 +153,9 @@ export function answerQuery(zones: Zones, request: Packet): Answered | undefined
     rcode: 'NOERROR',
     answers: [],
   };
-  const fail = (rcode: number): Answered => {
+  const fail = (rcode: number): Checked => {
     query.rcode = rcodeName(rcode);
-    return { response: Packet.createErrorResponseFromRequest(request, rcode), query };
+    return { kind: 'answered', answered: { response: Packet.createErrorResponseFromRequest(request, rcode), query } };
   };
   // A partly undecodable message, or not exactly one question (RFC 9619), is a format error.
   if (request.errors.length || request.questions.length !== 1 || !question) return fail(Packet.RCODE.FORMERR);
@@ -148,8 +164,11 @@ export function answerQuery(zones: Zones, request: Packet): Answered | undefined
   if (opt && (opt.version ?? 0) > 0) return fail(Packet.RCODE.BADVERS); // RFC 6891 §6.1.3
   // Only the Internet class is served; CHAOS queries (version.bind and the like) are refused.
   if (question.class !== Packet.CLASS.IN && question.class !== Packet.CLASS.ANY) return fail(Packet.RCODE.REFUSED);
+  return { kind: 'query', query, ...(opt ? { opt } : {}) };
+}
 
-  const result: LookupResult = zones.lookup(query.name, query.type);
+/** The response carrying a lookup's result (the zone's, or the one a fault made up). */
+function respond(request: Packet, opt: Resource | undefined, result: LookupResult, query: Answered['query']): Answered {
   const response = Packet.createResponseFromRequest(request);
   response.header.rcode = Packet.RCODE[result.rcode];
   response.header.aa = result.rcode === 'REFUSED' ? 0 : 1;
@@ -157,9 +176,68 @@ export function answerQuery(zones: Zones, request: Packet): Answered | undefined
   response.answers = result.answers.map(toResource);
   response.authorities = result.authority.map(toResource);
   if (opt) response.additionals.push(Packet.Resource.EDNS([], { udpPayloadSize: EDNS_UDP_PAYLOAD }));
-  query.rcode = result.rcode;
-  query.answers = result.answers.map(describeRecord);
-  return { response, query };
+  return { response, query: { ...query, rcode: result.rcode, answers: result.answers.map(describeRecord) } };
+}
+
+/**
+ * The response to one request, transport aside; undefined when the message is itself a response (answering
+ * those could make two servers bounce messages at each other forever).
+ */
+export function answerQuery(zones: Zones, request: Packet): Answered | undefined {
+  const checked = checkRequest(request);
+  if (!checked) return undefined;
+  if (checked.kind === 'answered') return checked.answered;
+  return respond(request, checked.opt, zones.lookup(checked.query.name, checked.query.type), checked.query);
+}
+
+/**
+ * The response to one request after the fault rules (faults.ts) had their say. Only well-formed queries meet the
+ * rules; what a fault answers (RFC 1035 §4.1.1, RFC 2308):
+ * - `servfail`, `refused`: that rcode, no records; `nxdomain`: NXDOMAIN with the zone's SOA (negative caching);
+ * - `timeout`: no response at all (the client's own timeout decides);
+ * - `truncate` (UDP only): the TC bit, no records, so the client asks again over TCP;
+ * - `answer`: NOERROR with the rule's records at the queried name; `ttl`: the zone's answer, every record with that TTL.
+ */
+export function answerWithFaults(zones: Zones, request: Packet, faults: DnsFaultRules, transport: DnsTransport): FaultedAnswer | undefined {
+  const checked = checkRequest(request);
+  if (!checked) return undefined;
+  if (checked.kind === 'answered') return checked.answered;
+  const { query, opt } = checked;
+  const rule = faults.fire({ name: query.name, type: query.type, transport });
+  const result = zones.lookup(query.name, query.type);
+  if (!rule) return respond(request, opt, result, query);
+  const error = (rcode: number, effect: string): FaultedAnswer => ({
+    response: Packet.createErrorResponseFromRequest(request, rcode),
+    query: { ...query, rcode: rcodeName(rcode), answers: [] },
+    fault: { rule, effect },
+  });
+  const made = (lookup: LookupResult, effect: string): FaultedAnswer => ({ ...respond(request, opt, lookup, query), fault: { rule, effect } });
+  const action = rule.action;
+  switch (action.kind) {
+    case 'servfail':
+      return error(Packet.RCODE.SERVFAIL, 'SERVFAIL');
+    case 'refused':
+      return error(Packet.RCODE.REFUSED, 'REFUSED');
+    case 'timeout':
+      return { query, fault: { rule, effect: 'no answer' } };
+    case 'nxdomain': {
+      const soa = result.zone !== undefined ? zones.lookup(result.zone, 'SOA').answers : [];
+      return made({ rcode: 'NXDOMAIN', answers: [], authority: soa, ...(result.zone !== undefined ? { zone: result.zone } : {}) }, 'NXDOMAIN');
+    }
+    case 'truncate': {
+      const faulted = made({ ...result, answers: [], authority: [] }, 'TC over UDP');
+      faulted.response!.header.tc = 1;
+      return faulted;
+    }
+    case 'answer': {
+      const records = action.records.map((r) => answerRecord(query.name, r));
+      return made({ rcode: 'NOERROR', answers: records, authority: [] }, `answered ${records.map(describeRecord).join(', ') || 'no records'}`);
+    }
+    case 'ttl': {
+      const ttl = action.ttl;
+      return made({ ...result, answers: result.answers.map((r) => ({ ...r, ttl })), authority: result.authority.map((r) => ({ ...r, ttl })) }, `TTL ${ttl}`);
+    }
+  }
 }
 
 export async function startDnsServer(options: DnsServerOptions): Promise<RunningDnsServer> {
@@ -168,18 +246,24 @@ export async function startDnsServer(options: DnsServerOptions): Promise<Running
   const connections = new Set<Socket>();
 
   const handle = (request: Packet, send: (response: Packet) => unknown, transport: DnsTransport, client: string) => {
-    let outcome: Answered | undefined;
+    let faulted: FaultedAnswer | undefined;
     try {
-      outcome = answerQuery(zones, request);
+      faulted = options.faults ? answerWithFaults(zones, request, options.faults, transport) : answerQuery(zones, request);
     } catch (err) {
       log(`dns: error answering a query from ${client}: ${(err as Error).message}`);
-      outcome = servfail(request);
+      faulted = servfail(request);
     }
-    if (!outcome) {
+    if (!faulted) {
       // Over TCP a message must get a reply, or dns2 keeps the connection open waiting for it.
       if (transport === 'tcp') void reply(send, Packet.createErrorResponseFromRequest(request, Packet.RCODE.FORMERR), client);
       return;
     }
+    if (faulted.fault) {
+      const { rule, effect } = faulted.fault;
+      options.onFault?.({ source: 'dns', rule: rule.id, action: rule.action.kind, stage: `${faulted.query.type} ${faulted.query.name}`, effect, client });
+    }
+    if (!faulted.response) return; // a timeout fault: no answer at all (over TCP the client gives up and closes)
+    let outcome: Answered = { response: faulted.response, query: faulted.query };
     try {
       outcome.response.toBuffer(); // encode once here so a record dns2 cannot encode becomes a SERVFAIL, not a throw
     } catch (err) {

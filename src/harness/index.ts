@@ -13,3 +13,5 @@ export type { ImapDevice, Pop3Device } from './clients/devices.js';
 export { createRuntime, resolveRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 export type { LabEvent } from '../shared/events.js';
 export { headerSection, headerValue, messageIdOf } from '../shared/headers.js';
+export type { DnsFaultsHandle } from './lab.js';
+export type { DnsFaultAction, DnsFaultRule, DnsFaultRuleView, FaultFired } from '../shared/faults.js';

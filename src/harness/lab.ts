@@ -6,7 +6,9 @@ import { randomSeed, seedFromEnvironment, type Seed } from '../shared/seeded-ran
 import type { DkimSigningConfig, DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { newControlToken } from '../shared/control.js';
 import { headerValue } from '../shared/headers.js';
-import type { RecordType } from '../dns/api.js';
+import type { DnsContract, RecordType } from '../dns/api.js';
+import type { ControlClient } from '../shared/control.js';
+import type { DnsFaultRule, DnsFaultRuleView } from '../shared/faults.js';
 import type { MessageState } from '../mta/api.js';
 import { ImapDevice, Pop3Device } from './clients/devices.js';
 import { submit, type SendOptions, type SendResult } from './clients/submission.js';
@@ -296,7 +298,10 @@ export class StartedLab {
     return found.as(role);
   }
 
-  /** The lab DNS: edit records while the lab runs. Every edit is recorded in the history (`dns-edit`). */
+  /**
+   * The lab DNS: edit records while the lab runs. Every edit is recorded in the history (`dns-edit`). `faults`: its
+   * fault rules (SERVFAIL, timeouts, truncation, wrong answers...), see DnsFaultsHandle.
+   */
   get dns() {
     const node = this.nodeOf('dns');
     const control = () => node.control();
@@ -317,6 +322,7 @@ export class StartedLab {
       /** Points `domain`'s MX records at lab hosts (by host key) or host names. */
       setMx: (domain: string, targets: MxTarget[]) =>
         setRecords(domain, 'MX', targets.map((t) => ({ name: domain, type: 'MX' as const, exchange: this.hostnameOf(t.host), priority: t.preference }))),
+      faults: dnsFaultsOf(control),
     };
   }
 
@@ -522,4 +528,39 @@ export class StartedLab {
     }
     await this.runtime.dispose({ keepData: options.keepData ?? process.env.MAILLAB_KEEP === '1' });
   }
+}
+
+/**
+ * The lab DNS's fault rules (issue 15; the shapes are src/shared/faults.ts's `DnsFaultRule`). Every change replaces the
+ * whole list on the node (`set-dns-faults`), is checked there (an invalid list changes nothing and fails with the
+ * reasons), and is recorded in the history as `dns-faults-change`. Each rule that fires is a `fault` event of the dns node.
+ */
+export interface DnsFaultsHandle {
+  /** The rules in force, each with how often it fired. */
+  list(): Promise<DnsFaultRuleView[]>;
+  /** Replaces every rule; counts (`times`) and chance draws start again. */
+  set(rules: DnsFaultRule[]): Promise<DnsFaultRuleView[]>;
+  /**
+   * Adds rules after those in force (the first rule that fires decides, so earlier rules win). The others keep what
+   * they have left: a rule with `times` is set again with its remaining count, a spent one is dropped.
+   */
+  add(...rules: DnsFaultRule[]): Promise<DnsFaultRuleView[]>;
+  /** Removes the rules with these ids, or every rule when none is named: the zones answer again. */
+  clear(...ids: string[]): Promise<DnsFaultRuleView[]>;
+}
+
+function dnsFaultsOf(control: () => ControlClient<DnsContract>): DnsFaultsHandle {
+  const list = async () => (await control().call('dns-faults')).rules;
+  const set = async (rules: DnsFaultRule[]) => (await control().call('set-dns-faults', { rules })).rules;
+  /** A held rule as a rule to set again: its remaining count, or nothing when spent. */
+  const remaining = ({ fired, ...rule }: DnsFaultRuleView): DnsFaultRule[] => {
+    if (rule.times === undefined) return [rule];
+    return rule.times > fired ? [{ ...rule, times: rule.times - fired }] : [];
+  };
+  return {
+    list,
+    set,
+    add: async (...rules) => set([...(await list()).flatMap(remaining), ...rules]),
+    clear: async (...ids) => (ids.length ? set((await list()).filter((r) => !ids.includes(r.id)).flatMap(remaining)) : set([])),
+  };
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 import type { DnsFaultRule, SmtpFaultRule, Toxic } from '../shared/faults.js';
+import { dnsFaultProblems } from '../dns/api.js';
 
 export interface MxTarget {
   /** A host of this lab (its key in `hosts`) or a host name. */
@@ -302,6 +303,7 @@ export function validateLab(lab: LabDefinition): void {
     }
   }
   problems.push(...transportProblems(lab));
+  if (lab.faults?.dns !== undefined) problems.push(...dnsFaultProblems(lab.faults.dns, 'faults.dns'));
   for (const [host, fault] of Object.entries(lab.tls?.certificates ?? {})) {
     if (!lab.hosts[host]) problems.push(`tls.certificates: "${host}" is not a lab host`);
     if (lab.hosts[host]?.role === 'external') problems.push(`tls.certificates: "${host}" is an external host: the lab issues it no certificate`);
@@ -502,7 +504,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     switch (host.role) {
       case 'dns': {
         const sites = mtaStsSites(lab);
-        nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones, ...(sites.length ? { mtaSts: { port: port('https'), sites } } : {}) };
+        const dnsFaults = lab.faults?.dns?.length ? { dnsFaults: structuredClone(lab.faults.dns) } : {};
+        nodes[name] = { ...base(name, host), role: 'dns', port: port('dns'), zones, ...(sites.length ? { mtaSts: { port: port('https'), sites } } : {}), ...dnsFaults };
         break;
       }
       case 'mailbox':

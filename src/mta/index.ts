@@ -34,7 +34,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   const { config, events, log } = ctx;
   // Checked before anything starts: a node with a bad key must not run and send its domain's mail unsigned.
   const dkim = new DkimSigner(config.dkim ?? []);
-  const resolver = createLabResolver(config.resolver);
+  // DNS queries leave from the node's address too, so the lab DNS's log names the MTA (issue 15).
+  const resolver = createLabResolver(config.resolver, { localAddress: config.address });
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
   // The lab CA: what the `verify` TLS policy checks an MX's certificate against.
@@ -71,7 +72,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
             }),
           }
         : {}),
-      ...(config.dane ? { resolveTlsa: (name: string) => resolveTlsa(config.resolver, name) } : {}),
+      ...(config.dane ? { resolveTlsa: (name: string) => resolveTlsa(config.resolver, name, { localAddress: config.address }) } : {}),
       smtp,
       lmtp,
     },

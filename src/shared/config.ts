@@ -259,6 +259,9 @@ export interface DnsNodeConfig extends BaseNodeConfig {
    * chosen by SNI; any other name or path gets 404. Absent: no policy host.
    */
   mtaSts?: { port: number; sites: MtaStsSite[] };
+  // `dnsFaults?: DnsFaultRule[]` (issue 15), the DNS fault rules in force from the start, is declared in
+  // src/dns/api.ts: shared/faults.ts imports contract.ts, which imports this file, so naming its types here would
+  // close an import cycle.
 }
 
 /** One entry of the MTA's transport map: Postfix's `smtp:[host]:port`. */
