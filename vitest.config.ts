@@ -12,7 +12,7 @@ const SERVER_NEUTRAL_SCENARIOS = ['scenarios/0[1-9]-*.test.ts', 'scenarios/1[0-4
  * The labs with real servers `npm test` runs those scenarios against, one project each, named after the lab file
  * (`npx vitest run --project postfix-dovecot`). A lab added here (lab/postfix-mta.ts, say) is one more line.
  */
-const REAL_SERVER_LABS = ['lab/postfix-dovecot.ts'];
+const REAL_SERVER_LABS = ['lab/postfix-dovecot.ts', 'lab/postfix-mta.ts'];
 
 export default defineConfig({
   test: {

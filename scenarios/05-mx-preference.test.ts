@@ -29,9 +29,18 @@ describe.skipIf(servers.skip)('MX preference', () => {
   it('uses the MX with the lowest preference value', async () => {
     const answer = await lab().dns.lookup('receiver.test', 'MX');
     expect(answer.answers.map((r) => ('exchange' in r ? r.exchange : r.type))).toEqual(['mx2.receiver.test', 'mx.receiver.test']);
+    const before = Date.now();
     expect(await sendAndWhoReceived('to the preferred MX')).toBe('mx');
-    const lookup = lab().history.filter({ kind: 'mx-lookup', where: (e) => e.detail.domain === 'receiver.test' }).at(-1)!;
-    expect(lookup.detail.result).toMatchObject({ kind: 'mx', hosts: [{ exchange: 'mx.receiver.test', priority: 10 }, { exchange: 'mx2.receiver.test', priority: 20 }] });
+    if (servers.mta === 'postfix') {
+      // Postfix logs no MX lookup: the lab DNS shows that it asked for receiver.test's MX during the delivery and got
+      // the backup first, so the preference order is Postfix's doing.
+      const queries = lab().history.filter({ kind: 'dns-query', node: 'dns', where: (e) => e.time >= before && e.detail.name === 'receiver.test' && e.detail.type === 'MX' });
+      expect(queries.length).toBeGreaterThan(0);
+      expect(queries.at(-1)!.detail).toMatchObject({ rcode: 'NOERROR', answers: ['MX 20 mx2.receiver.test', 'MX 10 mx.receiver.test'] });
+    } else {
+      const lookup = lab().history.filter({ kind: 'mx-lookup', where: (e) => e.detail.domain === 'receiver.test' }).at(-1)!;
+      expect(lookup.detail.result).toMatchObject({ kind: 'mx', hosts: [{ exchange: 'mx.receiver.test', priority: 10 }, { exchange: 'mx2.receiver.test', priority: 20 }] });
+    }
   });
 
   it('falls back to the next MX when the preferred one is down', async () => {

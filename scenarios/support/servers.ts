@@ -32,12 +32,15 @@ export function serverOf(lab: LabDefinition, host: string): Server {
   return h && 'server' in h && h.server ? h.server : 'maillab';
 }
 
-/** The real servers a lab runs (for whyRealServersSkip). */
-function realServers(lab: LabDefinition): Array<'postfix' | 'dovecot'> {
-  const out = new Set<'postfix' | 'dovecot'>();
-  for (const name of Object.keys(lab.hosts)) {
+/**
+ * The real servers a lab runs, as whyRealServersSkip checks them: Postfix as an MTA (`postfix-mta`) also needs Cyrus
+ * SASL's saslpasswd2, which Postfix as an MX does not.
+ */
+function realServers(lab: LabDefinition): Array<'postfix' | 'postfix-mta' | 'dovecot'> {
+  const out = new Set<'postfix' | 'postfix-mta' | 'dovecot'>();
+  for (const [name, host] of Object.entries(lab.hosts)) {
     const s = serverOf(lab, name);
-    if (s !== 'maillab') out.add(s);
+    if (s !== 'maillab') out.add(s === 'postfix' && host.role === 'mta' ? 'postfix-mta' : s);
   }
   return [...out];
 }
