@@ -19,6 +19,7 @@ import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
 import { DkimSigner } from './dkim.js';
 import { createHttpApi } from './http-api.js';
+import { smtpFaultOperations, smtpFaultsOf } from '../shared/smtp-faults.js';
 
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export type * from './api.js';
@@ -78,7 +79,9 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   });
 
   // Built (and their relayClients checked) before the queue starts working; they listen below.
-  const servers = createReceivers({ config, engine, events, log, dkim });
+  // SMTP fault rules (issue 15): one set for 25, 587 and 465, applied by the servers themselves.
+  const faults = smtpFaultsOf(config);
+  const servers = createReceivers({ config, engine, events, log, dkim, faults });
   // The HTTP email API (issue 13, http-api.ts): built, and its idempotency keys loaded, before the queue starts.
   const api = config.api ? createHttpApi({ config: { ...config, api: config.api }, engine, events, log, dkim }) : undefined;
   await api?.open();
@@ -123,6 +126,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       },
       'set-dkim': (args) => ({ signers: dkim.replace(args?.signers) }),
       dkim: () => ({ signers: dkim.list() }),
+      ...smtpFaultOperations(faults),
     },
     async stop() {
       const closed = Object.values(servers).map((server) => new Promise<void>((resolve) => server.close(() => resolve())));

@@ -1,4 +1,5 @@
 // The configuration a node is started with: a JSON file written by the lab (or by hand) for `maillab node <role>`.
+import type { SmtpFaultRule } from './faults.js';
 
 export type Role = 'dns' | 'mta' | 'mx' | 'mailbox';
 
@@ -87,6 +88,9 @@ export interface SmtpLimits {
    */
   maxMessageSize?: number;
 }
+
+/** RFC 5321 §4.5.3.2's end-of-data timeout (10 minutes): the MTA's dataTimeoutMs unless the lab sets one. */
+export const DEFAULT_DATA_TIMEOUT_MS = 600_000;
 
 /** Postfix's smtpd_recipient_limit is 1000, most providers use 50–100; Postfix allows 50 connections per client. */
 export const DEFAULT_SMTP_LIMITS: SmtpLimits = { maxRecipients: 100, maxConnectionsPerClient: 50 };
@@ -297,6 +301,14 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   transport?: Record<string, TransportRoute>;
   /** Timeout for connecting to a remote MX. */
   connectTimeoutMs: number;
+  /**
+   * How long the MTA waits, relaying to an MX, from the start of the message data to the reply to its final dot
+   * (RFC 5321 §4.5.3.2: data blocks 3 min, the end-of-data reply 10 min, Postfix's smtp_data_done_timeout 600 s).
+   * Past it the recipients are deferred with a timeout naming the stage. Absent: DEFAULT_DATA_TIMEOUT_MS.
+   */
+  dataTimeoutMs?: number;
+  /** SMTP fault rules of its servers (25, 587, 465) at start (issue 15); changed at run time with `set-smtp-faults`. */
+  smtpFaults?: SmtpFaultRule[];
   limits?: SmtpLimits;
   authThrottle?: AuthThrottleConfig;
   /**
@@ -364,6 +376,8 @@ export interface MxNodeConfig extends BaseNodeConfig {
   limits?: SmtpLimits;
   /** Do not offer STARTTLS even with `tls` (standing in for an attacker stripping it from the EHLO reply). */
   noStartTls?: boolean;
+  /** SMTP fault rules of its port 25 at start (issue 15); changed at run time with `set-smtp-faults`. */
+  smtpFaults?: SmtpFaultRule[];
   /** SPF, DKIM, DMARC and ARC verification, with an `Authentication-Results:` header. Absent: none. */
   auth?: MxAuthConfig;
   /**
@@ -393,6 +407,8 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
   authThrottle?: AuthThrottleConfig;
   /** Client addresses allowed to deliver over LMTP (the lab's MX and MTA); others get `550 5.7.1`. Absent: any. */
   lmtpClients?: string[];
+  /** SMTP fault rules of its LMTP server at start (issue 15); changed at run time with `set-smtp-faults`. */
+  smtpFaults?: SmtpFaultRule[];
   /**
    * The account service (issue 13): HTTPS (with `tls`) on `address:port` for users (login with password + TOTP, app
    * passwords, recent logins) and for the lab's MTAs (SMTP AUTH of 2FA users, with the lab's control token).

@@ -12,6 +12,7 @@ import type { NodeContext, RunningRole } from '../../shared/node.js';
 import type { MxContract, MxEvents } from '../../mx/api.js';
 import { postfixLayout, writePostfixConfig, type PostfixLayout, type PostfixUserConfig } from './config.js';
 import { MaillogParser } from './maillog.js';
+import { smtpFaultsUnsupported } from '../../shared/smtp-faults.js';
 import { labResolvConf, labResolverUnavailable, spawnWithLabResolver } from '../lab-resolver.js';
 
 export const POSTFIX = '/usr/sbin/postfix';
@@ -98,7 +99,7 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
   log(`Postfix ${config.address}:${config.ports.smtp} ready (config ${layout.dir}, maillog ${layout.maillog})`);
   return {
     services: { smtp: { host: config.address, port: config.ports.smtp } },
-    rpc: {},
+    rpc: { ...smtpFaultsUnsupported('Postfix') },
     stop,
   };
 }
