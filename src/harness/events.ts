@@ -11,6 +11,7 @@ import { MX_EVENT_KINDS } from '../mx/api.js';
 import type { Role } from '../shared/config.js';
 import { eventKinds, type EventTable } from '../shared/contract.js';
 import type { LabEvent } from '../shared/events.js';
+import type { SmtpFaultRule } from '../shared/faults.js';
 
 export type Contracts = { dns: DnsContract; mta: MtaContract; mx: MxContract; mailbox: MailboxContract };
 
@@ -47,6 +48,8 @@ export type HarnessEvents = {
   'queue-flush': NodeAction & { flushed: number };
   /** The MTA's DKIM signers were replaced (`set-dkim`, a key rotation): the new ones, without their keys. */
   'dkim-change': NodeAction & { signers: { domain: string; selector: string; algorithm: string }[] };
+  /** A node's SMTP fault rules were replaced (`set-smtp-faults`, issue 15): the rules in force from now on. */
+  'smtp-faults-change': NodeAction & { rules: SmtpFaultRule[] };
   /** An IMAP device learned of a message (UID, flags). */
   'device-synced': { uid: number; flags: string[] };
   /** An IMAP device saw a message's flags change. */
@@ -61,16 +64,18 @@ export type HarnessEvents = {
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'dkim-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
+  'dns-edit', 'queue-flush', 'dkim-change', 'smtp-faults-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
 ] as const);
 
 /**
  * Control operations that change a node's data, recorded in the history (node `nemesis`) whoever calls them:
  * `lab.dns`, `lab.mta().flush()` or `node.as(role).control().call(...)`.
  */
-export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' } } = {
+export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' | 'smtp-faults-change' } } = {
   dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit', 'set-mta-sts-policy': 'dns-edit' },
-  mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change' },
+  mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change', 'set-smtp-faults': 'smtp-faults-change' },
+  mx: { 'set-smtp-faults': 'smtp-faults-change' },
+  mailbox: { 'set-smtp-faults': 'smtp-faults-change' },
 };
 
 /** The kinds each role's contract lists. */

@@ -5,6 +5,7 @@ import type { Endpoint, NodeConfig, Role } from '../shared/config.js';
 import { ControlClient, type CompletedCall, type NodeHealth } from '../shared/control.js';
 import { now } from '../shared/events.js';
 import { NEMESIS, RECORDED_OPERATIONS, type Contracts, type HarnessEvents } from './events.js';
+import type { SmtpFaultRuleView } from '../shared/faults.js';
 import type { History } from './history/history.js';
 import type { NetworkFaults, RunningNode, Runtime } from './runtime/types.js';
 
@@ -163,6 +164,8 @@ export class NodeHandle<R extends Role = Role> {
     if (kind === 'queue-flush') this.history.record(NEMESIS, kind, { ...action, flushed: (call.result as { flushed: number }).flushed }, { time: call.began });
     // The answer, not the arguments: those hold the private keys.
     if (kind === 'dkim-change') this.history.record(NEMESIS, kind, { ...action, signers: (call.result as { signers: { domain: string; selector: string; algorithm: string }[] }).signers }, { time: call.began });
+    // The rules as the node took them (without their counters, 0 after a set).
+    if (kind === 'smtp-faults-change') this.history.record(NEMESIS, kind, { ...action, rules: (call.result as { rules: SmtpFaultRuleView[] }).rules.map(({ fired: _fired, ...rule }) => rule) }, { time: call.began });
   }
 
   private async halt(how: (r: RunningNode) => Promise<void>): Promise<void> {

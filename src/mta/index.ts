@@ -7,7 +7,7 @@
 // Control operations and events: see the contract, api.ts.
 import path from 'node:path';
 import { createLabResolver, resolveMxTargets, resolveTlsa } from '../dns/index.js';
-import type { Endpoint, MtaNodeConfig } from '../shared/config.js';
+import { DEFAULT_DATA_TIMEOUT_MS, type Endpoint, type MtaNodeConfig } from '../shared/config.js';
 import { headerSection } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { MtaContract } from './api.js';
@@ -39,7 +39,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
   // The lab CA: what the `verify` TLS policy checks an MX's certificate against.
-  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS, ...(config.tls ? { ca: config.tls.ca } : {}) });
+  // The end-of-data reply may take RFC 5321 §4.5.3.2's 10 minutes unless the lab says otherwise (dataTimeoutMs).
+  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS, dataTimeoutMs: config.dataTimeoutMs ?? DEFAULT_DATA_TIMEOUT_MS, ...(config.tls ? { ca: config.tls.ca } : {}) });
   const lmtp = new SmtpClientPool({ ...client, lmtp: true, idleMs: LMTP_IDLE_MS });
   const queue = new MailQueue(path.join(config.dataDir, 'queue'), { fsync: config.fsync });
   const engine = new MtaEngine({

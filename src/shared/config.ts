@@ -1,5 +1,4 @@
 // The configuration a node is started with: a JSON file written by the lab (or by hand) for `maillab node <role>`.
-import type { SmtpFaultRule } from './faults.js';
 
 export type Role = 'dns' | 'mta' | 'mx' | 'mailbox';
 
@@ -91,6 +90,13 @@ export interface SmtpLimits {
 
 /** RFC 5321 §4.5.3.2's end-of-data timeout (10 minutes): the MTA's dataTimeoutMs unless the lab sets one. */
 export const DEFAULT_DATA_TIMEOUT_MS = 600_000;
+
+/**
+ * SMTP fault rules at a node's start (issue 15): `SmtpFaultRule`s of shared/faults.ts, checked by the node when it
+ * starts (validateSmtpFaultRules: a bad rule fails the start, naming it). Not typed by faults.ts here: it imports the
+ * contract types, which import this file.
+ */
+export type SmtpFaultRulesConfig = readonly unknown[];
 
 /** Postfix's smtpd_recipient_limit is 1000, most providers use 50–100; Postfix allows 50 connections per client. */
 export const DEFAULT_SMTP_LIMITS: SmtpLimits = { maxRecipients: 100, maxConnectionsPerClient: 50 };
@@ -308,7 +314,7 @@ export interface MtaNodeConfig extends BaseNodeConfig {
    */
   dataTimeoutMs?: number;
   /** SMTP fault rules of its servers (25, 587, 465) at start (issue 15); changed at run time with `set-smtp-faults`. */
-  smtpFaults?: SmtpFaultRule[];
+  smtpFaults?: SmtpFaultRulesConfig;
   limits?: SmtpLimits;
   authThrottle?: AuthThrottleConfig;
   /**
@@ -377,7 +383,7 @@ export interface MxNodeConfig extends BaseNodeConfig {
   /** Do not offer STARTTLS even with `tls` (standing in for an attacker stripping it from the EHLO reply). */
   noStartTls?: boolean;
   /** SMTP fault rules of its port 25 at start (issue 15); changed at run time with `set-smtp-faults`. */
-  smtpFaults?: SmtpFaultRule[];
+  smtpFaults?: SmtpFaultRulesConfig;
   /** SPF, DKIM, DMARC and ARC verification, with an `Authentication-Results:` header. Absent: none. */
   auth?: MxAuthConfig;
   /**
@@ -408,7 +414,7 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
   /** Client addresses allowed to deliver over LMTP (the lab's MX and MTA); others get `550 5.7.1`. Absent: any. */
   lmtpClients?: string[];
   /** SMTP fault rules of its LMTP server at start (issue 15); changed at run time with `set-smtp-faults`. */
-  smtpFaults?: SmtpFaultRule[];
+  smtpFaults?: SmtpFaultRulesConfig;
   /**
    * The account service (issue 13): HTTPS (with `tls`) on `address:port` for users (login with password + TOTP, app
    * passwords, recent logins) and for the lab's MTAs (SMTP AUTH of 2FA users, with the lab's control token).

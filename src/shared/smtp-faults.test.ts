@@ -7,6 +7,7 @@ import type { FaultFired, SmtpFaultRule } from './faults.js';
 import { GREYLIST_MAX_ENTRIES, SmtpFaults, validateSmtpFaultRules, type SmtpFaultContext } from './smtp-faults.js';
 import { createSmtpServer, listen, readMessage } from './smtp-server.js';
 import { smtpReply } from './smtp-reply.js';
+import { SmtpClientError, SmtpClientPool } from './smtp-client.js';
 
 const at = (stage: SmtpFaultContext['stage'], extra: Partial<SmtpFaultContext> = {}): SmtpFaultContext => ({ stage, client: '127.0.0.9', ...extra });
 
@@ -274,5 +275,31 @@ describe('SMTP fault rules at a LabSmtpServer', () => {
     const client = await LineClient.connect({ host: '127.0.0.1', port: mx.port }, { timeoutMs: 3000 });
     expect((await client.smtpReply()).text).toBe('554 5.3.2 no service');
     await client.waitClosed();
+  });
+});
+
+describe('the client (SmtpClientPool) under these faults', () => {
+  it('gives up on a slow end-of-data reply after dataTimeoutMs, naming the stage; other commands keep the socket timeout', async () => {
+    const mx = await start([
+      { id: 'slow-eod', stage: 'end-of-data', match: { sender: 'slow@sender.test' }, action: { kind: 'delay', ms: 3000 } },
+      { id: 'slow-mail', stage: 'mail', match: { sender: 'patient@sender.test' }, action: { kind: 'delay', ms: 600 } },
+    ]);
+    const pool = new SmtpClientPool({ ehloName: 'mta.sender.test', connectTimeoutMs: 1000, idleMs: 5000, socketTimeoutMs: 5000, dataTimeoutMs: 300 });
+    const target = { host: '127.0.0.1', port: mx.port };
+    const message = Buffer.from('Subject: slow\r\n\r\nslow\r\n');
+    const send = (from: string) => pool.send(target, { from, to: ['bob@receiver.test'] }, message);
+    expect((await send('alice@sender.test')).accepted).toEqual(['bob@receiver.test']);
+    // On the same session, after a data phase: a 600 ms MAIL reply is over the data timeout but within the socket
+    // timeout, which applies again once the data was answered.
+    const patient = await send('patient@sender.test');
+    expect(patient).toMatchObject({ reused: true, accepted: ['bob@receiver.test'] });
+    const began = Date.now();
+    const err = await send('slow@sender.test').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SmtpClientError);
+    expect(err).toMatchObject({ stage: 'data', command: 'end of data', temporary: true });
+    expect((err as Error).message).toMatch(/timed out waiting for the server during end of data/);
+    // Given up after the data timeout, long before the 3 s reply.
+    expect(Date.now() - began).toBeLessThan(1500);
+    pool.close();
   });
 });

@@ -289,6 +289,6 @@ export function smtpFaultsUnsupported(server: string) {
 }
 
 /** A node's rule set from its config: the lab's seed (0 for a node started by hand without one) and its first rules. */
-export function smtpFaultsOf(config: { name: string; seed?: number; smtpFaults?: SmtpFaultRule[] }): SmtpFaults {
-  return new SmtpFaults({ node: config.name, seed: config.seed ?? 0, rules: config.smtpFaults ?? [] });
+export function smtpFaultsOf(config: { name: string; seed?: number; smtpFaults?: readonly unknown[] }): SmtpFaults {
+  return new SmtpFaults({ node: config.name, seed: config.seed ?? 0, rules: validateSmtpFaultRules(config.smtpFaults ?? []) });
 }

@@ -163,17 +163,20 @@ class LabSmtpServer extends SMTPServer {
     };
   }
 
-  /** The rule that fires at this point of the connection, if any; a fired rule is told to the role. */
-  private decide(connection: any, stage: SmtpFaultStage, command?: string, messageId?: string): SmtpFaultDecision | undefined {
+  /**
+   * The rule that fires at this point of the connection, if any. A fired rule is told to the role at once, or, with
+   * `later`, when the returned `report` is called (a drop at end-of-data is told when it happens, after the processing).
+   */
+  private decide(connection: any, stage: SmtpFaultStage, command?: string, messageId?: string, later = false): (SmtpFaultDecision & { report(): void }) | undefined {
     const faults = this.labOptions.faults;
     if (!faults?.has(stage)) return undefined;
     const context = faultContext(connection, stage, command);
     const decision = faults.decide(context);
-    if (decision) {
-      const hop = this.labOptions.faultHop?.(connection.session) ?? defaultHop(connection, this.labOptions.name);
-      this.labOptions.onFault?.(SmtpFaults.fired(decision, context, hop), messageId);
-    }
-    return decision;
+    if (!decision) return undefined;
+    const hop = this.labOptions.faultHop?.(connection.session) ?? defaultHop(connection, this.labOptions.name);
+    const report = () => this.labOptions.onFault?.(SmtpFaults.fired(decision, context, hop), messageId);
+    if (!later) report();
+    return { ...decision, report };
   }
 
   /**
@@ -186,7 +189,7 @@ class LabSmtpServer extends SMTPServer {
     if (!this.labOptions.faults?.has('end-of-data')) return role(stream, session, callback);
     const connection = connectionOf(this, session);
     if (!connection) return role(stream, session, callback);
-    let decision: SmtpFaultDecision | undefined;
+    let decision: ReturnType<LabSmtpServer['decide']>;
     let header = Buffer.alloc(0);
     const gate = new Transform({
       transform(chunk: Buffer, _encoding, next) {
@@ -194,8 +197,10 @@ class LabSmtpServer extends SMTPServer {
         next(null, chunk);
       },
       flush: (next) => {
-        decision = this.decide(connection, 'end-of-data', undefined, messageIdOf(header));
+        // A drop is recorded when it happens, once the message has been processed.
+        decision = this.decide(connection, 'end-of-data', undefined, messageIdOf(header), true);
         const effect = decision?.effect;
+        if (effect?.kind !== 'drop') decision?.report();
         if (effect?.kind === 'reply') return next(new Error(`refused by fault rule ${decision!.rule.id}`));
         if (effect?.kind !== 'delay') return next();
         // The client may give up meanwhile: the role then processes at once, finding its client gone.
@@ -220,11 +225,15 @@ class LabSmtpServer extends SMTPServer {
       const effect = decision?.effect;
       if (effect?.kind === 'reply') return callback(replyError(effect.code, effect.text));
       if (effect?.kind === 'drop' && effect.when === 'before-reply') {
+        decision!.report();
         dropConnection(connection);
         return callback(err, message);
       }
       callback(err, message);
-      if (effect?.kind === 'drop') connection.close();
+      if (effect?.kind === 'drop') {
+        decision!.report();
+        connection.close();
+      }
     });
   }
 }
