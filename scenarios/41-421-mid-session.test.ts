@@ -39,4 +39,17 @@ describe('421 in the middle of a session', () => {
     expect(relayed.every((e) => e.time > fault.time)).toBe(true);
     expect((await lab().smtpFaults('mx').list())[0]).toMatchObject({ id: 'busy-421', fired: 1 });
   });
+
+  it("applies at the MTA's submission port too: the client hears the rule's 421 at MAIL FROM, then the rule is spent", async () => {
+    await lab().smtpFaults('mta').set([{ id: 'submit-421', stage: 'mail', match: { sender: 'alice@sender.test' }, times: 1, action: { kind: 'reply', code: 421, enhancedCode: '4.3.2', text: 'system going down' } }]);
+    const client = lab().client('alice@sender.test');
+    await expect(client.send({ to: 'bob@receiver.test', subject: 'refused', text: 'not now' })).rejects.toThrow(/421 4\.3\.2 system going down/);
+    const fault = await lab().waitFor({ kind: 'fault', node: 'mta', where: (e) => e.detail.rule === 'submit-421' });
+    // Named as the MTA's own events name its inbound hops.
+    expect(fault.detail.hop).toMatch(/\] -> mta\.sender\.test \(submission\)$/);
+    expect(fault.detail).toMatchObject({ stage: 'mail', sender: 'alice@sender.test', effect: '421 4.3.2 system going down' });
+    const sent = await client.send({ to: 'bob@receiver.test', subject: 'accepted', text: 'now' });
+    await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
+    await lab().smtpFaults('mta').clear();
+  });
 });

@@ -40,4 +40,24 @@ describe('drop after the final dot', () => {
     await lab().smtpFaults('mx').clear();
     expect(lab().history.filter({ kind: 'smtp-faults-change' }).map((e) => e.detail.rules.length)).toEqual([1, 0]);
   });
+
+  it('at the LMTP hop as well: the mailbox server stores, drops before its 250; the MX answers 451, and the retry stores a second copy', async () => {
+    await lab().smtpFaults('mailbox').set([{ id: 'lmtp-lost-250', stage: 'end-of-data', times: 1, action: { kind: 'drop', when: 'before-reply' } }]);
+    const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'twice over LMTP', text: 'the LMTP 250 was lost' });
+    const stored = await lab().history.waitForCount({ kind: 'stored', messageId: sent.messageId }, 2, { timeoutMs: 15_000 });
+    await lab().waitFor({ kind: 'relayed', messageId: sent.messageId });
+
+    const fault = await lab().waitFor({ kind: 'fault', node: 'mailbox', where: (e) => e.detail.rule === 'lmtp-lost-250' });
+    expect(fault.messageId).toBe(sent.messageId);
+    expect(fault.detail).toMatchObject({ stage: 'end-of-data', action: 'drop', recipients: ['bob@receiver.test'] });
+    // Named as the MX names its LMTP hop.
+    expect(fault.detail.hop).toMatch(/^mx\.receiver\.test -> LMTP /);
+    const failed = await lab().waitFor({ kind: 'handoff-failed', node: 'mx', messageId: sent.messageId });
+    expect(failed.detail.error).toMatch(/end of data/);
+    const deferred = await lab().waitFor({ kind: 'deferred', messageId: sent.messageId });
+    expect(deferred.detail.reply).toMatch(/^451 /);
+    expect(fault.time).toBeLessThan(stored[1]!.time);
+    expect(await lab().mailbox('bob@receiver.test').find(sent.messageId)).toHaveLength(2);
+    await lab().smtpFaults('mailbox').clear();
+  });
 });
