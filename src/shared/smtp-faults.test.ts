@@ -276,6 +276,21 @@ describe('SMTP fault rules at a LabSmtpServer', () => {
     expect((await client.smtpReply()).text).toBe('554 5.3.2 no service');
     await client.waitClosed();
   });
+
+  it('a drop at connect closes the connection before any greeting; a delay at the greeting holds the 220', async () => {
+    const mx = await start([
+      { id: 'gone', stage: 'connect', times: 1, action: { kind: 'drop', when: 'before-reply' } },
+      { id: 'slow-220', stage: 'greeting', action: { kind: 'delay', ms: 300 } },
+    ]);
+    const dropped = await LineClient.connect({ host: '127.0.0.1', port: mx.port }, { timeoutMs: 3000 });
+    await expect(dropped.smtpReply()).rejects.toThrow(/closed/);
+    const began = Date.now();
+    const slow = await LineClient.connect({ host: '127.0.0.1', port: mx.port }, { timeoutMs: 3000 });
+    expect((await slow.smtpReply()).code).toBe(220);
+    expect(Date.now() - began).toBeGreaterThanOrEqual(280);
+    slow.close();
+    expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['gone connect connection closed before the reply', 'slow-220 greeting reply delayed 300 ms']);
+  });
 });
 
 describe('the client (SmtpClientPool) under these faults', () => {
