@@ -275,7 +275,7 @@ export function validateSmtpFaultRules(rules: unknown): SmtpFaultRule[] {
 /** The control operations `set-smtp-faults` and `smtp-faults` of a node whose servers hold `faults`. */
 export function smtpFaultOperations(faults: SmtpFaults) {
   return {
-    'set-smtp-faults': (args: { rules?: unknown }) => ({ rules: faults.set(args?.rules ?? []) }),
+    'set-smtp-faults': (args: { rules?: unknown }) => ({ rules: faults.set(args?.rules) }),
     'smtp-faults': () => ({ rules: faults.list() }),
   };
 }
