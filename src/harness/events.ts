@@ -11,7 +11,7 @@ import { MX_EVENT_KINDS } from '../mx/api.js';
 import type { Role } from '../shared/config.js';
 import { eventKinds, type EventTable } from '../shared/contract.js';
 import type { LabEvent } from '../shared/events.js';
-import type { DnsFaultRule } from '../shared/faults.js';
+import type { DnsFaultRule, SmtpFaultRule } from '../shared/faults.js';
 
 export type Contracts = { dns: DnsContract; mta: MtaContract; mx: MxContract; mailbox: MailboxContract };
 
@@ -50,6 +50,8 @@ export type HarnessEvents = {
   'dkim-change': NodeAction & { signers: { domain: string; selector: string; algorithm: string }[] };
   /** The lab DNS's fault rules were replaced (`set-dns-faults`): the rules now in force (issue 15). */
   'dns-faults-change': NodeAction & { rules: DnsFaultRule[] };
+  /** A node's SMTP fault rules were replaced (`set-smtp-faults`, issue 15): the rules in force from now on. */
+  'smtp-faults-change': NodeAction & { rules: SmtpFaultRule[] };
   /** An IMAP device learned of a message (UID, flags). */
   'device-synced': { uid: number; flags: string[] };
   /** An IMAP device saw a message's flags change. */
@@ -64,16 +66,18 @@ export type HarnessEvents = {
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
+  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
 ] as const);
 
 /**
  * Control operations that change a node's data, recorded in the history (node `nemesis`) whoever calls them:
  * `lab.dns`, `lab.mta().flush()` or `node.as(role).control().call(...)`.
  */
-export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' | 'dns-faults-change' } } = {
+export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' | 'dns-faults-change' | 'smtp-faults-change' } } = {
   dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit', 'set-mta-sts-policy': 'dns-edit', 'set-dns-faults': 'dns-faults-change' },
-  mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change' },
+  mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change', 'set-smtp-faults': 'smtp-faults-change' },
+  mx: { 'set-smtp-faults': 'smtp-faults-change' },
+  mailbox: { 'set-smtp-faults': 'smtp-faults-change' },
 };
 
 /** The kinds each role's contract lists. */

@@ -10,6 +10,7 @@ import type { DnsContract, RecordType } from '../dns/api.js';
 import type { ControlClient } from '../shared/control.js';
 import type { DnsFaultRule, DnsFaultRuleView } from '../shared/faults.js';
 import type { MessageState } from '../mta/api.js';
+import type { SmtpFaultRule, SmtpFaultRuleView } from '../shared/faults.js';
 import { ImapDevice, Pop3Device } from './clients/devices.js';
 import { submit, type SendOptions, type SendResult } from './clients/submission.js';
 import { ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } from './events.js';
@@ -341,6 +342,28 @@ export class StartedLab {
       setDkim: (signers: DkimSigningConfig[]) => node.control().call('set-dkim', { signers }),
       dkim: () => node.control().call('dkim'),
       message: (queueId: string) => node.control().call('message', { queueId }),
+    };
+  }
+
+  /**
+   * The SMTP fault rules of a host's SMTP/LMTP servers (issue 15): an mta (25, 587, 465), mx (25) or mailbox (LMTP)
+   * host run by maillab. `set(rules)` replaces them all, `add(...rules)` appends to those in force, `clear()` removes
+   * them, `list()` shows them with how often each fired (every change restarts the counts and the draws of all the
+   * rules set; the greylist and what it has seen stay). Every change is recorded in the history
+   * (`smtp-faults-change`); every rule that fires is a `fault` event of that host. Postfix and Dovecot hosts refuse.
+   */
+  smtpFaults(host: string) {
+    const node = this.node(host);
+    if (node.role === 'dns') throw new Error(`lab ${this.definition.name}: ${host} is the dns host, which runs no SMTP or LMTP server (SMTP faults go to an mta, mx or mailbox host)`);
+    // The three contracts share these two operations (SmtpFaultOperations): any of them types the calls.
+    const control = () => (node as NodeHandle).as(node.role as 'mx').control();
+    const set = async (rules: SmtpFaultRule[]): Promise<SmtpFaultRuleView[]> => (await control().call('set-smtp-faults', { rules })).rules;
+    const list = async (): Promise<SmtpFaultRuleView[]> => (await control().call('smtp-faults')).rules;
+    return {
+      set,
+      list,
+      add: async (...rules: SmtpFaultRule[]) => set([...(await list()).map(({ fired: _fired, ...rule }) => rule), ...rules]),
+      clear: () => set([]),
     };
   }
 

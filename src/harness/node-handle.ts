@@ -6,6 +6,7 @@ import { ControlClient, type CompletedCall, type NodeHealth } from '../shared/co
 import { now } from '../shared/events.js';
 import type { DnsFaultRuleView } from '../shared/faults.js';
 import { NEMESIS, RECORDED_OPERATIONS, type Contracts, type HarnessEvents } from './events.js';
+import type { SmtpFaultRuleView } from '../shared/faults.js';
 import type { History } from './history/history.js';
 import type { NetworkFaults, RunningNode, Runtime } from './runtime/types.js';
 
@@ -166,6 +167,8 @@ export class NodeHandle<R extends Role = Role> {
     if (kind === 'dkim-change') this.history.record(NEMESIS, kind, { ...action, signers: (call.result as { signers: { domain: string; selector: string; algorithm: string }[] }).signers }, { time: call.began });
     // The rules as the node holds them (checked, names normalized), without their counts: what a replay sets.
     if (kind === 'dns-faults-change') this.history.record(NEMESIS, kind, { ...action, rules: (call.result as { rules: DnsFaultRuleView[] }).rules.map(({ fired: _fired, ...rule }) => rule) }, { time: call.began });
+    // The rules as the node took them (without their counters, 0 after a set).
+    if (kind === 'smtp-faults-change') this.history.record(NEMESIS, kind, { ...action, rules: (call.result as { rules: SmtpFaultRuleView[] }).rules.map(({ fired: _fired, ...rule }) => rule) }, { time: call.began });
   }
 
   private async halt(how: (r: RunningNode) => Promise<void>): Promise<void> {

@@ -4,10 +4,11 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_DATA_TIMEOUT_MS, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 import type { DnsFaultRule, SmtpFaultRule, Toxic } from '../shared/faults.js';
 import { dnsFaultProblems } from '../dns/api.js';
+import { validateSmtpFaultRules } from '../shared/smtp-faults.js';
 
 export interface MxTarget {
   /** A host of this lab (its key in `hosts`) or a host name. */
@@ -207,6 +208,12 @@ export interface LabDefinition {
   greetingDelayMs?: number;
   /** Timeout for the MTA's connections to an MX. */
   connectTimeoutMs?: number;
+  /**
+   * How long the MTAs wait, relaying to an MX, from the start of the message data to the reply to its final dot;
+   * past it the recipients are deferred (`timed out waiting for the server during end of data`). Default
+   * DEFAULT_DATA_TIMEOUT_MS, RFC 5321 §4.5.3.2's 10 minutes (Postfix's smtp_data_done_timeout).
+   */
+  dataTimeoutMs?: number;
   /** Limits of every SMTP server of the lab; unset fields take DEFAULT_SMTP_LIMITS. */
   smtpLimits?: Partial<SmtpLimits>;
   /** Login throttling on SMTP AUTH, IMAP and POP3; unset fields take DEFAULT_AUTH_THROTTLE, `false` turns it off. */
@@ -378,7 +385,30 @@ export function validateLab(lab: LabDefinition): void {
     const domain = user.address.split('@')[1];
     if (!domain || !lab.domains[domain]) problems.push(`user ${user.address}: domain is not a lab domain`);
   }
+  problems.push(...smtpFaultProblems(lab));
+  if (lab.dataTimeoutMs !== undefined && !(Number.isInteger(lab.dataTimeoutMs) && lab.dataTimeoutMs > 0)) problems.push(`dataTimeoutMs must be whole milliseconds above 0, not ${String(lab.dataTimeoutMs)}`);
   if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
+}
+
+/**
+ * What is wrong with the lab's SMTP fault rules (faults.smtp): each key must be an mta, mx or mailbox host whose
+ * SMTP/LMTP server is maillab's (the rules are applied by maillab's servers), and its rules must be valid.
+ */
+function smtpFaultProblems(lab: LabDefinition): string[] {
+  const problems: string[] = [];
+  for (const [name, rules] of Object.entries(lab.faults?.smtp ?? {})) {
+    const host = lab.hosts[name];
+    if (!host) problems.push(`faults.smtp: "${name}" is not a lab host`);
+    else if (host.role !== 'mta' && host.role !== 'mx' && host.role !== 'mailbox') problems.push(`faults.smtp: "${name}" is a ${host.role} host, which runs no SMTP or LMTP server (an mta, mx or mailbox host)`);
+    else if (host.server === 'postfix' || host.server === 'dovecot') problems.push(`faults.smtp: "${name}" is run by ${host.server === 'postfix' ? 'Postfix' : 'Dovecot'}: SMTP fault rules are applied by maillab's own SMTP and LMTP servers, so only a host with server 'maillab' can take them`);
+    try {
+      validateSmtpFaultRules(rules);
+    } catch (err) {
+      // One line per host: its rules' problems, each naming the rule and the field.
+      problems.push(`faults.smtp.${name}: ${(err as Error).message.replace(/^invalid SMTP fault rules:\n\s*- /, '').replace(/\n\s*- /g, '; ')}`);
+    }
+  }
+  return problems;
 }
 
 /** What is wrong with an external host's definition (the network rule, its name, ports and probe). */
@@ -516,6 +546,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           users: lab.users,
           authThrottle,
           lmtpClients: deliverers,
+          ...smtpFaultsFor(lab, name),
           // Dovecot has no account service of maillab's (its own auth is the config's).
           ...(host.server === 'dovecot' ? { server: 'dovecot' as const, dovecot: host.config ? { config: path.resolve(host.config) } : {} } : { accounts: { port: port('https') } }),
         };
@@ -530,6 +561,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           lmtp: lmtpOf(host.mailbox)!,
           limits,
           ...(lab.tls?.noStartTls?.includes(name) ? { noStartTls: true } : {}),
+          ...smtpFaultsFor(lab, name),
           auth: { enforceDmarc: lab.auth?.enforceDmarc ?? true, trustedArcSealers: (host.trustArcSealers ?? []).map((d) => d.toLowerCase()) },
           ...scannerOf(host.scanner ?? 'builtin', { host: address(name), port: port('clamd') }, options.packageRoot),
           ...(host.malwareAction ? { malwareAction: host.malwareAction } : {}),
@@ -555,6 +587,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           relayPort: port('smtp'),
           ...transport,
           connectTimeoutMs: lab.connectTimeoutMs ?? 2000,
+          dataTimeoutMs: lab.dataTimeoutMs ?? DEFAULT_DATA_TIMEOUT_MS,
+          ...smtpFaultsFor(lab, name),
           limits,
           authThrottle,
           labAddresses,
@@ -574,6 +608,12 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     }
   }
   return { nodes, externals, zones };
+}
+
+/** A host's SMTP fault rules at start (faults.smtp), for its node config. */
+function smtpFaultsFor(lab: LabDefinition, host: string): { smtpFaults?: SmtpFaultRule[] } {
+  const rules = lab.faults?.smtp?.[host];
+  return rules?.length ? { smtpFaults: rules } : {};
 }
 
 /** The external hosts of a lab, as the plan lists them. */

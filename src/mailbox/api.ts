@@ -3,6 +3,7 @@
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type Operation } from '../shared/contract.js';
 import type { MailboxInfo, StoredMessage } from './store-api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
+import type { FaultFired, SmtpFaultOperations } from '../shared/faults.js';
 
 export type { MailboxInfo, StoredMessage };
 
@@ -27,7 +28,7 @@ export type MailboxOperations = {
   'app-passwords': Operation<{ user: string }, AppPasswordInfo[]>;
   /** Revokes an app password as the account service's DELETE does: at once, durably, closing the sessions using it. */
   'revoke-app-password': Operation<{ user: string; name: string }, { closedSessions: number }>;
-};
+} & SmtpFaultOperations; // `set-smtp-faults`, `smtp-faults`: the fault rules of its LMTP server (issue 15)
 
 type Protocol = 'imap' | 'pop3';
 
@@ -68,10 +69,12 @@ export type MailboxEvents = NodeEvents & {
    * IMAP and POP3 sessions logged in with it that were closed (0 on creation).
    */
   'app-password': { user: string; name: string; action: 'created' | 'revoked'; closedSessions: number };
+  /** An SMTP fault rule of the LMTP server fired (issue 15): what the client saw, at which stage, on which hop. */
+  fault: FaultFired;
 };
 
 export type MailboxContract = { operations: MailboxOperations; events: MailboxEvents };
 
 export const MAILBOX_EVENT_KINDS = eventKinds<MailboxEvents>()([
-  ...NODE_EVENT_KINDS, 'rejected', 'stored', 'error', 'session', 'auth-failed', 'auth-throttled', 'retrieved', 'deleted', 'app-password',
+  ...NODE_EVENT_KINDS, 'rejected', 'stored', 'error', 'session', 'auth-failed', 'auth-throttled', 'retrieved', 'deleted', 'app-password', 'fault',
 ] as const);

@@ -15,6 +15,7 @@ import { startPop3 } from './pop3.js';
 import type { MailboxService } from './service.js';
 import { MaildirStore } from './store.js';
 import { startImap } from './imap/index.js';
+import { smtpFaultOperations, smtpFaultsOf } from '../shared/smtp-faults.js';
 
 export { MaildirStore } from './store.js';
 export type { MailboxService, ServiceOptions } from './service.js';
@@ -36,8 +37,10 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
   const host = config.address;
   // One login throttle for IMAP and POP3: failures on either count against the same account and address.
   const throttle = new LoginThrottle(config.authThrottle ?? DEFAULT_AUTH_THROTTLE);
+  // SMTP fault rules of the LMTP server (issue 15).
+  const faults = smtpFaultsOf(config);
   try {
-    register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp }));
+    register('lmtp', await startLmtp({ store, ctx, host, port: config.ports.lmtp, faults }));
     if (config.ports.pop3 !== undefined) register('pop3', await startPop3({ store, ctx, host, port: config.ports.pop3, throttle, accounts }));
     if (config.ports.imap !== undefined) register('imap', await startImap({ store, ctx, host, port: config.ports.imap, throttle, accounts }));
     // Implicit TLS (RFC 8314 §3.3) only on a node with `tls`; the plaintext ports then offer STLS/STARTTLS.
@@ -77,6 +80,7 @@ export const startMailbox: RoleStarter<MailboxNodeConfig, MailboxContract> = asy
         if (typeof args.name !== 'string') throw new Error("revoke-app-password needs the app password's name");
         return accounts.revoke(user(args), args.name);
       },
+      ...smtpFaultOperations(faults),
     },
     async stop() {
       // Protocol servers first (each lets its work under way finish), then the store's own pending writes.

@@ -22,11 +22,14 @@ import type { MailboxService, ServiceOptions } from './service.js';
 import { MailStoreError, type MailStore, type StoredMessage } from './store-api.js';
 import { encodeFolderName, MAX_FOLDER_DIR_BYTES, normalizeName } from './maildir/names.js';
 import { smtpReply } from '../shared/smtp-reply.js';
+import type { SmtpFaults } from '../shared/smtp-faults.js';
 import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from '../shared/message-guard.js';
 
 export interface LmtpOptions extends ServiceOptions {
   /** Largest message accepted, in octets. */
   maxSize?: number;
+  /** The node's SMTP fault rules (issue 15); absent: none. */
+  faults?: SmtpFaults;
 }
 
 const DEFAULT_MAX_SIZE = 50 * 1024 * 1024;
@@ -87,6 +90,10 @@ export async function startLmtp(options: LmtpOptions): Promise<MailboxService> {
   const server = createSmtpServer({
     lmtp: true,
     greetingDelayMs: config.greetingDelayMs,
+    // SMTP fault rules (issue 15), applied by the server; a `reply` at end-of-data answers every recipient (see smtp-server.ts).
+    ...(options.faults ? { faults: options.faults, onFault: (detail, messageId) => events.emit({ kind: 'fault', ...(messageId ? { messageId } : {}), detail }) } : {}),
+    // The hop as the MTA names its LMTP hops: `mta.sender.test -> LMTP 127.0.0.3:24`.
+    faultHop: (session) => `${session.hostNameAppearsAs || `[${plainAddress(session.remoteAddress)}]`} -> LMTP ${session.localAddress}:${session.localPort}`,
     name: config.hostname,
     banner: 'maillab LMTP ready',
     authOptional: true,

@@ -4,6 +4,7 @@ import type { MxResolution } from '../dns/api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 import type { DkimSigningConfig, OutboundTlsPolicy } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
+import type { FaultFired, SmtpFaultOperations } from '../shared/faults.js';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
 export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'bounced';
@@ -147,7 +148,7 @@ export type MtaOperations = {
   'set-dkim': Operation<{ signers: DkimSigningConfig[] }, { signers: DkimSignerView[] }>;
   /** The current DKIM signers, without their keys. */
   dkim: Operation<NoArgs, { signers: DkimSignerView[] }>;
-};
+} & SmtpFaultOperations; // `set-smtp-faults`, `smtp-faults`: the fault rules of its SMTP servers, 25, 587 and 465 (issue 15)
 
 /** A DKIM signer as the control channel shows it: `d=`, `s=`, `a=`. */
 export interface DkimSignerView {
@@ -287,6 +288,8 @@ export type MtaEvents = NodeEvents & {
    * recognised; `from`: the sender it asked for, once the body was read.
    */
   'api-rejected': { status: number; error: string; method: string; path: string; client: string; apiKey?: string; from?: string };
+  /** An SMTP fault rule of its servers (25, 587, 465) fired (issue 15): what the client saw, at which stage, on which hop. */
+  fault: FaultFired;
 };
 
 export type MtaContract = { operations: MtaOperations; events: MtaEvents };
@@ -295,7 +298,7 @@ export const MTA_EVENT_KINDS = eventKinds<MtaEvents>()([
   ...NODE_EVENT_KINDS,
   'rejected', 'auth-failed', 'auth-throttled', 'submitted', 'received', 'error', 'queued', 'active', 'mx-lookup', 'connect', 'connect-failed', 'mta-sts', 'tlsa-lookup', 'tls-policy-failure',
   'relayed', 'delivered', 'deferred', 'bounced', 'expired', 'dsn-created', 'dsn-suppressed',
-  'api-rejected',
+  'api-rejected', 'fault',
 ] as const);
 
 // ---- The HTTP email API (issue 13, http-api.ts): Mailpit's send API shape, Bearer API keys ----

@@ -7,7 +7,7 @@
 // Control operations and events: see the contract, api.ts.
 import path from 'node:path';
 import { createLabResolver, resolveMxTargets, resolveTlsa } from '../dns/index.js';
-import type { Endpoint, MtaNodeConfig } from '../shared/config.js';
+import { DEFAULT_DATA_TIMEOUT_MS, type Endpoint, type MtaNodeConfig } from '../shared/config.js';
 import { headerSection } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { MtaContract } from './api.js';
@@ -19,6 +19,7 @@ import { isFinal, MailQueue } from './queue.js';
 import { createReceivers } from './receive.js';
 import { DkimSigner } from './dkim.js';
 import { createHttpApi } from './http-api.js';
+import { smtpFaultOperations, smtpFaultsOf } from '../shared/smtp-faults.js';
 
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export type * from './api.js';
@@ -39,7 +40,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
   // The lab CA: what the `verify` TLS policy checks an MX's certificate against.
-  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS, ...(config.tls ? { ca: config.tls.ca } : {}) });
+  // The end-of-data reply may take RFC 5321 §4.5.3.2's 10 minutes unless the lab says otherwise (dataTimeoutMs).
+  const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS, dataTimeoutMs: config.dataTimeoutMs ?? DEFAULT_DATA_TIMEOUT_MS, ...(config.tls ? { ca: config.tls.ca } : {}) });
   const lmtp = new SmtpClientPool({ ...client, lmtp: true, idleMs: LMTP_IDLE_MS });
   const queue = new MailQueue(path.join(config.dataDir, 'queue'), { fsync: config.fsync });
   const engine = new MtaEngine({
@@ -79,7 +81,9 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   });
 
   // Built (and their relayClients checked) before the queue starts working; they listen below.
-  const servers = createReceivers({ config, engine, events, log, dkim });
+  // SMTP fault rules (issue 15): one set for 25, 587 and 465, applied by the servers themselves.
+  const faults = smtpFaultsOf(config);
+  const servers = createReceivers({ config, engine, events, log, dkim, faults });
   // The HTTP email API (issue 13, http-api.ts): built, and its idempotency keys loaded, before the queue starts.
   const api = config.api ? createHttpApi({ config: { ...config, api: config.api }, engine, events, log, dkim }) : undefined;
   await api?.open();
@@ -124,6 +128,7 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       },
       'set-dkim': (args) => ({ signers: dkim.replace(args?.signers) }),
       dkim: () => ({ signers: dkim.list() }),
+      ...smtpFaultOperations(faults),
     },
     async stop() {
       const closed = Object.values(servers).map((server) => new Promise<void>((resolve) => server.close(() => resolve())));

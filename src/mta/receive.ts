@@ -40,6 +40,7 @@ import { HEADER_PROBLEM_CODE, HEADER_PROBLEM_STATUS, headerSectionProblem } from
 import { LoginThrottle } from '../shared/login-throttle.js';
 import { insideLab } from '../shared/lab-boundary.js';
 import { fromMailboxes, type DkimSigner } from './dkim.js';
+import type { SmtpFaults } from '../shared/smtp-faults.js';
 
 /** Largest message accepted by default (config.limits.maxMessageSize overrides it), advertised with SIZE (RFC 1870). Postfix's message_size_limit default is 10 MB. */
 export const MESSAGE_SIZE_LIMIT = 25 * 1024 * 1024;
@@ -58,6 +59,8 @@ export interface ReceiverOptions {
   events: EventLog<MtaEvents>;
   log(message: string): void;
   sizeLimit?: number;
+  /** The node's SMTP fault rules (issue 15), shared by its servers; absent: none. */
+  faults?: SmtpFaults;
 }
 
 function domainOf(address: string): string {
@@ -239,6 +242,7 @@ function createReceiver(options: ReceiverOptions, service: Service, implicit = f
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
     maxConnectionsPerClient: limits.maxConnectionsPerClient,
+    ...(options.faults ? { faults: options.faults, onFault: (detail, messageId) => events.emit({ kind: 'fault', ...(messageId ? { messageId } : {}), detail }), faultHop: hopOf } : {}),
     onConnectionRefused(remoteAddress, reply) {
       const client = clientAddress({ remoteAddress });
       events.emit({ kind: 'rejected', detail: { service, stage: 'CONNECT', reply, from: null, to: [], client, helo: null, hop: `unknown[${client}] -> ${config.hostname} (${serviceName})` } });

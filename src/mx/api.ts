@@ -1,9 +1,11 @@
-// The `mx` role's contract with the harness: no control operations, and the events of the receiving hop.
+// The `mx` role's contract with the harness: its SMTP fault rules (issue 15), and the events of the receiving hop.
+import type { FaultFired, SmtpFaultOperations } from '../shared/faults.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents } from '../shared/contract.js';
 import type { RecipientResult } from '../shared/smtp-client.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 
-export type MxOperations = Record<never, never>;
+/** `set-smtp-faults` and `smtp-faults`: the fault rules of its port 25 (shared/smtp-faults.ts). */
+export type MxOperations = SmtpFaultOperations;
 
 /** What the MX did with a message after mail authentication (see `authenticated`). */
 export type AuthAction = 'accept' | 'reject' | 'quarantine' | 'accept-arc-override';
@@ -115,8 +117,10 @@ export type MxEvents = NodeEvents & {
   forwarded: { rcpt: string; to: string; via: string; accepted: boolean; reply: string; arc: { instance: number; domain: string; selector: string } | null };
   /** The malware filter's verdict at the end of DATA (with `scanner`), one per message, before any hand-off. */
   scanned: ScannedDetail;
+  /** An SMTP fault rule of port 25 fired (issue 15): what the client saw, at which stage, on which hop. */
+  fault: FaultFired;
 };
 
 export type MxContract = { operations: MxOperations; events: MxEvents };
 
-export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed', 'authenticated', 'forwarded', 'scanned'] as const);
+export const MX_EVENT_KINDS = eventKinds<MxEvents>()([...NODE_EVENT_KINDS, 'rejected', 'received', 'handoff', 'handoff-failed', 'authenticated', 'forwarded', 'scanned', 'fault'] as const);

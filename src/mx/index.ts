@@ -26,6 +26,7 @@ import { has8BitOctets, needsSmtpUtf8, SmtpClientError, SmtpClientPool, type Rec
 import { createSmtpServer, listen, readMessage, sessionTls, smtpTlsOptions } from '../shared/smtp-server.js';
 import { smtpReply } from '../shared/smtp-reply.js';
 import { startScanner, type ScanVerdict } from './scan/index.js';
+import { smtpFaultOperations, smtpFaultsOf } from '../shared/smtp-faults.js';
 
 const MAX_MESSAGE_SIZE = 50 * 1024 * 1024;
 
@@ -99,9 +100,13 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
     return controller;
   };
 
+  // SMTP fault rules (issue 15): applied by the server itself (shared/smtp-server.ts); each that fires is an event.
+  const faults = smtpFaultsOf(config);
   const server = createSmtpServer({
     greetingDelayMs: config.greetingDelayMs,
     maxConnectionsPerClient: limits.maxConnectionsPerClient,
+    faults,
+    onFault: (detail, messageId) => events.emit({ kind: 'fault', ...(messageId ? { messageId } : {}), detail }),
     onConnectionRefused(client, reply) {
       events.emit({ kind: 'rejected', detail: { stage: 'CONNECT', rcpt: '', reply, client, from: '' } });
     },
@@ -320,7 +325,7 @@ export async function startMx({ config, events }: NodeContext<MxNodeConfig, MxEv
 
   return {
     services: { smtp: { host: config.address, port } },
-    rpc: {},
+    rpc: smtpFaultOperations(faults),
     async stop() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       lmtp.close();

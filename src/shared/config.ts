@@ -88,6 +88,16 @@ export interface SmtpLimits {
   maxMessageSize?: number;
 }
 
+/** RFC 5321 §4.5.3.2's end-of-data timeout (10 minutes): the MTA's dataTimeoutMs unless the lab sets one. */
+export const DEFAULT_DATA_TIMEOUT_MS = 600_000;
+
+/**
+ * SMTP fault rules at a node's start (issue 15): `SmtpFaultRule`s of shared/faults.ts, checked by the node when it
+ * starts (validateSmtpFaultRules: a bad rule fails the start, naming it). Not typed by faults.ts here: it imports the
+ * contract types, which import this file.
+ */
+export type SmtpFaultRulesConfig = readonly unknown[];
+
 /** Postfix's smtpd_recipient_limit is 1000, most providers use 50–100; Postfix allows 50 connections per client. */
 export const DEFAULT_SMTP_LIMITS: SmtpLimits = { maxRecipients: 100, maxConnectionsPerClient: 50 };
 
@@ -300,6 +310,14 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   transport?: Record<string, TransportRoute>;
   /** Timeout for connecting to a remote MX. */
   connectTimeoutMs: number;
+  /**
+   * How long the MTA waits, relaying to an MX, from the start of the message data to the reply to its final dot
+   * (RFC 5321 §4.5.3.2: data blocks 3 min, the end-of-data reply 10 min, Postfix's smtp_data_done_timeout 600 s).
+   * Past it the recipients are deferred with a timeout naming the stage. Absent: DEFAULT_DATA_TIMEOUT_MS.
+   */
+  dataTimeoutMs?: number;
+  /** SMTP fault rules of its servers (25, 587, 465) at start (issue 15); changed at run time with `set-smtp-faults`. */
+  smtpFaults?: SmtpFaultRulesConfig;
   limits?: SmtpLimits;
   authThrottle?: AuthThrottleConfig;
   /**
@@ -367,6 +385,8 @@ export interface MxNodeConfig extends BaseNodeConfig {
   limits?: SmtpLimits;
   /** Do not offer STARTTLS even with `tls` (standing in for an attacker stripping it from the EHLO reply). */
   noStartTls?: boolean;
+  /** SMTP fault rules of its port 25 at start (issue 15); changed at run time with `set-smtp-faults`. */
+  smtpFaults?: SmtpFaultRulesConfig;
   /** SPF, DKIM, DMARC and ARC verification, with an `Authentication-Results:` header. Absent: none. */
   auth?: MxAuthConfig;
   /**
@@ -396,6 +416,8 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
   authThrottle?: AuthThrottleConfig;
   /** Client addresses allowed to deliver over LMTP (the lab's MX and MTA); others get `550 5.7.1`. Absent: any. */
   lmtpClients?: string[];
+  /** SMTP fault rules of its LMTP server at start (issue 15); changed at run time with `set-smtp-faults`. */
+  smtpFaults?: SmtpFaultRulesConfig;
   /**
    * The account service (issue 13): HTTPS (with `tls`) on `address:port` for users (login with password + TOTP, app
    * passwords, recent logins) and for the lab's MTAs (SMTP AUTH of 2FA users, with the lab's control token).

@@ -241,6 +241,11 @@ export interface SmtpClientPoolOptions {
   greetingTimeoutMs?: number;
   /** Inactivity allowed within a transaction. Default 60 s. */
   socketTimeoutMs?: number;
+  /**
+   * Inactivity allowed from the start of the message data to the reply to its final dot (RFC 5321 §4.5.3.2 gives the
+   * end-of-data reply 10 minutes: a receiver may take long to process a message). Default socketTimeoutMs.
+   */
+  dataTimeoutMs?: number;
   /** Sessions cached per target at most. Default 16. */
   maxIdlePerTarget?: number;
   /** Source address of outbound connections (the node's own address, so servers see who is talking). */
@@ -510,7 +515,12 @@ export class SmtpClientPool {
       }
     }
     let bodyStarted = false;
-    const source = toReadable(body, () => (bodyStarted = true));
+    const socketOf = () => (conn as unknown as { _socket?: net.Socket })._socket;
+    const { dataTimeoutMs } = this.options;
+    const source = toReadable(body, () => {
+      bodyStarted = true;
+      if (dataTimeoutMs !== undefined) socketOf()?.setTimeout(dataTimeoutMs);
+    });
     const size = Buffer.isBuffer(body) ? body.length : typeof body === 'string' ? Buffer.byteLength(body) : undefined;
     const lmtp = this.options.lmtp ?? false;
     session.smtputf8 = smtputf8;
@@ -528,6 +538,8 @@ export class SmtpClientPool {
       // use8BitMime: nodemailer's way to send BODY=8BITMIME (it checks the offer too).
       conn.send({ from: envelope.from, to: envelope.to, ...(size !== undefined ? { size } : {}), ...(send8bit ? { use8BitMime: true } : {}) }, source, (err, info) => {
         signal?.removeEventListener('abort', abandon);
+        // The data is answered (or the transaction failed): the next one starts with the command timeout again.
+        if (dataTimeoutMs !== undefined && bodyStarted) socketOf()?.setTimeout(this.options.socketTimeoutMs ?? 60_000);
         if (!err) {
           // The transaction completed (the server answered the data): the session is clean for the next one.
           const tls = tlsInfo((conn as unknown as { _socket?: net.Socket })._socket);
@@ -540,7 +552,7 @@ export class SmtpClientPool {
           const result = { ...failedTransactionResult(session.target, envelope, err, state, lmtp, reused), ...extra };
           return void this.resetAndRelease(session).then(() => resolve(result));
         }
-        const failure = transactionError(err, session.target, envelope, bodyStarted, lmtp);
+        const failure = transactionError(err, session.target, envelope, bodyStarted, lmtp, state);
         if (reused && canRetry && !bodyStarted && (failure.code === undefined || failure.code === 421)) {
           this.discard(session, false);
           return reject(new StaleSession(failure.message));
@@ -847,7 +859,7 @@ function connectError(raw: unknown, conn: SMTPConnection, target: string): SmtpC
 }
 
 /** A failure of the transaction as a whole once the session was ready. */
-function transactionError(err: NodemailerError, target: string, envelope: SmtpEnvelope, bodyStarted: boolean, lmtp: boolean): SmtpClientError {
+function transactionError(err: NodemailerError, target: string, envelope: SmtpEnvelope, bodyStarted: boolean, lmtp: boolean, state?: EnvelopeState): SmtpClientError {
   const mailFrom = `MAIL FROM:<${envelope.from}>`;
   const errno = errnoOf(err);
   if (err.command === 'MAIL FROM' && err.code === 'EMESSAGE' && !err.response) {
@@ -861,7 +873,9 @@ function transactionError(err: NodemailerError, target: string, envelope: SmtpEn
     return new SmtpClientError({ stage: 'mail', target, command: mailFrom, description: `${mailFrom} refused`, reply: err.response });
   }
   const stage: SmtpStage = bodyStarted ? (lmtp ? 'lmtp' : 'data') : 'mail';
-  const command = bodyStarted ? 'end of data' : err.command && err.command !== 'CONN' ? err.command : 'MAIL/RCPT/DATA';
+  // A server closing with 421 in the middle of the envelope (RFC 5321 §3.8): the RCPT it answered, when known.
+  const closedAt = !bodyStarted && err.response ? state?.rejectedErrors.find((e) => e.response === err.response && e.recipient) : undefined;
+  const command = bodyStarted ? 'end of data' : closedAt ? `RCPT TO:<${closedAt.recipient}>` : err.command && err.command !== 'CONN' ? err.command : 'MAIL/RCPT/DATA';
   const why =
     err.timeoutType === 'SOCKET_TIMEOUT' ? 'timed out waiting for the server' : err.response ? 'the server closed the session' : `session lost (${(errno && ERRNO_TEXT[errno]) || err.message})`;
   return new SmtpClientError({ stage, target, command, description: `${why} during ${command}`, ...(err.response ? { reply: err.response } : {}), ...(errno ? { errno } : {}) });

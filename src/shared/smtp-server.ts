@@ -3,12 +3,30 @@
 // Also what every SMTP server of the lab needs from its connections: a limit of concurrent connections per client
 // address (421 4.7.0 at the greeting), smtp-server's refusal of SIZE= with our enhanced code, and readMessage(), which
 // reads DATA keeping nothing past the size limit and hangs up on a client far past it (552 5.3.4).
+// And the node's SMTP fault rules (issue 15, smtp-faults.ts), applied here at the connection level so that every SMTP
+// and LMTP server of the lab has them: at connect and at the greeting, at each command (EHLO/HELO/LHLO, STARTTLS, AUTH,
+// MAIL, RCPT, DATA, QUIT) before its handler runs, and at the end of the data (after the final dot):
+// - `reply`: the command is answered with the rule's reply instead of running (a 421 closes the connection, RFC 5321
+//   §3.8); at connect or greeting the reply replaces the 220 and the connection is closed; at end-of-data the message
+//   is not processed at all (nothing is queued, handed off or stored) and the client gets the rule's reply. LMTP
+//   (RFC 2033 §4.2) answers the data once per recipient: there the rule's reply answers every recipient of the
+//   transaction, whichever recipient it matched, since the message was processed for none of them.
+// - `delay`: the command (or, at end-of-data, the processing of the message) waits that long; a client that goes
+//   away meanwhile finds nothing done for the command (at an MX, a hand-off whose sender left is abandoned).
+// - `drop`: `before-reply` closes the connection without answering; at end-of-data the message has been processed
+//   (queued, handed off, stored) and only the 250 is lost: the client will send it again, a duplicate (RFC 5321 §6.1).
+//   `after-reply` answers, then closes.
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { SmtpReply } from './smtp-reply.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import net from 'node:net';
 import type { TlsConfig } from './config.js';
 import { minTlsVersion, tlsInfo, type TlsInfo } from './tls-session.js';
+import { Transform } from 'node:stream';
+import type { FaultFired, SmtpFaultStage } from './faults.js';
+import { messageIdOf } from './headers.js';
+import { smtpReply as replyError } from './smtp-reply.js';
+import { SmtpFaults, type SmtpFaultContext, type SmtpFaultDecision } from './smtp-faults.js';
 
 export interface LabSmtpServerOptions extends SMTPServerOptions {
   /** Milliseconds to wait before the greeting; a client that talks earlier is refused (RFC 5321 §4.3.1). */
@@ -31,12 +49,31 @@ export interface LabSmtpServerOptions extends SMTPServerOptions {
   authNeedsTls?: boolean;
   /** Told of an AUTH refused because the connection has no TLS yet (authNeedsTls), with the reply it got. */
   onAuthNeedsTls?(session: SMTPServerSession, reply: string): void;
+  /** The node's SMTP fault rules (issue 15), shared by all its servers; absent: none. */
+  faults?: SmtpFaults;
+  /** Told of every fault rule that fired (the role emits a `fault` event); `messageId` once the data has been read. */
+  onFault?(fired: FaultFired, messageId?: string): void;
+  /**
+   * The hop a fault changed, named as the role's events name hops. Default: `<EHLO name> -> <name>[<address>]:<port>`,
+   * which is how the sending MTA names the same hop (`mta.sender.test -> mx.receiver.test[127.0.0.7]:25`).
+   */
+  faultHop?(session: SMTPServerSession): string;
 }
+
+/** The fault stage of a command (none for RSET, NOOP, ... and AUTH continuation lines). */
+const COMMAND_STAGES: Record<string, SmtpFaultStage> = { EHLO: 'ehlo', HELO: 'ehlo', LHLO: 'ehlo', STARTTLS: 'starttls', AUTH: 'auth', MAIL: 'mail', RCPT: 'rcpt', DATA: 'data', QUIT: 'quit' };
+/** A reply text that already carries its enhanced status code (RFC 3463): smtp-server must not add another. */
+const HAS_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
+/** How long the first header bytes of a message are looked at for its Message-ID (for the `fault` event). */
+const HEADER_SNIFF_BYTES = 64 * 1024;
 
 class LabSmtpServer extends SMTPServer {
   constructor(private readonly labOptions: LabSmtpServerOptions) {
     // Always: never reverse-resolve clients through the system resolver (the lab has its own DNS).
     super({ ...labOptions, disableReverseLookup: true });
+    // smtp-server sets the role's handlers on the instance: the end-of-data faults go around the role's onData.
+    const roleOnData = this.onData.bind(this);
+    this.onData = (stream, session, callback) => this.dataWithFaults(roleOnData, stream, session, callback);
   }
 
   // Same as SMTPServer#connect, but with our delay before connectionReady().
@@ -49,7 +86,17 @@ class LabSmtpServer extends SMTPServer {
     // advertised): give it ours, as the refusal at the end of DATA has, and tell the role (for a `rejected` event).
     const send = connection.send.bind(connection);
     const authNeedsTls = this.labOptions.authNeedsTls === true;
+    const faults = this.labOptions.faults;
     connection.send = (code: number, data: unknown, context?: unknown) => {
+      // A `drop after-reply` fault: this reply goes out, then the connection is closed.
+      if (connection.__dropAfterReply) {
+        connection.__dropAfterReply = false;
+        labSend(code, data, context);
+        return connection.close();
+      }
+      return labSend(code, data, context);
+    };
+    const labSend = (code: number, data: unknown, context?: unknown) => {
       if (authNeedsTls && !connection.secure) {
         if (code === 538) {
           const text = '5.7.0 Must issue a STARTTLS command first';
@@ -59,6 +106,8 @@ class LabSmtpServer extends SMTPServer {
         // The EHLO reply (the only multi-line 250): no AUTH line before TLS.
         if (code === 250 && Array.isArray(data)) return send(code, data.filter((line) => !/^AUTH\b/i.test(String(line))), context);
       }
+      // A reply that carries its own enhanced code (a fault rule's, our refusals) gets no second one from smtp-server.
+      if (typeof data === 'string' && HAS_ENHANCED_CODE.test(data) && context !== false) return send(code, data, false);
       if (context !== 'MESSAGE_TOO_BIG') return send(code, data, context);
       const text = `5.3.4 message exceeds the size limit of ${this.labOptions.size} octets (declared with SIZE=)`;
       this.labOptions.onSizeRefused?.(connection.session, `${code} ${text}`);
@@ -81,10 +130,169 @@ class LabSmtpServer extends SMTPServer {
           return connection.send(421, text, false); // a 421 closes the connection
         }
       }
-      if (delay > 0) setTimeout(() => connection.connectionReady(), delay).unref();
-      else connection.connectionReady();
+      const ready = () => {
+        if (delay > 0) setTimeout(() => connection.connectionReady(), delay).unref();
+        else connection.connectionReady();
+      };
+      if (!faults) return ready();
+      const decision = this.decide(connection, 'connect');
+      if (!decision) return ready();
+      applyBeforeReply(connection, decision.effect, ready, () => connection.close());
+    });
+    if (faults) this.installFaults(connection, faults);
+  }
+
+  /** The fault rules at the greeting and at each command of a connection. */
+  private installFaults(connection: any, faults: SmtpFaults): void {
+    const greet = connection._sendGreeting.bind(connection);
+    connection._sendGreeting = () => {
+      const decision = this.decide(connection, 'greeting');
+      if (!decision) return greet();
+      applyBeforeReply(connection, decision.effect, greet, () => connection.close());
+    };
+    const onCommand = connection._onCommand.bind(connection);
+    connection._onCommand = (command: Buffer, callback?: () => void) => {
+      const name = (command || '').toString().split(' ')[0]!.toUpperCase();
+      const stage = connection._nextHandler || connection._upgrading ? undefined : COMMAND_STAGES[name];
+      if (!stage || !faults.has(stage)) return onCommand(command, callback);
+      const decision = this.decide(connection, stage, command.toString());
+      if (!decision) return onCommand(command, callback);
+      const done = () => connection._whenWritable(callback ?? (() => false));
+      // A refused command leaves the session open (but a 421, which closes it, RFC 5321 §3.8).
+      applyBeforeReply(connection, decision.effect, () => onCommand(command, callback), () => undefined, done);
+    };
+  }
+
+  /**
+   * The rule that fires at this point of the connection, if any. A fired rule is told to the role at once, or, with
+   * `later`, when the returned `report` is called (a drop at end-of-data is told when it happens, after the processing).
+   */
+  private decide(connection: any, stage: SmtpFaultStage, command?: string, messageId?: string, later = false): (SmtpFaultDecision & { report(): void }) | undefined {
+    const faults = this.labOptions.faults;
+    if (!faults?.has(stage)) return undefined;
+    const context = faultContext(connection, stage, command);
+    const decision = faults.decide(context);
+    if (!decision) return undefined;
+    const hop = this.labOptions.faultHop?.(connection.session) ?? defaultHop(connection, this.labOptions.name);
+    const report = () => this.labOptions.onFault?.(SmtpFaults.fired(decision, context, hop), messageId);
+    if (!later) report();
+    return { ...decision, report };
+  }
+
+  /**
+   * End-of-data faults: the message goes to the role through a gate that, once the final dot has arrived, asks the
+   * rules. `delay` holds the end of the data back (the role starts processing later); `reply` fails the stream, so the
+   * role processes nothing, and answers with the rule's reply; `drop` lets the role process the message, then closes
+   * the connection before (or after) its reply.
+   */
+  private dataWithFaults(role: SMTPServer['onData'], stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: any) => void): void {
+    if (!this.labOptions.faults?.has('end-of-data')) return role(stream, session, callback);
+    const connection = connectionOf(this, session);
+    if (!connection) return role(stream, session, callback);
+    let decision: ReturnType<LabSmtpServer['decide']>;
+    let header = Buffer.alloc(0);
+    const gate = new Transform({
+      transform(chunk: Buffer, _encoding, next) {
+        if (header.length < HEADER_SNIFF_BYTES) header = Buffer.concat([header, chunk.subarray(0, HEADER_SNIFF_BYTES - header.length)]);
+        next(null, chunk);
+      },
+      flush: (next) => {
+        // A drop is recorded when it happens, once the message has been processed.
+        decision = this.decide(connection, 'end-of-data', undefined, messageIdOf(header), true);
+        const effect = decision?.effect;
+        if (effect?.kind !== 'drop') decision?.report();
+        if (effect?.kind === 'reply') return next(new Error(`refused by fault rule ${decision!.rule.id}`));
+        if (effect?.kind !== 'delay') return next();
+        // The client may give up meanwhile: the role then processes at once, finding its client gone.
+        const socket: net.Socket = connection._socket;
+        let finished = false;
+        const finish = () => {
+          if (finished) return;
+          finished = true;
+          clearTimeout(timer);
+          socket.removeListener('close', finish);
+          next();
+        };
+        const timer = setTimeout(finish, effect.ms);
+        socket.once('close', finish);
+      },
+    });
+    // What readMessage() reads of the stream besides its data.
+    Object.defineProperty(gate, 'sizeExceeded', { get: () => stream.sizeExceeded });
+    Object.defineProperty(gate, 'byteLength', { get: () => stream.byteLength });
+    stream.pipe(gate);
+    role(gate as unknown as SMTPServerDataStream, session, (err, message) => {
+      const effect = decision?.effect;
+      if (effect?.kind === 'reply') return callback(replyError(effect.code, effect.text));
+      if (effect?.kind === 'drop' && effect.when === 'before-reply') {
+        decision!.report();
+        dropConnection(connection);
+        return callback(err, message);
+      }
+      callback(err, message);
+      if (effect?.kind === 'drop') {
+        decision!.report();
+        connection.close();
+      }
     });
   }
+}
+
+/**
+ * Applies a fault before the server's own handling: `reply` sends the rule's reply instead (then `closeAfterReply`
+ * unless it is a 421, which closes by itself, and then `done`: the next command may come); `delay` runs `proceed` later; `drop` closes the
+ * connection, before `proceed` or after its reply.
+ */
+function applyBeforeReply(connection: any, effect: SmtpFaultDecision['effect'], proceed: () => void, closeAfterReply: () => void, done?: () => void): void {
+  const socket: net.Socket = connection._socket;
+  switch (effect.kind) {
+    case 'reply':
+      connection.send(effect.code, effect.text, false);
+      if (effect.code !== 421) closeAfterReply();
+      return done?.();
+    case 'delay':
+      return void setTimeout(() => (socket.destroyed ? done?.() : proceed()), effect.ms);
+    case 'drop':
+      if (effect.when === 'before-reply') return dropConnection(connection);
+      connection.__dropAfterReply = true;
+      return proceed();
+  }
+}
+
+/** Closes a connection at once, answering nothing more and reading nothing more. */
+function dropConnection(connection: any): void {
+  const socket: net.Socket = connection._socket;
+  if (connection._parser) {
+    socket.unpipe(connection._parser);
+    connection._parser.isClosed = true;
+  }
+  socket.destroy();
+}
+
+/** What the rules see of a connection at a stage; `command` is the command line being answered. */
+function faultContext(connection: any, stage: SmtpFaultStage, command?: string): SmtpFaultContext {
+  const envelope: SMTPServerSession['envelope'] | undefined = connection.session?.envelope;
+  const client = String(connection.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.)/, '');
+  const argument = command ? /^\s*(?:MAIL\s+FROM|RCPT\s+TO)\s*:\s*<([^>]*)>/i.exec(command)?.[1] : undefined;
+  const mailFrom = envelope?.mailFrom ? envelope.mailFrom.address : undefined;
+  const context: SmtpFaultContext = { stage, client };
+  if (stage === 'mail') {
+    if (argument !== undefined) context.sender = argument;
+  } else if (mailFrom !== undefined) context.sender = mailFrom;
+  if (stage === 'rcpt') context.recipients = argument !== undefined ? [argument] : [];
+  else if (envelope?.rcptTo.length) context.recipients = envelope.rcptTo.map((r) => r.address);
+  return context;
+}
+
+function defaultHop(connection: any, name: string | undefined): string {
+  const helo = connection.session?.hostNameAppearsAs || `[${String(connection.remoteAddress).replace(/^::ffff:(?=\d+\.)/, '')}]`;
+  return `${helo} -> ${name ?? 'unknown'}[${connection.localAddress}]:${connection.localPort}`;
+}
+
+function connectionOf(server: SMTPServer, session: SMTPServerSession): any {
+  const connections: Set<any> = (server as any).connections;
+  for (const connection of connections) if (connection.session === session) return connection;
+  return undefined;
 }
 
 /**

@@ -12,6 +12,7 @@ import type { NodeContext, RunningRole } from '../../shared/node.js';
 import type { MailboxContract, MailboxEvents } from '../../mailbox/api.js';
 import { runTool, writeDovecotConfig, type DovecotConfigOptions, type DovecotPaths } from './config.js';
 import { Doveadm } from './doveadm.js';
+import { smtpFaultsUnsupported } from '../../shared/smtp-faults.js';
 import { DovecotEventTranslator, LogTail } from './log.js';
 
 export interface DovecotMailboxOptions extends DovecotConfigOptions {
@@ -323,6 +324,7 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
       },
       'app-passwords': unsupported('app-passwords'),
       'revoke-app-password': unsupported('revoke-app-password'),
+      ...smtpFaultsUnsupported('Dovecot'),
     },
     stop,
   };

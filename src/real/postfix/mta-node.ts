@@ -2,6 +2,7 @@
 // mta-config.ts writes, speaking the MTA role contract (src/mta/api.ts): events from its maillog (mta-maillog.ts),
 // the queue operations with Postfix's own tools (postqueue -j, postqueue -f, postcat). It resolves MX hosts through
 // the lab DNS only (lab-resolver.ts). DKIM is not Postfix's: set-dkim and dkim fail saying so.
+import { smtpFaultsUnsupported } from '../../shared/smtp-faults.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { MtaNodeConfig } from '../../shared/config.js';
@@ -152,6 +153,7 @@ function viewOf(entry: PostqueueEntry, parser: MtaMaillogParser): QueueEntryView
 
 function queueOperations(layout: MtaLayout, parser: MtaMaillogParser): RpcTable<MtaContract> {
   return {
+    ...smtpFaultsUnsupported('Postfix'),
     queue: async ({ state, all }) => {
       // Postfix forgets a message once it is delivered: `all` has nothing more to show.
       void all;

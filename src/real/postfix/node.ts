@@ -9,6 +9,7 @@ import type { MxContract, MxEvents } from '../../mx/api.js';
 import { postfixLayout, writePostfixConfig, type PostfixUserConfig } from './config.js';
 import { MaillogParser } from './maillog.js';
 import { emitFromMaillog, postfixUnavailable, startInstance } from './instance.js';
+import { smtpFaultsUnsupported } from '../../shared/smtp-faults.js';
 
 export { instanceProcesses, masterPid, POSTFIX, POSTFIX_MASTER, postfixUnavailable } from './instance.js';
 
@@ -48,7 +49,7 @@ export async function startPostfixMx(ctx: NodeContext<MxNodeConfig, MxEvents>, o
   log(`Postfix ${config.address}:${config.ports.smtp} ready (config ${layout.dir}, maillog ${layout.maillog})`);
   return {
     services: { smtp: { host: config.address, port: config.ports.smtp } },
-    rpc: {},
+    rpc: { ...smtpFaultsUnsupported('Postfix') },
     stop,
   };
 }
