@@ -35,7 +35,9 @@ describe.skipIf(servers.skip)('queue retry and expiry', () => {
 
     // Every attempt ended in a deferral (the MX is unreachable) until the lifetime ran out.
     const attempts = lab().history.filter({ kind: 'deferred', messageId: sent.messageId });
-    expect(attempts.length).toBeGreaterThanOrEqual(3);
+    // Postfix's connect timeout is whole seconds (at least 1 s, src/real/postfix/mta-config.ts): where a stopped MX is a
+    // vanished host (docker), each attempt takes that second, and the 3 s lifetime holds two attempts, not three.
+    expect(attempts.length).toBeGreaterThanOrEqual(servers.mta === 'postfix' ? 2 : 3);
     const queued = lab().history.filter({ kind: 'queued', messageId: sent.messageId })[0]!;
     const postfixRetries = servers.skipWhen(
       servers.mta === 'postfix',
@@ -47,7 +49,7 @@ describe.skipIf(servers.skip)('queue retry and expiry', () => {
       // back-off plus one deferred-queue scan (queue_run_delay) of the deferral, give or take the checker's 400 ms.
       const { maximalBackoff, queueRunDelay, lifetime } = postfixRetry({ schedule, maxLifetimeMs });
       const delays = retryDelays(sent.messageId, 'bob@receiver.test');
-      expect(delays.length).toBeGreaterThanOrEqual(2);
+      expect(delays.length).toBeGreaterThanOrEqual(1);
       for (const delay of delays) expect(delay).toBeLessThanOrEqual((maximalBackoff + queueRunDelay) * 1000 + 400);
       // Postfix expires a message whose age in whole seconds reached maximal_queue_lifetime: up to a second early.
       expect(expired.time - queued.time).toBeGreaterThan(lifetime * 1000 - 1000);
