@@ -1,6 +1,7 @@
 // The configuration a node is started with: a JSON file written by the lab (or by hand) for `maillab node <role>`.
 
-export type Role = 'dns' | 'mta' | 'mx' | 'mailbox';
+/** `proxy`: a link proxy the lab puts on the path between two hosts (issue 15, src/proxy/). */
+export type Role = 'dns' | 'mta' | 'mx' | 'mailbox' | 'proxy';
 
 export interface Endpoint {
   host: string;
@@ -411,4 +412,30 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
   pop3MarksSeen?: boolean;
 }
 
-export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig;
+/**
+ * A link proxy (issue 15): a TCP proxy on its own address between the host `link.from` and the host `link.to`. It
+ * listens on `ports` (by the `to` host's service names, on the same port numbers) and forwards each connection to
+ * the upstream of the same name, through the link's toxics (Toxiproxy's, src/shared/faults.ts).
+ */
+export interface ProxyNodeConfig extends BaseNodeConfig {
+  role: 'proxy';
+  /** The two lab hosts (their keys) and their host names, as events name the hop. */
+  link: { from: string; to: string; fromHostname: string; toHostname: string };
+  /** Listening ports by service name (the `to` host's services). */
+  ports: Record<string, number>;
+  /** Where each listener's connections go: the `to` host's address and the service's port. */
+  upstreams: Record<string, Endpoint>;
+  /**
+   * Connect upstream from the client's own address (the local runtime: loopback owns all of 127/8, so the proxy may
+   * bind any 127.x address), so the `to` server sees the original client and not the proxy. Absent or false: from
+   * the proxy's address (a container cannot bind another container's address).
+   */
+  keepClientAddress?: boolean;
+  /**
+   * The toxics at start (the shape of `Toxic` in src/shared/faults.ts, which this file cannot import: faults.ts
+   * imports the contract types, which import this file); changed at run time with `set-toxics`.
+   */
+  toxics?: { name?: string; type: string; stream?: 'upstream' | 'downstream'; toxicity?: number; attributes: Record<string, number> }[];
+}
+
+export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig | ProxyNodeConfig;
