@@ -13,8 +13,8 @@ import type { EventLog } from '../shared/events.js';
 import type { FaultFired, ToxicView } from '../shared/faults.js';
 import type { NodeContext, RunningRole } from '../shared/node.js';
 import { seededRandom } from '../shared/seeded-random.js';
-import type { LinkCloseDetail, ProxyContract, ProxyEvents } from './api.js';
-import { startToxic, toxicViews, type Chunk, type ToxicStage } from './toxics.js';
+import { toxicViews, type LinkCloseDetail, type ProxyContract, type ProxyEvents } from './api.js';
+import { startToxic, type Chunk, type ToxicStage } from './toxics.js';
 
 /** Past this many bytes waiting in one stream the proxy stops reading its source (memory stays bounded). */
 const HIGH_WATER = 1 << 20;

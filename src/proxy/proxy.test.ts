@@ -6,7 +6,7 @@ import { EventLog } from '../shared/events.js';
 import type { Toxic } from '../shared/faults.js';
 import type { ProxyEvents } from './api.js';
 import { LinkProxy } from './index.js';
-import { toxicViews } from './toxics.js';
+import { toxicViews } from './api.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -100,13 +100,14 @@ describe('link proxy', () => {
       rtts.push(performance.now() - sent);
     }
     for (const rtt of rtts) expect(rtt).toBeGreaterThanOrEqual(130 - 1);
-    for (const rtt of rtts) expect(rtt).toBeLessThan(170 + 60);
-    // Ten chunks sent at once leave together, about one latency later, not ten latencies.
+    // The upper bound leaves room for a busy machine (two cores running scenarios alongside).
+    for (const rtt of rtts) expect(rtt).toBeLessThan(170 + 150);
+    // Ten chunks sent at once leave together, about one latency later, not ten latencies (1.5 s).
     const before = state.received.length;
     const sent = performance.now();
     for (let i = 0; i < 10; i++) socket.write('x'.repeat(10)), await new Promise((r) => setImmediate(r));
     await until(() => state.received.length === before + 100, 3000, 'ten chunks');
-    expect(performance.now() - sent).toBeLessThan(170 + 150);
+    expect(performance.now() - sent).toBeLessThan(3 * 150);
     const faults = events.since(0).filter((e) => e.kind === 'fault');
     expect(faults).toHaveLength(1); // once per connection and toxic
     expect(faults[0]!.detail).toMatchObject({ source: 'link', rule: 'latency_downstream', action: 'latency', stage: 'downstream', hop: `a.test -> b.test[127.0.0.1]:${echo.port}` });

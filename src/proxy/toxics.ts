@@ -12,55 +12,7 @@
 //   reset_peer  `timeout` ms after the toxic applies (0: at once) the connection is reset: both sides get a TCP RST
 //   slicer      every chunk is cut into slices of `average_size` ± `size_variation` bytes, `delay` µs apart
 //   limit_data  the connection is closed once `bytes` bytes went through this stream
-import { TOXIC_TYPES, type Toxic, type ToxicType, type ToxicView } from '../shared/faults.js';
-
-/** Each type's attributes and their defaults (Toxiproxy's: all 0). */
-export const TOXIC_ATTRIBUTES: { readonly [T in ToxicType]: Readonly<Record<string, number>> } = {
-  latency: { latency: 0, jitter: 0 },
-  bandwidth: { rate: 0 },
-  slow_close: { delay: 0 },
-  timeout: { timeout: 0 },
-  reset_peer: { timeout: 0 },
-  slicer: { average_size: 0, size_variation: 0, delay: 0 },
-  limit_data: { bytes: 0 },
-};
-
-/** A list of toxics as given (arguments from the wire): checked, every default filled in. Throws saying what is wrong. */
-export function toxicViews(toxics: unknown): ToxicView[] {
-  if (!Array.isArray(toxics)) throw new Error('toxics must be a list');
-  const problems: string[] = [];
-  const views: ToxicView[] = [];
-  for (const [i, given] of toxics.entries()) {
-    const t = given as Partial<Toxic> | null;
-    const where = `toxics[${i}]`;
-    if (typeof t !== 'object' || t === null) {
-      problems.push(`${where} must be an object`);
-      continue;
-    }
-    if (!(TOXIC_TYPES as readonly unknown[]).includes(t.type)) {
-      problems.push(`${where}: type "${String(t.type)}" is not a toxic (${TOXIC_TYPES.join(', ')})`);
-      continue;
-    }
-    const type = t.type!;
-    const stream = t.stream ?? 'downstream';
-    if (stream !== 'upstream' && stream !== 'downstream') problems.push(`${where}: stream must be upstream or downstream, not "${String(stream)}"`);
-    const toxicity = t.toxicity ?? 1;
-    if (typeof toxicity !== 'number' || !(toxicity >= 0 && toxicity <= 1)) problems.push(`${where}: toxicity must be a number from 0 to 1`);
-    const name = t.name ?? `${type}_${stream}`;
-    if (typeof name !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(name)) problems.push(`${where}: name "${String(name)}" must be 1 to 64 letters, digits, _ . : -`);
-    const attributes: Record<string, number> = { ...TOXIC_ATTRIBUTES[type] };
-    for (const [key, value] of Object.entries(t.attributes ?? {})) {
-      if (!(key in attributes)) problems.push(`${where}: ${type} has no attribute "${key}" (it has ${Object.keys(attributes).join(', ')})`);
-      else if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) problems.push(`${where}: ${type}.${key} must be a number ≥ 0, not ${JSON.stringify(value)}`);
-      else attributes[key] = value;
-    }
-    views.push({ name, type, stream, toxicity, attributes });
-  }
-  const names = views.map((v) => v.name);
-  for (const name of new Set(names)) if (names.filter((n) => n === name).length > 1) problems.push(`two toxics are named "${name}": names are unique per link (the default is <type>_<stream>)`);
-  if (problems.length) throw new Error(`invalid toxics:\n  - ${problems.join('\n  - ')}`);
-  return views;
-}
+import type { ToxicView } from '../shared/faults.js';
 
 /** A piece of data and when it arrived at the proxy (performance.now(), ms). */
 export interface Chunk {
