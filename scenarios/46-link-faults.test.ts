@@ -3,7 +3,8 @@
 // lost; a link that resets its connections defers the mail, which is delivered once the toxic is removed. Toxics are
 // added and removed while the lab runs, each change in the history (nemesis `link-change`). Neither node is changed:
 // the lab DNS answers mx.receiver.test with the proxy's address, and the MTA still verifies the MX's certificate by
-// that name through the proxy (TLS policy `verify` for receiver.test).
+// that name through the proxy (TLS policy `verify` for receiver.test). The MX's LMTP hop, configured by address, goes
+// through a second link (the MX's config names that proxy's endpoint).
 import { describe, expect, it } from 'vitest';
 import { checkDeliveredOnce, type EventOf } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
@@ -15,7 +16,7 @@ const BODY_BYTES = 30_000;
 const MESSAGES = 20;
 
 const lab = useLab((l) =>
-  l.withLink('mta', 'mx').with((d) => {
+  l.withLink('mta', 'mx').withLink('mx', 'mailbox').with((d) => {
     d.tls = { ...d.tls, outbound: { ...d.tls?.outbound, domains: { 'receiver.test': 'verify' } } };
   }),
 );
@@ -108,5 +109,35 @@ describe('link faults between the MTA and the MX (issue 15)', () => {
     const trace = lab().trace(sent.messageId).map((e) => `${e.node}:${e.kind}`);
     expect(trace.indexOf('mta:deferred')).toBeGreaterThan(trace.indexOf('nemesis:link-change'));
     expect(trace.lastIndexOf('mailbox:stored')).toBeGreaterThan(trace.lastIndexOf('nemesis:link-change'));
+  });
+
+  it('a link by address: the MX\'s LMTP hand-off passes its proxy; sliced and delayed it still delivers, cut short it defers', async () => {
+    const link = lab().link('mx', 'mailbox');
+    const mx = lab().node('mx').as('mx');
+    expect(mx.config.lmtp.host).toBe(link.node.config.address);
+    await link.setToxics([
+      { type: 'slicer', stream: 'upstream', attributes: { average_size: 64, size_variation: 16, delay: 200 } },
+      { type: 'latency', attributes: { latency: 50, jitter: 10 } },
+    ]);
+    const sent = await lab().client('alice@sender.test').send({ to: 'carol@receiver.test', subject: 'in slices', text: `${'y'.repeat(70)}\n`.repeat(70) });
+    const stored = await checkDeliveredOnce(lab(), 'carol@receiver.test', sent.messageId);
+    expect(stored.raw.toString().split('y'.repeat(70)).length - 1).toBe(70); // every slice arrived, in order
+    const sliced = await lab().waitFor({ kind: 'fault', node: link.node.name, detail: { action: 'slicer' } });
+    expect(sliced.detail.stage).toBe('upstream');
+    // The mailbox server sees the MX where the proxy keeps the client's address (local); on docker it sees the proxy,
+    // which the lab added to its LMTP clients.
+    const open = await lab().waitFor({ kind: 'link-open', node: link.node.name, detail: { service: 'lmtp' } });
+    expect(open.detail.source).toBe(lab().runtimeKind === 'local' ? mx.config.address : link.node.config.address);
+
+    // The LMTP connection closed after 300 bytes: the MX cannot hand off, says 451, and the MTA defers.
+    await link.setToxics([{ type: 'limit_data', stream: 'upstream', attributes: { bytes: 300 } }]);
+    const cut = await lab().client('alice@sender.test').send({ to: 'carol@receiver.test', subject: 'cut short', text: 'z'.repeat(2000) });
+    const failed = await lab().waitFor({ kind: 'handoff-failed', messageId: cut.messageId });
+    expect(failed.detail.to).toContain(link.node.config.address);
+    const deferred = await lab().waitFor({ kind: 'deferred', messageId: cut.messageId });
+    expect(deferred.detail.reply).toMatch(/^451/);
+    await link.setToxics([]);
+    await lab().mta().flush();
+    await checkDeliveredOnce(lab(), 'carol@receiver.test', cut.messageId);
   });
 });
