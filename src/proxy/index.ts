@@ -62,6 +62,11 @@ export class LinkProxy {
     }
   }
 
+  /** Bytes read from clients and servers that wait in the proxy (each stream stops reading past HIGH_WATER). */
+  buffered(): number {
+    return [...this.connections].reduce((n, c) => n + c.buffered(), 0);
+  }
+
   current(): ToxicView[] {
     return this.toxics.map((t) => structuredClone(t));
   }
@@ -119,6 +124,7 @@ class Connection {
   private closedSockets = 0;
   private readonly clientName: string;
   private finished = false;
+  private readonly directions: Direction[] = [];
 
   constructor(
     private readonly proxy: LinkProxy,
@@ -161,10 +167,13 @@ class Connection {
           toxics: [...this.toxicStates.entries()].filter(([, s]) => s.stage).map(([name]) => name),
         },
       });
-      new Direction(this, 'upstream', client, server);
-      new Direction(this, 'downstream', server, client);
+      this.directions.push(new Direction(this, 'upstream', client, server), new Direction(this, 'downstream', server, client));
       client.resume();
     });
+  }
+
+  buffered(): number {
+    return this.directions.reduce((n, d) => n + d.buffered, 0);
   }
 
   /** The stages of one stream, in the order of the link's toxic list. */
@@ -285,6 +294,9 @@ class Direction {
   private readonly queue: Chunk[] = [];
   private queued = 0;
   private running = false;
+  get buffered(): number {
+    return this.queued;
+  }
   private ended = false;
   private done = false;
 

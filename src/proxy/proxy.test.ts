@@ -17,7 +17,9 @@ afterEach(async () => {
 async function server(handler: 'echo' | ((socket: net.Socket) => void) = 'echo') {
   const chunks: { size: number; at: number }[] = [];
   const clients: string[] = [];
+  const sockets = new Set<net.Socket>();
   const srv = net.createServer((socket) => {
+    sockets.add(socket);
     clients.push(socket.remoteAddress!);
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
@@ -30,7 +32,7 @@ async function server(handler: 'echo' | ((socket: net.Socket) => void) = 'echo')
     } else handler(socket);
   });
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise<void>((resolve) => (srv.close(() => resolve()), srv.unref())));
+  cleanups.push(() => new Promise<void>((resolve) => (srv.close(() => resolve()), sockets.forEach((s) => s.destroy()))));
   return { port: (srv.address() as net.AddressInfo).port, chunks, clients };
 }
 
@@ -232,6 +234,24 @@ describe('link proxy', () => {
     b.socket.write('b');
     await until(() => b.state.received.length === 1, 2000, 'the echo');
     expect(echo.clients).toEqual(['127.0.0.5', '127.0.0.3']);
+  });
+
+  it('keeps its memory bounded: a stream whose server does not read stops reading its client', async () => {
+    const sink = await server((socket) => socket.pause());
+    const { proxy, endpoint } = await proxyTo(sink.port, [{ type: 'latency', stream: 'upstream', attributes: { latency: 1 } }]);
+    const { socket } = await connect(endpoint);
+    const size = 256 * 1024 * 1024;
+    socket.write(Buffer.alloc(size));
+    let most = 0;
+    const deadline = Date.now() + 1500;
+    while (Date.now() < deadline) {
+      most = Math.max(most, proxy.buffered());
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // The kernel's buffers hold what they hold (tens of MiB on loopback); the proxy holds about 1 MiB per stream.
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual((1 << 20) + 256 * 1024);
+    expect(socket.writableLength).toBeGreaterThan(size / 2); // the client is held back
   });
 
   it('refuses toxics Toxiproxy would not take', () => {
