@@ -125,6 +125,7 @@ class Connection {
   private readonly clientName: string;
   private finished = false;
   private readonly directions: Direction[] = [];
+  private upstreamConnected = false;
 
   constructor(
     private readonly proxy: LinkProxy,
@@ -154,6 +155,7 @@ class Connection {
       socket.on('close', () => this.socketClosed());
     }
     server.once('connect', () => {
+      this.upstreamConnected = true;
       if (this.gone) return;
       this.applyToxics(toxics);
       this.options.events.emit({
@@ -254,8 +256,10 @@ class Connection {
     }
     const other = socket === this.client ? this.server : this.client;
     this.gone = true;
-    // A reset from one side is passed on as a reset: the other side sees what a direct connection would have shown.
-    if (other && !other.destroyed) err.code === 'ECONNRESET' && other.readyState === 'open' ? other.resetAndDestroy() : other.destroy();
+    // A reset from one side is passed on as a reset, and so is an upstream that cannot be reached (refused, no route):
+    // the client, whose connection the proxy had accepted, sees the closest thing to what a direct connection showed.
+    const reset = err.code === 'ECONNRESET' || (side === 'upstream' && !this.upstreamConnected);
+    if (other && !other.destroyed) reset && other.readyState === 'open' ? other.resetAndDestroy() : other.destroy();
   }
 
   /** A socket closed; once both have, the connection is done. A toxic's close or an error takes the other along. */

@@ -236,6 +236,21 @@ describe('link proxy', () => {
     expect(echo.clients).toEqual(['127.0.0.5', '127.0.0.3']);
   });
 
+  it('an upstream that refuses: the client is reset (it had been accepted), and the close says why', async () => {
+    // A port nobody listens on any more.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const { endpoint, events } = await proxyTo(port);
+    const { state } = await connect(endpoint);
+    await until(() => state.closed, 2000, 'the close');
+    expect(state.error?.code).toBe('ECONNRESET');
+    await until(() => events.since(0).some((e) => e.kind === 'link-close'), 2000, 'link-close');
+    expect(events.since(0).find((e) => e.kind === 'link-close')!.detail).toMatchObject({ how: 'error', error: 'upstream: ECONNREFUSED' });
+    expect(events.since(0).filter((e) => e.kind === 'link-open')).toEqual([]);
+  });
+
   it('keeps its memory bounded: a stream whose server does not read stops reading its client', async () => {
     const sink = await server((socket) => socket.pause());
     const { proxy, endpoint } = await proxyTo(sink.port, [{ type: 'latency', stream: 'upstream', attributes: { latency: 1 } }]);
