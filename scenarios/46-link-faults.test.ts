@@ -71,7 +71,7 @@ describe('link faults between the MTA and the MX (issue 15)', () => {
     const floor = 2 * LATENCY_MS + BODY_BYTES / RATE;
     expect(baseline.ms).toBeLessThan(floor); // so the floor below is the toxics' doing
     const ms = times.map((t) => t.ms).sort((a, b) => a - b);
-    for (const t of ms) expect(t).toBeGreaterThanOrEqual(floor * 0.98);
+    for (const t of ms) expect(t).toBeGreaterThanOrEqual(floor);
     // And the link's connections carried the bytes no faster than RATE each.
     const closes = lab().history.events.filter((e): e is EventOf<'link-close'> => e.kind === 'link-close' && e.node === proxy.name);
     const faults = lab().history.events.filter((e): e is EventOf<'fault'> => e.kind === 'fault' && e.node === proxy.name);

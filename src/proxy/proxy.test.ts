@@ -101,7 +101,7 @@ describe('link proxy', () => {
       await until(() => state.received.toString().endsWith(`ping ${i}`), 2000, 'the echo');
       rtts.push(performance.now() - sent);
     }
-    for (const rtt of rtts) expect(rtt).toBeGreaterThanOrEqual(130 - 1);
+    for (const rtt of rtts) expect(rtt).toBeGreaterThanOrEqual(130);
     // The upper bound leaves room for a busy machine (two cores running scenarios alongside).
     for (const rtt of rtts) expect(rtt).toBeLessThan(170 + 150);
     // Ten chunks sent at once leave together, about one latency later, not ten latencies (1.5 s).

@@ -46,6 +46,10 @@ export interface ToxicStage {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
+/** Waits until performance.now() reaches `target` (a timer may fire a fraction of a millisecond early: never early here). */
+async function sleepUntil(target: number): Promise<void> {
+  for (let left = target - performance.now(); left > 0; left = target - performance.now()) await sleep(Math.ceil(left));
+}
 
 /** The stage of `view` for one connection, started now (timers of timeout and reset_peer run from here). */
 export function startToxic(view: ToxicView, ctx: ToxicContext): ToxicStage {
@@ -58,7 +62,7 @@ export function startToxic(view: ToxicView, ctx: ToxicContext): ToxicStage {
           const jitter = a.jitter! > 0 ? (ctx.random() * 2 - 1) * a.jitter! : 0;
           const delay = Math.max(0, a.latency! + jitter);
           if (delay > 0) ctx.fired(`delayed by ${Math.round(a.latency!)} ms${a.jitter ? ` ± ${Math.round(a.jitter)} ms` : ''}`);
-          await sleep(chunk.arrived + delay - performance.now());
+          await sleepUntil(chunk.arrived + delay);
           await next(chunk);
         },
         stop() {},
@@ -76,7 +80,7 @@ export function startToxic(view: ToxicView, ctx: ToxicContext): ToxicStage {
           for (let offset = 0; offset < chunk.data.length && !ctx.gone; offset += piece) {
             const data = chunk.data.subarray(offset, offset + piece);
             clock = Math.max(clock, performance.now()) + data.length / rate;
-            await sleep(clock - performance.now());
+            await sleepUntil(clock);
             await next({ data, arrived: chunk.arrived });
           }
         },
