@@ -138,9 +138,10 @@ class Connection {
     this.clientName = `${client.remoteAddress}:${client.remotePort}`;
   }
 
+  /** The hop as the client's own events name it: `to`'s host name at the address and port it connected to (ours). */
   private get hop(): string {
     const { fromHostname, toHostname } = this.options.link;
-    return `${fromHostname} -> ${toHostname}[${this.upstream.host}]:${this.upstream.port}`;
+    return `${fromHostname} -> ${toHostname}[${this.client.localAddress ?? this.options.address}]:${this.client.localPort ?? this.upstream.port}`;
   }
 
   open(toxics: ToxicView[]): void {

@@ -112,7 +112,7 @@ describe('link proxy', () => {
     expect(performance.now() - sent).toBeLessThan(3 * 150);
     const faults = events.since(0).filter((e) => e.kind === 'fault');
     expect(faults).toHaveLength(1); // once per connection and toxic
-    expect(faults[0]!.detail).toMatchObject({ source: 'link', rule: 'latency_downstream', action: 'latency', stage: 'downstream', hop: `a.test -> b.test[127.0.0.1]:${echo.port}` });
+    expect(faults[0]!.detail).toMatchObject({ source: 'link', rule: 'latency_downstream', action: 'latency', stage: 'downstream', hop: `a.test -> b.test[127.0.0.1]:${endpoint.port}` }); // the address the client connected to, as its own events say
   });
 
   it('bandwidth limits a stream to rate KB/s (within 30 %)', async () => {
