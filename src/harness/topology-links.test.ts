@@ -65,6 +65,21 @@ describe('links in a lab plan (issue 15)', () => {
     expect(as(own.nodes.mailbox, 'mailbox').lmtpClients).toEqual(['127.9.9.4', '127.9.9.5', '127.9.9.7']);
   });
 
+  it("a forwarding MX's relay through the MTA (by address) goes through its link; the MTA relays for the proxy where it must", () => {
+    const forwarding = withLinks([{ from: 'mx', to: 'mta' }], (l) => {
+      l.hosts.mx = { role: 'mx', hostname: 'mx.receiver.test', domains: ['receiver.test'], mailbox: 'mailbox', forwards: { 'carol@receiver.test': 'alice@sender.test' }, forwardVia: 'mta' };
+    });
+    const at = { ...addresses, 'link-mx-mta': '127.9.9.8' };
+    for (const keep of [true, false]) {
+      const { nodes, zones } = planLab(forwarding, { addresses: at, portOffset: 0, dataRoot: '/tmp/lab', linksKeepClientAddress: keep });
+      expect(as(nodes.mx, 'mx').forwardVia).toEqual({ host: '127.9.9.8', port: 25 });
+      expect(as(nodes['link-mx-mta'], 'proxy').upstreams).toMatchObject({ smtp: { host: '127.9.9.5', port: 25 }, submission: { host: '127.9.9.5', port: 587 } });
+      expect(as(nodes.mta, 'mta').relayClients).toEqual(keep ? ['127.9.9.4'] : ['127.9.9.4', '127.9.9.8']);
+      // Reached by address: the MTA's name still answers with the MTA.
+      expect(records(zones, 'mta.sender.test', 'A')).toEqual([{ name: 'mta.sender.test', type: 'A', address: '127.9.9.5' }]);
+    }
+  });
+
   it('keeps SPF true for a sending host whose name now leads to a proxy', () => {
     const second = withLinks([{ from: 'mta2', to: 'mta' }], (l) => {
       l.hosts.mta2 = { role: 'mta', hostname: 'mta2.sender.test' };
