@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const SRC = path.dirname(fileURLToPath(import.meta.url));
-const ROLES = ['dns', 'mta', 'mx', 'mailbox'];
+const ROLES = ['dns', 'mta', 'mx', 'mailbox', 'proxy'];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {

@@ -23,6 +23,8 @@ export const roles: { [R in Role]: (config: ConfigOf<R>) => Promise<void> } = {
     config.server === 'dovecot'
       ? runNode(config, async (ctx) => (await import('./real/dovecot/node.js')).startDovecotMailbox(ctx, config.dovecot?.config ? { include: config.dovecot.config } : {}))
       : runNode(config, (await import('./mailbox/index.js')).startMailbox),
+  // A link proxy between two hosts (issue 15).
+  proxy: async (config) => runNode(config, (await import('./proxy/index.js')).startProxy),
 };
 
 function run(config: NodeConfig): Promise<void> {
@@ -35,6 +37,8 @@ function run(config: NodeConfig): Promise<void> {
       return roles.mx(config);
     case 'mailbox':
       return roles.mailbox(config);
+    case 'proxy':
+      return roles.proxy(config);
   }
 }
 

@@ -135,7 +135,7 @@ describe('maillab node', () => {
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     expect(await exited(child)).toBe(2);
-    expect(stderr).toMatch(/usage: maillab node <dns\|mta\|mx\|mailbox> --config/);
+    expect(stderr).toMatch(/usage: maillab node <dns\|mta\|mx\|mailbox\|proxy> --config/);
   });
 });
 

@@ -7,7 +7,7 @@ import defaultLab from '../../lab/default.js';
 import { Lab } from '../harness/lab.js';
 import { parseRuntimeChoice, runtimeFromEnvironment } from '../harness/runtime/index.js';
 import { packageRoot } from '../harness/runtime/types.js';
-import { planLab, type LabDefinition } from '../harness/topology.js';
+import { labNodeNames, planLab, type LabDefinition } from '../harness/topology.js';
 
 const USAGE = `usage: maillab <command>
 
@@ -148,13 +148,14 @@ async function check(args: string[]): Promise<number> {
   const { checkMailDns, formatFindings, mailDnsInputOf } = await import('../harness/checkers/mail-dns.js');
   const { equipWithMailAuth, signersOf } = await import('../harness/mail-auth.js');
   // External hosts (issue 14) keep their own address; the placeholders step around theirs.
-  const hosts = Object.keys(definition.hosts);
+  // Link proxies (issue 15) are nodes too, with addresses of their own.
+  const hosts = labNodeNames(definition);
   const taken = new Set(Object.values(definition.hosts).flatMap((h) => (h.role === 'external' ? [h.address] : [])));
   const free = Array.from({ length: hosts.length + taken.size }, (_, i) => `127.0.0.${i + 2}`).filter((a) => !taken.has(a));
   const addresses = Object.fromEntries(
     hosts.map((host, i) => {
-      const h = definition.hosts[host]!;
-      return [host, h.role === 'external' ? h.address : free[i]!];
+      const h = definition.hosts[host];
+      return [host, h?.role === 'external' ? h.address : free[i]!];
     }),
   );
   const plan = planLab(definition, { addresses, portOffset: 0, dataRoot: path.join(os.tmpdir(), 'maillab-check-unused') });

@@ -11,16 +11,10 @@
 // checks a lab definition's rules with the code the node runs.
 import type { DnsRecord, ZoneConfig } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
-import type { DnsFaultOperations, DnsFaultRule, FaultFired } from '../shared/faults.js';
+import type { FaultFired } from '../shared/faults.js';
+import type { DnsFaultOperations } from '../shared/fault-operations.js';
 
 export { dnsFaultProblems } from './faults.js';
-
-declare module '../shared/config.js' {
-  interface DnsNodeConfig {
-    /** DNS fault rules in force from the start (the lab's `faults.dns`), changed with `set-dns-faults`. */
-    dnsFaults?: DnsFaultRule[];
-  }
-}
 
 export type SoaFields = Required<NonNullable<ZoneConfig['soa']>>;
 export type SoaRecord = { name: string; type: 'SOA'; ttl?: number } & SoaFields;

@@ -8,12 +8,15 @@ import type { MtaContract } from '../mta/api.js';
 import { MTA_EVENT_KINDS } from '../mta/api.js';
 import type { MxContract } from '../mx/api.js';
 import { MX_EVENT_KINDS } from '../mx/api.js';
+import type { ProxyContract } from '../proxy/api.js';
+import { PROXY_EVENT_KINDS } from '../proxy/api.js';
 import type { Role } from '../shared/config.js';
+import type { ToxicView } from '../shared/faults.js';
 import { eventKinds, type EventTable } from '../shared/contract.js';
 import type { LabEvent } from '../shared/events.js';
 import type { DnsFaultRule, SmtpFaultRule } from '../shared/faults.js';
 
-export type Contracts = { dns: DnsContract; mta: MtaContract; mx: MxContract; mailbox: MailboxContract };
+export type Contracts = { dns: DnsContract; mta: MtaContract; mx: MxContract; mailbox: MailboxContract; proxy: ProxyContract };
 
 /** The name under which the harness records faults and control actions in the history. */
 export const NEMESIS = 'nemesis';
@@ -52,6 +55,8 @@ export type HarnessEvents = {
   'dns-faults-change': NodeAction & { rules: DnsFaultRule[] };
   /** A node's SMTP fault rules were replaced (`set-smtp-faults`, issue 15): the rules in force from now on. */
   'smtp-faults-change': NodeAction & { rules: SmtpFaultRule[] };
+  /** A link's toxics were replaced (`set-toxics` at its proxy): the link and its toxics from now on. */
+  'link-change': NodeAction & { from: string; to: string; toxics: ToxicView[] };
   /** An IMAP device learned of a message (UID, flags). */
   'device-synced': { uid: number; flags: string[] };
   /** An IMAP device saw a message's flags change. */
@@ -66,18 +71,19 @@ export type HarnessEvents = {
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
+  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
 ] as const);
 
 /**
  * Control operations that change a node's data, recorded in the history (node `nemesis`) whoever calls them:
  * `lab.dns`, `lab.mta().flush()` or `node.as(role).control().call(...)`.
  */
-export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' | 'dns-faults-change' | 'smtp-faults-change' } } = {
+export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' | 'dns-faults-change' | 'smtp-faults-change' | 'link-change' } } = {
   dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit', 'set-mta-sts-policy': 'dns-edit', 'set-dns-faults': 'dns-faults-change' },
   mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change', 'set-smtp-faults': 'smtp-faults-change' },
   mx: { 'set-smtp-faults': 'smtp-faults-change' },
   mailbox: { 'set-smtp-faults': 'smtp-faults-change' },
+  proxy: { 'set-toxics': 'link-change' },
 };
 
 /** The kinds each role's contract lists. */
@@ -86,6 +92,7 @@ export const ROLE_EVENT_KINDS: { readonly [R in Role]: readonly string[] } = {
   mta: MTA_EVENT_KINDS,
   mx: MX_EVENT_KINDS,
   mailbox: MAILBOX_EVENT_KINDS,
+  proxy: PROXY_EVENT_KINDS,
 };
 
 type EventsOf<T extends EventTable> = { [K in keyof T & string]: LabEvent<K, T[K]> }[keyof T & string];
@@ -96,6 +103,7 @@ export type HistoryEvent =
   | EventsOf<Contracts['mta']['events']>
   | EventsOf<Contracts['mx']['events']>
   | EventsOf<Contracts['mailbox']['events']>
+  | EventsOf<Contracts['proxy']['events']>
   | EventsOf<HarnessEvents>;
 
 export type EventKind = HistoryEvent['kind'];

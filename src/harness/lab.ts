@@ -27,6 +27,8 @@ import type { ApiErrorBody, ApiMessageStatus, ApiRawSendRequest, ApiSendRequest,
 import { Secret, TOTP } from 'otpauth';
 import { DEFAULT_ALLOW_PLAINTEXT_AUTH, planLab, type DomainDefinition, type ExternalHostPlan, type ExternalService, type HostDefinition, type LabDefinition, type MxTarget } from './topology.js';
 import { probeExternalHosts } from './external.js';
+import { linkNodeName } from '../proxy/api.js';
+import type { Toxic, ToxicView } from '../shared/faults.js';
 
 export type { SendOptions, SendResult };
 
@@ -69,6 +71,12 @@ export class Lab {
   }
   withGreetingDelay(ms: number): this {
     this.definition.greetingDelayMs = ms;
+    return this;
+  }
+  /** A link proxy from `from` to `to` (issue 15), with toxics from the start or none (added while the lab runs). */
+  withLink(from: string, to: string, toxics: Toxic[] = []): this {
+    const faults = (this.definition.faults ??= {});
+    (faults.links ??= []).push({ from, to, toxics });
     return this;
   }
   /** Any other change to the definition. */
@@ -329,6 +337,35 @@ export class StartedLab {
 
   hostnameOf(host: string): string {
     return this.handles.get(host)?.config.hostname ?? this.externalHosts[host]?.hostname ?? host;
+  }
+
+  /**
+   * The link from `from` to `to` (issue 15; declared in `faults.links` or with `Lab#withLink`): its proxy node and its
+   * toxics, Toxiproxy's. Every change is one `set-toxics` at the proxy, recorded in the history (`link-change`); open
+   * connections take it at once.
+   */
+  link(from: string, to: string) {
+    const name = linkNodeName(from, to);
+    if (!this.handles.has(name)) {
+      const links = (this.definition.faults?.links ?? []).map((l) => `${l.from} -> ${l.to}`);
+      throw new Error(`lab ${this.definition.name} has no link ${from} -> ${to} (links: ${links.join(', ') || 'none'}): declare it in faults.links or with Lab#withLink`);
+    }
+    const node = this.nodeOf('proxy', name);
+    const toxics = async (): Promise<ToxicView[]> => (await node.control().call('toxics')).toxics;
+    const setToxics = async (list: Toxic[]): Promise<ToxicView[]> => (await node.control().call('set-toxics', { toxics: list })).toxics;
+    return {
+      node,
+      toxics,
+      setToxics,
+      /** Adds a toxic (its name defaults to `<type>_<stream>`, unique per link); answers the link's toxics. */
+      addToxic: async (toxic: Toxic): Promise<ToxicView[]> => setToxics([...(await toxics()), toxic]),
+      /** Removes the toxic of that name; fails naming the link's toxics when there is none. */
+      removeToxic: async (toxicName: string): Promise<ToxicView[]> => {
+        const current = await toxics();
+        if (!current.some((t) => t.name === toxicName)) throw new Error(`link ${from} -> ${to} has no toxic ${toxicName} (it has ${current.map((t) => t.name).join(', ') || 'none'})`);
+        return setToxics(current.filter((t) => t.name !== toxicName));
+      },
+    };
   }
 
   /** The sender MTA's queue. `flush()` is recorded in the history (`queue-flush`). */

@@ -4,7 +4,7 @@
 import type { Endpoint, NodeConfig, Role } from '../shared/config.js';
 import { ControlClient, type CompletedCall, type NodeHealth } from '../shared/control.js';
 import { now } from '../shared/events.js';
-import type { DnsFaultRuleView } from '../shared/faults.js';
+import type { DnsFaultRuleView, ToxicView } from '../shared/faults.js';
 import { NEMESIS, RECORDED_OPERATIONS, type Contracts, type HarnessEvents } from './events.js';
 import type { SmtpFaultRuleView } from '../shared/faults.js';
 import type { History } from './history/history.js';
@@ -164,6 +164,11 @@ export class NodeHandle<R extends Role = Role> {
     if (kind === 'dns-edit') this.history.record(NEMESIS, kind, { ...action, operation: call.operation, args: call.args }, { time: call.began });
     if (kind === 'queue-flush') this.history.record(NEMESIS, kind, { ...action, flushed: (call.result as { flushed: number }).flushed }, { time: call.began });
     // The answer, not the arguments: those hold the private keys.
+    const config: NodeConfig = this.config;
+    if (kind === 'link-change' && config.role === 'proxy') {
+      const { from, to } = config.link;
+      this.history.record(NEMESIS, kind, { ...action, from, to, toxics: (call.result as { toxics: ToxicView[] }).toxics }, { time: call.began });
+    }
     if (kind === 'dkim-change') this.history.record(NEMESIS, kind, { ...action, signers: (call.result as { signers: { domain: string; selector: string; algorithm: string }[] }).signers }, { time: call.began });
     // The rules as the node holds them (checked, names normalized), without their counts: what a replay sets.
     if (kind === 'dns-faults-change') this.history.record(NEMESIS, kind, { ...action, rules: (call.result as { rules: DnsFaultRuleView[] }).rules.map(({ fired: _fired, ...rule }) => rule) }, { time: call.began });

@@ -4,11 +4,12 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_DATA_TIMEOUT_MS, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_DATA_TIMEOUT_MS, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type ProxyNodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 import type { DnsFaultRule, SmtpFaultRule, Toxic } from '../shared/faults.js';
 import { dnsFaultProblems } from '../dns/api.js';
 import { validateSmtpFaultRules } from '../shared/smtp-faults.js';
+import { linkNodeName, toxicViews } from '../proxy/api.js';
 
 export interface MxTarget {
   /** A host of this lab (its key in `hosts`) or a host name. */
@@ -191,7 +192,21 @@ export interface LabFaultsDefinition {
   links?: LinkDefinition[];
 }
 
-/** A link proxy between two hosts: `from`'s connections to `to` pass through it (Toxiproxy's toxics apply there). */
+/**
+ * A link proxy between two hosts: `from`'s connections to `to` pass through it (Toxiproxy's toxics apply there). The
+ * proxy is a node of its own, `link-<from>-<to>` (host name `link-<from>-<to>.<the dns host's domain>`), with its own
+ * address, listening on the port numbers of `to`'s TCP services. Neither node is changed; the lab puts the proxy on the
+ * path when it plans the lab:
+ * - `from` reaches `to` by name (an MTA to an MX or MTA host, through MX records or the transport map): the lab DNS
+ *   answers `to`'s host name (A) with the proxy's address. Every client that looks the name up goes through the proxy
+ *   (`to`'s PTR still names it at its own address); so one such link per `to`.
+ * - `from` reaches `to` by address (LMTP to a mailbox, an MX's forwardVia, the account service): `from`'s config gets
+ *   the proxy's endpoint instead.
+ * The proxy passes bytes, so TLS is end to end: a client still verifies `to`'s certificate by name. Where the runtime
+ * lets the proxy connect from the client's own address (local: loopback owns 127/8), `to` sees its real client; where
+ * it cannot (docker), `to` sees the proxy's address, which the lab then lets in where `from`'s would be: the SPF
+ * records that name `from` (`a:<host name>` gains `ip4:<proxy>`), the mailbox's LMTP clients, an MTA's relay clients.
+ */
 export interface LinkDefinition {
   from: string;
   to: string;
@@ -311,6 +326,7 @@ export function validateLab(lab: LabDefinition): void {
   }
   problems.push(...transportProblems(lab));
   if (lab.faults?.dns !== undefined) problems.push(...dnsFaultProblems(lab.faults.dns, 'faults.dns'));
+  problems.push(...linkProblems(lab));
   for (const [host, fault] of Object.entries(lab.tls?.certificates ?? {})) {
     if (!lab.hosts[host]) problems.push(`tls.certificates: "${host}" is not a lab host`);
     if (lab.hosts[host]?.role === 'external') problems.push(`tls.certificates: "${host}" is an external host: the lab issues it no certificate`);
@@ -486,6 +502,11 @@ export interface PlanOptions {
   dataRoot: string;
   /** Where the package's files are, as the nodes see them (the ClamAV test database); absent: relative paths. */
   packageRoot?: string;
+  /**
+   * Link proxies connect upstream from their client's own address (the local runtime: loopback owns all of 127/8), so
+   * the `to` host sees its real client. Absent or false (docker): they connect from their own address.
+   */
+  linksKeepClientAddress?: boolean;
 }
 
 const START_ORDER: HostDefinition['role'][] = ['dns', 'mailbox', 'mx', 'mta'];
@@ -506,8 +527,9 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
     if (node) throw new Error(`lab ${lab.name}: external host ${external.name} is at ${external.address}, the address the runtime gave host ${node}: choose another address for ${external.name}`);
   }
   const dnsHost = Object.keys(lab.hosts).find((h) => lab.hosts[h]!.role === 'dns')!;
-  const zones = buildZones(lab, address, dnsHost);
-  const base = (name: string, host: HostDefinition) => ({
+  const links = linkPlans(lab, address);
+  const zones = buildZones(lab, address, dnsHost, links, options.linksKeepClientAddress === true);
+  const base = (name: string, host: { hostname: string }) => ({
     name,
     hostname: host.hostname,
     address: address(name),
@@ -522,7 +544,8 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
   const usersIn = (domains: string[]) => lab.users.filter((u) => domains.includes(u.address.split('@')[1]!.toLowerCase()));
 
   const { limits, authThrottle } = securityOf(lab);
-  const labAddresses = Object.keys(lab.hosts).map(address);
+  // A link's proxy is one of the lab's addresses: the MTAs connect to it where its `to` host's name leads there.
+  const labAddresses = [...Object.keys(lab.hosts).map(address), ...links.map((l) => l.address)];
   const deliverers = Object.entries(lab.hosts)
     .filter(([, h]) => h.role === 'mx' || h.role === 'mta')
     .map(([name]) => address(name));
@@ -607,7 +630,135 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
         break; // not a node: in `externals`
     }
   }
-  return { nodes, externals, zones };
+  const withLinks = placeLinks(nodes, links, options.linksKeepClientAddress === true, base);
+  return { nodes: withLinks, externals, zones };
+}
+
+/** A link of the lab as planned: its proxy node's name, host name and address, and how `from` reaches `to`. */
+interface LinkPlan {
+  name: string;
+  hostname: string;
+  address: string;
+  from: string;
+  to: string;
+  /** `from` reaches `to` by its host name (an MTA to an SMTP host): the lab DNS answers that name with the proxy. */
+  byName: boolean;
+  toxics: Toxic[];
+}
+
+/** The node names of a lab: its hosts (external ones included, which keep their own address), then its link proxies. */
+export function labNodeNames(lab: LabDefinition): string[] {
+  return [...Object.keys(lab.hosts), ...(lab.faults?.links ?? []).map((l) => linkNodeName(l.from, l.to))];
+}
+
+function linkPlans(lab: LabDefinition, address: (host: string) => string): LinkPlan[] {
+  const dns = Object.values(lab.hosts).find((h) => h.role === 'dns')!;
+  const domain = dns.hostname.split('.').slice(1).join('.') || dns.hostname;
+  return (lab.faults?.links ?? []).map((l) => {
+    const name = linkNodeName(l.from, l.to);
+    const to = lab.hosts[l.to]!.role;
+    return { name, hostname: `${name}.${domain}`, address: address(name), from: l.from, to: l.to, byName: lab.hosts[l.from]!.role === 'mta' && (to === 'mx' || to === 'mta'), toxics: l.toxics ?? [] };
+  });
+}
+
+/** What is wrong with the lab's links (faults.links). */
+function linkProblems(lab: LabDefinition): string[] {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  const byNameTargets = new Map<string, string>();
+  for (const [i, link] of (lab.faults?.links ?? []).entries()) {
+    const where = `faults.links[${i}] (${String(link?.from)} -> ${String(link?.to)})`;
+    const from = lab.hosts[link?.from];
+    const to = lab.hosts[link?.to];
+    if (!from || !to) {
+      problems.push(`${where}: from and to must be hosts of the lab`);
+      continue;
+    }
+    if (from.role !== 'mta' && from.role !== 'mx') problems.push(`${where}: from must be an mta or mx host (the hosts that connect to others), not a ${from.role} host`);
+    if (to.role !== 'mta' && to.role !== 'mx' && to.role !== 'mailbox')
+      problems.push(`${where}: to must be an mta, mx or mailbox host, not a ${to.role} host${to.role === 'dns' ? ' (DNS is UDP: the link proxy is TCP only)' : to.role === 'external' ? ' (an external server is not on the lab network the proxy serves)' : ''}`);
+    if (link.from === link.to) problems.push(`${where}: a link joins two different hosts`);
+    const name = linkNodeName(link.from, link.to);
+    if (seen.has(name)) problems.push(`${where}: the link is defined twice`);
+    seen.add(name);
+    if (lab.hosts[name]) problems.push(`${where}: its proxy node's name ${name} is already a host of the lab`);
+    if (from.role === 'mta' && (to.role === 'mx' || to.role === 'mta')) {
+      const other = byNameTargets.get(link.to);
+      if (other) problems.push(`${where}: ${link.to}'s host name can lead to one proxy only, and ${other} -> ${link.to} has it (the lab DNS answers the name with the proxy's address)`);
+      byNameTargets.set(link.to, link.from);
+    }
+    try {
+      toxicViews(link.toxics ?? []);
+    } catch (err) {
+      problems.push(`${where}: ${(err as Error).message}`);
+    }
+  }
+  return problems;
+}
+
+/** The TCP services of a node, by name, that a link proxy in front of it listens on (same port numbers). */
+function tcpServicesOf(config: NodeConfig): Record<string, number> {
+  const services: Record<string, number> = {};
+  if (config.role === 'dns' || config.role === 'proxy') return services;
+  for (const [name, port] of Object.entries(config.ports)) if (typeof port === 'number') services[name] = port;
+  if (config.role === 'mailbox' && config.accounts) services.accounts = config.accounts.port;
+  if (config.role === 'mta' && config.api) services.api = config.api.port;
+  return services;
+}
+
+/**
+ * The link proxies' node configs, and the lab's nodes changed to use them: `from` gets the proxy's endpoint for every
+ * service of `to` it reaches by address; without `keepClientAddress`, `to` lets the proxy in where it lets `from` in
+ * (LMTP clients, relay clients). Nodes in start order, a link's proxy before the MTAs.
+ */
+function placeLinks(nodes: Record<string, NodeConfig>, links: LinkPlan[], keepClientAddress: boolean, base: (name: string, host: { hostname: string }) => Omit<ProxyNodeConfig, 'role' | 'link' | 'ports' | 'upstreams'>): Record<string, NodeConfig> {
+  const proxies: Record<string, NodeConfig> = {};
+  for (const link of links) {
+    const from = nodes[link.from]!;
+    const to = nodes[link.to]!;
+    const services = tcpServicesOf(to);
+    const ports = new Set(Object.values(services));
+    proxies[link.name] = {
+      ...base(link.name, { hostname: link.hostname }),
+      role: 'proxy',
+      link: { from: link.from, to: link.to, fromHostname: from.hostname, toHostname: to.hostname },
+      ports: services,
+      upstreams: Object.fromEntries(Object.entries(services).map(([service, port]) => [service, { host: to.address, port }])),
+      ...(keepClientAddress ? { keepClientAddress: true } : {}),
+      toxics: link.toxics,
+    };
+    // Endpoints of `to` in `from`'s config (LMTP, forwardVia, the account service) lead to the proxy instead.
+    const redirect = (value: unknown): void => {
+      if (Array.isArray(value)) return value.forEach(redirect);
+      if (typeof value !== 'object' || value === null) return;
+      const endpoint = value as { host?: unknown; port?: unknown };
+      if (endpoint.host === to.address && typeof endpoint.port === 'number' && ports.has(endpoint.port)) endpoint.host = link.address;
+      else Object.values(value).forEach(redirect);
+    };
+    redirect(from);
+    if (!keepClientAddress) {
+      if (to.role === 'mailbox' && to.lmtpClients?.includes(from.address)) to.lmtpClients.push(link.address);
+      if (to.role === 'mta' && to.relayClients?.includes(from.address)) to.relayClients.push(link.address);
+    }
+  }
+  const order: NodeConfig['role'][] = ['dns', 'mailbox', 'mx', 'proxy', 'mta'];
+  const all = { ...nodes, ...proxies };
+  return Object.fromEntries(order.flatMap((role) => Object.entries(all).filter(([, c]) => c.role === role)));
+}
+
+/**
+ * A domain's SPF record with the lab's links: without `keepClientAddress`, `a:<from's host name>` is followed by
+ * `ip4:<proxy>` (the proxy is who connects for `from`); and a name the lab DNS answers with a proxy (`to` of a link by
+ * name) keeps its host's own address, `a:<to's host name>` followed by `ip4:<to's address>`.
+ */
+function spfWithLinks(text: string, lab: LabDefinition, links: LinkPlan[], address: (host: string) => string, keepClientAddress: boolean): string {
+  const after = (hostname: string, extra: string, spf: string) => spf.replace(new RegExp(`(^|\\s)([-+~?]?a:${hostname.replace(/\./g, '\\.')})(?=\\s|$)`, 'gi'), `$1$2 ${extra}`);
+  let spf = text;
+  for (const link of links) {
+    if (!keepClientAddress) spf = after(lab.hosts[link.from]!.hostname, `ip4:${link.address}`, spf);
+    if (link.byName) spf = after(lab.hosts[link.to]!.hostname, `ip4:${address(link.to)}`, spf);
+  }
+  return spf;
 }
 
 /** A host's SMTP fault rules at start (faults.smtp), for its node config. */
@@ -705,7 +856,7 @@ function mtaStsSites(lab: LabDefinition): MtaStsSite[] {
  * address). One name for every zone rather than an A record per synthesized name, as one server serves them all.
  * A domain's own apex NS records (its `records`) are served as given.
  */
-function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHost: string): ZoneConfig[] {
+function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHost: string, links: LinkPlan[] = [], keepClientAddress = false): ZoneConfig[] {
   const zones = new Map<string, ZoneConfig>();
   const soa = { primary: lab.hosts[dnsHost]!.hostname };
   const zoneFor = (name: string): ZoneConfig => {
@@ -727,7 +878,7 @@ function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHo
       zone.records.push({ name: domain, type: 'MX', exchange, priority: mx.preference });
     }
     zone.records.push(...(def.records ?? []));
-    if (def.spf !== undefined) zone.records.push({ name: domain, type: 'TXT', data: def.spf });
+    if (def.spf !== undefined) zone.records.push({ name: domain, type: 'TXT', data: spfWithLinks(def.spf, lab, links, address, keepClientAddress) });
     if (def.dmarc !== undefined) zone.records.push({ name: `_dmarc.${domain}`, type: 'TXT', data: def.dmarc });
     const id = mtaStsId(lab, domain);
     if (id !== undefined) {
@@ -737,9 +888,12 @@ function buildZones(lab: LabDefinition, address: (host: string) => string, dnsHo
     }
   }
   const reverse = new Map<string, ZoneConfig>();
-  for (const [name, host] of Object.entries(lab.hosts)) {
+  // A host reached through a link by name answers with its proxy's address (its PTR stays at its own address).
+  const proxyOf = (name: string) => links.find((l) => l.byName && l.to === name)?.address;
+  const hosts: [string, { hostname: string }][] = [...Object.entries(lab.hosts), ...links.map((l): [string, { hostname: string }] => [l.name, { hostname: l.hostname }])];
+  for (const [name, host] of hosts) {
     const ip = address(name);
-    zoneFor(host.hostname).records.push({ name: host.hostname, type: 'A', address: ip });
+    zoneFor(host.hostname).records.push({ name: host.hostname, type: 'A', address: proxyOf(name) ?? ip });
     const octets = ip.split('.');
     const origin = `${octets[2]}.${octets[1]}.${octets[0]}.in-addr.arpa`;
     if (!reverse.has(origin)) reverse.set(origin, { origin, soa: { ...soa }, records: [] });

@@ -3,7 +3,8 @@
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type Operation } from '../shared/contract.js';
 import type { MailboxInfo, StoredMessage } from './store-api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
-import type { FaultFired, SmtpFaultOperations } from '../shared/faults.js';
+import type { FaultFired } from '../shared/faults.js';
+import type { SmtpFaultOperations } from '../shared/fault-operations.js';
 
 export type { MailboxInfo, StoredMessage };
 

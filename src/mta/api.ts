@@ -4,7 +4,8 @@ import type { MxResolution } from '../dns/api.js';
 import type { TlsInfo } from '../shared/tls-session.js';
 import type { DkimSigningConfig, OutboundTlsPolicy } from '../shared/config.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operation } from '../shared/contract.js';
-import type { FaultFired, SmtpFaultOperations } from '../shared/faults.js';
+import type { FaultFired } from '../shared/faults.js';
+import type { SmtpFaultOperations } from '../shared/fault-operations.js';
 
 export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
 export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'bounced';

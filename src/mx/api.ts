@@ -1,5 +1,6 @@
 // The `mx` role's contract with the harness: its SMTP fault rules (issue 15), and the events of the receiving hop.
-import type { FaultFired, SmtpFaultOperations } from '../shared/faults.js';
+import type { FaultFired } from '../shared/faults.js';
+import type { SmtpFaultOperations } from '../shared/fault-operations.js';
 import { eventKinds, NODE_EVENT_KINDS, type NodeEvents } from '../shared/contract.js';
 import type { RecipientResult } from '../shared/smtp-client.js';
 import type { TlsInfo } from '../shared/tls-session.js';

@@ -1,6 +1,8 @@
 // The configuration a node is started with: a JSON file written by the lab (or by hand) for `maillab node <role>`.
+import type { DnsFaultRule, SmtpFaultRule, Toxic } from './faults.js';
 
-export type Role = 'dns' | 'mta' | 'mx' | 'mailbox';
+/** `proxy`: a link proxy the lab puts on the path between two hosts (issue 15, src/proxy/). */
+export type Role = 'dns' | 'mta' | 'mx' | 'mailbox' | 'proxy';
 
 export interface Endpoint {
   host: string;
@@ -92,11 +94,10 @@ export interface SmtpLimits {
 export const DEFAULT_DATA_TIMEOUT_MS = 600_000;
 
 /**
- * SMTP fault rules at a node's start (issue 15): `SmtpFaultRule`s of shared/faults.ts, checked by the node when it
- * starts (validateSmtpFaultRules: a bad rule fails the start, naming it). Not typed by faults.ts here: it imports the
- * contract types, which import this file.
+ * SMTP fault rules at a node's start (issue 15), checked by the node when it starts (validateSmtpFaultRules: a bad
+ * rule, from a hand-written config file, fails the start, naming it).
  */
-export type SmtpFaultRulesConfig = readonly unknown[];
+export type SmtpFaultRulesConfig = readonly SmtpFaultRule[];
 
 /** Postfix's smtpd_recipient_limit is 1000, most providers use 50–100; Postfix allows 50 connections per client. */
 export const DEFAULT_SMTP_LIMITS: SmtpLimits = { maxRecipients: 100, maxConnectionsPerClient: 50 };
@@ -269,9 +270,8 @@ export interface DnsNodeConfig extends BaseNodeConfig {
    * chosen by SNI; any other name or path gets 404. Absent: no policy host.
    */
   mtaSts?: { port: number; sites: MtaStsSite[] };
-  // `dnsFaults?: DnsFaultRule[]` (issue 15), the DNS fault rules in force from the start, is declared in
-  // src/dns/api.ts: shared/faults.ts imports contract.ts, which imports this file, so naming its types here would
-  // close an import cycle.
+  /** DNS fault rules in force from the start (the lab's `faults.dns`, issue 15), changed with `set-dns-faults`. */
+  dnsFaults?: DnsFaultRule[];
 }
 
 /** One entry of the MTA's transport map: Postfix's `smtp:[host]:port`. */
@@ -436,4 +436,27 @@ export interface MailboxNodeConfig extends BaseNodeConfig {
   pop3MarksSeen?: boolean;
 }
 
-export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig;
+/**
+ * A link proxy (issue 15): a TCP proxy on its own address between the host `link.from` and the host `link.to`. It
+ * listens on `ports` (by the `to` host's service names, on the same port numbers) and forwards each connection to
+ * the upstream of the same name, through the link's toxics (Toxiproxy's, src/shared/faults.ts).
+ */
+export interface ProxyNodeConfig extends BaseNodeConfig {
+  role: 'proxy';
+  /** The two lab hosts (their keys) and their host names, as events name the hop. */
+  link: { from: string; to: string; fromHostname: string; toHostname: string };
+  /** Listening ports by service name (the `to` host's services). */
+  ports: Record<string, number>;
+  /** Where each listener's connections go: the `to` host's address and the service's port. */
+  upstreams: Record<string, Endpoint>;
+  /**
+   * Connect upstream from the client's own address (the local runtime: loopback owns all of 127/8, so the proxy may
+   * bind any 127.x address), so the `to` server sees the original client and not the proxy. Absent or false: from
+   * the proxy's address (a container cannot bind another container's address).
+   */
+  keepClientAddress?: boolean;
+  /** The toxics at start; changed at run time with `set-toxics`. */
+  toxics?: Toxic[];
+}
+
+export type NodeConfig = DnsNodeConfig | MtaNodeConfig | MxNodeConfig | MailboxNodeConfig | ProxyNodeConfig;

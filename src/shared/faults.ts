@@ -5,7 +5,6 @@
 //
 // The shapes follow what users already know: SMTP replies and enhanced status codes (RFC 5321, RFC 3463), the DNS
 // response codes (RFC 1035, RFC 2308), and Toxiproxy's toxics with its names and parameters.
-import type { NoArgs, Operation } from './contract.js';
 
 /** Where in an SMTP or LMTP session a rule applies (RFC 5321 §4.1.1, RFC 2033 §4). */
 export const SMTP_FAULT_STAGES = ['connect', 'greeting', 'ehlo', 'starttls', 'auth', 'mail', 'rcpt', 'data', 'end-of-data', 'quit'] as const;
@@ -115,23 +114,6 @@ export interface FaultFired {
   recipients?: string[];
 }
 
-/**
- * The control operations that set faults (each replaces the whole list, so a timeline step is one call and a
- * replay sets exactly what the schedule says). Roles with an SMTP or LMTP server of maillab's (mta, mx, mailbox)
- * offer the SMTP pair, the dns role the DNS pair, a link proxy the toxics pair.
- */
-export type SmtpFaultOperations = {
-  'set-smtp-faults': Operation<{ rules: SmtpFaultRule[] }, { rules: SmtpFaultRuleView[] }>;
-  'smtp-faults': Operation<NoArgs, { rules: SmtpFaultRuleView[] }>;
-};
-export type DnsFaultOperations = {
-  'set-dns-faults': Operation<{ rules: DnsFaultRule[] }, { rules: DnsFaultRuleView[] }>;
-  'dns-faults': Operation<NoArgs, { rules: DnsFaultRuleView[] }>;
-};
-export type LinkToxicOperations = {
-  'set-toxics': Operation<{ toxics: Toxic[] }, { toxics: ToxicView[] }>;
-  toxics: Operation<NoArgs, { toxics: ToxicView[] }>;
-};
 /** A rule as the server holds it: how often it fired so far. */
 export type SmtpFaultRuleView = SmtpFaultRule & { fired: number };
 export type DnsFaultRuleView = DnsFaultRule & { fired: number };

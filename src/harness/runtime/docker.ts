@@ -40,7 +40,7 @@ import { ensureImage, IMAGE_PATHS, type ImageOptions } from './images.js';
 import { createHostDir, realServerHosts, reapLocalLabs, releaseHostDir } from './local.js';
 import { currentOwner, ownerState, reapedLine } from './owner.js';
 import type { LabNetwork, NetworkFaults, RunningNode, Runtime } from './types.js';
-import type { LabDefinition } from '../topology.js';
+import { labNodeNames, type LabDefinition } from '../topology.js';
 
 /** The address block labs take their /24 from; its first /24 is dockerd's default bridge here (--bip 198.18.0.1/24). */
 export const LAB_ADDRESS_POOL = '198.18.0.0/15';
@@ -203,14 +203,15 @@ export class DockerRuntime implements Runtime {
     // With Ryuk enabled (TESTCONTAINERS_RYUK_DISABLED=false), it also removes the network and volumes of a crashed run.
     if (process.env.TESTCONTAINERS_RYUK_DISABLED !== 'true') labels[LABEL_TESTCONTAINERS_SESSION_ID] = (await getReaper(this.client)).sessionId;
 
-    const hosts = Object.keys(lab.hosts);
+    // Hosts and link proxies (issue 15) each get an address.
+    const hosts = labNodeNames(lab);
     if (hosts.length > 250) throw new Error(`lab ${lab.name}: ${hosts.length} hosts do not fit a /24`);
     const slug = `maillab-${labId.toLowerCase().replace(/[^a-z0-9_.-]+/g, '-')}`;
     const networkName = slug;
     const { id, subnet } = await this.createNetwork(networkName, labels);
     const prefix = subnet.split('.').slice(0, 3).join('.');
     const addresses = Object.fromEntries(hosts.map((h, i) => [h, `${prefix}.${i + 2}`]));
-    const dnsHost = hosts.find((h) => lab.hosts[h]!.role === 'dns');
+    const dnsHost = hosts.find((h) => lab.hosts[h]?.role === 'dns');
     // The lab's directory on this host (the lab CA's certificate), reaped like a local lab's when the owner is gone.
     const hostDir = await createHostDir(labId);
     this.lab = { id: labId, slug, networkId: id, networkName, subnet, dnsAddress: addresses[dnsHost ?? hosts[0]!]!, addresses, labels, hostDir };

@@ -10,7 +10,7 @@ import { READY_MARKER } from '../../shared/node.js';
 import type { LabNetwork, RunningNode, Runtime } from './types.js';
 import { packageRoot } from './types.js';
 import { currentOwner, ownerState, processStartTime, reapedLine, stillRunning, type LabOwner, type ProcessId } from './owner.js';
-import type { LabDefinition } from '../topology.js';
+import { labNodeNames, type LabDefinition } from '../topology.js';
 
 const READY_TIMEOUT_MS = 15_000;
 
@@ -59,10 +59,11 @@ export class LocalRuntime implements Runtime {
     // the lab directory to their own: 0711 (no listing; the node configs in it stay 0600).
     if (real.length) await fs.chmod(dataRoot, 0o711);
     this.dataRoot = dataRoot;
-    const hosts = Object.keys(lab.hosts);
+    // Hosts and link proxies (issue 15) each get an address.
+    const hosts = labNodeNames(lab);
     const block = await freeLoopbackBlock(hosts.length);
     const addresses = Object.fromEntries(hosts.map((h, i) => [h, `${block}.${i + 2}`]));
-    return { addresses, portOffset: (await canBindPrivileged(`${block}.1`)) ? 0 : 10_000, dataRoot, hostDir: dataRoot };
+    return { addresses, portOffset: (await canBindPrivileged(`${block}.1`)) ? 0 : 10_000, dataRoot, hostDir: dataRoot, linksKeepClientAddress: true };
   }
 
   async startNode(config: NodeConfig): Promise<RunningNode> {

@@ -18,6 +18,11 @@ export interface LabNetwork {
    * owner is gone): the lab CA's certificate is written there. The local runtime's is `dataRoot`.
    */
   hostDir: string;
+  /**
+   * A link proxy (issue 15) may connect upstream from its client's own address, so the server behind it sees the real
+   * client: true on the local runtime (loopback owns all of 127/8); a container cannot take another's address.
+   */
+  linksKeepClientAddress?: boolean;
 }
 
 /**
