@@ -92,6 +92,8 @@ export class Lab {
       // One seed per run (issue 15): the definition's, else a new one; MAILLAB_SEED replays a printed one.
       seed = seedFromEnvironment(this.definition.faults?.seed ?? randomSeed());
       for (const config of Object.values(plan.nodes)) config.seed = seed;
+      // Every wait that times out and every checker failure names it.
+      history.seed = seed;
       // External hosts (issue 14) first: nothing is made and no node starts while a server the lab depends on is not
       // there (the probe's error names the host, its address, the port and what was seen there).
       await probeExternalHosts(plan.externals).catch((err: Error) => Promise.reject(new Error(`lab ${this.definition.name} cannot start: ${err.message}`)));
