@@ -14,3 +14,4 @@ export type { ImapDevice, Pop3Device } from './clients/devices.js';
 export { createRuntime, resolveRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 export type { LabEvent } from '../shared/events.js';
 export { headerSection, headerValue, messageIdOf } from '../shared/headers.js';
+export { describeStep, labFaultAdapter, runTimeline, startTimeline, TimelineError, undoOf, validateTimeline, type FaultAdapter, type NodeFaultAction, type StepReport, type Timeline, type TimelineAction, type TimelineLab, type TimelineOptions, type TimelineReport, type TimelineStep, type TimelineTrigger } from './timeline.js';

@@ -13,6 +13,7 @@ import { submit, type SendOptions, type SendResult } from './clients/submission.
 import { ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } from './events.js';
 import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 import { NodeHandle } from './node-handle.js';
+import { startTimeline, type Timeline, type TimelineOptions, type TimelineStep } from './timeline.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 import { packageRoot, type Runtime } from './runtime/types.js';
 import { associationData, DANE_TA } from '../shared/dane.js';
@@ -459,6 +460,14 @@ export class StartedLab {
       keepCopy: options.keepCopy ?? false,
       history: this.history,
     });
+  }
+
+  /**
+   * Starts a timeline of faults (issue 15): each step fires at a message count, a time or an event, and is undone
+   * after its `for`; `await lab.timeline(steps).done` runs it to its end, `heal()` puts the lab back (timeline.ts).
+   */
+  timeline(steps: readonly TimelineStep[], options: TimelineOptions = {}): Timeline {
+    return startTimeline(this, steps, options);
   }
 
   /** The hops of one message, in time order, with the faults and control actions between them. */

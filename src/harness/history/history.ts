@@ -118,7 +118,7 @@ export class History {
       const found = this.list.filter(test);
       if (found.length >= count) return found;
       const what = options.description ?? `${count} × ${describeMatcher(matcher)} (have ${found.length})`;
-      await this.waitFor({ where: (e) => test(e) && !found.includes(e) }, { timeoutMs: Math.max(deadline - now(), 1), description: what });
+      await this.waitFor({ where: (e) => test(e) && !found.includes(e) }, { timeoutMs: Math.max(Math.ceil(deadline - now()), 1), description: what });
     }
   }
 
