@@ -14,4 +14,5 @@ export type { ImapDevice, Pop3Device } from './clients/devices.js';
 export { createRuntime, resolveRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 export type { LabEvent } from '../shared/events.js';
 export { headerSection, headerValue, messageIdOf } from '../shared/headers.js';
-export { describeStep, labFaultAdapter, runTimeline, startTimeline, TimelineError, undoOf, validateTimeline, type FaultAdapter, type NodeFaultAction, type StepReport, type Timeline, type TimelineAction, type TimelineLab, type TimelineOptions, type TimelineReport, type TimelineStep, type TimelineTrigger } from './timeline.js';
+export { describeStep, labFaultAdapter, runTimeline, startTimeline, targetKey, TimelineError, undoOf, validateTimeline, type FaultAdapter, type NodeFaultAction, type StepReport, type Timeline, type TimelineAction, type TimelineLab, type TimelineOptions, type TimelineReport, type TimelineStep, type TimelineTrigger } from './timeline.js';
+export { chaosSchedule, formatSchedule, runChaos, ChaosFailure, CHAOS_KINDS, type ChaosKind, type ChaosLab, type ChaosReport, type ChaosRunOptions, type ChaosSchedule, type ChaosScheduleOptions } from './chaos.js';

@@ -61,8 +61,8 @@ describe('timelines', () => {
     const report = await runTimeline(lab, [{ at: { ms: 20 }, do: { node: { host: 'mx', action: 'stop' } }, for: 40 }], { adapter, log: (l) => lines.push(l) });
     expect(calls).toEqual(['stop mx', 'start mx']);
     const step = report.steps[0]!;
-    expect(step.firedAt! - report.startedAt).toBeGreaterThanOrEqual(19);
-    expect(step.undoneAt! - step.firedAt!).toBeGreaterThanOrEqual(39);
+    expect(step.firedAt! - report.startedAt).toBeGreaterThanOrEqual(18); // timers are whole ms
+    expect(step.undoneAt! - step.firedAt!).toBeGreaterThanOrEqual(38);
     expect(lines).toEqual(['timeline: fired step 0: at 20 ms: stop mx for 40 ms', 'timeline: undone step 0: at 20 ms: start mx for 40 ms']);
   });
 
@@ -129,6 +129,33 @@ describe('timelines', () => {
     expect(calls).toEqual(['pause mx', 'kill mailbox', 'smtp mta r', 'unpause mx', 'start mailbox', 'smtp mta -']);
     expect(report.steps[3]!.firedAt).toBeUndefined();
     expect(await timeline.done).toBe(report);
+  });
+
+  it('runs one target\'s actions one after another: a kill waits for the start still under way', async () => {
+    const { lab, adapter } = fakeLab();
+    const order: string[] = [];
+    const mx = lab.node('mx');
+    let release!: () => void;
+    const slowStart = new Promise<void>((resolve) => (release = resolve));
+    Object.assign(mx, {
+      stop: async () => void order.push('stop'),
+      start: async () => (order.push('start begins'), await slowStart, order.push('start done')),
+      kill: async () => void order.push('kill'),
+    });
+    const timeline = startTimeline(
+      lab,
+      [
+        { at: { ms: 0 }, do: { node: { host: 'mx', action: 'stop' } }, for: 5 },
+        { at: { ms: 30 }, do: { node: { host: 'mx', action: 'kill' } } },
+        { at: { ms: 0 }, do: { node: { host: 'mailbox', action: 'stop' } } },
+      ],
+      { adapter },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(order).toEqual(['stop', 'start begins']);
+    release();
+    await timeline.done;
+    expect(order).toEqual(['stop', 'start begins', 'start done', 'kill']);
   });
 
   it('refuses a step it could not undo or a host the lab has not, before anything runs', () => {

@@ -132,6 +132,14 @@ export function undoOf(action: TimelineAction): TimelineAction | undefined {
   return undo ? { node: { host: action.node.host, action: undo } } : undefined;
 }
 
+/** What an action changes: a host's node state, a host's SMTP rules, the DNS rules, a link's toxics. */
+export function targetKey(action: TimelineAction): string {
+  if ('smtp' in action) return `smtp:${action.smtp.host}`;
+  if ('dns' in action) return 'dns';
+  if ('link' in action) return `link:${action.link.from}->${action.link.to}`;
+  return `node:${action.node.host}`;
+}
+
 /** A control client reached without the role's contract type: the fault operations are added to the roles by issue 15's fault kinds. */
 type LooseControl = { call(operation: string, args?: object): Promise<unknown> };
 
@@ -227,7 +235,7 @@ export function startTimeline(lab: TimelineLab & { link?(from: string, to: strin
   const sleep = (ms: number) =>
     Promise.race([
       new Promise<'slept'>((resolve) => {
-        const t = setTimeout(() => (timers.delete(t), resolve('slept')), Math.max(0, ms));
+        const t = setTimeout(() => (timers.delete(t), resolve('slept')), Math.max(0, Math.ceil(ms)));
         timers.add(t);
       }),
       cancelled,
@@ -245,7 +253,17 @@ export function startTimeline(lab: TimelineLab & { link?(from: string, to: strin
     return Promise.race([wait.then(() => 'fired' as const), cancelled]);
   };
 
-  const act = async (entry: StepReport, action: TimelineAction, phase: 'fired' | 'undone') => {
+  // One target's actions run one after another: a kill that comes while the node is still starting waits for it to
+  // be up (NodeHandle ignores a kill of a node not yet running, and a second start would race the first for its ports),
+  // and heal() waits for the undo under way.
+  const lanes = new Map<string, Promise<unknown>>();
+  const inLane = (action: TimelineAction, run: () => Promise<void>): Promise<void> => {
+    const key = targetKey(action);
+    const result = (lanes.get(key) ?? Promise.resolve()).then(run);
+    lanes.set(key, result.catch(() => undefined));
+    return result;
+  };
+  const perform = async (entry: StepReport, action: TimelineAction, phase: 'fired' | 'undone') => {
     const began = now();
     try {
       await apply(lab, adapter, action);
@@ -271,10 +289,15 @@ export function startTimeline(lab: TimelineLab & { link?(from: string, to: strin
       return;
     }
     if (fired === 'cancelled' || stopped) return;
-    await act(entry, entry.step.do, 'fired');
-    if (entry.step.for === undefined) return;
-    await sleep(entry.firedAt! + entry.step.for - now());
-    await act(entry, undoOf(entry.step.do)!, 'undone');
+    // The step holds its target from its action to its undo: a later step on the same target (due while this one
+    // was slow, e.g. a node still starting) waits, so faults on one target never overlap whatever the timing.
+    await inLane(entry.step.do, async () => {
+      if (stopped) return;
+      await perform(entry, entry.step.do, 'fired');
+      if (entry.step.for === undefined) return;
+      await sleep(entry.firedAt! + entry.step.for - now());
+      await perform(entry, undoOf(entry.step.do)!, 'undone');
+    });
   };
 
   const all = Promise.all(report.steps.map(run)).then(() => {
@@ -316,7 +339,7 @@ export function startTimeline(lab: TimelineLab & { link?(from: string, to: strin
     const errors: string[] = [];
     for (const action of restore) {
       try {
-        await apply(lab, adapter, action);
+        await inLane(action, () => apply(lab, adapter, action));
         note(action);
         log(`timeline: healed: ${describeStep({ at: { ms: 0 }, do: action }).replace(/^at 0 ms: /, '')}`);
       } catch (err) {

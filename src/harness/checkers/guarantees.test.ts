@@ -273,4 +273,30 @@ describe('checkRetrySchedule among faults', () => {
     expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
     await expect(checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 50 ms after the failure/);
   });
+
+  it('does not measure a recipient carried along early by another that was due, but does when none was', async () => {
+    const w = world();
+    const q = { messageId: ID, queueId: 'Q1' };
+    const fail = (at: number, rcpt: string, nextAttempt: number) =>
+      w.add(at, 'mta', 'deferred', { rcpt, hop: HOP, reply: '451', status: '4.3.0', error: 'later', nextAttempt: w.t0 + nextAttempt, delay: 500, attempt: 1 }, q);
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.active(0, [BOB, CAROL]);
+    fail(10, BOB, 510);
+    fail(300, CAROL, 800);
+    w.ev.active(515, [BOB, CAROL], 2); // BOB's retry, on time; CAROL's 215 ms after her failure, carried along
+    w.ev.relayed(520, BOB);
+    w.ev.relayed(521, CAROL);
+    const target = { history: w.history, mailbox: () => ({ find: async () => [] }) };
+    const excused: { rcpt: string; by: { detail: Record<string, unknown> } }[] = [];
+    expect(await checkRetrySchedule(target, ID, { schedule: [500] }, { onExcused: (e) => excused.push(...(e as never[])) })).toEqual([505]);
+    expect(excused).toMatchObject([{ rcpt: CAROL, by: { detail: { rcpt: BOB } } }]);
+    const alone = world();
+    alone.ev.queued(0, [BOB, CAROL]);
+    alone.ev.active(0, [BOB, CAROL]);
+    alone.add(300, 'mta', 'deferred', { rcpt: CAROL, hop: HOP, reply: '451', status: '4.3.0', error: 'later', nextAttempt: alone.t0 + 800, delay: 500, attempt: 1 }, q);
+    alone.ev.relayed(10, BOB);
+    alone.ev.active(515, [CAROL], 2);
+    alone.ev.relayed(521, CAROL);
+    await expect(checkRetrySchedule({ history: alone.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* to carol@receiver\.test started 215 ms after the failure/);
+  });
 });

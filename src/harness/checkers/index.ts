@@ -134,7 +134,8 @@ export async function checkDeliveredOnce(
  * Waits until the message is settled for every recipient (relayed, delivered, bounced or expired), or, with
  * `attempts`, until that many attempts have started. Returns the measured delays in order. A retry with a nemesis
  * action on the MTA between the failure and it (a flush, a restart, a pause: the timeline's or the scenario's) is
- * not measured (unless `excuseNemesis: false`); `onExcused` hears of each.
+ * not measured (unless `excuseNemesis: false`), nor is a recipient's early retry carried along by another recipient
+ * of the message that was due then (an attempt covers every open recipient); `onExcused` hears of each.
  */
 export async function checkRetrySchedule(
   lab: CheckTarget,
@@ -176,6 +177,25 @@ export async function checkRetrySchedule(
       }
       const expected = retryDelay(retry, i + 1);
       const delay = next.time - failure.time;
+      // An attempt covers every open recipient of the message (queue.ts: the message is due at its recipients'
+      // earliest time), so a recipient may be carried along, early, by another that was due: not its own retry.
+      const inAttempt = new Set(next.kind === 'active' ? next.detail.recipients.map((r) => r.toLowerCase()) : []);
+      const carrier =
+        delay < expected - 25
+          ? trace.find(
+              (e) =>
+                e.kind === 'deferred' &&
+                e.detail.rcpt.toLowerCase() !== rcpt &&
+                inAttempt.has(e.detail.rcpt.toLowerCase()) &&
+                e.time < next.time &&
+                e.detail.nextAttempt <= next.time + 25 &&
+                !trace.some((a) => a.kind === 'active' && a.time > e.time && a.time < next.time),
+            )
+          : undefined;
+      if (carrier) {
+        excused.push({ rcpt, retry: i + 1, by: carrier });
+        continue;
+      }
       delays.push(delay);
       if (delay < expected - 25 || delay > expected + slackMs)
         throw new CheckFailure(`retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs})`, history.trace(messageId), history.seed);
