@@ -299,4 +299,21 @@ describe('checkRetrySchedule among faults', () => {
     alone.ev.relayed(521, CAROL);
     await expect(checkRetrySchedule({ history: alone.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* to carol@receiver\.test started 215 ms after the failure/);
   });
+
+  it('counts a late retry from the end of the attempt it waited for (one attempt of a message at a time)', async () => {
+    const w = world();
+    const q = { messageId: ID, queueId: 'Q1' };
+    const fail = (at: number, rcpt: string) => w.add(at, 'mta', 'deferred', { rcpt, hop: HOP, reply: '451', status: '4.3.0', error: 'later', nextAttempt: w.t0 + at + 500, delay: 500, attempt: 1 }, q);
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.active(0, [BOB, CAROL]);
+    fail(10, BOB); // the local hop fails at once
+    fail(3000, CAROL); // the remote hop's failure ends the attempt 3 s later
+    w.ev.active(3600, [BOB, CAROL], 2);
+    w.ev.relayed(3610, BOB);
+    w.ev.relayed(3611, CAROL);
+    const target = { history: w.history, mailbox: () => ({ find: async () => [] }) };
+    expect(await checkRetrySchedule(target, ID, { schedule: [500] }, { slackMs: 700 })).toEqual([3590, 600]);
+    const failure = await checkRetrySchedule(target, ID, { schedule: [500] }, { slackMs: 50 }).catch((e: unknown) => e);
+    expect(String(failure)).toMatch(/retry 1 of .* to bob@receiver\.test started 3590 ms after the failure; the retry rule says 500 ms \(-25\/\+50 after the attempt's last destination ended, 2990 ms after the failure\)/);
+  });
 });

@@ -197,13 +197,24 @@ export async function checkRetrySchedule(
         continue;
       }
       delays.push(delay);
-      if (delay < expected - 25 || delay > expected + slackMs)
-        throw new CheckFailure(`retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs})`, history.trace(messageId), history.seed);
+      // A message has one attempt at a time (its destinations in parallel): a recipient that failed early in an
+      // attempt cannot be retried before the attempt's last destination ended. Lateness counts from then.
+      const attemptEnd = Math.max(0, ...trace.filter((e) => OUTCOMES.has(e.kind) && e.time > failure.time && e.time < next.time).map((e) => e.time));
+      const lateBy = next.time - Math.max(failure.time + expected, attemptEnd);
+      if (delay < expected - 25 || lateBy > slackMs)
+        throw new CheckFailure(
+          `retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs}${attemptEnd > failure.time + expected ? ` after the attempt's last destination ended, ${(attemptEnd - failure.time).toFixed(0)} ms after the failure` : ''})`,
+          history.trace(messageId),
+          history.seed,
+        );
     }
   }
   if (excused.length) options.onExcused?.(excused);
   return delays;
 }
+
+/** The outcomes of a recipient in an attempt. */
+const OUTCOMES = new Set(['relayed', 'delivered', 'deferred', 'bounced', 'expired']);
 
 /** A message a client got `250` for: the sender is owed its delivery to every recipient (or a DSN). */
 export interface OwedMessage {
