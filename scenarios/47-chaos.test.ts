@@ -6,7 +6,7 @@
 // every failure prints it with the schedule. The interleaving of processes is the machine's: a replay makes the same
 // schedule of faults at the same offsets, not the same run to the microsecond.
 import { describe, expect, it } from 'vitest';
-import { chaosSchedule, formatSchedule, runChaos, type ChaosKind, type ChaosReport, type RuntimeKind } from '../src/harness/index.js';
+import { chaosSchedule, checkDeliveredOnce, formatSchedule, NEMESIS, runChaos, type ChaosKind, type ChaosReport, type RuntimeKind } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 /** The fault kinds available on a runtime. Each fault kind that arrives is one line here. */
@@ -57,5 +57,25 @@ describe('seeded chaos', () => {
     expect(second.schedule).toEqual(first.schedule);
     expect(faultsByTarget(second)).toEqual(faultsByTarget(first));
     expect([...second.faults].sort()).toEqual([...first.faults].sort());
+  });
+});
+
+describe('timelines', () => {
+  it('a step "at message 5" fires on the MTA\'s fifth submission since the start and is undone after its `for`', { timeout: 60_000 }, async () => {
+    const timeline = lab().timeline([{ at: { message: 5 }, do: { node: { host: 'mx', action: 'stop' } }, for: 300 }], { timeoutMs: 20_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push((await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: `timeline ${i}`, text: 'at message 5' })).messageId);
+    const report = await timeline.done;
+    const since = (e: { time: number }) => e.time >= report.startedAt;
+    const fifth = lab().history.filter({ kind: 'submitted', where: since })[4]!;
+    const stop = lab().history.filter({ kind: 'node-stop', node: NEMESIS, where: (e) => since(e) && e.detail.target === 'mx' })[0]!;
+    const start = lab().history.filter({ kind: 'node-start', node: NEMESIS, where: (e) => since(e) && e.detail.target === 'mx' })[0]!;
+    expect(stop.time).toBeGreaterThanOrEqual(fifth.time);
+    expect(start.time - stop.time).toBeGreaterThanOrEqual(300);
+    expect(Math.abs(report.steps[0]!.firedAt! - stop.time)).toBeLessThan(50);
+    expect(Math.abs(report.steps[0]!.undoneAt! - start.time)).toBeLessThan(50);
+    // The stop made deliveries wait, not fail: each message reaches bob once.
+    await lab().mta().flush();
+    for (const id of ids) await checkDeliveredOnce(lab(), 'bob@receiver.test', id, { timeoutMs: 20_000 });
   });
 });
