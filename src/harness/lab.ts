@@ -16,6 +16,7 @@ import { submit, type SendOptions, type SendResult } from './clients/submission.
 import { ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } from './events.js';
 import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 import { NodeHandle } from './node-handle.js';
+import { startTimeline, type Timeline, type TimelineOptions, type TimelineStep } from './timeline.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 import { packageRoot, type Runtime } from './runtime/types.js';
 import { associationData, DANE_TA } from '../shared/dane.js';
@@ -103,6 +104,8 @@ export class Lab {
       // One seed per run (issue 15): the definition's, else a new one; MAILLAB_SEED replays a printed one.
       seed = seedFromEnvironment(this.definition.faults?.seed ?? randomSeed());
       for (const config of Object.values(plan.nodes)) config.seed = seed;
+      // Every wait that times out and every checker failure names it.
+      history.seed = seed;
       // External hosts (issue 14) first: nothing is made and no node starts while a server the lab depends on is not
       // there (the probe's error names the host, its address, the port and what was seen there).
       await probeExternalHosts(plan.externals).catch((err: Error) => Promise.reject(new Error(`lab ${this.definition.name} cannot start: ${err.message}`)));
@@ -523,6 +526,14 @@ export class StartedLab {
       keepCopy: options.keepCopy ?? false,
       history: this.history,
     });
+  }
+
+  /**
+   * Starts a timeline of faults (issue 15): each step fires at a message count, a time or an event, and is undone
+   * after its `for`; `await lab.timeline(steps).done` runs it to its end, `heal()` puts the lab back (timeline.ts).
+   */
+  timeline(steps: readonly TimelineStep[], options: TimelineOptions = {}): Timeline {
+    return startTimeline(this, steps, options);
   }
 
   /** The hops of one message, in time order, with the faults and control actions between them. */

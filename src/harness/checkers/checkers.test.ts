@@ -49,6 +49,13 @@ describe('checkDeliveredOnce', () => {
     expect(String((failure as Error).message)).toMatch(/mta\s+queued/);
   });
 
+  it('names the seed of a run that has one, with the variable that replays it', async () => {
+    const w = world();
+    w.history.seed = 4242;
+    const failure = await checkDeliveredOnce(w.target, BOB, ID, { timeoutMs: 20 }).catch((e: unknown) => e);
+    expect((failure as Error).message).toMatch(/never stored for bob@receiver\.test.*\nseed 4242 \(MAILLAB_SEED=4242 replays it\)\nevents:/s);
+  });
+
   it('fails when the message was stored twice (two copies in the mailbox)', async () => {
     const w = world();
     deliver(w, 0, { stored: 2 });

@@ -7,11 +7,11 @@
 // CheckFailure whose message says what was expected and shows the message's trace.
 import type { RetryConfig } from '../../shared/config.js';
 import { retryDelay } from '../../shared/retry.js';
-import type { HistoryEvent } from '../events.js';
+import { NEMESIS, type HistoryEvent } from '../events.js';
 import { now } from '../../shared/events.js';
 import { messageIdOf } from '../../shared/headers.js';
 import { formatFindings, type Finding } from './mail-dns.js';
-import { DEFAULT_WAIT_MS, formatEvent, normalizeMessageId, WaitTimeoutError, type History } from '../history/history.js';
+import { DEFAULT_WAIT_MS, formatEvent, normalizeMessageId, seedLine, WaitTimeoutError, type History } from '../history/history.js';
 
 /** What a checker reads: the history, and the mailboxes (a StartedLab is one). */
 export interface CheckTarget {
@@ -30,13 +30,15 @@ export class CheckFailure extends Error {
   constructor(
     message: string,
     readonly events: readonly HistoryEvent[],
+    /** The run's seed (`history.seed`): the failure names it, with the variable that replays it. */
+    readonly seed?: number,
   ) {
-    super(`${message}\nevents:\n${events.map((e) => formatEvent(e)).join('\n') || '  (none)'}`);
+    super(`${message}${seed === undefined ? '' : `\n${seedLine(seed)}`}\nevents:\n${events.map((e) => formatEvent(e)).join('\n') || '  (none)'}`);
   }
 }
 
 /** One deadline for every wait of a checker: `timeoutMs` bounds the whole check, not each step. */
-function deadline(options: CheckOptions): () => { timeoutMs: number } {
+export function deadline(options: CheckOptions): () => { timeoutMs: number } {
   const end = now() + (options.timeoutMs ?? DEFAULT_WAIT_MS);
   return () => ({ timeoutMs: Math.max(1, end - now()) });
 }
@@ -46,7 +48,7 @@ async function waitOrFail<T>(history: History, messageId: string, what: string, 
   try {
     return await wait();
   } catch (err) {
-    if (err instanceof WaitTimeoutError) throw new CheckFailure(`message ${messageId}: ${what}: ${err.message.split('\n')[0]}`, history.trace(messageId));
+    if (err instanceof WaitTimeoutError) throw new CheckFailure(`message ${messageId}: ${what}: ${err.message.split('\n')[0]}`, history.trace(messageId), history.seed);
     throw err;
   }
 }
@@ -72,7 +74,7 @@ export async function checkHopOrder(lab: CheckTarget, messageId: string, expecte
   let position = -1;
   for (const [i, { hop, node, kind }] of hops.entries()) {
     const index = trace.findIndex((e, j) => j > position && e.node === node && e.kind === kind);
-    if (index < 0) throw new CheckFailure(`message ${messageId}: expected hop ${hop} after ${hops[i - 1]?.hop ?? 'the start'}, but it came earlier`, trace);
+    if (index < 0) throw new CheckFailure(`message ${messageId}: expected hop ${hop} after ${hops[i - 1]?.hop ?? 'the start'}, but it came earlier`, trace, history.seed);
     position = index;
   }
 }
@@ -119,8 +121,8 @@ export async function checkDeliveredOnce(
     history.waitForCount({ kind: 'stored', messageId, where: storedFor }, copies.length, left()),
   );
   const stored = history.filter({ kind: 'stored', messageId, where: storedFor });
-  if (stored.length !== 1) throw new CheckFailure(`message ${messageId}: stored ${stored.length} times for ${user}, expected exactly once`, history.trace(messageId));
-  if (copies.length !== 1) throw new CheckFailure(`message ${messageId}: ${copies.length} copies in ${user}'s ${folder}, expected exactly one`, history.trace(messageId));
+  if (stored.length !== 1) throw new CheckFailure(`message ${messageId}: stored ${stored.length} times for ${user}, expected exactly once`, history.trace(messageId), history.seed);
+  if (copies.length !== 1) throw new CheckFailure(`message ${messageId}: ${copies.length} copies in ${user}'s ${folder}, expected exactly one`, history.trace(messageId), history.seed);
   return copies[0]!;
 }
 
@@ -130,13 +132,16 @@ export async function checkDeliveredOnce(
  * retryDelay(retry, n) ms later, give or take `slackMs` of scheduling (and never more than 25 ms early).
  *
  * Waits until the message is settled for every recipient (relayed, delivered, bounced or expired), or, with
- * `attempts`, until that many attempts have started. Returns the measured delays in order.
+ * `attempts`, until that many attempts have started. Returns the measured delays in order. A retry with a nemesis
+ * action on the MTA between the failure and it (a flush, a restart, a pause: the timeline's or the scenario's) is
+ * not measured (unless `excuseNemesis: false`), nor is a recipient's early retry carried along by another recipient
+ * of the message that was due then (an attempt covers every open recipient); `onExcused` hears of each.
  */
 export async function checkRetrySchedule(
   lab: CheckTarget,
   messageId: string,
   retry: Pick<RetryConfig, 'schedule'>,
-  options: CheckOptions & { attempts?: number; slackMs?: number } = {},
+  options: CheckOptions & { attempts?: number; slackMs?: number; excuseNemesis?: boolean; onExcused?: (excused: { rcpt: string; retry: number; by: HistoryEvent }[]) => void } = {},
 ): Promise<number[]> {
   const { history } = lab;
   const left = deadline(options);
@@ -158,20 +163,58 @@ export async function checkRetrySchedule(
   }
   const trace = history.events.filter(ofMessage);
   const delays: number[] = [];
+  const excused: { rcpt: string; retry: number; by: HistoryEvent }[] = [];
   for (const rcpt of recipients) {
     const failures = trace.filter((e) => e.kind === 'deferred' && e.detail.rcpt.toLowerCase() === rcpt);
     for (const [i, failure] of failures.entries()) {
       const next = trace.find((e) => e.kind === 'active' && e.time > failure.time && e.detail.recipients.some((r) => r.toLowerCase() === rcpt));
       if (!next) break;
+      // A flush, a restart or a freeze of the MTA in between moves the retry on purpose: not the rule's to keep.
+      const moved = history.events.find((e) => e.node === NEMESIS && 'target' in e.detail && e.detail.target === mta && e.time >= failure.time && e.time <= next.time);
+      if (moved && options.excuseNemesis !== false) {
+        excused.push({ rcpt, retry: i + 1, by: moved });
+        continue;
+      }
       const expected = retryDelay(retry, i + 1);
       const delay = next.time - failure.time;
+      // An attempt covers every open recipient of the message (queue.ts: the message is due at its recipients'
+      // earliest time), so a recipient may be carried along, early, by another that was due: not its own retry.
+      const inAttempt = new Set(next.kind === 'active' ? next.detail.recipients.map((r) => r.toLowerCase()) : []);
+      const carrier =
+        delay < expected - 25
+          ? trace.find(
+              (e) =>
+                e.kind === 'deferred' &&
+                e.detail.rcpt.toLowerCase() !== rcpt &&
+                inAttempt.has(e.detail.rcpt.toLowerCase()) &&
+                e.time < next.time &&
+                e.detail.nextAttempt <= next.time + 25 &&
+                !trace.some((a) => a.kind === 'active' && a.time > e.time && a.time < next.time),
+            )
+          : undefined;
+      if (carrier) {
+        excused.push({ rcpt, retry: i + 1, by: carrier });
+        continue;
+      }
       delays.push(delay);
-      if (delay < expected - 25 || delay > expected + slackMs)
-        throw new CheckFailure(`retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs})`, history.trace(messageId));
+      // A message has one attempt at a time (its destinations in parallel): a recipient that failed early in an
+      // attempt cannot be retried before the attempt's last destination ended. Lateness counts from then.
+      const attemptEnd = Math.max(0, ...trace.filter((e) => OUTCOMES.has(e.kind) && e.time > failure.time && e.time < next.time).map((e) => e.time));
+      const lateBy = next.time - Math.max(failure.time + expected, attemptEnd);
+      if (delay < expected - 25 || lateBy > slackMs)
+        throw new CheckFailure(
+          `retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs}${attemptEnd > failure.time + expected ? ` after the attempt's last destination ended, ${(attemptEnd - failure.time).toFixed(0)} ms after the failure` : ''})`,
+          history.trace(messageId),
+          history.seed,
+        );
     }
   }
+  if (excused.length) options.onExcused?.(excused);
   return delays;
 }
+
+/** The outcomes of a recipient in an attempt. */
+const OUTCOMES = new Set(['relayed', 'delivered', 'deferred', 'bounced', 'expired']);
 
 /** A message a client got `250` for: the sender is owed its delivery to every recipient (or a DSN). */
 export interface OwedMessage {
@@ -207,6 +250,26 @@ export interface NoneLostReport {
 const QUEUE_PROGRESS = new Set(['active', 'deferred', 'relayed', 'delivered', 'bounced', 'expired', 'queued', 'node-ready']);
 
 /**
+ * Waits until the MTA's queue is empty, looking again after each event that shows it moving (events a killed node
+ * never sent cannot block it); fails as a CheckFailure listing what is left when `left` runs out.
+ */
+export async function waitForEmptyQueue(lab: { history: History; mta(): { queue(): Promise<unknown[]> } }, left: () => { timeoutMs: number }, context = ''): Promise<void> {
+  const { history } = lab;
+  for (;;) {
+    const since = now();
+    const queue = await lab.mta().queue();
+    if (queue.length === 0) return;
+    try {
+      await history.waitFor({ where: (e) => QUEUE_PROGRESS.has(e.kind) }, { ...left(), after: since, description: `progress of the MTA's queue (${queue.length} messages left)` });
+    } catch (err) {
+      if (!(err instanceof WaitTimeoutError)) throw err;
+      const listing = JSON.stringify(queue.slice(0, 5), null, 1);
+      throw new CheckFailure(`${context}the MTA's queue never emptied: ${queue.length} messages left, the first: ${listing}`, history.events.slice(-40), history.seed);
+    }
+  }
+}
+
+/**
  * No accepted message is lost: every (message, recipient) a client got `250` for is in the recipient's INBOX, or
  * the sender's INBOX holds a DSN naming the message. Copies beyond the first are counted (at-least-once: a crash
  * between a remote `250` and our record of it sends the message again, RFC 5321 §6.1) and, with `maxDuplicates`,
@@ -226,18 +289,7 @@ export async function checkNoneLost(
   const { history } = lab;
   const left = deadline(options);
   const context = options.context ? `${options.context}: ` : '';
-  for (;;) {
-    const since = now();
-    const queue = await lab.mta().queue();
-    if (queue.length === 0) break;
-    try {
-      await history.waitFor({ where: (e) => QUEUE_PROGRESS.has(e.kind) }, { ...left(), after: since, description: `progress of the MTA's queue (${queue.length} messages left)` });
-    } catch (err) {
-      if (!(err instanceof WaitTimeoutError)) throw err;
-      const listing = JSON.stringify(queue.slice(0, 5), null, 1);
-      throw new CheckFailure(`${context}the MTA's queue never emptied: ${queue.length} messages left, the first: ${listing}`, history.events.slice(-40));
-    }
-  }
+  await waitForEmptyQueue(lab, left, context);
 
   const users = new Set<string>();
   for (const m of owed) {
@@ -289,6 +341,7 @@ export async function checkNoneLost(
         .map((l) => `${l.messageId} → ${l.rcpt}`)
         .join(', ')}${report.lost.length > 20 ? ', …' : ''}; the trace of the first follows`,
       history.trace(first.messageId),
+      history.seed,
     );
   }
   if (options.maxDuplicates !== undefined && report.duplicateCopies > options.maxDuplicates) {
@@ -298,6 +351,7 @@ export async function checkNoneLost(
         .map((d) => `${d.messageId} → ${d.rcpt} ×${d.copies}`)
         .join(', ')}`,
       report.duplicates[0] ? history.trace(report.duplicates[0].messageId) : [],
+      history.seed,
     );
   }
   return report;
@@ -335,6 +389,6 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, f: (item: T)
 export async function checkMailDnsSound(lab: { history: History; checkDns(): Promise<Finding[]> }): Promise<Finding[]> {
   const findings = await lab.checkDns();
   const errors = findings.filter((f) => f.severity === 'error');
-  if (errors.length) throw new CheckFailure(`expected the lab's mail DNS to have no errors, found ${errors.length}:\n${formatFindings(errors)}`, lab.history.filter({ kind: 'dns-edit' }));
+  if (errors.length) throw new CheckFailure(`expected the lab's mail DNS to have no errors, found ${errors.length}:\n${formatFindings(errors)}`, lab.history.filter({ kind: 'dns-edit' }), lab.history.seed);
   return findings;
 }

@@ -53,4 +53,14 @@ describe('History', () => {
     const outside = h.outsideContract((node) => (node === 'mta' ? ['queued'] : undefined));
     expect(outside.map((e) => e.kind)).toEqual(['teleported']);
   });
+
+  it('a wait that times out names the seed of its run, with the variable that replays it', async () => {
+    const h = new History();
+    expect(h.seedLine).toBe('');
+    const without = await h.waitFor({ kind: 'bounced' }, { timeoutMs: 5 }).catch((e: unknown) => e);
+    expect((without as Error).message).not.toMatch(/seed/);
+    h.seed = 1234;
+    const failure = await h.waitFor({ kind: 'bounced' }, { timeoutMs: 5 }).catch((e: unknown) => e);
+    expect((failure as Error).message).toMatch(/^timed out after 5 ms waiting for event \{kind="bounced"\}\nseed 1234 \(MAILLAB_SEED=1234 replays it\)\nrecent history:/);
+  });
 });

@@ -35,6 +35,16 @@ export class History {
   private readonly waiters = new Set<{ test: (e: HistoryEvent) => boolean; resolve: (e: HistoryEvent) => void }>();
   private readonly harnessSeq = new Map<string, number>();
   readonly startedAt = now();
+  /**
+   * The seed of the run this history records (issue 15; `Lab.start` sets it): every wait that times out and every
+   * checker failure names it, with the variable that replays it.
+   */
+  seed?: number;
+
+  /** `seed <n> (MAILLAB_SEED=<n> replays it)`, or '' for a history without a seed. */
+  get seedLine(): string {
+    return seedLine(this.seed);
+  }
 
   /** Events in time order (every node runs on this machine's clock). */
   get events(): readonly HistoryEvent[] {
@@ -93,7 +103,8 @@ export class History {
       };
       const timer = setTimeout(() => {
         this.waiters.delete(waiter);
-        reject(new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${options.description ?? describeMatcher(matcher)}\nrecent history:\n${this.format(this.list.slice(-40))}`));
+        const seed = this.seed === undefined ? '' : `\n${this.seedLine}`;
+        reject(new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${options.description ?? describeMatcher(matcher)}${seed}\nrecent history:\n${this.format(this.list.slice(-40))}`));
       }, timeoutMs);
       this.waiters.add(waiter);
     });
@@ -107,7 +118,7 @@ export class History {
       const found = this.list.filter(test);
       if (found.length >= count) return found;
       const what = options.description ?? `${count} × ${describeMatcher(matcher)} (have ${found.length})`;
-      await this.waitFor({ where: (e) => test(e) && !found.includes(e) }, { timeoutMs: Math.max(deadline - now(), 1), description: what });
+      await this.waitFor({ where: (e) => test(e) && !found.includes(e) }, { timeoutMs: Math.max(Math.ceil(deadline - now()), 1), description: what });
     }
   }
 
@@ -146,6 +157,11 @@ export class History {
   format(events: readonly LabEvent<string, object>[] = this.list): string {
     return events.map((e) => formatEvent(e, this.startedAt)).join('\n');
   }
+}
+
+/** How a failure names the seed of its run: `seed <n> (MAILLAB_SEED=<n> replays it)`; '' without one. */
+export function seedLine(seed: number | undefined): string {
+  return seed === undefined ? '' : `seed ${seed} (MAILLAB_SEED=${seed} replays it)`;
 }
 
 export function normalizeMessageId(id: string): string {

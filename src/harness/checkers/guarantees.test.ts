@@ -1,0 +1,332 @@
+// The delivery-guarantee checkers against hand-built histories: each passes on a history that keeps its property and
+// fails on each way of breaking it, with a message that names the message, the recipient, the events and the cause.
+import { describe, expect, it } from 'vitest';
+import type { LabEvent } from '../../shared/events.js';
+import { NEMESIS } from '../events.js';
+import { History } from '../history/history.js';
+import { CheckFailure, checkRetrySchedule, type OwedMessage } from './index.js';
+import { checkDeliveryGuarantees, checkFlagsConverge, checkGreylistPassed, checkNoMisdelivery, type DeliveryTarget } from './guarantees.js';
+
+const ID = '<m1@client.sender.test>';
+const ALICE = 'alice@sender.test';
+const BOB = 'bob@receiver.test';
+const CAROL = 'carol@receiver.test';
+const HOP = 'mta.sender.test -> mx.receiver.test[127.0.0.7]:25';
+const owed: OwedMessage[] = [{ messageId: ID, from: ALICE, to: [BOB] }];
+
+/** A history built by hand: times relative to t0, one sequence per node. */
+function world() {
+  const history = new History();
+  const seq = new Map<string, number>();
+  const t0 = 1_000_000;
+  const add = (at: number, node: string, kind: string, detail: Record<string, unknown>, ids: { messageId?: string; queueId?: string } = {}) => {
+    const n = (seq.get(node) ?? 0) + 1;
+    seq.set(node, n);
+    history.add({ seq: n, time: t0 + at, node, kind, ...ids, detail } as LabEvent);
+  };
+  const q = { messageId: ID, queueId: 'Q1' };
+  let uid = 0;
+  const ev = {
+    queued: (at: number, to = [BOB]) => add(at, 'mta', 'queued', { from: ALICE, to, size: 10, origin: 'submission' }, q),
+    active: (at: number, recipients = [BOB], attempt = 1) => add(at, 'mta', 'active', { attempt, recipients }, q),
+    stored: (at: number, user = BOB, messageId = ID) => add(at, 'mailbox', 'stored', { user, mailbox: 'INBOX', uid: ++uid, size: 10, from: ALICE }, { messageId, queueId: `L${uid}` }),
+    relayed: (at: number, rcpt = BOB) => add(at, 'mta', 'relayed', { rcpt, hop: HOP, reply: '250 2.0.0 ok', status: '2.0.0', reused: false }, q),
+    deferred: (at: number, detail: { command?: string; error?: string; reply?: string; rcpt?: string } = {}) =>
+      add(at, 'mta', 'deferred', { rcpt: BOB, hop: HOP, reply: '451 4.4.2 session lost', status: '4.4.2', error: 'refused', nextAttempt: 0, delay: 500, attempt: 1, ...detail }, q),
+    bounced: (at: number) => add(at, 'mta', 'bounced', { rcpt: BOB, hop: HOP, reply: '550 5.1.1 no such user', status: '5.1.1', error: 'no such user', attempt: 1 }, q),
+    fault: (at: number, node: string, detail: Record<string, unknown>) => add(at, node, 'fault', detail),
+    nemesis: (at: number, kind: string, target: string) => add(at, NEMESIS, kind, { target, role: target, took: 5 }),
+  };
+  return { history, add, ev, t0 };
+}
+
+const failureOf = async (p: Promise<unknown>): Promise<Error> => {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(CheckFailure);
+  return e as Error;
+};
+
+describe('checkDeliveryGuarantees', () => {
+  it('passes on one delivery per recipient and on a bounce, counting each', async () => {
+    const w = world();
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.stored(5);
+    w.ev.relayed(6);
+    w.add(7, 'mta', 'bounced', { rcpt: CAROL, hop: HOP, reply: '550 5.1.1 no', status: '5.1.1', error: 'no', attempt: 1 }, { messageId: ID, queueId: 'Q1' });
+    const report = await checkDeliveryGuarantees({ history: w.history }, [{ messageId: ID, from: ALICE, to: [BOB, CAROL] }]);
+    expect(report).toEqual({ owed: 2, delivered: 1, bounced: 1, duplicates: [] });
+  });
+
+  it('fails on a lost recipient, naming the message, the recipient and the seed', async () => {
+    const w = world();
+    w.history.seed = 77;
+    w.ev.queued(0);
+    w.ev.relayed(6); // relayed, yet never stored
+    const failure = await failureOf(checkDeliveryGuarantees({ history: w.history }, owed, { timeoutMs: 100, context: 'chaos' }));
+    expect(failure.message).toMatch(/^chaos: message <m1@client\.sender\.test> to bob@receiver\.test: lost: accepted, but neither stored for bob@receiver\.test nor bounced\nseed 77 \(MAILLAB_SEED=77 replays it\)\nevents:\n.*mta\s+relayed/s);
+  });
+
+  it('fails when the sender never settles the recipient, and finds a copy whose event a kill swallowed in the mailbox', async () => {
+    const w = world();
+    w.ev.queued(0);
+    const unsettled = await failureOf(checkDeliveryGuarantees({ history: w.history }, owed, { timeoutMs: 50 }));
+    expect(unsettled.message).toMatch(/message <m1@client\.sender\.test> to bob@receiver\.test: the sender never settled the recipient/);
+    // With the MTA's queue empty, the missing outcome is not waited for; the mailbox shows the copy.
+    const target: DeliveryTarget = { history: w.history, mta: () => ({ queue: async () => [] }), mailbox: () => ({ find: async () => [{ uid: 1 }] }) };
+    expect(await checkDeliveryGuarantees(target, owed, { timeoutMs: 3000 })).toMatchObject({ delivered: 1 });
+    const empty: DeliveryTarget = { ...target, mailbox: () => ({ find: async () => [] }) };
+    expect((await failureOf(checkDeliveryGuarantees(empty, owed, { timeoutMs: 3000 }))).message).toMatch(/lost/);
+  });
+
+  it('fails when a recipient was both delivered and bounced, or bounced twice', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.stored(5);
+    w.ev.bounced(6);
+    expect((await failureOf(checkDeliveryGuarantees({ history: w.history }, owed))).message).toMatch(/to bob@receiver\.test: both delivered \(stored 1×\) and bounced \(bounced\): expected one delivery or one DSN/);
+    const twice = world();
+    twice.ev.queued(0);
+    twice.ev.bounced(5);
+    twice.ev.bounced(6);
+    expect((await failureOf(checkDeliveryGuarantees({ history: twice.history }, owed))).message).toMatch(/bounced 2 times: expected one DSN/);
+  });
+
+  it('reports a duplicate caused by a drop after the final dot, naming the fault; fails on it with duplicates: none', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.stored(5);
+    w.ev.fault(6, 'mx', { source: 'smtp', rule: 'drop-1', action: 'drop', when: 'before-reply', stage: 'end-of-data', effect: 'connection closed', hop: HOP, sender: ALICE, recipients: [BOB] });
+    w.ev.deferred(7, { command: 'end of data', error: 'session lost (connection closed) during end of data' });
+    w.ev.active(510);
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates).toHaveLength(1);
+    expect(report.duplicates[0]).toMatchObject({ messageId: ID, rcpt: BOB, cause: { kind: 'drop-after-dot', event: { node: 'mx', kind: 'fault' } } });
+    expect(report.duplicates[0]!.cause!.description).toMatch(/fault rule drop-1 of mx .* dropped the connection after the final dot, before the reply/);
+    const failure = await failureOf(checkDeliveryGuarantees({ history: w.history }, owed, { duplicates: 'none' }));
+    expect(failure.message).toMatch(/message <m1@client\.sender\.test> to bob@receiver\.test: duplicate: stored 2 times for bob@receiver\.test .*; cause: drop-after-dot: fault rule drop-1/);
+    expect(failure.message).toMatch(/mx\s+fault .*"action":"drop"/);
+  });
+
+  it('a drop after the reply, or of another recipient, is no cause', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.stored(5);
+    w.ev.fault(6, 'mx', { source: 'smtp', rule: 'r', action: 'drop', when: 'after-reply', stage: 'end-of-data', effect: '250 2.0.0 ok, then closed', recipients: [BOB] });
+    w.ev.fault(6, 'mx', { source: 'smtp', rule: 'r2', action: 'drop', when: 'before-reply', stage: 'end-of-data', effect: 'connection closed', recipients: [CAROL] });
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const failure = await failureOf(checkDeliveryGuarantees({ history: w.history }, owed));
+    expect(failure.message).toMatch(/to bob@receiver\.test: duplicate: stored 2 times .*, and nothing between the copies explains it \(no drop after the final dot, no connection lost after the final dot, no partial hand-off at the MX, no node fault\)/);
+  });
+
+  it('names a connection lost after the final dot (the MTA\'s deferred at end of data, no reply) as the cause', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.stored(5);
+    w.ev.deferred(7, { command: 'end of data', error: 'session lost (connection reset by peer) during end of data' });
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'connection-lost-after-dot', event: { kind: 'deferred' } });
+    expect(report.duplicates[0]!.cause!.description).toMatch(/session lost \(connection reset by peer\) during end of data on mta\.sender\.test -> mx/);
+  });
+
+  it('names a partial hand-off at the MX (this recipient stored, another refused for now, 4xx to the MTA) as the cause', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.stored(5);
+    w.add(6, 'mx', 'handoff', { to: 'LMTP 127.0.0.3:24', recipients: [{ address: BOB, accepted: true, reply: '250 2.0.0 ok' }, { address: CAROL, accepted: false, reply: '450 4.7.1 greylisted' }] }, { messageId: ID });
+    w.ev.deferred(7, { command: 'end of data', error: 'mx.receiver.test said: 451 4.7.1 (in reply to end of data)', reply: '451 4.7.1 greylisted' });
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'partial-handoff', event: { kind: 'deferred' } });
+    expect(report.duplicates[0]!.cause!.description).toMatch(/handed bob@receiver\.test to the mailbox but not carol@receiver\.test \(450 4\.7\.1 greylisted\)/);
+  });
+
+  it('a deferral with the server\'s reply, or before the data, is no cause; a node kill between the copies is', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.stored(5);
+    w.ev.deferred(7, { command: 'end of data', error: 'mx.receiver.test said: 451 4.3.0 try later (in reply to end of data)' });
+    w.ev.deferred(8, { command: 'RCPT TO:<bob@receiver.test>', error: 'session lost during RCPT TO' });
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    await failureOf(checkDeliveryGuarantees({ history: w.history }, owed));
+    w.ev.nemesis(300, 'node-kill', 'mailbox');
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'node-fault', description: expect.stringMatching(/^node-kill of mailbox at /) });
+  });
+});
+
+describe('checkGreylistPassed', () => {
+  const greylisted = (w: ReturnType<typeof world>, at: number) =>
+    w.ev.fault(at, 'mx', { source: 'smtp', rule: 'grey', action: 'greylist', stage: 'rcpt', effect: '450 4.7.1 greylisted', sender: ALICE, recipients: [BOB] });
+
+  it('passes when the first attempt after the delay delivers', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    greylisted(w, 3);
+    w.ev.deferred(4, { reply: '450 4.7.1 greylisted' });
+    w.ev.active(504, [BOB], 2); // too early: greylisted again, which is allowed
+    greylisted(w, 506);
+    w.ev.deferred(507, { reply: '450 4.7.1 greylisted' });
+    w.ev.active(1507, [BOB], 3);
+    w.ev.relayed(1510);
+    expect(await checkGreylistPassed({ history: w.history }, ID, BOB, { delayMs: 1000 })).toEqual({ greylistedAt: w.t0 + 3, deliveredAt: w.t0 + 1510, attempts: 3 });
+  });
+
+  it('fails when the first attempt after the delay is deferred again, naming the rule and the reply', async () => {
+    const w = world();
+    w.history.seed = 5;
+    w.ev.queued(0);
+    w.ev.active(1);
+    greylisted(w, 3);
+    w.ev.deferred(4, { reply: '450 4.7.1 greylisted' });
+    w.ev.active(1504, [BOB], 2);
+    w.ev.deferred(1507, { reply: '450 4.7.1 greylisted' });
+    w.ev.active(3507, [BOB], 3);
+    w.ev.relayed(3510);
+    const failure = await failureOf(checkGreylistPassed({ history: w.history }, ID, BOB, { delayMs: 1000 }));
+    expect(failure.message).toMatch(/^message <m1@client\.sender\.test> to bob@receiver\.test: greylisting not passed on the first retry after its delay \(1000 ms from the first sight at .*, rule grey\): the attempt started at .* was deferred again \(450 4\.7\.1 greylisted\)\nseed 5 /);
+  });
+
+  it('fails when no greylist fault fired, or the message was never delivered', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.relayed(3);
+    expect((await failureOf(checkGreylistPassed({ history: w.history }, ID, BOB, { delayMs: 1000 }))).message).toMatch(/to bob@receiver\.test: no greylist fault fired for this recipient before its delivery/);
+    expect((await failureOf(checkGreylistPassed({ history: w.history }, ID, CAROL, { delayMs: 1000, timeoutMs: 30 }))).message).toMatch(/to carol@receiver\.test: never delivered/);
+  });
+});
+
+describe('checkNoMisdelivery', () => {
+  it('passes when every copy went to an addressee, and judges messages it knows only', () => {
+    const w = world();
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.stored(5, BOB);
+    w.ev.stored(6, 'Carol@Receiver.test');
+    w.ev.stored(7, 'dave@receiver.test', '<unknown@x>');
+    expect(checkNoMisdelivery({ history: w.history })).toEqual({ checked: 2 });
+  });
+
+  it('fails on a copy stored for a recipient the message was not addressed to, naming both', () => {
+    const w = world();
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.stored(5, BOB);
+    w.ev.stored(6, 'dave@receiver.test');
+    const run = () => checkNoMisdelivery({ history: w.history }, owed, { context: 'chaos seed 3' });
+    expect(run).toThrow(CheckFailure);
+    expect(run).toThrow(/^chaos seed 3: message <m1@client\.sender\.test> was stored for dave@receiver\.test \(uid 2 in INBOX\), which it was not addressed to \(addressed to bob@receiver\.test\)/);
+    // Without the owed list, the submitted or queued envelope decides: carol was addressed, dave was not.
+    expect(() => checkNoMisdelivery({ history: w.history })).toThrow(/stored for dave@receiver\.test .* \(addressed to bob@receiver\.test, carol@receiver\.test\)/);
+  });
+});
+
+describe('checkFlagsConverge', () => {
+  const device = (w: ReturnType<typeof world>, at: number, name: string, kind: string, uid: number, flags?: string[]) =>
+    w.add(at, `${BOB}/${name}`, kind, flags ? { uid, flags } : { uid }, { messageId: ID });
+
+  it('waits until the devices agree after the partition heals', async () => {
+    const w = world();
+    device(w, 0, 'phone', 'device-synced', 1, []);
+    device(w, 1, 'laptop', 'device-synced', 1, []);
+    w.ev.nemesis(2, 'node-disconnect', 'mailbox');
+    device(w, 3, 'phone', 'device-flags', 1, ['\\Seen']);
+    const check = checkFlagsConverge({ history: w.history }, { user: BOB, timeoutMs: 2000 });
+    await new Promise((resolve) => setImmediate(resolve));
+    w.ev.nemesis(4, 'node-connect', 'mailbox');
+    device(w, 5, 'laptop', 'device-flags', 1, ['\\Seen']);
+    expect(await check).toEqual({ devices: [`${BOB}/laptop`, `${BOB}/phone`], messages: 1 });
+  });
+
+  it('fails naming the message, each device\'s flags and the partition', async () => {
+    const w = world();
+    w.history.seed = 9;
+    device(w, 0, 'phone', 'device-synced', 1, []);
+    device(w, 1, 'laptop', 'device-synced', 1, []);
+    w.ev.nemesis(2, 'node-disconnect', 'mailbox');
+    device(w, 3, 'phone', 'device-flags', 1, ['\\Seen', '\\Flagged']);
+    device(w, 4, 'laptop', 'device-removed', 2);
+    const failure = await failureOf(checkFlagsConverge({ history: w.history }, { user: BOB, timeoutMs: 50 }));
+    expect(failure.message).toMatch(
+      /^IMAP flags did not converge: message <m1@client\.sender\.test> \(uid 1\): bob@receiver\.test\/laptop \[\], bob@receiver\.test\/phone \[\\Flagged \\Seen\]\nseed 9 .*nemesis\s+node-disconnect/s,
+    );
+    expect((await failureOf(checkFlagsConverge({ history: new History() }, { user: BOB }))).message).toMatch(/needs two devices or more; found none of bob@receiver\.test/);
+  });
+
+  it('a message one device has and another not is a disagreement', async () => {
+    const w = world();
+    device(w, 0, 'phone', 'device-synced', 1, []);
+    device(w, 1, 'laptop', 'device-synced', 1, []);
+    device(w, 2, 'laptop', 'device-removed', 1);
+    expect((await failureOf(checkFlagsConverge({ history: w.history }, { devices: [`${BOB}/phone`, `${BOB}/laptop`], timeoutMs: 30 }))).message).toMatch(/\(uid 1\): bob@receiver\.test\/phone \[\], bob@receiver\.test\/laptop \(absent\)/);
+  });
+});
+
+describe('checkRetrySchedule among faults', () => {
+  it('does not measure a retry the nemesis moved (a flush or a restart of the MTA), unless told to', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(0);
+    w.ev.deferred(10);
+    w.ev.nemesis(50, 'queue-flush', 'mta');
+    w.ev.active(60, [BOB], 2);
+    w.ev.relayed(70);
+    const excused: unknown[] = [];
+    expect(await checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { onExcused: (e) => excused.push(...e) })).toEqual([]);
+    expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
+    await expect(checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 50 ms after the failure/);
+  });
+
+  it('does not measure a recipient carried along early by another that was due, but does when none was', async () => {
+    const w = world();
+    const q = { messageId: ID, queueId: 'Q1' };
+    const fail = (at: number, rcpt: string, nextAttempt: number) =>
+      w.add(at, 'mta', 'deferred', { rcpt, hop: HOP, reply: '451', status: '4.3.0', error: 'later', nextAttempt: w.t0 + nextAttempt, delay: 500, attempt: 1 }, q);
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.active(0, [BOB, CAROL]);
+    fail(10, BOB, 510);
+    fail(300, CAROL, 800);
+    w.ev.active(515, [BOB, CAROL], 2); // BOB's retry, on time; CAROL's 215 ms after her failure, carried along
+    w.ev.relayed(520, BOB);
+    w.ev.relayed(521, CAROL);
+    const target = { history: w.history, mailbox: () => ({ find: async () => [] }) };
+    const excused: { rcpt: string; by: { detail: Record<string, unknown> } }[] = [];
+    expect(await checkRetrySchedule(target, ID, { schedule: [500] }, { onExcused: (e) => excused.push(...(e as never[])) })).toEqual([505]);
+    expect(excused).toMatchObject([{ rcpt: CAROL, by: { detail: { rcpt: BOB } } }]);
+    const alone = world();
+    alone.ev.queued(0, [BOB, CAROL]);
+    alone.ev.active(0, [BOB, CAROL]);
+    alone.add(300, 'mta', 'deferred', { rcpt: CAROL, hop: HOP, reply: '451', status: '4.3.0', error: 'later', nextAttempt: alone.t0 + 800, delay: 500, attempt: 1 }, q);
+    alone.ev.relayed(10, BOB);
+    alone.ev.active(515, [CAROL], 2);
+    alone.ev.relayed(521, CAROL);
+    await expect(checkRetrySchedule({ history: alone.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* to carol@receiver\.test started 215 ms after the failure/);
+  });
+
+  it('counts a late retry from the end of the attempt it waited for (one attempt of a message at a time)', async () => {
+    const w = world();
+    const q = { messageId: ID, queueId: 'Q1' };
+    const fail = (at: number, rcpt: string) => w.add(at, 'mta', 'deferred', { rcpt, hop: HOP, reply: '451', status: '4.3.0', error: 'later', nextAttempt: w.t0 + at + 500, delay: 500, attempt: 1 }, q);
+    w.ev.queued(0, [BOB, CAROL]);
+    w.ev.active(0, [BOB, CAROL]);
+    fail(10, BOB); // the local hop fails at once
+    fail(3000, CAROL); // the remote hop's failure ends the attempt 3 s later
+    w.ev.active(3600, [BOB, CAROL], 2);
+    w.ev.relayed(3610, BOB);
+    w.ev.relayed(3611, CAROL);
+    const target = { history: w.history, mailbox: () => ({ find: async () => [] }) };
+    expect(await checkRetrySchedule(target, ID, { schedule: [500] }, { slackMs: 700 })).toEqual([3590, 600]);
+    const failure = await checkRetrySchedule(target, ID, { schedule: [500] }, { slackMs: 50 }).catch((e: unknown) => e);
+    expect(String(failure)).toMatch(/retry 1 of .* to bob@receiver\.test started 3590 ms after the failure; the retry rule says 500 ms \(-25\/\+50 after the attempt's last destination ended, 2990 ms after the failure\)/);
+  });
+});
