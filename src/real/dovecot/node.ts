@@ -272,6 +272,8 @@ export async function startDovecotMailbox(ctx: NodeContext<MailboxNodeConfig, Ma
       // Dovecot is down: the lifeline is not needed any more. Killed only now, so that a node process that dies during
       // this stop (runNode's forced exit after 5 s) still leaves Dovecot to it.
       watchdog.kill('SIGKILL');
+      // Gone before stop() returns: its command line names this node's config, so it would pass for a leftover.
+      await exited(watchdog, KILL_GRACE_MS);
       // Children that outlived their master (reparented to init): killed by pid.
       const left = family.filter(alive);
       if (left.length > 0) {
