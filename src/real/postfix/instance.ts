@@ -140,7 +140,7 @@ async function untilMasterPid(layout: PostfixLayout, exited: Promise<number | nu
     const start = pid === undefined ? undefined : procStat(pid)?.start;
     if (pid !== undefined && start !== undefined) return { pid, start };
     if (gone) throw new Error(`postfix start-fg exited before its master's pid was known\n${context()}`);
-    if (Date.now() > deadline) throw new Error(`${path.join(layout.queueDirectory, 'pid', 'master.pid')} named no running master of this instance in time\n${context()}`);
+    if (Date.now() > deadline) throw new Error(`${path.join(layout.queueDirectory, 'pid', 'master.pid')} named no running master of this instance in time (${await describeMasterPid(layout)})\n${context()}`);
     await sleep(20);
   }
 }
@@ -264,13 +264,13 @@ function signal(pid: number, name: NodeJS.Signals): void {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** /proc/<pid>/stat: state, process group and start time; undefined when there is no such process. */
-function procStat(pid: number): { state: string; pgrp: number; start: string } | undefined {
+/** /proc/<pid>/stat: command name, state, process group and start time; undefined when there is no such process. */
+function procStat(pid: number): { comm: string; state: string; pgrp: number; start: string } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // pid (comm) state ppid pgrp …: comm may hold spaces and parentheses, so read after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { state: fields[0]!, pgrp: Number(fields[2]), start: fields[19]! };
+    return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), state: fields[0]!, pgrp: Number(fields[2]), start: fields[19]! };
   } catch {
     return undefined;
   }
@@ -284,10 +284,28 @@ export async function masterPid(layout: PostfixLayout): Promise<number | undefin
   const text = await fs.readFile(path.join(layout.queueDirectory, 'pid', 'master.pid'), 'utf8').catch(() => '');
   const pid = Number(text.trim());
   if (!Number.isInteger(pid) || pid <= 1) return undefined;
-  const exe = await fs.readlink(`/proc/${pid}/exe`).catch(() => '');
-  const cwd = await fs.readlink(`/proc/${pid}/cwd`).catch(() => '');
-  const state = procStat(pid)?.state;
-  return exe === POSTFIX_MASTER && cwd === layout.queueDirectory && state !== 'Z' && state !== 'X' ? pid : undefined;
+  const stat = procStat(pid);
+  if (!stat || stat.state === 'Z' || stat.state === 'X') return undefined;
+  const denied = (err: NodeJS.ErrnoException) => (err.code === 'EACCES' ? DENIED : '');
+  const exe = await fs.readlink(`/proc/${pid}/exe`).catch(denied);
+  const cwd = await fs.readlink(`/proc/${pid}/cwd`).catch(denied);
+  if (exe !== DENIED && cwd !== DENIED) return exe === POSTFIX_MASTER && cwd === layout.queueDirectory ? pid : undefined;
+  // Without CAP_SYS_PTRACE (a docker container's root), the master's exe and cwd cannot be read (EACCES; its stat and
+  // command line can): a process named master running Postfix's master binary is taken for it. A container has one
+  // instance only; on the host the lab's root can read them, and the check above applies.
+  const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return stat.comm === 'master' && cmdline.split('\0')[0] === POSTFIX_MASTER ? pid : undefined;
+}
+
+const DENIED = '\0denied';
+
+/** What the pid file says and what /proc says of the process it names: why masterPid did not take it. */
+async function describeMasterPid(layout: PostfixLayout): Promise<string> {
+  const why = (err: NodeJS.ErrnoException) => `(${err.code ?? err.message})`;
+  const text = await fs.readFile(path.join(layout.queueDirectory, 'pid', 'master.pid'), 'utf8').catch(why);
+  const pid = Number(text.trim());
+  if (!Number.isInteger(pid) || pid <= 1) return `pid file: ${JSON.stringify(text)}`;
+  return `pid file: ${pid}, exe ${await fs.readlink(`/proc/${pid}/exe`).catch(why)}, cwd ${await fs.readlink(`/proc/${pid}/cwd`).catch(why)}, state ${procStat(pid)?.state ?? 'gone'}`;
 }
 
 /**
