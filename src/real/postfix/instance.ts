@@ -194,15 +194,31 @@ function stopper(instance: RunningInstance, timeoutMs: number, log: (m: string) 
     if (!instance.childGone) instance.child.kill('SIGKILL');
   };
   process.on('exit', lastResort);
-  return () =>
+  // runNode prints its ready line and then listens for SIGTERM; a harness that stops the node at once (scenarios 02 and
+  // 03 do) can signal it in between, on a busy machine where the node is preempted after its write (seen: the node died
+  // of SIGTERM's default action, its Postfix went on serving). While this listener is there, SIGTERM and SIGINT never
+  // kill the process outright: Node delivers them to the listeners on a later turn of its loop, by which time runNode's
+  // are there. When this one is alone (no runNode, as in postfix.test.ts), it stops the instance and then lets the
+  // signal end the process as it would have.
+  const onSignal = (name: NodeJS.Signals) => {
+    if (process.listenerCount(name) > 1) return;
+    void stop()
+      .catch((err: Error) => log(err.message))
+      .finally(() => process.kill(process.pid, name));
+  };
+  const signals = (['SIGTERM', 'SIGINT'] as const).map((name) => ({ name, listener: () => onSignal(name) }));
+  for (const { name, listener } of signals) process.on(name, listener);
+  const stop = () =>
     (stopping ??= (async () => {
       try {
         await endInstance({ layout: instance.layout, masters: [], known: instance.master, child: instance, timeoutMs, log });
       } finally {
         tail.close();
         process.off('exit', lastResort);
+        for (const { name, listener } of signals) process.off(name, listener);
       }
     })());
+  return stop;
 }
 
 /**

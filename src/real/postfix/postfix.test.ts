@@ -315,12 +315,17 @@ describe.skipIf(unavailable !== undefined)('Postfix as the lab MX', () => {
 
   it('a stop right after the start leaves nothing: no process of the instance, the port refuses (5 times)', async () => {
     const address = `${block}.7`;
+    const listeners = process.listenerCount('SIGTERM');
     for (let round = 1; round <= 5; round++) {
       const instance = await startInstance(address);
+      // Until its stop, the instance keeps a SIGTERM listener: a SIGTERM between runNode's ready line and its own
+      // listener must not kill the node outright (its Postfix would go on serving).
+      expect(process.listenerCount('SIGTERM'), `round ${round}`).toBe(listeners + 1);
       const layout = postfixLayout(instance.config.dataDir);
       const master = Number((await fs.readFile(path.join(layout.queueDirectory, 'pid', 'master.pid'), 'utf8')).trim());
       expect(instance.log.join('\n'), `round ${round}`).toContain(`Postfix master pid ${master} `);
       await instance.role.stop();
+      expect(process.listenerCount('SIGTERM'), `round ${round}`).toBe(listeners);
       expect(await instanceProcesses(layout), `round ${round}`).toEqual([]);
       expect(alive(master), `round ${round}: master ${master}`).toBe(false);
       await expect(smtpDialogue({ host: address, port: 25 }, [], { timeoutMs: 2000 }), `round ${round}`).rejects.toThrow(/ECONNREFUSED/);
