@@ -3,7 +3,9 @@
 // maillab's DNS and MTA stay. Local runtime, as root. To test your own configuration, point the MX at your files:
 //   mx: { ..., server: 'postfix', postfix: { mainCf: 'ops/main.cf' } }, mailbox: { ..., config: 'ops/dovecot.conf' }
 // (the lab keeps them, and overrides only what it must: src/real/postfix/README.md, src/real/dovecot/README.md).
-// This lab's own main.cf only makes Postfix retry within seconds (postfix-lab-retry.cf), as the lab's MTA does.
+// This lab's own main.cf only makes Postfix retry within seconds (postfix-lab-retry.cf), as the lab's MTA does. The
+// adapter maps the lab's `retry` onto these settings itself once the harness hands the MX its `retry`
+// (MxNodeConfig.retry, src/real/postfix/README.md); then this file and postfix-lab-retry.cf go.
 import { fileURLToPath } from 'node:url';
 import { defineLab } from '../src/harness/index.js';
 import dovecotLab from './dovecot.js';

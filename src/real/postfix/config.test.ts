@@ -33,6 +33,25 @@ describe('main.cf of a Postfix MX', () => {
     expect(settings(renderMainCf(limited, layout, '')).get('message_size_limit')).toBe('52428800');
   });
 
+  it("takes its retry times from the lab's retry (as the MTA does), unless the user's main.cf sets them", () => {
+    const retry = { schedule: [500, 1000, 2000], maxLifetimeMs: 60_000 };
+    const lab = settings(renderMainCf({ ...config, retry }, layout));
+    expect([...lab].filter(([name]) => /backoff_time|queue_run_delay|queue_lifetime/.test(name))).toEqual([
+      ['minimal_backoff_time', '1s'],
+      ['maximal_backoff_time', '2s'],
+      ['queue_run_delay', '1s'],
+      ['maximal_queue_lifetime', '60s'],
+      ['bounce_queue_lifetime', '60s'],
+    ]);
+    const main = renderMainCf({ ...config, retry }, layout, 'minimal_backoff_time = 300s\nmaximal_queue_lifetime = 5d\n');
+    expect(settings(main).get('minimal_backoff_time')).toBe('300s');
+    expect(settings(main).get('maximal_queue_lifetime')).toBe('5d');
+    expect(settings(main).get('maximal_backoff_time')).toBe('2s');
+    expect(main).not.toContain("replaces the user's minimal_backoff_time");
+    // Without a retry schedule from the harness: Postfix's own defaults (none of these written).
+    expect(settings(renderMainCf(config, layout)).has('minimal_backoff_time')).toBe(false);
+  });
+
   it('refuses a main.cf line that is not a setting, naming it', () => {
     expect(() => renderMainCf(config, layout, 'smtpd_banner\n')).toThrow('main.cf: not a "name = value" line: "smtpd_banner"');
   });

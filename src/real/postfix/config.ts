@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type { MxNodeConfig } from '../../shared/config.js';
+import type { MxNodeConfig, RetryConfig } from '../../shared/config.js';
 
 const run = promisify(execFile);
 
@@ -107,8 +107,45 @@ export function instanceSettings(config: Pick<MxNodeConfig, 'hostname' | 'addres
   ];
 }
 
+/**
+ * An MX node's config as the Postfix MX reads it: with the lab's retry schedule when the harness hands it on (the MX
+ * defers its LMTP hand-off while the mailbox server is down, and retries on this schedule).
+ */
+export type PostfixMxConfig = MxNodeConfig & { retry?: RetryConfig };
+
+/**
+ * The retry schedule in Postfix's terms (whole seconds, at least 1). Postfix has no list of delays: a deferred message
+ * waits its age, bounded by minimal_backoff_time and maximal_backoff_time (qmgr), and the queue is scanned every
+ * queue_run_delay. So schedule[0] becomes the minimal back-off (and the scan interval, so that a retry is not late by
+ * more than that), the last delay the maximal one; the delays in between are not kept (Postfix roughly doubles the wait
+ * as the message ages, which is what a schedule like [500, 1000, 2000] says).
+ */
+export function postfixRetry(retry: RetryConfig): { minimalBackoff: number; maximalBackoff: number; queueRunDelay: number; lifetime: number } {
+  const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
+  const first = retry.schedule[0] ?? 300_000;
+  const last = retry.schedule.at(-1) ?? first;
+  const minimalBackoff = seconds(first);
+  return { minimalBackoff, maximalBackoff: Math.max(minimalBackoff, seconds(last)), queueRunDelay: minimalBackoff, lifetime: seconds(retry.maxLifetimeMs) };
+}
+
+/**
+ * The main.cf settings of the lab's retry schedule (postfixRetry), for both roles: the MTA's replace the user's (the
+ * lab decides its schedule); the MX's are defaults (`asDefault`: the user's own retry settings are what they deploy).
+ */
+export function retrySettings(retry: RetryConfig, asDefault: boolean): LabSetting[] {
+  const r = postfixRetry(retry);
+  const only = asDefault ? "; only when the user's main.cf does not set it" : '';
+  return [
+    setting('minimal_backoff_time', `${r.minimalBackoff}s`, `retry.schedule[0], in whole seconds (at least 1)${only}`),
+    setting('maximal_backoff_time', `${r.maximalBackoff}s`, `the last delay of retry.schedule (at least minimal_backoff_time)${only}`),
+    setting('queue_run_delay', `${r.queueRunDelay}s`, `the deferred queue is scanned as often as the shortest back-off, so a retry is late by at most that${only}`),
+    setting('maximal_queue_lifetime', `${r.lifetime}s`, `retry.maxLifetimeMs, in whole seconds: a message deferred past it is returned to the sender${only}`),
+    setting('bounce_queue_lifetime', `${r.lifetime}s`, `the same lifetime for bounces (DSNs)${only}`),
+  ].map((s) => (asDefault ? { ...s, default: true } : s));
+}
+
 /** The main.cf settings of a lab MX; every one without `default` replaces the user's. */
-export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): LabSetting[] {
+export function labMainSettings(config: PostfixMxConfig, layout: PostfixLayout): LabSetting[] {
   const size = { value: config.limits?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE, why: "limits.maxMessageSize (default 50 MiB like maillab's MX): larger messages get 552 5.3.4" };
   const s = setting;
   return [
@@ -121,6 +158,8 @@ export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): La
     s('smtpd_relay_restrictions', 'reject_unauth_destination', 'no relaying, whatever the user permits (relay_domains_reject_code, 554 by default)'),
     s('smtp_dns_support_level', 'disabled', 'the SMTP client (used only for bounces, which the error transport ends) never asks DNS'),
     s('smtp_host_lookup', 'native', 'with DNS disabled: the numeric address through getaddrinfo, no query'),
+    // A hand-off the mailbox server did not take (down, 4xx) waits in the deferred queue: retried on the lab's schedule.
+    ...(config.retry ? retrySettings(config.retry, true) : []),
   ];
 }
 
@@ -163,7 +202,7 @@ export function parseMainCf(text: string): MainEntry[] {
 }
 
 /** main.cf of a lab MX: the user's settings, then the lab's. */
-export function renderMainCf(config: MxNodeConfig, layout: PostfixLayout, userMainCf = ''): string {
+export function renderMainCf(config: PostfixMxConfig, layout: PostfixLayout, userMainCf = ''): string {
   return renderMain(labMainSettings(config, layout), userMainCf, `the lab MX ${config.name} (${config.hostname})`);
 }
 
@@ -297,7 +336,7 @@ export interface InstanceFile {
 }
 
 /** Writes a lab MX's instance (README.md); returns its layout. */
-export async function writePostfixConfig(config: MxNodeConfig, user: PostfixUserConfig = {}): Promise<PostfixLayout> {
+export async function writePostfixConfig(config: PostfixMxConfig, user: PostfixUserConfig = {}): Promise<PostfixLayout> {
   const layout = postfixLayout(config.dataDir);
   await writeInstance(layout, config.tls, {
     mainCf: renderMainCf(config, layout, user.mainCf ?? ''),

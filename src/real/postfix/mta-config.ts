@@ -6,8 +6,9 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { MtaNodeConfig, RetryConfig, TlsPolicyMode } from '../../shared/config.js';
-import { instanceSettings, mailOwner, virtualDelivery, postfixLayout, renderMain, renderMaster, writeInstance, type LabSetting, type PostfixLayout, type PostfixUserConfig } from './config.js';
+import type { MtaNodeConfig, TlsPolicyMode } from '../../shared/config.js';
+export { postfixRetry } from './config.js';
+import { instanceSettings, mailOwner, retrySettings, virtualDelivery, postfixLayout, renderMain, renderMaster, writeInstance, type LabSetting, type PostfixLayout, type PostfixUserConfig } from './config.js';
 
 export const SASLPASSWD2 = '/usr/sbin/saslpasswd2';
 
@@ -28,21 +29,6 @@ export function mtaLayout(dataDir: string): MtaLayout {
   return { ...base, saslDir, sasldb: path.join(saslDir, 'sasldb2'), tlsPolicy: path.join(base.dir, 'tls_policy'), caFile: path.join(base.dir, 'lab-ca.pem') };
 }
 
-/**
- * The retry schedule in Postfix's terms (whole seconds, at least 1). Postfix has no list of delays: a deferred message
- * waits its age, bounded by minimal_backoff_time and maximal_backoff_time (qmgr), and the queue is scanned every
- * queue_run_delay. So schedule[0] becomes the minimal back-off (and the scan interval, so that a retry is not late by
- * more than that), the last delay the maximal one; the delays in between are not kept (Postfix roughly doubles the wait
- * as the message ages, which is what a schedule like [500, 1000, 2000] says).
- */
-export function postfixRetry(retry: RetryConfig): { minimalBackoff: number; maximalBackoff: number; queueRunDelay: number; lifetime: number } {
-  const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
-  const first = retry.schedule[0] ?? 300_000;
-  const last = retry.schedule.at(-1) ?? first;
-  const minimalBackoff = seconds(first);
-  return { minimalBackoff, maximalBackoff: Math.max(minimalBackoff, seconds(last)), queueRunDelay: minimalBackoff, lifetime: seconds(retry.maxLifetimeMs) };
-}
-
 /** The TLS policy table (smtp_tls_policy_maps): one line per domain with a mode of its own. */
 export function tlsPolicyTable(config: MtaNodeConfig): string {
   return Object.entries(config.tlsPolicy?.domains ?? {})
@@ -59,7 +45,6 @@ function postfixTlsLevel(mode: TlsPolicyMode): string {
 export function mtaMainSettings(config: MtaNodeConfig, layout: MtaLayout): LabSetting[] {
   const s = (name: string, value: string, why: string): LabSetting => ({ name, value, why });
   const size = { value: config.limits?.maxMessageSize ?? DEFAULT_MTA_MAX_MESSAGE_SIZE, why: "limits.maxMessageSize (default 25 MiB like maillab's MTA): larger messages get 552 5.3.4" };
-  const retry = postfixRetry(config.retry);
   const local = config.localDelivery ? config.localDomains.map((d) => d.toLowerCase()) : [];
   const tls = Boolean(config.tls);
   const domains = Object.keys(config.tlsPolicy?.domains ?? {});
@@ -81,11 +66,7 @@ export function mtaMainSettings(config: MtaNodeConfig, layout: MtaLayout): LabSe
       ? [s('smtp_tls_CAfile', layout.caFile, 'the lab CA: what `verify` checks the MX certificate against (with smtp_tls_verify_cert_match, the MX host name)')]
       : []),
     s('smtp_tls_loglevel', '1', 'the maillog names the TLS version and cipher of each outbound session: the `tls` of the relayed event'),
-    s('minimal_backoff_time', `${retry.minimalBackoff}s`, 'retry.schedule[0], in whole seconds (at least 1)'),
-    s('maximal_backoff_time', `${retry.maximalBackoff}s`, 'the last delay of retry.schedule (at least minimal_backoff_time)'),
-    s('queue_run_delay', `${retry.queueRunDelay}s`, 'the deferred queue is scanned as often as the shortest back-off, so a retry is late by at most that'),
-    s('maximal_queue_lifetime', `${retry.lifetime}s`, 'retry.maxLifetimeMs, in whole seconds: a message deferred past it is returned to the sender'),
-    s('bounce_queue_lifetime', `${retry.lifetime}s`, 'the same lifetime for bounces (DSNs)'),
+    ...retrySettings(config.retry, false),
     s('smtpd_sasl_type', 'cyrus', "SMTP AUTH with Cyrus SASL (linked into Postfix's smtpd): no auth daemon to run"),
     s('smtpd_sasl_path', 'smtpd', 'Cyrus reads <cyrus_sasl_config_path>/smtpd.conf'),
     s('cyrus_sasl_config_path', layout.saslDir, "the node's own SASL directory: smtpd.conf names the sasldb the adapter writes (the lab's users)"),

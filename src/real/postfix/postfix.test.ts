@@ -3,7 +3,7 @@
 // with the lab DNS (in process) as its only resolver, so every DNS query Postfix makes is seen. Needs root and Postfix;
 // skipped otherwise, saying why.
 import { randomInt } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -96,6 +96,20 @@ function send(mx: Instance, rcpts: string[], data?: string, extra: { mailParams?
 }
 
 const reply = (replies: ProbeReply[], command: RegExp) => replies.find((r) => command.test(r.command))?.text ?? '';
+
+/** Whether a process exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false; // gone meanwhile
+  }
+}
 
 async function inbox(user: string): Promise<string[]> {
   const list = await store.messages(user, 'INBOX');
@@ -296,6 +310,37 @@ describe.skipIf(unavailable !== undefined)('Postfix as the lab MX', () => {
       await again.stop();
       await orphaned.role.stop(); // finds no master of its own any more: reaps its child only
     }
+    expect(await instanceProcesses(layout)).toEqual([]);
+  });
+
+  it('a stop right after the start leaves nothing: no process of the instance, the port refuses (5 times)', async () => {
+    const address = `${block}.7`;
+    const listeners = process.listenerCount('SIGTERM');
+    for (let round = 1; round <= 5; round++) {
+      const instance = await startInstance(address);
+      // Until its stop, the instance keeps a SIGTERM listener: a SIGTERM between runNode's ready line and its own
+      // listener must not kill the node outright (its Postfix would go on serving).
+      expect(process.listenerCount('SIGTERM'), `round ${round}`).toBe(listeners + 1);
+      const layout = postfixLayout(instance.config.dataDir);
+      const master = Number((await fs.readFile(path.join(layout.queueDirectory, 'pid', 'master.pid'), 'utf8')).trim());
+      expect(instance.log.join('\n'), `round ${round}`).toContain(`Postfix master pid ${master} `);
+      await instance.role.stop();
+      expect(process.listenerCount('SIGTERM'), `round ${round}`).toBe(listeners);
+      expect(await instanceProcesses(layout), `round ${round}`).toEqual([]);
+      expect(alive(master), `round ${round}: master ${master}`).toBe(false);
+      await expect(smtpDialogue({ host: address, port: 25 }, [], { timeoutMs: 2000 }), `round ${round}`).rejects.toThrow(/ECONNREFUSED/);
+    }
+  });
+
+  it('stops the master it started even when its pid file no longer names it', async () => {
+    const instance = await startInstance(`${block}.8`);
+    const layout = postfixLayout(instance.config.dataDir);
+    const pidFile = path.join(layout.queueDirectory, 'pid', 'master.pid');
+    const master = Number((await fs.readFile(pidFile, 'utf8')).trim());
+    // What the stop would meet if it had only the pid file to go by and could not read it.
+    await fs.writeFile(pidFile, '');
+    await instance.role.stop();
+    expect(alive(master), `master ${master}`).toBe(false);
     expect(await instanceProcesses(layout)).toEqual([]);
   });
 
