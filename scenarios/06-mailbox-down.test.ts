@@ -1,7 +1,7 @@
 // Scenario 6: the mailbox server behind the MX is down: the message waits, and is delivered once the mailbox
 // server is back. Where it waits depends on the MX: maillab's answers 451 (it says 250 only after the mailbox server
 // stored the message), so the MTA queues and retries; Postfix queues it itself (it said 250 already), defers its
-// LMTP hand-off and retries on its own schedule (lab/postfix-lab-retry.cf: within seconds, as the lab's MTA).
+// LMTP hand-off and retries on its own schedule (the lab's retry schedule, mapped to its back-off by src/real/postfix).
 import { describe, expect, it } from 'vitest';
 import { checkDeliveredOnce } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';

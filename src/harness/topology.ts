@@ -588,7 +588,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           auth: { enforceDmarc: lab.auth?.enforceDmarc ?? true, trustedArcSealers: (host.trustArcSealers ?? []).map((d) => d.toLowerCase()) },
           ...scannerOf(host.scanner ?? 'builtin', { host: address(name), port: port('clamd') }, options.packageRoot),
           ...(host.malwareAction ? { malwareAction: host.malwareAction } : {}),
-          ...(host.server === 'postfix' ? { server: 'postfix' as const, postfix: readPostfixFiles(host.postfix) } : {}),
+          ...(host.server === 'postfix' ? { server: 'postfix' as const, postfix: readPostfixFiles(host.postfix), retry: lab.retry } : {}),
           ...(host.forwards && Object.keys(host.forwards).length
             ? {
                 forwards: Object.fromEntries(Object.entries(host.forwards).map(([from, to]) => [from.toLowerCase(), to])),

@@ -406,6 +406,11 @@ export interface MxNodeConfig extends BaseNodeConfig {
    */
   server?: 'maillab' | 'postfix';
   postfix?: { mainCf?: string; masterCf?: string };
+  /**
+   * The lab's retry schedule, for an MX that queues (Postfix defers a hand-off the mailbox server did not take and
+   * retries it on this schedule, unless the user's main.cf sets its own). maillab's MX has no queue and ignores it.
+   */
+  retry?: RetryConfig;
 }
 
 export interface MailboxNodeConfig extends BaseNodeConfig {

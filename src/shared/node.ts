@@ -44,8 +44,6 @@ export async function runNode<C extends NodeConfig, K extends RoleContract>(conf
     rpc: () => role.rpc,
   });
   const control_: Endpoint = { host: config.address, port: config.controlPort };
-  lifecycle.emit({ kind: 'node-ready', detail: { role: config.role, services: role.services } });
-  process.stdout.write(READY_MARKER + JSON.stringify({ name: config.name, services: role.services, control: control_ }) + '\n');
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -71,6 +69,11 @@ export async function runNode<C extends NodeConfig, K extends RoleContract>(conf
     process.stdin.on('error', () => void shutdown('harness gone'));
     process.stdin.resume();
   }
+  // Ready only now, with the signal handlers in place: the harness may stop the node the moment it reads this line,
+  // and a SIGTERM before a handler exists would kill the process outright, skipping the role's stop (a real server's
+  // children would live on).
+  lifecycle.emit({ kind: 'node-ready', detail: { role: config.role, services: role.services } });
+  process.stdout.write(READY_MARKER + JSON.stringify({ name: config.name, services: role.services, control: control_ }) + '\n');
 }
 
 /**

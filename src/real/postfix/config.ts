@@ -107,11 +107,6 @@ export function instanceSettings(config: Pick<MxNodeConfig, 'hostname' | 'addres
   ];
 }
 
-/**
- * An MX node's config as the Postfix MX reads it: with the lab's retry schedule when the harness hands it on (the MX
- * defers its LMTP hand-off while the mailbox server is down, and retries on this schedule).
- */
-export type PostfixMxConfig = MxNodeConfig & { retry?: RetryConfig };
 
 /**
  * The retry schedule in Postfix's terms (whole seconds, at least 1). Postfix has no list of delays: a deferred message
@@ -145,7 +140,7 @@ export function retrySettings(retry: RetryConfig, asDefault: boolean): LabSettin
 }
 
 /** The main.cf settings of a lab MX; every one without `default` replaces the user's. */
-export function labMainSettings(config: PostfixMxConfig, layout: PostfixLayout): LabSetting[] {
+export function labMainSettings(config: MxNodeConfig, layout: PostfixLayout): LabSetting[] {
   const size = { value: config.limits?.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE, why: "limits.maxMessageSize (default 50 MiB like maillab's MX): larger messages get 552 5.3.4" };
   const s = setting;
   return [
@@ -202,7 +197,7 @@ export function parseMainCf(text: string): MainEntry[] {
 }
 
 /** main.cf of a lab MX: the user's settings, then the lab's. */
-export function renderMainCf(config: PostfixMxConfig, layout: PostfixLayout, userMainCf = ''): string {
+export function renderMainCf(config: MxNodeConfig, layout: PostfixLayout, userMainCf = ''): string {
   return renderMain(labMainSettings(config, layout), userMainCf, `the lab MX ${config.name} (${config.hostname})`);
 }
 
@@ -336,7 +331,7 @@ export interface InstanceFile {
 }
 
 /** Writes a lab MX's instance (README.md); returns its layout. */
-export async function writePostfixConfig(config: PostfixMxConfig, user: PostfixUserConfig = {}): Promise<PostfixLayout> {
+export async function writePostfixConfig(config: MxNodeConfig, user: PostfixUserConfig = {}): Promise<PostfixLayout> {
   const layout = postfixLayout(config.dataDir);
   await writeInstance(layout, config.tls, {
     mainCf: renderMainCf(config, layout, user.mainCf ?? ''),
