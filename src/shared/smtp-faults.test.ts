@@ -1,13 +1,14 @@
 // The SMTP fault rules (issue 15): the engine (validation, matching, times, probability, greylisting, rate limits,
 // bounded tables), then applied by a real LabSmtpServer on a socket, SMTP and LMTP.
 import { afterEach, describe, expect, it } from 'vitest';
-import type { SMTPServer, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { SMTPServer, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { LineClient } from '../harness/clients/line-client.js';
 import type { FaultFired, SmtpFaultRule } from './faults.js';
 import { GREYLIST_MAX_ENTRIES, SmtpFaults, validateSmtpFaultRules, type SmtpFaultContext } from './smtp-faults.js';
 import { createSmtpServer, listen, readMessage } from './smtp-server.js';
 import { smtpReply } from './smtp-reply.js';
 import { SmtpClientError, SmtpClientPool } from './smtp-client.js';
+import { testPki } from './tls.test-helper.js';
 
 const at = (stage: SmtpFaultContext['stage'], extra: Partial<SmtpFaultContext> = {}): SmtpFaultContext => ({ stage, client: '127.0.0.9', ...extra });
 
@@ -134,17 +135,40 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
 });
 
+interface StartOptions {
+  lmtp?: boolean;
+  /** The lab's seed (default 7). */
+  seed?: number;
+  /** STARTTLS offered with this certificate (RFC 3207). */
+  tls?: { key: string; cert: string };
+  /** AUTH PLAIN offered in plaintext (RFC 4954); every successful login is noted here. */
+  logins?: string[];
+}
+
 /** A server that "processes" a message by noting its recipients, with these rules. */
-async function start(rules: SmtpFaultRule[], lmtp = false): Promise<Running> {
+async function start(rules: SmtpFaultRule[], options: StartOptions = {}): Promise<Running> {
+  const { lmtp = false, seed = 7, tls, logins } = options;
   const fired: FaultFired[] = [];
   const processed: string[] = [];
-  const faults = new SmtpFaults({ node: 'mx', seed: 7, rules });
+  const faults = new SmtpFaults({ node: 'mx', seed, rules });
   const server: SMTPServer = createSmtpServer({
     greetingDelayMs: 0,
     name: 'mx.receiver.test',
     authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    hideSTARTTLS: true,
+    disabledCommands: [...(logins ? [] : ['AUTH']), ...(tls ? [] : ['STARTTLS'])],
+    hideSTARTTLS: !tls,
+    ...(tls ? { key: tls.key, cert: tls.cert } : {}),
+    ...(logins
+      ? {
+          authMethods: ['PLAIN'],
+          allowInsecureAuth: true,
+          onAuth(auth: SMTPServerAuthentication, _session: SMTPServerSession, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void) {
+            if (auth.password !== 'secret') return callback(Object.assign(new Error('5.7.8 bad credentials'), { responseCode: 535 }));
+            logins.push(auth.username!);
+            callback(null, { user: auth.username! });
+          },
+        }
+      : {}),
     hidePIPELINING: true,
     ...(lmtp ? { lmtp: true } : {}),
     logger: false,
@@ -241,7 +265,7 @@ describe('SMTP fault rules at a LabSmtpServer', () => {
   });
 
   it('LMTP: a reply at end-of-data answers every recipient once (RFC 2033 §4.2), with one enhanced code', async () => {
-    const box = await start([{ id: 'lmtp-452', stage: 'end-of-data', match: { recipient: 'carol@receiver.test' }, action: { kind: 'reply', code: 452, enhancedCode: '4.2.2', text: 'mailbox full' } }], true);
+    const box = await start([{ id: 'lmtp-452', stage: 'end-of-data', match: { recipient: 'carol@receiver.test' }, action: { kind: 'reply', code: 452, enhancedCode: '4.2.2', text: 'mailbox full' } }], { lmtp: true });
     const client = await session(box.port, true);
     await transaction(client, ['bob@receiver.test', 'carol@receiver.test']);
     await data(client);
@@ -290,6 +314,167 @@ describe('SMTP fault rules at a LabSmtpServer', () => {
     expect(Date.now() - began).toBeGreaterThanOrEqual(280);
     slow.close();
     expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['gone connect connection closed before the reply', 'slow-220 greeting reply delayed 300 ms']);
+  });
+});
+
+const PLAIN = (user: string, password: string) => Buffer.from(`\0${user}\0${password}`).toString('base64');
+
+describe('SMTP fault rules at the other commands: EHLO, STARTTLS, AUTH, QUIT', () => {
+  it('ehlo: the rule’s reply instead of the 250, nothing greeted (MAIL gets 503); spent, EHLO is answered again', async () => {
+    const mx = await start([{ id: 'no-hello', stage: 'ehlo', times: 1, action: { kind: 'reply', code: 554, enhancedCode: '5.7.1', text: 'no hello for you' } }]);
+    const client = await LineClient.connect({ host: '127.0.0.1', port: mx.port }, { timeoutMs: 3000 });
+    expect((await client.smtpReply()).code).toBe(220);
+    client.send('EHLO mta.sender.test');
+    expect((await client.smtpReply()).text).toBe('554 5.7.1 no hello for you');
+    // EHLO did not run: the session has no client name yet (RFC 5321 §4.1.4), and stays open.
+    client.send('MAIL FROM:<alice@sender.test>');
+    expect((await client.smtpReply()).code).toBe(503);
+    client.send('EHLO mta.sender.test');
+    const hello = await client.smtpReply();
+    expect(hello.code).toBe(250);
+    expect(hello.lines[0]).toMatch(/^250-mx\.receiver\.test/);
+    expect(mx.fired).toEqual([{ source: 'smtp', rule: 'no-hello', action: 'reply', stage: 'ehlo', effect: '554 5.7.1 no hello for you', client: '127.0.0.1', hop: `[127.0.0.1] -> mx.receiver.test[127.0.0.1]:${mx.port}` }]);
+    client.close();
+  });
+
+  it('ehlo: a 421 at LHLO closes the LMTP session; a delay holds the 250', async () => {
+    const box = await start([{ id: 'lhlo-421', stage: 'ehlo', times: 1, action: { kind: 'reply', code: 421, enhancedCode: '4.3.2', text: 'shutting down' } }, { id: 'slow-lhlo', stage: 'ehlo', action: { kind: 'delay', ms: 300 } }], { lmtp: true });
+    const refused = await LineClient.connect({ host: '127.0.0.1', port: box.port }, { timeoutMs: 3000 });
+    expect((await refused.smtpReply()).code).toBe(220);
+    refused.send('LHLO mx.receiver.test');
+    expect((await refused.smtpReply()).text).toBe('421 4.3.2 shutting down');
+    await refused.waitClosed();
+    const began = Date.now();
+    const slow = await session(box.port, true);
+    expect(Date.now() - began).toBeGreaterThanOrEqual(280);
+    slow.close();
+    expect(box.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['lhlo-421 ehlo 421 4.3.2 shutting down', 'slow-lhlo ehlo reply delayed 300 ms']);
+  });
+
+  it('starttls: a 454 instead of the 220 starts no TLS: the session goes on in plaintext; spent, STARTTLS upgrades', async () => {
+    const pki = await testPki();
+    const mx = await start([{ id: 'no-tls', stage: 'starttls', times: 1, action: { kind: 'reply', code: 454, enhancedCode: '4.7.0', text: 'TLS not available due to temporary reason' } }], { tls: pki.tls });
+    const client = await session(mx.port);
+    client.send('STARTTLS');
+    expect((await client.smtpReply()).text).toBe('454 4.7.0 TLS not available due to temporary reason');
+    // Still plaintext (RFC 3207 §4: after a refusal the client may go on without TLS): a plaintext EHLO is answered,
+    // and STARTTLS is still offered. Had the server begun a handshake, it would discard this line unanswered.
+    client.send('EHLO mta.sender.test');
+    const hello = await client.smtpReply();
+    expect(hello.code).toBe(250);
+    expect(hello.lines.some((l) => /STARTTLS/.test(l))).toBe(true);
+    client.send('STARTTLS');
+    expect((await client.smtpReply()).code).toBe(220);
+    const secure = await client.startTls({ ca: pki.ca, servername: 'localhost' });
+    secure.send('EHLO mta.sender.test');
+    const after = await secure.smtpReply();
+    expect(after.code).toBe(250);
+    expect(after.lines.some((l) => /STARTTLS/.test(l))).toBe(false);
+    secure.close();
+    expect(mx.fired).toEqual([expect.objectContaining({ rule: 'no-tls', stage: 'starttls', action: 'reply', effect: '454 4.7.0 TLS not available due to temporary reason', hop: `mta.sender.test -> mx.receiver.test[127.0.0.1]:${mx.port}` })]);
+  });
+
+  it('starttls: a drop before the reply closes the connection with no 220 and no handshake', async () => {
+    const pki = await testPki();
+    const mx = await start([{ id: 'tls-gone', stage: 'starttls', action: { kind: 'drop', when: 'before-reply' } }], { tls: pki.tls });
+    const client = await session(mx.port);
+    client.send('STARTTLS');
+    await expect(client.smtpReply()).rejects.toThrow(/closed/);
+    expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['tls-gone starttls connection closed before the reply']);
+  });
+
+  it('auth: a drop before the reply closes the connection; the credentials were never checked', async () => {
+    const logins: string[] = [];
+    const mx = await start([{ id: 'auth-gone', stage: 'auth', action: { kind: 'drop', when: 'before-reply' } }], { logins });
+    const client = await session(mx.port);
+    client.send(`AUTH PLAIN ${PLAIN('alice@sender.test', 'secret')}`);
+    await expect(client.smtpReply()).rejects.toThrow(/closed/);
+    expect(logins).toEqual([]);
+    expect(mx.fired).toEqual([expect.objectContaining({ rule: 'auth-gone', action: 'drop', stage: 'auth', effect: 'connection closed before the reply' })]);
+  });
+
+  it('auth: a 454 (RFC 4954 §6) leaves the session unauthenticated; spent, the same AUTH succeeds', async () => {
+    const logins: string[] = [];
+    const mx = await start([{ id: 'auth-454', stage: 'auth', times: 1, action: { kind: 'reply', code: 454, enhancedCode: '4.7.0', text: 'temporary authentication failure' } }], { logins });
+    const client = await session(mx.port);
+    client.send(`AUTH PLAIN ${PLAIN('alice@sender.test', 'secret')}`);
+    expect((await client.smtpReply()).text).toBe('454 4.7.0 temporary authentication failure');
+    expect(logins).toEqual([]);
+    client.send(`AUTH PLAIN ${PLAIN('alice@sender.test', 'secret')}`);
+    expect((await client.smtpReply()).code).toBe(235);
+    expect(logins).toEqual(['alice@sender.test']);
+    client.close();
+  });
+
+  it('auth: a drop after the reply closes after the final 235, not after the 334 challenge', async () => {
+    const logins: string[] = [];
+    const mx = await start([{ id: 'auth-bye', stage: 'auth', action: { kind: 'drop', when: 'after-reply' } }], { logins });
+    const client = await session(mx.port);
+    client.send('AUTH PLAIN');
+    expect((await client.smtpReply()).code).toBe(334);
+    client.send(PLAIN('alice@sender.test', 'secret'));
+    expect((await client.smtpReply()).code).toBe(235);
+    await client.waitClosed();
+    expect(logins).toEqual(['alice@sender.test']);
+    expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['auth-bye auth connection closed after the reply']);
+  });
+
+  it('quit: the rule’s reply instead of the 221, and the connection still closed (RFC 5321 §4.1.1.10)', async () => {
+    const mx = await start([{ id: 'bad-quit', stage: 'quit', action: { kind: 'reply', code: 554, enhancedCode: '5.3.0', text: 'quit refused' } }]);
+    const client = await session(mx.port);
+    client.send('QUIT');
+    expect((await client.smtpReply()).text).toBe('554 5.3.0 quit refused');
+    await client.waitClosed();
+    expect(mx.fired).toEqual([expect.objectContaining({ rule: 'bad-quit', action: 'reply', stage: 'quit', effect: '554 5.3.0 quit refused', hop: `mta.sender.test -> mx.receiver.test[127.0.0.1]:${mx.port}` })]);
+  });
+
+  it('quit: a drop before the reply loses the 221; a delay holds it', async () => {
+    const mx = await start([
+      { id: 'no-221', stage: 'quit', times: 1, action: { kind: 'drop', when: 'before-reply' } },
+      { id: 'slow-221', stage: 'quit', action: { kind: 'delay', ms: 300 } },
+    ]);
+    const dropped = await session(mx.port);
+    dropped.send('QUIT');
+    await expect(dropped.smtpReply()).rejects.toThrow(/closed/);
+    const slow = await session(mx.port);
+    const began = Date.now();
+    slow.send('QUIT');
+    expect((await slow.smtpReply()).code).toBe(221);
+    expect(Date.now() - began).toBeGreaterThanOrEqual(280);
+    await slow.waitClosed();
+    expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['no-221 quit connection closed before the reply', 'slow-221 quit reply delayed 300 ms']);
+  });
+
+  it('probability on a socket: the lab’s seed decides which sessions get the fault; the same seed the same ones, another seed others', async () => {
+    const rule: SmtpFaultRule = { id: 'flaky-ehlo', stage: 'ehlo', probability: 0.5, action: { kind: 'reply', code: 421, enhancedCode: '4.3.0', text: 'flaky' } };
+    const run = async (seed: number) => {
+      const mx = await start([rule], { seed });
+      let seen = '';
+      for (let i = 0; i < 24; i++) {
+        const client = await LineClient.connect({ host: '127.0.0.1', port: mx.port }, { timeoutMs: 3000 });
+        expect((await client.smtpReply()).code).toBe(220);
+        client.send('EHLO mta.sender.test');
+        const reply = await client.smtpReply();
+        if (reply.code === 421) {
+          expect(reply.text).toBe('421 4.3.0 flaky');
+          await client.waitClosed();
+          seen += '1';
+        } else {
+          expect(reply.code).toBe(250);
+          client.close();
+          seen += '0';
+        }
+      }
+      // Every session that got the fault has its event, and no other.
+      expect(mx.fired.length).toBe([...seen].filter((c) => c === '1').length);
+      expect(mx.fired.every((f) => f.rule === 'flaky-ehlo' && f.stage === 'ehlo' && f.effect === '421 4.3.0 flaky')).toBe(true);
+      return seen;
+    };
+    const first = await run(42);
+    expect(first).toMatch(/1/);
+    expect(first).toMatch(/0/);
+    expect(await run(42)).toBe(first);
+    expect(await run(43)).not.toBe(first);
   });
 });
 

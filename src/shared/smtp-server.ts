@@ -15,7 +15,8 @@
 //   away meanwhile finds nothing done for the command (at an MX, a hand-off whose sender left is abandoned).
 // - `drop`: `before-reply` closes the connection without answering; at end-of-data the message has been processed
 //   (queued, handed off, stored) and only the 250 is lost: the client will send it again, a duplicate (RFC 5321 §6.1).
-//   `after-reply` answers, then closes.
+//   `after-reply` answers, then closes (at AUTH, after the final 235/5xx, not after a 334 challenge).
+// At QUIT a `reply` replaces the 221 and the connection is closed all the same (RFC 5321 §4.1.1.10).
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { SmtpReply } from './smtp-reply.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
@@ -88,8 +89,9 @@ class LabSmtpServer extends SMTPServer {
     const authNeedsTls = this.labOptions.authNeedsTls === true;
     const faults = this.labOptions.faults;
     connection.send = (code: number, data: unknown, context?: unknown) => {
-      // A `drop after-reply` fault: this reply goes out, then the connection is closed.
-      if (connection.__dropAfterReply) {
+      // A `drop after-reply` fault: this reply goes out, then the connection is closed. A 334 is not the reply but a
+      // challenge within the AUTH exchange (RFC 4954 §4): the drop waits for its final 235 or 5xx.
+      if (connection.__dropAfterReply && code !== 334) {
         connection.__dropAfterReply = false;
         labSend(code, data, context);
         return connection.close();
@@ -158,8 +160,10 @@ class LabSmtpServer extends SMTPServer {
       const decision = this.decide(connection, stage, command.toString());
       if (!decision) return onCommand(command, callback);
       const done = () => connection._whenWritable(callback ?? (() => false));
-      // A refused command leaves the session open (but a 421, which closes it, RFC 5321 §3.8).
-      applyBeforeReply(connection, decision.effect, () => onCommand(command, callback), () => undefined, done);
+      // A refused command leaves the session open (but a 421, which closes it, RFC 5321 §3.8). QUIT ends the session
+      // whatever it is answered (RFC 5321 §4.1.1.10): the rule's reply replaces the 221, then the connection closes.
+      const closeAfterReply = stage === 'quit' ? () => connection.close() : () => undefined;
+      applyBeforeReply(connection, decision.effect, () => onCommand(command, callback), closeAfterReply, done);
     };
   }
 
