@@ -263,6 +263,15 @@ describe('checkFlagsConverge', () => {
     expect((await failureOf(checkFlagsConverge({ history: new History() }, { user: BOB }))).message).toMatch(/needs two devices or more; found none of bob@receiver\.test/);
   });
 
+  it('\\Recent, which one session only sees (RFC 3501 §2.3.2), is no disagreement; any other flag is', async () => {
+    const w = world();
+    device(w, 0, 'phone', 'device-synced', 1, ['\\Recent']);
+    device(w, 1, 'laptop', 'device-synced', 1, []);
+    expect(await checkFlagsConverge({ history: w.history }, { user: BOB, timeoutMs: 30 })).toEqual({ devices: [`${BOB}/laptop`, `${BOB}/phone`], messages: 1 });
+    device(w, 2, 'phone', 'device-flags', 1, ['\\Recent', '\\Seen']);
+    expect((await failureOf(checkFlagsConverge({ history: w.history }, { user: BOB, timeoutMs: 30 }))).message).toMatch(/\(uid 1\): bob@receiver\.test\/laptop \[\], bob@receiver\.test\/phone \[\\Seen\]/);
+  });
+
   it('a message one device has and another not is a disagreement', async () => {
     const w = world();
     device(w, 0, 'phone', 'device-synced', 1, []);

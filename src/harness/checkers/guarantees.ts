@@ -304,13 +304,19 @@ export function checkNoMisdelivery(lab: { history: History }, owed?: readonly Ow
   return { checked };
 }
 
-/** One device's view of its INBOX, from its `device-*` events: uid → flags (sorted), with the Message-ID. */
+/**
+ * \Recent is not a flag devices share: the server shows it to one session only, the first to see the message
+ * (RFC 3501 §2.3.2), so two devices in perfect sync disagree on it. It is left out of the views compared.
+ */
+const SESSION_FLAGS = new Set(['\\recent']);
+
+/** One device's view of its INBOX, from its `device-*` events: uid → flags (sorted, without \Recent), with the Message-ID. */
 function deviceViews(history: History, devices: readonly string[]): Map<string, Map<number, { flags: string; messageId?: string }>> {
   const views = new Map(devices.map((d) => [d, new Map<number, { flags: string; messageId?: string }>()]));
   for (const e of history.events) {
     const view = views.get(e.node);
     if (!view) continue;
-    if (e.kind === 'device-synced' || e.kind === 'device-flags') view.set(e.detail.uid, { flags: [...e.detail.flags].sort().join(' '), ...(e.messageId ? { messageId: e.messageId } : (view.get(e.detail.uid)?.messageId ? { messageId: view.get(e.detail.uid)!.messageId! } : {})) });
+    if (e.kind === 'device-synced' || e.kind === 'device-flags') view.set(e.detail.uid, { flags: [...e.detail.flags].filter((f) => !SESSION_FLAGS.has(lower(f))).sort().join(' '), ...(e.messageId ? { messageId: e.messageId } : (view.get(e.detail.uid)?.messageId ? { messageId: view.get(e.detail.uid)!.messageId! } : {})) });
     if (e.kind === 'device-removed') view.delete(e.detail.uid);
   }
   return views;
