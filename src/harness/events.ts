@@ -65,13 +65,17 @@ export type HarnessEvents = {
   'device-removed': { uid: number };
   /** A device sent a message (SMTP submission, then APPEND to Sent). */
   'device-sent': { to: string[] };
+  /** An IMAP device's session ended (it was cut off, or the server or network ended it): its local copy stays as it was. */
+  'device-offline': { reason: string };
+  /** An IMAP device opened a new session and resynced its whole local copy (`uidValidity` of INBOX, `messages` in it). */
+  'device-reconnected': { uidValidity: string; messages: number; attempt: number };
   /** A POP3 device downloaded a message. */
   'device-downloaded': { uidl: string; size: number };
 };
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded',
+  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded', 'device-offline', 'device-reconnected',
 ] as const);
 
 /**

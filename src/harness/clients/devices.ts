@@ -74,18 +74,31 @@ function imapConnection(options: ImapDeviceOptions) {
 /** An IMAP device: keeps INBOX in sync (IDLE) and acts on the server the way a mail app does. */
 export class ImapDevice extends EventEmitter {
   readonly inbox = new Map<number, LocalMessage>();
-  private readonly client: ImapFlow;
+  private client: ImapFlow;
   private syncing: Promise<void> = Promise.resolve();
+  /** INBOX's UIDVALIDITY the local copy belongs to (RFC 3501 §2.3.1.1): UIDs of another one name other messages. */
+  private uidValidity?: bigint;
+  /** Set by cut(): the session was ended on purpose and the device stays offline until reconnect(). */
+  private offline = false;
+  private reconnects = 0;
 
   constructor(private readonly options: ImapDeviceOptions) {
     super();
-    this.client = new ImapFlow({
-      ...imapConnection(options),
+    this.client = this.newClient();
+  }
+
+  private newClient(): ImapFlow {
+    const client = new ImapFlow({
+      ...imapConnection(this.options),
       // Keep IDLE going while the scenario runs: changes arrive as pushes, not by polling.
       maxIdleTime: 60_000,
       autoIdleDelay: 20,
+      // A lab server answers at once or not at all (stopped, paused, partitioned): fail within seconds, not minutes.
+      connectionTimeout: 5000,
+      greetingTimeout: 5000,
     });
-    this.client.on('error', () => undefined);
+    client.on('error', () => undefined);
+    return client;
   }
 
   get name(): string {
@@ -93,12 +106,61 @@ export class ImapDevice extends EventEmitter {
   }
 
   async connect(): Promise<this> {
-    await this.client.connect();
-    await this.client.mailboxOpen('INBOX');
-    // Any push from the server (new mail, flags, expunge) triggers a resync of the local copy.
-    for (const event of ['exists', 'expunge', 'flags']) this.client.on(event, () => this.resync());
+    await this.open(this.client);
     await this.resync();
     return this;
+  }
+
+  /** Logs `client` in and selects INBOX; its pushes (new mail, flags, expunge) trigger resyncs of the local copy. */
+  private async open(client: ImapFlow): Promise<void> {
+    await client.connect();
+    const mailbox = await client.mailboxOpen('INBOX');
+    if (this.uidValidity !== undefined && mailbox.uidValidity !== this.uidValidity) {
+      // Another UIDVALIDITY: the local UIDs name nothing on the server any more, the copy starts over.
+      for (const [uid, local] of this.inbox) this.record('device-removed', local.messageId, { uid });
+      this.inbox.clear();
+    }
+    this.uidValidity = mailbox.uidValidity;
+    for (const event of ['exists', 'expunge', 'flags']) client.on(event, () => this.client === client && this.resync());
+    client.once('close', () => {
+      if (this.client === client && !this.offline) this.record('device-offline', undefined, { reason: 'the IMAP session ended (server or network)' });
+    });
+  }
+
+  /**
+   * The device is cut off (airplane mode, a dead network): its IMAP session is dropped without LOGOUT and it hears
+   * nothing more; its local copy stays as it was, stale, until reconnect(). Unlike lose(), nothing is forgotten.
+   */
+  cut(): void {
+    if (this.offline) return;
+    this.offline = true;
+    this.record('device-offline', undefined, { reason: 'cut off' });
+    this.client.close();
+  }
+
+  /**
+   * Back online: a new IMAP session (LOGIN, SELECT INBOX, IDLE), then a full resync of the local copy against the
+   * server: flags changed, messages expunged and new mail while it was away are all recorded as device events. Fails,
+   * naming the device, when the server cannot be reached (the device stays offline; call it again).
+   */
+  async reconnect(): Promise<void> {
+    await this.syncing.catch(() => undefined);
+    const old = this.client;
+    this.offline = true; // the old session's end is not news
+    if (old.usable) old.close();
+    const client = this.newClient();
+    try {
+      await this.open(client);
+    } catch (err) {
+      client.close();
+      throw new Error(`IMAP device ${this.name}: cannot reconnect to ${this.options.endpoint.host}:${this.options.endpoint.port}: ${(err as Error).message}`);
+    }
+    this.client = client;
+    this.offline = false;
+    this.reconnects++;
+    await this.resync();
+    const exists = (client.mailbox && (client.mailbox as { exists: number }).exists) || 0;
+    this.record('device-reconnected', undefined, { uidValidity: String(this.uidValidity), messages: exists, attempt: this.reconnects });
   }
 
   private record<K extends keyof HarnessEvents>(kind: K, messageId: string | undefined, detail: HarnessEvents[K]) {
@@ -108,6 +170,7 @@ export class ImapDevice extends EventEmitter {
   /** Brings the local copy of INBOX in line with the server (UIDs, flags, Message-IDs). */
   resync(): Promise<void> {
     const pass = async () => {
+      if (this.offline) return; // cut off: the local copy stays as it was
       const seen = new Set<number>();
       if (this.client.mailbox && (this.client.mailbox as { exists: number }).exists > 0) {
         for await (const msg of this.client.fetch('1:*', { uid: true, flags: true, envelope: true })) {
@@ -204,6 +267,14 @@ export class ImapDevice extends EventEmitter {
     return msg.source;
   }
 
+  /** Sets a flag on the message (\Flagged: "star it"), as the app's button does: UID STORE +FLAGS. */
+  async flag(messageId: string, flag: string): Promise<void> {
+    const local = this.find(messageId);
+    if (!local) throw new Error(`${this.name} has no message ${messageId}\n${this.state()}`);
+    await this.client.messageFlagsAdd(String(local.uid), [flag], { uid: true });
+    await this.resync();
+  }
+
   /** Deletes the message: \Deleted, then EXPUNGE (UID EXPUNGE), as "delete" does in most apps. */
   async delete(messageId: string): Promise<void> {
     const local = this.find(messageId);
@@ -249,6 +320,7 @@ export class ImapDevice extends EventEmitter {
 
   /** The device is lost: its connection and local copy are gone. */
   async lose(): Promise<void> {
+    this.offline = true;
     this.inbox.clear();
     this.client.close();
   }
