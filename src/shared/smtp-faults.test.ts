@@ -383,6 +383,24 @@ describe('SMTP fault rules at the other commands: EHLO, STARTTLS, AUTH, QUIT', (
     expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['tls-gone starttls connection closed before the reply']);
   });
 
+  it('starttls: a drop after the reply sends the 220, then closes with no handshake; the server stays up', async () => {
+    const pki = await testPki();
+    const mx = await start([{ id: 'tls-bye', stage: 'starttls', times: 1, action: { kind: 'drop', when: 'after-reply' } }], { tls: pki.tls });
+    const client = await session(mx.port);
+    client.send('STARTTLS');
+    expect((await client.smtpReply()).text).toBe('220 Ready to start TLS');
+    await client.waitClosed();
+    expect(mx.fired.map((f) => `${f.rule} ${f.stage} ${f.effect}`)).toEqual(['tls-bye starttls connection closed after the reply']);
+    // The next session is served (and can upgrade: the rule is spent).
+    const next = await session(mx.port);
+    next.send('STARTTLS');
+    expect((await next.smtpReply()).code).toBe(220);
+    const secure = await next.startTls({ ca: pki.ca, servername: 'localhost' });
+    secure.send('NOOP');
+    expect((await secure.smtpReply()).code).toBe(250);
+    secure.close();
+  });
+
   it('auth: a drop before the reply closes the connection; the credentials were never checked', async () => {
     const logins: string[] = [];
     const mx = await start([{ id: 'auth-gone', stage: 'auth', action: { kind: 'drop', when: 'before-reply' } }], { logins });
