@@ -287,6 +287,32 @@ describe('checkRetrySchedule among faults', () => {
     await expect(checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 50 ms after the failure/);
   });
 
+  it('does not measure the rerun of a flush that came while the failing attempt was in flight, but does one before it', async () => {
+    // Scenario 47, seed 1107826907: the flush after healing came while an attempt hung on the MX's LMTP hand-off;
+    // the scheduler ran the message again as soon as that attempt ended, 2 ms after its deferral.
+    const during = world();
+    during.ev.queued(0);
+    during.ev.active(0);
+    during.ev.nemesis(1000, 'queue-flush', 'mta');
+    during.ev.deferred(5000);
+    during.ev.active(5002, [BOB], 2);
+    during.ev.relayed(5010);
+    const target = (w: ReturnType<typeof world>) => ({ history: w.history, mailbox: () => ({ find: async () => [] }) });
+    const excused: unknown[] = [];
+    expect(await checkRetrySchedule(target(during), ID, { schedule: [500] }, { onExcused: (e) => excused.push(...e) })).toEqual([]);
+    expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
+    await expect(checkRetrySchedule(target(during), ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure/);
+    // A flush before the failing attempt started moved an earlier retry, not this one.
+    const before = world();
+    before.ev.queued(0);
+    before.ev.nemesis(5, 'queue-flush', 'mta');
+    before.ev.active(10);
+    before.ev.deferred(5000);
+    before.ev.active(5002, [BOB], 2);
+    before.ev.relayed(5010);
+    await expect(checkRetrySchedule(target(before), ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure; the retry rule says 500 ms/);
+  });
+
   it('does not measure a recipient carried along early by another that was due, but does when none was', async () => {
     const w = world();
     const q = { messageId: ID, queueId: 'Q1' };

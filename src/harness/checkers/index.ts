@@ -133,8 +133,9 @@ export async function checkDeliveredOnce(
  *
  * Waits until the message is settled for every recipient (relayed, delivered, bounced or expired), or, with
  * `attempts`, until that many attempts have started. Returns the measured delays in order. A retry with a nemesis
- * action on the MTA between the failure and it (a flush, a restart, a pause: the timeline's or the scenario's) is
- * not measured (unless `excuseNemesis: false`), nor is a recipient's early retry carried along by another recipient
+ * action on the MTA between the start of the failing attempt and it (a flush, a restart, a pause: the timeline's or
+ * the scenario's; a flush during an attempt reruns the message once the attempt ends) is not measured (unless
+ * `excuseNemesis: false`), nor is a recipient's early retry carried along by another recipient
  * of the message that was due then (an attempt covers every open recipient); `onExcused` hears of each.
  */
 export async function checkRetrySchedule(
@@ -169,8 +170,11 @@ export async function checkRetrySchedule(
     for (const [i, failure] of failures.entries()) {
       const next = trace.find((e) => e.kind === 'active' && e.time > failure.time && e.detail.recipients.some((r) => r.toLowerCase() === rcpt));
       if (!next) break;
-      // A flush, a restart or a freeze of the MTA in between moves the retry on purpose: not the rule's to keep.
-      const moved = history.events.find((e) => e.node === NEMESIS && 'target' in e.detail && e.detail.target === mta && e.time >= failure.time && e.time <= next.time);
+      // A flush, a restart or a freeze of the MTA in between moves the retry on purpose: not the rule's to keep. So
+      // does one while the failing attempt was still in flight: a flush then reruns the message as soon as that
+      // attempt ends (scheduler.ts, `flush`), a few ms after its deferrals. The window opens at that attempt's start.
+      const attemptStart = trace.filter((e) => e.kind === 'active' && e.time <= failure.time).at(-1)?.time ?? failure.time;
+      const moved = history.events.find((e) => e.node === NEMESIS && 'target' in e.detail && e.detail.target === mta && e.time >= attemptStart && e.time <= next.time);
       if (moved && options.excuseNemesis !== false) {
         excused.push({ rcpt, retry: i + 1, by: moved });
         continue;
