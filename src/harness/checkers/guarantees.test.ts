@@ -150,6 +150,40 @@ describe('checkDeliveryGuarantees', () => {
     expect(report.duplicates[0]!.cause!.description).toMatch(/handed bob@receiver\.test to the mailbox but not carol@receiver\.test \(450 4\.7\.1 greylisted\)/);
   });
 
+  it('counts the copies the folder holds whose stored event died with a killed mailbox server, and explains them', async () => {
+    // The first copy was stored, then the mailbox server was killed before its event left: the MX lost the LMTP
+    // session, the MTA retried, the second copy's event arrived. One `stored` event, two copies in bob's INBOX.
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.nemesis(20, 'node-kill', 'mailbox');
+    w.ev.deferred(30, { command: 'DATA', error: 'mx.receiver.test said: 451 4.3.0 mailbox server unavailable (in reply to DATA)', reply: '451 4.3.0 mailbox server unavailable' });
+    w.ev.active(600, [BOB], 2);
+    w.ev.stored(610);
+    w.ev.relayed(611);
+    const target = { history: w.history, mta: () => ({ queue: async () => [] }) };
+    // Without the folder's count the duplicate is invisible to the stored events.
+    expect((await checkDeliveryGuarantees(target, owed, { timeoutMs: 300 })).duplicates).toEqual([]);
+    const report = await checkDeliveryGuarantees(target, owed, { timeoutMs: 300, mailboxCopies: [{ messageId: ID, rcpt: BOB, copies: 2 }] });
+    expect(report.duplicates).toMatchObject([{ messageId: ID, rcpt: BOB, copies: 2, cause: { kind: 'node-fault', description: expect.stringMatching(/^node-kill of mailbox/) } }]);
+    const none = await failureOf(checkDeliveryGuarantees(target, owed, { timeoutMs: 300, duplicates: 'none', mailboxCopies: [{ messageId: ID, rcpt: BOB, copies: 2 }] }));
+    expect(none.message).toMatch(/stored 1 times for bob@receiver\.test .*; bob@receiver\.test's folder holds 2 copies, 1 without a stored event/);
+  });
+
+  it('waits for the stored events of copies the folder holds, and with no fault in the message\'s life finds no cause', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.stored(5);
+    w.ev.relayed(6);
+    const target = { history: w.history, mta: () => ({ queue: async () => [] }) };
+    const copies = [{ messageId: ID, rcpt: BOB, copies: 2 }];
+    const check = checkDeliveryGuarantees(target, owed, { timeoutMs: 3000, mailboxCopies: copies });
+    setTimeout(() => w.ev.stored(7), 100); // the second copy's event was on its way
+    const failure = await failureOf(check);
+    expect(failure.message).toMatch(/duplicate: stored 2 times for bob@receiver\.test .*, and nothing between the copies explains it/);
+  });
+
   it('a deferral with the server\'s reply, or before the data, is no cause; a node kill between the copies is', async () => {
     const w = world();
     w.ev.queued(0);

@@ -51,6 +51,11 @@ export interface DuplicateDelivery {
   rcpt: string;
   /** The `stored` events of the copies, in time order. */
   stored: HistoryEvent[];
+  /**
+   * The copies: the `stored` events, or more when the recipient's folder holds more (`mailboxCopies`): a copy whose
+   * event died with a killed mailbox server.
+   */
+  copies: number;
   /** Absent: nothing in the history explains the second copy. */
   cause?: DuplicateCause;
 }
@@ -94,7 +99,16 @@ const CAUSE_SLACK_MS = 50;
 export async function checkDeliveryGuarantees(
   lab: DeliveryTarget,
   owed: readonly OwedMessage[],
-  options: CheckOptions & { duplicates?: 'explained' | 'none'; context?: string } = {},
+  options: CheckOptions & {
+    duplicates?: 'explained' | 'none';
+    context?: string;
+    /**
+     * The copies the recipients' folders hold, for the pairs with more than one (checkNoneLost's `duplicates`): a
+     * pair with more copies than `stored` events waits for them (they may still be on their way) and, should they
+     * never come (they died with a killed mailbox server), is still a duplicate of that many copies.
+     */
+    mailboxCopies?: readonly { messageId: string; rcpt: string; copies: number }[];
+  } = {},
 ): Promise<DeliveryReport> {
   const { history } = lab;
   const left = deadline(options);
@@ -110,6 +124,7 @@ export async function checkDeliveryGuarantees(
   // Once the queue is empty the outcomes are on their way: give the event streams a moment to catch up, no more.
   const streamLag = () => (queueEmpty ? { timeoutMs: Math.min(left().timeoutMs, 2000) } : left());
 
+  const held = new Map((options.mailboxCopies ?? []).map((c) => [`${normalizeMessageId(c.messageId)}\0${lower(c.rcpt)}`, c.copies]));
   const report: DeliveryReport = { owed: 0, delivered: 0, bounced: 0, duplicates: [] };
   for (const m of owed) {
     for (const to of m.to) {
@@ -127,6 +142,13 @@ export async function checkDeliveryGuarantees(
       if (outcomes.some((e) => e.kind === 'relayed' || e.kind === 'delivered')) {
         // The mailbox server stored it before the 250 the sender recorded; its event may still be on its way.
         await history.waitFor({ where: storedFor }, { ...streamLag(), description: `stored for ${rcpt}` }).catch((err: unknown) => {
+          if (!(err instanceof WaitTimeoutError)) throw err;
+        });
+      }
+      // The folder holds more copies than `stored` events arrived: wait for the others (a moment, as for the first).
+      const inFolder = held.get(`${normalizeMessageId(m.messageId)}\0${rcpt}`) ?? 0;
+      if (inFolder > history.events.filter(storedFor).length) {
+        await history.waitForCount({ where: storedFor }, inFolder, { ...streamLag(), description: `${inFolder} stored events for ${rcpt}` }).catch((err: unknown) => {
           if (!(err instanceof WaitTimeoutError)) throw err;
         });
       }
@@ -149,11 +171,14 @@ export async function checkDeliveryGuarantees(
         continue;
       }
       report.delivered++;
-      if (stored.length > 1) {
-        const cause = duplicateCause(history, m, rcpt, stored);
-        const duplicate: DuplicateDelivery = { messageId: m.messageId, rcpt, stored, ...(cause ? { cause } : {}) };
+      const count = Math.max(stored.length, inFolder);
+      if (count > 1) {
+        const settledAt = Math.max(0, ...outcomes.map((e) => e.time));
+        const cause = duplicateCause(history, m, rcpt, stored, count > stored.length ? { until: settledAt } : {});
+        const duplicate: DuplicateDelivery = { messageId: m.messageId, rcpt, stored, copies: count, ...(cause ? { cause } : {}) };
         report.duplicates.push(duplicate);
-        const copies = `stored ${stored.length} times for ${rcpt} (at ${stored.map((e) => new Date(e.time).toISOString()).join(', ')})`;
+        const missing = count > stored.length ? `; ${rcpt}'s folder holds ${count} copies, ${count - stored.length} without a stored event (it died with the mailbox server)` : '';
+        const copies = `stored ${stored.length} times for ${rcpt} (at ${stored.map((e) => new Date(e.time).toISOString()).join(', ')})${missing}`;
         if (!cause)
           fail(
             `message ${m.messageId} to ${rcpt}: duplicate: ${copies}, and nothing between the copies explains it (no drop after the final dot, no connection lost after the final dot, no partial hand-off at the MX, no node fault)`,
@@ -172,10 +197,15 @@ function withEvent(trace: readonly HistoryEvent[], event: HistoryEvent): History
   return trace.includes(event) ? [...trace] : [...trace, event].sort((a, b) => a.time - b.time);
 }
 
-/** The event between the first copy and the last that explains the duplicate, the most specific first. */
-export function duplicateCause(history: History, m: OwedMessage, rcpt: string, stored: readonly HistoryEvent[]): DuplicateCause | undefined {
-  const from = stored[0]!.time - CAUSE_SLACK_MS;
-  const to = stored[stored.length - 1]!.time;
+/**
+ * The event between the first copy and the last that explains the duplicate, the most specific first. With `until`
+ * (a copy whose `stored` event never arrived, so its time is unknown), between the message's first attempt and
+ * `until` (the sender's outcome for the recipient) instead.
+ */
+export function duplicateCause(history: History, m: OwedMessage, rcpt: string, stored: readonly HistoryEvent[], options: { until?: number } = {}): DuplicateCause | undefined {
+  const firstAttempt = history.events.find((e) => e.kind === 'active' && sameId(e.messageId, m.messageId))?.time;
+  const from = options.until !== undefined ? (firstAttempt ?? stored[0]?.time ?? 0) - CAUSE_SLACK_MS : stored[0]!.time - CAUSE_SLACK_MS;
+  const to = Math.max(options.until ?? 0, stored[stored.length - 1]?.time ?? 0);
   const between = history.events.filter((e) => e.time >= from && e.time <= to);
   const at = (e: HistoryEvent) => `${e.node} at ${new Date(e.time).toISOString()}`;
 
