@@ -150,6 +150,26 @@ describe('checkDeliveryGuarantees', () => {
     expect(report.duplicates[0]!.cause!.description).toMatch(/handed bob@receiver\.test to the mailbox but not carol@receiver\.test \(450 4\.7\.1 greylisted\)/);
   });
 
+  it('names the node fault that hit during the attempt that stored the first copy, not a later bystander', async () => {
+    // Scenario 47, seed 1404365161: the MX was stopped while its LMTP hand-off stored the copy, and answered the
+    // final dot with 421; it was stopped again later, between the copies, which explains nothing.
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(100);
+    w.ev.nemesis(200, 'node-stop', 'mx');
+    w.ev.stored(400);
+    w.ev.deferred(410, { command: 'DATA', error: 'mx.receiver.test said: 421 Server shutting down (in reply to DATA)', reply: '421 Server shutting down' });
+    w.ev.nemesis(1500, 'node-start', 'mx');
+    w.ev.nemesis(2000, 'node-stop', 'mx');
+    w.ev.nemesis(3000, 'node-start', 'mx');
+    w.ev.active(3500, [BOB], 2);
+    w.ev.stored(3600);
+    w.ev.relayed(3610);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'node-fault', event: { time: w.t0 + 200 } });
+    expect(report.duplicates[0]!.cause!.description).toMatch(/^node-stop of mx at .*; the MTA then deferred bob@receiver\.test: 421 Server shutting down \(in reply to DATA\)$/);
+  });
+
   it('counts the copies the folder holds whose stored event died with a killed mailbox server, and explains them', async () => {
     // The first copy was stored, then the mailbox server was killed before its event left: the MX lost the LMTP
     // session, the MTA retried, the second copy's event arrived. One `stored` event, two copies in bob's INBOX.
@@ -184,7 +204,7 @@ describe('checkDeliveryGuarantees', () => {
     expect(failure.message).toMatch(/duplicate: stored 2 times for bob@receiver\.test .*, and nothing between the copies explains it/);
   });
 
-  it('a deferral with the server\'s reply, or before the data, is no cause; a node kill between the copies is', async () => {
+  it('a deferral with the server\'s reply, before the data, or a kill of the DNS is no cause; a mailbox kill between the copies is', async () => {
     const w = world();
     w.ev.queued(0);
     w.ev.stored(5);
@@ -192,6 +212,8 @@ describe('checkDeliveryGuarantees', () => {
     w.ev.deferred(8, { command: 'RCPT TO:<bob@receiver.test>', error: 'session lost during RCPT TO' });
     w.ev.stored(515);
     w.ev.relayed(516);
+    await failureOf(checkDeliveryGuarantees({ history: w.history }, owed));
+    w.ev.nemesis(200, 'node-kill', 'dns'); // the DNS holds no message: its kill sends nothing twice
     await failureOf(checkDeliveryGuarantees({ history: w.history }, owed));
     w.ev.nemesis(300, 'node-kill', 'mailbox');
     const report = await checkDeliveryGuarantees({ history: w.history }, owed);

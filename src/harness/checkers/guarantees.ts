@@ -36,9 +36,10 @@ export interface DuplicateCause {
    * `drop-after-dot`: an SMTP fault rule closed the connection after the final dot, before the reply;
    * `connection-lost-after-dot`: the sending MTA lost the session after the final dot with no reply (a `deferred` at
    * `end of data` with no reply from the server: a crash, a reset, a timeout);
-   * `refused-after-dot`: the next hop answered the final dot with a 4xx after the copy was stored (an MX without a
-   *   queue whose mailbox refused another recipient for now);
-   * `node-fault`: the nemesis stopped, killed, froze or cut off a node between the two deliveries.
+   * `partial-handoff`: the MX handed this recipient to the mailbox but another was refused for now, so it answered
+   *   the final dot with a 4xx after the copy was stored (maillab's MX has no queue);
+   * `node-fault`: the nemesis stopped, killed, froze or cut off the MTA, the MX or the mailbox server while the
+   *   attempt that stored the first copy was in flight, or later up to the last copy.
    */
   kind: 'drop-after-dot' | 'connection-lost-after-dot' | 'partial-handoff' | 'node-fault';
   event: HistoryEvent;
@@ -81,6 +82,11 @@ export interface DeliveryTarget {
 const SETTLED = new Set(['relayed', 'delivered', 'bounced', 'expired']);
 /** Nemesis actions that can make a receiver commit a message whose `250` its client never recorded. */
 const NODE_FAULTS = new Set(['node-stop', 'node-kill', 'node-restart', 'node-pause', 'node-disconnect']);
+/**
+ * The roles a node fault must hit to explain a duplicate: those that hold the message between the final dot and the
+ * sender's record of the 250 (the MTA, the MX, the mailbox server). Killing the DNS or a link proxy sends nothing twice.
+ */
+const DUPLICATING_ROLES = new Set(['mta', 'mx', 'mailbox']);
 /** How far before the first copy a cause may lie (events of different nodes, one clock, scheduling jitter). */
 const CAUSE_SLACK_MS = 50;
 
@@ -89,8 +95,9 @@ const CAUSE_SLACK_MS = 50;
  * with its cause, the event between the first copy and the second that explains it:
  * - a `fault` of an SMTP rule dropping the connection after the final dot, before the reply (`drop-after-dot`);
  * - the sending MTA's `deferred` at `end of data` with no reply from the server (`connection-lost-after-dot`);
- * - the sending MTA's `deferred` at `end of data` with a 4xx reply, after the copy was stored (`refused-after-dot`);
- * - a node stopped, killed, paused or partitioned by the nemesis (`node-fault`).
+ * - the MX's `handoff` with this recipient stored and another refused for now, then the sending MTA's `deferred` at
+ *   `end of data` (`partial-handoff`);
+ * - an MTA, MX or mailbox node stopped, killed, paused or partitioned by the nemesis (`node-fault`).
  *
  * Decidable once the sender settled every pair (relayed, delivered, bounced, expired), or, with `mta()`, once its
  * queue is empty. Fails on a pair neither stored nor bounced (lost), a pair both stored and bounced, a pair bounced
@@ -249,8 +256,18 @@ export function duplicateCause(history: History, m: OwedMessage, rcpt: string, s
     return { kind: 'partial-handoff', event: refused, description: `${at(partial)} handed ${rcpt} to the mailbox but not ${others.join(', ')}, and answered the final dot with ${refused.detail.reply ?? refused.detail.error}: the MTA's retry stored it again` };
   }
 
-  const node = between.find((e) => e.node === NEMESIS && NODE_FAULTS.has(e.kind));
-  if (node && 'target' in node.detail) return { kind: 'node-fault', event: node, description: `${node.kind} of ${node.detail.target} at ${new Date(node.time).toISOString()}` };
+  // A node fault that hit while the attempt that stored the first copy was in flight (a stopped MX answers the final
+  // dot with 421 once its hand-off stored the copy; a killed mailbox server never sends its 250), or later, up to the
+  // last copy: the first of them. The window opens at that attempt's start, not at the copy: a stop begun before the
+  // copy was stored is the one that cut its reply off, where a later one would only be a bystander.
+  const attemptStart = options.until === undefined ? history.events.filter((e) => e.kind === 'active' && sameId(e.messageId, m.messageId) && e.time <= stored[0]!.time).at(-1)?.time : undefined;
+  const nodeFrom = Math.min(from, attemptStart ?? from);
+  const node = history.events.find((e) => e.time >= nodeFrom && e.time <= to && e.node === NEMESIS && NODE_FAULTS.has(e.kind) && 'role' in e.detail && DUPLICATING_ROLES.has(String(e.detail.role)));
+  if (node && 'target' in node.detail) {
+    const refusedAfter = between.find((e) => e.kind === 'deferred' && e.time >= node.time && sameId(e.messageId, m.messageId) && lower(e.detail.rcpt) === rcpt);
+    const then = refusedAfter && refusedAfter.kind === 'deferred' ? `; the MTA then deferred ${rcpt}: ${refusedAfter.detail.reply}${refusedAfter.detail.command ? ` (in reply to ${refusedAfter.detail.command})` : ''}` : '';
+    return { kind: 'node-fault', event: node, description: `${node.kind} of ${node.detail.target} at ${new Date(node.time).toISOString()}${then}` };
+  }
   return undefined;
 }
 
