@@ -358,6 +358,15 @@ describe('checkRetrySchedule among faults', () => {
     expect(await checkRetrySchedule(target(during), ID, { schedule: [500] }, { onExcused: (e) => excused.push(...e) })).toEqual([]);
     expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
     await expect(checkRetrySchedule(target(during), ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure/);
+    // A rule change on the MTA (its own SMTP servers) moves no retry.
+    const rules = world();
+    rules.ev.queued(0);
+    rules.ev.active(0);
+    rules.ev.nemesis(1000, 'smtp-faults-change', 'mta');
+    rules.ev.deferred(5000);
+    rules.ev.active(5002, [BOB], 2);
+    rules.ev.relayed(5010);
+    await expect(checkRetrySchedule(target(rules), ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure/);
     // A flush before the failing attempt started moved an earlier retry, not this one.
     const before = world();
     before.ev.queued(0);
@@ -367,6 +376,25 @@ describe('checkRetrySchedule among faults', () => {
     before.ev.active(5002, [BOB], 2);
     before.ev.relayed(5010);
     await expect(checkRetrySchedule(target(before), ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure; the retry rule says 500 ms/);
+  });
+
+  it('measures from the MTA\'s own plan of the failure when its event was stamped later, but not from before the failure could be known', async () => {
+    // Scenario 47, seed 1107826907: the MTA planned the retry at the failure (nextAttempt - delay), and emitted the
+    // deferral 40 ms later (a descheduled process): the retry looked 40 ms early.
+    const run = async (planned: number) => {
+      const w = world();
+      const q = { messageId: ID, queueId: 'Q1' };
+      w.ev.queued(0);
+      w.ev.active(0);
+      w.add(10, 'mta', 'connect-failed', { host: 'h', port: 25, mx: 'mx', hop: HOP, stage: 'connect', command: 'connect', error: 'reset' }, q);
+      w.add(55, 'mta', 'deferred', { rcpt: BOB, hop: HOP, command: 'connect', reply: '451', status: '4.4.1', error: 'reset', nextAttempt: w.t0 + planned + 500, delay: 500, attempt: 1 }, q);
+      w.ev.active(planned + 500, [BOB], 2);
+      w.ev.relayed(planned + 510);
+      return checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] });
+    };
+    expect(await run(15)).toEqual([500]); // planned at 15, after the connect failure at 10: measured from there
+    // Planned at 5, before the failure was known (the connect failure at 10): a stale clock, measured from the event.
+    await expect(run(5)).rejects.toThrow(/retry 1 of .* started 450 ms after the failure; the retry rule says 500 ms/);
   });
 
   it('does not measure a recipient carried along early by another that was due, but does when none was', async () => {
