@@ -113,6 +113,34 @@ describe('checkDeliveryGuarantees', () => {
     expect(failure.message).toMatch(/mx\s+fault .*"action":"drop"/);
   });
 
+  it('names the drop of this message, not that of another message to the same recipient in the window', async () => {
+    // Scenario 47, seed 1107826907: two messages to carol each met rule chaos-7's drop at the LMTP hop, 3 ms apart;
+    // the checker named the other message's drop for both.
+    const w = world();
+    const OTHER = '<m2@client.sender.test>';
+    const drop = (at: number, messageId: string) =>
+      w.add(at, 'mailbox', 'fault', { source: 'smtp', rule: 'chaos-7', action: 'drop', when: 'before-reply', stage: 'end-of-data', effect: 'connection closed before the reply', recipients: [BOB] }, { messageId });
+    w.ev.queued(0);
+    w.ev.active(1);
+    drop(3, OTHER);
+    w.ev.stored(5);
+    drop(6, ID);
+    w.ev.deferred(7, { command: 'DATA', error: 'mx said: 451 4.3.0 mailbox server unavailable (in reply to DATA)', reply: '451 4.3.0 mailbox server unavailable' });
+    w.ev.active(510);
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'drop-after-dot', event: { messageId: ID, time: w.t0 + 6 } });
+    // Only the other message's drop: no cause.
+    const other = world();
+    other.ev.queued(0);
+    other.ev.stored(5);
+    other.add(6, 'mailbox', 'fault', { source: 'smtp', rule: 'chaos-7', action: 'drop', when: 'before-reply', stage: 'end-of-data', effect: 'closed', recipients: [BOB] }, { messageId: OTHER });
+    other.ev.stored(515);
+    other.ev.relayed(516);
+    await failureOf(checkDeliveryGuarantees({ history: other.history }, owed));
+  });
+
   it('a drop after the reply, or of another recipient, is no cause', async () => {
     const w = world();
     w.ev.queued(0);

@@ -219,7 +219,9 @@ export function duplicateCause(history: History, m: OwedMessage, rcpt: string, s
   const drop = between.find((e) => {
     if (!isFault(e)) return false;
     const f = faultOf(e);
-    const concerns = sameId(e.messageId, m.messageId) || (f.recipients ?? []).some((r) => lower(r) === rcpt) || (e.messageId === undefined && f.recipients === undefined);
+    // A fault that names a message concerns that message only (two messages to the same recipient may each meet a
+    // drop of the same rule within the window); one that names none, by its recipients.
+    const concerns = e.messageId !== undefined ? sameId(e.messageId, m.messageId) : f.recipients === undefined || f.recipients.some((r) => lower(r) === rcpt);
     const beforeReply = f.when !== undefined ? f.when === 'before-reply' : !/^2\d\d/.test(f.effect ?? '');
     return concerns && f.source === 'smtp' && f.action === 'drop' && f.stage === 'end-of-data' && beforeReply;
   });
