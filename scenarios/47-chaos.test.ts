@@ -7,6 +7,7 @@
 // schedule of faults at the same offsets, not the same run to the microsecond.
 import { describe, expect, it } from 'vitest';
 import { chaosSchedule, checkDeliveredOnce, formatSchedule, NEMESIS, runChaos, type ChaosKind, type ChaosReport, type RuntimeKind } from '../src/harness/index.js';
+import { now } from '../src/shared/events.js';
 import { useLab } from './support/lab.js';
 
 /** The fault kinds available on a runtime. Each fault kind that arrives is one line here. */
@@ -67,13 +68,18 @@ describe('timelines', () => {
   it('a step "at message 5" fires on the MTA\'s fifth submission since the start and is undone after its `for`', { timeout: 60_000 }, async () => {
     const timeline = lab().timeline([{ at: { message: 5 }, do: { node: { host: 'mx', action: 'stop' } }, for: 300 }], { timeoutMs: 20_000 });
     const ids: string[] = [];
-    for (let i = 0; i < 8; i++) ids.push((await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: `timeline ${i}`, text: 'at message 5' })).messageId);
+    // When each submission began, on the harness's clock (the stop's): the MTA stamps `submitted` on its own clock,
+    // a few ms apart from the harness's, so the stop is ordered after the fifth submission on one clock.
+    const began: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      began.push(now());
+      ids.push((await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: `timeline ${i}`, text: 'at message 5' })).messageId);
+    }
     const report = await timeline.done;
     const since = (e: { time: number }) => e.time >= report.startedAt;
-    const fifth = lab().history.filter({ kind: 'submitted', where: since })[4]!;
     const stop = lab().history.filter({ kind: 'node-stop', node: NEMESIS, where: (e) => since(e) && e.detail.target === 'mx' })[0]!;
     const start = lab().history.filter({ kind: 'node-start', node: NEMESIS, where: (e) => since(e) && e.detail.target === 'mx' })[0]!;
-    expect(stop.time).toBeGreaterThanOrEqual(fifth.time);
+    expect(stop.time).toBeGreaterThanOrEqual(began[4]!);
     expect(start.time - stop.time).toBeGreaterThanOrEqual(300);
     expect(Math.abs(report.steps[0]!.firedAt! - stop.time)).toBeLessThan(50);
     expect(Math.abs(report.steps[0]!.undoneAt! - start.time)).toBeLessThan(50);

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { now, type LabEvent } from '../shared/events.js';
 import { NEMESIS } from './events.js';
 import { History } from './history/history.js';
-import { ChaosFailure, chaosSchedule, runChaos, type ChaosLab } from './chaos.js';
+import { ChaosFailure, chaosSchedule, duplicateDisagreement, runChaos, type ChaosLab } from './chaos.js';
 import type { TimelineNode } from './timeline.js';
 
 function fakeLab(options: { lose?: boolean } = {}) {
@@ -83,8 +83,16 @@ describe('runChaos', () => {
     const failure = await runChaos(lab, { ...options, messages: 1, recipients: ['bob@receiver.test'] }).catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(ChaosFailure);
     const message = (failure as Error).message;
-    expect(message).toMatch(/^chaos run failed: a checker failed: chaos seed 1234 \(MAILLAB_SEED=1234 replays it\): message <chaos-1234-run-0-1@client\.sender\.test> to bob@receiver\.test: lost/);
+    expect(message).toMatch(/^chaos run failed: a checker failed: chaos seed 1234 \(MAILLAB_SEED=1234 replays it\): 1 of 1 accepted \(message, recipient\) pairs lost: neither in the mailbox nor bounced: <chaos-1234-run-0-1@client\.sender\.test> → bob@receiver\.test/);
     expect(message).toMatch(/\nseed 1234 \(MAILLAB_SEED=1234 replays it\); replay: MAILLAB_SEED=1234 \(same schedule\)\nchaos schedule of seed 1234/);
     expect(JSON.parse(message.split('\n').at(-1)!)).toEqual((failure as ChaosFailure).schedule);
+  });
+
+  it('the two checkers\' duplicates agree pair by pair and copy by copy, or the difference is named', () => {
+    const d = (messageId: string, rcpt: string, copies: number) => ({ messageId, rcpt, copies });
+    expect(duplicateDisagreement({ duplicates: [d('<a>', 'bob@x', 2)] }, { duplicates: [d('<a>', 'BOB@x', 2)] })).toBeUndefined();
+    expect(duplicateDisagreement({ duplicates: [d('<a>', 'bob@x', 2)] }, { duplicates: [] })).toEqual({ messageId: '<a>', text: '<a> → bob@x: 2 in the folder, at most 1 by the stored events' });
+    expect(duplicateDisagreement({ duplicates: [] }, { duplicates: [d('<b>', 'bob@x', 3)] })?.text).toBe('<b> → bob@x: at most 1 in the folder, 3 by the stored events');
+    expect(duplicateDisagreement({ duplicates: [d('<a>', 'bob@x', 3)] }, { duplicates: [d('<a>', 'bob@x', 2)] })?.text).toBe('<a> → bob@x: 3 in the folder, 2 by the stored events');
   });
 });

@@ -134,6 +134,26 @@ function toxic(int: (lo: number, hi: number) => number, pick: <T>(items: readonl
   }
 }
 
+/**
+ * The pairs on whose copies the two checkers disagree, in words (undefined when they agree): checkNoneLost counts the
+ * copies in the folders, checkDeliveryGuarantees the `stored` events (given the folders' counts). A pair with more
+ * `stored` events than copies in the folder lost a copy after it was stored.
+ */
+type Copies = { duplicates: readonly { messageId: string; rcpt: string; copies: number }[] };
+export function duplicateDisagreement(noneLost: Copies, delivery: Copies): { messageId: string; text: string } | undefined {
+  const pairs = new Map<string, { messageId: string; rcpt: string; counted?: number; explained?: number }>();
+  const pair = (d: { messageId: string; rcpt: string }) => {
+    const key = `${d.messageId}\0${d.rcpt.toLowerCase()}`;
+    if (!pairs.has(key)) pairs.set(key, { messageId: d.messageId, rcpt: d.rcpt.toLowerCase() });
+    return pairs.get(key)!;
+  };
+  for (const d of noneLost.duplicates) pair(d).counted = d.copies;
+  for (const d of delivery.duplicates) pair(d).explained = d.copies;
+  const differ = [...pairs.values()].filter((p) => p.counted !== p.explained);
+  if (differ.length === 0) return undefined;
+  return { messageId: differ[0]!.messageId, text: differ.map((p) => `${p.messageId} → ${p.rcpt}: ${p.counted ?? 'at most 1'} in the folder, ${p.explained ?? 'at most 1'} by the stored events`).join('; ') };
+}
+
 /** The schedule as it is printed: one line per step, then the JSON to paste back. */
 export function formatSchedule(schedule: ChaosSchedule): string {
   return [`chaos schedule of ${seedLine(schedule.seed)}: ${schedule.steps.length} faults over ${schedule.durationMs} ms (kinds: ${schedule.kinds.join(', ')})`, ...schedule.steps.map((s, i) => `  ${i}. ${describeStep(s)}`), JSON.stringify(schedule)].join('\n');
@@ -293,9 +313,13 @@ export async function runChaos(lab: ChaosLab, options: ChaosRunOptions): Promise
   let noneLost: NoneLostReport;
   let retries = { measured: 0, excused: 0 };
   try {
-    delivery = await checkDeliveryGuarantees(lab, owed, { ...left(), context });
     const faultCount = timelineReport.steps.filter((s) => s.firedAt !== undefined).length;
+    // The folders count the copies; the history explains them. A copy whose `stored` event died with a killed mailbox
+    // server is in the first and not the second: the delivery checker is given the counts, so the two agree.
     noneLost = await checkNoneLost(lab, owed, { ...left(), context, maxDuplicates: options.maxDuplicates ?? 2 * Math.max(1, faultCount) * 32 });
+    delivery = await checkDeliveryGuarantees(lab, owed, { ...left(), context, mailboxCopies: noneLost.duplicates });
+    const disagree = duplicateDisagreement(noneLost, delivery);
+    if (disagree) throw new CheckFailure(`${context}: the checkers disagree on the duplicates: ${disagree.text}`, lab.history.trace(disagree.messageId), lab.history.seed);
     checkNoMisdelivery(lab, undefined, { context });
     for (const m of owed) {
       // Measured where the history holds the whole story: queued, deferred at least once, every recipient settled
@@ -314,7 +338,7 @@ export async function runChaos(lab: ChaosLab, options: ChaosRunOptions): Promise
   const report: ChaosReport = { seed, schedule, accepted: owed.length, notAccepted, owed, timeline: timelineReport, delivery, noneLost, retries, faults, wallMs: now() - began };
   log(
     `chaos ${seedLine(seed)}: ${owed.length} accepted, ${notAccepted} not accepted; ${noneLost.owed} pairs: ${noneLost.delivered} delivered, ${noneLost.bounced} bounced, ` +
-      `${noneLost.duplicateCopies} duplicate copies (${delivery.duplicates.map((d) => d.cause?.kind).join(', ') || 'none'}); ${timelineReport.steps.filter((s) => s.firedAt !== undefined).length}/${schedule.steps.length} faults fired; ` +
+      `${noneLost.duplicateCopies} duplicate copies (${delivery.duplicates.map((d) => `${d.cause?.kind ?? 'unexplained'}${d.copies > 2 ? ` ×${d.copies - 1}` : ''}`).join(', ') || 'none'}); ${timelineReport.steps.filter((s) => s.firedAt !== undefined).length}/${schedule.steps.length} faults fired; ` +
       `retries: ${retries.measured} measured, ${retries.excused} moved by a fault; ${Math.round(report.wallMs)} ms`,
   );
   return report;

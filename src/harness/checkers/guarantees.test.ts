@@ -113,6 +113,34 @@ describe('checkDeliveryGuarantees', () => {
     expect(failure.message).toMatch(/mx\s+fault .*"action":"drop"/);
   });
 
+  it('names the drop of this message, not that of another message to the same recipient in the window', async () => {
+    // Scenario 47, seed 1107826907: two messages to carol each met rule chaos-7's drop at the LMTP hop, 3 ms apart;
+    // the checker named the other message's drop for both.
+    const w = world();
+    const OTHER = '<m2@client.sender.test>';
+    const drop = (at: number, messageId: string) =>
+      w.add(at, 'mailbox', 'fault', { source: 'smtp', rule: 'chaos-7', action: 'drop', when: 'before-reply', stage: 'end-of-data', effect: 'connection closed before the reply', recipients: [BOB] }, { messageId });
+    w.ev.queued(0);
+    w.ev.active(1);
+    drop(3, OTHER);
+    w.ev.stored(5);
+    drop(6, ID);
+    w.ev.deferred(7, { command: 'DATA', error: 'mx said: 451 4.3.0 mailbox server unavailable (in reply to DATA)', reply: '451 4.3.0 mailbox server unavailable' });
+    w.ev.active(510);
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'drop-after-dot', event: { messageId: ID, time: w.t0 + 6 } });
+    // Only the other message's drop: no cause.
+    const other = world();
+    other.ev.queued(0);
+    other.ev.stored(5);
+    other.add(6, 'mailbox', 'fault', { source: 'smtp', rule: 'chaos-7', action: 'drop', when: 'before-reply', stage: 'end-of-data', effect: 'closed', recipients: [BOB] }, { messageId: OTHER });
+    other.ev.stored(515);
+    other.ev.relayed(516);
+    await failureOf(checkDeliveryGuarantees({ history: other.history }, owed));
+  });
+
   it('a drop after the reply, or of another recipient, is no cause', async () => {
     const w = world();
     w.ev.queued(0);
@@ -150,7 +178,61 @@ describe('checkDeliveryGuarantees', () => {
     expect(report.duplicates[0]!.cause!.description).toMatch(/handed bob@receiver\.test to the mailbox but not carol@receiver\.test \(450 4\.7\.1 greylisted\)/);
   });
 
-  it('a deferral with the server\'s reply, or before the data, is no cause; a node kill between the copies is', async () => {
+  it('names the node fault that hit during the attempt that stored the first copy, not a later bystander', async () => {
+    // Scenario 47, seed 1404365161: the MX was stopped while its LMTP hand-off stored the copy, and answered the
+    // final dot with 421; it was stopped again later, between the copies, which explains nothing.
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(100);
+    w.ev.nemesis(200, 'node-stop', 'mx');
+    w.ev.stored(400);
+    w.ev.deferred(410, { command: 'DATA', error: 'mx.receiver.test said: 421 Server shutting down (in reply to DATA)', reply: '421 Server shutting down' });
+    w.ev.nemesis(1500, 'node-start', 'mx');
+    w.ev.nemesis(2000, 'node-stop', 'mx');
+    w.ev.nemesis(3000, 'node-start', 'mx');
+    w.ev.active(3500, [BOB], 2);
+    w.ev.stored(3600);
+    w.ev.relayed(3610);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'node-fault', event: { time: w.t0 + 200 } });
+    expect(report.duplicates[0]!.cause!.description).toMatch(/^node-stop of mx at .*; the MTA then deferred bob@receiver\.test: 421 Server shutting down \(in reply to DATA\)$/);
+  });
+
+  it('counts the copies the folder holds whose stored event died with a killed mailbox server, and explains them', async () => {
+    // The first copy was stored, then the mailbox server was killed before its event left: the MX lost the LMTP
+    // session, the MTA retried, the second copy's event arrived. One `stored` event, two copies in bob's INBOX.
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.nemesis(20, 'node-kill', 'mailbox');
+    w.ev.deferred(30, { command: 'DATA', error: 'mx.receiver.test said: 451 4.3.0 mailbox server unavailable (in reply to DATA)', reply: '451 4.3.0 mailbox server unavailable' });
+    w.ev.active(600, [BOB], 2);
+    w.ev.stored(610);
+    w.ev.relayed(611);
+    const target = { history: w.history, mta: () => ({ queue: async () => [] }) };
+    // Without the folder's count the duplicate is invisible to the stored events.
+    expect((await checkDeliveryGuarantees(target, owed, { timeoutMs: 300 })).duplicates).toEqual([]);
+    const report = await checkDeliveryGuarantees(target, owed, { timeoutMs: 300, mailboxCopies: [{ messageId: ID, rcpt: BOB, copies: 2 }] });
+    expect(report.duplicates).toMatchObject([{ messageId: ID, rcpt: BOB, copies: 2, cause: { kind: 'node-fault', description: expect.stringMatching(/^node-kill of mailbox/) } }]);
+    const none = await failureOf(checkDeliveryGuarantees(target, owed, { timeoutMs: 300, duplicates: 'none', mailboxCopies: [{ messageId: ID, rcpt: BOB, copies: 2 }] }));
+    expect(none.message).toMatch(/stored 1 times for bob@receiver\.test .*; bob@receiver\.test's folder holds 2 copies, 1 without a stored event/);
+  });
+
+  it('waits for the stored events of copies the folder holds, and with no fault in the message\'s life finds no cause', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.stored(5);
+    w.ev.relayed(6);
+    const target = { history: w.history, mta: () => ({ queue: async () => [] }) };
+    const copies = [{ messageId: ID, rcpt: BOB, copies: 2 }];
+    const check = checkDeliveryGuarantees(target, owed, { timeoutMs: 3000, mailboxCopies: copies });
+    setTimeout(() => w.ev.stored(7), 100); // the second copy's event was on its way
+    const failure = await failureOf(check);
+    expect(failure.message).toMatch(/duplicate: stored 2 times for bob@receiver\.test .*, and nothing between the copies explains it/);
+  });
+
+  it('a deferral with the server\'s reply, before the data, or a kill of the DNS is no cause; a mailbox kill between the copies is', async () => {
     const w = world();
     w.ev.queued(0);
     w.ev.stored(5);
@@ -158,6 +240,8 @@ describe('checkDeliveryGuarantees', () => {
     w.ev.deferred(8, { command: 'RCPT TO:<bob@receiver.test>', error: 'session lost during RCPT TO' });
     w.ev.stored(515);
     w.ev.relayed(516);
+    await failureOf(checkDeliveryGuarantees({ history: w.history }, owed));
+    w.ev.nemesis(200, 'node-kill', 'dns'); // the DNS holds no message: its kill sends nothing twice
     await failureOf(checkDeliveryGuarantees({ history: w.history }, owed));
     w.ev.nemesis(300, 'node-kill', 'mailbox');
     const report = await checkDeliveryGuarantees({ history: w.history }, owed);
@@ -294,6 +378,60 @@ describe('checkRetrySchedule among faults', () => {
     expect(await checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { onExcused: (e) => excused.push(...e) })).toEqual([]);
     expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
     await expect(checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 50 ms after the failure/);
+  });
+
+  it('does not measure the rerun of a flush that came while the failing attempt was in flight, but does one before it', async () => {
+    // Scenario 47, seed 1107826907: the flush after healing came while an attempt hung on the MX's LMTP hand-off;
+    // the scheduler ran the message again as soon as that attempt ended, 2 ms after its deferral.
+    const during = world();
+    during.ev.queued(0);
+    during.ev.active(0);
+    during.ev.nemesis(1000, 'queue-flush', 'mta');
+    during.ev.deferred(5000);
+    during.ev.active(5002, [BOB], 2);
+    during.ev.relayed(5010);
+    const target = (w: ReturnType<typeof world>) => ({ history: w.history, mailbox: () => ({ find: async () => [] }) });
+    const excused: unknown[] = [];
+    expect(await checkRetrySchedule(target(during), ID, { schedule: [500] }, { onExcused: (e) => excused.push(...e) })).toEqual([]);
+    expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
+    await expect(checkRetrySchedule(target(during), ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure/);
+    // A rule change on the MTA (its own SMTP servers) moves no retry.
+    const rules = world();
+    rules.ev.queued(0);
+    rules.ev.active(0);
+    rules.ev.nemesis(1000, 'smtp-faults-change', 'mta');
+    rules.ev.deferred(5000);
+    rules.ev.active(5002, [BOB], 2);
+    rules.ev.relayed(5010);
+    await expect(checkRetrySchedule(target(rules), ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure/);
+    // A flush before the failing attempt started moved an earlier retry, not this one.
+    const before = world();
+    before.ev.queued(0);
+    before.ev.nemesis(5, 'queue-flush', 'mta');
+    before.ev.active(10);
+    before.ev.deferred(5000);
+    before.ev.active(5002, [BOB], 2);
+    before.ev.relayed(5010);
+    await expect(checkRetrySchedule(target(before), ID, { schedule: [500] })).rejects.toThrow(/retry 1 of .* started 2 ms after the failure; the retry rule says 500 ms/);
+  });
+
+  it('measures from the MTA\'s own plan of the failure when its event was stamped later, but not from before the failure could be known', async () => {
+    // Scenario 47, seed 1107826907: the MTA planned the retry at the failure (nextAttempt - delay), and emitted the
+    // deferral 40 ms later (a descheduled process): the retry looked 40 ms early.
+    const run = async (planned: number) => {
+      const w = world();
+      const q = { messageId: ID, queueId: 'Q1' };
+      w.ev.queued(0);
+      w.ev.active(0);
+      w.add(10, 'mta', 'connect-failed', { host: 'h', port: 25, mx: 'mx', hop: HOP, stage: 'connect', command: 'connect', error: 'reset' }, q);
+      w.add(55, 'mta', 'deferred', { rcpt: BOB, hop: HOP, command: 'connect', reply: '451', status: '4.4.1', error: 'reset', nextAttempt: w.t0 + planned + 500, delay: 500, attempt: 1 }, q);
+      w.ev.active(planned + 500, [BOB], 2);
+      w.ev.relayed(planned + 510);
+      return checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] });
+    };
+    expect(await run(15)).toEqual([500]); // planned at 15, after the connect failure at 10: measured from there
+    // Planned at 5, before the failure was known (the connect failure at 10): a stale clock, measured from the event.
+    await expect(run(5)).rejects.toThrow(/retry 1 of .* started 450 ms after the failure; the retry rule says 500 ms/);
   });
 
   it('does not measure a recipient carried along early by another that was due, but does when none was', async () => {

@@ -36,9 +36,10 @@ export interface DuplicateCause {
    * `drop-after-dot`: an SMTP fault rule closed the connection after the final dot, before the reply;
    * `connection-lost-after-dot`: the sending MTA lost the session after the final dot with no reply (a `deferred` at
    * `end of data` with no reply from the server: a crash, a reset, a timeout);
-   * `refused-after-dot`: the next hop answered the final dot with a 4xx after the copy was stored (an MX without a
-   *   queue whose mailbox refused another recipient for now);
-   * `node-fault`: the nemesis stopped, killed, froze or cut off a node between the two deliveries.
+   * `partial-handoff`: the MX handed this recipient to the mailbox but another was refused for now, so it answered
+   *   the final dot with a 4xx after the copy was stored (maillab's MX has no queue);
+   * `node-fault`: the nemesis stopped, killed, froze or cut off the MTA, the MX or the mailbox server while the
+   *   attempt that stored the first copy was in flight, or later up to the last copy.
    */
   kind: 'drop-after-dot' | 'connection-lost-after-dot' | 'partial-handoff' | 'node-fault';
   event: HistoryEvent;
@@ -51,6 +52,11 @@ export interface DuplicateDelivery {
   rcpt: string;
   /** The `stored` events of the copies, in time order. */
   stored: HistoryEvent[];
+  /**
+   * The copies: the `stored` events, or more when the recipient's folder holds more (`mailboxCopies`): a copy whose
+   * event died with a killed mailbox server.
+   */
+  copies: number;
   /** Absent: nothing in the history explains the second copy. */
   cause?: DuplicateCause;
 }
@@ -76,6 +82,11 @@ export interface DeliveryTarget {
 const SETTLED = new Set(['relayed', 'delivered', 'bounced', 'expired']);
 /** Nemesis actions that can make a receiver commit a message whose `250` its client never recorded. */
 const NODE_FAULTS = new Set(['node-stop', 'node-kill', 'node-restart', 'node-pause', 'node-disconnect']);
+/**
+ * The roles a node fault must hit to explain a duplicate: those that hold the message between the final dot and the
+ * sender's record of the 250 (the MTA, the MX, the mailbox server). Killing the DNS or a link proxy sends nothing twice.
+ */
+const DUPLICATING_ROLES = new Set(['mta', 'mx', 'mailbox']);
 /** How far before the first copy a cause may lie (events of different nodes, one clock, scheduling jitter). */
 const CAUSE_SLACK_MS = 50;
 
@@ -84,8 +95,9 @@ const CAUSE_SLACK_MS = 50;
  * with its cause, the event between the first copy and the second that explains it:
  * - a `fault` of an SMTP rule dropping the connection after the final dot, before the reply (`drop-after-dot`);
  * - the sending MTA's `deferred` at `end of data` with no reply from the server (`connection-lost-after-dot`);
- * - the sending MTA's `deferred` at `end of data` with a 4xx reply, after the copy was stored (`refused-after-dot`);
- * - a node stopped, killed, paused or partitioned by the nemesis (`node-fault`).
+ * - the MX's `handoff` with this recipient stored and another refused for now, then the sending MTA's `deferred` at
+ *   `end of data` (`partial-handoff`);
+ * - an MTA, MX or mailbox node stopped, killed, paused or partitioned by the nemesis (`node-fault`).
  *
  * Decidable once the sender settled every pair (relayed, delivered, bounced, expired), or, with `mta()`, once its
  * queue is empty. Fails on a pair neither stored nor bounced (lost), a pair both stored and bounced, a pair bounced
@@ -94,7 +106,16 @@ const CAUSE_SLACK_MS = 50;
 export async function checkDeliveryGuarantees(
   lab: DeliveryTarget,
   owed: readonly OwedMessage[],
-  options: CheckOptions & { duplicates?: 'explained' | 'none'; context?: string } = {},
+  options: CheckOptions & {
+    duplicates?: 'explained' | 'none';
+    context?: string;
+    /**
+     * The copies the recipients' folders hold, for the pairs with more than one (checkNoneLost's `duplicates`): a
+     * pair with more copies than `stored` events waits for them (they may still be on their way) and, should they
+     * never come (they died with a killed mailbox server), is still a duplicate of that many copies.
+     */
+    mailboxCopies?: readonly { messageId: string; rcpt: string; copies: number }[];
+  } = {},
 ): Promise<DeliveryReport> {
   const { history } = lab;
   const left = deadline(options);
@@ -110,6 +131,7 @@ export async function checkDeliveryGuarantees(
   // Once the queue is empty the outcomes are on their way: give the event streams a moment to catch up, no more.
   const streamLag = () => (queueEmpty ? { timeoutMs: Math.min(left().timeoutMs, 2000) } : left());
 
+  const held = new Map((options.mailboxCopies ?? []).map((c) => [`${normalizeMessageId(c.messageId)}\0${lower(c.rcpt)}`, c.copies]));
   const report: DeliveryReport = { owed: 0, delivered: 0, bounced: 0, duplicates: [] };
   for (const m of owed) {
     for (const to of m.to) {
@@ -127,6 +149,13 @@ export async function checkDeliveryGuarantees(
       if (outcomes.some((e) => e.kind === 'relayed' || e.kind === 'delivered')) {
         // The mailbox server stored it before the 250 the sender recorded; its event may still be on its way.
         await history.waitFor({ where: storedFor }, { ...streamLag(), description: `stored for ${rcpt}` }).catch((err: unknown) => {
+          if (!(err instanceof WaitTimeoutError)) throw err;
+        });
+      }
+      // The folder holds more copies than `stored` events arrived: wait for the others (a moment, as for the first).
+      const inFolder = held.get(`${normalizeMessageId(m.messageId)}\0${rcpt}`) ?? 0;
+      if (inFolder > history.events.filter(storedFor).length) {
+        await history.waitForCount({ where: storedFor }, inFolder, { ...streamLag(), description: `${inFolder} stored events for ${rcpt}` }).catch((err: unknown) => {
           if (!(err instanceof WaitTimeoutError)) throw err;
         });
       }
@@ -149,11 +178,14 @@ export async function checkDeliveryGuarantees(
         continue;
       }
       report.delivered++;
-      if (stored.length > 1) {
-        const cause = duplicateCause(history, m, rcpt, stored);
-        const duplicate: DuplicateDelivery = { messageId: m.messageId, rcpt, stored, ...(cause ? { cause } : {}) };
+      const count = Math.max(stored.length, inFolder);
+      if (count > 1) {
+        const settledAt = Math.max(0, ...outcomes.map((e) => e.time));
+        const cause = duplicateCause(history, m, rcpt, stored, count > stored.length ? { until: settledAt } : {});
+        const duplicate: DuplicateDelivery = { messageId: m.messageId, rcpt, stored, copies: count, ...(cause ? { cause } : {}) };
         report.duplicates.push(duplicate);
-        const copies = `stored ${stored.length} times for ${rcpt} (at ${stored.map((e) => new Date(e.time).toISOString()).join(', ')})`;
+        const missing = count > stored.length ? `; ${rcpt}'s folder holds ${count} copies, ${count - stored.length} without a stored event (it died with the mailbox server)` : '';
+        const copies = `stored ${stored.length} times for ${rcpt} (at ${stored.map((e) => new Date(e.time).toISOString()).join(', ')})${missing}`;
         if (!cause)
           fail(
             `message ${m.messageId} to ${rcpt}: duplicate: ${copies}, and nothing between the copies explains it (no drop after the final dot, no connection lost after the final dot, no partial hand-off at the MX, no node fault)`,
@@ -172,17 +204,24 @@ function withEvent(trace: readonly HistoryEvent[], event: HistoryEvent): History
   return trace.includes(event) ? [...trace] : [...trace, event].sort((a, b) => a.time - b.time);
 }
 
-/** The event between the first copy and the last that explains the duplicate, the most specific first. */
-export function duplicateCause(history: History, m: OwedMessage, rcpt: string, stored: readonly HistoryEvent[]): DuplicateCause | undefined {
-  const from = stored[0]!.time - CAUSE_SLACK_MS;
-  const to = stored[stored.length - 1]!.time;
+/**
+ * The event between the first copy and the last that explains the duplicate, the most specific first. With `until`
+ * (a copy whose `stored` event never arrived, so its time is unknown), between the message's first attempt and
+ * `until` (the sender's outcome for the recipient) instead.
+ */
+export function duplicateCause(history: History, m: OwedMessage, rcpt: string, stored: readonly HistoryEvent[], options: { until?: number } = {}): DuplicateCause | undefined {
+  const firstAttempt = history.events.find((e) => e.kind === 'active' && sameId(e.messageId, m.messageId))?.time;
+  const from = options.until !== undefined ? (firstAttempt ?? stored[0]?.time ?? 0) - CAUSE_SLACK_MS : stored[0]!.time - CAUSE_SLACK_MS;
+  const to = Math.max(options.until ?? 0, stored[stored.length - 1]?.time ?? 0);
   const between = history.events.filter((e) => e.time >= from && e.time <= to);
   const at = (e: HistoryEvent) => `${e.node} at ${new Date(e.time).toISOString()}`;
 
   const drop = between.find((e) => {
     if (!isFault(e)) return false;
     const f = faultOf(e);
-    const concerns = sameId(e.messageId, m.messageId) || (f.recipients ?? []).some((r) => lower(r) === rcpt) || (e.messageId === undefined && f.recipients === undefined);
+    // A fault that names a message concerns that message only (two messages to the same recipient may each meet a
+    // drop of the same rule within the window); one that names none, by its recipients.
+    const concerns = e.messageId !== undefined ? sameId(e.messageId, m.messageId) : f.recipients === undefined || f.recipients.some((r) => lower(r) === rcpt);
     const beforeReply = f.when !== undefined ? f.when === 'before-reply' : !/^2\d\d/.test(f.effect ?? '');
     return concerns && f.source === 'smtp' && f.action === 'drop' && f.stage === 'end-of-data' && beforeReply;
   });
@@ -219,8 +258,18 @@ export function duplicateCause(history: History, m: OwedMessage, rcpt: string, s
     return { kind: 'partial-handoff', event: refused, description: `${at(partial)} handed ${rcpt} to the mailbox but not ${others.join(', ')}, and answered the final dot with ${refused.detail.reply ?? refused.detail.error}: the MTA's retry stored it again` };
   }
 
-  const node = between.find((e) => e.node === NEMESIS && NODE_FAULTS.has(e.kind));
-  if (node && 'target' in node.detail) return { kind: 'node-fault', event: node, description: `${node.kind} of ${node.detail.target} at ${new Date(node.time).toISOString()}` };
+  // A node fault that hit while the attempt that stored the first copy was in flight (a stopped MX answers the final
+  // dot with 421 once its hand-off stored the copy; a killed mailbox server never sends its 250), or later, up to the
+  // last copy: the first of them. The window opens at that attempt's start, not at the copy: a stop begun before the
+  // copy was stored is the one that cut its reply off, where a later one would only be a bystander.
+  const attemptStart = options.until === undefined ? history.events.filter((e) => e.kind === 'active' && sameId(e.messageId, m.messageId) && e.time <= stored[0]!.time).at(-1)?.time : undefined;
+  const nodeFrom = Math.min(from, attemptStart ?? from);
+  const node = history.events.find((e) => e.time >= nodeFrom && e.time <= to && e.node === NEMESIS && NODE_FAULTS.has(e.kind) && 'role' in e.detail && DUPLICATING_ROLES.has(String(e.detail.role)));
+  if (node && 'target' in node.detail) {
+    const refusedAfter = between.find((e) => e.kind === 'deferred' && e.time >= node.time && sameId(e.messageId, m.messageId) && lower(e.detail.rcpt) === rcpt);
+    const then = refusedAfter && refusedAfter.kind === 'deferred' ? `; the MTA then deferred ${rcpt}: ${refusedAfter.detail.reply}${refusedAfter.detail.command ? ` (in reply to ${refusedAfter.detail.command})` : ''}` : '';
+    return { kind: 'node-fault', event: node, description: `${node.kind} of ${node.detail.target} at ${new Date(node.time).toISOString()}${then}` };
+  }
   return undefined;
 }
 

@@ -133,8 +133,9 @@ export async function checkDeliveredOnce(
  *
  * Waits until the message is settled for every recipient (relayed, delivered, bounced or expired), or, with
  * `attempts`, until that many attempts have started. Returns the measured delays in order. A retry with a nemesis
- * action on the MTA between the failure and it (a flush, a restart, a pause: the timeline's or the scenario's) is
- * not measured (unless `excuseNemesis: false`), nor is a recipient's early retry carried along by another recipient
+ * action on the MTA between the start of the failing attempt and it (a flush, a restart, a pause: the timeline's or
+ * the scenario's; a flush during an attempt reruns the message once the attempt ends) is not measured (unless
+ * `excuseNemesis: false`), nor is a recipient's early retry carried along by another recipient
  * of the message that was due then (an attempt covers every open recipient); `onExcused` hears of each.
  */
 export async function checkRetrySchedule(
@@ -162,6 +163,8 @@ export async function checkRetrySchedule(
     }
   }
   const trace = history.events.filter(ofMessage);
+  const id = normalizeMessageId(messageId);
+  const anyNode = history.events.filter((e) => ofMessage(e) || (e.messageId !== undefined && normalizeMessageId(e.messageId) === id));
   const delays: number[] = [];
   const excused: { rcpt: string; retry: number; by: HistoryEvent }[] = [];
   for (const rcpt of recipients) {
@@ -169,14 +172,24 @@ export async function checkRetrySchedule(
     for (const [i, failure] of failures.entries()) {
       const next = trace.find((e) => e.kind === 'active' && e.time > failure.time && e.detail.recipients.some((r) => r.toLowerCase() === rcpt));
       if (!next) break;
-      // A flush, a restart or a freeze of the MTA in between moves the retry on purpose: not the rule's to keep.
-      const moved = history.events.find((e) => e.node === NEMESIS && 'target' in e.detail && e.detail.target === mta && e.time >= failure.time && e.time <= next.time);
+      // A flush, a restart or a freeze of the MTA in between moves the retry on purpose: not the rule's to keep. So
+      // does one while the failing attempt was still in flight: a flush then reruns the message as soon as that
+      // attempt ends (scheduler.ts, `flush`), a few ms after its deferrals. The window opens at that attempt's start.
+      const attemptStart = trace.filter((e) => e.kind === 'active' && e.time <= failure.time).at(-1)?.time ?? failure.time;
+      const moved = history.events.find((e) => e.node === NEMESIS && MOVES_RETRIES.has(e.kind) && 'target' in e.detail && e.detail.target === mta && e.time >= attemptStart && e.time <= next.time);
       if (moved && options.excuseNemesis !== false) {
         excused.push({ rcpt, retry: i + 1, by: moved });
         continue;
       }
       const expected = retryDelay(retry, i + 1);
-      const delay = next.time - failure.time;
+      // The MTA plans the retry from its own reading of the clock at the failure (`nextAttempt - delay`); the event is
+      // stamped when it is emitted, which a process descheduled in between (2 busy cores) does tens of ms later. The
+      // retry is measured from the plan when that is earlier, but never from before the failure could be known: the
+      // last event of the message (any node's) before the deferral. A plan from a stale clock is still caught.
+      const planned = failure.kind === 'deferred' ? failure.detail.nextAttempt - failure.detail.delay : failure.time;
+      const known = Math.max(0, ...anyNode.filter((e) => e.time < failure.time).map((e) => e.time));
+      const failedAt = planned < failure.time && planned >= known ? planned : failure.time;
+      const delay = next.time - failedAt;
       // An attempt covers every open recipient of the message (queue.ts: the message is due at its recipients'
       // earliest time), so a recipient may be carried along, early, by another that was due: not its own retry.
       const inAttempt = new Set(next.kind === 'active' ? next.detail.recipients.map((r) => r.toLowerCase()) : []);
@@ -200,10 +213,10 @@ export async function checkRetrySchedule(
       // A message has one attempt at a time (its destinations in parallel): a recipient that failed early in an
       // attempt cannot be retried before the attempt's last destination ended. Lateness counts from then.
       const attemptEnd = Math.max(0, ...trace.filter((e) => OUTCOMES.has(e.kind) && e.time > failure.time && e.time < next.time).map((e) => e.time));
-      const lateBy = next.time - Math.max(failure.time + expected, attemptEnd);
+      const lateBy = next.time - Math.max(failedAt + expected, attemptEnd);
       if (delay < expected - 25 || lateBy > slackMs)
         throw new CheckFailure(
-          `retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs}${attemptEnd > failure.time + expected ? ` after the attempt's last destination ended, ${(attemptEnd - failure.time).toFixed(0)} ms after the failure` : ''})`,
+          `retry ${i + 1} of ${messageId} to ${rcpt} started ${delay.toFixed(0)} ms after the failure; the retry rule says ${expected} ms (-25/+${slackMs}${attemptEnd > failedAt + expected ? ` after the attempt's last destination ended, ${(attemptEnd - failedAt).toFixed(0)} ms after the failure` : ''})`,
           history.trace(messageId),
           history.seed,
         );
@@ -212,6 +225,9 @@ export async function checkRetrySchedule(
   if (excused.length) options.onExcused?.(excused);
   return delays;
 }
+
+/** Nemesis actions on an MTA that move its retries: a flush, and what stops, restarts or freezes it (not a rule change). */
+const MOVES_RETRIES = new Set(['queue-flush', 'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect']);
 
 /** The outcomes of a recipient in an attempt. */
 const OUTCOMES = new Set(['relayed', 'delivered', 'deferred', 'bounced', 'expired']);
