@@ -22,7 +22,15 @@ function availableKinds(runtime: RuntimeKind): ChaosKind[] {
 
 const MESSAGES = 200;
 // The links the `link` faults act on: MTA → MX (by name, through the lab DNS) and MX → mailbox (LMTP, by address).
-const lab = useLab((l) => l.withLink('mta', 'mx').withLink('mx', 'mailbox'));
+// A link `timeout` removed before it fires leaves a session open with its command lost, as Toxiproxy does: the MTA
+// then waits out its own command timeout, so the lab's are short enough for the 60 s budget (60 s and 10 min by
+// default, like a real MTA's).
+const lab = useLab((l) =>
+  l.withLink('mta', 'mx').withLink('mx', 'mailbox').with((d) => {
+    d.commandTimeoutMs = 5000;
+    d.dataTimeoutMs = 10_000;
+  }),
+);
 
 /** The faults each target went through, in order (one target's faults never overlap, so its order is the schedule's). */
 function faultsByTarget(report: ChaosReport): Record<string, string[]> {

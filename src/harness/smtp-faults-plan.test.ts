@@ -46,5 +46,8 @@ describe('the MTA data timeout', () => {
     expect(plan(defaultLab).nodes.mta).toMatchObject({ dataTimeoutMs: 600_000 });
     expect(plan({ ...structuredClone(defaultLab), dataTimeoutMs: 1500 }).nodes.mta).toMatchObject({ dataTimeoutMs: 1500 });
     expect(() => validateLab({ ...structuredClone(defaultLab), dataTimeoutMs: 0 })).toThrow(/dataTimeoutMs must be whole milliseconds above 0, not 0/);
+    expect(plan(defaultLab).nodes.mta).toMatchObject({ commandTimeoutMs: 60_000 });
+    expect(plan({ ...structuredClone(defaultLab), commandTimeoutMs: 5000 }).nodes.mta).toMatchObject({ commandTimeoutMs: 5000 });
+    expect(() => validateLab({ ...structuredClone(defaultLab), commandTimeoutMs: -1 })).toThrow(/commandTimeoutMs must be whole milliseconds above 0, not -1/);
   });
 });

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_AUTH_THROTTLE, DEFAULT_DATA_TIMEOUT_MS, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type ProxyNodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
+import { DEFAULT_AUTH_THROTTLE, DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_DATA_TIMEOUT_MS, DEFAULT_SMTP_LIMITS, TLS_POLICY_MODES, type AuthThrottleConfig, type Endpoint, type TransportRoute, type TlsPolicyConfig, type TlsPolicyMode, type ApiKeyConfig, type DkimSigningConfig, type DnsRecord, type NodeConfig, type ProxyNodeConfig, type MtaStsSite, type ScannerConfig, type RetryConfig, type Role, type SmtpLimits, type UserConfig, type ZoneConfig } from '../shared/config.js';
 import { CERTIFICATE_FAULTS, type CertificateFault } from './tls/ca.js';
 import type { DnsFaultRule, SmtpFaultRule, Toxic } from '../shared/faults.js';
 import { dnsFaultProblems } from '../dns/api.js';
@@ -229,6 +229,12 @@ export interface LabDefinition {
    * DEFAULT_DATA_TIMEOUT_MS, RFC 5321 §4.5.3.2's 10 minutes (Postfix's smtp_data_done_timeout).
    */
   dataTimeoutMs?: number;
+  /**
+   * How long the MTAs wait for any other reply (greeting, EHLO, MAIL, RCPT, DATA) and on a stalled connection, when
+   * relaying or delivering over LMTP; past it the attempt is deferred with a timeout naming the command. Default
+   * DEFAULT_COMMAND_TIMEOUT_MS (60 s).
+   */
+  commandTimeoutMs?: number;
   /** Limits of every SMTP server of the lab; unset fields take DEFAULT_SMTP_LIMITS. */
   smtpLimits?: Partial<SmtpLimits>;
   /** Login throttling on SMTP AUTH, IMAP and POP3; unset fields take DEFAULT_AUTH_THROTTLE, `false` turns it off. */
@@ -403,6 +409,7 @@ export function validateLab(lab: LabDefinition): void {
   }
   problems.push(...smtpFaultProblems(lab));
   if (lab.dataTimeoutMs !== undefined && !(Number.isInteger(lab.dataTimeoutMs) && lab.dataTimeoutMs > 0)) problems.push(`dataTimeoutMs must be whole milliseconds above 0, not ${String(lab.dataTimeoutMs)}`);
+  if (lab.commandTimeoutMs !== undefined && !(Number.isInteger(lab.commandTimeoutMs) && lab.commandTimeoutMs > 0)) problems.push(`commandTimeoutMs must be whole milliseconds above 0, not ${String(lab.commandTimeoutMs)}`);
   if (problems.length) throw new Error(`invalid lab "${lab.name}":\n  - ${problems.join('\n  - ')}`);
 }
 
@@ -611,6 +618,7 @@ export function planLab(lab: LabDefinition, options: PlanOptions): LabPlan {
           ...transport,
           connectTimeoutMs: lab.connectTimeoutMs ?? 2000,
           dataTimeoutMs: lab.dataTimeoutMs ?? DEFAULT_DATA_TIMEOUT_MS,
+          commandTimeoutMs: lab.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
           ...smtpFaultsFor(lab, name),
           limits,
           authThrottle,

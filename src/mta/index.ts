@@ -7,7 +7,7 @@
 // Control operations and events: see the contract, api.ts.
 import path from 'node:path';
 import { createLabResolver, resolveMxTargets, resolveTlsa } from '../dns/index.js';
-import { DEFAULT_DATA_TIMEOUT_MS, type Endpoint, type MtaNodeConfig } from '../shared/config.js';
+import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_DATA_TIMEOUT_MS, type Endpoint, type MtaNodeConfig } from '../shared/config.js';
 import { headerSection } from '../shared/headers.js';
 import type { RoleStarter } from '../shared/node.js';
 import type { MtaContract } from './api.js';
@@ -38,7 +38,8 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   // DNS queries leave from the node's address too, so the lab DNS's log names the MTA (issue 15).
   const resolver = createLabResolver(config.resolver, { localAddress: config.address });
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
-  const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs };
+  // Every reply but the end of data's, and a stalled connection, within commandTimeoutMs (60 s unless the lab says).
+  const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs, socketTimeoutMs: config.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS };
   // The lab CA: what the `verify` TLS policy checks an MX's certificate against.
   // The end-of-data reply may take RFC 5321 §4.5.3.2's 10 minutes unless the lab says otherwise (dataTimeoutMs).
   const smtp = new SmtpClientPool({ ...client, idleMs: RELAY_IDLE_MS, dataTimeoutMs: config.dataTimeoutMs ?? DEFAULT_DATA_TIMEOUT_MS, ...(config.tls ? { ca: config.tls.ca } : {}) });

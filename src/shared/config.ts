@@ -90,6 +90,11 @@ export interface SmtpLimits {
   maxMessageSize?: number;
 }
 
+/**
+ * The MTA's wait for a command reply unless the lab sets one: 60 s, shorter than RFC 5321 §4.5.3.2's 5 minutes for
+ * MAIL/RCPT, as a lab's peers answer at once or not at all (Postfix's smtp_*_timeout are 300 s).
+ */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 /** RFC 5321 §4.5.3.2's end-of-data timeout (10 minutes): the MTA's dataTimeoutMs unless the lab sets one. */
 export const DEFAULT_DATA_TIMEOUT_MS = 600_000;
 
@@ -316,6 +321,11 @@ export interface MtaNodeConfig extends BaseNodeConfig {
    * Past it the recipients are deferred with a timeout naming the stage. Absent: DEFAULT_DATA_TIMEOUT_MS.
    */
   dataTimeoutMs?: number;
+  /**
+   * How long the MTA waits for the reply to any other command (the greeting, EHLO, MAIL, RCPT, DATA…) and for a
+   * stalled connection, relaying or delivering over LMTP. Absent: DEFAULT_COMMAND_TIMEOUT_MS.
+   */
+  commandTimeoutMs?: number;
   /** SMTP fault rules of its servers (25, 587, 465) at start (issue 15); changed at run time with `set-smtp-faults`. */
   smtpFaults?: SmtpFaultRulesConfig;
   limits?: SmtpLimits;
