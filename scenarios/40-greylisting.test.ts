@@ -2,7 +2,7 @@
 // delay has passed, is deferred with `450 4.7.1`; the first retry after it is delivered. Each 450 is a `fault` event of
 // the MX on the same hop the MTA's `deferred` names.
 import { describe, expect, it } from 'vitest';
-import { checkDeliveredOnce } from '../src/harness/index.js';
+import { checkDeliveredOnce, checkGreylistPassed } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 /** How long the MX greylists a (client, sender, recipient) triple. */
@@ -39,5 +39,8 @@ describe('greylisting', () => {
     // Every attempt before the delay was refused; the first one after it went through.
     expect(faults[1]!.time - first.time).toBeLessThan(GREYLIST_MS);
     expect(relayed[0]!.time - first.time).toBeGreaterThanOrEqual(GREYLIST_MS);
+    // The checker of the same guarantee (issue 15): the first attempt after the delay delivered.
+    const passed = await checkGreylistPassed(lab(), sent.messageId, 'bob@receiver.test', { delayMs: GREYLIST_MS });
+    expect(passed.attempts).toBe(3);
   });
 });

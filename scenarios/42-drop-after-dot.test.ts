@@ -3,6 +3,7 @@
 // retries, and bob gets a second copy. At-least-once delivery, as RFC 5321 §6.1 prefers to losing mail; the `fault`
 // event (drop, end-of-data, before-reply) stands between the first copy and the second.
 import { describe, expect, it } from 'vitest';
+import { checkDeliveryGuarantees } from '../src/harness/index.js';
 import { useLab } from './support/lab.js';
 
 const lab = useLab((l) => l.withRetry({ schedule: [300] }));
@@ -35,6 +36,10 @@ describe('drop after the final dot', () => {
     expect(deferred.time).toBeLessThan(relayed.time);
     const copies = await lab().mailbox('bob@receiver.test').find(sent.messageId);
     expect(copies).toHaveLength(2);
+    // The delivery-guarantee checker reports the duplicate with its cause: this drop (at least once, RFC 5321 §6.1).
+    const report = await checkDeliveryGuarantees(lab(), [{ messageId: sent.messageId, from: 'alice@sender.test', to: ['bob@receiver.test'] }]);
+    expect(report.duplicates).toEqual([expect.objectContaining({ rcpt: 'bob@receiver.test', cause: expect.objectContaining({ kind: 'drop-after-dot', event: expect.objectContaining({ seq: fault.seq, node: 'mx' }) }) })]);
+    await expect(checkDeliveryGuarantees(lab(), [{ messageId: sent.messageId, from: 'alice@sender.test', to: ['bob@receiver.test'] }], { duplicates: 'none' })).rejects.toThrow(/duplicate.*fault rule lost-250 of mx/s);
     // The rule is spent; clearing it is recorded too.
     expect(await lab().smtpFaults('mx').list()).toEqual([expect.objectContaining({ id: 'lost-250', fired: 1 })]);
     await lab().smtpFaults('mx').clear();
