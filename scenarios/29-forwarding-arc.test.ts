@@ -46,7 +46,8 @@ describe('forwarding through another domain', () => {
 
     const final = await lab().waitFor({ kind: 'authenticated', node: 'mx2', messageId: sent.messageId });
     const relay = lab().nodeOf('mta', 'relay').config;
-    expect(final.detail).toMatchObject({
+    // Seen once under CI load: dkim=fail at the final MX. The verifier's own words go with a failure, to say why.
+    expect(final.detail, `the final MX's DKIM results: ${JSON.stringify(final.detail.dkim)}`).toMatchObject({
       action: 'accept',
       spf: { result: 'fail', domain: 'sender.test', ip: relay.address },
       dkim: [{ result: 'pass', domain: 'sender.test', aligned: true }],

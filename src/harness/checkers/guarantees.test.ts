@@ -165,6 +165,19 @@ describe('checkDeliveryGuarantees', () => {
     expect(report.duplicates[0]!.cause!.description).toMatch(/session lost \(connection reset by peer\) during end of data on mta\.sender\.test -> mx/);
   });
 
+  it('names the MX\'s LMTP session lost after the final dot (its handoff-failed at end of data) as the cause', async () => {
+    const w = world();
+    w.ev.queued(0);
+    w.ev.stored(5);
+    w.add(6, 'mx', 'handoff-failed', { to: 'LMTP 127.0.0.3:24', error: '127.0.0.3:24: timed out waiting for the server during end of data (ETIMEDOUT)' }, { messageId: ID });
+    w.ev.deferred(7, { command: 'DATA', error: 'mx.receiver.test said: 451 4.3.0 mailbox server unavailable (in reply to DATA)', reply: '451 4.3.0 mailbox server unavailable' });
+    w.ev.stored(515);
+    w.ev.relayed(516);
+    const report = await checkDeliveryGuarantees({ history: w.history }, owed);
+    expect(report.duplicates[0]!.cause).toMatchObject({ kind: 'connection-lost-after-dot', event: { kind: 'handoff-failed' } });
+    expect(report.duplicates[0]!.cause!.description).toMatch(/timed out waiting for the server during end of data .* on its hand-off to LMTP 127\.0\.0\.3:24/);
+  });
+
   it('names a partial hand-off at the MX (this recipient stored, another refused for now, 4xx to the MTA) as the cause', async () => {
     const w = world();
     w.ev.queued(0);
@@ -378,6 +391,33 @@ describe('checkRetrySchedule among faults', () => {
     expect(await checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { onExcused: (e) => excused.push(...e) })).toEqual([]);
     expect(excused).toMatchObject([{ rcpt: BOB, retry: 1, by: { kind: 'queue-flush' } }]);
     await expect(checkRetrySchedule({ history: w.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500] }, { excuseNemesis: false })).rejects.toThrow(/retry 1 of .* started 50 ms after the failure/);
+  });
+
+  it('after a kill of the MTA, takes the rule\'s delay for the attempt the MTA says failed (its count restarts from its record)', async () => {
+    // Scenario 47 in CI, seed 1223086822: a deferral not yet on disk died with the MTA; the restarted MTA failed
+    // "attempt 1" again and retried 500 ms later, as the rule says for a first retry.
+    const w = world();
+    const target = { history: w.history, mailbox: () => ({ find: async () => [] }) };
+    w.ev.queued(0);
+    w.ev.active(0);
+    w.ev.deferred(10, { attempt: 1, delay: 500, nextAttempt: 0 } as never);
+    w.ev.nemesis(100, 'node-kill', 'mta');
+    w.ev.nemesis(400, 'node-start', 'mta');
+    w.ev.active(700, [BOB], 1);
+    w.ev.deferred(710, { attempt: 1, delay: 500, nextAttempt: 0 } as never);
+    w.ev.active(1211, [BOB], 2);
+    w.ev.relayed(1220);
+    expect(await checkRetrySchedule(target, ID, { schedule: [500, 1000] })).toEqual([501]);
+    // Without the restart, the second failure is the second: its retry is 1000 ms, and 501 ms is early.
+    const plain = world();
+    plain.ev.queued(0);
+    plain.ev.active(0);
+    plain.ev.deferred(10, { attempt: 1, delay: 500, nextAttempt: 0 } as never);
+    plain.ev.active(510, [BOB], 2);
+    plain.ev.deferred(520, { attempt: 2, delay: 1000, nextAttempt: 0 } as never);
+    plain.ev.active(1021, [BOB], 3);
+    plain.ev.relayed(1030);
+    await expect(checkRetrySchedule({ history: plain.history, mailbox: () => ({ find: async () => [] }) }, ID, { schedule: [500, 1000] })).rejects.toThrow(/retry 2 of .* started 501 ms after the failure; the retry rule says 1000 ms/);
   });
 
   it('does not measure the rerun of a flush that came while the failing attempt was in flight, but does one before it', async () => {

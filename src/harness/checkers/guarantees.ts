@@ -34,7 +34,8 @@ const rcptOf = (e: HistoryEvent): string | undefined => ('rcpt' in e.detail && t
 export interface DuplicateCause {
   /**
    * `drop-after-dot`: an SMTP fault rule closed the connection after the final dot, before the reply;
-   * `connection-lost-after-dot`: the sending MTA lost the session after the final dot with no reply (a `deferred` at
+   * `connection-lost-after-dot`: the sending MTA (or the MX, handing off over LMTP) lost the session after the final
+   *   dot with no reply (a `deferred` at
    * `end of data` with no reply from the server: a crash, a reset, a timeout);
    * `partial-handoff`: the MX handed this recipient to the mailbox but another was refused for now, so it answered
    *   the final dot with a 4xx after the copy was stored (maillab's MX has no queue);
@@ -240,6 +241,10 @@ export function duplicateCause(history: History, m: OwedMessage, rcpt: string, s
       !/said:/.test(e.detail.error),
   );
   if (lost && lost.kind === 'deferred') return { kind: 'connection-lost-after-dot', event: lost, description: `${at(lost)}: ${lost.detail.error} on ${lost.detail.hop} (no reply after the final dot)` };
+  // The same one hop further: the MX's LMTP session to the mailbox lost after the final dot (the mailbox stored, its
+  // reply never came), so the MX answered the MTA with a 4xx and the MTA's retry stored again.
+  const lostAtMx = between.find((e) => e.kind === 'handoff-failed' && sameId(e.messageId, m.messageId) && /end of data/i.test(e.detail.error) && /session lost|timed out|closed|reset/i.test(e.detail.error));
+  if (lostAtMx && lostAtMx.kind === 'handoff-failed') return { kind: 'connection-lost-after-dot', event: lostAtMx, description: `${at(lostAtMx)}: ${lostAtMx.detail.error} on its hand-off to ${lostAtMx.detail.to} (no reply after the final dot)` };
 
   // maillab's MX has no queue: it answers the final dot after its LMTP hand-off, so when the mailbox took this
   // recipient but refused another one for now (greylisted, 451), the whole message gets a 4xx and the MTA's retry

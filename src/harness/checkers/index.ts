@@ -181,7 +181,11 @@ export async function checkRetrySchedule(
         excused.push({ rcpt, retry: i + 1, by: moved });
         continue;
       }
-      const expected = retryDelay(retry, i + 1);
+      // The rule's delay for this retry: the n-th failure's. A kill or restart of the MTA since the message was queued
+      // may have taken a deferral that was not on disk yet (only accepted messages must survive, not their attempt
+      // counts): the restarted MTA counts from its record, and its event says which attempt failed.
+      const restarted = history.events.some((e) => e.node === NEMESIS && RESTARTS.has(e.kind) && 'target' in e.detail && e.detail.target === mta && e.time >= (trace[0]?.time ?? 0) && e.time < failure.time);
+      const expected = retryDelay(retry, restarted && failure.kind === 'deferred' ? failure.detail.attempt : i + 1);
       // The MTA plans the retry from its own reading of the clock at the failure (`nextAttempt - delay`); the event is
       // stamped when it is emitted, which a process descheduled in between (2 busy cores) does tens of ms later. The
       // retry is measured from the plan when that is earlier, but never from before the failure could be known: the
@@ -227,6 +231,8 @@ export async function checkRetrySchedule(
 }
 
 /** Nemesis actions on an MTA that move its retries: a flush, and what stops, restarts or freezes it (not a rule change). */
+/** Nemesis actions after which an MTA counts a message's attempts from its own record. */
+const RESTARTS = new Set(['node-kill', 'node-restart', 'node-start']);
 const MOVES_RETRIES = new Set(['queue-flush', 'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect']);
 
 /** The outcomes of a recipient in an attempt. */
