@@ -24,6 +24,7 @@ import { EventLog } from '../src/shared/events.js';
 import { headerValue } from '../src/shared/headers.js';
 import type { RunningRole } from '../src/shared/node.js';
 import { defaultLab, useLab } from './support/lab.js';
+import { resolveMxRecords } from '../src/dns/resolver.js';
 
 const ON_DOCKER = (process.env.MAILLAB_RUNTIME ?? 'local') === 'docker';
 if (!ON_DOCKER) process.stderr.write('SKIP: [38-external-servers] the docker runtime\'s refusal of external hosts is checked when the suite runs on it (MAILLAB_RUNTIME=docker)\n');
@@ -120,7 +121,7 @@ describe.skipIf(ON_DOCKER)('an SMTP server of the user\'s, outside the lab', () 
     const resolver = createLabResolver(lab().dns.node.service('dns'));
     expect(await resolver.resolve4(PARTNER.hostname)).toEqual([PARTNER.address]);
     expect(await resolver.reverse(PARTNER.address)).toEqual([PARTNER.hostname]);
-    expect(await resolver.resolveMx('receiver2.test')).toEqual([{ exchange: PARTNER.hostname, priority: 10 }]);
+    expect(await resolveMxRecords(resolver, 'receiver2.test')).toEqual([{ exchange: PARTNER.hostname, priority: 10 }]);
     expect(lab().describe().externals).toEqual({ partner: { kind: 'external', hostname: PARTNER.hostname, host: PARTNER.address, ports: { smtp: PARTNER.port } } });
     expect(lab().external('partner').service('smtp')).toEqual({ host: PARTNER.address, port: PARTNER.port });
     expect(() => lab().node('partner')).toThrow(/host partner is an external server \(smtp\.partner\.test at 127\.\d+\.\d+\.1, smtp 2525\), run outside the lab: it has no node to stop, start or control; lab\.external\('partner'\) describes it/);

@@ -22,7 +22,7 @@ export { DnsFaultRules, dnsFaultProblems, validateDnsFaultRules } from './faults
 export { MTA_STS_PATH, startMtaStsSite } from './mta-sts-site.js';
 export type { MtaStsSiteOptions, RunningMtaStsSite } from './mta-sts-site.js';
 export type { DnsServerOptions, RunningDnsServer } from './server.js';
-export { createLabResolver, resolveMxTargets, resolveTlsa } from './resolver.js';
+export { createLabResolver, resolveMxRecords, resolveMxTargets, resolveTlsa } from './resolver.js';
 export type { LabResolverOptions, MxOptions, MxResolver, TlsaAnswer, TlsaOptions } from './resolver.js';
 
 export const startDns: RoleStarter<DnsNodeConfig, DnsContract> = async (ctx) => {

@@ -88,12 +88,20 @@ async function resolveAddresses(resolver: MxResolver, host: string, ipv6: boolea
   return { addresses, error: first === undefined ? `${host}: no A/AAAA records` : describe(first, `${host} A/AAAA`), temporary: false };
 }
 
+/**
+ * The MX records of `name` as `{ exchange, priority }`, whatever the Node version: Node 24's resolver adds
+ * `type: 'MX'` to each answer (issue 16), which would leak into events and comparisons.
+ */
+export async function resolveMxRecords(resolver: Pick<MxResolver, 'resolveMx'>, name: string): Promise<{ exchange: string; priority: number }[]> {
+  return (await resolver.resolveMx(name)).map(({ exchange, priority }) => ({ exchange, priority }));
+}
+
 /** Where mail for `domain` goes, per RFC 5321 §5.1 and RFC 7505. */
 export async function resolveMxTargets(resolver: MxResolver, domain: string, options: MxOptions = {}): Promise<MxResolution> {
   const ipv6 = options.ipv6 ?? true;
   let records: { exchange: string; priority: number }[];
   try {
-    records = await resolver.resolveMx(domain);
+    records = await resolveMxRecords(resolver, domain);
   } catch (err) {
     const code = errorCode(err);
     if (code === 'ENODATA') records = [];

@@ -10,7 +10,7 @@ import type { NodeContext, RunningRole } from '../shared/node.js';
 import { dnsTestConfig, failure } from './dns.test-helper.js';
 import { DnsFaultRules } from './faults.js';
 import { answerWithFaults, startDns } from './index.js';
-import { resolveTlsa } from './resolver.js';
+import { resolveTlsa, resolveMxRecords } from './resolver.js';
 import { Zones } from './zone.js';
 
 const config: DnsNodeConfig = {
@@ -121,7 +121,7 @@ describe('DNS faults over UDP and TCP (c-ares)', () => {
   it('a truncated UDP answer makes c-ares ask again over TCP, which answers in full', async () => {
     await setFaults([{ id: 'tc', name: 'receiver.test', type: 'MX', action: { kind: 'truncate' } }]);
     const seq = last();
-    expect(await resolver().resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
+    expect(await resolveMxRecords(resolver(), 'receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
     expect(kinds(seq, 'dns-query').map((e) => [e.detail.transport, e.detail.rcode, e.detail.answers])).toEqual([
       ['udp', 'NOERROR', []],
       ['tcp', 'NOERROR', ['MX 10 mx.receiver.test']],
@@ -148,7 +148,7 @@ describe('DNS faults over UDP and TCP (c-ares)', () => {
     ]);
     const seq = last();
     const r = resolver();
-    expect(await r.resolveMx('receiver.test')).toEqual([{ exchange: 'old-mx.receiver.test', priority: 20 }]);
+    expect(await resolveMxRecords(r, 'receiver.test')).toEqual([{ exchange: 'old-mx.receiver.test', priority: 20 }]);
     expect(await r.resolve4('mx.receiver.test', { ttl: true })).toEqual([{ address: '192.0.2.10', ttl: 5 }]);
     expect(await failure(r.resolveTxt('receiver.test'))).toBe('ENODATA');
     expect(kinds(seq, 'fault').map((e) => e.detail.effect)).toEqual(['answered MX 20 old-mx.receiver.test', 'answered A 192.0.2.10', 'answered no records']);
@@ -172,7 +172,7 @@ describe('DNS faults over UDP and TCP (c-ares)', () => {
     const r = resolver();
     await setFaults([{ id: 'once', name: 'receiver.test', type: 'MX', action: { kind: 'servfail' }, times: 1 }]);
     expect(await failure(r.resolveMx('receiver.test'))).toBe('ESERVFAIL');
-    expect(await r.resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
+    expect(await resolveMxRecords(r, 'receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
     expect(await role.rpc['dns-faults']!({})).toEqual({ rules: [{ id: 'once', name: 'receiver.test', type: 'MX', action: { kind: 'servfail' }, times: 1, fired: 1 }] });
   });
 

@@ -11,6 +11,7 @@ import type { NodeContext, RunningRole } from '../shared/node.js';
 import { dnsTestConfig, failure } from './dns.test-helper.js';
 import { answerQuery, splitTxt, startDns } from './index.js';
 import { Zones } from './zone.js';
+import { resolveMxRecords } from './resolver.js';
 
 const longText = 'v=DKIM1; k=rsa; p=' + 'A'.repeat(700);
 
@@ -68,7 +69,7 @@ describe('lab DNS server over UDP (node:dns resolver)', () => {
   });
 
   it('answers MX, A, AAAA, TXT, CNAME, PTR, SOA and NS', async () => {
-    expect(await resolver.resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
+    expect(await resolveMxRecords(resolver, 'receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
     expect(await resolver.resolve4('mx.receiver.test')).toEqual(['127.0.0.5']);
     expect(await resolver.resolve6('mx.receiver.test')).toEqual(['fd00::5']);
     expect(await resolver.resolveTxt('receiver.test')).toEqual([['v=spf1 -all']]);
@@ -90,7 +91,7 @@ describe('lab DNS server over UDP (node:dns resolver)', () => {
   });
 
   it('serves a null MX', async () => {
-    expect(await resolver.resolveMx('nomail.test')).toEqual([{ exchange: '', priority: 0 }]);
+    expect(await resolveMxRecords(resolver, 'nomail.test')).toEqual([{ exchange: '', priority: 0 }]);
   });
 
   it('splits long TXT data into 255-octet strings (over TCP once UDP is truncated)', async () => {
@@ -134,7 +135,7 @@ describe('lab DNS server over UDP (node:dns resolver)', () => {
 
       expect(await failure(resolver.resolveMx('fresh.test'))).toBe('EREFUSED');
       await role.rpc['add-record']!({ zone: 'fresh.test', record: { name: '@', type: 'MX', exchange: 'mx.receiver.test', priority: 5 } });
-      expect(await resolver.resolveMx('fresh.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 5 }]);
+      expect(await resolveMxRecords(resolver, 'fresh.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 5 }]);
 
       const listing = (await role.rpc.records!({})) as { zones: { origin: string }[] };
       expect(listing.zones.map((z) => z.origin)).toEqual(['receiver.test', 'nomail.test', '0.0.127.in-addr.arpa', 'fresh.test']);

@@ -17,6 +17,7 @@ import { LocalRuntime } from './local.js';
 import { createDockerRuntime, DockerRuntime, dockerEngine, LABEL, reapDockerLabs, type DockerRunningNode } from './docker.js';
 import { currentOwner } from './owner.js';
 import { CONTROL_PORT, planLab } from '../topology.js';
+import { resolveMxRecords } from '../../dns/resolver.js';
 
 const engine = await dockerEngine();
 const skipReason = engine.available
@@ -122,7 +123,7 @@ describe('docker runtime', () => {
 
     const resolver = new Resolver({ timeout: 2000, tries: 2 });
     resolver.setServers([`127.0.0.1:${dns.services.dns!.port}`]);
-    expect(await resolver.resolveMx('receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
+    expect(await resolveMxRecords(resolver, 'receiver.test')).toEqual([{ exchange: 'mx.receiver.test', priority: 10 }]);
     expect(await resolver.resolve4('mx.receiver.test')).toEqual([network.addresses.mx]);
 
     const health = await new ControlClient(dns.control, 'dns', token).health();
