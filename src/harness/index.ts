@@ -16,5 +16,5 @@ export type { LabEvent } from '../shared/events.js';
 export { headerSection, headerValue, messageIdOf } from '../shared/headers.js';
 export type { DnsFaultsHandle } from './lab.js';
 export type { DnsFaultAction, DnsFaultRule, DnsFaultRuleView, FaultFired, SmtpFaultAction, SmtpFaultRule, SmtpFaultStage, Toxic, ToxicType } from '../shared/faults.js';
-export { describeStep, labFaultAdapter, runTimeline, startTimeline, targetKey, TimelineError, undoOf, validateTimeline, type FaultAdapter, type NodeFaultAction, type StepReport, type Timeline, type TimelineAction, type TimelineLab, type TimelineOptions, type TimelineReport, type TimelineStep, type TimelineTrigger } from './timeline.js';
+export { describeStep, labFaultAdapter, runTimeline, startTimeline, targetKey, TimelineError, undoOf, validateTimeline, type FaultAdapter, type FaultableLab, type NodeFaultAction, type StepReport, type Timeline, type TimelineAction, type TimelineLab, type TimelineOptions, type TimelineReport, type TimelineStep, type TimelineTrigger } from './timeline.js';
 export { chaosSchedule, formatSchedule, runChaos, ChaosFailure, CHAOS_KINDS, type ChaosKind, type ChaosLab, type ChaosReport, type ChaosRunOptions, type ChaosSchedule, type ChaosScheduleOptions } from './chaos.js';

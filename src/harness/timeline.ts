@@ -60,6 +60,9 @@ export interface TimelineLab {
   nodes(): TimelineNode[];
 }
 
+/** A lab whose link proxies (if it has any) take toxics: what the default fault adapter drives. */
+export type FaultableLab = TimelineLab & { link?(from: string, to: string): { setToxics(toxics: Toxic[]): Promise<unknown> } };
+
 export interface TimelineOptions {
   /** Every trigger must come within this many ms of the start (default 60 s), else the timeline fails. */
   timeoutMs?: number;
@@ -144,14 +147,14 @@ export function targetKey(action: TimelineAction, dnsHost = 'dns'): string {
   return `node:${action.node.host}`;
 }
 
-/** A control client reached without the role's contract type: the fault operations are added to the roles by issue 15's fault kinds. */
+/** A node's control client as a timeline needs it: one operation call (TimelineNode stays loose so tests can fake a lab). */
 type LooseControl = { call(operation: string, args?: object): Promise<unknown> };
 
 /**
  * The fault adapter over a lab's nodes, by the operation names of src/shared/faults.ts: `set-smtp-faults` on the
  * host, `set-dns-faults` on the lab's dns node, `set-toxics` on the link proxy (`lab.link(from, to)`).
  */
-export function labFaultAdapter(lab: TimelineLab & { link?(from: string, to: string): unknown }): FaultAdapter {
+export function labFaultAdapter(lab: FaultableLab): FaultAdapter {
   const control = (node: TimelineNode) => node.control() as LooseControl;
   return {
     smtp: async (host, rules) => {
@@ -164,10 +167,7 @@ export function labFaultAdapter(lab: TimelineLab & { link?(from: string, to: str
     },
     link: async (from, to, toxics) => {
       if (!lab.link) throw new Error(`link faults need link proxies (lab.link(from, to)), which this lab does not have: cannot set toxics on ${from} -> ${to}`);
-      const link = lab.link(from, to) as { setToxics?(toxics: Toxic[]): Promise<unknown>; control?(): LooseControl };
-      if (link.setToxics) await link.setToxics(toxics);
-      else if (link.control) await link.control().call('set-toxics', { toxics });
-      else throw new Error(`lab.link(${from}, ${to}) offers neither setToxics nor a control channel`);
+      await lab.link(from, to).setToxics(toxics);
     },
   };
 }
@@ -209,7 +209,7 @@ export function validateTimeline(lab: Pick<TimelineLab, 'node'>, steps: readonly
 }
 
 /** Starts a timeline on a started lab: its clock and message count start now. */
-export function startTimeline(lab: TimelineLab & { link?(from: string, to: string): unknown }, steps: readonly TimelineStep[], options: TimelineOptions = {}): Timeline {
+export function startTimeline(lab: FaultableLab, steps: readonly TimelineStep[], options: TimelineOptions = {}): Timeline {
   validateTimeline(lab, steps);
   const { history } = lab;
   const adapter = options.adapter ?? labFaultAdapter(lab);
@@ -357,6 +357,6 @@ export function startTimeline(lab: TimelineLab & { link?(from: string, to: strin
 }
 
 /** Runs a timeline to its end: every step fired and undone, within `timeoutMs`; fails loudly otherwise. */
-export function runTimeline(lab: TimelineLab & { link?(from: string, to: string): unknown }, steps: readonly TimelineStep[], options: TimelineOptions = {}): Promise<TimelineReport> {
+export function runTimeline(lab: FaultableLab, steps: readonly TimelineStep[], options: TimelineOptions = {}): Promise<TimelineReport> {
   return startTimeline(lab, steps, options).done;
 }
