@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomSeed, seedFromEnvironment, type Seed } from '../shared/seeded-random.js';
+import { dovecotPaths } from '../real/dovecot/config.js';
+import { postfixLayout } from '../real/postfix/config.js';
 import type { DkimSigningConfig, DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { newControlToken } from '../shared/control.js';
 import { headerValue } from '../shared/headers.js';
@@ -587,7 +589,8 @@ export class StartedLab {
   private realServerOf(config: NodeConfig): { server?: 'postfix' | 'dovecot'; effectiveConfig?: { path: string; in: 'host' | 'container' } } {
     const server = 'server' in config && (config.server === 'postfix' || config.server === 'dovecot') ? config.server : undefined;
     if (!server) return {};
-    const file = server === 'postfix' ? path.join(config.dataDir, 'postfix', 'effective.cf') : path.join(config.dataDir, 'dovecot', 'effective.conf');
+    // Where the adapters write them (one layout each, src/real/*/config.ts).
+    const file = server === 'postfix' ? postfixLayout(config.dataDir).effective : dovecotPaths(config.dataDir).effective;
     return { server, effectiveConfig: { path: file, in: this.runtime.kind === 'docker' ? 'container' : 'host' } };
   }
 
