@@ -75,8 +75,13 @@ describe.skipIf(skip !== undefined)('what the lab overrides, the check cannot se
 });
 
 const skipOutbound = whyRealServersSkip('examples/postfix-config regression outbound', ['postfix-mta']);
+// Not pinned any more: in 2 of 5 full-suite runs the expired message stayed queued with soft_bounce = yes (no DSN
+// within 10 s past the lifetime), as Postfix's documentation of soft_bounce suggests it may; alone it was returned.
+// Until the maillog says which it is, the behaviour is not asserted either way.
+const SOFT_BOUNCE_UNSETTLED = 'soft_bounce = yes: whether Postfix 3.7 returns an expired message was seen both ways here (2 of 5 full-suite runs kept it queued); not pinned until the maillog shows why';
+if (skipOutbound === undefined) process.stderr.write(`SKIP: [examples/postfix-config regression soft_bounce] ${SOFT_BOUNCE_UNSETTLED}\n`);
 
-describe.skipIf(skipOutbound !== undefined)('a setting that looks like a DSN regression but is not one', () => {
+describe.skipIf(skipOutbound !== undefined || SOFT_BOUNCE_UNSETTLED !== undefined)('a setting that looks like a DSN regression but is not one', () => {
   // soft_bounce = yes ("keep mail that would bounce", a debugging switch left on) turns hard bounces into deferrals; one
   // might expect it to stop the DSN of an expired message too. Postfix 3.7 still returns an expired message (tried), so
   // the DSN check passes: this pins that, so nobody counts on soft_bounce to hold expired mail.
