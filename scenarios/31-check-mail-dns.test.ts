@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadLabFile } from '../src/cli/commands.js';
+import { loadLabFile } from '../src/harness/lab-file.js';
 import { formatFindings, Lab, type StartedLab } from '../src/harness/index.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
 import { defaultLab } from './support/lab.js';

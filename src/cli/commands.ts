@@ -7,7 +7,10 @@ import defaultLab from '../../lab/default.js';
 import { Lab } from '../harness/lab.js';
 import { parseRuntimeChoice, runtimeFromEnvironment } from '../harness/runtime/index.js';
 import { packageRoot } from '../harness/runtime/types.js';
-import { labNodeNames, planLab, type LabDefinition } from '../harness/topology.js';
+import { labNodeNames, planLab } from '../harness/topology.js';
+import { loadLabFile } from '../harness/lab-file.js';
+
+export { loadLabFile };
 
 const USAGE = `usage: maillab <command>
 
@@ -77,28 +80,6 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
 function option(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
-}
-
-/** Loads a lab definition from a .ts or .js file (its default export), bundling TypeScript with esbuild. */
-export async function loadLabFile(file: string): Promise<LabDefinition> {
-  const absolute = path.resolve(file);
-  let url = pathToFileURL(absolute).href;
-  let tmp: string | undefined;
-  if (/\.[mc]?ts$/.test(absolute)) {
-    const { build } = await import('esbuild');
-    // The compiled file goes next to the lab file (as Vite does with its config), so that the packages it imports
-    // resolve from the lab file's own node_modules; in a temp folder they would not be found.
-    tmp = path.join(path.dirname(absolute), `.${path.basename(absolute)}.maillab-${process.pid}-${Date.now()}.mjs`);
-    await build({ entryPoints: [absolute], bundle: true, platform: 'node', format: 'esm', outfile: tmp, logLevel: 'error', packages: 'external' });
-    url = pathToFileURL(tmp).href;
-  }
-  try {
-    const mod = (await import(url)) as { default?: LabDefinition };
-    if (!mod.default) throw new Error(`${file} has no default export (export default defineLab({...}))`);
-    return mod.default;
-  } finally {
-    if (tmp) await rm(tmp, { force: true });
-  }
 }
 
 async function up(args: string[]): Promise<number> {
