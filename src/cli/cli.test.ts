@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, expect, it } from 'vitest';
-import { createLabResolver } from '../dns/index.js';
+import { createLabResolver, resolveMxRecords } from '../dns/index.js';
 import { smtpDialogue } from '../harness/clients/probe.js';
 import { packageRoot } from '../harness/runtime/types.js';
 import defaultLab from '../../lab/default.js';
@@ -114,7 +114,7 @@ describe('maillab node', () => {
     const child = spawn(process.execPath, [bin, 'node', 'dns', '--config', path.join(dir, 'dns.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
     try {
       expect(await firstLine(child, 10_000)).toMatch(/^MAILLAB_READY /);
-      const answer = await createLabResolver({ host: address, port: 5353 }).resolveMx('solo.test');
+      const answer = await resolveMxRecords(createLabResolver({ host: address, port: 5353 }), 'solo.test');
       expect(answer).toEqual([{ exchange: 'mx.solo.test', priority: 5 }]);
       // Without a controlToken in its config, the node made one, readable by its user only.
       const tokenFile = path.join(dir, 'control-token');

@@ -22,7 +22,7 @@ import type { SmtpReply } from './smtp-reply.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import net from 'node:net';
 import type { TlsConfig } from './config.js';
-import { minTlsVersion, tlsInfo, type TlsInfo } from './tls-session.js';
+import { serverKeyOptions, tlsInfo, type TlsInfo } from './tls-session.js';
 import { Transform } from 'node:stream';
 import type { FaultFired, SmtpFaultStage } from './faults.js';
 import { messageIdOf } from './headers.js';
@@ -358,7 +358,7 @@ export function sessionTls(server: SMTPServer, session: SMTPServerSession): TlsI
  */
 export function smtpTlsOptions(tls: TlsConfig | undefined, implicit = false): Partial<SMTPServerOptions> {
   if (!tls) return { hideSTARTTLS: true };
-  return { key: tls.key, cert: tls.cert, minVersion: minTlsVersion(tls), ...(implicit ? { secure: true } : {}) } as Partial<SMTPServerOptions>;
+  return { ...serverKeyOptions(tls), ...(implicit ? { secure: true } : {}) } as Partial<SMTPServerOptions>;
 }
 
 export function createSmtpServer(options: LabSmtpServerOptions): SMTPServer {

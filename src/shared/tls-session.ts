@@ -1,6 +1,7 @@
 // What the lab's servers share about TLS on their connections: the server-side options from a node's TlsConfig
 // (TLS 1.2 at least, RFC 8996), the STARTTLS upgrade of an accepted socket in place (IMAP, POP3; smtp-server does
 // its own), and the version and cipher of a connection as events record them.
+import { createPrivateKey } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { TlsConfig } from './config.js';
@@ -21,14 +22,25 @@ export function plaintextAuthAllowed(config: TlsConfig | undefined, secure: bool
   return secure || !config || config.allowPlaintextAuth === true;
 }
 
+/**
+ * A server's own key and certificate, its minimum version, and the OpenSSL security level its key needs. The `weak`
+ * certificate fault serves an RSA key under 2048 bits, which OpenSSL refuses to even load at security level 2 (the
+ * default from Node 22 on: "ee key too small"); the server loads it at level 1, so the *client's* level decides.
+ */
+export function serverKeyOptions(config: TlsConfig): { cert: string; key: string; minVersion: tls.SecureVersion; ciphers?: string } {
+  const bits = createPrivateKey(config.key).asymmetricKeyDetails?.modulusLength;
+  const weak = bits !== undefined && bits < 2048;
+  return { cert: config.cert, key: config.key, minVersion: minTlsVersion(config), ...(weak ? { ciphers: 'DEFAULT:@SECLEVEL=1' } : {}) };
+}
+
 /** The secure context of a server with `config`: its certificate and key, and the minimum version. */
 export function serverContext(config: TlsConfig): tls.SecureContext {
-  return tls.createSecureContext({ cert: config.cert, key: config.key, minVersion: minTlsVersion(config) });
+  return tls.createSecureContext(serverKeyOptions(config));
 }
 
 /** The options of a tls.Server with implicit TLS (tls.Server ignores a `secureContext` option: it builds its own). */
 export function tlsServerOptions(config: TlsConfig): tls.TlsOptions {
-  return { cert: config.cert, key: config.key, minVersion: minTlsVersion(config) };
+  return serverKeyOptions(config);
 }
 
 /** The version and cipher of `socket` once its handshake is done, null for a plaintext socket. */

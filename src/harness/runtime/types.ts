@@ -1,6 +1,6 @@
 // A runtime only knows how to run the node entry point somewhere and give back its endpoints (and, where it can,
 // the network faults of a running node).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Endpoint, NodeConfig } from '../../shared/config.js';
@@ -60,11 +60,22 @@ export interface Runtime {
   dispose(options?: { keepData?: boolean }): Promise<void>;
 }
 
+/** Whether a directory holds maillab's own package.json (a checkout, or the package installed in node_modules). */
+function isMaillabPackage(dir: string): boolean {
+  const manifest = path.join(dir, 'package.json');
+  if (!existsSync(manifest)) return false;
+  try {
+    return (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === 'maillab';
+  } catch {
+    return false;
+  }
+}
+
 /** The maillab package directory (holds package.json and dist/), from source or from the bundle. */
 export function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'build.mjs'))) return dir;
+    if (isMaillabPackage(dir)) return dir;
     const parent = path.dirname(dir);
     if (parent === dir) throw new Error('cannot find the maillab package root');
     dir = parent;

@@ -8,8 +8,9 @@
 //   not-yet-valid  valid from tomorrow for 30 days, from the lab CA
 //   wrong-name     from the lab CA, but names only `wrong-name.invalid` (none of the host's names or addresses)
 //   self-signed    the host's names and addresses, signed by its own key: not from the lab CA
-//   weak           the host's names and addresses, from the lab CA, with an RSA 1024 key. OpenSSL 3 at its default
-//                  security level (1, Node 20's) still accepts a 1024-bit key; a client at level 2 refuses it.
+//   weak           the host's names and addresses, from the lab CA, with an RSA 1024 key. OpenSSL 3 at security
+//                  level 1 (Node 20's default) still accepts a 1024-bit key; a client at level 2 (the default from
+//                  Node 22 on) refuses it.
 import { X509Certificate, createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { isIP } from 'node:net';
 import { generate } from 'selfsigned';
