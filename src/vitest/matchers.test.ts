@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import defaultLab from '../../lab/default.js';
 import type { SendResult } from '../harness/lab.js';
-import { registerMaillabMatchers } from './matchers.js';
+import { headerValue } from '../shared/headers.js';
+import { registerMaillabMatchers, verdictsOfHeader } from './matchers.js';
 import { useLab } from './use-lab.js';
 
 registerMaillabMatchers();
@@ -31,6 +32,11 @@ async function took(assertion: Promise<unknown>): Promise<number> {
 /** The table's header line and a row: `<offset>  <node>  <event>  <detail>`. */
 const TABLE_HEADER = /^ +offset +node +event +detail$/m;
 const row = (node: string, kind: string, detail = '') => new RegExp(`^ +\\+\\d+\\.\\d ms +${node} +${kind} +${detail}`, 'm');
+/**
+ * The row of the DSN reaching alice: the MTA's LMTP delivery or the mailbox server's `stored`, whichever reached the
+ * history first (toHaveBounced waits for either; on docker the mailbox's stream can trail the MTA's).
+ */
+const DSN_REACHED_ALICE = /^ +\+\d+\.\d ms +(mta +delivered +<[^>]+> +alice@sender\.test: 250 |mailbox +stored +<[^>]+> +alice@sender\.test INBOX uid \d+$)/m;
 
 describe('maillab matchers', () => {
   it('a delivered message: delivered, its hops, its authentication, no duplicates; and where each fails', async () => {
@@ -42,6 +48,9 @@ describe('maillab matchers', () => {
     await expect(lab()).toHaveHop(sent, 'mx', 'mailbox');
     await expect(lab()).toHaveAuthenticationResults(sent, { spf: 'pass', dkim: 'pass', dmarc: 'pass', action: 'accept' });
     await expect(lab()).toHaveNoDuplicates({ messages: [sent] });
+    // The verdicts of the header the MX wrote, as the matcher reads them where no `authenticated` event is at hand.
+    const [copy] = await lab().mailbox('bob@receiver.test').find(sent.messageId);
+    expect(verdictsOfHeader([headerValue(copy!.raw, 'authentication-results')!])).toEqual({ spf: ['pass'], dkim: ['pass'], dmarc: ['pass'], arc: [], action: [] });
 
     // Not to dave: the message never was for him. The wait runs out, and the failure shows the trace as a table.
     const notDave = await failureOf(expect(lab()).toHaveDelivered(sent, { to: 'dave@receiver.test', timeoutMs: 300 }));
@@ -89,7 +98,7 @@ describe('maillab matchers', () => {
     expect(message).toMatch(/but nobody@receiver\.test bounced instead: mta bounced: nobody@receiver\.test: 5\.1\.1 /);
     // The DSN's trace comes with it: where the bounce went.
     expect(message).toMatch(/^ +\+\d+\.\d ms +mta +dsn-created +<[^>]+> +DSN <[^>]+> to alice@sender\.test for nobody@receiver\.test$/m);
-    expect(message).toMatch(/^ +\+\d+\.\d ms +mailbox +stored +<[^>]+> +alice@sender\.test INBOX uid \d+$/m);
+    expect(message).toMatch(DSN_REACHED_ALICE);
     const notDelivered = expect(lab()).not.toHaveDelivered(sent, { to: 'nobody@receiver.test', timeoutMs: 20_000 });
     expect(await took(notDelivered)).toBeLessThan(5000);
     await notDelivered;
@@ -102,7 +111,7 @@ describe('maillab matchers', () => {
     const bounced = await failureOf(expect(lab()).not.toHaveBounced(sent, { status: '5.1.1' }));
     expect(bounced).toMatch(/but it did: nobody@receiver\.test bounced with 5\.1\.1 .*; its DSN <[^>]+> reached alice@sender\.test: /);
     expect(bounced).toMatch(/^ +offset +node +event +message +detail$/m);
-    expect(bounced).toMatch(/^ +\+\d+\.\d ms +mailbox +stored +<[^>]+> +alice@sender\.test INBOX uid \d+$/m);
+    expect(bounced).toMatch(DSN_REACHED_ALICE);
 
     // The DSN went from the MTA straight to the mailbox server (LMTP: sender.test is the MTA's own domain).
     const dsn = await lab().waitFor({ kind: 'dsn-created', where: (e) => e.detail.for.messageId === sent.messageId });
@@ -152,6 +161,33 @@ describe('maillab matchers', () => {
     } finally {
       await lab().smtpFaults('mx').clear();
     }
+  });
+
+  it('reads Authentication-Results fields: each method\'s results, comments left out, dkim=none when unsigned', () => {
+    const fields = [
+      'mx.receiver.test; spf=pass (mx.receiver.test: domain of a@sender.test; designates 127.0.0.5) smtp.mailfrom=a@sender.test; dkim=fail header.d=old.test; DKIM=Pass header.d=sender.test; dmarc=pass header.from=sender.test',
+      'other.test; arc=none',
+      'unsigned.test; spf=softfail smtp.mailfrom=b@x.test',
+    ];
+    expect(verdictsOfHeader(fields)).toEqual({ spf: ['pass', 'softfail'], dkim: ['fail', 'pass'], dmarc: ['pass'], arc: ['none'], action: [] });
+    expect(verdictsOfHeader(['mx.receiver.test; spf=none'])).toMatchObject({ dkim: ['none'] });
+    expect(verdictsOfHeader(['mx.receiver.test; none'])).toEqual({ spf: [], dkim: ['none'], dmarc: [], arc: [], action: [] });
+  });
+
+  it('is typed through vitest\'s Matchers: wrong arguments do not compile', () => {
+    // Never called: tsc checks these lines (`npx tsc --noEmit`), each @ts-expect-error must meet an error.
+    const typed = (sent: SendResult) => [
+      // @ts-expect-error toHaveHop needs both hosts
+      expect(lab()).toHaveHop(sent, 'mta'),
+      // @ts-expect-error `to` is an address, not a number
+      expect(lab()).toHaveDelivered(sent, { to: 42 }),
+      // @ts-expect-error the action is one of the MX's (accept, reject, quarantine, accept-arc-override)
+      expect(lab()).toHaveAuthenticationResults(sent, { action: 'bounce' }),
+      // @ts-expect-error a message is a Message-ID or a send result
+      expect(lab()).toHaveBounced(42),
+      expect(lab()).not.toHaveDeferred(sent, { to: 'bob@receiver.test', error: /4\.7\.1/, timeoutMs: 100 }),
+    ];
+    expect(typeof typed).toBe('function');
   });
 
   it('is an error, with or without .not, for something that is not a started lab or a message the lab never saw', async () => {
