@@ -29,7 +29,10 @@ import { formatTraceTable, summarizeEvent } from './trace-table.js';
 export type MessageRef = string | { messageId: string } | { MessageID: string };
 
 export interface WaitOption {
-  /** How long the matcher may wait for its question to be decided, in all (default 10 000 ms). */
+  /**
+   * How long the matcher may wait for its question to be decided, in all (default 10 000 ms). 0: judge the history
+   * as it is at the call, waiting for nothing.
+   */
   timeoutMs?: number;
 }
 
@@ -165,7 +168,10 @@ const STREAM_GRACE_MS = 1000;
 
 type Failure = HistoryEvent & { kind: 'bounced' | 'expired' };
 const isFailure = (e: HistoryEvent): e is Failure => e.kind === 'bounced' || e.kind === 'expired';
-const isOf = (id: string) => (e: HistoryEvent) => e.messageId !== undefined && normalizeMessageId(e.messageId) === normalizeMessageId(id);
+const isOf = (id: string) => {
+  const wanted = normalizeMessageId(id);
+  return (e: HistoryEvent) => e.messageId !== undefined && normalizeMessageId(e.messageId) === wanted;
+};
 const rcptOf = (e: HistoryEvent): string | undefined => ('rcpt' in e.detail && typeof e.detail.rcpt === 'string' ? lower(e.detail.rcpt) : undefined);
 const eventsOf = (lab: MatcherLab, id: string) => lab.history.events.filter(isOf(id));
 /** The Message-IDs of the DSNs the MTA made for a message (their traces show where the bounce went). */
@@ -198,8 +204,6 @@ interface Verdict {
   reason: string;
   /** Other Message-IDs whose traces explain the verdict (a DSN's). */
   related?: string[];
-  /** Events to show when the trace does not hold them (a cause with no Message-ID), or instead of it. */
-  events?: readonly HistoryEvent[];
 }
 
 /** Undecided (undefined), decided, or decided unless the history changes before `notBefore` (ms since the epoch). */
@@ -233,7 +237,6 @@ interface Expectation {
   messageId: string;
   /** "be delivered to bob@receiver.test": what `expected message <id> [not] to …` asks. */
   phrase: string;
-  timeoutMs: number;
 }
 
 /** The traces of the message and of the related ones (its DSN), merged in time order. */
@@ -246,7 +249,7 @@ function tracesOf(lab: MatcherLab, ids: readonly string[]): HistoryEvent[] {
 /** The result vitest wants: the verdict and, for its failure (or its success under `.not`), the message with the trace. */
 function resultOf(state: MatcherState, lab: MatcherLab, x: Expectation, verdict: Verdict): { pass: boolean; message: () => string } {
   const ids = [x.messageId, ...(verdict.related ?? [])];
-  const trace = verdict.events ? [...verdict.events] : tracesOf(lab, ids);
+  const trace = tracesOf(lab, ids);
   if (trace.length === 0 && eventsOf(lab, x.messageId).length === 0)
     throw new Error(`${x.matcher}: the lab never saw message ${x.messageId}: no event carries this Message-ID (a typo, or a message of another lab?)`);
   const seed = lab.history.seedLine ? `\n${lab.history.seedLine}` : '';
@@ -304,7 +307,7 @@ async function toHaveDelivered(this: MatcherState, received: unknown, ref: Messa
       return { pass: false, reason: `within ${timeoutMs} ms no copy was stored for ${last.join(', ')}` };
     },
   );
-  return resultOf(this, lab, { matcher, messageId: id, phrase, timeoutMs }, verdict);
+  return resultOf(this, lab, { matcher, messageId: id, phrase }, verdict);
 }
 
 function statusMatches(status: string | RegExp | undefined, actual: string): boolean {
@@ -364,7 +367,7 @@ async function toHaveBounced(this: MatcherState, received: unknown, ref: Message
       return { pass: false, reason: `within ${timeoutMs} ms it did not bounce${deferred ? ` (last deferral: ${line(deferred)})` : ''}` };
     },
   );
-  return resultOf(this, lab, { matcher, messageId: id, phrase, timeoutMs }, verdict);
+  return resultOf(this, lab, { matcher, messageId: id, phrase }, verdict);
 }
 
 async function toHaveDeferred(this: MatcherState, received: unknown, ref: MessageRef, options: DeferredOptions = {}) {
@@ -392,7 +395,7 @@ async function toHaveDeferred(this: MatcherState, received: unknown, ref: Messag
     },
     () => ({ pass: false, reason: `within ${timeoutMs} ms no such deferral came${others(deferrals())}` }),
   );
-  return resultOf(this, lab, { matcher, messageId: id, phrase, timeoutMs }, verdict);
+  return resultOf(this, lab, { matcher, messageId: id, phrase }, verdict);
 }
 
 /** How one host is named in another's events: its host name, its address, and the address of a link proxy to it. */
@@ -462,7 +465,7 @@ async function toHaveHop(this: MatcherState, received: unknown, ref: MessageRef,
     },
     () => ({ pass: false, reason: `within ${timeoutMs} ms nothing showed ${from} handing it to ${to}; ${hopsSeen(eventsOf(lab, id))}` }),
   );
-  return resultOf(this, lab, { matcher, messageId: id, phrase, timeoutMs }, verdict);
+  return resultOf(this, lab, { matcher, messageId: id, phrase }, verdict);
 }
 
 type AuthMethod = 'spf' | 'dkim' | 'dmarc' | 'arc' | 'action';
@@ -535,7 +538,7 @@ async function toHaveAuthenticationResults(this: MatcherState, received: unknown
     },
     () => ({ pass: false, reason: `within ${timeoutMs} ms no host verified it (no authenticated event${expected.node ? ` of ${expected.node}` : ''}, no stored copy to read)` }),
   );
-  return resultOf(this, lab, { matcher, messageId: id, phrase, timeoutMs }, verdict);
+  return resultOf(this, lab, { matcher, messageId: id, phrase }, verdict);
 }
 
 async function toHaveNoDuplicates(this: MatcherState, received: unknown, options: NoDuplicatesOptions = {}) {
