@@ -18,6 +18,8 @@ export default defineConfig({
   test: {
     // Scenarios start real servers as child processes (dist/node.js): build it once before any test runs.
     globalSetup: ['./scenarios/support/global-setup.ts'],
+    // maillab's matchers (expect(lab()).toHaveDelivered(...)), as a user's config registers them: maillab/vitest/setup.
+    setupFiles: ['./src/vitest/setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
