@@ -4,7 +4,7 @@
 import { headerSection } from '../shared/headers.js';
 import { now, type LabEvent } from '../shared/events.js';
 import type { HistoryEvent } from '../harness/events.js';
-import { formatEvent, History, seedLine } from '../harness/history/history.js';
+import { formatEvent, History, seedLine, WaitTimeoutError } from '../harness/history/history.js';
 import type { StartedLab } from '../harness/lab.js';
 import { redactSecrets, secretsIn } from './redact.js';
 import { RECORD_EVENT_LIMIT, RECORD_RECEIVED_LIMIT, type LabTestRecord, type ReceivedChain } from './record.js';
@@ -15,7 +15,9 @@ const READ_BACK_TIMEOUT_MS = 3_000;
 /** The record of the lab's history between `since` and `until` (a test's start and end). */
 export async function recordOfTest(lab: StartedLab, since: number, until = now()): Promise<LabTestRecord> {
   const secrets = secretsIn([lab.definition, lab.nodes().map((n) => n.config)]);
-  const slice = lab.history.events.filter((e) => e.time >= since && e.time <= until);
+  const inSlice = () => lab.history.events.filter((e) => e.time >= since && e.time <= until);
+  const lagging = await awaitImpliedEvents(lab, inSlice());
+  const slice = inSlice();
   const { kept, omitted } = bounded(slice, RECORD_EVENT_LIMIT);
   const hosts: LabTestRecord['hosts'] = {};
   for (const node of lab.nodes()) hosts[node.name] = { role: node.role, address: node.config.address, hostname: node.config.hostname };
@@ -32,12 +34,53 @@ export async function recordOfTest(lab: StartedLab, since: number, until = now()
     ...(omitted ? { omitted } : {}),
     ...(received.length ? { received } : {}),
     ...(notes.length ? { receivedNotes: notes } : {}),
+    ...(lagging.length ? { missing: lagging } : {}),
   };
   return redactSecrets(record, secrets);
 }
 
+/** How long a record waits, in all, for the events its slice implies but has not received yet. */
+const IMPLIED_EVENTS_TIMEOUT_MS = 2_000;
+
+/**
+ * Each node streams its events on its own connection, so when a test ends the history can hold the MTA's `delivered`
+ * without the mailbox's `stored` that came before it. Waits (within one short deadline) for the events the slice's
+ * own events imply at the lab's nodes: a `stored` per LMTP delivery and per recipient an MX handed off, a `received`
+ * at a lab host an MTA relayed to. Returns what never came, for the record to say.
+ */
+async function awaitImpliedEvents(lab: StartedLab, slice: readonly HistoryEvent[]): Promise<string[]> {
+  const nodeAt = new Map(lab.nodes().map((n) => [n.config.address, n.name]));
+  const expected = new Map<string, { node: string; kind: 'stored' | 'received'; messageId: string; count: number }>();
+  const expect = (address: unknown, kind: 'stored' | 'received', messageId: string | undefined, count = 1) => {
+    const node = typeof address === 'string' ? nodeAt.get(address.replace(/^LMTP /, '').replace(/:\d+$/, '')) : undefined;
+    if (!node || !messageId || count === 0) return;
+    const key = `${node} ${kind} ${messageId}`;
+    const entry = expected.get(key) ?? { node, kind, messageId, count: 0 };
+    entry.count += count;
+    expected.set(key, entry);
+  };
+  for (const e of slice) {
+    if (e.kind === 'delivered') expect(e.detail.host, 'stored', e.messageId);
+    if (e.kind === 'handoff') expect(e.detail.to, 'stored', e.messageId, e.detail.recipients.filter((r) => r.accepted).length);
+    if (e.kind === 'relayed') expect(e.detail.host, 'received', e.messageId);
+  }
+  const end = now() + IMPLIED_EVENTS_TIMEOUT_MS;
+  const missing: string[] = [];
+  for (const { node, kind, messageId, count } of expected.values()) {
+    // A relay to a host takes one transaction for all its recipients: one `received` is enough.
+    const wanted = kind === 'received' ? 1 : count;
+    try {
+      await lab.history.waitForCount({ node, kind, messageId }, wanted, { timeoutMs: Math.max(1, end - now()) });
+    } catch (err) {
+      if (!(err instanceof WaitTimeoutError)) throw err;
+      missing.push(`${wanted} × ${kind} of ${messageId} at ${node} had not arrived from the node within ${IMPLIED_EVENTS_TIMEOUT_MS} ms of the test's end`);
+    }
+  }
+  return missing;
+}
+
 /** The first and last halves of `limit` events, and how many were left out between them. */
-function bounded(events: HistoryEvent[], limit: number): { kept: HistoryEvent[]; omitted?: LabTestRecord['omitted'] } {
+export function bounded(events: HistoryEvent[], limit: number): { kept: HistoryEvent[]; omitted?: LabTestRecord['omitted'] } {
   if (events.length <= limit) return { kept: events };
   const head = Math.ceil(limit / 2);
   const tail = limit - head;

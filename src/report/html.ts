@@ -65,6 +65,7 @@ function scenarioSection(s: ScenarioView, index: number, diagrams: string[]): st
     body.push(`<p class="note">No lab record: this test did not use useLab().</p>${failure}`);
   } else {
     body.push(`<p class="meta">lab <b>${html(record.lab)}</b> on ${html(record.runtime)}${record.seed ? ` · seed ${html(record.seed)} (MAILLAB_SEED=${html(record.seed)} replays it)` : ''} · ${record.events.length} events${record.omitted ? ` (${record.omitted.count} more left out)` : ''}</p>`);
+    for (const m of record.missing ?? []) body.push(`<p class="note">Incomplete: ${html(m)}.</p>`);
     if (paths.length === 0) body.push(`<p class="note">No message went through the lab during this test.</p>${failure}`);
     for (const [j, path] of paths.entries()) {
       const diagram = diagrams.push(path.mermaid) - 1;
@@ -76,6 +77,11 @@ ${receivedChain(path.messageId, record)}
 <details class="transcript"><summary>Transcript (event details per hop, secrets redacted)</summary><pre>${html(transcript(path, record))}</pre></details>
 </section>`);
     }
+  }
+  if (record && record.events.length > 0) {
+    const origin = record.startedAt ?? record.events[0]!.time;
+    const all = record.events.map((e) => formatEvent(redactSecrets(e), origin)).join('\n');
+    body.push(`<details class="events"><summary>Every event of this test (${record.events.length}${record.omitted ? `, ${record.omitted.count} more left out after the ${record.omitted.afterIndex + 1}th` : ''}), times from its start</summary><pre>${html(all)}</pre></details>`);
   }
   const status = { passed: '✓', failed: '✗', skipped: '↓', pending: '…' }[s.state];
   const duration = s.durationMs === undefined ? '' : ` <span class="duration">${formatMs(s.durationMs)}</span>`;
@@ -160,16 +166,15 @@ function inlineScript(code: string): string {
  * `data-rendered` (or `data-error` with Mermaid's message, shown in place of the diagram).
  */
 const RENDER_SCRIPT = `(async () => {
+  // Its own size (useMaxWidth false: a wide diagram scrolls rather than shrinking its labels), in a compact layout.
+  const SEQUENCE = { useMaxWidth: false, showSequenceNumbers: true, wrap: false, messageFontSize: 12, noteFontSize: 12, actorFontSize: 12, messageMargin: 26, boxMargin: 6, noteMargin: 6, actorMargin: 40, height: 44 };
   const sources = JSON.parse(document.getElementById('maillab-diagrams').textContent);
-  mermaid.initialize({ startOnLoad: false, securityLevel: 'strict', theme: 'neutral', sequence: { showSequenceNumbers: true, wrap: false } });
+  mermaid.initialize({ startOnLoad: false, securityLevel: 'strict', theme: 'neutral', sequence: SEQUENCE });
   for (const el of document.querySelectorAll('.diagram[data-diagram]')) {
     const index = Number(el.dataset.diagram);
     try {
       const { svg } = await mermaid.render('maillab-svg-' + index, sources[index]);
       el.innerHTML = svg;
-      // Mermaid scales a wide diagram down to its container, labels and all: keep its own size and let it scroll.
-      const drawn = el.querySelector('svg');
-      if (drawn && drawn.style.maxWidth) drawn.style.minWidth = drawn.style.maxWidth;
       el.dataset.rendered = 'true';
     } catch (err) {
       el.dataset.error = String(err && err.message || err);

@@ -26,6 +26,8 @@ export interface LabTestRecord {
   received?: ReceivedChain[];
   /** Why a stored message's Received chain is missing (its mailbox server stopped, no control channel...). */
   receivedNotes?: string[];
+  /** Events the slice implies (a `stored` for a `delivered`...) that had not reached the harness when it was taken. */
+  missing?: string[];
 }
 
 /** The Received headers of one stored copy, top (the last hop) first, unfolded. */

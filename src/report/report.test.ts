@@ -21,6 +21,8 @@ const CHROMIUM = '/usr/bin/chromium';
 
 const FAILING = 'expects <b>nobody</b> & "friends" to get mail; # %% end';
 const PASSING = "delivers alice's message to bob, who reads it on his phone";
+const RETRIED = 'delivers to carol on the retry after the MX said 451 once';
+const PER_TEST = 'delivers to carol on a lab of its own';
 
 describe('the HTML report and the JUnit trace of real scenarios', () => {
   beforeAll(async () => {
@@ -95,15 +97,16 @@ describe('the HTML report and the JUnit trace of real scenarios', () => {
       expect(pageErrors).toEqual([]);
       const byName = (name: string) => scenarios.find((s) => s.name === name)!;
       expect(scenarios.map((s) => [s.name, s.state, s.open]).sort()).toEqual([
-        ['delivers to carol on a lab of its own', 'passed', false],
+        [PER_TEST, 'passed', false],
         [PASSING, 'passed', false],
+        [RETRIED, 'passed', false],
         [FAILING, 'failed', true],
       ].sort());
       for (const s of scenarios) {
         expect(s.diagrams.length, `diagrams of ${s.name}`).toBeGreaterThan(0);
         for (const d of s.diagrams) expect({ rendered: d.rendered, error: d.error }, `a diagram of ${s.name}`).toEqual({ rendered: true, error: null });
       }
-      const [carol, delivery, bounce] = [byName('delivers to carol on a lab of its own'), byName(PASSING), byName(FAILING)];
+      const [carol, delivery, retried, bounce] = [byName(PER_TEST), byName(PASSING), byName(RETRIED), byName(FAILING)];
       // The user-controlled test name is text, not markup.
       expect(bounce.injected).toBe(0);
       expect(carol.diagrams[0]!.svgText).toContain('carol@receiver.test');
@@ -113,6 +116,9 @@ describe('the HTML report and the JUnit trace of real scenarios', () => {
       for (const label of ['submission as alice@sender.test', 'MX receiver.test?', '10 mx.receiver.test 127.', 'connect mx.receiver.test:25', 'SMTP from alice@sender.test to bob@receiver.test', '250 2.0.0 Ok', 'LMTP to bob@receiver.test', 'stored for bob@receiver.test in INBOX', 'IMAP: uid']) {
         expect(toBob).toContain(label);
       }
+      // The fault that fired, as a note, the 451 as a failed reply, the deferral, then the second attempt's 250.
+      const retry = retried.diagrams[0]!.svgText;
+      for (const label of ['smtp-faults-change', 'fault (smtp busy-once): rcpt → 451 4.3.0 busy, try later', 'deferred carol@receiver.test 4.3.0', 'attempt 2: carol@receiver.test', '250 2.0.0 Ok']) expect(retry).toContain(label);
       // The bounce: the MX's 550 and the DSN; then the DSN's own path back to alice over LMTP.
       expect(bounce.diagrams.length).toBe(2);
       expect(bounce.diagrams[0]!.svgText).toContain('550 5.1.1 <nobody@receiver.test>: no such user here');
