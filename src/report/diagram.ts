@@ -109,7 +109,7 @@ function pathOf(record: LabTestRecord, messageId: string, events: HistoryEvent[]
         note(node, d.error ? `MTA-STS ${d.domain}: ${d.error}` : `MTA-STS ${d.domain}: mode ${d.mode} (${d.source})`);
         break;
       case 'connect':
-        add(node, hostAt(d.host), '->>', d.via === 'lmtp' ? `LMTP connect ${d.host}:${d.port}` : `connect ${d.mx ?? d.host}:${d.port}`);
+        add(node, hostAt(d.host), '->>', `${d.via === 'lmtp' ? 'LMTP ' : ''}connect ${d.mx ?? record.hosts[hostAt(d.host)]?.hostname ?? d.host}:${d.port}`);
         break;
       case 'connect-failed':
         add(node, hostAt(d.host), '-x', `${d.stage ?? 'connect'}${d.command ? ` ${d.command}` : ''}: ${d.reply ?? d.error}`);

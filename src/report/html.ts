@@ -117,7 +117,7 @@ function receivedChain(messageId: string, record: LabTestRecord): string {
 
 function chainList(c: ReceivedChain): string {
   const items = c.received.map((r) => `<li><code>${html(r)}</code></li>`).join('');
-  return `<p>${html(c.user)} ${html(c.mailbox)} uid ${c.uid} on ${html(c.node)} (top: the last hop)</p><ol>${items || '<li>no Received header</li>'}</ol>`;
+  return `<p>${html(c.user)} ${html(c.mailbox)} uid ${html(String(c.uid))} on ${html(c.node)} (top: the last hop)</p><ol>${items || '<li>no Received header</li>'}</ol>`;
 }
 
 function transcript(path: MessagePath, record: LabTestRecord): string {
@@ -167,9 +167,9 @@ function inlineScript(code: string): string {
  */
 const RENDER_SCRIPT = `(async () => {
   // Its own size (useMaxWidth false: a wide diagram scrolls rather than shrinking its labels), in a compact layout.
-  const SEQUENCE = { useMaxWidth: false, showSequenceNumbers: true, wrap: false, messageFontSize: 12, noteFontSize: 12, actorFontSize: 12, messageMargin: 26, boxMargin: 6, noteMargin: 6, actorMargin: 40, height: 44 };
+  const SEQUENCE = { useMaxWidth: false, showSequenceNumbers: true, wrap: false, messageMargin: 26, boxMargin: 6, noteMargin: 6, actorMargin: 40, height: 44 };
   const sources = JSON.parse(document.getElementById('maillab-diagrams').textContent);
-  mermaid.initialize({ startOnLoad: false, securityLevel: 'strict', theme: 'neutral', sequence: SEQUENCE });
+  mermaid.initialize({ startOnLoad: false, securityLevel: 'strict', theme: 'neutral', fontSize: 12, sequence: SEQUENCE });
   for (const el of document.querySelectorAll('.diagram[data-diagram]')) {
     const index = Number(el.dataset.diagram);
     try {
@@ -200,9 +200,9 @@ details.scenario > summary { cursor: pointer; font-weight: 600; padding: 4px 0; 
 .file { color: #57606a; font-weight: 400; }
 .state, .duration { font-weight: 400; color: #57606a; margin-left: 8px; }
 .meta, .note { color: #57606a; }
-.row { display: flex; gap: 16px; align-items: flex-start; flex-wrap: wrap; }
-.diagram { flex: 1 1 600px; min-width: 0; overflow-x: auto; }
-aside.failure { flex: 0 1 420px; background: #ffebe9; border: 1px solid #ff8182; border-radius: 4px; padding: 8px; }
+.row { display: flex; flex-direction: column; gap: 8px; }
+.diagram { min-width: 0; overflow-x: auto; }
+aside.failure { order: -1; background: #ffebe9; border: 1px solid #ff8182; border-radius: 4px; padding: 8px; }
 aside.failure h4 { margin: 0 0 4px; color: #cf222e; }
 pre { white-space: pre-wrap; word-break: break-word; margin: 4px 0; font-size: 12px; }
 table { border-collapse: collapse; font-size: 12px; width: 100%; }

@@ -73,7 +73,7 @@ describe('the HTML report and the JUnit trace of real scenarios', () => {
     const { chromium } = await import('playwright-core');
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     try {
-      const tab = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const tab = await browser.newPage({ viewport: { width: 1800, height: 1000 } });
       const pageErrors: string[] = [];
       tab.on('pageerror', (err) => pageErrors.push(err.message));
       await tab.goto(`file://${REPORT}`);
@@ -123,7 +123,7 @@ describe('the HTML report and the JUnit trace of real scenarios', () => {
       expect(bounce.diagrams.length).toBe(2);
       expect(bounce.diagrams[0]!.svgText).toContain('550 5.1.1 <nobody@receiver.test>: no such user here');
       expect(bounce.diagrams[0]!.svgText).toContain('DSN <');
-      expect(bounce.diagrams[1]!.svgText).toContain('LMTP connect');
+      expect(bounce.diagrams[1]!.svgText).toContain('LMTP connect mail.receiver.test:24');
       expect(bounce.diagrams[1]!.svgText).toContain('stored for alice@sender.test');
       expect(bounce.diagrams[0]!.nextToFailure).toBe(true);
       expect(bounce.failure).toContain("the MX should have accepted nobody@receiver.test: expected '5.1.1' to be '2.0.0'");
