@@ -37,7 +37,9 @@ describe('the HTML report and the JUnit trace of real scenarios', () => {
       watch: false,
       pool: 'forks',
       maxWorkers: 1,
-      reporters: [new MaillabReporter({ outputFile: path.relative(ROOT, REPORT) }), ['junit', { outputFile: JUNIT }]],
+      // As a user's config would say it: `reporters: ['default', 'maillab/reporter', 'junit']` and an outputFile per reporter.
+      reporters: [new MaillabReporter(), 'junit'],
+      outputFile: { junit: JUNIT, maillab: path.relative(ROOT, REPORT) },
     });
     await vitest.close();
     // The fixture fails on purpose; that is not this test's failure.

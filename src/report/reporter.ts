@@ -11,7 +11,10 @@ import { renderReport, type ScenarioView } from './html.js';
 import { RECORD_META_KEY, type LabTestRecord } from './record.js';
 
 export interface MaillabReporterOptions {
-  /** Where the report goes, relative to vitest's root; default `maillab-report/index.html`. */
+  /**
+   * Where the report goes, relative to vitest's root; else vitest's `outputFile.maillab`; else
+   * `maillab-report/index.html`.
+   */
   outputFile?: string;
   /** The page's title; default `maillab report`. */
   title?: string;
@@ -21,6 +24,7 @@ export const DEFAULT_REPORT_FILE = 'maillab-report/index.html';
 
 export class MaillabReporter implements Reporter {
   private root = process.cwd();
+  private configuredFile?: string;
   /** The file written by the last run (absolute). */
   outputPath?: string;
 
@@ -28,11 +32,14 @@ export class MaillabReporter implements Reporter {
 
   onInit(vitest: Vitest): void {
     this.root = vitest.config.root;
+    // vitest's own per-reporter outputFile (`--outputFile.maillab=report.html`) when the reporter's options name none.
+    const configured = vitest.config.outputFile;
+    if (configured && typeof configured === 'object') this.configuredFile = configured['maillab'] ?? configured['maillab/reporter'];
   }
 
   onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
     const scenarios = testModules.flatMap((m) => [...m.children.allTests()].map((t) => scenarioOf(t, path.relative(this.root, m.moduleId))));
-    const file = path.resolve(this.root, this.options.outputFile ?? DEFAULT_REPORT_FILE);
+    const file = path.resolve(this.root, this.options.outputFile ?? this.configuredFile ?? DEFAULT_REPORT_FILE);
     const page = renderReport({ title: this.options.title ?? 'maillab report', generatedAt: new Date(), scenarios }, readFileSync(mermaidBundlePath(), 'utf8'));
     mkdirSync(path.dirname(file), { recursive: true });
     writeFileSync(file, page);
