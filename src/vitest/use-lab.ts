@@ -1,7 +1,10 @@
 // Vitest glue: one lab per scenario file (default) or a fresh one per test, stopped even when a test fails.
 // Before a lab stops, every event its nodes emitted is checked against their roles' contracts.
-import { afterAll, afterEach, beforeAll, beforeEach, expect, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, expect, vi, type TestContext } from 'vitest';
 import { formatEvent } from '../harness/history/history.js';
+import { now } from '../shared/events.js';
+import { recordOfTest, traceText } from '../report/capture.js';
+import { RECORD_META_KEY, type LabTestRecord } from '../report/record.js';
 import { Lab, type StartedLab } from '../harness/lab.js';
 import type { LabDefinition } from '../harness/topology.js';
 import { loadLabFile } from '../harness/lab-file.js';
@@ -57,11 +60,31 @@ export function useLab(configure: (lab: Lab) => Lab = (l) => l, options: UseLabO
       await lab.stop();
     }
   };
+  // The start of the running test: its record is the lab's history from here to its end (a file's lab is shared).
+  let testStartedAt = 0;
+  const markStart = () => {
+    testStartedAt = now();
+  };
+  const capture = async (context: TestContext) => {
+    if (started) await recordTest(started, testStartedAt, context);
+  };
   if (options.scope === 'test') {
-    beforeEach(start, LAB_HOOK_TIMEOUT_MS);
-    afterEach(stop, LAB_HOOK_TIMEOUT_MS);
+    beforeEach(async () => {
+      markStart();
+      await start();
+    }, LAB_HOOK_TIMEOUT_MS);
+    // Recorded before the lab stops, so the record ends with the test, not with the nodes' shutdown.
+    afterEach(async (context) => {
+      try {
+        await capture(context);
+      } finally {
+        await stop();
+      }
+    }, LAB_HOOK_TIMEOUT_MS);
   } else {
     beforeAll(start, LAB_HOOK_TIMEOUT_MS);
+    beforeEach(markStart);
+    afterEach(capture, LAB_HOOK_TIMEOUT_MS);
     afterAll(stop, LAB_HOOK_TIMEOUT_MS);
   }
   return () => {
@@ -69,3 +92,30 @@ export function useLab(configure: (lab: Lab) => Lab = (l) => l, options: UseLabO
     return started;
   };
 }
+
+/**
+ * Leaves the test's LabTestRecord in `task.meta` (the maillab reporter draws it) and, when the test failed, annotates
+ * it with the trace of its messages, which vitest's junit reporter writes as a `<property name="maillab trace">`.
+ */
+async function recordTest(lab: StartedLab, since: number, context: TestContext): Promise<void> {
+  let record: LabTestRecord;
+  try {
+    record = await recordOfTest(lab, since);
+  } catch (err) {
+    // The report is a view of the test, not a check: a record that cannot be made must not fail the test.
+    console.warn(`maillab: no report record for "${context.task.name}": ${(err as Error).message}`);
+    return;
+  }
+  (context.task.meta as Record<string, unknown>)[RECORD_META_KEY] = record;
+  const result = context.task.result;
+  if (result?.state !== 'fail') return;
+  // vitest 4.1 refuses annotate() once the test's state is 'fail', which it already is in afterEach, the first place
+  // a failure is known; the state is 'run' again only for the synchronous check at the call, then restored.
+  result.state = 'run';
+  const annotated = context.annotate(traceText(record), TRACE_ANNOTATION);
+  result.state = 'fail';
+  await annotated;
+}
+
+/** The annotation type of a failed test's trace: the `name` of its JUnit `<property>`. */
+export const TRACE_ANNOTATION = 'maillab trace';
