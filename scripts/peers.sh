@@ -2,7 +2,7 @@
 # Makes sure the real clients the tests drive are installed: mbsync (Debian's isync), fetchmail and swaks with its
 # TLS module (scenarios/21-mbsync.test.ts, 22-fetchmail.test.ts, 24-tls-real-clients.test.ts), dig (dnsutils: the
 # lab DNS's TLSA answers, src/dns/server.test.ts), curl (the MTA-STS policy host, src/dns/mta-sts-site.test.ts),
-# clamd and dkimpy.
+# clamd, dkimpy, and Chromium for the report's tests.
 # Idempotent and quiet: nothing happens when all are there.
 # Needs root and apt; without them it says so and leaves it to the scenarios, which skip with a printed reason.
 set -euo pipefail
@@ -22,7 +22,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # (sasl2-bin), PLAIN and LOGIN from libsasl2-modules.
 for pkg in dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix sasl2-bin libsasl2-modules libsasl2-modules-db; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
-if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd, dkimpy, Dovecot and Postfix are installed"; exit 0; fi
+# Chromium renders the HTML report in its tests (src/report/report.test.ts, driven by playwright-core).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -eq 0 ]; then echo "peers: mbsync, fetchmail, swaks (with TLS), dig, curl, clamd, dkimpy, Dovecot, Postfix and Chromium are installed"; exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "peers: ${missing[*]} missing and no root/apt-get to install them; their scenarios will skip" >&2
   exit 0

@@ -10,3 +10,4 @@ export type * as Mx from './mx/api.js';
 export type * as Mailbox from './mailbox/api.js';
 export type * as LinkProxy from './proxy/api.js';
 export { formatOffset, formatTraceTable, summarizeEvent, traceRows, type TraceRow, type TraceTableOptions } from './vitest/trace-table.js';
+export { RECORD_META_KEY, type LabTestRecord, type ReceivedChain } from './report/record.js';
