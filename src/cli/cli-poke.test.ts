@@ -9,11 +9,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import defaultLab from '../../lab/default.js';
-import { packageRoot } from '../harness/runtime/types.js';
 import type { LabDefinition } from '../harness/topology.js';
 import type { RunningLab } from './running-labs.js';
+import { bin, runCli } from './test-support.js';
 
-const bin = path.join(packageRoot(), 'bin', 'maillab.mjs');
 const WAIT_MS = 15_000;
 
 let dir: string;
@@ -26,15 +25,7 @@ const tails: ChildProcess[] = [];
 const env = () => ({ ...process.env, MAILLAB_STATE_DIR: stateDir, NO_COLOR: '1', FORCE_COLOR: undefined });
 
 /** Runs one CLI command to its end. */
-async function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env(), ...extraEnv } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-  return { code, stdout, stderr };
-}
+const cli = (args: string[]) => runCli(args, { env: env() });
 
 /** A `maillab tail` running in the background; `line` waits for a line matching a pattern (seen before or later). */
 function startTail(args: string[], extraEnv: Record<string, string> = {}) {

@@ -77,8 +77,9 @@ export class ScenarioReporter implements Reporter {
 
   private drawProgress(): void {
     const names = [...this.running].map(nameOf);
-    const text = `[${this.done}/${this.total}] ${names.length ? `running ${names.join(', ')}…` : 'finishing…'}`;
-    const width = (this.streams.progress as { columns?: number }).columns ?? 120;
+    const text = `[${this.done}/${this.total}] ${names.length ? `running ${names.join(', ')}…` : this.done === this.total ? 'finishing…' : 'starting…'}`;
+    // A terminal that does not say its width (0, as under `script`) gets 120 columns.
+    const width = (this.streams.progress as { columns?: number }).columns || 120;
     this.streams.progress.write(`\r\x1b[2K${text.length > width - 1 ? text.slice(0, width - 2) + '…' : text}`);
     this.progressShown = true;
   }

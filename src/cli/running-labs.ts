@@ -1,7 +1,7 @@
 // Discovery of the labs `maillab up` keeps running, for the commands that poke at them from another process
 // (`send`, `queue`, `tail`): `up` writes one state file per lab into a folder of the user's temp directory, readable by
 // the user only (it holds the control token and the users' passwords), and removes it when the lab stops.
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Endpoint, Role } from '../shared/config.js';
@@ -21,15 +21,18 @@ export type RunningLab = ReturnType<StartedLab['describe']> & {
   stateFile: string;
 };
 
-/** The folder of the state files; MAILLAB_STATE_DIR moves it (tests, or a shared tmp). */
+/** The folder of the state files, one per user; MAILLAB_STATE_DIR moves it (tests keep their labs apart with it). */
 export function runningLabsDir(): string {
-  return process.env.MAILLAB_STATE_DIR ?? path.join(os.tmpdir(), 'maillab', 'running');
+  return process.env.MAILLAB_STATE_DIR ?? path.join(os.tmpdir(), `maillab-${process.getuid?.() ?? os.userInfo().username}`, 'running');
 }
 
 /** Writes the lab's state file (mode 0600 in a 0700 folder); returns its path. */
 export function recordRunningLab(lab: StartedLab, name: string): string {
   const dir = runningLabsDir();
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // The file holds secrets: never in a folder someone else made (and could read or swap files in).
+  const owner = statSync(dir).uid;
+  if (process.getuid && owner !== process.getuid()) throw new Error(`${dir} belongs to another user (uid ${owner}): set MAILLAB_STATE_DIR to a folder of yours`);
   const stateFile = path.join(dir, `${lab.id}.json`);
   const hosts = Object.fromEntries(lab.nodes().map((n) => [n.name, { role: n.role, hostname: n.config.hostname, tls: n.config.tls !== undefined }]));
   const state: RunningLab = { ...lab.describe(), name, pid: process.pid, started: Date.now(), hosts, stateFile };
