@@ -245,3 +245,38 @@ describe('maillab up, send, queue, tail', () => {
     expect(none.stderr).toMatch(/^maillab: no lab is running \(start one with `maillab up`/);
   });
 });
+
+describe('maillab up without --json', () => {
+  it('prints a short summary: every node with its services and control address, the users, the CA, the state file', async () => {
+    const child = spawn(process.execPath, [bin, 'up', '--runtime', 'local'], { stdio: ['ignore', 'pipe', 'pipe'], env: env() });
+    const lines: string[] = [];
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`maillab up printed no "Ctrl-C stops the lab." within 30 s:\n${lines.join('\n')}\n${stderr}`)), 30_000);
+        createInterface({ input: child.stdout! }).on('line', (line) => {
+          lines.push(line);
+          if (line === 'Ctrl-C stops the lab.') {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      const id = /^lab default \((default-[0-9a-f]{6})\) ready in \d+ ms on the local runtime$/.exec(lines[0]!)?.[1];
+      expect(id, lines.join('\n')).toBeDefined();
+      for (const node of ['dns', 'mailbox', 'mx', 'mta']) {
+        expect(lines.find((l) => l.startsWith(`  ${node.padEnd(8)} 127.`)), node).toMatch(/ control 127\.\d+\.\d+\.\d+:\d+$/);
+      }
+      expect(lines).toContain('users: alice@sender.test / alice-secret, bob@receiver.test / bob-secret, carol@receiver.test / carol-secret, dave@receiver.test / dave-secret');
+      const stateFile = path.join(stateDir, `${id}.json`);
+      expect(lines).toContain(`state file: ${stateFile}`);
+      expect((JSON.parse(await fs.readFile(stateFile, 'utf8')) as RunningLab).id).toBe(id);
+      child.kill('SIGINT');
+      expect(await new Promise((resolve) => child.once('exit', resolve))).toBe(0);
+      await expect(fs.stat(stateFile)).rejects.toThrow(/ENOENT/);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGTERM');
+    }
+  }, 60_000);
+});

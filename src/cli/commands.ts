@@ -125,8 +125,13 @@ async function up(args: string[]): Promise<number> {
   const description = lab.describe();
   // For `maillab send`, `queue` and `tail` in other processes; gone with the lab (or, if this process is killed
   // outright, at their next look, which finds its process gone).
-  const stateFile = recordRunningLab(lab, definition.name);
-  const forget = () => forgetRunningLab(stateFile);
+  let stateFile: string | undefined;
+  try {
+    stateFile = recordRunningLab(lab, definition.name);
+  } catch (err) {
+    process.stderr.write(`maillab up: no state file (${err instanceof Error ? err.message : String(err)}): maillab send, queue and tail will not find this lab\n`);
+  }
+  const forget = () => stateFile && forgetRunningLab(stateFile);
   process.once('exit', forget);
   if (json) {
     process.stdout.write(JSON.stringify(description) + '\n');
@@ -146,7 +151,7 @@ async function up(args: string[]): Promise<number> {
     process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\n`);
     process.stdout.write(`lab CA (trust it in your client, never system-wide): ${description.ca}\n`);
     process.stdout.write(`control channels (above): "Authorization: Bearer <token>"; the token is in the state file and in --json (controlToken)\n`);
-    process.stdout.write(`state file: ${stateFile}\n  (maillab send, maillab queue and maillab tail find the lab through it; --lab ${lab.id} when several run)\n`);
+    if (stateFile) process.stdout.write(`state file: ${stateFile}\n  (maillab send, maillab queue and maillab tail find the lab through it; --lab ${lab.id} when several run)\n`);
     process.stdout.write(`try: maillab send --from ${description.users[0]?.address ?? '<user>'} --to ${description.users[1]?.address ?? '<user>'}   then: maillab queue, maillab tail --all\nCtrl-C stops the lab.\n`);
   }
   await new Promise<void>((resolve) => {
@@ -211,7 +216,12 @@ async function vitestOf(root: string): Promise<typeof import('vitest/node')> {
   } catch {
     // Not installed in the project: maillab's own dependency tree may have it.
   }
-  return entry ? ((await import(pathToFileURL(entry).href)) as typeof import('vitest/node')) : import('vitest/node');
+  if (entry) return (await import(pathToFileURL(entry).href)) as typeof import('vitest/node');
+  try {
+    return await import('vitest/node');
+  } catch (err) {
+    throw new Error(`maillab run runs your scenarios with vitest, which ${root} does not have: npm install -D vitest (${err instanceof Error ? err.message : String(err)})`);
+  }
 }
 
 /** vitest's reporters that write the run to the console: `maillab run` writes its own lines instead. */
