@@ -93,7 +93,8 @@ export async function queue(args: string[]): Promise<number> {
       if (known) throw new Error(`the MTA ${mta.name} of lab ${lab.id} has no "${action}" operation (its operations: ${known[1]}): this MTA cannot ${action} a message`);
       throw err;
     }
-    process.stdout.write(`${action} ${queueId}: ${JSON.stringify(result)}\n`);
+    if (action === 'delete') process.stdout.write(`deleted ${queueId}\n`);
+    else process.stdout.write(`${action === 'hold' ? 'held' : 'released'} ${queueId}\n${formatEntry(result as QueueEntryView)}`);
     return 0;
   } finally {
     client.close();
@@ -103,16 +104,17 @@ export async function queue(args: string[]): Promise<number> {
 /** The queue as postqueue -p shows it: one line per message, one per recipient below it. */
 export function formatQueue(entries: readonly QueueEntryView[], where: string, now = Date.now()): string {
   if (entries.length === 0) return `the queue of ${where} is empty\n`;
-  const lines: string[] = [];
-  for (const e of entries) {
-    lines.push(`${e.queueId}  ${e.state.padEnd(8)}  ${String(e.size).padStart(7)} B  ${new Date(e.arrival).toISOString()}  ${e.from || '<>'}${e.messageId ? `  ${e.messageId}` : ''}`);
-    for (const r of e.recipients) {
-      const next = r.nextAttempt !== undefined && r.state === 'deferred' ? `, next attempt in ${Math.max(0, Math.round((r.nextAttempt - now) / 1000))} s` : '';
-      const outcome = r.lastError ?? r.lastReply;
-      lines.push(`    → ${r.address}  ${r.state}, ${r.attempts} attempt(s)${next}${outcome ? `: ${outcome}` : ''}`);
-    }
+  return entries.map((e) => formatEntry(e, now)).join('') + `${entries.length} message(s) in the queue of ${where}\n`;
+}
+
+/** One message: a line, and one line per recipient below it. */
+export function formatEntry(e: QueueEntryView, now = Date.now()): string {
+  const lines = [`${e.queueId}  ${e.state.padEnd(8)}  ${String(e.size).padStart(7)} B  ${new Date(e.arrival).toISOString()}  ${e.from || '<>'}${e.messageId ? `  ${e.messageId}` : ''}`];
+  for (const r of e.recipients) {
+    const next = r.nextAttempt !== undefined && r.state === 'deferred' ? `, next attempt in ${Math.max(0, Math.round((r.nextAttempt - now) / 1000))} s` : '';
+    const outcome = r.lastError ?? r.lastReply;
+    lines.push(`    → ${r.address}  ${r.state}, ${r.attempts} attempt(s)${next}${outcome ? `: ${outcome}` : ''}`);
   }
-  lines.push(`${entries.length} message(s) in the queue of ${where}`);
   return lines.join('\n') + '\n';
 }
 
