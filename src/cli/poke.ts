@@ -177,6 +177,8 @@ export async function tail(args: string[]): Promise<number> {
     const interrupted = () => finish(0);
     process.once('SIGINT', interrupted);
     process.once('SIGTERM', interrupted);
+    // `maillab tail | head`: the reader went away, which ends the tail as Ctrl-C would.
+    process.stdout.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? finish(0) : finish(1)));
     const labStillRuns = () => runningLabs().some((l) => l.id === lab.id && l.pid === lab.pid);
 
     for (const [name, node] of nodes) {
