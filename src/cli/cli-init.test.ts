@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import defaultLab from '../../lab/default.js';
 import { packageRoot } from '../harness/runtime/types.js';
 import type { LabDefinition } from '../harness/topology.js';
-import { runCli } from './test-support.js';
+import { runCli } from './cli.test-helper.js';
 
 const templates = path.join(packageRoot(), 'templates');
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import defaultLab from '../../lab/default.js';
 import type { LabDefinition } from '../harness/topology.js';
 import type { RunningLab } from './running-labs.js';
-import { bin, runCli } from './test-support.js';
+import { bin, runCli } from './cli.test-helper.js';
 
 const WAIT_MS = 15_000;
 

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../harness/runtime/types.js';
-import { bin, runCli } from './test-support.js';
+import { bin, runCli } from './cli.test-helper.js';
 
 
 let project: string;
