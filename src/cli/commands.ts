@@ -244,7 +244,9 @@ async function run(filters: string[]): Promise<number> {
     const scenarios = path.join(root, 'scenarios');
     const inScenarios = existsSync(scenarios);
     const specifications = (await vitest.globTestSpecifications()).filter((s) => {
-      if (inScenarios && !s.moduleId.startsWith(scenarios + path.sep)) return false;
+      // vite writes module ids with forward slashes on every platform: compare resolved paths.
+      const inside = path.relative(scenarios, path.resolve(s.moduleId));
+      if (inScenarios && (inside.startsWith('..') || path.isAbsolute(inside))) return false;
       const file = path.basename(s.moduleId);
       return filters.length === 0 || filters.some((filter) => file.includes(filter));
     });
