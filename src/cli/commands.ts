@@ -46,7 +46,7 @@ A lab to poke at:
         message now, hold one, release it, delete it
   tail [--message <Message-ID>] [--node <name>]... [--kind <kind>]... [--all] [--lab <id>]
         the lab's live event stream, one line per event (coloured on a terminal; NO_COLOR, FORCE_COLOR), from
-        now (--all: from each node's first event); stops on Ctrl-C or when the lab stops
+        now (--all, or --message: from each node's first event); stops on Ctrl-C or when the lab stops
   --lab <id> picks a lab when several run (the id \`up\` printed, or the lab's name)
 
 Docker and nodes:

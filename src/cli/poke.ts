@@ -148,7 +148,7 @@ const RECONNECT_MS = 500;
 
 /**
  * `maillab tail`: every node's event stream, one line per event as it comes, filtered by message, node and kind.
- * Runs until Ctrl-C or until the lab stops. `--all` starts from each node's first event, not from now.
+ * Runs until Ctrl-C or until the lab stops. `--all` (and `--message`) start from each node's first event, not from now.
  */
 export async function tail(args: string[]): Promise<number> {
   const lab = pickRunningLab(option(args, '--lab'));
@@ -210,8 +210,8 @@ export async function tail(args: string[]): Promise<number> {
           ),
         );
       };
-      // From now: a `since` beyond any sequence number replays nothing.
-      connect(args.includes('--all') ? 0 : Number.MAX_SAFE_INTEGER);
+      // One message's story is told from its start; otherwise from now (a `since` beyond any sequence number replays nothing).
+      connect(args.includes('--all') || messageId !== undefined ? 0 : Number.MAX_SAFE_INTEGER);
     }
   });
 }
