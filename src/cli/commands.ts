@@ -1,5 +1,6 @@
 // The maillab commands. Kept free of side effects at import, so tests can call them.
-import { readdir, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -9,20 +10,46 @@ import { parseRuntimeChoice, runtimeFromEnvironment } from '../harness/runtime/i
 import { packageRoot } from '../harness/runtime/types.js';
 import { labNodeNames, planLab } from '../harness/topology.js';
 import { loadLabFile } from '../harness/lab-file.js';
+import { forgetRunningLab, recordRunningLab, runningLabsDir } from './running-labs.js';
+import { option } from './poke.js';
 
 export { loadLabFile };
 
 const USAGE = `usage: maillab <command>
 
-  up [--lab <file>] [--runtime local|docker|auto] [--json]
-        start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint,
-        the external hosts (externals: kind external, host name, address, ports) and the path of the lab CA's
-        certificate (ca)
+In your project:
+  init [--name <lab>]
+        write a lab file (lab/<lab>.ts, default lab/mail.ts: the default topology, commented), two example
+        scenarios (scenarios/happy-path.test.ts, scenarios/offline-receiver.test.ts), a vitest.config.ts (or
+        the lines to add to yours) and the npm script test:mail; refuses to overwrite any file
+  new scenario <name> [--lab <lab>]
+        write scenarios/<name>.test.ts, a scenario skeleton on lab/<lab>.ts
+  run [filter...]
+        run your project's scenarios (scenarios/*.test.ts, or your vitest config's include), those whose file name
+        contains a filter, in every vitest project they belong to: a line per test, a progress line, a summary;
+        exits 1 when a test fails or no scenario matches
   check [--lab <file>] [--json]
         check the lab's planned DNS as a mail administrator would (SPF, DKIM keys, DMARC, MX, reverse DNS of
         the MTAs), without starting anything; exits 1 when any finding is an error; --json prints the findings
-  run [filter...]
-        run the scenarios (scenarios/*.test.ts) with a line per scenario and a summary
+
+A lab to poke at:
+  up [--lab <file>] [--runtime local|docker|auto] [--json]
+        start a lab and keep it running until SIGINT/SIGTERM; --json prints one line with every endpoint,
+        the control token, the external hosts (externals: kind external, host name, address, ports) and the
+        path of the lab CA's certificate (ca). Writes a state file (removed on stop) through which the commands
+        below find the lab: ${runningLabsDir()}/<lab id>.json
+  send --from <addr> --to <addr> [--to <addr>]... [--subject <s>] [--text <t>] [--attach <file>]... [--lab <id>] [--mta <node>]
+        submit a message to the running lab's MTA as a lab user (submission port, STARTTLS with the lab CA);
+        prints its Message-ID and queue id
+  queue [list [--all] [--json] | flush | hold <queueId> | release <queueId> | delete <queueId>] [--lab <id>] [--mta <node>]
+        the MTA's queue: list it (--all: with the finished messages it still remembers), retry every waiting
+        message now, hold one, release it, delete it
+  tail [--message <Message-ID>] [--node <name>]... [--kind <kind>]... [--all] [--lab <id>]
+        the lab's live event stream, one line per event (coloured on a terminal; NO_COLOR, FORCE_COLOR), from
+        now (--all, or --message: from each node's first event); stops on Ctrl-C or when the lab stops
+  --lab <id> picks a lab when several run (the id \`up\` printed, or the lab's name)
+
+Docker and nodes:
   images [--list] [--real]
         build the node image for the docker runtime ahead of time (reused by content hash); --real builds the
         real-server image (Postfix and Dovecot from this host's Debian packages) instead
@@ -40,6 +67,16 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
       return up(rest);
     case 'run':
       return run(rest);
+    case 'init':
+      return (await import('./init.js')).init(rest);
+    case 'new':
+      return (await import('./init.js')).newScenario(rest);
+    case 'send':
+      return (await import('./poke.js')).send(rest);
+    case 'queue':
+      return (await import('./poke.js')).queue(rest);
+    case 'tail':
+      return (await import('./poke.js')).tail(rest);
     case 'check':
       return check(rest);
     case 'images': {
@@ -77,11 +114,6 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
   }
 }
 
-function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
-
 async function up(args: string[]): Promise<number> {
   const labFile = option(args, '--lab');
   const chosen = option(args, '--runtime');
@@ -91,6 +123,16 @@ async function up(args: string[]): Promise<number> {
   const started = Date.now();
   const lab = await new Lab(definition).withRuntime(runtime).start();
   const description = lab.describe();
+  // For `maillab send`, `queue` and `tail` in other processes; gone with the lab (or, if this process is killed
+  // outright, at their next look, which finds its process gone).
+  let stateFile: string | undefined;
+  try {
+    stateFile = recordRunningLab(lab, definition.name);
+  } catch (err) {
+    process.stderr.write(`maillab up: no state file (${err instanceof Error ? err.message : String(err)}): maillab send, queue and tail will not find this lab\n`);
+  }
+  const forget = () => stateFile && forgetRunningLab(stateFile);
+  process.once('exit', forget);
   if (json) {
     process.stdout.write(JSON.stringify(description) + '\n');
   } else {
@@ -108,12 +150,16 @@ async function up(args: string[]): Promise<number> {
     }
     process.stdout.write(`users: ${description.users.map((u) => `${u.address} / ${u.password}`).join(', ')}\n`);
     process.stdout.write(`lab CA (trust it in your client, never system-wide): ${description.ca}\n`);
-    process.stdout.write(`control channels: "Authorization: Bearer <token>"; --json prints the token (controlToken)\nCtrl-C stops the lab.\n`);
+    process.stdout.write(`control channels (above): "Authorization: Bearer <token>"; the token is in the state file and in --json (controlToken)\n`);
+    if (stateFile) process.stdout.write(`state file: ${stateFile}\n  (maillab send, maillab queue and maillab tail find the lab through it; --lab ${lab.id} when several run)\n`);
+    process.stdout.write(`try: maillab send --from ${description.users[0]?.address ?? '<user>'} --to ${description.users[1]?.address ?? '<user>'}   then: maillab queue, maillab tail --all\nCtrl-C stops the lab.\n`);
   }
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  // Before the nodes stop: a `tail` that sees its streams end then knows the lab is gone, not restarting a node.
+  forget();
   await lab.stop();
   return 0;
 }
@@ -154,21 +200,66 @@ async function check(args: string[]): Promise<number> {
   return count('error') > 0 ? 1 : 0;
 }
 
-async function run(filters: string[]): Promise<number> {
-  const { startVitest } = await import('vitest/node');
-  const { ScenarioReporter } = await import('./reporter.js');
-  const root = packageRoot();
-  // Only scenario files: pick them here, so the config's unit-test globs do not apply.
-  const files = (await readdir(path.join(root, 'scenarios')))
-    .filter((f) => f.endsWith('.test.ts'))
-    .filter((f) => filters.length === 0 || filters.some((filter) => f.includes(filter)))
-    .map((f) => path.join('scenarios', f));
-  if (files.length === 0) {
-    process.stderr.write(`maillab run: no scenario matches ${filters.join(' ')}\n`);
-    return 1;
+/** The user's project: the nearest folder upward from the current one with a package.json (else the current one). */
+export function projectRoot(from = process.cwd()): string {
+  for (let dir = path.resolve(from); ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) return path.resolve(from);
   }
-  const vitest = await startVitest('test', files, { root, run: true, reporters: [new ScenarioReporter()], watch: false });
-  const failed = vitest.state.getCountOfFailedTests() > 0 || vitest.state.getUnhandledErrors().length > 0;
-  await vitest.close();
-  return failed || process.exitCode ? 1 : 0;
+}
+
+/** The project's own vitest (the one its test files import), or, when it has none, the one installed with maillab. */
+async function vitestOf(root: string): Promise<typeof import('vitest/node')> {
+  let entry: string | undefined;
+  try {
+    entry = createRequire(path.join(root, 'package.json')).resolve('vitest/node');
+  } catch {
+    // Not installed in the project: maillab's own dependency tree may have it.
+  }
+  if (entry) return (await import(pathToFileURL(entry).href)) as typeof import('vitest/node');
+  try {
+    return await import('vitest/node');
+  } catch (err) {
+    throw new Error(`maillab run runs your scenarios with vitest, which ${root} does not have: npm install -D vitest (${err instanceof Error ? err.message : String(err)})`);
+  }
+}
+
+/** vitest's reporters that write the run to the console: `maillab run` writes its own lines instead. */
+const CONSOLE_REPORTERS = new Set(['default', 'verbose', 'dot', 'basic', 'tree', 'tap', 'tap-flat', 'agent', 'minimal']);
+
+/**
+ * `maillab run`: the scenarios of the user's project, through its vitest config (and its projects): the files under
+ * scenarios/ if that folder exists, else every test file of the config, whose file name contains one of the filters.
+ * The config's reporters that write files (junit, maillab's HTML report...) stay; the console ones give way to
+ * ScenarioReporter.
+ */
+async function run(filters: string[]): Promise<number> {
+  const root = projectRoot();
+  const { createVitest, resolveConfig } = await vitestOf(root);
+  const { ScenarioReporter } = await import('./reporter.js');
+  const { vitestConfig } = await resolveConfig({ root, watch: false });
+  const kept = vitestConfig.reporters.filter((r) => !Array.isArray(r) || typeof r[0] !== 'string' || !CONSOLE_REPORTERS.has(r[0]));
+  const vitest = await createVitest('test', { root, watch: false, run: true, reporters: [new ScenarioReporter(), ...kept] as never });
+  try {
+    const scenarios = path.join(root, 'scenarios');
+    const inScenarios = existsSync(scenarios);
+    const specifications = (await vitest.globTestSpecifications()).filter((s) => {
+      // vite writes module ids with forward slashes on every platform: compare resolved paths.
+      const inside = path.relative(scenarios, path.resolve(s.moduleId));
+      if (inScenarios && (inside.startsWith('..') || path.isAbsolute(inside))) return false;
+      const file = path.basename(s.moduleId);
+      return filters.length === 0 || filters.some((filter) => file.includes(filter));
+    });
+    if (specifications.length === 0) {
+      const where = inScenarios ? path.relative(process.cwd(), scenarios) || '.' : `the test files of ${vitestConfig.config ?? 'vitest\'s defaults'}`;
+      process.stderr.write(`maillab run: no scenario${filters.length ? ` matches ${filters.join(' ')}` : ''} in ${where}\n`);
+      return 1;
+    }
+    await vitest.standalone();
+    await vitest.runTestSpecifications(specifications, filters.length === 0);
+    const failed = vitest.state.getCountOfFailedTests() > 0 || vitest.state.getUnhandledErrors().length > 0 || vitest.state.getFiles().some((f) => f.result?.state === 'fail');
+    return failed || process.exitCode ? 1 : 0;
+  } finally {
+    await vitest.close();
+  }
 }

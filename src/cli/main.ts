@@ -1,4 +1,4 @@
-// maillab CLI: up, run, check, images, prune, node.
+// maillab CLI: init, new, run, check, up, send, queue, tail, images, prune, node.
 import { runCli } from './commands.js';
 
 runCli(process.argv.slice(2)).then(
