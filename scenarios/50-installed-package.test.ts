@@ -42,7 +42,7 @@ beforeAll(async () => {
   process.stdout.write(`maillab ${manifest.version}: package ${(info!.size / 1e6).toFixed(2)} MB, unpacked ${(info!.unpackedSize / 1e6).toFixed(2)} MB, ${info!.entryCount} files\n`);
   // Only what a user needs: no sources, tests or repository tooling.
   const files = info!.files.map((f) => f.path);
-  expect(files.filter((f) => /^(src|scenarios|lab|bench|examples|scripts)\/|\.test\.|^build\.mjs$/.test(f))).toEqual([]);
+  expect(files.filter((f) => !f.startsWith('templates/') && /^(src|scenarios|lab|bench|examples|scripts)\/|\.test\.|^build\.mjs$/.test(f))).toEqual([]);
   expect(files).toEqual(expect.arrayContaining(['dist/index.js', 'dist/vitest.js', 'dist/node.js', 'dist/types/src/index.d.ts', 'dist/mermaid.min.js', 'bin/maillab.mjs', 'CHANGELOG.md']));
 
   await exec('mkdir', ['-p', project]);

@@ -10,6 +10,7 @@ import { parseRuntimeChoice, runtimeFromEnvironment } from '../harness/runtime/i
 import { packageRoot } from '../harness/runtime/types.js';
 import { labNodeNames, planLab } from '../harness/topology.js';
 import { loadLabFile } from '../harness/lab-file.js';
+import { MaillabReporter } from '../report/reporter.js';
 import { forgetRunningLab, recordRunningLab, runningLabsDir } from './running-labs.js';
 import { option } from './poke.js';
 
@@ -239,7 +240,13 @@ async function run(filters: string[]): Promise<number> {
   const { ScenarioReporter } = await import('./reporter.js');
   const { vitestConfig } = await resolveConfig({ root, watch: false });
   const kept = vitestConfig.reporters.filter((r) => !Array.isArray(r) || typeof r[0] !== 'string' || !CONSOLE_REPORTERS.has(r[0]));
-  const vitest = await createVitest('test', { root, watch: false, run: true, reporters: [new ScenarioReporter(), ...kept] as never });
+  // Every `maillab run` writes the HTML report (maillab-report/index.html), whether or not the config lists it.
+  const listsReport = kept.some((r) => {
+    const name: unknown = Array.isArray(r) ? r[0] : r;
+    return name instanceof MaillabReporter || (typeof name === 'string' && /maillab\/reporter|dist\/reporter\.js$|src\/report\/reporter\.ts$/.test(name));
+  });
+  const report = listsReport ? [] : [new MaillabReporter()];
+  const vitest = await createVitest('test', { root, watch: false, run: true, reporters: [new ScenarioReporter(), ...report, ...kept] as never });
   try {
     const scenarios = path.join(root, 'scenarios');
     const inScenarios = existsSync(scenarios);
