@@ -420,7 +420,8 @@ export class StartedLab {
    * - its queue holds no message `incoming` or `active` (deferred and held messages may stay: they wait for a retry
    *   or an operator, not for something under way);
    * - every recipient of every message it queued (each `queued` event in the history) has an outcome event
-   *   (`relayed`, `delivered`, `deferred`, `bounced` or `expired`) after the message's last `active` event.
+   *   (`relayed`, `delivered`, `deferred`, `bounced` or `expired`) after the message's last `active` event; a message
+   *   held or deleted there (`queue-change`) owes none, and a released one is awaited until its next attempt begins.
    * Use it before reading the queue after a `stored` event: the mailbox server stores a message before the MTA
    * records its outcome, so the queue may still show it active then. Messages of stopped MTAs are not waited for
    * (nothing moves them); an MX that queues by itself (Postfix as the mx) is not looked into. Fails after `timeoutMs`

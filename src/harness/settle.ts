@@ -79,7 +79,9 @@ export type Unsettled = { mta: string; queueId: string; messageId?: string; stat
 
 /**
  * What keeps the lab from being settled, now: messages incoming or active in a running MTA's queue, and recipients of
- * a message accepted by a running MTA (its `queued` event) with no outcome after the message's last attempt began.
+ * a message accepted by a running MTA (its `queued` event) with no outcome after the message's last attempt began;
+ * a message held (`queue-change` hold, not released since) or deleted there owes none, and one released is awaited
+ * until its next attempt begins.
  */
 export async function unsettled(history: History, mtas: readonly SettledMta[]): Promise<Unsettled[]> {
   const found: Unsettled[] = [];
@@ -88,8 +90,16 @@ export async function unsettled(history: History, mtas: readonly SettledMta[]): 
       if (entry.state === 'incoming' || entry.state === 'active') found.push({ mta: mta.node, queueId: entry.queueId, ...(entry.messageId ? { messageId: entry.messageId } : {}), state: entry.state });
     }
     // Per queue id at this node: its recipients, the start of its last attempt, and each recipient's last outcome.
-    const messages = new Map<string, { messageId?: string; to: string[]; lastActive: number; outcome: Map<string, number> }>();
+    const messages = new Map<string, { messageId?: string; to: string[]; lastActive: number; outcome: Map<string, number>; held?: boolean; releasedAt?: number }>();
     for (const e of history.events) {
+      // A message deleted from the queue owes no outcome any more; a held one waits for an operator, not for us.
+      if (e.kind === 'queue-change' && e.detail.target === mta.node) {
+        if (e.detail.operation === 'delete') messages.delete(e.detail.queueId);
+        const changed = messages.get(e.detail.queueId);
+        if (changed) changed.held = e.detail.operation === 'hold';
+        if (changed && e.detail.operation === 'release') changed.releasedAt = e.time;
+        continue;
+      }
       if (e.node !== mta.node || !e.queueId) continue;
       if (e.kind === 'queued') messages.set(e.queueId, { ...(e.messageId ? { messageId: e.messageId } : {}), to: e.detail.to.map(lower), lastActive: -1, outcome: new Map() });
       const m = messages.get(e.queueId);
@@ -98,6 +108,12 @@ export async function unsettled(history: History, mtas: readonly SettledMta[]): 
       if (RECIPIENT_OUTCOMES.has(e.kind) && 'rcpt' in e.detail) m.outcome.set(lower(e.detail.rcpt), e.time);
     }
     for (const [queueId, m] of messages) {
+      if (m.held) continue;
+      // Released, and not tried since: its attempt is still to come.
+      if (m.releasedAt !== undefined && m.releasedAt > m.lastActive) {
+        found.push({ mta: mta.node, queueId, ...(m.messageId ? { messageId: m.messageId } : {}), state: 'released, not tried since' });
+        continue;
+      }
       for (const rcpt of m.to) {
         const outcome = m.outcome.get(rcpt);
         if (outcome === undefined) found.push({ mta: mta.node, queueId, ...(m.messageId ? { messageId: m.messageId } : {}), rcpt, waiting: 'no outcome yet' });
