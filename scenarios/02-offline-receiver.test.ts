@@ -19,9 +19,10 @@ describe.skipIf(servers.skip)('offline receiver', () => {
     expect(deferred.detail.error).toMatch(/refused|timed out/i);
     expect(deferred.detail.error).toContain(mx.config.address);
 
-    const queue = await lab().mta().queue();
+    // The outcome is logged before the queue shows it (Postfix logs status=deferred, then its queue manager moves
+    // the queue file): wait for the queue to show the message deferred rather than reading it once.
+    const queue = await lab().mta().waitForQueue((q) => q.some((m) => m.messageId === sent.messageId && m.state === 'deferred'), { description: `message ${sent.messageId} deferred in the MTA's queue` });
     const entry = queue.find((q) => q.messageId === sent.messageId);
-    expect(entry?.state).toBe('deferred');
     expect(entry?.recipients[0]?.lastError).toMatch(/refused|timed out/i);
 
     await mx.start();
@@ -38,7 +39,9 @@ describe.skipIf(servers.skip)('offline receiver', () => {
     expect(at('nemesis:node-start')).toBeGreaterThan(at('mta:deferred'));
     expect(at('mailbox:stored')).toBeGreaterThan(at('nemesis:node-start'));
 
-    // Delivered means gone from the queue: nothing will send it again.
+    // Delivered means gone from the queue: nothing will send it again. The mailbox stores the message before the
+    // MTA records its outcome, so the lab is let settle first.
+    await lab().settled();
     const after = await lab().mta().queue();
     expect(after.find((q) => q.messageId === sent.messageId)).toBeUndefined();
   });

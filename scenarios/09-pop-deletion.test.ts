@@ -12,7 +12,7 @@ describe.skipIf(servers.skip)('POP3 download and delete', () => {
     const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'pop me', text: 'only one copy' });
     await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
 
-    const phone = lab().pop3('bob@receiver.test', { device: 'phone' });
+    const phone = await lab().pop3('bob@receiver.test', { device: 'phone' });
     const downloaded = await phone.download();
     expect(downloaded).toHaveLength(1);
     expect(phone.find(sent.messageId)?.toString()).toContain('only one copy');
@@ -24,7 +24,7 @@ describe.skipIf(servers.skip)('POP3 download and delete', () => {
 
     phone.lose();
     expect(phone.find(sent.messageId)).toBeUndefined();
-    const newPhone = lab().pop3('bob@receiver.test', { device: 'new phone' });
+    const newPhone = await lab().pop3('bob@receiver.test', { device: 'new phone' });
     expect(await newPhone.download()).toEqual([]);
     expect(newPhone.find(sent.messageId)).toBeUndefined();
   });

@@ -13,8 +13,8 @@ describe.skipIf(servers.skip)('POP3 leave a copy on the server', () => {
     const sent = await lab().client('alice@sender.test').send({ to: 'bob@receiver.test', subject: 'keep me', text: 'for all your devices' });
     await lab().waitFor({ kind: 'stored', messageId: sent.messageId, detail: { user: 'bob@receiver.test' } });
 
-    const phone = lab().pop3('bob@receiver.test', { device: 'phone', keepCopy: true });
-    const laptop = lab().pop3('bob@receiver.test', { device: 'laptop', keepCopy: true });
+    const phone = await lab().pop3('bob@receiver.test', { device: 'phone', keepCopy: true });
+    const laptop = await lab().pop3('bob@receiver.test', { device: 'laptop', keepCopy: true });
     expect(await phone.download()).toHaveLength(1);
     expect(await lab().mailbox('bob@receiver.test').messages()).toHaveLength(1);
 

@@ -50,7 +50,7 @@ describe.skipIf(servers.skip)('MIME fidelity', () => {
     expect(viaImap.equals(onServer!.raw)).toBe(true);
     await check(viaImap, 'IMAP');
 
-    const phone = lab().pop3('bob@receiver.test', { device: 'phone', keepCopy: true });
+    const phone = await lab().pop3('bob@receiver.test', { device: 'phone', keepCopy: true });
     await phone.download();
     const viaPop = phone.find(sent.messageId)!;
     expect(viaPop.equals(onServer!.raw)).toBe(true);

@@ -19,7 +19,7 @@ describe.skipIf(servers.skip)('POP3 and IMAP on one mailbox', () => {
     await laptop.waitForMessage(second.messageId);
 
     // An old phone with POP3 download-and-delete takes both.
-    const oldPhone = lab().pop3('bob@receiver.test', { device: 'old phone' });
+    const oldPhone = await lab().pop3('bob@receiver.test', { device: 'old phone' });
     expect(await oldPhone.download()).toHaveLength(2);
 
     await laptop.waitForRemoval(first.messageId);

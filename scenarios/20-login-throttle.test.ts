@@ -15,7 +15,7 @@ const lab = useLab((l) =>
 describe('login throttling', () => {
   it('three wrong passwords over POP3 and IMAP lock bob out from this address, the right one included; alice is unaffected', async () => {
     for (let i = 0; i < 2; i++) {
-      await expect(lab().pop3('bob@receiver.test', { password: `wrong-${i}`, device: `guess-${i}` }).download()).rejects.toThrow(/\[AUTH\]/);
+      await expect((await lab().pop3('bob@receiver.test', { password: `wrong-${i}`, device: `guess-${i}` })).download()).rejects.toThrow(/\[AUTH\]/);
     }
     await expect(lab().imap('bob@receiver.test', { password: 'wrong-imap', device: 'guess-imap' })).rejects.toThrow();
 
@@ -26,10 +26,10 @@ describe('login throttling', () => {
     expect(failed.map((e) => (e.detail as { protocol?: string }).protocol)).toEqual(['pop3', 'pop3', 'imap']);
 
     // The right password, while throttled: a temporary refusal.
-    await expect(lab().pop3('bob@receiver.test', { device: 'phone' }).download()).rejects.toThrow(/\[SYS\/TEMP\] Too many failed logins/);
+    await expect((await lab().pop3('bob@receiver.test', { device: 'phone' })).download()).rejects.toThrow(/\[SYS\/TEMP\] Too many failed logins/);
     await expect(lab().imap('bob@receiver.test', { device: 'laptop' })).rejects.toThrow();
     // Another account from the same address logs in.
-    await expect(lab().pop3('alice@sender.test').download()).resolves.toEqual([]);
+    await expect((await lab().pop3('alice@sender.test')).download()).resolves.toEqual([]);
     const alice = await lab().imap('alice@sender.test');
     await alice.close();
   });

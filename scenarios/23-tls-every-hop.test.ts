@@ -36,7 +36,7 @@ describe('TLS on every hop', () => {
     const imapSession = await lab().waitFor({ kind: 'session', node: 'mailbox', detail: { protocol: 'imap' } });
     expect(imapSession.detail.tls, 'IMAP (STARTTLS)').toEqual(SECURE);
 
-    const laptop = lab().pop3('bob@receiver.test', { device: 'laptop', keepCopy: true });
+    const laptop = await lab().pop3('bob@receiver.test', { device: 'laptop', keepCopy: true });
     expect((await laptop.download()).length).toBe(1);
     const popSession = await lab().waitFor({ kind: 'session', node: 'mailbox', detail: { protocol: 'pop3' } });
     expect(popSession.detail.tls, 'POP3 (STLS)').toEqual(SECURE);

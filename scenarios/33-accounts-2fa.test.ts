@@ -53,7 +53,7 @@ describe('accounts with two-factor authentication', () => {
     await expect(lab().imap(DAVE, { device: 'old-client', password: 'dave-secret' })).rejects.toThrow();
     // The refusal says why (the revoked phone's earlier refusal in this lab has no reason: it was a wrong password).
     await lab().waitFor({ kind: 'auth-failed', node: 'mailbox', detail: { protocol: 'imap', login: DAVE, reason: 'app-password-required' } });
-    await expect(lab().pop3(DAVE, { device: 'old-pop', password: 'dave-secret' }).download()).rejects.toThrow(APP_PASSWORD_NEEDED);
+    await expect((await lab().pop3(DAVE, { device: 'old-pop', password: 'dave-secret' })).download()).rejects.toThrow(APP_PASSWORD_NEEDED);
     await expect(lab().imap(DAVE, { device: 'confused', password: lab().totp(DAVE) })).rejects.toThrow();
     // The app password works where the main one did not.
     const sent = await lab().client(DAVE, { password: LAPTOP }).send({ to: 'bob@receiver.test', subject: 'from the laptop', text: 'app passwords work\n' });

@@ -29,7 +29,7 @@ describe.skipIf(skip !== undefined)('Dovecot as the mailbox server', () => {
     const imapSession = await lab().waitFor({ kind: 'session', node: 'mailbox', detail: { protocol: 'imap', user: BOB } });
     expect(imapSession.detail.tls?.version).toMatch(/^TLSv1\.[23]$/);
 
-    const laptop = lab().pop3(BOB, { device: 'laptop', keepCopy: true });
+    const laptop = await lab().pop3(BOB, { device: 'laptop', keepCopy: true });
     expect((await laptop.download()).length).toBe(1);
     expect(laptop.find(sent.messageId)?.toString('utf8')).toMatch(/stored by a real server/);
   });

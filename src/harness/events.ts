@@ -49,6 +49,11 @@ export type HarnessEvents = {
   'dns-edit': NodeAction & { operation: string; args: object };
   /** The MTA was asked to retry every deferred message now. */
   'queue-flush': NodeAction & { flushed: number };
+  /**
+   * A queued message was held, released or deleted at the MTA (`hold`, `release`, `delete`); `queueId` is the MTA's,
+   * the event carries the message's Message-ID when the MTA's answer named it (hold, release).
+   */
+  'queue-change': NodeAction & { operation: 'hold' | 'release' | 'delete'; queueId: string };
   /** The MTA's DKIM signers were replaced (`set-dkim`, a key rotation): the new ones, without their keys. */
   'dkim-change': NodeAction & { signers: { domain: string; selector: string; algorithm: string }[] };
   /** The lab DNS's fault rules were replaced (`set-dns-faults`): the rules now in force (issue 15). */
@@ -75,16 +80,16 @@ export type HarnessEvents = {
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded', 'device-offline', 'device-reconnected',
+  'dns-edit', 'queue-flush', 'queue-change', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded', 'device-offline', 'device-reconnected',
 ] as const);
 
 /**
  * Control operations that change a node's data, recorded in the history (node `nemesis`) whoever calls them:
  * `lab.dns`, `lab.mta().flush()` or `node.as(role).control().call(...)`.
  */
-export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'dkim-change' | 'dns-faults-change' | 'smtp-faults-change' | 'link-change' } } = {
+export const RECORDED_OPERATIONS: { readonly [R in Role]?: { readonly [operation: string]: 'dns-edit' | 'queue-flush' | 'queue-change' | 'dkim-change' | 'dns-faults-change' | 'smtp-faults-change' | 'link-change' } } = {
   dns: { 'set-records': 'dns-edit', 'add-record': 'dns-edit', 'remove-records': 'dns-edit', 'set-zones': 'dns-edit', 'add-zone': 'dns-edit', 'remove-zone': 'dns-edit', 'set-mta-sts-policy': 'dns-edit', 'set-dns-faults': 'dns-faults-change' },
-  mta: { flush: 'queue-flush', 'set-dkim': 'dkim-change', 'set-smtp-faults': 'smtp-faults-change' },
+  mta: { flush: 'queue-flush', hold: 'queue-change', release: 'queue-change', delete: 'queue-change', 'set-dkim': 'dkim-change', 'set-smtp-faults': 'smtp-faults-change' },
   mx: { 'set-smtp-faults': 'smtp-faults-change' },
   mailbox: { 'set-smtp-faults': 'smtp-faults-change' },
   proxy: { 'set-toxics': 'link-change' },

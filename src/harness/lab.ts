@@ -7,17 +7,21 @@ import { dovecotPaths } from '../real/dovecot/config.js';
 import { postfixLayout } from '../real/postfix/config.js';
 import type { DkimSigningConfig, DnsRecord, NodeConfig, RetryConfig, Role, UserConfig, ZoneConfig } from '../shared/config.js';
 import { newControlToken } from '../shared/control.js';
+import { now } from '../shared/events.js';
 import { headerValue } from '../shared/headers.js';
 import type { DnsContract, RecordType } from '../dns/api.js';
 import type { ControlClient } from '../shared/control.js';
 import type { DnsFaultRule, DnsFaultRuleView } from '../shared/faults.js';
-import type { MessageState } from '../mta/api.js';
+import type { MessageState, QueueEntryView } from '../mta/api.js';
 import type { SmtpFaultRule, SmtpFaultRuleView } from '../shared/faults.js';
 import { ImapDevice, Pop3Device } from './clients/devices.js';
 import { submit, type SendOptions, type SendResult } from './clients/submission.js';
 import { ROLE_EVENT_KINDS, type EventKind, type EventOf, type HistoryEvent } from './events.js';
-import { History, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
+import { DEFAULT_WAIT_MS, History, normalizeMessageId, type EventMatcher, type WaitOptions } from './history/history.js';
 import { NodeHandle } from './node-handle.js';
+import { parseEmail, type ParsedEmail } from './messages.js';
+import { waitForQueue, waitForSettled, type StateWaitOptions } from './settle.js';
+import { resolveInLab, type ResolvedAnswer, type ResolvableType } from './resolve.js';
 import { startTimeline, type Timeline, type TimelineOptions, type TimelineStep } from './timeline.js';
 import { createRuntime, runtimeFromEnvironment, type RuntimeChoice, type RuntimeKind } from './runtime/index.js';
 import { packageRoot, type Runtime } from './runtime/types.js';
@@ -373,18 +377,72 @@ export class StartedLab {
     };
   }
 
-  /** The sender MTA's queue. `flush()` is recorded in the history (`queue-flush`). */
+  /**
+   * The sender MTA's queue (the first MTA, or the named one). `flush()` is recorded in the history (`queue-flush`);
+   * `hold`, `release` and `delete` too (`queue-change`).
+   */
   mta(name?: string) {
     const node = this.nodeOf('mta', name);
+    const queue = (args: { state?: MessageState; all?: boolean } = {}) => node.control().call('queue', args);
     return {
       node,
-      queue: (args: { state?: MessageState; all?: boolean } = {}) => node.control().call('queue', args),
+      /** The messages in the queue (not done); `all` adds the finished ones still remembered, `state` filters. */
+      queue,
+      /** Tries every waiting message now. */
       flush: () => node.control().call('flush'),
       /** Replaces the MTA's DKIM signers (a key rotation); recorded as `dkim-change`. */
       setDkim: (signers: DkimSigningConfig[]) => node.control().call('set-dkim', { signers }),
       dkim: () => node.control().call('dkim'),
+      /** One message: its view, its full record and, while queued, its headers. */
       message: (queueId: string) => node.control().call('message', { queueId }),
+      /** Puts a message on hold (Postfix: `postsuper -h`): no attempt until released; answers its view (state `hold`). */
+      hold: (queueId: string) => node.control().call('hold', { queueId }),
+      /** Releases a held message (`postsuper -H`): deferred, and tried at once; answers its view. */
+      release: (queueId: string) => node.control().call('release', { queueId }),
+      /** Deletes a message from the queue (`postsuper -d`): no more attempts, no bounce. */
+      delete: (queueId: string) => node.control().call('delete', { queueId }),
+      /**
+       * Waits until `predicate` holds of the queue (the `queue` operation, looked at again after each event of this MTA
+       * and at least every 200 ms) and resolves with the entries it saw then; fails after `timeoutMs` (default 10 s)
+       * with the last view and the recent history. E.g. `waitForQueue((q) => q.some((m) => m.state === 'deferred'))`.
+       */
+      waitForQueue: (predicate: (entries: QueueEntryView[]) => boolean, options: StateWaitOptions = {}) => waitForQueue(this.history, { node: node.name, queue: () => queue() }, predicate, options),
+      /** Waits until the queue holds no message (every one delivered, bounced or deleted); as `waitForQueue`. */
+      waitUntilEmpty: async (options: StateWaitOptions = {}): Promise<void> => {
+        await waitForQueue(this.history, { node: node.name, queue: () => queue() }, (entries) => entries.length === 0, { description: `the queue of ${node.name} to be empty`, ...options });
+      },
     };
+  }
+
+  /**
+   * Resolves once the lab is settled: nothing is under way that would change what a test reads. Precisely, for every
+   * running MTA:
+   * - its queue holds no message `incoming` or `active` (deferred and held messages may stay: they wait for a retry
+   *   or an operator, not for something under way);
+   * - every recipient of every message it queued (each `queued` event in the history) has an outcome event
+   *   (`relayed`, `delivered`, `deferred`, `bounced` or `expired`) after the message's last `active` event; a message
+   *   held or deleted there (`queue-change`) owes none, and a released one is awaited until its next attempt begins.
+   * Use it before reading the queue after a `stored` event: the mailbox server stores a message before the MTA
+   * records its outcome, so the queue may still show it active then. Messages of stopped MTAs are not waited for
+   * (nothing moves them); an MX that queues by itself (Postfix as the mx) is not looked into. Fails after `timeoutMs`
+   * (default 10 s) with what is still pending and the recent history.
+   */
+  settled(options: StateWaitOptions = {}): Promise<void> {
+    const mtas = this.nodes()
+      .filter((n) => n.role === 'mta')
+      .map((n) => ({ node: n.name, get isRunning() { return n.isRunning; }, queue: () => n.as('mta').control().call('queue', {}) }));
+    return waitForSettled(this.history, mtas, options);
+  }
+
+  /**
+   * Asks the lab DNS, over real DNS (UDP, TCP when truncated) at the dns node, for `name`'s records of `type` (default
+   * A), as any resolver of the lab would: answers typed by `type` (addresses for A/AAAA, `{ exchange, priority }` for
+   * MX, one string per TXT record, host names for CNAME/NS/PTR, the SOA's fields, TLSA's fields). A name with no record
+   * of that type answers []; a name that does not exist fails with `code` ENOTFOUND, a refusal (a name outside every
+   * lab zone) with EREFUSED.
+   */
+  resolve<T extends ResolvableType = 'A'>(name: string, type?: T): Promise<ResolvedAnswer<T>[]> {
+    return resolveInLab(this.nodeOf('dns').service('dns'), name, (type ?? 'A') as T);
   }
 
   /**
@@ -474,18 +532,53 @@ export class StartedLab {
     return new TOTP({ secret: Secret.fromBase32(user.totpSecret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp: time });
   }
 
-  /** A user's mailbox as the mailbox server's control channel shows it. */
+  /**
+   * A user's mailbox as the mailbox server's control channel shows it. Raw: `messages(folder)` (UID, flags, size...)
+   * and `read(uid, folder)` (the bytes). Parsed: `emails(folder)`, `email(uid, folder)` and
+   * `waitForEmails(count, { folder, timeoutMs })` (ParsedEmail: subject, Message-ID, addresses, bodies, attachments,
+   * and the raw bytes). Folders default to INBOX.
+   */
   mailbox(address: string, options: { server?: string } = {}) {
     const node = this.nodeOf('mailbox', options.server);
     const user = address.toLowerCase();
+    const messages = (mailbox = 'INBOX') => node.control().call('messages', { user, mailbox });
     const read = async (uid: number, mailbox = 'INBOX') => Buffer.from((await node.control().call('read', { user, mailbox, uid })).data, 'base64');
+    const parsedAll = async (folder: string, list: Awaited<ReturnType<typeof messages>>): Promise<ParsedEmail[]> => Promise.all(list.map(async (m) => parseEmail(await read(m.uid, folder), m, folder)));
     return {
-      messages: (mailbox = 'INBOX') => node.control().call('messages', { user, mailbox }),
+      /** The messages of a folder, UID order: UID, Maildir id, size, flags, INTERNALDATE, modseq (no headers). */
+      messages,
+      /** One message's bytes, as stored. */
       read,
+      /** The messages of a folder, UID order, parsed (ParsedEmail). */
+      emails: async (folder = 'INBOX'): Promise<ParsedEmail[]> => parsedAll(folder, await messages(folder)),
+      /** One message, parsed; fails naming the folder's UIDs when there is no such UID. */
+      email: async (uid: number, folder = 'INBOX'): Promise<ParsedEmail> => {
+        const list = await messages(folder);
+        const stored = list.find((m) => m.uid === uid);
+        if (!stored) throw new Error(`mailbox ${user} ${folder} has no message with UID ${uid} (UIDs: ${list.map((m) => m.uid).join(', ') || 'none'})`);
+        return parseEmail(await read(uid, folder), stored, folder);
+      },
+      /**
+       * Waits until the folder holds at least `count` messages and resolves with all of them, parsed (UID order). It
+       * looks at the folder again after each `stored` event of this user (no polling); messages put there otherwise
+       * (IMAP APPEND, COPY) count when a delivery wakes it. Fails after `timeoutMs` (default 10 s) with the recent history.
+       */
+      waitForEmails: async (count: number, opts: { folder?: string; timeoutMs?: number } = {}): Promise<ParsedEmail[]> => {
+        const folder = opts.folder ?? 'INBOX';
+        const timeoutMs = opts.timeoutMs ?? DEFAULT_WAIT_MS;
+        const deadline = now() + timeoutMs;
+        for (;;) {
+          const since = now();
+          const list = await messages(folder);
+          if (list.length >= count) return parsedAll(folder, list);
+          const what = `mailbox ${user} ${folder} on ${node.name} to hold ${count} message${count === 1 ? '' : 's'} (it holds ${list.length})`;
+          await this.history.waitFor({ kind: 'stored', node: node.name, where: (e) => e.detail.user.toLowerCase() === user }, { timeoutMs: Math.max(1, deadline - now()), after: since, description: what });
+        }
+      },
       /** The copies of a message (by Message-ID) in a folder, as they are now. */
       find: async (messageId: string, mailbox = 'INBOX'): Promise<{ uid: number; raw: Buffer }[]> => {
         const found: { uid: number; raw: Buffer }[] = [];
-        for (const m of await node.control().call('messages', { user, mailbox })) {
+        for (const m of await messages(mailbox)) {
           const raw = await read(m.uid, mailbox);
           const id = headerValue(raw, 'message-id');
           if (id && normalizeMessageId(id) === normalizeMessageId(messageId)) found.push({ uid: m.uid, raw });
@@ -515,8 +608,12 @@ export class StartedLab {
     return device;
   }
 
-  /** A POP3 device of `address`; `keepCopy` is "leave a copy on the server". */
-  pop3(address: string, options: { device?: string; keepCopy?: boolean; password?: string } = {}): Pop3Device {
+  /**
+   * A POP3 device of `address`; `keepCopy` is "leave a copy on the server". Async like `imap()`, so both are awaited
+   * alike; it opens no session yet (each `download()` is one POP3 session, as a phone's "check mail" is), so a wrong
+   * password fails at `download()`.
+   */
+  async pop3(address: string, options: { device?: string; keepCopy?: boolean; password?: string } = {}): Promise<Pop3Device> {
     const user = this.user(address);
     const mailbox = this.nodeOf('mailbox');
     return new Pop3Device({
@@ -556,7 +653,8 @@ export class StartedLab {
   }
 
   /**
-   * Endpoints and users, as `maillab up --json` prints them: every node's services and control channel, and the
+   * Endpoints and users, as `maillab up --json` prints them: every node's services and control channel (`control`:
+   * host and port of its HTTP control API), whether it runs, and the
    * lab's control token (`Authorization: Bearer <controlToken>` on every control request), and the absolute path
    * of the lab CA's certificate (`ca`).
    */
@@ -565,7 +663,8 @@ export class StartedLab {
       id: this.id,
       runtime: this.runtime.kind,
       nodes: Object.fromEntries(
-        this.nodes().map((n) => [n.name, { host: n.config.address, services: n.isRunning ? n.services : {}, ...(n.isRunning ? { control: n.controlEndpoint } : {}), ...this.realServerOf(n.config) }]),
+        // A stopped node keeps the endpoints of its last run, so a client sees which port it was refused on.
+        this.nodes().map((n) => [n.name, { host: n.config.address, running: n.isRunning, services: n.services, control: n.controlEndpoint, ...this.realServerOf(n.config) }]),
       ),
       // Servers run outside the lab (issue 14): where the lab's nodes reach them.
       externals: Object.fromEntries(Object.values(this.externalHosts).map((e) => [e.name, { kind: 'external' as const, hostname: e.hostname, host: e.address, ports: e.ports }])),

@@ -14,6 +14,8 @@ type NodeAction = { [K in keyof HarnessEvents]: HarnessEvents[K] extends { targe
 
 export class NodeHandle<R extends Role = Role> {
   private running?: RunningNode;
+  /** The endpoints of the node's last run, kept while it is stopped. */
+  private lastSeen?: Pick<RunningNode, 'services' | 'control'>;
   private client?: ControlClient<Contracts[R]>;
   private stopStream?: () => void;
   private lastSeq = 0;
@@ -33,19 +35,34 @@ export class NodeHandle<R extends Role = Role> {
   get isRunning(): boolean {
     return this.running !== undefined;
   }
-  /** Endpoints of the node's services as the harness reaches them. */
+  /**
+   * Endpoints of the node's services as the harness reaches them. A stopped node answers the endpoints it had when it
+   * last ran (where its clients now meet a closed port; on docker a start may publish new ports).
+   */
   get services(): Record<string, Endpoint> {
-    if (!this.running) throw new Error(`node ${this.name} is not running`);
-    return this.running.services;
+    return this.running?.services ?? this.lastSeen?.services ?? configuredServices(this.config);
   }
-  /** Where the harness reaches the node's control channel (it needs the lab's token, `config.controlToken`). */
+  /**
+   * Where the harness reaches the node's control channel (it needs the lab's token, `config.controlToken`); for a
+   * stopped node, where it was when the node last ran.
+   */
   get controlEndpoint(): Endpoint {
-    if (!this.running) throw new Error(`node ${this.name} is not running`);
-    return this.running.control;
+    return this.running?.control ?? this.lastSeen?.control ?? { host: this.config.address, port: this.config.controlPort };
   }
+  /** The endpoint of one of the node's services (see `services`), running or not; fails naming those it has. */
   service(name: string): Endpoint {
     const s = this.services[name];
     if (!s) throw new Error(`node ${this.name} has no service ${name} (it has ${Object.keys(this.services).join(', ')})`);
+    return s;
+  }
+  /**
+   * Where the lab's other nodes reach one of this node's services: its lab address and the configured port, from its
+   * config, whether it runs or not (on the local runtime the same as `service`; on docker, inside the lab network).
+   */
+  address(service: string): Endpoint {
+    const configured = configuredServices(this.config);
+    const s = configured[service];
+    if (!s) throw new Error(`node ${this.name} has no configured service ${service} (it has ${Object.keys(configured).join(', ')})`);
     return s;
   }
 
@@ -163,6 +180,10 @@ export class NodeHandle<R extends Role = Role> {
     const action = { target: this.name, role: this.role, took: now() - call.began };
     if (kind === 'dns-edit') this.history.record(NEMESIS, kind, { ...action, operation: call.operation, args: call.args }, { time: call.began });
     if (kind === 'queue-flush') this.history.record(NEMESIS, kind, { ...action, flushed: (call.result as { flushed: number }).flushed }, { time: call.began });
+    if (kind === 'queue-change') {
+      const { queueId, messageId } = call.result as { queueId: string; messageId?: string };
+      this.history.record(NEMESIS, kind, { ...action, operation: call.operation as 'hold' | 'release' | 'delete', queueId }, { time: call.began, messageId });
+    }
     // The answer, not the arguments: those hold the private keys.
     const config: NodeConfig = this.config;
     if (kind === 'link-change' && config.role === 'proxy') {
@@ -180,9 +201,28 @@ export class NodeHandle<R extends Role = Role> {
     const running = this.running;
     if (!running) return;
     await how(running);
+    this.lastSeen = { services: running.services, control: running.control };
     this.stopStream?.();
     this.client?.close();
     this.running = undefined;
     this.client = undefined;
+  }
+}
+
+/** A node's services as its config declares them: its lab address and each service's port. */
+export function configuredServices(config: NodeConfig): Record<string, Endpoint> {
+  const at = (port: number | undefined): Endpoint[] => (port === undefined ? [] : [{ host: config.address, port }]);
+  const entries = (ports: Record<string, number | undefined>) => Object.entries(ports).flatMap(([name, port]) => at(port).map((e) => [name, e] as const));
+  switch (config.role) {
+    case 'dns':
+      return Object.fromEntries(entries({ dns: config.port, 'mta-sts': config.mtaSts?.port }));
+    case 'mta':
+      return Object.fromEntries(entries({ ...config.ports, api: config.api?.port }));
+    case 'mx':
+      return Object.fromEntries(entries(config.ports));
+    case 'mailbox':
+      return Object.fromEntries(entries({ ...config.ports, accounts: config.accounts?.port }));
+    case 'proxy':
+      return Object.fromEntries(entries(config.ports));
   }
 }

@@ -7,7 +7,12 @@ import { eventKinds, NODE_EVENT_KINDS, type NodeEvents, type NoArgs, type Operat
 import type { FaultFired } from '../shared/faults.js';
 import type { SmtpFaultOperations } from '../shared/fault-operations.js';
 
-export type MessageState = 'incoming' | 'active' | 'deferred' | 'done';
+/**
+ * `incoming`: queued, not tried yet; `active`: an attempt is under way; `deferred`: waiting for its next attempt;
+ * `hold`: put aside by `hold` (Postfix's hold queue), not tried until `release`; `done`: every recipient delivered or
+ * bounced.
+ */
+export type MessageState = 'incoming' | 'active' | 'deferred' | 'hold' | 'done';
 export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'bounced';
 
 /** Where the message came from. */
@@ -136,9 +141,21 @@ export interface QueueEntryView {
 export type MtaOperations = {
   /** The messages in the queue (not done); `all` adds the finished ones still remembered, `state` filters. */
   queue: Operation<{ state?: MessageState; all?: boolean }, QueueEntryView[]>;
-  /** Every deferred message is tried now. */
   /** Retry now: every waiting message, and a message whose attempt is in flight again as soon as it ends. */
   flush: Operation<NoArgs, { flushed: number }>;
+  /**
+   * Puts a queued message on hold (Postfix: `postsuper -h`): it is not tried until released. A message whose attempt
+   * is under way is held when that attempt ends, unless the attempt finished it (then the call fails, saying so).
+   * Answers the message as it is now (state `hold`).
+   */
+  hold: Operation<{ queueId: string }, QueueEntryView>;
+  /** Releases a held message (Postfix: `postsuper -H`, then `postqueue -i`): deferred, and tried at once. */
+  release: Operation<{ queueId: string }, QueueEntryView>;
+  /**
+   * Deletes a queued message (Postfix: `postsuper -d`): no more attempts, no bounce. A message whose attempt is under
+   * way is deleted when that attempt ends (recipients it delivered stay delivered).
+   */
+  delete: Operation<{ queueId: string }, { queueId: string; deleted: true }>;
   /** One message: the view, the full record (every recipient's last report) and, while queued, its headers. */
   message: Operation<{ queueId: string }, QueueEntryView & { record: MessageRecord; headers?: string }>;
   /**

@@ -57,7 +57,8 @@ export class MtaEngine {
   async start(): Promise<RecoveryReport> {
     const report = await this.queue.open();
     for (const queueId of report.broken) this.emit('error', { queueId }, { error: `queue files of ${queueId} unusable (a message file without a valid envelope line, or an envelope unreadable or without its message file): set aside as .broken` });
-    for (const message of this.queue.pending()) this.scheduler.schedule(message.queueId, message.nextAttempt ?? this.now());
+    // A held message waits for `release`, across restarts too.
+    for (const message of this.queue.pending()) if (message.state !== 'hold') this.scheduler.schedule(message.queueId, message.nextAttempt ?? this.now());
     return report;
   }
 
@@ -76,6 +77,39 @@ export class MtaEngine {
   /** Tries every waiting message now. */
   flush(): { flushed: number } {
     return { flushed: this.scheduler.flush() };
+  }
+
+  /**
+   * Puts a message on hold (no attempt until `release`). One whose attempt is under way is held once that attempt
+   * ends; if the attempt finished it, the queue's error says the message is done.
+   */
+  async hold(queueId: string): Promise<MessageRecord> {
+    await this.betweenAttempts(queueId);
+    if (this.queue.get(queueId)?.state === 'hold') return this.queue.get(queueId)!;
+    this.scheduler.cancel(queueId);
+    return this.queue.hold(queueId);
+  }
+
+  /** Releases a held message: deferred, and tried now. */
+  async release(queueId: string): Promise<MessageRecord> {
+    const message = await this.queue.release(queueId, this.now());
+    this.scheduler.schedule(queueId);
+    return message;
+  }
+
+  /** Deletes a message from the queue (no more attempts, no DSN), once any attempt under way has ended. */
+  async delete(queueId: string): Promise<void> {
+    await this.betweenAttempts(queueId);
+    this.scheduler.cancel(queueId);
+    await this.queue.remove(queueId);
+  }
+
+  /**
+   * Resolves when no attempt of the message is under way. The scheduler may start the next one as soon as one ends (a
+   * flush asked for meanwhile), so it looks again after each; the caller acts in the same turn.
+   */
+  private async betweenAttempts(queueId: string): Promise<void> {
+    for (let run = this.scheduler.running(queueId); run; run = this.scheduler.running(queueId)) await run;
   }
 
   async stop(graceMs: number): Promise<void> {
@@ -118,7 +152,8 @@ export class MtaEngine {
   private async attempt(queueId: string): Promise<void> {
     const { queue } = this;
     const message = queue.get(queueId);
-    if (!message || message.state === 'done') return;
+    // Held (or done) since it was planned: nothing to try.
+    if (!message || message.state === 'done' || message.state === 'hold') return;
     const due = message.recipients.filter((r) => !isFinal(r.state));
     await queue.activate(queueId);
     if (due.length === 0) return this.finish(message, false);

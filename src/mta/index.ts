@@ -24,6 +24,12 @@ import { smtpFaultOperations, smtpFaultsOf } from '../shared/smtp-faults.js';
 export { LAB_RETRY, PRODUCTION_RETRY } from '../shared/retry.js';
 export type * from './api.js';
 
+/** The `queueId` argument of a queue operation, checked: the answer names the operation when it is missing. */
+function requireQueueId(operation: string, args: { queueId?: unknown } | undefined): string {
+  if (typeof args?.queueId !== 'string' || !args.queueId) throw new Error(`${operation}: queueId (a queue id, as \`queue\` lists them) is required`);
+  return args.queueId;
+}
+
 /** How long an outbound session stays cached for the next message to the same server (Postfix: smtp_connection_cache_time_limit = 2s). */
 const RELAY_IDLE_MS = 2000;
 /** LMTP sessions to the mailbox server are cheap to keep and always reused: keep them longer. */
@@ -126,6 +132,13 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
         if (!message) throw new Error(`no message ${args?.queueId ?? '(queueId missing)'} in the queue`);
         const headers = message.state === 'done' ? undefined : await queue.readMessage(message.queueId).then((data) => headerSection(data), () => undefined);
         return { ...engine.view(message), record: message, ...(headers !== undefined ? { headers } : {}) };
+      },
+      hold: async (args) => engine.view(await engine.hold(requireQueueId('hold', args))),
+      release: async (args) => engine.view(await engine.release(requireQueueId('release', args))),
+      delete: async (args) => {
+        const queueId = requireQueueId('delete', args);
+        await engine.delete(queueId);
+        return { queueId, deleted: true as const };
       },
       'set-dkim': (args) => ({ signers: dkim.replace(args?.signers) }),
       dkim: () => ({ signers: dkim.list() }),

@@ -24,6 +24,7 @@ const MX_FLAKY = ip(11); // mx.flaky.test, down until a test starts it
 const MX_DEAD = ip(12); // never listens
 const MX_BACKUP = ip(13); // mx2.fallback.test, up
 const LMTP = ip(20);
+const MX_SILENT = ip(14); // silent.test: accepts connections and says nothing until a test lets it go
 const RELAY_PORT = 20_000 + Math.floor(Math.random() * 20_000);
 
 const zones: ZoneConfig[] = [
@@ -404,6 +405,47 @@ describe('MTA', () => {
     expect(status).toContain('Action: failed');
     const entry = await rpc<QueueEntryView>('message', { queueId });
     expect(entry.recipients[0]).toMatchObject({ state: 'bounced', expired: true });
+  });
+
+  it('holds a message whose attempt is under way once the attempt ends; held, it is not tried, across a restart too; deleted, it is gone', async () => {
+    // An MX that accepts the connection and never greets: the attempt stays in flight until the test cuts it.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(RELAY_PORT, MX_SILENT, resolve));
+    labZones.addZone({ origin: 'silent.test', records: [{ name: 'silent.test', type: 'A', address: MX_SILENT }] });
+    try {
+      const info = await submitter().sendMail({ from: 'alice@sender.test', to: 'sam@silent.test', subject: 'on hold', text: 'x' });
+      const queueId = queueIdOf(info.response);
+      await waitFor(ofQueue(queueId, 'connect'), 'connected to the silent MX');
+      expect((await rpc<QueueEntryView>('message', { queueId })).state).toBe('active');
+      // Asked while active: answered once the attempt has ended (here: its connection cut), held then.
+      const held = rpc<QueueEntryView>('hold', { queueId });
+      for (const socket of sockets) socket.destroy();
+      expect(await held).toMatchObject({ queueId, state: 'hold' });
+      expect(events.since(0).filter(ofQueue(queueId, 'deferred'))).toHaveLength(1);
+
+      // Not tried on a flush, nor after a restart (held is on disk).
+      await rpc('flush');
+      await mta.stop();
+      await startTheMta();
+      expect((await rpc<QueueEntryView[]>('queue', {})).find((m) => m.queueId === queueId)?.state).toBe('hold');
+      await rpc('flush');
+      expect(events.since(0).filter(ofQueue(queueId, 'active'))).toEqual([]);
+
+      // Released: tried at once (the silent MX takes the connection again); deleted once that attempt ends.
+      expect(await rpc<QueueEntryView>('release', { queueId })).toMatchObject({ queueId });
+      await waitFor(ofQueue(queueId, 'connect'), 'connected again after the release');
+      const deleted = rpc<{ queueId: string; deleted: boolean }>('delete', { queueId });
+      for (const socket of sockets) socket.destroy();
+      expect(await deleted).toEqual({ queueId, deleted: true });
+      expect(await rpc<QueueEntryView[]>('queue', {})).toEqual([]);
+      await expect(rpc('message', { queueId })).rejects.toThrow(/no message/);
+      await expect(fs.stat(path.join(dataDir, 'queue', 'msg', `${queueId}.eml`))).rejects.toThrow(/ENOENT/);
+      await expect(rpc('hold', {})).rejects.toThrow(/hold: queueId .* is required/);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 
   it('keeps the queue across a restart and delivers what was deferred', async () => {

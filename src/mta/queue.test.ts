@@ -72,11 +72,11 @@ describe('queue ids', () => {
 });
 
 describe('state machine', () => {
-  const messageStates: MessageState[] = ['incoming', 'active', 'deferred', 'done'];
+  const messageStates: MessageState[] = ['incoming', 'active', 'deferred', 'hold', 'done'];
   const recipientStates: RecipientState[] = ['pending', 'deferred', 'delivered', 'bounced'];
 
-  it('allows only incoming → active → deferred ↔ active → done, every other pair throws IllegalTransitionError', () => {
-    const legal = new Set(['incoming>active', 'active>deferred', 'active>done', 'deferred>active']);
+  it('allows only incoming → active → deferred ↔ active → done, and incoming|deferred → hold → deferred; every other pair throws IllegalTransitionError', () => {
+    const legal = new Set(['incoming>active', 'active>deferred', 'active>done', 'deferred>active', 'incoming>hold', 'deferred>hold', 'hold>deferred']);
     for (const from of messageStates) {
       for (const to of messageStates) {
         if (legal.has(`${from}>${to}`)) {
@@ -230,6 +230,63 @@ describe('state machine', () => {
     await expect(queue.activate(message.queueId)).rejects.toThrow(`queue ${message.queueId}: message is done`);
     await expect(queue.activate(message.queueId)).rejects.toMatchObject({ kind: 'message-done' });
     await expect(queue.save(message.queueId)).rejects.toThrow(/done/);
+  });
+});
+
+describe('hold, release and remove (postsuper -h, -H, -d)', () => {
+  it('holds an incoming message durably: a new instance finds it held, and release makes it deferred, due then', async () => {
+    const queue = await openQueue({ now: () => 1000 });
+    const { queueId } = await queue.enqueue(input());
+    const held = await queue.hold(queueId);
+    expect(held).toMatchObject({ state: 'hold' });
+    expect(held.nextAttempt).toBeUndefined();
+    expect(JSON.parse(await fs.readFile(queue.envelopePath(queueId), 'utf8'))).toMatchObject({ queueId, state: 'hold' });
+
+    const reopened = new MailQueue(dir, { fsync: true, now: () => 2000 });
+    const report = await reopened.open();
+    expect(report).toMatchObject({ queued: [queueId], requeued: [], broken: [] });
+    expect(reopened.get(queueId)).toMatchObject({ state: 'hold' });
+    // Held is no attempt: the message cannot be activated until released.
+    await expect(reopened.activate(queueId)).rejects.toBeInstanceOf(IllegalTransitionError);
+
+    expect(await reopened.release(queueId, 2500)).toMatchObject({ state: 'deferred', nextAttempt: 2500 });
+    const again = new MailQueue(dir, { fsync: true });
+    await again.open();
+    expect(again.get(queueId)).toMatchObject({ state: 'deferred', nextAttempt: 2500 });
+  });
+
+  it('holds a deferred message keeping its recipients\' progress, and refuses to hold an active one or release one not held', async () => {
+    const queue = await openQueue();
+    const { queueId } = await queue.enqueue(input());
+    await queue.activate(queueId);
+    await expect(queue.hold(queueId)).rejects.toMatchObject({ name: 'IllegalTransitionError', from: 'active', to: 'hold' });
+    queue.deliverRecipient(queueId, 'bob@receiver.test', outcome({ status: '2.0.0' }));
+    queue.deferRecipient(queueId, 'carol@receiver.test', outcome(), 5000);
+    await queue.settle(queueId);
+    const held = await queue.hold(queueId);
+    expect(held.recipients.map((r) => r.state)).toEqual(['delivered', 'deferred']);
+    await expect(queue.release((await queue.enqueue(input({ messageId: '<m2@sender.test>' }))).queueId)).rejects.toMatchObject({ from: 'incoming', to: 'deferred' });
+  });
+
+  it('removes a message that is not being delivered: its files go, its record is forgotten, a new instance has none', async () => {
+    const queue = await openQueue();
+    const deferred = await queue.enqueue(input());
+    await queue.activate(deferred.queueId);
+    await expect(queue.remove(deferred.queueId)).rejects.toMatchObject({ kind: 'illegal-transition', queueId: deferred.queueId });
+    queue.deferRecipient(deferred.queueId, 'bob@receiver.test', outcome(), 5000);
+    queue.deferRecipient(deferred.queueId, 'carol@receiver.test', outcome(), 5000);
+    await queue.settle(deferred.queueId);
+    const held = await queue.enqueue(input({ messageId: '<m2@sender.test>' }));
+    await queue.hold(held.queueId);
+    await queue.remove(deferred.queueId);
+    await queue.remove(held.queueId);
+    expect(queue.get(deferred.queueId)).toBeUndefined();
+    expect(queue.pending()).toEqual([]);
+    expect(await files('msg')).toEqual([]);
+    expect(await files('env')).toEqual([]);
+    await expect(queue.remove(held.queueId)).rejects.toMatchObject({ kind: 'no-such-message' });
+    const reopened = new MailQueue(dir, { fsync: true });
+    expect((await reopened.open()).queued).toEqual([]);
   });
 });
 

@@ -20,6 +20,10 @@
 // and it is delivered again (at least once, RFC 5321 §6.1) — never lost.
 //
 // States: incoming → active → deferred → active → … → done. Recipients: pending → deferred → … → delivered|bounced.
+// `hold` (Postfix's hold queue, postsuper -h): an incoming or deferred message put aside by an operator; it is not
+// tried until `release` makes it deferred again. Held is written durably (env/<qid>.json), so a held message stays
+// held across a restart. `remove` (postsuper -d) deletes a message that is not being delivered: its files go, its
+// record is forgotten (it is not `done`: nothing was delivered or bounced).
 // Both are changed only through the queue's transitions (as Postfix's qmgr_defer/qmgr_bounce own their records): each
 // checks its table and throws IllegalTransitionError otherwise, and the records the queue hands out are read-only.
 //
@@ -86,9 +90,10 @@ export class IllegalTransitionError extends QueueError {
 }
 
 const TRANSITIONS: Record<MessageState, readonly MessageState[]> = {
-  incoming: ['active'],
+  incoming: ['active', 'hold'],
   active: ['deferred', 'done'],
-  deferred: ['active'],
+  deferred: ['active', 'hold'],
+  hold: ['deferred'],
   done: [],
 };
 
@@ -140,7 +145,7 @@ const LINE_CHUNK = 16 * 1024;
 const ENVELOPE_LINE_MAX = 64 * 1024 * 1024;
 /** Message files `open` reads at once. */
 const RECOVERY_BATCH = 64;
-const LIVE_STATES: readonly MessageState[] = ['incoming', 'active', 'deferred'];
+const LIVE_STATES: readonly MessageState[] = ['incoming', 'active', 'deferred', 'hold'];
 
 export class MailQueue {
   private readonly messages = new Map<string, QueuedMessage>();
@@ -364,6 +369,44 @@ export class MailQueue {
     this.uncache(queueId);
     await this.writeEnvelope(message);
     return message;
+  }
+
+  /**
+   * incoming|deferred → hold, durably: the message is not tried until `release`. A message being delivered (active)
+   * cannot be held (IllegalTransitionError): the engine waits for its attempt to end first.
+   */
+  async hold(queueId: string): Promise<MessageRecord> {
+    const message = this.require(queueId);
+    transition(message, 'hold');
+    delete message.nextAttempt;
+    this.uncache(queueId);
+    await this.writeEnvelope(message);
+    return message;
+  }
+
+  /** hold → deferred, due at `at` (now by default), durably. */
+  async release(queueId: string, at = this.now()): Promise<MessageRecord> {
+    const message = this.require(queueId);
+    transition(message, 'deferred');
+    message.nextAttempt = at;
+    await this.writeEnvelope(message);
+    return message;
+  }
+
+  /**
+   * Deletes a message that is not being delivered (incoming, deferred or held): its files are unlinked and its record
+   * forgotten. Not fsynced: a crash before the removals reach the disk brings the message back, as after `settle`.
+   */
+  async remove(queueId: string): Promise<void> {
+    const message = this.require(queueId);
+    if (message.state === 'active') throw new QueueError('illegal-transition', queueId, 'the message is being delivered (active): it can be deleted once its attempt ends');
+    this.messages.delete(queueId);
+    this.uncache(queueId);
+    const hasEnvelope = this.envFiles.delete(queueId);
+    await this.serialized(queueId, async () => {
+      if (hasEnvelope) await this.unlink(this.envDir, `${queueId}.json`);
+      await this.unlink(this.msgDir, `${queueId}.eml`);
+    });
   }
 
   /** Writes the message's envelope as it is now, durably (after changing recipients without a state change). */

@@ -20,7 +20,7 @@ export class Scheduler {
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly ready: string[] = [];
   private readonly readySet = new Set<string>();
-  private readonly running = new Map<string, Promise<void>>();
+  private readonly runs = new Map<string, Promise<void>>();
   /** Messages asked to run again while their attempt was in flight. */
   private readonly rerun = new Set<string>();
   private stopped = false;
@@ -59,7 +59,7 @@ export class Scheduler {
    * must not be lost. Returns how many messages it concerned.
    */
   flush(): number {
-    const inFlight = [...this.running.keys()];
+    const inFlight = [...this.runs.keys()];
     for (const queueId of inFlight) this.rerun.add(queueId);
     const waiting = [...this.timers.keys()];
     for (const queueId of waiting) this.schedule(queueId);
@@ -71,13 +71,18 @@ export class Scheduler {
     return new Map([...this.timers].map(([id, t]) => [id, t.at]));
   }
 
+  /** The attempt of this message under way, if one is. */
+  running(queueId: string): Promise<void> | undefined {
+    return this.runs.get(queueId);
+  }
+
   get inFlight(): number {
-    return this.running.size;
+    return this.runs.size;
   }
 
   /** Resolves when nothing is running and nothing is ready to run (waiting timers aside). */
   async idle(): Promise<void> {
-    while (this.running.size || this.ready.length) await Promise.allSettled([...this.running.values()]);
+    while (this.runs.size || this.ready.length) await Promise.allSettled([...this.runs.values()]);
   }
 
   /** Stops starting deliveries and drops the timers; waits up to `graceMs` for the running ones. */
@@ -87,10 +92,10 @@ export class Scheduler {
     this.timers.clear();
     this.ready.length = 0;
     this.readySet.clear();
-    if (!this.running.size) return;
+    if (!this.runs.size) return;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
-    await Promise.race([Promise.allSettled([...this.running.values()]), timeout]);
+    await Promise.race([Promise.allSettled([...this.runs.values()]), timeout]);
     clearTimeout(timer);
   }
 
@@ -104,7 +109,7 @@ export class Scheduler {
 
   private makeReady(queueId: string): void {
     if (this.stopped) return;
-    if (this.running.has(queueId)) {
+    if (this.runs.has(queueId)) {
       this.rerun.add(queueId);
       return;
     }
@@ -116,7 +121,7 @@ export class Scheduler {
   }
 
   private pump(): void {
-    while (!this.stopped && this.running.size < this.options.concurrency && this.ready.length) {
+    while (!this.stopped && this.runs.size < this.options.concurrency && this.ready.length) {
       const queueId = this.ready.shift()!;
       this.readySet.delete(queueId);
       const run = (async () => {
@@ -126,9 +131,9 @@ export class Scheduler {
           this.options.onError?.(queueId, err);
         }
       })();
-      this.running.set(queueId, run);
+      this.runs.set(queueId, run);
       void run.then(() => {
-        this.running.delete(queueId);
+        this.runs.delete(queueId);
         if (this.rerun.delete(queueId)) this.makeReady(queueId);
         this.pump();
       });

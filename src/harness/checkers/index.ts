@@ -11,6 +11,7 @@ import { NEMESIS, type HistoryEvent } from '../events.js';
 import { now } from '../../shared/events.js';
 import { messageIdOf } from '../../shared/headers.js';
 import { formatFindings, type Finding } from './mail-dns.js';
+import { waitForQueue } from '../settle.js';
 import { DEFAULT_WAIT_MS, formatEvent, normalizeMessageId, seedLine, WaitTimeoutError, type History } from '../history/history.js';
 
 /** What a checker reads: the history, and the mailboxes (a StartedLab is one). */
@@ -268,26 +269,19 @@ export interface NoneLostReport {
   lost: { messageId: string; rcpt: string }[];
 }
 
-/** Outcomes at an MTA that show its queue moving (what `checkNoneLost` waits on between looks at the queue). */
-const QUEUE_PROGRESS = new Set(['active', 'deferred', 'relayed', 'delivered', 'bounced', 'expired', 'queued', 'node-ready']);
-
 /**
- * Waits until the MTA's queue is empty, looking again after each event that shows it moving (events a killed node
- * never sent cannot block it); fails as a CheckFailure listing what is left when `left` runs out.
+ * Waits until the MTA's queue is empty (`waitForQueue`: looking again after each event that shows it moving, and
+ * polling, so events a killed node never sent cannot block it); fails as a CheckFailure listing what is left when
+ * `left` runs out.
  */
 export async function waitForEmptyQueue(lab: { history: History; mta(): { queue(): Promise<unknown[]> } }, left: () => { timeoutMs: number }, context = ''): Promise<void> {
   const { history } = lab;
-  for (;;) {
-    const since = now();
+  try {
+    await waitForQueue(history, { queue: () => lab.mta().queue() }, (queue) => queue.length === 0, { ...left(), description: "the MTA's queue to empty" });
+  } catch (err) {
+    if (!(err instanceof WaitTimeoutError)) throw err;
     const queue = await lab.mta().queue();
-    if (queue.length === 0) return;
-    try {
-      await history.waitFor({ where: (e) => QUEUE_PROGRESS.has(e.kind) }, { ...left(), after: since, description: `progress of the MTA's queue (${queue.length} messages left)` });
-    } catch (err) {
-      if (!(err instanceof WaitTimeoutError)) throw err;
-      const listing = JSON.stringify(queue.slice(0, 5), null, 1);
-      throw new CheckFailure(`${context}the MTA's queue never emptied: ${queue.length} messages left, the first: ${listing}`, history.events.slice(-40), history.seed);
-    }
+    throw new CheckFailure(`${context}the MTA's queue never emptied: ${queue.length} messages left, the first: ${JSON.stringify(queue.slice(0, 5), null, 1)}`, history.events.slice(-40), history.seed);
   }
 }
 

@@ -93,18 +93,47 @@ export class History {
     const test = (e: HistoryEvent): e is EventOf<K> => e.time >= after && base(e);
     const existing = this.list.find(test);
     if (existing) return Promise.resolve(existing);
-    return new Promise((resolve, reject) => {
+    return this.watch(test, timeoutMs).then((e) => e ?? Promise.reject(this.timeoutError(options.description ?? describeMatcher(matcher), timeoutMs)));
+  }
+
+  /**
+   * The next event that matches, recorded from now on (or at or after `after`, when one already is), or undefined
+   * once `timeoutMs` has passed: a wake-up for code that looks at a node's state again after each event, never a
+   * failure by itself.
+   */
+  next<K extends EventKind>(matcher: EventMatcher<K>, options: { timeoutMs: number; after?: number }): Promise<EventOf<K> | undefined> {
+    const base = compile(matcher);
+    const after = options.after;
+    const test = (e: HistoryEvent): e is EventOf<K> => (after === undefined || e.time >= after) && base(e);
+    if (after !== undefined) {
+      const existing = this.list.find(test);
+      if (existing) return Promise.resolve(existing);
+    }
+    return this.watch(test, options.timeoutMs);
+  }
+
+  /**
+   * The error of a wait that timed out, as every wait of the harness words it: what was awaited, the run's seed,
+   * and the recent history (`extra` lines, e.g. the last view of a queue, come before it).
+   */
+  timeoutError(what: string, timeoutMs: number, extra = ''): WaitTimeoutError {
+    const seed = this.seed === undefined ? '' : `\n${this.seedLine}`;
+    return new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${what}${seed}${extra ? `\n${extra}` : ''}\nrecent history:\n${this.format(this.list.slice(-40))}`);
+  }
+
+  /** Resolves with the first future event that passes `test`, or undefined after `timeoutMs`. */
+  private watch<E extends HistoryEvent>(test: (e: HistoryEvent) => e is E, timeoutMs: number): Promise<E | undefined> {
+    return new Promise((resolve) => {
       const waiter = {
         test,
         resolve: (e: HistoryEvent) => {
           clearTimeout(timer);
-          resolve(e as EventOf<K>);
+          resolve(e as E);
         },
       };
       const timer = setTimeout(() => {
         this.waiters.delete(waiter);
-        const seed = this.seed === undefined ? '' : `\n${this.seedLine}`;
-        reject(new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${options.description ?? describeMatcher(matcher)}${seed}\nrecent history:\n${this.format(this.list.slice(-40))}`));
+        resolve(undefined);
       }, timeoutMs);
       this.waiters.add(waiter);
     });

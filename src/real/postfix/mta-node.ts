@@ -20,6 +20,7 @@ const run = promisify(execFile);
 
 export const POSTQUEUE = '/usr/sbin/postqueue';
 export const POSTCAT = '/usr/sbin/postcat';
+export const POSTSUPER = '/usr/sbin/postsuper';
 
 export interface PostfixMtaOptions {
   /** The user's own main.cf and master.cf (contents), kept except where the lab must decide (README.md). */
@@ -123,11 +124,32 @@ export async function postqueue(layout: MtaLayout): Promise<PostqueueEntry[]> {
     .map((l) => JSON.parse(l) as PostqueueEntry);
 }
 
-/** Postfix's queues as the contract's states: incoming and maildrop are `incoming`; hold is `deferred` (waiting). */
-function stateOf(queue: string): MessageState {
-  if (queue === 'active') return 'active';
-  if (queue === 'deferred' || queue === 'hold') return 'deferred';
+/** One message of `postqueue -j`, if it is in the queue. */
+async function entryOf(layout: MtaLayout, queueId: string): Promise<PostqueueEntry | undefined> {
+  return (await postqueue(layout)).find((e) => e.queue_id === queueId);
+}
+
+/** Postfix's queues as the contract's states: incoming and maildrop are `incoming`; the others have their own. */
+export function stateOf(queue: string): MessageState {
+  if (queue === 'active' || queue === 'deferred' || queue === 'hold') return queue;
   return 'incoming';
+}
+
+/**
+ * Runs `postsuper -c <dir> <flag> <queueId>` and answers how many messages it says it changed: postsuper prints
+ * `Placed on hold: 1 message` (or `Released from hold`, `Deleted`) only when it changed some, and exits 0 either way.
+ */
+async function postsuper(layout: MtaLayout, flag: '-h' | '-H' | '-d', queueId: string): Promise<number> {
+  const { stdout, stderr } = await run(POSTSUPER, ['-c', layout.dir, flag, queueId]).catch((err: { stderr?: string; message: string }) => {
+    throw new Error(`postsuper -c ${layout.dir} ${flag} ${queueId} failed: ${err.stderr?.trim() || err.message}`);
+  });
+  return Number(/:\s*(\d+)\s+messages?/.exec(`${stderr}\n${stdout}`)?.[1] ?? 0);
+}
+
+/** A Postfix queue id as postsuper takes it (hex, or the long form's base-52 alphabet): never an option or a path. */
+function checkedQueueId(operation: string, queueId: unknown): string {
+  if (typeof queueId !== 'string' || !/^[0-9A-Za-z]+$/.test(queueId)) throw new Error(`${operation}: queueId (a Postfix queue id, as \`queue\` lists them) is required, got ${JSON.stringify(queueId)}`);
+  return queueId;
 }
 
 function viewOf(entry: PostqueueEntry, parser: MtaMaillogParser): QueueEntryView {
@@ -169,7 +191,7 @@ function queueOperations(layout: MtaLayout, parser: MtaMaillogParser): RpcTable<
     },
     message: async ({ queueId }) => {
       if (typeof queueId !== 'string' || !queueId) throw new Error('message: queueId (a Postfix queue id) is required');
-      const entry = (await postqueue(layout)).find((e) => e.queue_id === queueId);
+      const entry = await entryOf(layout, queueId);
       if (!entry) throw new Error(`message ${queueId}: not in Postfix's queue (postqueue -j of ${layout.dir}); Postfix keeps no record of delivered messages`);
       const view = viewOf(entry, parser);
       const headers = await run(POSTCAT, ['-c', layout.dir, '-h', '-q', queueId]).then(
@@ -193,6 +215,32 @@ function queueOperations(layout: MtaLayout, parser: MtaMaillogParser): RpcTable<
         })),
       };
       return { ...view, record, ...(headers !== undefined ? { headers } : {}) };
+    },
+    hold: async (args) => {
+      const queueId = checkedQueueId('hold', args.queueId);
+      const held = await postsuper(layout, '-h', queueId);
+      const entry = await entryOf(layout, queueId);
+      if (held === 0 && entry?.queue_name !== 'hold') throw new Error(`hold ${queueId}: postsuper -h held nothing: ${entry ? `the message is in Postfix's ${entry.queue_name} queue` : "no such message in Postfix's queue (it may have been delivered: Postfix keeps no record of delivered messages)"}`);
+      return viewOf(entry!, parser);
+    },
+    release: async (args) => {
+      const queueId = checkedQueueId('release', args.queueId);
+      const held = await entryOf(layout, queueId);
+      if (held?.queue_name !== 'hold' || (await postsuper(layout, '-H', queueId)) === 0) {
+        throw new Error(`release ${queueId}: ${held ? `the message is not on hold (it is in Postfix's ${held.queue_name} queue)` : "no such message in Postfix's queue"}`);
+      }
+      // postsuper -H moves it to the deferred queue; -i asks for its delivery now rather than at the next queue scan.
+      await run(POSTQUEUE, ['-c', layout.dir, '-i', queueId]).catch((err: { stderr?: string; message: string }) => {
+        throw new Error(`postqueue -c ${layout.dir} -i ${queueId} failed: ${err.stderr?.trim() || err.message}`);
+      });
+      const entry = await entryOf(layout, queueId);
+      // Gone already (delivered at once): the view says what it was when released.
+      return entry ? viewOf(entry, parser) : { ...viewOf(held, parser), state: 'deferred' };
+    },
+    delete: async (args) => {
+      const queueId = checkedQueueId('delete', args.queueId);
+      if ((await postsuper(layout, '-d', queueId)) === 0) throw new Error(`delete ${queueId}: postsuper -d deleted nothing: no such message in Postfix's queue (it may have been delivered: Postfix keeps no record of delivered messages)`);
+      return { queueId, deleted: true as const };
     },
     'set-dkim': async () => {
       throw new PostfixDkimUnsupportedError('set-dkim');
