@@ -11,3 +11,6 @@ export type * as Mailbox from './mailbox/api.js';
 export type * as LinkProxy from './proxy/api.js';
 export { formatOffset, formatTraceTable, summarizeEvent, traceRows, type TraceRow, type TraceTableOptions } from './vitest/trace-table.js';
 export { RECORD_META_KEY, type LabTestRecord, type ReceivedChain } from './report/record.js';
+export { parseEmail, type ParsedEmail, type EmailAddress, type EmailAttachment } from './harness/messages.js';
+export { waitForQueue, waitForSettled, unsettled, STATE_POLL_MS, type StateWaitOptions, type Unsettled, type QueueSource } from './harness/settle.js';
+export type { ResolvableType, ResolvedAnswer, SoaAnswer } from './harness/resolve.js';
