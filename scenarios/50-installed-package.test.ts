@@ -79,6 +79,11 @@ describe('maillab in a new repository', () => {
     const run = await inProject('npx', ['vitest', 'run'], { timeout: 300_000 });
     expect(run.stdout).toMatch(/Tests\s+.*\b\d+ passed/);
     expect(run.stdout).not.toMatch(/\bfailed\b/);
+    // The config init wrote lists maillab's reporter: the report names the lab and the runtime it really ran on.
+    const report = await readFile(path.join(project, 'maillab-report', 'index.html'), 'utf8');
+    const runtime = process.env.MAILLAB_RUNTIME;
+    expect(report).toMatch(new RegExp(`lab <b>mail</b> on ${runtime === 'docker' || runtime === 'local' ? runtime : '(local|docker)'}`));
+    expect(report).toContain('<script');
     const only = await inProject('npx', ['maillab', 'run', 'happy'], { timeout: 300_000 });
     expect(only.stdout).toMatch(/happy-path/);
     expect(only.stdout).not.toMatch(/offline-receiver/);

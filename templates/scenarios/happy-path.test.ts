@@ -21,9 +21,11 @@ describe('happy path', () => {
     // The hops, in this order, each recorded by the node that made it (node:kind).
     await checkHopOrder(lab(), sent.messageId, ['mta:submitted', 'mta:queued', 'mta:mx-lookup', 'mta:connect', 'mx:received', 'mailbox:stored', 'mx:handoff', 'mta:relayed']);
 
-    // In bob's mailbox exactly once (a duplicate fails), as the bytes the mailbox server stored. With maillab's matchers
-    // (setupFiles: ['maillab/vitest/setup'] in vitest.config.ts) a delivery check is also one line, which fails with
-    // the message's trace as a table: await expect(lab()).toHaveDelivered(sent, { to: 'bob@receiver.test' });
+    // maillab's matchers (registered by setupFiles: ['maillab/vitest/setup'] in vitest.config.ts) wait, and fail with
+    // the message's trace as a table.
+    await expect(lab()).toHaveDelivered(sent, { to: 'bob@receiver.test' });
+    await expect(lab()).toHaveHop(sent, 'mta', 'mx');
+    // In bob's mailbox exactly once (a duplicate fails), as the bytes the mailbox server stored.
     const { raw } = await checkDeliveredOnce(lab(), 'bob@receiver.test', sent.messageId);
     const head = headerSection(raw);
     expect(head).toMatch(/^Subject: Hello along the whole path$/m);
