@@ -436,7 +436,7 @@ export class StartedLab {
 
   /**
    * Asks the lab DNS, over real DNS (UDP, TCP when truncated) at the dns node, for `name`'s records of `type` (default
-   * A), as any resolver of the lab would: answers typed by `type` (addresses for A/AAAA, `{ exchange, priority }` for
+   * A), as every resolver of the lab does: answers typed by `type` (addresses for A/AAAA, `{ exchange, priority }` for
    * MX, one string per TXT record, host names for CNAME/NS/PTR, the SOA's fields, TLSA's fields). A name with no record
    * of that type answers []; a name that does not exist fails with `code` ENOTFOUND, a refusal (a name outside every
    * lab zone) with EREFUSED.
