@@ -123,6 +123,12 @@ async function up(args: string[]): Promise<number> {
   const definition = labFile ? await loadLabFile(labFile) : defaultLab;
   const started = Date.now();
   const lab = await new Lab(definition).withRuntime(runtime).start();
+  // Listening for the stop before anything tells the user the lab is up: a SIGINT that came before would kill the
+  // process with the lab's nodes left running.
+  const stopRequested = new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
   const description = lab.describe();
   // For `maillab send`, `queue` and `tail` in other processes; gone with the lab (or, if this process is killed
   // outright, at their next look, which finds its process gone).
@@ -155,10 +161,7 @@ async function up(args: string[]): Promise<number> {
     if (stateFile) process.stdout.write(`state file: ${stateFile}\n  (maillab send, maillab queue and maillab tail find the lab through it; --lab ${lab.id} when several run)\n`);
     process.stdout.write(`try: maillab send --from ${description.users[0]?.address ?? '<user>'} --to ${description.users[1]?.address ?? '<user>'}   then: maillab queue, maillab tail --all\nCtrl-C stops the lab.\n`);
   }
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await stopRequested;
   // Before the nodes stop: a `tail` that sees its streams end then knows the lab is gone, not restarting a node.
   forget();
   await lab.stop();

@@ -141,10 +141,14 @@ describe('faulty certificates', () => {
 });
 
 describe('issuing', () => {
-  it('takes milliseconds: a CA and four hosts well under a second', async () => {
-    const t0 = performance.now();
-    const other = await createLabCa('speed');
-    await Promise.all(['a', 'b', 'c', 'd'].map((h) => issueHostCertificate(other, { names: [`${h}.lab.test`], addresses: ['127.0.0.2'] })));
-    expect(performance.now() - t0).toBeLessThan(1000);
+  // How long issuing takes is the bench's to measure (a lab's boot), not a timed test's: here, that four hosts issued
+  // at once each get a certificate of their own from the CA.
+  it('issues certificates for several hosts at once, each its own and from the CA', async () => {
+    const other = await createLabCa('concurrent');
+    const issued = await Promise.all(['a', 'b', 'c', 'd'].map((h) => issueHostCertificate(other, { names: [`${h}.lab.test`], addresses: ['127.0.0.2'] })));
+    const certs = issued.map((c) => x509(c.cert));
+    expect(new Set(certs.map((c) => c.serialNumber)).size).toBe(4);
+    expect(certs.map((c) => c.subjectAltName)).toEqual(['a', 'b', 'c', 'd'].map((h) => `DNS:${h}.lab.test, IP Address:127.0.0.2`));
+    for (const c of certs) expect(c.verify(x509(other.cert).publicKey)).toBe(true);
   });
 });

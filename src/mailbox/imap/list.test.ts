@@ -45,6 +45,8 @@ describe('LIST patterns', () => {
       const matches = patternMatcher(`${wildcard.repeat(2000)}a`);
       for (const name of ['INBOX', 'Drafts', 'Junk', 'Sent', 'Trash', 'x'.repeat(200)]) expect(matches(name)).toBe(false);
     }
-    expect(performance.now() - started, 'ms for 18 tests').toBeLessThan(200);
+    // A bound on complexity, not a speed figure: the backtracking matcher took seconds for one name, and never ended
+    // for more; linear matching stays far below the bound even on a loaded CI machine.
+    expect(performance.now() - started, 'ms for 18 tests').toBeLessThan(2000);
   });
 });

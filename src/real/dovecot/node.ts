@@ -96,14 +96,18 @@ async function stopStaleMaster(paths: DovecotPaths, log: (message: string) => vo
   } catch {
     return;
   }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
+  // A pid file that names no master of this node is stale, and must go: Dovecot checks only that its pid is alive,
+  // and after a SIGKILL a container's small pids come round again (seen: "already running with PID 20", another
+  // process's pid).
+  const staleFile = () => rmSync(`${paths.baseDir}/master.pid`, { force: true });
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return staleFile();
   let cmdline = '';
   try {
     cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
   } catch {
-    return;
+    return staleFile();
   }
-  if (!cmdline.split('\0').includes(paths.conf)) return; // a reused pid: not ours
+  if (!cmdline.split('\0').includes(paths.conf)) return staleFile(); // a reused pid: not ours
   const family = [pid, ...descendants(pid)];
   log(`dovecot: a master of this node from an earlier run is still running (pid ${pid}): stopping it`);
   for (const p of family) {
