@@ -3,8 +3,7 @@
 // list, every signature checked on the copy the MX received by two verifiers — mailauth and Python's dkimpy — with
 // the public keys published in the lab DNS; key rotation with `set-dkim`; the submission From: policy; relay
 // clients on port 25. Waits on events, never on sleeps.
-import { execFileSync, execFile } from 'node:child_process';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +16,7 @@ import type { DkimSigningConfig, MtaNodeConfig } from '../shared/config.js';
 import { EventLog, type LabEvent } from '../shared/events.js';
 import type { RunningRole } from '../shared/node.js';
 import { DkimSigner, fromMailboxes, signedHeaders } from './dkim.js';
+import { dkimPython, dkimpyEd25519, dkimpyVerify, keyRecord, newKey, type Algorithm } from './dkim.test-helper.js';
 import { startMta, type DkimSignerView } from './index.js';
 import { startCapturingServer, testMtaConfig, waitForEvent } from './mta.test-helper.js';
 
@@ -32,66 +32,6 @@ const RELAY_CLIENT = ip(30); // in the MTA's relayClients
 const STRANGER = ip(31); // not
 const RELAY_PORT = 20_000 + Math.floor(Math.random() * 20_000);
 const ALICE = { address: 'alice@sender.test', password: 'alice-secret' };
-
-// ---- keys and their DNS records (RFC 6376 §3.6.1; Ed25519 per RFC 8463 §4: the raw 32-byte public key) ----
-
-type Algorithm = DkimSigningConfig['algorithm'];
-
-function newKey(algorithm: Algorithm, bits = 2048): { privateKey: string; publicKey: KeyObject } {
-  const pair = algorithm === 'rsa-sha256' ? generateKeyPairSync('rsa', { modulusLength: bits }) : generateKeyPairSync('ed25519');
-  return { privateKey: pair.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, publicKey: pair.publicKey };
-}
-
-function keyRecord(algorithm: Algorithm, publicKey: KeyObject): string {
-  if (algorithm === 'rsa-sha256') return `v=DKIM1; k=rsa; p=${publicKey.export({ format: 'der', type: 'spki' }).toString('base64')}`;
-  // The SPKI DER of an Ed25519 key is a fixed 12-byte prefix and the raw key.
-  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
-  return `v=DKIM1; k=ed25519; p=${raw.toString('base64')}`;
-}
-
-// ---- dkimpy, the independent verifier ----
-
-/** A Python 3 that has dkimpy (Debian's python3-dkim may be outside a pyenv's path). */
-const dkimPython = ['python3', '/usr/bin/python3'].find((python) => {
-  try {
-    execFileSync(python, ['-c', 'import dkim'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-});
-const dkimpyEd25519 = dkimPython !== undefined && (() => {
-  try {
-    execFileSync(dkimPython, ['-c', 'import nacl.signing'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-if (!dkimPython) console.log('dkimpy (python3-dkim) is not installed: signatures are verified with mailauth only');
-else if (!dkimpyEd25519) console.log('dkimpy has no PyNaCl (python3-nacl): Ed25519 signatures are verified with mailauth only, RSA ones with both');
-
-// dkimpy looks the key up through `dnsfunc`; it gets the TXT the test fetched from the lab DNS, so both verifiers
-// read the same published record.
-const DKIMPY_VERIFY = `
-import sys, json, dkim
-records = json.loads(sys.argv[1])
-def dnsfunc(name, timeout=5):
-    txt = records.get(name.decode().rstrip('.').lower())
-    return txt.encode() if txt is not None else None
-message = sys.stdin.buffer.read()
-print('pass' if dkim.verify(message, dnsfunc=dnsfunc) else 'fail')
-`;
-
-function dkimpyVerify(message: string, records: Record<string, string>): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(dkimPython!, ['-c', DKIMPY_VERIFY, JSON.stringify(records)], { timeout: 15_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`dkimpy failed: ${err.message}\n${stderr}`));
-      else resolve(stdout.trim());
-    });
-    child.stdin!.end(Buffer.from(message, 'latin1'));
-  });
-}
 
 // ---- the lab ----
 
