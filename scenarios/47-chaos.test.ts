@@ -88,7 +88,8 @@ describe('timelines', () => {
     const stop = lab().history.filter({ kind: 'node-stop', node: NEMESIS, where: (e) => since(e) && e.detail.target === 'mx' })[0]!;
     const start = lab().history.filter({ kind: 'node-start', node: NEMESIS, where: (e) => since(e) && e.detail.target === 'mx' })[0]!;
     expect(stop.time).toBeGreaterThanOrEqual(began[4]!);
-    expect(start.time - stop.time).toBeGreaterThanOrEqual(300);
+    // Node's timers count whole milliseconds and may fire a fraction of one early by performance.now() (seen: 299.85).
+    expect(start.time - stop.time).toBeGreaterThanOrEqual(299);
     expect(Math.abs(report.steps[0]!.firedAt! - stop.time)).toBeLessThan(50);
     expect(Math.abs(report.steps[0]!.undoneAt! - start.time)).toBeLessThan(50);
     // The stop made deliveries wait, not fail: each message reaches bob once.
