@@ -1,7 +1,10 @@
 // `npm run bench`: boot time, latency, throughput, inbound MX rate and memory of the default lab, and the same
-// flows on Postfix + Dovecot in the same run, printed as ratios; then throughput and latency again with TLS on every
-// hop (the default lab as is, against a peer configured with TLS), each TLS figure only when a delivered message's
-// Received headers prove that every SMTP hop of that run used TLS. It measures; it does not judge (exit 0).
+// flows on Postfix + Dovecot in the same run, in interleaved rounds (issue 17): each round measures a figure on
+// maillab and on the peer one right after the other, the order alternating from round to round, and each goal is
+// judged on the median of the per-round ratios, printed with their min–max. Then throughput and latency again with
+// TLS on every hop (each TLS figure only when a delivered message's Received headers prove that every SMTP hop of
+// that run used TLS), and the disk's durable-write limit, measured in the same rounds on the lab's filesystem. It
+// measures and judges, but exits 0 whatever the verdicts.
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -11,42 +14,74 @@ import nodemailer from 'nodemailer';
 import defaultLab from '../lab/default.js';
 import { Lab, type StartedLab } from '../src/harness/lab.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
+import { durableWrites } from './disk.js';
+import { Figures, figureJson, figuresTable, goalsTable, judge, orderOf, ratioStats, type FigureDef, type Goal, type Who } from './figures.js';
 import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
 import { findDelivered, greeting, maildirCount, maildirNames, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
 import { startPeer, type PeerLab } from './peer.js';
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const LATENCY_SAMPLES = Number(process.env.BENCH_LATENCY_SAMPLES ?? 20);
+/** Rounds of every paired figure (each round: maillab and the peer once). */
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+/** Messages per latency round (after 3 of warm-up); the round's value is their median. */
+const LATENCY_SAMPLES = Number(process.env.BENCH_LATENCY_SAMPLES ?? 10);
 const THROUGHPUT_COUNT = Number(process.env.BENCH_COUNT ?? 2000);
 const CONNECTIONS = 20;
+/** Seconds of durable writes per round for the disk's limit. */
+const DISK_SECONDS = Number(process.env.BENCH_DISK_SECONDS ?? 2);
 const IMAP_CLIENTS = Number(process.env.BENCH_IMAP_CLIENTS ?? 10);
 const IMAP_SECONDS = Number(process.env.BENCH_IMAP_SECONDS ?? 10);
 const IMAP_SEED_MESSAGES = 20;
 /** The IMAP cycles' goal: at least this many times Dovecot's cycles per second, with zero state errors. */
 const IMAP_GOAL_RATIO = 1.5;
+for (const [name, value] of Object.entries({ BENCH_RUNS: RUNS, BENCH_LATENCY_SAMPLES: LATENCY_SAMPLES, BENCH_COUNT: THROUGHPUT_COUNT, BENCH_IMAP_CLIENTS: IMAP_CLIENTS })) {
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${process.env[name]}: a whole number from 1 is needed`);
+}
 /**
  * Partial runs: `BENCH_ONLY=imap`, the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md});
  * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md}).
  */
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && ONLY !== 'imap' && ONLY !== 'tls') throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are BENCH_ONLY=imap and BENCH_ONLY=tls`);
+const PARTS = ['imap', 'tls'];
+if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are ${PARTS.map((p) => `BENCH_ONLY=${p}`).join(', ')}`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
 
-interface Figure {
-  id: string;
-  title: string;
-  unit: string;
-  /** Which direction is better, for the ratio's reading. */
-  better: 'lower' | 'higher';
-  ours?: Stats;
-  peer?: Stats;
-  note?: string;
-}
+const F = {
+  bootLocal: { id: 'boot-local', title: 'Boot: default lab, local runtime, until every service greets', unit: 'ms', better: 'lower' },
+  bootDocker: { id: 'boot-docker', title: 'Boot: default lab, docker runtime (cached images), until every service greets', unit: 'ms', better: 'lower' },
+  latencyStored: { id: 'latency-stored', title: 'Latency: submission → stored in Maildir', unit: 'ms', better: 'lower' },
+  latencyIdle: { id: 'latency-idle', title: 'Latency: submission → seen by an IMAP client in IDLE', unit: 'ms', better: 'lower' },
+  throughput: { id: 'throughput', title: `Throughput: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission → Maildir`, unit: 'msg/s', better: 'higher' },
+  mxRate: { id: 'mx-rate', title: `Inbound MX: ${THROUGHPUT_COUNT} × 1 KiB to the MX, until stored (MX → LMTP → Maildir)`, unit: 'msg/s', better: 'higher' },
+  memoryIdle: { id: 'memory-idle', title: 'Memory idle (just booted, every service greeted): RSS sum', unit: 'MiB', better: 'lower' },
+  memoryIdlePss: { id: 'memory-idle-pss', title: 'Memory idle (just booted, every service greeted): PSS sum', unit: 'MiB', better: 'lower' },
+  memoryPeak: { id: 'memory-peak', title: 'Memory at throughput peak: RSS sum', unit: 'MiB', better: 'lower' },
+  memoryPeakPss: { id: 'memory-peak-pss', title: 'Memory at throughput peak: PSS sum', unit: 'MiB', better: 'lower' },
+  diskLimit: { id: 'disk-durable-writes', title: 'Disk: durable 1 KiB writes from one thread (write, fsync, rename, directory fsync), lab data filesystem', unit: 'writes/s', better: 'higher' },
+  diskFraction: { id: 'disk-fraction', title: 'Throughput as a share of the two-durable-store limit (durable writes/s ÷ 2)', unit: '%', better: 'higher' },
+  tlsThroughput: { id: 'tls-throughput', title: `Throughput, TLS on every hop: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission (STARTTLS, AUTH) → Maildir`, unit: 'msg/s', better: 'higher' },
+  tlsLatency: { id: 'tls-latency-stored', title: 'Latency: submission → stored in Maildir, TLS on every hop', unit: 'ms', better: 'lower' },
+  imapCycles: { id: 'imap-cycles', title: `IMAP: ${IMAP_CLIENTS} concurrent clients, login→select→fetch→store→expunge→append→logout`, unit: 'cycles/s', better: 'higher' },
+  imapErrors: { id: 'imap-state-errors', title: `IMAP state errors per ${IMAP_SECONDS} s round (same clients)`, unit: 'count', better: 'lower' },
+} satisfies Record<string, FigureDef>;
 
-const figures: Figure[] = [];
+/** Issue 17's goals, each judged on the median of the per-round ratios (or on maillab's own median). */
+const GOALS: Goal[] = [
+  { figure: F.throughput.id, what: `End-to-end throughput (${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections)`, ratioAtLeast: 2.5 },
+  { figure: F.latencyStored.id, what: 'Latency, submission → Maildir', ratioAtLeast: 1.5 },
+  { figure: F.bootLocal.id, what: 'Local boot, until every service greets', ratioAtLeast: 2 },
+  { figure: F.memoryIdle.id, what: 'Idle memory, RSS', ratioAtLeast: 1 },
+  { figure: F.memoryIdlePss.id, what: 'Idle memory, PSS', ratioAtLeast: 1 },
+  { figure: F.memoryPeakPss.id, what: 'Peak memory, PSS', ratioAtLeast: 1 },
+  { figure: F.tlsThroughput.id, what: 'Throughput, TLS on every hop', ratioAtLeast: 1 },
+  { figure: F.tlsLatency.id, what: 'Latency, TLS on every hop', ratioAtLeast: 1 },
+  { figure: F.bootDocker.id, what: 'Docker boot, cached images', oursAtMost: 1500 },
+  { figure: F.diskFraction.id, what: 'Throughput as a share of the disk limit (two durable stores)', oursAtLeast: 50 },
+];
+
+const figures = new Figures();
 const notes: string[] = [];
-/** Goals judged by this run, one line each ("met" / "missed"), printed first among the notes. */
+/** Goals judged apart from GOALS (the IMAP goal also needs zero state errors), one line each. */
 const goals: string[] = [];
 /** What went wrong loudly (a TLS figure without proof that TLS was used), printed first and in bold. */
 const errors: string[] = [];
@@ -123,28 +158,70 @@ async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
  */
 const benchLab = { ...defaultLab, tls: { ...defaultLab.tls, allowPlaintextAuth: true } };
 
-/** Starts and stops the default lab `runs` times, timing start until every service greets. */
-async function bootSamples(runtime: 'local' | 'docker', runs: number): Promise<Stats> {
-  const samples: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    let lab: StartedLab | undefined;
-    samples.push(
-      await timeIt(async () => {
-        lab = await new Lab(benchLab).withRuntime(runtime).start();
-        await checkGreetings(lab);
-      }),
-    );
-    await lab!.stop();
-  }
-  return stats(samples);
+/** Starts the default lab, times it until every service greets, takes its memory then (idle), stops it. */
+async function bootOnce(runtime: 'local' | 'docker'): Promise<{ ms: number; idle: { rssMiB: number; pssMiB?: number } }> {
+  let lab: StartedLab | undefined;
+  const ms = await timeIt(async () => {
+    lab = await new Lab(benchLab).withRuntime(runtime).start();
+    await checkGreetings(lab);
+  });
+  const idle = await memory(await labSystem(lab!, false).pids());
+  await lab!.stop();
+  return { ms, idle };
 }
 
-function bootLocal(): Promise<Stats> {
-  return bootSamples('local', Math.max(RUNS, 5));
+/** Idle memory: a system just started, every service having greeted once, nothing else done yet. */
+function sampleIdle(who: Who, round: number, idle: { rssMiB: number; pssMiB?: number }) {
+  figures.sample(F.memoryIdle, who, round, idle.rssMiB);
+  if (idle.pssMiB !== undefined) figures.sample(F.memoryIdlePss, who, round, idle.pssMiB);
+}
+
+/**
+ * Local boot, interleaved: in each round the default lab and the peer are started (and stopped) one after the
+ * other. The peer's boot is its slowest service's (see PeerLab.bootMs). Returns whether the peer can run here.
+ */
+async function bootRounds(): Promise<{ peerName?: string }> {
+  let peerName: string | undefined;
+  let peerSkipped: string | undefined;
+  for (let round = 0; round < RUNS; round++) {
+    for (const who of orderOf<{ who: Who }>([{ who: 'ours' }, { who: 'peer' }], round).map((s) => s.who)) {
+      if (who === 'ours') {
+        const { ms, idle } = await bootOnce('local');
+        figures.sample(F.bootLocal, 'ours', round, ms);
+        sampleIdle('ours', round, idle);
+        log(`boot round ${round + 1}: maillab ${ms.toFixed(0)} ms`);
+      } else if (peerSkipped === undefined) {
+        const peer = await startPeer({ log });
+        if ('skipped' in peer) {
+          peerSkipped = peer.skipped;
+          continue;
+        }
+        peerName = peer.name;
+        const ms = Math.max(...Object.values(peer.bootMs));
+        figures.sample(F.bootLocal, 'peer', round, ms);
+        sampleIdle('peer', round, await memory(await peer.pids()));
+        log(`boot round ${round + 1}: peer ${ms.toFixed(0)} ms (${Object.entries(peer.bootMs).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')})`);
+        await peer.stop();
+      }
+    }
+  }
+  if (peerSkipped !== undefined) notes.push(`Peer skipped: ${peerSkipped}. Our figures are printed alone.`);
+  return peerName ? { peerName } : {};
+}
+
+async function bootDockerRounds(): Promise<void> {
+  const { dockerEngine } = await import('../src/harness/runtime/docker.js');
+  const engine = await dockerEngine(3000);
+  if (!engine.available) return void notes.push(`Docker boot skipped: no Docker engine answers (${engine.reason ?? 'unknown'}).`);
+  const { ensureImage } = await import('../src/harness/runtime/images.js');
+  await ensureImage();
+  for (let round = 0; round < RUNS; round++) figures.sample(F.bootDocker, 'ours', round, (await bootOnce('docker')).ms);
 }
 
 /** The lab's services on implicit TLS (RFC 8314): they greet only after a TLS handshake. */
 const IMPLICIT_TLS = new Set(['submissions', 'imaps', 'pop3s']);
+/** The lab's HTTP services (HTTPS when the lab has TLS): they "greet" with the status line of an answer to a GET. */
+const HTTP_SERVICES = new Set(['accounts', 'api', 'mta-sts']);
 
 /** Every service accepts a connection and answers its greeting (DNS: answers a query; implicit TLS: after the handshake). */
 async function checkGreetings(lab: StartedLab): Promise<void> {
@@ -154,19 +231,15 @@ async function checkGreetings(lab: StartedLab): Promise<void> {
       if (name === 'dns') {
         const { createLabResolver } = await import('../src/dns/index.js');
         checks.push(createLabResolver(endpoint).resolveMx('receiver.test'));
-      } else checks.push(greeting(endpoint.host, endpoint.port, undefined, IMPLICIT_TLS.has(name) ? lab.tlsFor(node.name) : undefined));
+      } else {
+        const http = HTTP_SERVICES.has(name);
+        const tls = IMPLICIT_TLS.has(name) || (http && lab.definition.tls !== undefined) ? lab.tlsFor(node.name) : undefined;
+        const greeted = greeting(endpoint.host, endpoint.port, undefined, tls, http ? `GET / HTTP/1.1\r\nHost: ${node.config.hostname}\r\nConnection: close\r\n\r\n` : undefined);
+        checks.push(greeted.catch((err: Error) => Promise.reject(new Error(`${node.name} ${name} on ${endpoint.host}:${endpoint.port}: ${err.message}`))));
+      }
     }
   }
   await Promise.all(checks);
-}
-
-async function bootDocker(): Promise<Stats | string> {
-  const { dockerEngine } = await import('../src/harness/runtime/docker.js');
-  const engine = await dockerEngine(3000);
-  if (!engine.available) return `no Docker engine answers (${engine.reason ?? 'unknown'})`;
-  const { ensureImage } = await import('../src/harness/runtime/images.js');
-  await ensureImage();
-  return bootSamples('docker', RUNS);
 }
 
 /**
@@ -211,90 +284,139 @@ async function latency(system: System): Promise<{ stored: Stats; idle: Stats; tl
 }
 
 /**
- * 2,000 × 1 KiB over 20 connections until every one is stored; messages per second. With `target.tls`, every run
- * must prove TLS on every SMTP hop (one of its messages, checked after the clock stopped).
+ * `THROUGHPUT_COUNT` × 1 KiB over 20 connections until every one is stored: messages per second, and the peak memory
+ * of the system's processes meanwhile. With `target.tls`, the run must prove TLS on every SMTP hop (one of its
+ * messages, checked after the clock stopped).
  */
-async function throughput(system: System, target: Target): Promise<{ rate: Stats; peak: { rssMiB: number; pssMiB?: number }; tls: string[] }> {
-  const rates: number[] = [];
-  const proofs: string[] = [];
-  let peak = { rssMiB: 0 } as { rssMiB: number; pssMiB?: number };
-  for (let run = 0; run < RUNS; run++) {
-    const names = target.tls ? await maildirNames(system.bobMaildir) : undefined;
-    const before = await maildirCount(system.bobMaildir);
-    const runId = randomBytes(4).toString('hex');
-    const t0 = performance.now();
-    const work = (async () => {
-      await submitMany(target, THROUGHPUT_COUNT, CONNECTIONS, runId);
-      await waitForMaildir(system.bobMaildir, before + THROUGHPUT_COUNT, 300_000);
-    })();
-    const measured = await peakMemoryDuring(() => system.pids(), work);
-    const seconds = (performance.now() - t0) / 1000;
-    rates.push(THROUGHPUT_COUNT / seconds);
-    if (measured.peak.rssMiB > peak.rssMiB) peak = measured.peak;
-    log(`${system.name}: ${THROUGHPUT_COUNT} messages to ${target.host}:${target.port}${target.tls ? ' (STARTTLS)' : ''} in ${seconds.toFixed(2)} s`);
-    if (names) {
-      const proof = await proveTls(system, names, runId, `throughput run ${run + 1}`);
-      log(`${system.name}: throughput run ${run + 1}, TLS seen: ${proof}`);
-      proofs.push(proof);
-    }
+async function throughput(system: System, target: Target): Promise<{ rate: number; peak: { rssMiB: number; pssMiB?: number }; tls?: string }> {
+  const names = target.tls ? await maildirNames(system.bobMaildir) : undefined;
+  const before = await maildirCount(system.bobMaildir);
+  const runId = randomBytes(4).toString('hex');
+  const t0 = performance.now();
+  const work = (async () => {
+    await submitMany(target, THROUGHPUT_COUNT, CONNECTIONS, runId);
+    await waitForMaildir(system.bobMaildir, before + THROUGHPUT_COUNT, 300_000);
+  })();
+  const measured = await peakMemoryDuring(() => system.pids(), work);
+  const seconds = (performance.now() - t0) / 1000;
+  log(`${system.name}: ${THROUGHPUT_COUNT} messages to ${target.host}:${target.port}${target.tls ? ' (STARTTLS)' : ''} in ${seconds.toFixed(2)} s`);
+  const tls = names ? await proveTls(system, names, runId, 'throughput') : undefined;
+  return { rate: THROUGHPUT_COUNT / seconds, peak: measured.peak, ...(tls ? { tls } : {}) };
+}
+
+interface Side {
+  who: Who;
+  system: System;
+}
+
+/** One step of a round, for one system. */
+type Step = (side: Side, round: number) => Promise<void>;
+
+/** Runs `steps` for `rounds` rounds; within a round each step runs for every side before the next step starts. */
+async function interleave(sides: Side[], rounds: number, steps: Step[]): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    for (const step of steps) for (const side of orderOf(sides, round)) await step(side, round);
   }
-  return { rate: stats(rates), peak, tls: proofs };
 }
 
-async function measure(system: System, id: 'ours' | 'peer') {
-  log(`${system.name}: latency`);
-  const lat = await latency(system);
-  put('latency-stored', 'Latency: submission → stored in Maildir', 'ms', 'lower', id, lat.stored);
-  put('latency-idle', 'Latency: submission → seen by an IMAP client in IDLE', 'ms', 'lower', id, lat.idle);
-  const idleMemory = await memory(await system.pids());
-  log(`${system.name}: throughput`);
-  const tp = await throughput(system, system.submission);
-  put('throughput', `Throughput: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission → Maildir`, 'msg/s', 'higher', id, tp.rate);
-  log(`${system.name}: inbound MX`);
-  const mx = await throughput(system, system.mx);
-  put('mx-rate', `Inbound MX: ${THROUGHPUT_COUNT} × 1 KiB to the MX, until stored (MX → LMTP → Maildir)`, 'msg/s', 'higher', id, mx.rate);
-  put('memory-idle', 'Memory idle: RSS sum', 'MiB', 'lower', id, stats([idleMemory.rssMiB]));
-  if (idleMemory.pssMiB !== undefined) put('memory-idle-pss', 'Memory idle: PSS sum', 'MiB', 'lower', id, stats([idleMemory.pssMiB]));
-  const peak = tp.peak.rssMiB > mx.peak.rssMiB ? tp.peak : mx.peak;
-  put('memory-peak', 'Memory at throughput peak: RSS sum', 'MiB', 'lower', id, stats([peak.rssMiB]));
-  if (peak.pssMiB !== undefined) put('memory-peak-pss', 'Memory at throughput peak: PSS sum', 'MiB', 'lower', id, stats([peak.pssMiB]));
+/** The plaintext figures, ours and the peer's interleaved; the disk's limit once per round, before the throughput. */
+async function plaintextRounds(sides: Side[], diskDir: string): Promise<void> {
+  await interleave(sides, RUNS, [
+    async ({ who, system }, round) => {
+      log(`round ${round + 1}: ${system.name}: latency`);
+      const lat = await latency(system);
+      figures.sample(F.latencyStored, who, round, lat.stored.median);
+      figures.sample(F.latencyIdle, who, round, lat.idle.median);
+    },
+    async ({ who, system }, round) => {
+      if (who === 'ours') {
+        const disk = durableWrites(diskDir, DISK_SECONDS);
+        figures.sample(F.diskLimit, 'ours', round, disk.perSecond);
+        log(`round ${round + 1}: disk: ${disk.writes} durable writes in ${disk.seconds.toFixed(2)} s (${disk.perSecond.toFixed(0)}/s)`);
+      }
+      log(`round ${round + 1}: ${system.name}: throughput`);
+      const tp = await throughput(system, system.submission);
+      figures.sample(F.throughput, who, round, tp.rate);
+      samplePeak(who, round, tp.peak);
+      if (who === 'ours') {
+        const limit = figures.get(F.diskLimit.id)!.rounds.ours[round]! / 2;
+        figures.sample(F.diskFraction, 'ours', round, (100 * tp.rate) / limit);
+      }
+    },
+    async ({ who, system }, round) => {
+      log(`round ${round + 1}: ${system.name}: inbound MX`);
+      const mx = await throughput(system, system.mx);
+      figures.sample(F.mxRate, who, round, mx.rate);
+      samplePeak(who, round, mx.peak);
+    },
+  ]);
 }
 
-const TLS_THROUGHPUT = { id: 'tls-throughput', title: `Throughput, TLS on every hop: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission (STARTTLS, AUTH) → Maildir`, unit: 'msg/s', better: 'higher' } as const;
-const TLS_LATENCY = { id: 'tls-latency-stored', title: 'Latency: submission → stored in Maildir, TLS on every hop', unit: 'ms', better: 'lower' } as const;
+/** The round's peak is the larger of the throughput's and the inbound MX's. */
+function samplePeak(who: Who, round: number, peak: { rssMiB: number; pssMiB?: number }) {
+  const before = figures.get(F.memoryPeak.id)?.rounds[who][round] ?? 0;
+  if (peak.rssMiB < before) return;
+  figures.sample(F.memoryPeak, who, round, peak.rssMiB);
+  if (peak.pssMiB !== undefined) figures.sample(F.memoryPeakPss, who, round, peak.pssMiB);
+}
 
 /**
- * The TLS figures for one system; a run without proof of TLS leaves that figure without this system's value (so
- * without a ratio) and says so loudly, on stderr and first in the report.
+ * The TLS figures, interleaved like the plaintext ones. A run without proof of TLS drops that system's values of
+ * that figure (so no ratio) and says so loudly, on stderr and first in the report.
  */
-async function measureTls(system: System, id: 'ours' | 'peer') {
-  const proofs: string[] = [];
-  const attempt = async (figure: typeof TLS_LATENCY | typeof TLS_THROUGHPUT, fn: () => Promise<{ value: Stats; tls: string[] }>) => {
+async function tlsRounds(sides: Side[]): Promise<void> {
+  const failed = new Set<string>();
+  const proofs = new Map<Who, string[]>();
+  const attempt = async (figure: FigureDef, side: Side, fn: () => Promise<{ value: number; tls?: string }>, round: number) => {
+    if (failed.has(`${figure.id}:${side.who}`)) return;
     try {
       const r = await fn();
-      put(figure.id, figure.title, figure.unit, figure.better, id, r.value);
-      proofs.push(...r.tls);
+      figures.sample(figure, side.who, round, r.value);
+      if (r.tls) proofs.set(side.who, [...(proofs.get(side.who) ?? []), r.tls]);
     } catch (err) {
       if (!(err instanceof TlsNotUsed)) throw err;
-      failTls(`${err.message}. No ${id === 'ours' ? 'maillab' : 'peer'} value and no ratio for "${figure.title}".`);
+      failed.add(`${figure.id}:${side.who}`);
+      figures.drop(figure.id, side.who);
+      failTls(`${err.message}. No ${side.who === 'ours' ? 'maillab' : 'peer'} value and no ratio for "${figure.title}".`);
     }
   };
-  log(`${system.name}: latency, TLS`);
-  await attempt(TLS_LATENCY, async () => {
-    const lat = await latency(system);
-    return { value: lat.stored, tls: lat.tls ? [lat.tls] : [] };
-  });
-  log(`${system.name}: throughput, TLS`);
-  await attempt(TLS_THROUGHPUT, async () => {
-    const tp = await throughput(system, { ...system.submission, tls: system.tls!.submission });
-    return { value: tp.rate, tls: tp.tls };
-  });
-  if (proofs.length > 0) notes.push(`TLS seen by ${system.name} (one delivered message per run, ${proofs.length} runs): ${[...new Set(proofs)].join(' · ')}.`);
+  await interleave(sides, RUNS, [
+    (side, round) => {
+      log(`round ${round + 1}: ${side.system.name}: latency, TLS`);
+      return attempt(F.tlsLatency, side, async () => {
+        const lat = await latency(side.system);
+        return { value: lat.stored.median, ...(lat.tls ? { tls: lat.tls } : {}) };
+      }, round);
+    },
+    (side, round) => {
+      log(`round ${round + 1}: ${side.system.name}: throughput, TLS`);
+      return attempt(F.tlsThroughput, side, async () => {
+        const tp = await throughput(side.system, { ...side.system.submission, tls: side.system.tls!.submission });
+        return { value: tp.rate, ...(tp.tls ? { tls: tp.tls } : {}) };
+      }, round);
+    },
+  ]);
+  for (const side of sides) {
+    const seen = proofs.get(side.who) ?? [];
+    if (seen.length > 0) notes.push(`TLS seen by ${side.system.name} (one delivered message per run, ${seen.length} runs): ${[...new Set(seen)].join(' · ')}.`);
+  }
 }
 
 function failTls(message: string) {
   log(`ERROR: TLS NOT VERIFIED: ${message}`);
   errors.push(`TLS not verified: ${message}`);
+}
+
+function peerSystem(p: PeerLab, tls: boolean): System {
+  return {
+    name: p.name,
+    submission: p.submission,
+    mx: p.mx,
+    imap: p.imap,
+    bobMaildir: p.bobMaildir,
+    pids: () => p.pids(),
+    ...(tls && p.tls ? { tls: { submission: p.tls.submission, imap: p.tls.imap, cipherInTrace: true } } : {}),
+  };
 }
 
 /** The default lab's flows for the benchmark; `tls` for the TLS figures (submission and IMAP over STARTTLS). */
@@ -305,7 +427,7 @@ function labSystem(lab: StartedLab, tls: boolean): System {
   return {
     name: 'maillab',
     submission: { ...mtaNode.service('submission'), auth: { user: 'alice@sender.test', pass: 'alice-secret' } },
-    mx: mxNode.service('smtp'),
+    mx: { ...mxNode.service('smtp'), localAddress: mtaNode.config.address },
     imap: { ...mailboxNode.service('imap'), user: 'bob@receiver.test', pass: 'bob-secret' },
     bobMaildir: path.join(mailboxNode.config.dataDir, 'bob@receiver.test', 'Maildir'),
     pids: async () => Promise.all(lab.nodes().map(async (n) => (await n.health()).pid)),
@@ -315,102 +437,76 @@ function labSystem(lab: StartedLab, tls: boolean): System {
 
 /**
  * TLS on every hop: the default lab as is (its CA, STARTTLS required before AUTH on 587, opportunistic STARTTLS from
- * the MTA to the MX, IMAP STARTTLS; LMTP plaintext), then the peer started with TLS (see bench/peer.ts), one after
- * the other like the plaintext figures. Returns the TLS peer's name, when it ran.
+ * the MTA to the MX, IMAP STARTTLS; LMTP plaintext) and the peer started with TLS (see bench/peer.ts), both up,
+ * measured in interleaved rounds like the plaintext figures. Returns the TLS peer's name, when it ran.
  */
 async function tlsFigures(): Promise<string | undefined> {
-  for (const f of [TLS_THROUGHPUT, TLS_LATENCY]) put(f.id, f.title, f.unit, f.better, 'ours', undefined);
-  log('TLS: default lab (lab CA, STARTTLS on every SMTP hop and on IMAP)');
+  figures.figure(F.tlsThroughput);
+  figures.figure(F.tlsLatency);
+  log('TLS: default lab (lab CA, STARTTLS on every SMTP hop and on IMAP) and peer Postfix + Dovecot with TLS');
   const lab = await new Lab(defaultLab).withRuntime('local').start();
+  let peer: PeerLab | undefined;
   try {
-    await measureTls(labSystem(lab, true), 'ours');
+    const sides: Side[] = [{ who: 'ours', system: labSystem(lab, true) }];
+    try {
+      const started = await startPeer({ log, tls: true });
+      if ('skipped' in started) notes.push(`TLS peer skipped: ${started.skipped}. Our TLS figures are printed alone.`);
+      else peer = started;
+    } catch (err) {
+      failTls(`the peer configured with TLS did not start: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}. No peer values and no TLS ratios.`);
+    }
+    if (peer && !peer.tls) failTls('the peer started without TLS settings. No peer values and no TLS ratios.');
+    else if (peer) {
+      notes.push(`Peer TLS settings: ${peer.tls!.settings.join(' · ')}.`);
+      sides.push({ who: 'peer', system: peerSystem(peer, true) });
+    }
+    await tlsRounds(sides);
   } finally {
     await lab.stop();
+    await peer?.stop().catch(() => undefined);
   }
-  log('TLS: peer Postfix + Dovecot with TLS');
-  let peer: PeerLab | { skipped: string };
-  try {
-    peer = await startPeer({ log, tls: true });
-  } catch (err) {
-    failTls(`the peer configured with TLS did not start: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}. No peer values and no TLS ratios.`);
-    return undefined;
-  }
-  if ('skipped' in peer) {
-    notes.push(`TLS peer skipped: ${peer.skipped}. Our TLS figures are printed alone.`);
-    return undefined;
-  }
-  const p = peer;
-  try {
-    if (!p.tls) {
-      failTls('the peer started without TLS settings. No peer values and no TLS ratios.');
-      return p.name;
-    }
-    notes.push(`Peer TLS settings: ${p.tls.settings.join(' · ')}.`);
-    await measureTls({ name: p.name, submission: p.submission, mx: p.mx, imap: p.imap, bobMaildir: p.bobMaildir, pids: () => p.pids(), tls: { submission: p.tls.submission, imap: p.tls.imap, cipherInTrace: true } }, 'peer');
-  } finally {
-    await p.stop().catch(() => undefined);
-  }
-  return p.name;
-}
-
-function put(idOf: string, title: string, unit: string, better: 'lower' | 'higher', who: 'ours' | 'peer', value: Stats | undefined, note?: string) {
-  let figure = figures.find((f) => f.id === idOf);
-  if (!figure) figures.push((figure = { id: idOf, title, unit, better }));
-  if (value) figure[who] = value;
-  if (note) figure.note = note;
-}
-
-function fmt(s: Stats | undefined, unit: string): string {
-  if (!s) return '—';
-  const d = unit === 'count' || s.median >= 100 ? 0 : s.median >= 10 ? 1 : 2;
-  return s.samples.length > 1 ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})` : s.median.toFixed(d);
-}
-
-/** ours/peer for "higher is better", peer/ours for "lower is better": above 1 means maillab is better. */
-function ratio(f: Figure): string {
-  if (!f.ours || !f.peer || f.ours.median === 0 || f.peer.median === 0) return '—';
-  const r = f.better === 'higher' ? f.ours.median / f.peer.median : f.peer.median / f.ours.median;
-  return `${r.toFixed(2)}×`;
+  return peer?.name;
 }
 
 async function main() {
   const started = new Date();
   if (ONLY === 'imap') return imapOnly(started);
   if (ONLY === 'tls') return tlsOnly(started);
+  log(`boot: local runtime, ${RUNS} interleaved rounds`);
+  const { peerName } = await bootRounds();
+  log('boot: docker runtime');
+  await bootDockerRounds().catch((err: Error) => notes.push(`Docker boot skipped: failed: ${err.message}.`));
+
   const ourLab = await new Lab(benchLab).withRuntime('local').start();
-  const ours = labSystem(ourLab, false);
-  let peer: PeerLab | { skipped: string } = { skipped: 'not started' };
+  let peer: PeerLab | undefined;
   try {
-    log('boot: local runtime');
-    put('boot-local', 'Boot: default lab, local runtime, until every service greets', 'ms', 'lower', 'ours', await bootLocal());
-    log('boot: docker runtime');
-    const docker = await bootDocker().catch((err: Error) => `failed: ${err.message}`);
-    if (typeof docker === 'string') notes.push(`Docker boot skipped: ${docker}.`);
-    else put('boot-docker', 'Boot: default lab, docker runtime (cached images), until every service greets', 'ms', 'lower', 'ours', docker);
-
-    await measure(ours, 'ours');
-    await ourLab.stop();
-
-    log('peer: Postfix + Dovecot');
-    peer = await startPeer({ log });
-    if ('skipped' in peer) {
-      notes.push(`Peer skipped: ${peer.skipped}. Our figures are printed alone.`);
-    } else {
-      const p = peer;
-      const bootPeer = Math.max(...Object.values(p.bootMs));
-      put('boot-local', 'Boot: default lab, local runtime, until every service greets', 'ms', 'lower', 'peer', stats([bootPeer]));
-      notes.push(`Peer boot per service (ms): ${Object.entries(p.bootMs).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}.`);
-      await measure({ name: p.name, submission: p.submission, mx: p.mx, imap: p.imap, bobMaildir: p.bobMaildir, pids: () => p.pids() }, 'peer');
-      if (!p.submission.auth) notes.push('The peer takes submissions on port 25 from loopback without AUTH; maillab submits with AUTH PLAIN on 587.');
+    const sides: Side[] = [{ who: 'ours', system: labSystem(ourLab, false) }];
+    if (peerName) {
+      log('peer: Postfix + Dovecot');
+      const p = await startPeer({ log });
+      if ('skipped' in p) notes.push(`Peer skipped: ${p.skipped}. Our figures are printed alone.`);
+      else {
+        peer = p;
+        sides.push({ who: 'peer', system: peerSystem(p, false) });
+        if (!p.submission.auth) notes.push('The peer takes submissions on port 25 from loopback without AUTH; maillab submits with AUTH PLAIN on 587.');
+      }
     }
-    await imapFigure('skipped' in peer ? undefined : peer);
+    // The disk's limit is measured where the lab keeps its data: the same filesystem as its queue and Maildirs.
+    const diskDir = path.join(path.dirname(ourLab.nodeOf('mailbox').config.dataDir), 'bench-disk');
+    log(`plaintext figures: ${RUNS} interleaved rounds`);
+    await plaintextRounds(sides, diskDir);
+    await ourLab.stop();
+    await imapFigure(peer);
   } finally {
     await ourLab.stop().catch(() => undefined);
-    if (!('skipped' in peer)) await peer.stop().catch(() => undefined);
+    await peer?.stop().catch(() => undefined);
   }
   // After the plaintext peer stopped: the TLS peer binds the same addresses.
   await tlsFigures().catch((err: Error) => failTls(`the TLS figures failed: ${err.message.split('\n')[0]}`));
-  await report(started, 'skipped' in peer ? undefined : peer.name);
+  notes.push(
+    `Disk limit: the two durable stores of the path (the MTA's queue, then the Maildir) each need one durable write per message, so one thread tops out near half the durable writes per second before group commit; the share is this round's throughput over that half.`,
+  );
+  await report(started, peer?.name ?? peerName);
 }
 
 /** `BENCH_ONLY=tls`: the TLS throughput and latency figures alone. */
@@ -434,42 +530,41 @@ async function imapOnly(started: Date) {
 
 /**
  * IMAP cycles per second under IMAP_CLIENTS concurrent clients, and the state errors they saw, on a fresh lab and
- * on the peer's Dovecot, both running, in alternating rounds (ours, Dovecot, ours, Dovecot...), so a slow patch of
- * the shared machine does not fall on one system only.
+ * on the peer's Dovecot, both running, in alternating rounds, so a slow patch of the shared machine does not fall on
+ * one system only.
  */
 async function imapFigure(peer: PeerLab | undefined) {
   log(`imap cycles: ${IMAP_CLIENTS} clients, ${RUNS} alternating rounds of ${IMAP_SECONDS} s`);
   const lab = await new Lab(benchLab).withRuntime('local').start();
   try {
-    const systems: { who: 'ours' | 'peer'; name: string; target: ImapTarget; rounds: CycleResult[] }[] = [
+    const systems: { who: Who; name: string; target: ImapTarget; rounds: CycleResult[] }[] = [
       { who: 'ours', name: 'maillab', target: { ...lab.nodeOf('mailbox').service('imap'), ...IMAP_USER }, rounds: [] },
     ];
     if (peer) systems.push({ who: 'peer', name: 'dovecot', target: { ...peer.imap, ...IMAP_USER }, rounds: [] });
     for (const s of systems) await seedMailbox(s.target, IMAP_SEED_MESSAGES);
     for (let round = 0; round < RUNS; round++) {
-      for (const s of systems) {
+      for (const s of orderOf(systems, round)) {
         const r = await runCycles(s.target, IMAP_CLIENTS, IMAP_SECONDS);
         s.rounds.push(r);
+        figures.sample(F.imapCycles, s.who, round, r.cycles / r.seconds);
+        figures.sample(F.imapErrors, s.who, round, total(r.errors));
         log(`imap ${s.name} round ${round + 1}: ${r.cycles} cycles in ${r.seconds.toFixed(1)} s (${(r.cycles / r.seconds).toFixed(0)}/s), state errors ${total(r.errors)} ${JSON.stringify(r.errors)}, failures ${total(r.failures)} ${JSON.stringify(r.failures)}`);
       }
     }
-    const title = `IMAP: ${IMAP_CLIENTS} concurrent clients, login→select→fetch→store→expunge→append→logout`;
     for (const s of systems) {
-      put('imap-cycles', title, 'cycles/s', 'higher', s.who, stats(s.rounds.map((r) => r.cycles / r.seconds)));
-      put('imap-state-errors', `IMAP state errors per ${IMAP_SECONDS} s round (same clients)`, 'count', 'lower', s.who, stats(s.rounds.map((r) => total(r.errors))));
       const errors = sumCounts(s.rounds.map((r) => r.errors));
       const failures = sumCounts(s.rounds.map((r) => r.failures));
       notes.push(`IMAP ${s.name}: ${s.rounds.reduce((a, r) => a + r.cycles, 0)} cycles in ${RUNS} rounds; state errors ${total(errors)}${total(errors) ? ` (${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}; failed commands/connections ${total(failures)}${total(failures) ? ` (${Object.entries(failures).map(([k, v]) => `${k}: ${v}`).join('; ')})` : ''}.`);
       const examples = [...new Set(s.rounds.flatMap((r) => r.examples))].slice(0, 6);
       if (examples.length > 0) notes.push(`IMAP ${s.name}, examples: ${examples.map((e) => '`' + e.replace(/`/g, "'").replace(/\r\n/g, ' ') + '`').join(' · ')}`);
     }
-    const ours = systems[0]!;
-    const ourErrors = ours.rounds.reduce((a, r) => a + total(r.errors), 0);
-    const fig = figures.find((f) => f.id === 'imap-cycles')!;
-    const r = fig.ours && fig.peer ? fig.ours.median / fig.peer.median : undefined;
+    const ourErrors = systems[0]!.rounds.reduce((a, r) => a + total(r.errors), 0);
+    const ratio = ratioStats(figures.get(F.imapCycles.id)!);
+    const r = ratio?.median;
     const met = r !== undefined && r >= IMAP_GOAL_RATIO && ourErrors === 0;
     const why = r === undefined ? 'no peer to compare with' : [r < IMAP_GOAL_RATIO ? `ratio ${r.toFixed(2)}× < ${IMAP_GOAL_RATIO}×` : '', ourErrors > 0 ? `${ourErrors} state errors` : ''].filter(Boolean).join(', ');
-    goals.push(`IMAP goal (≥ ${IMAP_GOAL_RATIO}× Dovecot's cycles/s with zero state errors): ${met ? 'met' : 'missed'}${r !== undefined ? ` — ratio ${r.toFixed(2)}×` : ''}, state errors maillab ${ourErrors}${systems[1] ? `, Dovecot ${systems[1].rounds.reduce((a, x) => a + total(x.errors), 0)}` : ''}${met ? '' : ` (${why})`}`);
+    const spread = ratio && ratio.samples.length > 1 ? ` (${ratio.min.toFixed(2)}–${ratio.max.toFixed(2)} over ${ratio.samples.length} rounds)` : '';
+    goals.push(`IMAP goal (≥ ${IMAP_GOAL_RATIO}× Dovecot's cycles/s with zero state errors): ${met ? 'met' : 'missed'}${r !== undefined ? ` — median ratio ${r.toFixed(2)}×${spread}` : ''}, state errors maillab ${ourErrors}${systems[1] ? `, Dovecot ${systems[1].rounds.reduce((a, x) => a + total(x.errors), 0)}` : ''}${met ? '' : ` (${why})`}`);
   } finally {
     await lab.stop();
   }
@@ -481,26 +576,29 @@ function sumCounts(list: Record<string, number>[]): Record<string, number> {
   return out;
 }
 
-async function report(started: Date, peerName?: string, suffix = '') {
-  const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
+async function report(started: Date, peerName?: string, suffix = '', extra: string[] = []) {
+  const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: os.loadavg() };
   const dir = path.join(packageRoot(), 'bench', 'results');
   await fs.mkdir(dir, { recursive: true });
-  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures, errors, goals, notes };
+  const verdicts = judge(figures, GOALS).filter((v) => figures.get(v.figure));
+  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures: figures.all().map(figureJson), verdicts, errors, goals, notes };
   await fs.writeFile(path.join(dir, `latest${suffix}.json`), JSON.stringify(result, null, 2) + '\n');
   const lines = [
     `# maillab benchmark`,
     ``,
-    `${started.toISOString()} · ${machine.cores} cores (${machine.cpu}) · ${machine.memoryGiB} GiB · Node ${machine.node} · ${machine.platform}`,
-    `Peer: ${peerName ?? 'none'} · median (min–max) of ${RUNS} runs${ONLY === 'imap' ? ` (IMAP: ${IMAP_SECONDS} s rounds, alternating)` : ` (latency: ${LATENCY_SAMPLES} messages each)`}`,
-    ``,
-    `| figure | unit | maillab | peer | ratio (>1: maillab better) |`,
-    `| --- | --- | --- | --- | --- |`,
-    ...figures.map((f) => `| ${f.title} | ${f.unit} | ${fmt(f.ours, f.unit)} | ${fmt(f.peer, f.unit)} | ${ratio(f)} |`),
+    `${started.toISOString()} · ${machine.cores} cores (${machine.cpu}) · ${machine.memoryGiB} GiB · Node ${machine.node} · ${machine.platform} · load average at the start ${machine.loadAverage.map((l) => l.toFixed(2)).join(' ')}`,
+    `Peer: ${peerName ?? 'none'} · ${RUNS} interleaved rounds (maillab and the peer one after the other, the order alternating); each system: median (min–max) of its rounds${ONLY === 'imap' ? ` (IMAP: ${IMAP_SECONDS} s rounds)` : ` (latency: the median of ${LATENCY_SAMPLES} messages per round)`}; ratio: median (min–max) of the per-round ratios`,
     ``,
     ...errors.map((e) => `**ERROR: ${e}**`),
     ...(errors.length ? [``] : []),
+    ...(verdicts.length ? [`## Goals`, ``, ...goalsTable(verdicts, figures), ``] : []),
     ...goals.map((g) => `**${g}**`),
     ...(goals.length ? [``] : []),
+    `## Figures`,
+    ``,
+    ...figuresTable(figures),
+    ``,
+    ...extra,
     ...notes.map((n) => `- ${n}`),
     ``,
   ];

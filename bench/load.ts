@@ -11,6 +11,11 @@ export interface Target {
   auth?: { user: string; pass: string };
   /** Submit with STARTTLS required (nodemailer `requireTLS`), trusting this CA for this name; absent: plaintext. */
   tls?: { ca: string; servername: string };
+  /**
+   * The address to connect from: the lab's MX checks SPF and enforces DMARC, so mail handed to it directly must come
+   * from the address sender.test's SPF names (the MTA's), as relayed mail does.
+   */
+  localAddress?: string;
 }
 
 export interface Stats {
@@ -47,6 +52,7 @@ export async function submitMany(target: Target, count: number, connections: num
     maxConnections: connections,
     maxMessages: Infinity,
     ...(target.auth ? { auth: target.auth } : {}),
+    ...(target.localAddress ? { localAddress: target.localAddress } : {}),
   });
   const started = performance.now();
   let next = 0;
@@ -130,14 +136,17 @@ export async function waitForMaildir(maildir: string, count: number, timeoutMs: 
 
 /**
  * Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. With
- * `implicitTls` (submissions, imaps, pop3s: TLS from the first byte), the greeting is read after a verified handshake.
+ * `implicitTls` (submissions, imaps, pop3s, HTTPS: TLS from the first byte), the greeting is read after a verified
+ * handshake; with `request` (HTTP), that is sent first and the status line is the greeting.
  */
-export async function greeting(host: string, port: number, timeoutMs = 10_000, implicitTls?: { ca: string; servername: string }): Promise<string> {
+export async function greeting(host: string, port: number, timeoutMs = 10_000, implicitTls?: { ca: string; servername: string }, request?: string): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await new Promise<string>((resolve, reject) => {
-        const socket = implicitTls ? tls.connect({ host, port, ...implicitTls }) : net.connect(port, host);
+        // A server that speaks second (HTTP) is sent `request` once connected; its first line counts as the greeting.
+        const speak = () => request !== undefined && socket.write(request);
+        const socket = implicitTls ? tls.connect({ host, port, ...implicitTls }, speak) : net.connect(port, host, speak);
         socket.setTimeout(2000, () => socket.destroy(new Error('no greeting')));
         socket.once('data', (d) => {
           socket.destroy();
