@@ -14,6 +14,9 @@ import nodemailer from 'nodemailer';
 import defaultLab from '../lab/default.js';
 import { Lab, type StartedLab } from '../src/harness/lab.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
+import { DnsAnswerCache } from '../src/dns/cache.js';
+import { createLabResolver, resolveMxTargets, type MxResolver } from '../src/dns/index.js';
+import type { Endpoint } from '../src/shared/config.js';
 import { durableWrites } from './disk.js';
 import { Figures, figureJson, figuresTable, goalsTable, judge, orderOf, ratioStats, type FigureDef, type Goal, type Who } from './figures.js';
 import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
@@ -57,6 +60,8 @@ const F = {
   memoryIdlePss: { id: 'memory-idle-pss', title: 'Memory idle (just booted, every service greeted): PSS sum', unit: 'MiB', better: 'lower' },
   memoryPeak: { id: 'memory-peak', title: 'Memory at throughput peak: RSS sum', unit: 'MiB', better: 'lower' },
   memoryPeakPss: { id: 'memory-peak-pss', title: 'Memory at throughput peak: PSS sum', unit: 'MiB', better: 'lower' },
+  dnsLookup: { id: 'dns-mx-resolution', title: "DNS: one MX resolution as the MTA makes it (MX, then A and AAAA of the exchange), from the bench, lab DNS", unit: 'ms', better: 'lower' },
+  dnsLookupKept: { id: 'dns-mx-resolution-kept', title: 'DNS: the same with A/AAAA kept for their TTL (src/dns/cache.ts with maxTtlSeconds; MX still asked)', unit: 'ms', better: 'lower' },
   diskLimit: { id: 'disk-durable-writes', title: 'Disk: durable 1 KiB writes from one thread (write, fsync, rename, directory fsync), lab data filesystem', unit: 'writes/s', better: 'higher' },
   diskFraction: { id: 'disk-fraction', title: 'Throughput as a share of the two-durable-store limit (durable writes/s ÷ 2)', unit: '%', better: 'higher' },
   tlsThroughput: { id: 'tls-throughput', title: `Throughput, TLS on every hop: ${THROUGHPUT_COUNT} × 1 KiB, ${CONNECTIONS} connections, submission (STARTTLS, AUTH) → Maildir`, unit: 'msg/s', better: 'higher' },
@@ -229,7 +234,6 @@ async function checkGreetings(lab: StartedLab): Promise<void> {
   for (const node of lab.nodes()) {
     for (const [name, endpoint] of Object.entries(node.services)) {
       if (name === 'dns') {
-        const { createLabResolver } = await import('../src/dns/index.js');
         checks.push(createLabResolver(endpoint).resolveMx('receiver.test'));
       } else {
         const http = HTTP_SERVICES.has(name);
@@ -320,13 +324,19 @@ async function interleave(sides: Side[], rounds: number, steps: Step[]): Promise
 }
 
 /** The plaintext figures, ours and the peer's interleaved; the disk's limit once per round, before the throughput. */
-async function plaintextRounds(sides: Side[], diskDir: string): Promise<void> {
+async function plaintextRounds(sides: Side[], diskDir: string, ourDns: Endpoint): Promise<void> {
   await interleave(sides, RUNS, [
     async ({ who, system }, round) => {
       log(`round ${round + 1}: ${system.name}: latency`);
       const lat = await latency(system);
       figures.sample(F.latencyStored, who, round, lat.stored.median);
       figures.sample(F.latencyIdle, who, round, lat.idle.median);
+    },
+    async ({ who }, round) => {
+      if (who !== 'ours') return;
+      const dns = await dnsCost(ourDns);
+      figures.sample(F.dnsLookup, 'ours', round, dns.asked);
+      figures.sample(F.dnsLookupKept, 'ours', round, dns.kept);
     },
     async ({ who, system }, round) => {
       if (who === 'ours') {
@@ -350,6 +360,27 @@ async function plaintextRounds(sides: Side[], diskDir: string): Promise<void> {
       samplePeak(who, round, mx.peak);
     },
   ]);
+}
+
+/**
+ * What the MTA's DNS questions cost per delivery (profile evidence for issue 17's DNS cache): the median time of one
+ * MX resolution against the lab DNS, every answer asked (the MTA as the lab runs it), and with A/AAAA answers kept
+ * for their TTL (the cache a lab can turn on). 20 of each, after 3 of warm-up.
+ */
+async function dnsCost(dns: Endpoint): Promise<{ asked: number; kept: number }> {
+  const resolver = createLabResolver(dns);
+  const kept = new DnsAnswerCache(resolver, { maxTtlSeconds: 3600 }).asMxResolver();
+  const time = async (r: MxResolver) => {
+    const samples: number[] = [];
+    for (let i = 0; i < 23; i++) {
+      const t0 = performance.now();
+      const result = await resolveMxTargets(r, 'receiver.test');
+      if (result.kind !== 'mx') throw new Error(`DNS cost: receiver.test resolved to ${JSON.stringify(result)}, not its MX`);
+      if (i >= 3) samples.push(performance.now() - t0);
+    }
+    return stats(samples).median;
+  };
+  return { asked: await time(resolver), kept: await time(kept) };
 }
 
 /** The round's peak is the larger of the throughput's and the inbound MX's. */
@@ -494,7 +525,7 @@ async function main() {
     // The disk's limit is measured where the lab keeps its data: the same filesystem as its queue and Maildirs.
     const diskDir = path.join(path.dirname(ourLab.nodeOf('mailbox').config.dataDir), 'bench-disk');
     log(`plaintext figures: ${RUNS} interleaved rounds`);
-    await plaintextRounds(sides, diskDir);
+    await plaintextRounds(sides, diskDir, ourLab.nodeOf('dns').service('dns'));
     await ourLab.stop();
     await imapFigure(peer);
   } finally {
