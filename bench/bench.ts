@@ -18,7 +18,8 @@ import { DnsAnswerCache } from '../src/dns/cache.js';
 import { createLabResolver, resolveMxTargets, type MxResolver } from '../src/dns/index.js';
 import type { Endpoint } from '../src/shared/config.js';
 import { durableWrites } from './disk.js';
-import { Figures, figureJson, figuresTable, goalsTable, judge, orderOf, ratioStats, type FigureDef, type Goal, type Who } from './figures.js';
+import { Figures, figureJson, figuresTable, fmt, fmtRatio, goalsTable, judge, orderOf, ratioStats, statsOf, type FigureDef, type Goal, type Who } from './figures.js';
+import { linePlot } from './plot.js';
 import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
 import { findDelivered, greeting, maildirCount, maildirNames, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
 import { startPeer, type PeerLab } from './peer.js';
@@ -41,10 +42,11 @@ for (const [name, value] of Object.entries({ BENCH_RUNS: RUNS, BENCH_LATENCY_SAM
 }
 /**
  * Partial runs: `BENCH_ONLY=imap`, the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md});
- * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md}).
+ * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md});
+ * `BENCH_ONLY=scale`, the scale series alone (bench/results/latest-scale.{json,md} and the SVG plots).
  */
 const ONLY = process.env.BENCH_ONLY;
-const PARTS = ['imap', 'tls'];
+const PARTS = ['imap', 'tls', 'scale'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are ${PARTS.map((p) => `BENCH_ONLY=${p}`).join(', ')}`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
@@ -159,9 +161,10 @@ async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
 
 /**
  * The default lab, with passwords allowed in plaintext: these figures compare the same plaintext flows with the
- * peer, which runs without TLS (RFC 8314's refusal is the lab's default; TLS figures are measured apart).
+ * peer, which runs without TLS (RFC 8314's refusal is the lab's default; TLS figures are measured apart). Its
+ * per-client connection limit is raised from 50 to 200 for the 100-connection series, as on the peer.
  */
-const benchLab = { ...defaultLab, tls: { ...defaultLab.tls, allowPlaintextAuth: true } };
+const benchLab = { ...defaultLab, tls: { ...defaultLab.tls, allowPlaintextAuth: true }, smtpLimits: { ...defaultLab.smtpLimits, maxConnectionsPerClient: 200 } };
 
 /** Starts the default lab, times it until every service greets, takes its memory then (idle), stops it. */
 async function bootOnce(runtime: 'local' | 'docker'): Promise<{ ms: number; idle: { rssMiB: number; pssMiB?: number } }> {
@@ -292,20 +295,24 @@ async function latency(system: System): Promise<{ stored: Stats; idle: Stats; tl
  * of the system's processes meanwhile. With `target.tls`, the run must prove TLS on every SMTP hop (one of its
  * messages, checked after the clock stopped).
  */
-async function throughput(system: System, target: Target): Promise<{ rate: number; peak: { rssMiB: number; pssMiB?: number }; tls?: string }> {
+async function throughput(system: System, target: Target, load = { count: THROUGHPUT_COUNT, connections: CONNECTIONS, bodyBytes: 1024 }): Promise<{ rate: number; peak: { rssMiB: number; pssMiB?: number }; tls?: string }> {
   const names = target.tls ? await maildirNames(system.bobMaildir) : undefined;
   const before = await maildirCount(system.bobMaildir);
   const runId = randomBytes(4).toString('hex');
   const t0 = performance.now();
   const work = (async () => {
-    await submitMany(target, THROUGHPUT_COUNT, CONNECTIONS, runId);
-    await waitForMaildir(system.bobMaildir, before + THROUGHPUT_COUNT, 300_000);
+    await submitMany(target, load.count, load.connections, runId, load.bodyBytes);
+    await waitForMaildir(system.bobMaildir, before + load.count, 300_000);
   })();
   const measured = await peakMemoryDuring(() => system.pids(), work);
   const seconds = (performance.now() - t0) / 1000;
-  log(`${system.name}: ${THROUGHPUT_COUNT} messages to ${target.host}:${target.port}${target.tls ? ' (STARTTLS)' : ''} in ${seconds.toFixed(2)} s`);
+  log(`${system.name}: ${load.count} × ${sizeName(load.bodyBytes)} over ${load.connections} connections to ${target.host}:${target.port}${target.tls ? ' (STARTTLS)' : ''} in ${seconds.toFixed(2)} s`);
   const tls = names ? await proveTls(system, names, runId, 'throughput') : undefined;
-  return { rate: THROUGHPUT_COUNT / seconds, peak: measured.peak, ...(tls ? { tls } : {}) };
+  return { rate: load.count / seconds, peak: measured.peak, ...(tls ? { tls } : {}) };
+}
+
+function sizeName(bytes: number): string {
+  return bytes >= 2 ** 20 ? `${bytes / 2 ** 20} MiB` : `${bytes / 1024} KiB`;
 }
 
 interface Side {
@@ -503,6 +510,7 @@ async function main() {
   const started = new Date();
   if (ONLY === 'imap') return imapOnly(started);
   if (ONLY === 'tls') return tlsOnly(started);
+  if (ONLY === 'scale') return scaleOnly(started);
   log(`boot: local runtime, ${RUNS} interleaved rounds`);
   const { peerName } = await bootRounds();
   log('boot: docker runtime');
@@ -510,6 +518,8 @@ async function main() {
 
   const ourLab = await new Lab(benchLab).withRuntime('local').start();
   let peer: PeerLab | undefined;
+  const scale = new Figures();
+  let scaleLines: string[] = [];
   try {
     const sides: Side[] = [{ who: 'ours', system: labSystem(ourLab, false) }];
     if (peerName) {
@@ -526,6 +536,8 @@ async function main() {
     const diskDir = path.join(path.dirname(ourLab.nodeOf('mailbox').config.dataDir), 'bench-disk');
     log(`plaintext figures: ${RUNS} interleaved rounds`);
     await plaintextRounds(sides, diskDir, ourLab.nodeOf('dns').service('dns'));
+    log(`scale series: ${SCALE_RUNS} interleaved rounds per point`);
+    scaleLines = await scaleFigures(sides, scale);
     await ourLab.stop();
     await imapFigure(peer);
   } finally {
@@ -537,7 +549,7 @@ async function main() {
   notes.push(
     `Disk limit: the two durable stores of the path (the MTA's queue, then the Maildir) each need one durable write per message, so one thread tops out near half the durable writes per second before group commit; the share is this round's throughput over that half.`,
   );
-  await report(started, peer?.name ?? peerName);
+  await report(started, peer?.name ?? peerName, '', scaleLines.length ? [`## Scale series`, ``, ...scaleLines] : [], scale);
 }
 
 /** `BENCH_ONLY=tls`: the TLS throughput and latency figures alone. */
@@ -557,6 +569,136 @@ async function imapOnly(started: Date) {
     if (!('skipped' in peer)) await peer.stop().catch(() => undefined);
   }
   await report(started, 'skipped' in peer ? undefined : peer.name, '-imap');
+}
+
+/** The scale series (issue 17): how throughput and memory grow with the message size and the client connections. */
+const SCALE_RUNS = Number(process.env.BENCH_SCALE_RUNS ?? Math.min(RUNS, 3));
+const SCALE_COUNT = Number(process.env.BENCH_SCALE_COUNT ?? 400);
+/** At most this many bytes of bodies per run: 10 MiB messages go 20 at a time, not SCALE_COUNT. */
+const SCALE_BYTES = 200 * 2 ** 20;
+const SCALE_SIZES = [1024, 100 * 1024, 10 * 2 ** 20];
+const SCALE_CONNECTIONS = [1, 20, 100];
+
+interface ScaleSeries {
+  id: string;
+  title: string;
+  xName: string;
+  xs: number[];
+  formatX: (x: number) => string;
+  logX: boolean;
+  /** The load of one run at `x`. */
+  load: (x: number) => { count: number; connections: number; bodyBytes: number };
+}
+
+const SERIES: ScaleSeries[] = [
+  {
+    id: 'size',
+    title: 'Message size',
+    xName: 'message body size',
+    xs: SCALE_SIZES,
+    formatX: sizeName,
+    logX: true,
+    load: (x) => ({ count: Math.max(1, Math.min(SCALE_COUNT, Math.floor(SCALE_BYTES / x))), connections: CONNECTIONS, bodyBytes: x }),
+  },
+  {
+    id: 'connections',
+    title: 'Client connections',
+    xName: 'client connections (submission)',
+    xs: SCALE_CONNECTIONS,
+    formatX: (x) => String(x),
+    logX: false,
+    load: (x) => ({ count: SCALE_COUNT, connections: x, bodyBytes: 1024 }),
+  },
+];
+
+/**
+ * Each series point measured on both systems, interleaved (per point: SCALE_RUNS rounds, the order alternating),
+ * into `scale`: per point a msg/s, a MiB/s and a peak-PSS figure. Returns the Markdown tables; writes the plots.
+ */
+async function scaleFigures(sides: Side[], scale: Figures): Promise<string[]> {
+  const dir = path.join(packageRoot(), 'bench', 'results');
+  await fs.mkdir(dir, { recursive: true });
+  const lines: string[] = [];
+  for (const series of SERIES) {
+    const defs = series.xs.map((x) => ({
+      rate: { id: `${series.id}-${x}-rate`, title: `${series.formatX(x)}: msg/s`, unit: 'msg/s', better: 'higher' } as const,
+      bytes: { id: `${series.id}-${x}-mib`, title: `${series.formatX(x)}: MiB/s`, unit: 'MiB/s', better: 'higher' } as const,
+      pss: { id: `${series.id}-${x}-pss`, title: `${series.formatX(x)}: peak PSS`, unit: 'MiB', better: 'lower' } as const,
+    }));
+    for (const [i, x] of series.xs.entries()) {
+      const load = series.load(x);
+      for (let round = 0; round < SCALE_RUNS; round++) {
+        for (const { who, system } of orderOf(sides, round)) {
+          log(`scale ${series.id} ${series.formatX(x)} round ${round + 1}: ${system.name}`);
+          const tp = await throughput(system, system.submission, load);
+          scale.sample(defs[i]!.rate, who, round, tp.rate);
+          scale.sample(defs[i]!.bytes, who, round, (tp.rate * load.bodyBytes) / 2 ** 20);
+          if (tp.peak.pssMiB !== undefined) scale.sample(defs[i]!.pss, who, round, tp.peak.pssMiB);
+        }
+      }
+    }
+    const point = (id: string, who: Who) => {
+      const f = scale.get(id);
+      return f ? statsOf(f, who)?.median : undefined;
+    };
+    const names: Record<Who, string> = { ours: 'maillab', peer: sides.find((s) => s.who === 'peer')?.system.name ?? 'peer' };
+    const plots = [
+      { file: `scale-${series.id}-throughput.svg`, what: series.id === 'size' ? 'MiB/s' : 'msg/s', key: series.id === 'size' ? ('bytes' as const) : ('rate' as const) },
+      { file: `scale-${series.id}-memory.svg`, what: 'peak PSS, MiB', key: 'pss' as const },
+    ];
+    for (const plot of plots) {
+      const svg = linePlot({
+        title: `${series.title}: ${plot.what} (median of ${SCALE_RUNS} rounds)`,
+        xLabel: series.xName,
+        yLabel: plot.what,
+        logX: series.logX,
+        formatX: series.formatX,
+        series: sides.map((s) => ({ name: names[s.who], points: series.xs.map((x, i) => [x, point(defs[i]![plot.key].id, s.who)] as [number, number | undefined]) })),
+      });
+      await fs.writeFile(path.join(dir, plot.file), svg);
+    }
+    lines.push(
+      `### ${series.title} (${series.xs.map((x) => `${series.formatX(x)}: ${series.load(x).count} messages over ${series.load(x).connections} connections`).join('; ')}; median (min–max) of ${SCALE_RUNS} rounds)`,
+      ``,
+      `| ${series.xName} | maillab msg/s | peer msg/s | maillab MiB/s | peer MiB/s | maillab peak PSS MiB | peer peak PSS MiB | throughput ratio |`,
+      `| --- | --- | --- | --- | --- | --- | --- | --- |`,
+      ...series.xs.map((x, i) => {
+        const d = defs[i]!;
+        const cell = (id: string, who: Who) => {
+          const f = scale.get(id);
+          return fmt(f && statsOf(f, who), f?.unit ?? '');
+        };
+        const r = scale.get(d.rate.id);
+        return `| ${series.formatX(x)} | ${cell(d.rate.id, 'ours')} | ${cell(d.rate.id, 'peer')} | ${cell(d.bytes.id, 'ours')} | ${cell(d.bytes.id, 'peer')} | ${cell(d.pss.id, 'ours')} | ${cell(d.pss.id, 'peer')} | ${fmtRatio(r && ratioStats(r))} |`;
+      }),
+      ``,
+      `Plots: ${plots.map((p) => `[${p.file}](${p.file})`).join(', ')}.`,
+      ``,
+    );
+  }
+  return lines;
+}
+
+/** `BENCH_ONLY=scale`: the default lab and the peer, both up, the scale series alone. */
+async function scaleOnly(started: Date) {
+  const ourLab = await new Lab(benchLab).withRuntime('local').start();
+  let peer: PeerLab | undefined;
+  const scale = new Figures();
+  let lines: string[] = [];
+  try {
+    const sides: Side[] = [{ who: 'ours', system: labSystem(ourLab, false) }];
+    const p = await startPeer({ log });
+    if ('skipped' in p) notes.push(`Peer skipped: ${p.skipped}. Our figures are printed alone.`);
+    else {
+      peer = p;
+      sides.push({ who: 'peer', system: peerSystem(p, false) });
+    }
+    lines = await scaleFigures(sides, scale);
+  } finally {
+    await ourLab.stop().catch(() => undefined);
+    await peer?.stop().catch(() => undefined);
+  }
+  await report(started, peer?.name, '-scale', [`## Scale series`, ``, ...lines], scale);
 }
 
 /**
@@ -607,12 +749,12 @@ function sumCounts(list: Record<string, number>[]): Record<string, number> {
   return out;
 }
 
-async function report(started: Date, peerName?: string, suffix = '', extra: string[] = []) {
+async function report(started: Date, peerName?: string, suffix = '', extra: string[] = [], scale?: Figures) {
   const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: os.loadavg() };
   const dir = path.join(packageRoot(), 'bench', 'results');
   await fs.mkdir(dir, { recursive: true });
   const verdicts = judge(figures, GOALS).filter((v) => figures.get(v.figure));
-  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures: figures.all().map(figureJson), verdicts, errors, goals, notes };
+  const result = { date: started.toISOString(), machine, peer: peerName ?? null, runs: RUNS, figures: figures.all().map(figureJson), verdicts, errors, goals, notes, ...(scale ? { scale: scale.all().map(figureJson) } : {}) };
   await fs.writeFile(path.join(dir, `latest${suffix}.json`), JSON.stringify(result, null, 2) + '\n');
   const lines = [
     `# maillab benchmark`,
@@ -625,10 +767,7 @@ async function report(started: Date, peerName?: string, suffix = '', extra: stri
     ...(verdicts.length ? [`## Goals`, ``, ...goalsTable(verdicts, figures), ``] : []),
     ...goals.map((g) => `**${g}**`),
     ...(goals.length ? [``] : []),
-    `## Figures`,
-    ``,
-    ...figuresTable(figures),
-    ``,
+    ...(figures.all().length ? [`## Figures`, ``, ...figuresTable(figures), ``] : []),
     ...extra,
     ...notes.map((n) => `- ${n}`),
     ``,

@@ -32,7 +32,7 @@ export function stats(samples: number[]): Stats {
   return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, samples };
 }
 
-/** A 1 KiB-ish message (headers + body), unique per index. */
+/** A message with a body of `bodyBytes` (1 KiB unless given) under a few headers, unique per index. */
 export function message(index: number, runId: string, bodyBytes = 1024): { raw: string; messageId: string } {
   const messageId = `<bench-${runId}-${index}@sender.test>`;
   const line = 'The quick brown fox jumps over the lazy dog 0123456789.\r\n';
@@ -41,8 +41,8 @@ export function message(index: number, runId: string, bodyBytes = 1024): { raw: 
   return { raw, messageId };
 }
 
-/** Submits `count` messages over `connections` persistent SMTP connections; resolves when all got 250. */
-export async function submitMany(target: Target, count: number, connections: number, runId: string, to = 'bob@receiver.test'): Promise<{ ms: number }> {
+/** Submits `count` messages (bodies of `bodyBytes`) over `connections` persistent SMTP connections; resolves when all got 250. */
+export async function submitMany(target: Target, count: number, connections: number, runId: string, bodyBytes = 1024): Promise<{ ms: number }> {
   const transport = nodemailer.createTransport({
     host: target.host,
     port: target.port,
@@ -59,8 +59,8 @@ export async function submitMany(target: Target, count: number, connections: num
   const worker = async () => {
     while (next < count) {
       const i = next++;
-      const { raw } = message(i, runId);
-      await transport.sendMail({ envelope: { from: 'alice@sender.test', to: [to] }, raw });
+      const { raw } = message(i, runId, bodyBytes);
+      await transport.sendMail({ envelope: { from: 'alice@sender.test', to: ['bob@receiver.test'] }, raw });
     }
   };
   try {
@@ -167,9 +167,12 @@ export async function memory(pids: number[]): Promise<{ rssMiB: number; pssMiB?:
   let pss = 0;
   let havePss = true;
   for (const pid of pids) {
-    const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
+    // A process that exited between listing and reading (Postfix's short-lived smtpd, say) holds nothing any more.
+    if (status === undefined) continue;
     rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const rollup = await fs.readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => undefined);
+    if (rollup === undefined && !(await fs.access(`/proc/${pid}`).then(() => true, () => false))) continue;
     const p = rollup && /Pss:\s+(\d+)/.exec(rollup);
     if (p) pss += Number(p[1]);
     else havePss = false;
