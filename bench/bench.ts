@@ -21,6 +21,7 @@ import { durableWrites } from './disk.js';
 import { Figures, figureJson, figuresTable, fmt, fmtRatio, goalsTable, judge, orderOf, ratioStats, statsOf, type FigureDef, type Goal, type Who } from './figures.js';
 import { linePlot } from './plot.js';
 import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
+import { imapSession, seedMaildir, type ImapTimings } from './mailbox-size.js';
 import { findDelivered, greeting, maildirCount, maildirNames, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
 import { startPeer, type PeerLab } from './peer.js';
 
@@ -43,10 +44,11 @@ for (const [name, value] of Object.entries({ BENCH_RUNS: RUNS, BENCH_LATENCY_SAM
 /**
  * Partial runs: `BENCH_ONLY=imap`, the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md});
  * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md});
- * `BENCH_ONLY=scale`, the scale series alone (bench/results/latest-scale.{json,md} and the SVG plots).
+ * `BENCH_ONLY=scale`, the size and connection series alone (bench/results/latest-scale.{json,md} and SVG plots);
+ * `BENCH_ONLY=mailbox`, the mailbox-size series alone (bench/results/latest-mailbox.{json,md} and SVG plots).
  */
 const ONLY = process.env.BENCH_ONLY;
-const PARTS = ['imap', 'tls', 'scale'];
+const PARTS = ['imap', 'tls', 'scale', 'mailbox'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are ${PARTS.map((p) => `BENCH_ONLY=${p}`).join(', ')}`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
@@ -511,6 +513,7 @@ async function main() {
   if (ONLY === 'imap') return imapOnly(started);
   if (ONLY === 'tls') return tlsOnly(started);
   if (ONLY === 'scale') return scaleOnly(started);
+  if (ONLY === 'mailbox') return mailboxOnly(started);
   log(`boot: local runtime, ${RUNS} interleaved rounds`);
   const { peerName } = await bootRounds();
   log('boot: docker runtime');
@@ -679,6 +682,106 @@ async function scaleFigures(sides: Side[], scale: Figures): Promise<string[]> {
   return lines;
 }
 
+/** The mailbox-size series: messages in one INBOX (cumulative: each size adds to the last). */
+const MAILBOX_SIZES = (process.env.BENCH_MAILBOX_SIZES ?? '1000,10000,100000').split(',').map(Number);
+if (MAILBOX_SIZES.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_MAILBOX_SIZES=${process.env.BENCH_MAILBOX_SIZES}: whole numbers from 1, separated by commas`);
+/** Warm sessions per size (the median is kept). */
+const MAILBOX_WARM = 3;
+
+/** The processes of the peer that are Dovecot's (its memory is the mailbox server's), by executable. */
+async function dovecotPids(peer: PeerLab): Promise<number[]> {
+  const out: number[] = [];
+  for (const pid of await peer.pids()) {
+    const exe = await fs.readlink(`/proc/${pid}/exe`).catch(() => '');
+    if (exe.startsWith('/usr/lib/dovecot/') || exe === '/usr/sbin/dovecot') out.push(pid);
+  }
+  return out;
+}
+
+/**
+ * The mailbox-size series on a fresh lab and a fresh peer: carol's INBOX seeded to each size in turn (files written
+ * into cur/), then on each system a first SELECT (the server indexes what it has not seen; maillab's mailbox node is
+ * restarted first, so it rebuilds its index from the index file plus a scan, as after any restart), then warm
+ * sessions: SELECT and `UID FETCH 1:* (FLAGS)`, and the mailbox server's memory with that session open.
+ */
+async function mailboxSeries(scale: Figures): Promise<string[]> {
+  log(`mailbox series: ${MAILBOX_SIZES.join(', ')} messages`);
+  const lab = await new Lab(benchLab).withRuntime('local').start();
+  let peer: PeerLab | undefined;
+  try {
+    const mailboxNode = lab.nodeOf('mailbox');
+    type MailboxSide = { who: Who; name: string; target: ImapTarget; maildir: string; owner?: { uid: number; gid: number }; restart?: () => Promise<void>; pids: () => Promise<number[]> };
+    const sides: MailboxSide[] = [
+      {
+        who: 'ours',
+        name: 'maillab',
+        target: { ...mailboxNode.service('imap'), ...IMAP_USER },
+        maildir: path.join(mailboxNode.config.dataDir, IMAP_USER.user, 'Maildir'),
+        restart: async () => {
+          await lab.node('mailbox').stop();
+          await lab.node('mailbox').start();
+        },
+        pids: async () => [(await lab.node('mailbox').health()).pid],
+      },
+    ];
+    const started = await startPeer({ log });
+    if ('skipped' in started) notes.push(`Mailbox series without a peer: ${started.skipped}.`);
+    else {
+      const p = (peer = started);
+      const maildir = path.join(path.dirname(path.dirname(p.bobMaildir)), IMAP_USER.user, 'Maildir');
+      const st = await fs.stat(p.bobMaildir);
+      sides.push({ who: 'peer', name: 'dovecot', target: { ...p.imap, ...IMAP_USER }, maildir, owner: { uid: st.uid, gid: st.gid }, pids: () => dovecotPids(p) });
+    }
+    const def = (n: number, what: string, unit: string) => ({ id: `mailbox-${n}-${what}`, title: `${n}: ${what}`, unit, better: 'lower' }) as const;
+    for (const [i, n] of MAILBOX_SIZES.entries()) {
+      for (const side of orderOf(sides, i)) {
+        const t0 = performance.now();
+        const added = await seedMaildir(side.maildir, n, side.owner);
+        log(`mailbox ${side.name}: ${added} messages written in ${((performance.now() - t0) / 1000).toFixed(1)} s (${n} in INBOX)`);
+        await side.restart?.();
+        const cold = await imapSession(side.target, { fetch: false });
+        if (cold.exists !== n) throw new Error(`mailbox series: ${side.name} reports ${cold.exists} messages in INBOX after ${n} were written`);
+        scale.sample(def(n, 'first SELECT', 'ms'), side.who, 0, cold.selectMs);
+        const warm: ImapTimings[] = [];
+        let mem: { rssMiB: number; pssMiB?: number } | undefined;
+        for (let w = 0; w < MAILBOX_WARM; w++) warm.push(await imapSession(side.target, { fetch: true, whileOpen: async () => void (mem = await memory(await side.pids())) }));
+        if (warm.some((x) => x.fetched !== n)) throw new Error(`mailbox series: ${side.name} answered UID FETCH 1:* with ${warm.map((x) => x.fetched).join('/')} responses for ${n} messages`);
+        scale.sample(def(n, 'SELECT', 'ms'), side.who, 0, stats(warm.map((x) => x.selectMs)).median);
+        scale.sample(def(n, 'UID FETCH 1:* (FLAGS)', 'ms'), side.who, 0, stats(warm.map((x) => x.fetchMs!)).median);
+        scale.sample(def(n, 'RSS', 'MiB'), side.who, 0, mem!.rssMiB);
+        if (mem!.pssMiB !== undefined) scale.sample(def(n, 'PSS', 'MiB'), side.who, 0, mem!.pssMiB);
+        log(`mailbox ${side.name} ${n}: first SELECT ${cold.selectMs.toFixed(0)} ms, SELECT ${stats(warm.map((x) => x.selectMs)).median.toFixed(0)} ms, FETCH ${stats(warm.map((x) => x.fetchMs!)).median.toFixed(0)} ms, RSS ${mem!.rssMiB.toFixed(0)} MiB`);
+      }
+    }
+    const value = (n: number, what: string, who: Who) => {
+      const f = scale.get(`mailbox-${n}-${what}`);
+      return f ? statsOf(f, who)?.median : undefined;
+    };
+    const dir = path.join(packageRoot(), 'bench', 'results');
+    const count = (n: number) => n.toLocaleString('en-US');
+    const line = (what: string, label: string) => sides.map((s) => ({ name: `${s.name}: ${label}`, points: MAILBOX_SIZES.map((n) => [n, value(n, what, s.who)] as [number, number | undefined]) }));
+    await fs.writeFile(path.join(dir, 'scale-mailbox-time.svg'), linePlot({ title: 'Mailbox size: first SELECT and UID FETCH 1:* (FLAGS), ms', xLabel: 'messages in INBOX', yLabel: 'ms', logX: true, formatX: count, series: [...line('first SELECT', 'first SELECT'), ...line('UID FETCH 1:* (FLAGS)', 'FETCH')] }));
+    await fs.writeFile(path.join(dir, 'scale-mailbox-memory.svg'), linePlot({ title: 'Mailbox size: mailbox server memory (PSS), session open', xLabel: 'messages in INBOX', yLabel: 'MiB', logX: true, formatX: count, series: line('PSS', 'PSS') }));
+    const cell = (n: number, what: string, who: Who) => {
+      const v = value(n, what, who);
+      return v === undefined ? '—' : v >= 100 ? v.toFixed(0) : v.toFixed(1);
+    };
+    return [
+      `### Mailbox size (carol's INBOX, messages written into cur/; first SELECT after they came, then the median of ${MAILBOX_WARM} warm sessions; memory: maillab's mailbox node, Dovecot's processes, with the session open)`,
+      ``,
+      `| messages | first SELECT ms (maillab / Dovecot) | SELECT ms | UID FETCH 1:* (FLAGS) ms | RSS MiB | PSS MiB |`,
+      `| --- | --- | --- | --- | --- | --- |`,
+      ...MAILBOX_SIZES.map((n) => `| ${count(n)} | ${['first SELECT', 'SELECT', 'UID FETCH 1:* (FLAGS)', 'RSS', 'PSS'].map((w) => `${cell(n, w, 'ours')} / ${cell(n, w, 'peer')}`).join(' | ')} |`),
+      ``,
+      `Plots: [scale-mailbox-time.svg](scale-mailbox-time.svg), [scale-mailbox-memory.svg](scale-mailbox-memory.svg).`,
+      ``,
+    ];
+  } finally {
+    await lab.stop().catch(() => undefined);
+    await peer?.stop().catch(() => undefined);
+  }
+}
+
 /** `BENCH_ONLY=scale`: the default lab and the peer, both up, the scale series alone. */
 async function scaleOnly(started: Date) {
   const ourLab = await new Lab(benchLab).withRuntime('local').start();
@@ -699,6 +802,13 @@ async function scaleOnly(started: Date) {
     await peer?.stop().catch(() => undefined);
   }
   await report(started, peer?.name, '-scale', [`## Scale series`, ``, ...lines], scale);
+}
+
+/** `BENCH_ONLY=mailbox`: the mailbox-size series alone. */
+async function mailboxOnly(started: Date) {
+  const scale = new Figures();
+  const lines = await mailboxSeries(scale);
+  await report(started, undefined, '-mailbox', [`## Scale series`, ``, ...lines], scale);
 }
 
 /**
