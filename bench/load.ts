@@ -168,16 +168,22 @@ export async function memory(pids: number[]): Promise<{ rssMiB: number; pssMiB?:
   let havePss = true;
   for (const pid of pids) {
     const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
-    // A process that exited between listing and reading (Postfix's short-lived smtpd, say) holds nothing any more.
-    if (status === undefined) continue;
-    rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const rollup = await fs.readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => undefined);
-    if (rollup === undefined && !(await fs.access(`/proc/${pid}`).then(() => true, () => false))) continue;
+    // A process exiting between listing and reading (Postfix's short-lived smtpd, say) has no memory map left to
+    // read and holds nothing any more: it counts in neither sum.
+    if (status === undefined || (rollup !== undefined && rollup.trim() === '') || (rollup === undefined && (await exiting(pid)))) continue;
+    rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const p = rollup && /Pss:\s+(\d+)/.exec(rollup);
     if (p) pss += Number(p[1]);
     else havePss = false;
   }
   return { rssMiB: rss / 1024, ...(havePss ? { pssMiB: pss / 1024 } : {}) };
+}
+
+/** A process gone, a zombie, or exiting (state X/Z in /proc/<pid>/stat, or no stat at all). */
+async function exiting(pid: number): Promise<boolean> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat === undefined || /^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
 }
 
 /** Samples memory every `everyMs` while `work` runs; returns the peak. */
