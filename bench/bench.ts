@@ -45,10 +45,11 @@ for (const [name, value] of Object.entries({ BENCH_RUNS: RUNS, BENCH_LATENCY_SAM
  * Partial runs: `BENCH_ONLY=imap`, the IMAP cycles figure alone (results go to bench/results/latest-imap.{json,md});
  * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md});
  * `BENCH_ONLY=scale`, the size and connection series alone (bench/results/latest-scale.{json,md} and SVG plots);
- * `BENCH_ONLY=mailbox`, the mailbox-size series alone (bench/results/latest-mailbox.{json,md} and SVG plots).
+ * `BENCH_ONLY=mailbox`, the mailbox-size series alone (bench/results/latest-mailbox.{json,md} and SVG plots);
+ * `BENCH_ONLY=queue`, the queue-depth series alone (bench/results/latest-queue.{json,md}).
  */
 const ONLY = process.env.BENCH_ONLY;
-const PARTS = ['imap', 'tls', 'scale', 'mailbox'];
+const PARTS = ['imap', 'tls', 'scale', 'mailbox', 'queue'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are ${PARTS.map((p) => `BENCH_ONLY=${p}`).join(', ')}`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
@@ -514,6 +515,7 @@ async function main() {
   if (ONLY === 'tls') return tlsOnly(started);
   if (ONLY === 'scale') return scaleOnly(started);
   if (ONLY === 'mailbox') return mailboxOnly(started);
+  if (ONLY === 'queue') return queueOnly(started);
   log(`boot: local runtime, ${RUNS} interleaved rounds`);
   const { peerName } = await bootRounds();
   log('boot: docker runtime');
@@ -549,13 +551,18 @@ async function main() {
   }
   // After the plaintext peer stopped: the TLS peer binds the same addresses.
   await tlsFigures().catch((err: Error) => failTls(`the TLS figures failed: ${err.message.split('\n')[0]}`));
-  // A fresh lab and peer again (same addresses): the mailbox series needs mailboxes nothing else wrote to.
-  scaleLines.push(
-    ...(await mailboxSeries(scale).catch((err: Error) => {
-      errors.push(`The mailbox series failed: ${err.message.split('\n')[0]}`);
-      return [];
-    })),
-  );
+  // A fresh lab and peer again for each (same addresses): the mailbox and queue series need stores nothing else wrote to.
+  for (const [name, series] of [
+    ['mailbox', mailboxSeries],
+    ['queue', queueSeries],
+  ] as const) {
+    scaleLines.push(
+      ...(await series(scale).catch((err: Error) => {
+        errors.push(`The ${name} series failed: ${err.message.split('\n')[0]}`);
+        return [];
+      })),
+    );
+  }
   notes.push(
     `Disk limit: the two durable stores of the path (the MTA's queue, then the Maildir) each need one durable write per message, so one thread tops out near half the durable writes per second before group commit; the share is this round's throughput over that half.`,
   );
@@ -788,6 +795,118 @@ async function mailboxSeries(scale: Figures): Promise<string[]> {
     await lab.stop().catch(() => undefined);
     await peer?.stop().catch(() => undefined);
   }
+}
+
+/** The queue-depth series: this many messages deferred in the sender's queue (its MX down). */
+const QUEUE_DEPTH = Number(process.env.BENCH_QUEUE_DEPTH ?? 10_000);
+if (!Number.isInteger(QUEUE_DEPTH) || QUEUE_DEPTH < 1) throw new Error(`BENCH_QUEUE_DEPTH=${process.env.BENCH_QUEUE_DEPTH}: a whole number from 1 is needed`);
+/** How long the queue may take to fill, or to be listed again after a restart, before the series fails. */
+const QUEUE_TIMEOUT_MS = 600_000;
+
+/** Requests in `postqueue -p` output, and how many are in the active queue (an asterisk after the queue ID). */
+function postqueueCounts(out: string): { requests: number; active: number } {
+  const requests = /in (\d+) Requests?\./.exec(out)?.[1];
+  return { requests: requests === undefined ? 0 : Number(requests), active: (out.match(/^[0-9A-Za-z]+\*/gm) ?? []).length };
+}
+
+/** Polls `done` every 50 ms (its own work sets the pace) until it holds; fails naming `what` after `timeoutMs`. */
+async function until(what: string, done: () => Promise<boolean>, timeoutMs = QUEUE_TIMEOUT_MS): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`queue series: ${what} not reached within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Queue depth (issue 17): QUEUE_DEPTH messages submitted while the MX is down (maillab: the mx node stopped;
+ * peer: the receiver Postfix stopped), so all wait deferred in the sender's queue (maillab's retry schedule set to
+ * an hour). Then: the sender's memory, the time to list the queue (maillab's `queue` control operation; Postfix's
+ * `postqueue -p`), and the recovery after SIGKILL: from the kill until the restarted sender lists every message.
+ */
+async function queueSeries(scale: Figures): Promise<string[]> {
+  log(`queue series: ${QUEUE_DEPTH} deferred messages`);
+  const lab = await new Lab({ ...benchLab, retry: { schedule: [3_600_000], maxLifetimeMs: 86_400_000 } }).withRuntime('local').start();
+  let peer: PeerLab | undefined;
+  try {
+    type QueueSide = { who: Who; name: string; submission: Target; count(): Promise<number>; list(): Promise<unknown>; pids(): Promise<number[]>; crash(): Promise<void> };
+    const mta = lab.mta();
+    const ourCount = async () => (await mta.queue({ state: 'deferred' })).length;
+    const sides: QueueSide[] = [
+      {
+        who: 'ours',
+        name: 'maillab MTA',
+        submission: labSystem(lab, false).submission,
+        count: ourCount,
+        list: () => mta.queue(),
+        pids: async () => [(await mta.node.health()).pid],
+        crash: async () => {
+          await mta.node.kill();
+          await mta.node.start();
+        },
+      },
+    ];
+    await lab.node('mx').stop();
+    const started = await startPeer({ log });
+    if ('skipped' in started) notes.push(`Queue series without a peer: ${started.skipped}.`);
+    else {
+      const p = (peer = started);
+      await p.senderQueue.stopReceiver();
+      const count = async () => {
+        const c = postqueueCounts(await p.senderQueue.list());
+        return c.active === 0 ? c.requests : -1;
+      };
+      sides.push({ who: 'peer', name: 'sender Postfix', submission: p.submission, count, list: () => p.senderQueue.list(), pids: async () => p.senderQueue.pids(), crash: () => p.senderQueue.killAndStart() });
+    }
+    const def = (what: string, unit: string) => ({ id: `queue-${what}`, title: `Queue of ${QUEUE_DEPTH} deferred: ${what}`, unit, better: 'lower' }) as const;
+    for (const side of sides) {
+      const t0 = performance.now();
+      await submitMany(side.submission, QUEUE_DEPTH, CONNECTIONS, randomBytes(4).toString('hex'));
+      await until(`${side.name}: ${QUEUE_DEPTH} deferred`, async () => (await side.count()) === QUEUE_DEPTH);
+      log(`queue ${side.name}: ${QUEUE_DEPTH} deferred after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const pids = await side.pids();
+      const mem = await memory(pids);
+      if (side.who === 'peer') {
+        const qmgr = [];
+        for (const pid of pids) if ((await fs.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() === 'qmgr') qmgr.push(pid);
+        const q = await memory(qmgr);
+        notes.push(`Queue series: the sender Postfix's qmgr alone, with ${QUEUE_DEPTH} deferred: RSS ${q.rssMiB.toFixed(1)} MiB${q.pssMiB !== undefined ? `, PSS ${q.pssMiB.toFixed(1)} MiB` : ''} (${pids.length} sender processes in all).`);
+      }
+      scale.sample(def('sender RSS', 'MiB'), side.who, 0, mem.rssMiB);
+      if (mem.pssMiB !== undefined) scale.sample(def('sender PSS', 'MiB'), side.who, 0, mem.pssMiB);
+      const listings: number[] = [];
+      for (let i = 0; i < 3; i++) listings.push(await timeIt(() => side.list()));
+      scale.sample(def('list the queue', 'ms'), side.who, 0, stats(listings).median);
+      const recovery = await timeIt(async () => {
+        await side.crash();
+        await until(`${side.name}: the queue listed again after SIGKILL`, async () => (await side.count().catch(() => -1)) === QUEUE_DEPTH);
+      });
+      scale.sample(def('recovery after SIGKILL', 'ms'), side.who, 0, recovery);
+      log(`queue ${side.name}: RSS ${mem.rssMiB.toFixed(0)} MiB, listing ${stats(listings).median.toFixed(0)} ms, recovery after SIGKILL ${recovery.toFixed(0)} ms`);
+    }
+    const cell = (what: string, who: Who) => {
+      const f = scale.get(`queue-${what}`);
+      return fmt(f && statsOf(f, who), f?.unit ?? '');
+    };
+    return [
+      `### Queue depth (${QUEUE_DEPTH} messages deferred in the sender's queue, the MX down; the sender's memory: maillab's MTA process, the sender Postfix's processes; recovery: SIGKILL to the sender, restart, until it lists every message)`,
+      ``,
+      `| figure | maillab MTA | sender Postfix |`,
+      `| --- | --- | --- |`,
+      ...['sender RSS', 'sender PSS', 'list the queue', 'recovery after SIGKILL'].map((w) => `| ${w} (${scale.get(`queue-${w}`)?.unit ?? ''}) | ${cell(w, 'ours')} | ${cell(w, 'peer')} |`),
+      ``,
+    ];
+  } finally {
+    await lab.stop().catch(() => undefined);
+    await peer?.stop().catch(() => undefined);
+  }
+}
+
+/** `BENCH_ONLY=queue`: the queue-depth series alone. */
+async function queueOnly(started: Date) {
+  const scale = new Figures();
+  const lines = await queueSeries(scale);
+  await report(started, undefined, '-queue', [`## Scale series`, ``, ...lines], scale);
 }
 
 /** `BENCH_ONLY=scale`: the default lab and the peer, both up, the scale series alone. */
