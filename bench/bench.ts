@@ -20,6 +20,7 @@ import type { Endpoint } from '../src/shared/config.js';
 import { durableWrites } from './disk.js';
 import { Figures, figureJson, figuresTable, fmt, fmtRatio, goalsTable, judge, orderOf, ratioStats, statsOf, type FigureDef, type Goal, type Who } from './figures.js';
 import { linePlot } from './plot.js';
+import { profilesByPid, summarise, summaryLines } from './profile.js';
 import { runCycles, seedMailbox, total, type CycleResult, type ImapTarget } from './imap-cycles.js';
 import { imapSession, seedMaildir, type ImapTimings } from './mailbox-size.js';
 import { findDelivered, greeting, maildirCount, maildirNames, memory, message, peakMemoryDuring, stats, submitMany, waitForMaildir, type Stats, type Target } from './load.js';
@@ -46,10 +47,11 @@ for (const [name, value] of Object.entries({ BENCH_RUNS: RUNS, BENCH_LATENCY_SAM
  * `BENCH_ONLY=tls`, the TLS throughput and latency figures alone (bench/results/latest-tls.{json,md});
  * `BENCH_ONLY=scale`, the size and connection series alone (bench/results/latest-scale.{json,md} and SVG plots);
  * `BENCH_ONLY=mailbox`, the mailbox-size series alone (bench/results/latest-mailbox.{json,md} and SVG plots);
- * `BENCH_ONLY=queue`, the queue-depth series alone (bench/results/latest-queue.{json,md}).
+ * `BENCH_ONLY=queue`, the queue-depth series alone (bench/results/latest-queue.{json,md});
+ * `BENCH_ONLY=profile`, CPU profiles of the lab's nodes over a throughput run (bench/results/latest-profile.{json,md}).
  */
 const ONLY = process.env.BENCH_ONLY;
-const PARTS = ['imap', 'tls', 'scale', 'mailbox', 'queue'];
+const PARTS = ['imap', 'tls', 'scale', 'mailbox', 'queue', 'profile'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are ${PARTS.map((p) => `BENCH_ONLY=${p}`).join(', ')}`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
@@ -163,11 +165,16 @@ async function timeIt<T>(fn: () => Promise<T>): Promise<number> {
 }
 
 /**
- * The default lab, with passwords allowed in plaintext: these figures compare the same plaintext flows with the
- * peer, which runs without TLS (RFC 8314's refusal is the lab's default; TLS figures are measured apart). Its
- * per-client connection limit is raised from 50 to 200 for the 100-connection series, as on the peer.
+ * The default lab without TLS on its SMTP hops: passwords allowed in plaintext at submission, and the MX offering no
+ * STARTTLS, so the MTA relays in plaintext. These figures compare the same plaintext flows with the peer, which runs
+ * without TLS (RFC 8314's refusal and opportunistic STARTTLS are the lab's defaults; TLS figures are measured apart).
+ * Its per-client connection limit is raised from 50 to 200 for the 100-connection series, as on the peer.
  */
-const benchLab = { ...defaultLab, tls: { ...defaultLab.tls, allowPlaintextAuth: true }, smtpLimits: { ...defaultLab.smtpLimits, maxConnectionsPerClient: 200 } };
+const benchLab = {
+  ...defaultLab,
+  tls: { ...defaultLab.tls, allowPlaintextAuth: true, noStartTls: ['mx'] },
+  smtpLimits: { ...defaultLab.smtpLimits, maxConnectionsPerClient: 200 },
+};
 
 /** Starts the default lab, times it until every service greets, takes its memory then (idle), stops it. */
 async function bootOnce(runtime: 'local' | 'docker'): Promise<{ ms: number; idle: { rssMiB: number; pssMiB?: number } }> {
@@ -516,6 +523,7 @@ async function main() {
   if (ONLY === 'scale') return scaleOnly(started);
   if (ONLY === 'mailbox') return mailboxOnly(started);
   if (ONLY === 'queue') return queueOnly(started);
+  if (ONLY === 'profile') return profileOnly(started);
   log(`boot: local runtime, ${RUNS} interleaved rounds`);
   const { peerName } = await bootRounds();
   log('boot: docker runtime');
@@ -566,7 +574,11 @@ async function main() {
   notes.push(
     `Disk limit: the two durable stores of the path (the MTA's queue, then the Maildir) each need one durable write per message, so one thread tops out near half the durable writes per second before group commit; the share is this round's throughput over that half.`,
   );
-  await report(started, peer?.name ?? peerName, '', scaleLines.length ? [`## Scale series`, ``, ...scaleLines] : [], scale);
+  const profile = await profileFigures().catch((err: Error) => {
+    errors.push(`The CPU profiles failed: ${err.message.split('\n')[0]}`);
+    return [];
+  });
+  await report(started, peer?.name ?? peerName, '', [...(scaleLines.length ? [`## Scale series`, ``, ...scaleLines] : []), ...profile], scale);
 }
 
 /** `BENCH_ONLY=tls`: the TLS throughput and latency figures alone. */
@@ -907,6 +919,45 @@ async function queueOnly(started: Date) {
   const scale = new Figures();
   const lines = await queueSeries(scale);
   await report(started, undefined, '-queue', [`## Scale series`, ``, ...lines], scale);
+}
+
+/**
+ * CPU profiles of the default lab's node processes (`node --cpu-prof`, through MAILLAB_NODE_ARGS) over a boot and
+ * one throughput run of THROUGHPUT_COUNT messages, summarised per node (bench/profile.ts): the evidence behind the
+ * figures.
+ */
+async function profileFigures(): Promise<string[]> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-profile-'));
+  const previous = process.env.MAILLAB_NODE_ARGS;
+  process.env.MAILLAB_NODE_ARGS = `${previous ?? ''} --cpu-prof --cpu-prof-dir=${dir}`.trim();
+  let lab: StartedLab;
+  try {
+    lab = await new Lab(benchLab).withRuntime('local').start();
+  } finally {
+    if (previous === undefined) delete process.env.MAILLAB_NODE_ARGS;
+    else process.env.MAILLAB_NODE_ARGS = previous;
+  }
+  const names = new Map<number, string>();
+  try {
+    for (const node of lab.nodes()) names.set((await node.health()).pid, `${node.name} (${node.role})`);
+    const system = labSystem(lab, false);
+    log(`profile: ${THROUGHPUT_COUNT} messages with every node under --cpu-prof`);
+    await throughput(system, system.submission);
+  } finally {
+    await lab.stop(); // the profiles are written as the processes exit
+  }
+  const profiles = await profilesByPid(dir);
+  await fs.rm(dir, { recursive: true, force: true });
+  const lines = [...names].flatMap(([pid, name]) => {
+    const p = profiles.get(pid);
+    return p ? summaryLines(name, summarise(p), THROUGHPUT_COUNT) : [`**${name}**: no profile written (the process did not exit cleanly).`, ``];
+  });
+  return [`## CPU profiles: boot, then ${THROUGHPUT_COUNT} × 1 KiB over ${CONNECTIONS} connections (submission → Maildir), then stop`, ``, ...lines];
+}
+
+/** `BENCH_ONLY=profile`: the CPU profiles alone. */
+async function profileOnly(started: Date) {
+  await report(started, undefined, '-profile', await profileFigures());
 }
 
 /** `BENCH_ONLY=scale`: the default lab and the peer, both up, the scale series alone. */
