@@ -678,7 +678,7 @@ async function scaleFigures(sides: Side[], scale: Figures): Promise<string[]> {
     ];
     for (const plot of plots) {
       const svg = linePlot({
-        title: `${series.title}: ${plot.what} (median of ${SCALE_RUNS} rounds)`,
+        title: `${series.title}: ${plot.what} (median of ${SCALE_RUNS} round${SCALE_RUNS === 1 ? '' : 's'})`,
         xLabel: series.xName,
         yLabel: plot.what,
         logX: series.logX,
@@ -688,7 +688,7 @@ async function scaleFigures(sides: Side[], scale: Figures): Promise<string[]> {
       await fs.writeFile(path.join(dir, plot.file), svg);
     }
     lines.push(
-      `### ${series.title} (${series.xs.map((x) => `${series.formatX(x)}: ${series.load(x).count} messages over ${series.load(x).connections} connections`).join('; ')}; median (min–max) of ${SCALE_RUNS} rounds)`,
+      `### ${series.title} (${series.xs.map((x) => `${series.formatX(x)}: ${series.load(x).count} messages over ${series.load(x).connections} connections`).join('; ')}; median (min–max) of ${SCALE_RUNS} round${SCALE_RUNS === 1 ? '' : 's'})`,
       ``,
       `| ${series.xName} | maillab msg/s | peer msg/s | maillab MiB/s | peer MiB/s | maillab peak PSS MiB | peer peak PSS MiB | throughput ratio |`,
       `| --- | --- | --- | --- | --- | --- | --- | --- |`,

@@ -49,6 +49,13 @@ describe('linePlot', () => {
     expect(() => linePlot({ title: 't', xLabel: 'x', yLabel: 'y', logX: true, series: [{ name: 's', points: [[0, 1]] }] })).toThrow(/x = 0 cannot go on a logarithmic axis/);
     expect(() => linePlot({ title: 'empty', xLabel: 'x', yLabel: 'y', series: [] })).toThrow(/"empty": no points/);
   });
+
+  it('puts legend entries past the third on a second row, and grows the plot to fit it', () => {
+    const four = linePlot({ title: 't', xLabel: 'x', yLabel: 'y', series: ['a', 'b', 'c', 'd'].map((name) => ({ name, points: [[1, 1], [2, 2]] as [number, number][] })) });
+    expect(four).toContain('height="376"');
+    const legendY = [...four.matchAll(/<text x="\d+" y="(\d+)">[abcd]<\/text>/g)].map((m) => Number(m[1]));
+    expect(legendY).toEqual([348, 348, 348, 364]);
+  });
 });
 
 describe('niceTicks', () => {

@@ -21,7 +21,11 @@ export interface PlotOptions {
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
-const MARGIN = { left: 70, right: 20, top: 40, bottom: 70 };
+/** Room for the axis labels; the right margin leaves room for the last x tick's label, centred on the edge. */
+const MARGIN = { left: 70, right: 45, top: 40, bottom: 70 };
+/** Legend entries per row, and the height of a row. */
+const LEGEND_PER_ROW = 3;
+const LEGEND_ROW = 16;
 
 export function escapeXml(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -45,7 +49,11 @@ function fmtNumber(v: number): string {
 /** The plot as an SVG document. Throws on an x that a log axis cannot place, naming it. */
 export function linePlot(options: PlotOptions): string {
   const width = options.width ?? 640;
-  const height = options.height ?? 360;
+  const legendRows = Math.max(1, Math.ceil(options.series.length / LEGEND_PER_ROW));
+  // Each legend row past the first makes the plot that much taller, so the plotting area keeps its size.
+  const extra = (legendRows - 1) * LEGEND_ROW;
+  const height = (options.height ?? 360) + extra;
+  const bottom = MARGIN.bottom + extra;
   const xs = [...new Set(options.series.flatMap((s) => s.points.map(([x]) => x)))].sort((a, b) => a - b);
   if (xs.length === 0) throw new Error(`linePlot "${options.title}": no points`);
   for (const x of xs) if (options.logX && !(x > 0)) throw new Error(`linePlot "${options.title}": x = ${x} cannot go on a logarithmic axis`);
@@ -53,7 +61,7 @@ export function linePlot(options: PlotOptions): string {
   const yTicks = niceTicks(Math.max(0, ...ys));
   const yMax = yTicks[yTicks.length - 1]!;
   const plotW = width - MARGIN.left - MARGIN.right;
-  const plotH = height - MARGIN.top - MARGIN.bottom;
+  const plotH = height - MARGIN.top - bottom;
   const tx = (x: number) => (options.logX ? Math.log10(x) : x);
   const [x0, x1] = [tx(xs[0]!), tx(xs[xs.length - 1]!)];
   const px = (x: number) => MARGIN.left + (x1 === x0 ? plotW / 2 : ((tx(x) - x0) / (x1 - x0)) * plotW);
@@ -76,7 +84,7 @@ export function linePlot(options: PlotOptions): string {
   }
   parts.push(`<line x1="${MARGIN.left}" y1="${MARGIN.top + plotH}" x2="${width - MARGIN.right}" y2="${MARGIN.top + plotH}" stroke="black"/>`);
   parts.push(`<line x1="${MARGIN.left}" y1="${MARGIN.top}" x2="${MARGIN.left}" y2="${MARGIN.top + plotH}" stroke="black"/>`);
-  parts.push(`<text x="${MARGIN.left + plotW / 2}" y="${height - 30}" text-anchor="middle">${escapeXml(options.xLabel)}</text>`);
+  parts.push(`<text x="${MARGIN.left + plotW / 2}" y="${MARGIN.top + plotH + 40}" text-anchor="middle">${escapeXml(options.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeXml(options.yLabel)}</text>`);
 
   options.series.forEach((s, i) => {
@@ -96,8 +104,8 @@ export function linePlot(options: PlotOptions): string {
       parts.push(`<circle cx="${r(px(x))}" cy="${r(py(y))}" r="3" fill="${color}"><title>${escapeXml(`${s.name}: ${formatX(x)} → ${fmtNumber(y)}`)}</title></circle>`);
     }
     flush();
-    const ly = height - 12;
-    const lx = MARGIN.left + i * 200;
+    const ly = height - 12 - (legendRows - 1 - Math.floor(i / LEGEND_PER_ROW)) * LEGEND_ROW;
+    const lx = MARGIN.left + (i % LEGEND_PER_ROW) * 180;
     parts.push(`<line x1="${lx}" y1="${ly - 4}" x2="${lx + 20}" y2="${ly - 4}" stroke="${color}" stroke-width="2"/>`);
     parts.push(`<text x="${lx + 26}" y="${ly}">${escapeXml(s.name)}</text>`);
   });
