@@ -11,6 +11,11 @@ export interface Target {
   auth?: { user: string; pass: string };
   /** Submit with STARTTLS required (nodemailer `requireTLS`), trusting this CA for this name; absent: plaintext. */
   tls?: { ca: string; servername: string };
+  /**
+   * The address to connect from: the lab's MX checks SPF and enforces DMARC, so mail handed to it directly must come
+   * from the address sender.test's SPF names (the MTA's), as relayed mail does.
+   */
+  localAddress?: string;
 }
 
 export interface Stats {
@@ -27,7 +32,7 @@ export function stats(samples: number[]): Stats {
   return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, samples };
 }
 
-/** A 1 KiB-ish message (headers + body), unique per index. */
+/** A message with a body of `bodyBytes` (1 KiB unless given) under a few headers, unique per index. */
 export function message(index: number, runId: string, bodyBytes = 1024): { raw: string; messageId: string } {
   const messageId = `<bench-${runId}-${index}@sender.test>`;
   const line = 'The quick brown fox jumps over the lazy dog 0123456789.\r\n';
@@ -36,8 +41,8 @@ export function message(index: number, runId: string, bodyBytes = 1024): { raw: 
   return { raw, messageId };
 }
 
-/** Submits `count` messages over `connections` persistent SMTP connections; resolves when all got 250. */
-export async function submitMany(target: Target, count: number, connections: number, runId: string, to = 'bob@receiver.test'): Promise<{ ms: number }> {
+/** Submits `count` messages (bodies of `bodyBytes`) over `connections` persistent SMTP connections; resolves when all got 250. */
+export async function submitMany(target: Target, count: number, connections: number, runId: string, bodyBytes = 1024): Promise<{ ms: number }> {
   const transport = nodemailer.createTransport({
     host: target.host,
     port: target.port,
@@ -47,14 +52,15 @@ export async function submitMany(target: Target, count: number, connections: num
     maxConnections: connections,
     maxMessages: Infinity,
     ...(target.auth ? { auth: target.auth } : {}),
+    ...(target.localAddress ? { localAddress: target.localAddress } : {}),
   });
   const started = performance.now();
   let next = 0;
   const worker = async () => {
     while (next < count) {
       const i = next++;
-      const { raw } = message(i, runId);
-      await transport.sendMail({ envelope: { from: 'alice@sender.test', to: [to] }, raw });
+      const { raw } = message(i, runId, bodyBytes);
+      await transport.sendMail({ envelope: { from: 'alice@sender.test', to: ['bob@receiver.test'] }, raw });
     }
   };
   try {
@@ -130,14 +136,17 @@ export async function waitForMaildir(maildir: string, count: number, timeoutMs: 
 
 /**
  * Time until `host:port` accepts a connection and sends a first line (a greeting); retries until `timeoutMs`. With
- * `implicitTls` (submissions, imaps, pop3s: TLS from the first byte), the greeting is read after a verified handshake.
+ * `implicitTls` (submissions, imaps, pop3s, HTTPS: TLS from the first byte), the greeting is read after a verified
+ * handshake; with `request` (HTTP), that is sent first and the status line is the greeting.
  */
-export async function greeting(host: string, port: number, timeoutMs = 10_000, implicitTls?: { ca: string; servername: string }): Promise<string> {
+export async function greeting(host: string, port: number, timeoutMs = 10_000, implicitTls?: { ca: string; servername: string }, request?: string): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await new Promise<string>((resolve, reject) => {
-        const socket = implicitTls ? tls.connect({ host, port, ...implicitTls }) : net.connect(port, host);
+        // A server that speaks second (HTTP) is sent `request` once connected; its first line counts as the greeting.
+        const speak = () => request !== undefined && socket.write(request);
+        const socket = implicitTls ? tls.connect({ host, port, ...implicitTls }, speak) : net.connect(port, host, speak);
         socket.setTimeout(2000, () => socket.destroy(new Error('no greeting')));
         socket.once('data', (d) => {
           socket.destroy();
@@ -158,14 +167,23 @@ export async function memory(pids: number[]): Promise<{ rssMiB: number; pssMiB?:
   let pss = 0;
   let havePss = true;
   for (const pid of pids) {
-    const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
     const rollup = await fs.readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => undefined);
+    // A process exiting between listing and reading (Postfix's short-lived smtpd, say) has no memory map left to
+    // read and holds nothing any more: it counts in neither sum.
+    if (status === undefined || (rollup !== undefined && rollup.trim() === '') || (rollup === undefined && (await exiting(pid)))) continue;
+    rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const p = rollup && /Pss:\s+(\d+)/.exec(rollup);
     if (p) pss += Number(p[1]);
     else havePss = false;
   }
   return { rssMiB: rss / 1024, ...(havePss ? { pssMiB: pss / 1024 } : {}) };
+}
+
+/** A process gone, a zombie, or exiting (state X/Z in /proc/<pid>/stat, or no stat at all). */
+async function exiting(pid: number): Promise<boolean> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  return stat === undefined || /^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
 }
 
 /** Samples memory every `everyMs` while `work` runs; returns the peak. */

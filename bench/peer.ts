@@ -56,6 +56,17 @@ export interface PeerLab {
   bootMs: Record<string, number>;
   /** Set when started with `tls: true`. */
   tls?: PeerTls;
+  /** The sender Postfix's queue, for the bench's queue-depth series. */
+  senderQueue: {
+    /** `postqueue -p` of the sender instance: its output. */
+    list(): Promise<string>;
+    /** `postfix stop` on the receiver instance: the sender then defers what it relays (connection refused). */
+    stopReceiver(): Promise<void>;
+    /** The sender instance's processes (its master's family). */
+    pids(): number[];
+    /** SIGKILL to every process of the sender instance, as a crash would, then `postfix start` on it again. */
+    killAndStart(): Promise<void>;
+  };
   /** Stops everything (SIGTERM to the masters, SIGKILL to what is left after 2.5 s) and removes the temp dir; idempotent. */
   stop(): Promise<void>;
 }
@@ -94,6 +105,7 @@ const BOB = MAILBOX_USERS[0]!;
 
 const POSTFIX = '/usr/sbin/postfix';
 const POSTCONF = '/usr/sbin/postconf';
+const POSTQUEUE = '/usr/sbin/postqueue';
 const POSTFIX_MASTER = '/usr/lib/postfix/sbin/master';
 const DOVECOT = '/usr/sbin/dovecot';
 const DOVECOT_HELPERS = ['/usr/lib/dovecot/imap', '/usr/lib/dovecot/imap-login', '/usr/lib/dovecot/lmtp'];
@@ -427,6 +439,12 @@ function postfixMainCf(o: { dir: string; hostname: string; ip: string; extra: st
     'smtpd_peername_lookup = no',
     ...(o.tls ? postfixTls(o.tls) : ['smtp_tls_security_level = none', 'smtpd_tls_security_level = none']),
     'smtputf8_enable = yes',
+    // The bench's message-size series sends 10 MiB messages; Postfix's default (10,240,000 octets) is just under
+    // that, and maillab's MTA takes 25 MiB: 40 MiB here (under mailbox_size_limit's default, which Postfix requires).
+    'message_size_limit = 41943040',
+    // Postfix's default per-client limit (50, like maillab's) would refuse part of the 100-connection series; the
+    // bench's maillab lab raises its limit the same way.
+    'smtpd_client_connection_count_limit = 200',
     // Logging without syslog: every program sends to postlogd, which appends to this file.
     `maillog_file = ${o.dir}/maillog`,
     `maillog_file_prefixes = ${o.dir}`,
@@ -593,6 +611,14 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
     const out = descendants(roots, procs);
     for (const pid of out) seen.add(pid);
     return out.sort((a, b) => a - b);
+  };
+
+  /** The sender Postfix's processes: its master's family and whatever works in its directory. */
+  const senderFamily = (): number[] => {
+    const procs = listProcs();
+    const master = masterPids.get('postfix-sender');
+    const roots = [...(master ? [master] : []), ...procs.filter((p) => p.pid !== process.pid && worksIn(p.pid, senderDir)).map((p) => p.pid)];
+    return descendants(roots, procs);
   };
 
   const handle = {
@@ -813,6 +839,30 @@ export async function startPeer(options?: PeerOptions): Promise<PeerLab | { skip
       imap: { host: DOVECOT_IP, port: 143, user: BOB.user, pass: BOB.pass },
       bobMaildir: path.join(mailRoot, BOB.user, 'Maildir'),
       pids: async () => collect(),
+      senderQueue: {
+        list: async () => {
+          const r = await run(POSTQUEUE, ['-c', path.join(senderDir, 'etc'), '-p'], { timeoutMs: 120_000 });
+          if (r.code !== 0) throw new Error(`postqueue -p (sender) exited with ${r.code}: ${r.stderr.trim()}`);
+          return r.stdout;
+        },
+        stopReceiver: async () => {
+          const r = await run(POSTFIX, ['-c', path.join(receiverDir, 'etc'), 'stop'], { timeoutMs: 30_000 });
+          if (r.code !== 0) throw new Error(`postfix stop (receiver) exited with ${r.code}: ${r.stderr.trim()}`);
+          masterPids.delete('postfix-receiver');
+        },
+        pids: () => senderFamily(),
+        killAndStart: async () => {
+          for (const pid of senderFamily()) signal(pid, 'SIGKILL');
+          const deadline = Date.now() + 10_000;
+          while (senderFamily().some(alive)) {
+            if (Date.now() > deadline) throw new Error('the sender Postfix processes outlived SIGKILL for 10 s');
+            await sleep(10);
+          }
+          const r = await run(POSTFIX, ['-c', path.join(senderDir, 'etc'), 'start'], { timeoutMs: 30_000 });
+          if (r.code !== 0) throw new Error(`postfix start (sender, after SIGKILL) exited with ${r.code}: ${r.stderr.trim()}`);
+          masterPids.set('postfix-sender', await readPid(path.join(senderDir, 'spool', 'pid', 'master.pid')));
+        },
+      },
       bootMs,
       ...(tls ? { tls } : {}),
       stop,

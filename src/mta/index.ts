@@ -6,6 +6,7 @@
 //
 // Control operations and events: see the contract, api.ts.
 import path from 'node:path';
+import { DnsAnswerCache } from '../dns/cache.js';
 import { createLabResolver, resolveMxTargets, resolveTlsa } from '../dns/index.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, DEFAULT_DATA_TIMEOUT_MS, type Endpoint, type MtaNodeConfig } from '../shared/config.js';
 import { headerSection } from '../shared/headers.js';
@@ -43,6 +44,9 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
   const dkim = new DkimSigner(config.dkim ?? []);
   // DNS queries leave from the node's address too, so the lab DNS's log names the MTA (issue 15).
   const resolver = createLabResolver(config.resolver, { localAddress: config.address });
+  // MX resolution's questions (issue 17): identical ones in flight share one answer; A/AAAA kept only when the lab
+  // configures it (config.dnsCache), because the lab's DNS edits and faults must apply to the next message.
+  const answers = new DnsAnswerCache(resolver, { maxTtlSeconds: config.dnsCache?.maxTtlSeconds ?? 0 }).asMxResolver();
   // Outbound connections leave from the node's address, the one its PTR record and Received headers name.
   // Every reply but the end of data's, and a stalled connection, within commandTimeoutMs (60 s unless the lab says).
   const client = { ehloName: config.hostname, localAddress: config.address, connectTimeoutMs: config.connectTimeoutMs, socketTimeoutMs: config.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS };
@@ -65,10 +69,10 @@ export const startMta: RoleStarter<MtaNodeConfig, MtaContract> = async (ctx) => 
       ...(config.relayPorts ? { relayPorts: config.relayPorts } : {}),
       ...(config.transport ? { transport: config.transport } : {}),
       // A route's next hop by its own A/AAAA records: an empty MX answer makes the resolution the host's implicit MX.
-      lookupHost: (host: string) => resolveMxTargets({ resolveMx: async () => [], resolve4: resolver.resolve4.bind(resolver), resolve6: resolver.resolve6.bind(resolver) }, host),
+      lookupHost: (host: string) => resolveMxTargets({ resolveMx: async () => [], resolve4: answers.resolve4.bind(answers), resolve6: answers.resolve6.bind(answers) }, host),
       ...(config.labAddresses ? { labAddresses: config.labAddresses } : {}),
       ...(config.tlsPolicy ? { tlsPolicy: config.tlsPolicy } : {}),
-      lookupMx: (domain) => resolveMxTargets(resolver, domain),
+      lookupMx: (domain) => resolveMxTargets(answers, domain),
       // MTA-STS policies are fetched over HTTPS verified against the lab CA, so they need the node's `tls`.
       ...(config.mtaSts && config.tls
         ? {

@@ -316,6 +316,12 @@ export interface MtaNodeConfig extends BaseNodeConfig {
   /** Timeout for connecting to a remote MX. */
   connectTimeoutMs: number;
   /**
+   * Keep the A/AAAA answers of MX resolution for their TTL, at most `maxTtlSeconds` (src/dns/cache.ts; MX answers
+   * are never kept). Absent: nothing is kept, so a DNS edit or fault takes effect on the next message whatever the
+   * TTL (scenario 45); identical questions in flight at the same moment are shared either way.
+   */
+  dnsCache?: { maxTtlSeconds: number };
+  /**
    * How long the MTA waits, relaying to an MX, from the start of the message data to the reply to its final dot
    * (RFC 5321 §4.5.3.2: data blocks 3 min, the end-of-data reply 10 min, Postfix's smtp_data_done_timeout 600 s).
    * Past it the recipients are deferred with a timeout naming the stage. Absent: DEFAULT_DATA_TIMEOUT_MS.
