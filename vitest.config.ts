@@ -27,7 +27,7 @@ export default defineConfig({
     maxWorkers: 2,
     projects: [
       // Everything, on the default lab (or MAILLAB_LAB's).
-      { extends: true, test: { name: 'default', include: ['src/**/*.test.ts', 'scenarios/**/*.test.ts', 'examples/**/*.test.ts'] } },
+      { extends: true, test: { name: 'default', include: ['src/**/*.test.ts', 'scenarios/**/*.test.ts', 'examples/**/*.test.ts', 'bench/**/*.test.ts'] } },
       ...REAL_SERVER_LABS.map((lab) => ({
         extends: true as const,
         test: { name: path.basename(lab, '.ts'), include: SERVER_NEUTRAL_SCENARIOS, env: { MAILLAB_LAB: lab } },
