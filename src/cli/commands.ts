@@ -12,7 +12,7 @@ import { labNodeNames, planLab } from '../harness/topology.js';
 import { loadLabFile } from '../harness/lab-file.js';
 import { MaillabReporter } from '../report/reporter.js';
 import { forgetRunningLab, recordRunningLab, runningLabsDir } from './running-labs.js';
-import { option } from './poke.js';
+import { option } from './args.js';
 
 export { loadLabFile };
 

@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../harness/runtime/types.js';
-import { option } from './poke.js';
+import { option } from './args.js';
 
 /** The lab name of the templates, replaced by the user's (`--name`). */
 const TEMPLATE_LAB = 'mail';

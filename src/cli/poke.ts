@@ -7,21 +7,8 @@ import { normalizeMessageId } from '../harness/history/history.js';
 import { ControlClient } from '../shared/control.js';
 import type { LabEvent } from '../shared/events.js';
 import type { MtaContract, QueueEntryView } from '../mta/api.js';
+import { option, options } from './args.js';
 import { nodeOfRole, pickRunningLab, runningLabs, type RunningLab } from './running-labs.js';
-
-/** Every value of a repeatable option (`--to a --to b`); comma-separated lists count too. */
-export function options(args: string[], name: string): string[] {
-  const values: string[] = [];
-  args.forEach((a, i) => {
-    if (a === name && args[i + 1] !== undefined) values.push(...args[i + 1]!.split(',').filter(Boolean));
-  });
-  return values;
-}
-
-export function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
 
 /** `maillab send`: one message submitted as a lab user over the MTA's submission port (STARTTLS with the lab CA). */
 export async function send(args: string[]): Promise<number> {
