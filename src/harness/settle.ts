@@ -37,12 +37,17 @@ export async function waitForState<T>(
 ): Promise<T> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_MS;
   const deadline = now() + timeoutMs;
+  // How the looks went, for the failure: a node too slow to answer reads differently from a state that never came.
+  let looks = 0;
+  let slowest = 0;
   for (;;) {
     const since = now();
     const state = await look();
+    looks++;
+    slowest = Math.max(slowest, now() - since);
     if (done(state)) return state;
     const left = deadline - now();
-    if (left <= 0) throw history.timeoutError(options.what, timeoutMs, options.show(state));
+    if (left <= 0) throw history.timeoutError(options.what, timeoutMs, `${options.show(state)} (${looks} look${looks === 1 ? '' : 's'}, the slowest took ${Math.round(slowest)} ms)`);
     await history.next({ where: options.wake }, { timeoutMs: Math.min(left, STATE_POLL_MS), after: since });
   }
 }

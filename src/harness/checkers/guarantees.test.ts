@@ -231,6 +231,38 @@ describe('checkDeliveryGuarantees', () => {
     expect(none.message).toMatch(/stored 1 times for bob@receiver\.test .*; bob@receiver\.test's folder holds 2 copies, 1 without a stored event/);
   });
 
+  it('reads the folder of a delivered pair: a second copy whose stored event arrives after the sender\'s relayed is counted', async () => {
+    // Each node's events come on their own stream: here the MTA's relayed (the 250 after the retry) arrived before
+    // the mailbox server's event of the copy that retry stored. Only the folder settles the count.
+    const w = world();
+    w.ev.queued(0);
+    w.ev.active(1);
+    w.ev.stored(5);
+    w.ev.fault(6, 'mx', { source: 'smtp', rule: 'lost-250', action: 'drop', stage: 'end-of-data', effect: 'connection closed before the reply', sender: ALICE, recipients: [BOB], hop: HOP });
+    w.ev.deferred(7, { command: 'end of data', error: 'session lost' });
+    w.ev.active(300, [BOB], 2);
+    w.ev.relayed(320);
+    let finds = 0;
+    const target: DeliveryTarget = {
+      history: w.history,
+      mta: () => ({ queue: async () => [] }),
+      mailbox: (user) => ({
+        find: async () => {
+          finds++;
+          // The late event comes while the checker waits for it.
+          setTimeout(() => w.ev.stored(310), 20);
+          return user === BOB ? [{}, {}] : [];
+        },
+      }),
+    };
+    const report = await checkDeliveryGuarantees(target, owed, { timeoutMs: 1000 });
+    expect(finds).toBe(1);
+    expect(report.duplicates).toMatchObject([{ rcpt: BOB, copies: 2, stored: [{ kind: 'stored' }, { kind: 'stored' }], cause: { kind: 'drop-after-dot' } }]);
+    // A folder that cannot be read (a recipient outside the lab's mailboxes) leaves the stored events to count.
+    const elsewhere = await checkDeliveryGuarantees({ ...target, mailbox: () => ({ find: async () => Promise.reject(new Error('no such user')) }) }, owed, { timeoutMs: 1000 });
+    expect(elsewhere.duplicates).toMatchObject([{ rcpt: BOB, copies: 2 }]);
+  });
+
   it('waits for the stored events of copies the folder holds, and with no fault in the message\'s life finds no cause', async () => {
     const w = world();
     w.ev.queued(0);

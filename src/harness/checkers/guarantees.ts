@@ -81,6 +81,19 @@ export interface DeliveryTarget {
 }
 
 const SETTLED = new Set(['relayed', 'delivered', 'bounced', 'expired']);
+
+/**
+ * The copies of a message in a recipient's INBOX, for a pair the sender recorded as delivered; 0 where the folder
+ * cannot be read (a recipient outside the lab's mailboxes): the `stored` events alone count then.
+ */
+async function copiesInFolder(lab: DeliveryTarget, rcpt: string, messageId: string): Promise<number> {
+  if (!lab.mailbox) return 0;
+  try {
+    return (await lab.mailbox(rcpt).find(messageId)).length;
+  } catch {
+    return 0;
+  }
+}
 /** Nemesis actions that can make a receiver commit a message whose `250` its client never recorded. */
 const NODE_FAULTS = new Set(['node-stop', 'node-kill', 'node-restart', 'node-pause', 'node-disconnect']);
 /**
@@ -103,6 +116,12 @@ const CAUSE_SLACK_MS = 50;
  * Decidable once the sender settled every pair (relayed, delivered, bounced, expired), or, with `mta()`, once its
  * queue is empty. Fails on a pair neither stored nor bounced (lost), a pair both stored and bounced, a pair bounced
  * twice, and a duplicate nothing explains; with `duplicates: 'none'`, on any duplicate (naming its cause).
+ *
+ * Copies are counted from the `stored` events and, with `mailbox()`, from the recipient's folder: each node's events
+ * arrive on their own stream, so the sender's `relayed` can arrive before the mailbox server's `stored` of a second
+ * copy, and the folder (which the MX's 250 came after) is what settles the count. Without `mailboxCopies`, the folder
+ * of each delivered pair is read once through `find` (a read of the whole folder); for hundreds of messages pass
+ * `mailboxCopies` (checkNoneLost's `duplicates`, one read of each folder) instead.
  */
 export async function checkDeliveryGuarantees(
   lab: DeliveryTarget,
@@ -154,7 +173,11 @@ export async function checkDeliveryGuarantees(
         });
       }
       // The folder holds more copies than `stored` events arrived: wait for the others (a moment, as for the first).
-      const inFolder = held.get(`${normalizeMessageId(m.messageId)}\0${rcpt}`) ?? 0;
+      const inFolder = options.mailboxCopies
+        ? (held.get(`${normalizeMessageId(m.messageId)}\0${rcpt}`) ?? 0)
+        : outcomes.some((e) => e.kind === 'relayed' || e.kind === 'delivered')
+          ? await copiesInFolder(lab, rcpt, m.messageId)
+          : 0;
       if (inFolder > history.events.filter(storedFor).length) {
         await history.waitForCount({ where: storedFor }, inFolder, { ...streamLag(), description: `${inFolder} stored events for ${rcpt}` }).catch((err: unknown) => {
           if (!(err instanceof WaitTimeoutError)) throw err;
@@ -163,7 +186,7 @@ export async function checkDeliveryGuarantees(
       const stored = history.events.filter(storedFor);
       const bounces = outcomes.filter((e) => e.kind === 'bounced' || e.kind === 'expired');
       if (stored.length === 0 && bounces.length === 0) {
-        const copies = lab.mailbox ? (await lab.mailbox(rcpt).find(m.messageId)).length : 0;
+        const copies = inFolder || (lab.mailbox ? (await lab.mailbox(rcpt).find(m.messageId)).length : 0);
         if (copies > 0) {
           // Stored, but the event died with a killed node: the mailbox shows it.
           report.delivered++;
