@@ -133,11 +133,11 @@ function signed(s: Stats | undefined, unit: string, digits: number): string {
 }
 
 /** The Markdown report: the table of every role and variant, the snapshot's paired deltas, and the failures. */
-export function snapshotMarkdown(results: readonly RoleResult[], meta: { runs: number; node: string; date: string }): string[] {
+export function snapshotMarkdown(results: readonly RoleResult[], meta: { runs: number; node: string; date: string; load?: string }): string[] {
   const lines = [
     `# Startup snapshot (issue 17)`,
     ``,
-    `${meta.date}, Node ${meta.node}, ${meta.runs} interleaved rounds (variant order alternating). Boot: spawn → every service of the node greeted (after its MAILLAB_READY line); memory (RSS, PSS from /proc/<pid>/smaps_rollup) read right then. \`${LAB_ROW}\`: the four nodes spawned together, as the local runtime starts a lab: the slowest node's times, the memory summed (blob and build: the four's sum). Median (min–max).`,
+    `${meta.date}, Node ${meta.node}, ${meta.runs} interleaved rounds (variant order alternating). Boot: spawn → every service of the node greeted (after its MAILLAB_READY line); memory (RSS, PSS from /proc/<pid>/smaps_rollup) read right then. \`${LAB_ROW}\`: the four nodes spawned together, as the local runtime starts a lab: the slowest node's times, the memory summed (blob and build: the four's sum). Median (min–max).${meta.load ? ` Load average (1 min) ${meta.load}: the machine is shared, and the lab row, four processes on its cores, feels it most.` : ''}`,
     ``,
     `| role | start | boot, ms | ready line, ms | RSS, MiB | PSS, MiB |`,
     `| --- | --- | --- | --- | --- | --- |`,
@@ -616,6 +616,7 @@ async function main(): Promise<void> {
   if (unknown.length) throw new Error(`SNAPSHOT_ROLES: unknown role(s) ${unknown.join(', ')}; the roles are ${ROLES.join(', ')}`);
   const root = packageRoot();
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'maillab-snapshot-'));
+  const loadAtStart = os.loadavg()[0]!;
   try {
     log(`starting the default lab once for its node configurations`);
     const { configs, ca } = await labConfigs();
@@ -640,7 +641,7 @@ async function main(): Promise<void> {
       };
       results.push(await rounds(LAB_ROW, outcome, roles.map((role) => ({ role, built: built[role]!, config: configs[role] })), ca, dir));
     }
-    const meta = { runs: RUNS, node: process.versions.node, date: new Date().toISOString() };
+    const meta = { runs: RUNS, node: process.versions.node, date: new Date().toISOString(), load: `${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end` };
     const md = snapshotMarkdown(results, meta).join('\n') + '\n';
     const json = {
       ...meta,
