@@ -32,6 +32,24 @@ const packagesExternal = {
   },
 };
 
+/**
+ * mailauth's BIMI check, left out of the node bundle: the MX runs `authenticate` with `disableBimi` (BIMI is not part
+ * of the lab's checks), yet mailauth loads its BIMI module on import, and with it undici and @postalsys/vmc (an X.509
+ * root store built at load): a third of the MX's start-up (bench, issue 17). In their place, a module whose functions
+ * throw, naming why, should anything ever call them.
+ */
+const withoutBimi = {
+  name: 'without-bimi',
+  setup(b) {
+    b.onResolve({ filter: /^\.\/bimi(\/validate-svg)?$/ }, (args) => (/[\\/]mailauth[\\/]lib$/.test(args.resolveDir) ? { path: args.path, namespace: 'without-bimi' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'without-bimi' }, () => ({
+      contents: `const off = (name) => () => { throw new Error('mailauth ' + name + ': BIMI is left out of the maillab node bundle (build.mjs); the MX calls authenticate with disableBimi'); };
+module.exports = { bimi: off('bimi'), validateVMC: off('validateVMC'), validateSvg: off('validateSvg') };`,
+      loader: 'js',
+    }));
+  },
+};
+
 // The library's entries share chunks, so `maillab` and `maillab/vitest` hold the same classes and module state.
 const libraryEntries = {
   index: 'src/index.ts',
@@ -44,9 +62,9 @@ const libraryEntries = {
 await Promise.all([
   // Minified and split by role (chunks in dist/node-chunks/): every node process parses only its own role's
   // code at start-up, and boot time is a feature. Self-contained: it is what the container image runs.
-  build({ ...common, entryPoints: { node: 'src/node-main.ts' }, outdir: 'dist', minify: true, keepNames: true, splitting: true, chunkNames: 'node-chunks/[name]-[hash]' }),
+  build({ ...common, entryPoints: { node: 'src/node-main.ts' }, outdir: 'dist', minify: true, keepNames: true, splitting: true, chunkNames: 'node-chunks/[name]-[hash]', plugins: [withoutBimi] }),
   build({ ...common, entryPoints: libraryEntries, outdir: 'dist', splitting: true, chunkNames: 'lib-chunks/[name]-[hash]', plugins: [packagesExternal] }),
-  build({ ...common, entryPoints: { bench: 'bench/bench.ts', 'bench-peer-check': 'bench/peer-check.ts' }, outdir: 'dist', packages: 'external' }),
+  build({ ...common, entryPoints: { bench: 'bench/bench.ts', 'bench-peer-check': 'bench/peer-check.ts', 'bench-snapshot': 'bench/snapshot.ts' }, outdir: 'dist', packages: 'external' }),
 ]);
 
 // The report inlines Mermaid's browser bundle (it must work offline): shipped in dist/, so users need no mermaid install.

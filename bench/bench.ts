@@ -18,6 +18,7 @@ import { DnsAnswerCache } from '../src/dns/cache.js';
 import { createLabResolver, resolveMxTargets, type MxResolver } from '../src/dns/index.js';
 import type { Endpoint } from '../src/shared/config.js';
 import { durableWrites } from './disk.js';
+import { bareNodes, floorLines } from './floor.js';
 import { Figures, figureJson, figuresTable, fmt, fmtRatio, goalsTable, judge, orderOf, ratioStats, statsOf, type FigureDef, type Goal, type Who } from './figures.js';
 import { linePlot } from './plot.js';
 import { profilesByPid, summarise, summaryLines } from './profile.js';
@@ -65,6 +66,9 @@ const F = {
   mxRate: { id: 'mx-rate', title: `Inbound MX: ${THROUGHPUT_COUNT} × 1 KiB to the MX, until stored (MX → LMTP → Maildir)`, unit: 'msg/s', better: 'higher' },
   memoryIdle: { id: 'memory-idle', title: 'Memory idle (just booted, every service greeted): RSS sum', unit: 'MiB', better: 'lower' },
   memoryIdlePss: { id: 'memory-idle-pss', title: 'Memory idle (just booted, every service greeted): PSS sum', unit: 'MiB', better: 'lower' },
+  floorBoot: { id: 'floor-boot', title: 'Floor: four bare Node processes (one per node of the default lab), started at once, until each listens', unit: 'ms', better: 'lower' },
+  floorIdle: { id: 'floor-memory-idle', title: 'Floor: the same four bare Node processes, idle: RSS sum', unit: 'MiB', better: 'lower' },
+  floorIdlePss: { id: 'floor-memory-idle-pss', title: 'Floor: the same four bare Node processes, idle: PSS sum', unit: 'MiB', better: 'lower' },
   memoryPeak: { id: 'memory-peak', title: 'Memory at throughput peak: RSS sum', unit: 'MiB', better: 'lower' },
   memoryPeakPss: { id: 'memory-peak-pss', title: 'Memory at throughput peak: PSS sum', unit: 'MiB', better: 'lower' },
   dnsLookup: { id: 'dns-mx-resolution', title: "DNS: one MX resolution as the MTA makes it (MX, then A and AAAA of the exchange), from the bench, lab DNS", unit: 'ms', better: 'lower' },
@@ -207,7 +211,12 @@ async function bootRounds(): Promise<{ peerName?: string }> {
         const { ms, idle } = await bootOnce('local');
         figures.sample(F.bootLocal, 'ours', round, ms);
         sampleIdle('ours', round, idle);
-        log(`boot round ${round + 1}: maillab ${ms.toFixed(0)} ms`);
+        // The floor right after, in the same round: four bare Node processes, what any lab of four nodes starts with.
+        const floor = await bareNodes(4, memory);
+        figures.sample(F.floorBoot, 'ours', round, floor.ms);
+        figures.sample(F.floorIdle, 'ours', round, floor.measured.rssMiB);
+        if (floor.measured.pssMiB !== undefined) figures.sample(F.floorIdlePss, 'ours', round, floor.measured.pssMiB);
+        log(`boot round ${round + 1}: maillab ${ms.toFixed(0)} ms (floor ${floor.ms.toFixed(0)} ms)`);
       } else if (peerSkipped === undefined) {
         const peer = await startPeer({ log });
         if ('skipped' in peer) {
@@ -1039,6 +1048,21 @@ function sumCounts(list: Record<string, number>[]): Record<string, number> {
   return out;
 }
 
+/** The floors of a lab of four Node processes against the peer (bench/floor.ts), when both were measured. */
+function floorSection(): string[] {
+  const row = (what: string, unit: string, floor: FigureDef, figure: FigureDef, goal: number) => {
+    const f = figures.get(floor.id);
+    const p = figures.get(figure.id);
+    return { what, unit, goal, ...(f && statsOf(f, 'ours') ? { floor: statsOf(f, 'ours') } : {}), ...(p && statsOf(p, 'peer') ? { peer: statsOf(p, 'peer') } : {}) };
+  };
+  const lines = floorLines([
+    row('Local boot', 'ms', F.floorBoot, F.bootLocal, 2),
+    row('Idle memory, RSS', 'MiB', F.floorIdle, F.memoryIdle, 1),
+    row('Idle memory, PSS', 'MiB', F.floorIdlePss, F.memoryIdlePss, 1),
+  ]);
+  return lines.length ? [`## Floors of a lab of four Node processes`, ``, ...lines.map((l) => `- ${l}`), ``] : [];
+}
+
 async function report(started: Date, peerName?: string, suffix = '', extra: string[] = [], scale?: Figures) {
   const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: os.loadavg() };
   const dir = path.join(packageRoot(), 'bench', 'results');
@@ -1058,6 +1082,7 @@ async function report(started: Date, peerName?: string, suffix = '', extra: stri
     ...goals.map((g) => `**${g}**`),
     ...(goals.length ? [``] : []),
     ...(figures.all().length ? [`## Figures`, ``, ...figuresTable(figures), ``] : []),
+    ...floorSection(),
     ...extra,
     ...notes.map((n) => `- ${n}`),
     ``,

@@ -1,4 +1,6 @@
-// Keys of a lab's mail authentication (issue 12), made at every lab start like its certificates, never kept:
+// Keys of a lab's mail authentication (issue 12). RSA keys are made once per machine and kept between starts
+// (key-cache.ts: their generation was the largest cost of a start; MAILLAB_FRESH_KEYS=1 makes new ones every time);
+// Ed25519 keys are made at every start:
 // - DKIM (RFC 6376): one key per selector of a domain (`domains[d].dkim`), RSA 2048 or Ed25519 (RFC 8463). The
 //   public key goes in the lab DNS at `<selector>._domainkey.<domain>` (unless `publish: false`), the private key to
 //   every MTA as a signer (the first selector with `sign` not false).
@@ -7,6 +9,7 @@
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { DkimSigningConfig, NodeConfig, ZoneConfig } from '../shared/config.js';
+import { labRsaKey } from './key-cache.js';
 import type { DkimDefinition, LabDefinition } from './topology.js';
 
 const generate = promisify(generateKeyPair);
@@ -33,10 +36,20 @@ export function dkimRecord(publicKey: KeyObject, algorithm: DkimSigningConfig['a
   return algorithm === 'ed25519-sha256' ? `v=DKIM1; k=ed25519; p=${spki.subarray(spki.length - 32).toString('base64')}` : `v=DKIM1; k=rsa; p=${spki.toString('base64')}`;
 }
 
+/**
+ * The key of a lab start's `index`-th selector (its DKIM selectors, then its ARC sealers): a kept RSA key
+ * (key-cache.ts), each index its own, or a new Ed25519 key.
+ */
+async function labDkimKey(algorithm: DkimSigningConfig['algorithm'], index: number): Promise<{ privateKey: string; record: string }> {
+  if (algorithm === 'ed25519-sha256') return newDkimKey(algorithm);
+  const key = await labRsaKey(index);
+  return { privateKey: key.privateKey, record: dkimRecord(key.publicKey, algorithm) };
+}
+
 /** Keys for every DKIM selector of the lab's domains. */
 export async function issueDkimKeys(definition: LabDefinition): Promise<IssuedDkimKey[]> {
   const wanted = Object.entries(definition.domains).flatMap(([domain, def]) => (def.dkim ?? []).map((key) => [domain.toLowerCase(), key] as const));
-  return Promise.all(wanted.map(async ([domain, key]) => issued(domain, key, await newDkimKey(key.algorithm ?? 'rsa-sha256'))));
+  return Promise.all(wanted.map(async ([domain, key], index) => issued(domain, key, await labDkimKey(key.algorithm ?? 'rsa-sha256', index))));
 }
 
 function issued(domain: string, key: DkimDefinition, made: { privateKey: string; record: string }): IssuedDkimKey {
@@ -75,6 +88,8 @@ export async function equipWithMailAuth(definition: LabDefinition, nodes: Record
   const dns = Object.values(nodes).find((config) => config.role === 'dns');
   const zones = dns?.role === 'dns' ? dns.zones : [];
   const keys = await issueDkimKeys(definition);
+  // The sealers' keys come after the selectors' in the start's key order: no two share a key.
+  let nextIndex = keys.length;
   for (const key of keys) if (key.publish) publishTxt(zones, `${key.selector}._domainkey.${key.domain}`, key.record);
   const signers = signersOf(keys);
   const sealers = Object.values(nodes).filter((config) => config.role === 'mx' && config.forwards && Object.keys(config.forwards).length);
@@ -82,7 +97,7 @@ export async function equipWithMailAuth(definition: LabDefinition, nodes: Record
     sealers.map(async (config) => {
       if (config.role !== 'mx') return;
       const domain = config.domains[0]!.toLowerCase();
-      const key = await newDkimKey('rsa-sha256');
+      const key = await labDkimKey('rsa-sha256', nextIndex++);
       publishTxt(zones, `${ARC_SELECTOR}._domainkey.${domain}`, key.record);
       config.arcSeal = { domain, selector: ARC_SELECTOR, privateKey: key.privateKey };
     }),

@@ -57,7 +57,17 @@ export async function startControlServer(options: {
         const since = Number(url.searchParams.get('since') ?? 0);
         res.writeHead(200, { 'content-type': 'application/x-ndjson' });
         res.flushHeaders();
-        const write = (e: LabEvent) => res.write(JSON.stringify(e) + '\n');
+        // The events of one turn of the event loop go out as one chunk: one write (a writev of the chunk's framing
+        // and data) per event was a quarter of the DNS node's CPU and a tenth of the MX's under load (bench profiles).
+        let pending: string[] = [];
+        const flush = () => {
+          const chunk = pending.join('');
+          pending = [];
+          if (!res.destroyed && !res.writableEnded) res.write(chunk);
+        };
+        const write = (e: LabEvent) => {
+          if (pending.push(JSON.stringify(e) + '\n') === 1) setImmediate(flush);
+        };
         for (const e of options.events.since(since)) write(e);
         const unsubscribe = options.events.subscribe(write);
         res.on('close', unsubscribe);
