@@ -19,6 +19,7 @@ import { createLabResolver, resolveMxTargets, type MxResolver } from '../src/dns
 import type { Endpoint } from '../src/shared/config.js';
 import { durableWrites } from './disk.js';
 import { bareNodes, floorLines } from './floor.js';
+import { lastSuiteSection, measureSuite, suiteLines } from './suite.js';
 import { Figures, figureJson, figuresTable, fmt, fmtRatio, goalsTable, judge, orderOf, ratioStats, statsOf, type FigureDef, type Goal, type Who } from './figures.js';
 import { linePlot } from './plot.js';
 import { profilesByPid, summarise, summaryLines } from './profile.js';
@@ -49,10 +50,12 @@ for (const [name, value] of Object.entries({ BENCH_RUNS: RUNS, BENCH_LATENCY_SAM
  * `BENCH_ONLY=scale`, the size and connection series alone (bench/results/latest-scale.{json,md} and SVG plots);
  * `BENCH_ONLY=mailbox`, the mailbox-size series alone (bench/results/latest-mailbox.{json,md} and SVG plots);
  * `BENCH_ONLY=queue`, the queue-depth series alone (bench/results/latest-queue.{json,md});
- * `BENCH_ONLY=profile`, CPU profiles of the lab's nodes over a throughput run (bench/results/latest-profile.{json,md}).
+ * `BENCH_ONLY=profile`, CPU profiles of the lab's nodes over a throughput run (bench/results/latest-profile.{json,md});
+ * `BENCH_ONLY=suite`, the scenario suite's wall time on both runtimes (bench/results/latest-suite.{json,md}), which
+ * every full run then prints for the record.
  */
 const ONLY = process.env.BENCH_ONLY;
-const PARTS = ['imap', 'tls', 'scale', 'mailbox', 'queue', 'profile'];
+const PARTS = ['imap', 'tls', 'scale', 'mailbox', 'queue', 'profile', 'suite'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the partial runs are ${PARTS.map((p) => `BENCH_ONLY=${p}`).join(', ')}`);
 /** Carol on both systems (same password in lab/default.ts and bench/peer.ts): bob's INBOX is full of throughput mail. */
 const IMAP_USER = { user: 'carol@receiver.test', pass: 'carol-secret' };
@@ -533,6 +536,7 @@ async function main() {
   if (ONLY === 'mailbox') return mailboxOnly(started);
   if (ONLY === 'queue') return queueOnly(started);
   if (ONLY === 'profile') return profileOnly(started);
+  if (ONLY === 'suite') return suiteOnly();
   log(`boot: local runtime, ${RUNS} interleaved rounds`);
   const { peerName } = await bootRounds();
   log('boot: docker runtime');
@@ -587,7 +591,19 @@ async function main() {
     errors.push(`The CPU profiles failed: ${err.message.split('\n')[0]}`);
     return [];
   });
-  await report(started, peer?.name ?? peerName, '', [...(scaleLines.length ? [`## Scale series`, ``, ...scaleLines] : []), ...profile], scale);
+  const suite = await lastSuiteSection(path.join(packageRoot(), 'bench', 'results', 'latest-suite.json'));
+  await report(started, peer?.name ?? peerName, '', [...(scaleLines.length ? [`## Scale series`, ``, ...scaleLines] : []), ...profile, ...suite], scale);
+}
+
+/** `BENCH_ONLY=suite`: the scenario suite on both runtimes, timed; the record every full run prints. */
+async function suiteOnly() {
+  const dir = path.join(packageRoot(), 'bench', 'results');
+  const record = await measureSuite(packageRoot(), log);
+  await fs.mkdir(dir, { recursive: true });
+  await fs.writeFile(path.join(dir, 'latest-suite.json'), JSON.stringify(record, null, 2) + '\n');
+  const lines = [`# maillab scenario suite`, ``, `${record.date} · Node ${record.node} · ${record.cores} cores`, ``, ...suiteLines(record), ``];
+  await fs.writeFile(path.join(dir, 'latest-suite.md'), lines.join('\n'));
+  process.stdout.write(lines.join('\n'));
 }
 
 /** `BENCH_ONLY=tls`: the TLS throughput and latency figures alone. */
