@@ -392,6 +392,22 @@ describe('checkFlagsConverge', () => {
     expect((await failureOf(checkFlagsConverge({ history: new History() }, { user: BOB }))).message).toMatch(/needs two devices or more; found none of bob@receiver\.test/);
   });
 
+  it('names every message the devices disagree on, in UID order, whichever changed first', async () => {
+    const w = world();
+    const other = '<m2@client.sender.test>';
+    for (const dev of ['phone', 'laptop']) {
+      device(w, 0, dev, 'device-synced', 1, []);
+      w.add(0, `${BOB}/${dev}`, 'device-synced', { uid: 2, flags: [] }, { messageId: other });
+    }
+    // The laptop reads uid 2 first, then deletes uid 1; the phone hears neither.
+    w.add(1, `${BOB}/laptop`, 'device-flags', { uid: 2, flags: ['\\Seen'] }, { messageId: other });
+    device(w, 2, 'laptop', 'device-removed', 1);
+    const failure = await failureOf(checkFlagsConverge({ history: w.history }, { user: BOB, timeoutMs: 50 }));
+    expect(failure.message.split('\n')[0]).toBe(
+      `IMAP flags did not converge: message ${ID} (uid 1): ${BOB}/laptop (absent), ${BOB}/phone []; message ${other} (uid 2): ${BOB}/laptop [\\Seen], ${BOB}/phone []`,
+    );
+  });
+
   it('\\Recent, which one session only sees (RFC 3501 §2.3.2), is no disagreement; any other flag is', async () => {
     const w = world();
     device(w, 0, 'phone', 'device-synced', 1, ['\\Recent']);

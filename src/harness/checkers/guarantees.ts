@@ -400,25 +400,27 @@ function deviceViews(history: History, devices: readonly string[]): Map<string, 
 }
 
 /** The first disagreement between devices' views, in words, or undefined when they agree. */
-function disagreement(views: Map<string, Map<number, { flags: string; messageId?: string }>>): { uid: number; messageId?: string; text: string } | undefined {
+function disagreement(views: Map<string, Map<number, { flags: string; messageId?: string }>>): { uid: number; messageId?: string; text: string }[] {
   const uids = new Set<number>();
   for (const view of views.values()) for (const uid of view.keys()) uids.add(uid);
+  const differ: { uid: number; messageId?: string; text: string }[] = [];
   for (const uid of [...uids].sort((a, b) => a - b)) {
     const seen = [...views].map(([device, view]) => ({ device, entry: view.get(uid) }));
     const distinct = new Set(seen.map((s) => (s.entry ? `[${s.entry.flags}]` : '(absent)')));
     if (distinct.size > 1) {
       const messageId = seen.find((s) => s.entry?.messageId)?.entry?.messageId;
-      return { uid, ...(messageId ? { messageId } : {}), text: seen.map((s) => `${s.device} ${s.entry ? `[${s.entry.flags}]` : '(absent)'}`).join(', ') };
+      differ.push({ uid, ...(messageId ? { messageId } : {}), text: seen.map((s) => `${s.device} ${s.entry ? `[${s.entry.flags}]` : '(absent)'}`).join(', ') });
     }
   }
-  return undefined;
+  return differ;
 }
 
 /**
  * IMAP flags converge: the devices (`<user>/<device>` nodes, as their `device-*` events name them; by default every
  * device of `user`) end with the same messages and the same flags on each. Waits, on their events, until they agree
- * (after a partition heals they resync), within the deadline; fails naming the message, each device's flags, and
- * the devices' events for it with the nemesis's actions since `after` (e.g. the partition).
+ * (after a partition heals they resync), within the deadline; fails naming every message they disagree on, each
+ * device's flags on it, and the devices' events for those messages with the nemesis's actions since `after` (e.g.
+ * the partition).
  */
 export async function checkFlagsConverge(
   lab: { history: History },
@@ -433,15 +435,19 @@ export async function checkFlagsConverge(
   for (;;) {
     const views = deviceViews(history, devices);
     const differ = disagreement(views);
-    if (!differ) return { devices, messages: views.get(devices[0]!)!.size };
+    if (differ.length === 0) return { devices, messages: views.get(devices[0]!)!.size };
     const known = new Set(history.events);
     try {
       await history.waitFor({ where: (e) => devices.includes(e.node) && !known.has(e) }, { ...left(), description: `the devices ${devices.join(', ')} to agree` });
     } catch (err) {
       if (!(err instanceof WaitTimeoutError)) throw err;
       const after = options.after ?? 0;
-      const events = history.events.filter((e) => (devices.includes(e.node) && (e.messageId === undefined || differ.messageId === undefined || sameId(e.messageId, differ.messageId)) && 'uid' in e.detail && e.detail.uid === differ.uid) || (e.node === NEMESIS && e.time >= after));
-      throw new CheckFailure(`IMAP flags did not converge: message ${differ.messageId ?? '(no Message-ID)'} (uid ${differ.uid}): ${differ.text}`, events, history.seed);
+      // Every message the devices disagree on, in UID order (which message came first is the delivery's order, not
+      // the test's), with the devices' events for each.
+      const ofMessage = (e: HistoryEvent) => differ.some((d) => (e.messageId === undefined || d.messageId === undefined || sameId(e.messageId, d.messageId)) && 'uid' in e.detail && e.detail.uid === d.uid);
+      const events = history.events.filter((e) => (devices.includes(e.node) && ofMessage(e)) || (e.node === NEMESIS && e.time >= after));
+      const lines = differ.map((d) => `message ${d.messageId ?? '(no Message-ID)'} (uid ${d.uid}): ${d.text}`);
+      throw new CheckFailure(`IMAP flags did not converge: ${lines.join('; ')}`, events, history.seed);
     }
   }
 }
