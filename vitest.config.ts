@@ -30,7 +30,17 @@ export default defineConfig({
       { extends: true, test: { name: 'default', include: ['src/**/*.test.ts', 'scenarios/**/*.test.ts', 'examples/**/*.test.ts', 'bench/**/*.test.ts'] } },
       ...REAL_SERVER_LABS.map((lab) => ({
         extends: true as const,
-        test: { name: path.basename(lab, '.ts'), include: SERVER_NEUTRAL_SCENARIOS, env: { MAILLAB_LAB: lab } },
+        test: {
+          name: path.basename(lab, '.ts'),
+          include: SERVER_NEUTRAL_SCENARIOS,
+          env: { MAILLAB_LAB: lab },
+          // A failed test runs once more here, and the report shows it (`retry x1`). A real Postfix MTA, right after
+          // its first deferral, sometimes neither retries nor logs nor shows the message deferred for 8–10 s while
+          // the full suite runs (4 times in about 8 full runs on a loaded 2-core machine: scenarios 02 and 03),
+          // though never in 40 runs of those scenarios alone under load; its cause is not found. maillab's own
+          // servers (the `default` project) get no retry.
+          retry: 1,
+        },
       })),
     ],
   },
