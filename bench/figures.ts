@@ -158,7 +158,7 @@ export function figureJson(f: Figure) {
   return { id: f.id, title: f.title, unit: f.unit, better: f.better, ours: statsOf(f, 'ours') ?? null, peer: statsOf(f, 'peer') ?? null, ratio: ratioStats(f) ?? null, rounds: f.rounds };
 }
 
-/** The order of the two systems in round `round`: maillab first in even rounds, the peer first in odd ones. */
-export function orderOf<T extends { who: Who }>(sides: readonly T[], round: number): T[] {
+/** The order of the systems (or variants) in round `round`: as listed in even rounds, reversed in odd ones, so none always runs first. */
+export function orderOf<T>(sides: readonly T[], round: number): T[] {
   return round % 2 === 0 ? [...sides] : [...sides].reverse();
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { pairedDelta, shapeOf, snapshotMarkdown, summarise, telling, variantOrder, type RoleResult, type Sample } from './snapshot.js';
+import { orderOf } from './figures.js';
+import { pairedDelta, shapeOf, snapshotMarkdown, summarise, telling, type RoleResult, type Sample } from './snapshot.js';
 
 const sample = (round: number, bootMs: number, rssMiB: number, pssMiB?: number): Sample => ({ round, readyMs: bootMs - 5, bootMs, rssMiB, ...(pssMiB !== undefined ? { pssMiB } : {}) });
 
@@ -17,11 +18,11 @@ describe('summarise', () => {
   });
 });
 
-describe('variantOrder', () => {
+describe('orderOf, as the snapshot experiment orders its three variants', () => {
   it('alternates the order from round to round (ABC, CBA, ABC)', () => {
-    expect(variantOrder(['a', 'b', 'c'], 0)).toEqual(['a', 'b', 'c']);
-    expect(variantOrder(['a', 'b', 'c'], 1)).toEqual(['c', 'b', 'a']);
-    expect(variantOrder(['a', 'b', 'c'], 2)).toEqual(['a', 'b', 'c']);
+    expect(orderOf(['a', 'b', 'c'], 0)).toEqual(['a', 'b', 'c']);
+    expect(orderOf(['a', 'b', 'c'], 1)).toEqual(['c', 'b', 'a']);
+    expect(orderOf(['a', 'b', 'c'], 2)).toEqual(['a', 'b', 'c']);
   });
 });
 

@@ -18,19 +18,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { Plugin } from 'esbuild';
 import defaultLab from '../lab/default.js';
 import { createLabResolver } from '../src/dns/index.js';
+import { smtpDialogue } from '../src/harness/clients/probe.js';
 import { Lab } from '../src/harness/lab.js';
 import { packageRoot } from '../src/harness/runtime/types.js';
 import type { Endpoint, NodeConfig } from '../src/shared/config.js';
 import { READY_MARKER } from '../src/shared/node.js';
-import { fmt } from './figures.js';
+import { fmt, orderOf } from './figures.js';
 import { greeting, memory, stats, type Stats } from './load.js';
 
 export const ROLES = ['dns', 'mta', 'mx', 'mailbox'] as const;
@@ -101,14 +100,6 @@ export function summarise(samples: readonly Sample[]): VariantSummary | undefine
     rss: stats(samples.map((s) => s.rssMiB)),
     ...(pss.length === samples.length ? { pss: stats(pss) } : {}),
   };
-}
-
-/**
- * The order of the variants in round `round`: as listed in even rounds, reversed in odd ones (ABC, CBA, ABC…), so
- * that no variant always runs first (a cold page cache) or always right after another.
- */
-export function variantOrder<T>(variants: readonly T[], round: number): T[] {
-  return round % 2 === 0 ? [...variants] : [...variants].reverse();
 }
 
 /**
@@ -524,56 +515,13 @@ async function startNode(
 /** SMTP services that offer STARTTLS (the MX's 25, the MTA's 25 and 587): EHLO, STARTTLS, a verified handshake, EHLO again. */
 async function checkStartTls(services: Record<string, Endpoint>, config: NodeConfig, ca: string): Promise<void> {
   for (const name of ['smtp', 'submission'].filter((n) => services[n])) {
-    const { host, port } = services[name]!;
-    await smtpStartTls(host, port, { ca, servername: config.hostname }).catch((err: Error) => Promise.reject(new Error(`greeted, but STARTTLS on ${name} failed: ${err.message}`)));
+    const replies = await smtpDialogue(services[name]!, ['EHLO snapshot.bench', 'STARTTLS', 'EHLO snapshot.bench'], { tls: { ca, servername: config.hostname } }).catch((err: Error) =>
+      Promise.reject(new Error(`greeted, but STARTTLS on ${name} failed: ${err.message}`)),
+    );
+    const refused = replies.find((r) => r.command !== 'QUIT' && r.code >= 400);
+    if (refused) throw new Error(`greeted, but STARTTLS on ${name} failed: ${refused.command}: ${refused.text}`);
+    if (!/STARTTLS/i.test(replies.find((r) => r.command.startsWith('EHLO'))?.text ?? '')) throw new Error(`greeted, but ${name} offers no STARTTLS`);
   }
-}
-
-function smtpStartTls(host: string, port: number, trust: { ca: string; servername: string }): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const plain = net.connect(port, host);
-    let socket: net.Socket = plain;
-    let buffer = '';
-    let step: 'greeting' | 'ehlo' | 'starttls' | 'ehlo-tls' = 'greeting';
-    const timer = setTimeout(() => fail(new Error(`no answer at step ${step} within 5 s`)), 5000);
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      socket.destroy();
-      plain.destroy();
-      reject(err);
-    };
-    const onData = (chunk: Buffer) => {
-      buffer += chunk.toString('latin1');
-      const lines = buffer.split('\r\n');
-      const last = lines.length > 1 ? lines[lines.length - 2]! : '';
-      if (!/^\d{3} /.test(last)) return; // a reply ends with "NNN " (multi-line replies use "NNN-")
-      const reply = buffer;
-      buffer = '';
-      if (!/^[23]/.test(last)) return fail(new Error(`${step}: ${last}`));
-      if (step === 'greeting') {
-        step = 'ehlo';
-        socket.write('EHLO snapshot.bench\r\n');
-      } else if (step === 'ehlo') {
-        if (!/STARTTLS/i.test(reply)) return fail(new Error('STARTTLS not offered'));
-        step = 'starttls';
-        socket.write('STARTTLS\r\n');
-      } else if (step === 'starttls') {
-        plain.off('data', onData);
-        socket = tls.connect({ socket: plain, ...trust }, () => {
-          step = 'ehlo-tls';
-          socket.write('EHLO snapshot.bench\r\n');
-        });
-        socket.on('data', onData);
-        socket.once('error', fail);
-      } else {
-        clearTimeout(timer);
-        socket.end('QUIT\r\n');
-        resolve();
-      }
-    };
-    plain.on('data', onData);
-    plain.once('error', fail);
-  });
 }
 
 async function stop(child: ChildProcess): Promise<void> {
@@ -593,7 +541,7 @@ async function rounds(name: string, outcome: BuildOutcome, nodes: NodeToStart[],
   const result: RoleResult = { role: name, build: outcome, samples: {}, failures: {} };
   const variants = VARIANTS.filter((v) => v !== 'snapshot' || outcome.ok);
   for (let round = 0; round < RUNS; round++) {
-    for (const variant of variantOrder(variants, round)) {
+    for (const variant of orderOf(variants, round)) {
       if (result.failures[variant]) continue;
       try {
         const sample = await startNodes(variant, nodes, ca, dir, round);
