@@ -1,6 +1,9 @@
-// The node bundle (dist/node.js and its chunks, built by build.mjs before the tests) leaves mailauth's BIMI check
-// out: the MX runs with disableBimi, and BIMI's dependencies (undici, @postalsys/vmc) were a third of its start-up.
-// The MX's authentication itself is exercised through the bundle by scenarios 28 and 29.
+// The node bundle (dist/node.js and its chunks, built by build.mjs before the tests):
+// - leaves mailauth's BIMI check out: the MX runs with disableBimi, and BIMI's dependencies (undici, @postalsys/vmc)
+//   were a third of its start-up;
+// - loads mailauth itself (with joi, tldts, libmime, iconv-lite: the largest chunk) only when the MX authenticates or
+//   the MTA signs its first message, not at start (src/shared/lazy-module.ts; issue 17).
+// The MX's authentication and the MTA's signing themselves are exercised through the bundle by scenarios 28 and 29.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -8,14 +11,46 @@ import { packageRoot } from './harness/runtime/types.js';
 
 const chunks = path.join(packageRoot(), 'dist', 'node-chunks');
 
+async function bundle(): Promise<Map<string, string>> {
+  const files = (await fs.readdir(chunks)).filter((f) => f.endsWith('.js'));
+  return new Map(await Promise.all(files.map(async (f) => [f, await fs.readFile(path.join(chunks, f), 'utf8')] as const)));
+}
+
+/** The chunks a chunk loads before it runs: its static imports, and theirs (dynamic `import()` left out). */
+function loadedAtStart(texts: Map<string, string>, entry: string): Set<string> {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const [, dep] of (texts.get(file) ?? '').matchAll(/(?:^|[;\s}])import\s*(?:[^'"()]*?from\s*)?["']\.\/([^"']+)["']/g)) visit(dep!);
+  };
+  visit(entry);
+  return seen;
+}
+
 describe('the node bundle', () => {
   it("holds no BIMI code (undici's errors, for one), and what stands for it throws, naming why", async () => {
-    const files = (await fs.readdir(chunks)).filter((f) => f.endsWith('.js'));
-    expect(files.length).toBeGreaterThan(0);
-    const texts = await Promise.all(files.map((f) => fs.readFile(path.join(chunks, f), 'utf8')));
-    expect(files.filter((_, i) => texts[i]!.includes('UND_ERR_'))).toEqual([]);
-    const standIn = files.filter((_, i) => texts[i]!.includes('BIMI is left out of the maillab node bundle'));
+    const texts = await bundle();
+    expect(texts.size).toBeGreaterThan(0);
+    expect([...texts].filter(([, text]) => text.includes('UND_ERR_')).map(([f]) => f)).toEqual([]);
+    const standIn = [...texts].filter(([, text]) => text.includes('BIMI is left out of the maillab node bundle')).map(([f]) => f);
     expect(standIn).toHaveLength(1);
-    expect(standIn[0]).toMatch(/^mx-/);
+    expect(standIn[0]).toMatch(/^mailauth-/);
+  });
+
+  it('starts the MX and the MTA without loading mailauth: its chunk is only imported dynamically', async () => {
+    const texts = await bundle();
+    // A message of mailauth's own signer (lib/dkim/dkim-signer.js), which its verifier shares the chunk with.
+    const holding = [...texts].filter(([, text]) => text.includes('Unsupported key type')).map(([f]) => f);
+    expect(holding).toHaveLength(1);
+    for (const role of ['mx', 'mta']) {
+      const entry = [...texts.keys()].find((f) => f.startsWith(`${role}-`) && !f.startsWith('mta-node'));
+      expect(entry, `no ${role}-*.js chunk in ${chunks}`).toBeDefined();
+      const atStart = loadedAtStart(texts, entry!);
+      expect(atStart.size).toBeGreaterThan(1);
+      expect([...atStart].filter((f) => holding.includes(f)), `${role} loads mailauth at start`).toEqual([]);
+      // ...and does load it later, on demand.
+      expect([...atStart].some((f) => /import\(["']\.\/(mailauth|sign)-/.test(texts.get(f) ?? '')), `${role} never imports mailauth`).toBe(true);
+    }
   });
 });

@@ -7,7 +7,7 @@
 // being signed keeps the signer it started with.
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import addressparser from 'nodemailer/lib/addressparser';
-import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import { commonJsExports, lazyModule } from '../shared/lazy-module.js';
 import type { DkimSigningConfig } from '../shared/config.js';
 import type { DkimSignerView } from './api.js';
 
@@ -16,6 +16,10 @@ export type DkimCanonicalization = DkimSigningConfig['canonicalization'];
 
 const ALGORITHMS: readonly DkimAlgorithm[] = ['rsa-sha256', 'ed25519-sha256'];
 const CANONICALIZATIONS: readonly DkimCanonicalization[] = ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple'];
+// mailauth's signer (with joi, tldts, libmime and iconv-lite) is loaded when the first message is signed, not at start:
+// the MTA greets sooner, and a lab without DKIM never loads it (issue 17).
+const mailauthSigner = lazyModule(async () => commonJsExports(await import('mailauth/lib/dkim/sign.js')));
+
 /** RFC 8301 §3.2: verifiers must not accept RSA keys under 1024 bits, so a smaller one would only make failures. */
 export const MIN_RSA_BITS = 1024;
 
@@ -113,6 +117,7 @@ export class DkimSigner {
     const config = this.signers.get(fromDomain.toLowerCase());
     if (!config) return { message };
     const entry = { signingDomain: config.domain, selector: config.selector, privateKey: config.privateKey, algorithm: config.algorithm, canonicalization: config.canonicalization };
+    const { dkimSign } = await mailauthSigner();
     const result = await dkimSign(message, {
       // mailauth's signer reads only `signatureData`; its typings want the same fields on the options too.
       ...entry,
