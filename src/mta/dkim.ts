@@ -1,4 +1,4 @@
-// DKIM signing at the MTA (RFC 6376; Ed25519 per RFC 8463), with mailauth's signer, and the RFC 5322 From: mailboxes
+// DKIM signing at the MTA (RFC 6376; Ed25519 per RFC 8463; the signature itself is dkim-sign.ts's), and the RFC 5322 From: mailboxes
 // that both the signing and the submission From: policy look at.
 //
 // The signers are replaced as a whole (`replace`, the `set-dkim` operation): every entry is checked first — the key
@@ -7,19 +7,15 @@
 // being signed keeps the signer it started with.
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import addressparser from 'nodemailer/lib/addressparser';
-import { commonJsExports, lazyModule } from '../shared/lazy-module.js';
 import type { DkimSigningConfig } from '../shared/config.js';
 import type { DkimSignerView } from './api.js';
+import { dkimSignature } from './dkim-sign.js';
 
 export type DkimAlgorithm = DkimSigningConfig['algorithm'];
 export type DkimCanonicalization = DkimSigningConfig['canonicalization'];
 
 const ALGORITHMS: readonly DkimAlgorithm[] = ['rsa-sha256', 'ed25519-sha256'];
 const CANONICALIZATIONS: readonly DkimCanonicalization[] = ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple'];
-// mailauth's signer (with joi, tldts, libmime and iconv-lite) is loaded when the first message is signed, not at start:
-// the MTA greets sooner, and a lab without DKIM never loads it (issue 17).
-const mailauthSigner = lazyModule(async () => commonJsExports(await import('mailauth/lib/dkim/sign.js')));
-
 /** RFC 8301 §3.2: verifiers must not accept RSA keys under 1024 bits, so a smaller one would only make failures. */
 export const MIN_RSA_BITS = 1024;
 
@@ -44,6 +40,11 @@ const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
  * Checks one signer as it arrives (from the config or the control channel, so nothing is trusted), its key included. Errors name the entry (`signer 2 (d=sender.test s=k1)`) and what is wrong with it.
  */
 export function checkSigner(raw: unknown, index: number): DkimSigningConfig {
+  return checkedSigner(raw, index).config;
+}
+
+/** checkSigner, with the key it parsed (kept, so that no message parses it again). */
+function checkedSigner(raw: unknown, index: number): { config: DkimSigningConfig; key: KeyObject } {
   const entry = (typeof raw === 'object' && raw !== null ? raw : {}) as Partial<Record<keyof DkimSigningConfig, unknown>>;
   const domain = typeof entry.domain === 'string' ? entry.domain.trim().toLowerCase().replace(/\.$/, '') : '';
   const selector = typeof entry.selector === 'string' ? entry.selector.trim().toLowerCase() : '';
@@ -78,12 +79,12 @@ export function checkSigner(raw: unknown, index: number): DkimSigningConfig {
   if (key.asymmetricKeyType !== wanted) fail(`privateKey is an ${key.asymmetricKeyType ?? 'unknown'} key, ${algorithm} needs an ${wanted} key`);
   const bits = key.asymmetricKeyDetails?.modulusLength;
   if (wanted === 'rsa' && (bits === undefined || bits < MIN_RSA_BITS)) fail(`the RSA key has ${bits ?? 'an unknown number of'} bits, at least ${MIN_RSA_BITS} are needed (RFC 8301 §3.2)`);
-  return { domain, selector, privateKey: entry.privateKey as string, algorithm, canonicalization, ...(headers ? { headers } : {}) };
+  return { config: { domain, selector, privateKey: entry.privateKey as string, algorithm, canonicalization, ...(headers ? { headers } : {}) }, key };
 }
 
 /** The current DKIM signers of the MTA, one per signing domain. */
 export class DkimSigner {
-  private signers = new Map<string, DkimSigningConfig>();
+  private signers = new Map<string, { config: DkimSigningConfig; key: KeyObject }>();
 
   constructor(configs: readonly DkimSigningConfig[] = []) {
     this.replace(configs);
@@ -92,20 +93,20 @@ export class DkimSigner {
   /** Replaces every signer at once; on any invalid entry, throws and keeps the current ones. */
   replace(configs: unknown): DkimSignerView[] {
     if (!Array.isArray(configs)) throw new Error(`DKIM signers must be a list, got ${JSON.stringify(configs)}`);
-    const next = new Map<string, DkimSigningConfig>();
+    const next = new Map<string, { config: DkimSigningConfig; key: KeyObject }>();
     configs.forEach((raw, i) => {
-      const signer = checkSigner(raw, i);
+      const signer = checkedSigner(raw, i);
       // One signer per domain: with two, which one signs would be an accident of order.
-      const taken = next.get(signer.domain);
-      if (taken) throw new Error(`DKIM signer ${i + 1}: domain ${signer.domain} already has a signer (s=${taken.selector}); one per domain`);
-      next.set(signer.domain, signer);
+      const taken = next.get(signer.config.domain);
+      if (taken) throw new Error(`DKIM signer ${i + 1}: domain ${signer.config.domain} already has a signer (s=${taken.config.selector}); one per domain`);
+      next.set(signer.config.domain, signer);
     });
     this.signers = next;
     return this.list();
   }
 
   list(): DkimSignerView[] {
-    return [...this.signers.values()].map(({ domain, selector, algorithm }) => ({ domain, selector, algorithm }));
+    return [...this.signers.values()].map(({ config: { domain, selector, algorithm } }) => ({ domain, selector, algorithm }));
   }
 
   /**
@@ -114,29 +115,18 @@ export class DkimSigner {
    * naming the signer: the message must not leave unsigned when its domain signs.
    */
   async sign(message: Buffer, fromDomain: string): Promise<{ message: Buffer; signature?: DkimSignature }> {
-    const config = this.signers.get(fromDomain.toLowerCase());
-    if (!config) return { message };
-    const entry = { signingDomain: config.domain, selector: config.selector, privateKey: config.privateKey, algorithm: config.algorithm, canonicalization: config.canonicalization };
-    const { dkimSign } = await mailauthSigner();
-    const result = await dkimSign(message, {
-      // mailauth's signer reads only `signatureData`; its typings want the same fields on the options too.
-      ...entry,
-      signatureData: [entry],
-      // The time must be given. Without it mailauth reads the clock twice, rounding to the second each time: once for
-      // the `t=` of the header it hashes and signs, once more, after the RSA signing, for the `t=` of the header it
-      // writes. When the two reads fall either side of a half second (1 signature in ~1000 on an idle machine, more
-      // under load, when signing is slower), the header written is not the one signed: `dkim=fail (bad signature)`.
-      signTime: new Date(),
-      // mailauth reads the list colon-separated: an array, as its typings ask, would silently give its default list.
-      ...(config.headers ? { headerList: config.headers.join(':') as unknown as string[] } : {}),
-    });
-    const failure = result.errors[0] as (Error & { err?: Error }) | undefined;
-    const header = result.signatures.trim();
-    if (failure || !header) {
-      throw new Error(`DKIM signing with d=${config.domain} s=${config.selector} (${config.algorithm}) failed: ${failure ? (failure.err ?? failure).message : 'no signature produced'}`);
+    const signer = this.signers.get(fromDomain.toLowerCase());
+    if (!signer) return { message };
+    const { config, key } = signer;
+    let header: string;
+    try {
+      // The clock is read once: the `t=` signed is the `t=` written.
+      header = dkimSignature(message, { domain: config.domain, selector: config.selector, key, algorithm: config.algorithm, canonicalization: config.canonicalization, ...(config.headers ? { headers: config.headers } : {}) }, new Date());
+    } catch (err) {
+      throw new Error(`DKIM signing with d=${config.domain} s=${config.selector} (${config.algorithm}) failed: ${(err as Error).message}`);
     }
     return {
-      message: Buffer.concat([Buffer.from(result.signatures), message]),
+      message: Buffer.concat([Buffer.from(header, 'latin1'), message]),
       signature: { domain: config.domain, selector: config.selector, algorithm: config.algorithm, canonicalization: config.canonicalization, headers: signedHeaders(header) },
     };
   }
