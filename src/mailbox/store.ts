@@ -252,8 +252,13 @@ export class MaildirStore implements MailStore {
         await this.ops.files.remove(tmp);
         throw new MailStoreError('ABORTED', `delivery to ${u.name} abandoned before it was stored: the client went away`);
       }
-      const file = await this.ops.files.publish(tmp, inbox.dir, 'new', id, content.length, '');
-      return toMessage(await this.ops.add(inbox, 'new', file, content.length, '', [], options.internalDate ?? Date.now()));
+      const file = await this.ops.files.publish(tmp, inbox.dir, 'new', id, content.length, '', false);
+      // The link into new/ and the index record are made durable at once, one fsync's wait instead of two (the lock
+      // is held for both). Either order of the two reaching the disk is safe after a crash: a file in new/ that the
+      // index lacks is indexed when the folder is read; a record whose file is not there is dropped as removed. The
+      // message is reported stored only when both have.
+      const [, entry] = await Promise.all([this.ops.files.syncDirs([path.join(inbox.dir, 'new')]), this.ops.add(inbox, 'new', file, content.length, '', [], options.internalDate ?? Date.now())]);
+      return toMessage(entry);
     });
     this.emit({ type: 'exists', user: u.name, mailbox: 'INBOX', message });
     return message;

@@ -76,15 +76,18 @@ export class MaildirFiles {
     return { id, tmp };
   }
 
-  /** Links a file written by writeTmp() into `dir`/`sub`, removes it from tmp/, syncs `sub`. */
-  async publish(tmp: string, dir: string, sub: Sub, id: string, size: number, letters: string): Promise<string> {
+  /**
+   * Links a file written by writeTmp() into `dir`/`sub`, removes it from tmp/, syncs `sub` (unless `syncSub` is false:
+   * the caller then syncs it itself, with syncDirs, before it reports the message stored).
+   */
+  async publish(tmp: string, dir: string, sub: Sub, id: string, size: number, letters: string, syncSub = true): Promise<string> {
     let file: string;
     try {
       file = await this.linkUnique(tmp, path.join(dir, sub), id, size, letters);
     } finally {
       await this.fs.unlink(tmp).catch(() => undefined);
     }
-    if (this.sync) await syncDir(path.join(dir, sub), this.fs);
+    if (this.sync && syncSub) await syncDir(path.join(dir, sub), this.fs);
     return file;
   }
 
