@@ -24,6 +24,14 @@ export interface RunningRole<K extends RoleContract = RoleContract> {
 
 export type RoleStarter<C extends NodeConfig, K extends RoleContract> = (ctx: NodeContext<C, K['events']>) => Promise<RunningRole<K>>;
 
+/**
+ * V8 flags every node process starts with, on both runtimes. A young generation of at most 2 MiB per semi-space
+ * (V8's default on 64-bit is 16): a node's allocations are short-lived (a message, a session), so the smaller nursery
+ * is scavenged more often at about the same CPU, and the lab's peak memory under load falls by about a fifth (issue
+ * 17: PSS of the four nodes at 2000 × 1 KiB over 20 connections, 306–310 MiB → 238–245; throughput within the noise).
+ */
+export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+
 /** The line a node prints on stdout once every service listens; runtimes wait for it. */
 export const READY_MARKER = 'MAILLAB_READY ';
 

@@ -25,6 +25,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { getContainerRuntimeClient, type ContainerRuntimeClient } from 'testcontainers';
+import { NODE_V8_FLAGS } from '../../shared/node.js';
 import { packageRoot } from './types.js';
 import { realServerLayer, type RealLayerEntry } from './real-image.js';
 
@@ -135,7 +136,7 @@ export async function planImage(options: ImageOptions & { engine?: { os: string;
     }
   }
   // No --enable-source-maps (5 MiB per node); MAILLAB_SOURCE_MAPS=1 passes it through NODE_OPTIONS.
-  const entrypoint = JSON.stringify([runtime ? IMAGE_PATHS.node : 'node', IMAGE_PATHS.bundle]);
+  const entrypoint = JSON.stringify([runtime ? IMAGE_PATHS.node : 'node', ...NODE_V8_FLAGS, IMAGE_PATHS.bundle]);
   const repository = options.real ? REAL_IMAGE_REPOSITORY : IMAGE_REPOSITORY;
   const plan = await layer(repository, [`FROM ${realBase?.tag ?? runtime?.tag ?? base}`, 'COPY rootfs/ /', `ENTRYPOINT ${entrypoint}`], files, [
     { target: '/config', mode: 0o755 },

@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { NodeConfig } from '../../shared/config.js';
-import { READY_MARKER } from '../../shared/node.js';
+import { NODE_V8_FLAGS, READY_MARKER } from '../../shared/node.js';
 import type { LabNetwork, RunningNode, Runtime } from './types.js';
 import { packageRoot } from './types.js';
 import { currentOwner, ownerState, processStartTime, reapedLine, stillRunning, type LabOwner, type ProcessId } from './owner.js';
@@ -27,12 +27,12 @@ interface OwnerFile {
 }
 
 /**
- * Extra node flags for the nodes: MAILLAB_NODE_ARGS (e.g. --cpu-prof), and source maps with
- * MAILLAB_SOURCE_MAPS=1. Off by default: they cost about 5 MiB of memory per node, and the bundle keeps
- * function names, so stack traces stay readable without them.
+ * The node flags of the nodes: NODE_V8_FLAGS, then MAILLAB_NODE_ARGS (e.g. --cpu-prof; a V8 flag given there again
+ * wins, being later), and source maps with MAILLAB_SOURCE_MAPS=1. Source maps are off by default: they cost about
+ * 5 MiB of memory per node, and the bundle keeps function names, so stack traces stay readable without them.
  */
 export function nodeArgs(): string[] {
-  const args = process.env.MAILLAB_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const args = [...NODE_V8_FLAGS, ...(process.env.MAILLAB_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
   return process.env.MAILLAB_SOURCE_MAPS === '1' ? [...args, '--enable-source-maps'] : args;
 }
 

@@ -57,7 +57,7 @@ describe('a user-given real-server image (MAILLAB_REAL_BASE_IMAGE, where a regis
     expect(plan.from).toBe('example/postfix-dovecot-node:1');
     expect(plan.realBase).toBeUndefined();
     expect(plan.runtime).toBeUndefined();
-    expect(plan.dockerfile).toContain('ENTRYPOINT ["node","/app/node.js"]');
+    expect(plan.dockerfile).toContain('ENTRYPOINT ["node","--max-semi-space-size=2","/app/node.js"]');
     expect(plan.files.map((f) => f.target)).toContain('/app/node.js');
   });
 
