@@ -10,6 +10,7 @@ import defaultLab from '../../../lab/default.js';
 import type { NodeConfig } from '../../shared/config.js';
 import type { MailboxContract } from '../../mailbox/api.js';
 import { ControlClient, newControlToken } from '../../shared/control.js';
+import { NODE_V8_FLAGS } from '../../shared/node.js';
 import { ensureImage, planImage } from './images.js';
 import type { LabNetwork } from './types.js';
 import { createRuntime } from './index.js';
@@ -76,7 +77,7 @@ describe('docker runtime', () => {
     expect(secondMs).toBeLessThan(3000);
 
     const image = await (await docker()).getImage(tag).inspect();
-    expect(image.Config.Entrypoint).toEqual(['/usr/local/bin/node', '/app/node.js']);
+    expect(image.Config.Entrypoint).toEqual(['/usr/local/bin/node', ...NODE_V8_FLAGS, '/app/node.js']);
     expect(image.Config.Labels).toMatchObject({ maillab: '1' });
     expect(image.Os).toBe('linux');
     if (plan.runtime) {
