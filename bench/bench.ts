@@ -528,6 +528,9 @@ async function tlsFigures(): Promise<string | undefined> {
   return peer?.name;
 }
 
+/** The machine's load average when the run began (the report is written at its end, when the bench's own load shows). */
+const LOAD_AT_START = os.loadavg();
+
 async function main() {
   const started = new Date();
   if (ONLY === 'imap') return imapOnly(started);
@@ -1080,7 +1083,7 @@ function floorSection(): string[] {
 }
 
 async function report(started: Date, peerName?: string, suffix = '', extra: string[] = [], scale?: Figures) {
-  const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: os.loadavg() };
+  const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: LOAD_AT_START, loadAverageAtEnd: os.loadavg() };
   const dir = path.join(packageRoot(), 'bench', 'results');
   await fs.mkdir(dir, { recursive: true });
   const verdicts = judge(figures, GOALS).filter((v) => figures.get(v.figure));
@@ -1089,7 +1092,7 @@ async function report(started: Date, peerName?: string, suffix = '', extra: stri
   const lines = [
     `# maillab benchmark`,
     ``,
-    `${started.toISOString()} · ${machine.cores} cores (${machine.cpu}) · ${machine.memoryGiB} GiB · Node ${machine.node} · ${machine.platform} · load average at the start ${machine.loadAverage.map((l) => l.toFixed(2)).join(' ')}`,
+    `${started.toISOString()} · ${machine.cores} cores (${machine.cpu}) · ${machine.memoryGiB} GiB · Node ${machine.node} · ${machine.platform} · load average at the start ${machine.loadAverage.map((l) => l.toFixed(2)).join(' ')}, at the end ${machine.loadAverageAtEnd.map((l) => l.toFixed(2)).join(' ')}`,
     `Peer: ${peerName ?? 'none'} · ${RUNS} interleaved rounds (maillab and the peer one after the other, the order alternating); each system: median (min–max) of its rounds${ONLY === 'imap' ? ` (IMAP: ${IMAP_SECONDS} s rounds)` : ` (latency: the median of ${LATENCY_SAMPLES} messages per round)`}; ratio: median (min–max) of the per-round ratios`,
     ``,
     ...errors.map((e) => `**ERROR: ${e}**`),

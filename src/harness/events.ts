@@ -62,6 +62,12 @@ export type HarnessEvents = {
   'smtp-faults-change': NodeAction & { rules: SmtpFaultRule[] };
   /** A link's toxics were replaced (`set-toxics` at its proxy): the link and its toxics from now on. */
   'link-change': NodeAction & { from: string; to: string; toxics: ToxicView[] };
+  /**
+   * Events of a node the harness never received: its stream from the node skipped from `from` to `to` (the node
+   * keeps its latest EVENT_LOG_KEEP only, and the harness was not following when those were emitted). Checkers over
+   * this history may then miss what happened there.
+   */
+  'events-lost': { from: number; to: number };
   /** An IMAP device learned of a message (UID, flags). */
   'device-synced': { uid: number; flags: string[] };
   /** An IMAP device saw a message's flags change. */
@@ -80,7 +86,7 @@ export type HarnessEvents = {
 
 export const HARNESS_EVENT_KINDS = eventKinds<HarnessEvents>()([
   'node-stop', 'node-start', 'node-kill', 'node-restart', 'node-pause', 'node-unpause', 'node-disconnect', 'node-connect',
-  'dns-edit', 'queue-flush', 'queue-change', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded', 'device-offline', 'device-reconnected',
+  'dns-edit', 'queue-flush', 'queue-change', 'dkim-change', 'dns-faults-change', 'smtp-faults-change', 'link-change', 'events-lost', 'device-synced', 'device-flags', 'device-removed', 'device-sent', 'device-downloaded', 'device-offline', 'device-reconnected',
 ] as const);
 
 /**

@@ -648,7 +648,8 @@ export class StartedLab {
   eventsOutsideContract(): HistoryEvent[] {
     return this.history.outsideContract((node) => {
       const handle = this.handles.get(node);
-      return handle ? ROLE_EVENT_KINDS[handle.role] : undefined;
+      // `events-lost` is the harness's own note about the node's stream, recorded under the node's name.
+      return handle ? [...ROLE_EVENT_KINDS[handle.role], 'events-lost'] : undefined;
     });
   }
 

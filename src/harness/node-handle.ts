@@ -100,6 +100,8 @@ export class NodeHandle<R extends Role = Role> {
     this.stopStream = this.client!.streamEvents(
       this.lastSeq,
       (e) => {
+        // Sequence numbers start at 1 and have no holes on the node: a jump means events the node no longer had.
+        if (e.seq > this.lastSeq + 1) this.history.record(this.name, 'events-lost', { from: this.lastSeq + 1, to: e.seq - 1 });
         this.lastSeq = e.seq;
         this.history.add(e);
       },

@@ -33,14 +33,28 @@ export function now(): number {
 }
 
 /**
- * The event log of one node: keeps events in memory and feeds subscribers (the control channel). Typed by the
- * role's event table, so a node can only emit the kinds its contract lists, with their detail shapes.
+ * How many of its latest events a node keeps for subscribers that ask for past ones (`GET /events?since=N`). The
+ * harness follows every node from its start, so it never needs old ones; what is kept serves a late subscriber
+ * (`maillab poke` on a running lab) and costs memory: an event is about 1–2 KiB, and at 100,000 (the old bound) the
+ * lab's memory grew by about 30 KiB per message until the bound was reached (issue 17, bench rounds 1 to 5: peak PSS
+ * 245 → 510 MiB). Older events are dropped in batches of a tenth, so memory stays within 1.1 × this many.
+ */
+export const EVENT_LOG_KEEP = 10_000;
+
+/**
+ * The event log of one node: keeps its latest events in memory (EVENT_LOG_KEEP) and feeds subscribers (the control
+ * channel). Typed by the role's event table, so a node can only emit the kinds its contract lists, with their
+ * detail shapes.
  */
 export class EventLog<E extends EventTable = EventTable> {
   private readonly events: LabEvent[] = [];
   private readonly listeners = new Set<(e: LabEvent) => void>();
   private seq = 0;
-  constructor(readonly node: string, private readonly keep = 100_000) {}
+  /** Dropping one old event per new one would move the whole array every time: drop a batch. */
+  private readonly slack: number;
+  constructor(readonly node: string, private readonly keep = EVENT_LOG_KEEP) {
+    this.slack = Math.max(1, Math.floor(keep / 10));
+  }
 
   emit<K extends keyof E & string>(input: EventInput<E, K>): LabEvent {
     const event: LabEvent = {
@@ -53,12 +67,12 @@ export class EventLog<E extends EventTable = EventTable> {
       detail: input.detail as Record<string, unknown>,
     };
     this.events.push(event);
-    if (this.events.length > this.keep) this.events.splice(0, this.events.length - this.keep);
+    if (this.events.length >= this.keep + this.slack) this.events.splice(0, this.events.length - this.keep);
     for (const listener of this.listeners) listener(event);
     return event;
   }
 
-  /** Events with a sequence number above `seq`. */
+  /** Kept events with a sequence number above `seq` (a subscriber sees a gap in `seq` where older ones were dropped). */
   since(seq: number): LabEvent[] {
     return this.events.filter((e) => e.seq > seq);
   }
