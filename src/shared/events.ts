@@ -35,9 +35,11 @@ export function now(): number {
 /**
  * How many of its latest events a node keeps for subscribers that ask for past ones (`GET /events?since=N`). The
  * harness follows every node from its start, so it never needs old ones; what is kept serves a late subscriber
- * (`maillab poke` on a running lab) and costs memory: an event is about 1–2 KiB, and at 100,000 (the old bound) the
- * lab's memory grew by about 30 KiB per message until the bound was reached (issue 17, bench rounds 1 to 5: peak PSS
- * 245 → 510 MiB). Older events are dropped in batches of a tenth, so memory stays within 1.1 × this many.
+ * (`maillab tail --all`, `tail --message` on a running lab) and costs memory, about 0.5–2 KiB an event. (Kept as
+ * objects: as JSON lines they would be larger, V8 sharing the objects' shapes and constant strings.) At 100,000, the
+ * old bound, the lab's memory grew by about 30 KiB per message until the bound was reached (issue 17, bench rounds 1
+ * to 5: peak PSS 245 → 510 MiB). Older events are dropped in batches of a tenth, so a node holds at most 1.1 × this
+ * many.
  */
 export const EVENT_LOG_KEEP = 10_000;
 
