@@ -12,6 +12,7 @@
 // that SMTP transmits, so both canonicalizations work on lines, whatever ended them.
 import { createHash, sign, type KeyObject } from 'node:crypto';
 import type { DkimSigningConfig } from '../shared/config.js';
+import { headerBoundary } from '../shared/headers.js';
 
 export interface DkimSigningKey {
   domain: string;
@@ -37,12 +38,8 @@ const FOLD_AT = 76;
 
 /** The header section and the body of a message, as byte-preserving (latin1) strings. */
 function split(message: Buffer): { head: string; body: string } {
-  const text = message.toString('latin1');
-  const crlf = text.indexOf('\r\n\r\n');
-  const lf = text.indexOf('\n\n');
-  if (crlf >= 0 && (lf < 0 || crlf < lf)) return { head: text.slice(0, crlf + 2), body: text.slice(crlf + 4) };
-  if (lf >= 0) return { head: text.slice(0, lf + 1), body: text.slice(lf + 2) };
-  return { head: text, body: '' };
+  const { headEnd, bodyStart } = headerBoundary(message);
+  return { head: message.subarray(0, headEnd).toString('latin1'), body: message.subarray(bodyStart).toString('latin1') };
 }
 
 /** The header fields, top to bottom, each with its folding and without its final line end. */

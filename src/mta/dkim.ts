@@ -10,6 +10,7 @@ import addressparser from 'nodemailer/lib/addressparser';
 import type { DkimSigningConfig } from '../shared/config.js';
 import type { DkimSignerView } from './api.js';
 import { dkimSignature } from './dkim-sign.js';
+import { headerBoundary } from '../shared/headers.js';
 
 export type DkimAlgorithm = DkimSigningConfig['algorithm'];
 export type DkimCanonicalization = DkimSigningConfig['canonicalization'];
@@ -140,10 +141,8 @@ export function signedHeaders(signatureHeader: string): string[] {
 
 /** Every field `name` of the header section, unfolded (RFC 5322 §2.2.3), in order. */
 function headerFields(raw: Buffer, name: string): string[] {
-  let end = raw.indexOf('\r\n\r\n');
-  if (end < 0) end = raw.indexOf('\n\n');
   // UTF-8 (RFC 6532): a From: may carry an internationalised address.
-  const head = raw.subarray(0, end < 0 ? raw.length : end).toString('utf8').replace(/\r?\n[ \t]+/g, ' ');
+  const head = raw.subarray(0, headerBoundary(raw).headEnd).toString('utf8').replace(/\r?\n[ \t]+/g, ' ');
   const wanted = name.toLowerCase() + ':';
   return head
     .split(/\r?\n/)

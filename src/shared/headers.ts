@@ -2,11 +2,21 @@
 // write trace headers.
 import type { TlsInfo } from './tls-session.js';
 
+/**
+ * Where a raw message's header section ends: `headEnd` before the first empty line (CRLF CRLF, else LF LF), `bodyStart`
+ * after it; without an empty line the whole message is header and both are its length.
+ */
+export function headerBoundary(raw: Buffer): { headEnd: number; bodyStart: number } {
+  const crlf = raw.indexOf('\r\n\r\n');
+  if (crlf >= 0) return { headEnd: crlf, bodyStart: crlf + 4 };
+  const lf = raw.indexOf('\n\n');
+  if (lf >= 0) return { headEnd: lf, bodyStart: lf + 2 };
+  return { headEnd: raw.length, bodyStart: raw.length };
+}
+
 /** The header section of a raw message (up to the first empty line), as latin1 text. */
 export function headerSection(raw: Buffer): string {
-  let end = raw.indexOf('\r\n\r\n');
-  if (end < 0) end = raw.indexOf('\n\n');
-  return raw.subarray(0, end < 0 ? raw.length : end).toString('latin1');
+  return raw.subarray(0, headerBoundary(raw).headEnd).toString('latin1');
 }
 
 /** The unfolded value of the first header `name`, or undefined. */
