@@ -136,7 +136,7 @@ function keyUsageBits(usage: CertificateSpec['keyUsage']): Buffer {
   return bits(Buffer.from([mask]), unused);
 }
 
-export function pemOf(der: Buffer): string {
+function pemOf(der: Buffer): string {
   return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
 }
 
