@@ -211,6 +211,31 @@ describe('checkDeliveryGuarantees', () => {
     expect(report.duplicates[0]!.cause!.description).toMatch(/^node-stop of mx at .*; the MTA then deferred bob@receiver\.test: 421 Server shutting down \(in reply to DATA\)$/);
   });
 
+  /** A message stored twice, the MTA started again between the copies; `killed`: after a kill recorded before the first. */
+  function storedAroundRestart(killed: boolean) {
+    const w = world();
+    w.ev.queued(0);
+    if (killed) w.ev.nemesis(60, 'node-kill', 'mta');
+    w.ev.active(130);
+    w.ev.stored(150);
+    w.ev.nemesis(1100, 'node-start', 'mta');
+    w.ev.active(1900, [BOB], 1);
+    w.ev.stored(2000);
+    w.ev.relayed(2010);
+    return checkDeliveryGuarantees({ history: w.history, mta: () => ({ queue: async () => [] }) }, owed, { timeoutMs: 300 });
+  }
+
+  it('explains a copy sent again by a killed MTA that was started between the copies, its last events stamped after the kill', async () => {
+    // Scenario 47 on docker: the kill was recorded when docker returned, the killed MTA's delivery of the first copy
+    // carries a later time (its own clock), and the restarted MTA delivered again.
+    const report = await storedAroundRestart(true);
+    expect(report.duplicates).toMatchObject([{ messageId: ID, rcpt: BOB, copies: 2, cause: { kind: 'node-fault', description: expect.stringMatching(/^node-kill of mta at .*, started again at .*, between the copies$/) } }]);
+  });
+
+  it('does not take a restart without a fault before it as the cause', async () => {
+    expect((await failureOf(storedAroundRestart(false))).message).toMatch(/nothing between the copies explains it/);
+  });
+
   it('counts the copies the folder holds whose stored event died with a killed mailbox server, and explains them', async () => {
     // The first copy was stored, then the mailbox server was killed before its event left: the MX lost the LMTP
     // session, the MTA retried, the second copy's event arrived. One `stored` event, two copies in bob's INBOX.

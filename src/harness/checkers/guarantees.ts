@@ -298,6 +298,16 @@ export function duplicateCause(history: History, m: OwedMessage, rcpt: string, s
     const then = refusedAfter && refusedAfter.kind === 'deferred' ? `; the MTA then deferred ${rcpt}: ${refusedAfter.detail.reply}${refusedAfter.detail.command ? ` (in reply to ${refusedAfter.detail.command})` : ''}` : '';
     return { kind: 'node-fault', event: node, description: `${node.kind} of ${node.detail.target} at ${new Date(node.time).toISOString()}${then}` };
   }
+  // A node brought back between the copies after a fault that the window above missed: a fault is recorded when the
+  // harness saw it done (docker kill returns before the process is gone, and each node stamps its events with its own
+  // clock), so the killed MTA's last events, the first copy's delivery among them, can carry later times than the
+  // kill. Its queue had not recorded that delivery, and the restarted MTA sent the message again.
+  const restart = history.events.find((e) => e.time >= from && e.time <= to && e.node === NEMESIS && e.kind === 'node-start' && 'role' in e.detail && DUPLICATING_ROLES.has(String(e.detail.role)));
+  const target = restart && 'target' in restart.detail ? String(restart.detail.target) : undefined;
+  const fault = target !== undefined && history.events.filter((e) => e.time < restart!.time && e.node === NEMESIS && NODE_FAULTS.has(e.kind) && 'target' in e.detail && String(e.detail.target) === target).at(-1);
+  if (restart && fault) {
+    return { kind: 'node-fault', event: fault, description: `${fault.kind} of ${target} at ${new Date(fault.time).toISOString()}, started again at ${new Date(restart.time).toISOString()}, between the copies` };
+  }
   return undefined;
 }
 
